@@ -1,0 +1,565 @@
+//! The one contract between the `traffic` XDP program and user space.
+//!
+//! Every map name, `max_entries`, key and value layout, every enum discriminant that crosses
+//! the kernel/user boundary, and the ABI version live here and nowhere else. All types are
+//! `#[repr(C)]` with fixed-width fields and explicit padding, and their sizes and alignments
+//! are asserted at compile time, so a layout change is a compile error on both sides.
+//!
+//! Byte order: addresses are kept in network order (they are opaque 16-byte keys); ports
+//! and every other integer are in host order, converted at the parse boundary.
+#![no_std]
+#![deny(unsafe_code)]
+
+use bytemuck::{Pod, Zeroable};
+
+/// Version of the layouts in this crate. Bumped on any change to a map or type below; a
+/// pinned map set written by another version is refused, never reinterpreted.
+pub const ABI_VERSION: u32 = 1;
+
+/// Map names, as they appear in the object file and under the pin directory.
+///
+/// Kernel object names are at most 15 bytes, so these are short on purpose.
+pub mod map_names {
+    /// [`crate::GlobalConfig`], one entry.
+    pub const CONFIG: &str = "TRF_CONFIG";
+    /// LPM trie of source CIDRs → [`crate::Rule`].
+    pub const RULES: &str = "TRF_RULES";
+    /// Effective per-class limits, [`crate::ClassConfig`] indexed by class id.
+    pub const CLASSES: &str = "TRF_CLASSES";
+    /// Shared (not per-CPU) token buckets, [`crate::BucketKey`] → [`crate::Bucket`].
+    pub const BUCKETS: &str = "TRF_BUCKETS";
+    /// Per-class shared state: admission budget and overflow bucket, [`crate::ClassState`].
+    pub const CLASS_STATE: &str = "TRF_CLASS_STATE";
+    /// Per-CPU admission statistics per class, [`crate::ClassStats`].
+    pub const CLASS_STATS: &str = "TRF_CLASS_STATS";
+    /// Per-port rules and circuit gates, [`crate::PortKey`] → [`crate::PortRule`].
+    pub const PORTS: &str = "TRF_PORTS";
+    /// Per-CPU verdict counters, [`crate::Counter`] indexed by [`crate::counter_index`].
+    pub const COUNTERS: &str = "TRF_COUNTERS";
+    /// Class name of each slot, [`crate::SlotName`]. Read by user space only: it lives with
+    /// the pinned maps so a restarted daemon maps slots back to class names.
+    pub const SLOT_NAMES: &str = "TRF_SLOT_NAMES";
+
+    /// Every map, for contract checks and pin management.
+    pub const ALL: [&str; 9] = [
+        CONFIG,
+        RULES,
+        CLASSES,
+        BUCKETS,
+        CLASS_STATE,
+        CLASS_STATS,
+        PORTS,
+        COUNTERS,
+        SLOT_NAMES,
+    ];
+}
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "traffic_xdp";
+
+/// Number of class slots. Class ids are `0..MAX_CLASSES`.
+pub const MAX_CLASSES: u32 = 16;
+/// Counter row for traffic that has no class: non-IP frames, malformed frames, and
+/// `allow`/`deny` rules that name no class.
+pub const UNCLASSIFIED: u32 = MAX_CLASSES;
+/// Rows in the counter table: one per class plus [`UNCLASSIFIED`].
+pub const COUNTER_ROWS: u32 = MAX_CLASSES + 1;
+/// Reason slots per row. The upper half holds the monitor-mode (would-drop) twins.
+pub const REASON_SLOTS: u32 = 32;
+/// Offset of the monitor twin of a reason within its row.
+pub const MONITOR_OFFSET: u32 = 16;
+
+/// Maximum number of stacked packet limits per class (e.g. per second, per minute, per hour).
+pub const MAX_PACKET_LIMITS: usize = 3;
+/// Index of the byte limit in [`Bucket::tat`]; packet limits use `0..MAX_PACKET_LIMITS`.
+pub const BYTE_LIMIT_SLOT: usize = MAX_PACKET_LIMITS;
+
+/// Fractional bits of [`Limit::interval`] for byte limits (nanoseconds per byte, ×2¹⁶).
+pub const BYTE_INTERVAL_SHIFT: u32 = 16;
+/// Largest byte-limit interval the kernel accepts: keeps `frame_len × interval` inside u64
+/// for any frame up to 64 KiB (`2^16 × 2^47 < 2^64`). Equivalent to ~0.47 bytes/s.
+pub const MAX_BYTE_INTERVAL: u64 = 1 << 47;
+
+/// `max_entries` of [`map_names::CONFIG`].
+pub const CONFIG_ENTRIES: u32 = 1;
+/// `max_entries` of [`map_names::RULES`].
+pub const RULES_ENTRIES: u32 = 16_384;
+/// `max_entries` of [`map_names::CLASSES`].
+pub const CLASSES_ENTRIES: u32 = MAX_CLASSES;
+/// Default `max_entries` of [`map_names::BUCKETS`]; the daemon may resize it at load time.
+pub const BUCKETS_ENTRIES: u32 = 131_072;
+/// `max_entries` of [`map_names::CLASS_STATE`] and [`map_names::CLASS_STATS`].
+pub const CLASS_STATE_ENTRIES: u32 = MAX_CLASSES;
+/// `max_entries` of [`map_names::PORTS`].
+pub const PORTS_ENTRIES: u32 = 1_024;
+/// `max_entries` of [`map_names::SLOT_NAMES`].
+pub const SLOT_NAMES_ENTRIES: u32 = MAX_CLASSES;
+/// Longest class name, in bytes.
+pub const MAX_CLASS_NAME: usize = 31;
+/// `max_entries` of [`map_names::COUNTERS`].
+pub const COUNTERS_ENTRIES: u32 = COUNTER_ROWS * REASON_SLOTS;
+
+/// A source address key: IPv6 as is, IPv4 as `::ffff:a.b.c.d`, network byte order.
+pub type Addr = [u8; 16];
+
+/// The IPv4-mapped IPv6 form of an IPv4 address.
+#[inline(always)]
+pub const fn v4_mapped(v4: [u8; 4]) -> Addr {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}
+
+/// Bits of an IPv4 prefix inside the 128-bit key: the `::ffff:0:0/96` part plus the prefix.
+pub const V4_MAPPED_PREFIX_BITS: u32 = 96;
+
+/// What a source rule does.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Rate-limit in the rule's class.
+    Limit = 0,
+    /// Internal-service bypass: pass without limits, gates or throttling.
+    Allow = 1,
+    /// Drop everything from the source.
+    Deny = 2,
+}
+
+impl Action {
+    /// Decode a raw discriminant.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Limit),
+            1 => Some(Self::Allow),
+            2 => Some(Self::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// Why a packet got its verdict. Reasons below [`Reason::FIRST_DROP`] pass the packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Within every limit of its class (or the class has no limits).
+    Pass = 0,
+    /// Source matched an `allow` rule.
+    Allow = 1,
+    /// Not IPv4 or IPv6 (ARP, LLDP, …): passed untouched.
+    NonIp = 2,
+    /// Source matched a `deny` rule.
+    Deny = 3,
+    /// Over one of the class's packet limits.
+    PacketRate = 4,
+    /// Over the class's byte limit.
+    ByteRate = 5,
+    /// A new source over the class's admission budget, and the shared overflow bucket was
+    /// empty.
+    Overflow = 6,
+    /// The bucket map could not take the source and the overflow bucket was empty: a full
+    /// map never fails open.
+    MapFull = 7,
+    /// IPv4/IPv6 header truncated or invalid (the kernel stack would discard it anyway).
+    Malformed = 8,
+    /// New TCP connection dropped at an open circuit gate.
+    Gate = 9,
+    /// New TCP connection answered with RST at an open circuit gate.
+    GateReset = 10,
+    /// New connection shed by the bulkhead (concurrency cap or accept-queue backpressure).
+    Bulkhead = 11,
+    /// Dropped by fault injection.
+    Chaos = 12,
+    /// Over the per-port new-connection limit for this source.
+    PortRate = 13,
+}
+
+impl Reason {
+    /// First reason that drops (or would drop, in monitor mode).
+    pub const FIRST_DROP: u32 = 3;
+    /// Number of defined reasons.
+    pub const COUNT: u32 = 14;
+    /// Every reason, in discriminant order.
+    pub const ALL: [Reason; Self::COUNT as usize] = [
+        Self::Pass,
+        Self::Allow,
+        Self::NonIp,
+        Self::Deny,
+        Self::PacketRate,
+        Self::ByteRate,
+        Self::Overflow,
+        Self::MapFull,
+        Self::Malformed,
+        Self::Gate,
+        Self::GateReset,
+        Self::Bulkhead,
+        Self::Chaos,
+        Self::PortRate,
+    ];
+
+    /// Whether this reason drops the packet when enforced.
+    #[inline(always)]
+    pub const fn is_drop(self) -> bool {
+        self as u32 >= Self::FIRST_DROP
+    }
+
+    /// Decode a raw discriminant.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        if v < Self::COUNT {
+            Some(Self::ALL[v as usize])
+        } else {
+            None
+        }
+    }
+
+    /// Stable snake_case name, used in the CLI, JSON and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Allow => "allow",
+            Self::NonIp => "non_ip",
+            Self::Deny => "deny",
+            Self::PacketRate => "packet_rate",
+            Self::ByteRate => "byte_rate",
+            Self::Overflow => "overflow",
+            Self::MapFull => "map_full",
+            Self::Malformed => "malformed",
+            Self::Gate => "gate",
+            Self::GateReset => "gate_reset",
+            Self::Bulkhead => "bulkhead",
+            Self::Chaos => "chaos",
+            Self::PortRate => "port_rate",
+        }
+    }
+}
+
+const _: () = assert!(Reason::COUNT <= MONITOR_OFFSET);
+const _: () = assert!(MONITOR_OFFSET * 2 == REASON_SLOTS);
+
+/// Index into [`map_names::COUNTERS`] for a (row, reason) pair. `monitored` selects the
+/// would-drop twin counted when a drop was not enforced because of monitor mode.
+#[inline(always)]
+pub const fn counter_index(row: u32, reason: u32, monitored: bool) -> u32 {
+    row * REASON_SLOTS + reason + if monitored { MONITOR_OFFSET } else { 0 }
+}
+
+/// [`GlobalConfig::flags`]: every class is in monitor mode.
+pub const GLOBAL_MONITOR: u32 = 1 << 0;
+
+/// Program-wide settings, the single entry of [`map_names::CONFIG`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct GlobalConfig {
+    /// [`ABI_VERSION`] of the daemon that wrote the maps; 0 until configured (the program
+    /// then passes everything as [`Reason::Pass`] in [`UNCLASSIFIED`]).
+    pub abi_version: u32,
+    /// `GLOBAL_*` flags.
+    pub flags: u32,
+    /// Class of sources that match no rule.
+    pub default_class: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// Value of [`map_names::RULES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Rule {
+    /// An [`Action`] discriminant.
+    pub action: u32,
+    /// Class id for `limit`; counter row for `allow`/`deny` ([`UNCLASSIFIED`] if none).
+    pub class: u32,
+}
+
+/// Key data of [`map_names::RULES`] (the LPM key adds a leading `u32` prefix length).
+pub type RuleAddr = Addr;
+
+/// One token bucket expressed as GCRA (generic cell rate algorithm): a single u64 of state
+/// per bucket (the theoretical arrival time), so CPUs share it with one compare-and-swap.
+///
+/// A packet of cost `c` passes iff `max(tat, now) + c - now <= tolerance`, then
+/// `tat = max(tat, now) + c`. With `interval = 1/rate` and `tolerance = burst × interval`
+/// this is exactly a token bucket of `burst` tokens refilled at `rate`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Limit {
+    /// Cost of one unit: nanoseconds per packet, or nanoseconds per byte × 2^16 for the
+    /// byte limit. 0 disables the limit.
+    pub interval: u64,
+    /// Burst tolerance in nanoseconds (`burst × ns per unit`).
+    pub tolerance: u64,
+}
+
+/// [`ClassConfig::flags`]: slot holds a configured class.
+pub const CLASS_ACTIVE: u32 = 1 << 0;
+/// [`ClassConfig::flags`]: class is in monitor mode (counts would-drops, passes them).
+pub const CLASS_MONITOR: u32 = 1 << 1;
+/// [`ClassConfig::flags`]: the byte limit is set.
+pub const CLASS_BYTES: u32 = 1 << 2;
+/// [`ClassConfig::flags`]: new sources are subject to the admission budget.
+pub const CLASS_ADMISSION: u32 = 1 << 3;
+
+/// Effective limits of one class (base × priority × throttle multiplier), value of
+/// [`map_names::CLASSES`]. Written by the daemon only when it changes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ClassConfig {
+    /// `CLASS_*` flags.
+    pub flags: u32,
+    /// Number of packet limits in use, `0..=MAX_PACKET_LIMITS`, packed from index 0.
+    pub packet_limits: u32,
+    /// Mask applied to an IPv4-mapped source before bucketing (aggregation prefix).
+    pub mask_v4: [u64; 2],
+    /// Mask applied to an IPv6 source before bucketing (aggregation prefix).
+    pub mask_v6: [u64; 2],
+    /// Stacked packet limits; a packet passes only if all in use allow it.
+    pub packets: [Limit; MAX_PACKET_LIMITS],
+    /// Byte limit on the frame length (see [`BYTE_INTERVAL_SHIFT`]).
+    pub bytes: Limit,
+    /// Budget of new buckets (tracked sources) per unit of time; a packet limit in units of
+    /// "new sources".
+    pub admission: Limit,
+    /// The packet limit of the class's shared overflow bucket, charged by sources that
+    /// were not admitted (or could not be inserted).
+    pub overflow: Limit,
+}
+
+/// Key of [`map_names::BUCKETS`]: a class and a source masked to the class's aggregation
+/// prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct BucketKey {
+    /// Masked source address.
+    pub addr: Addr,
+    /// Class id.
+    pub class: u32,
+}
+
+/// Value of [`map_names::BUCKETS`]: GCRA state for each limit and per-source statistics.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Bucket {
+    /// Theoretical arrival time (ns, `bpf_ktime_get_ns` clock) per limit: packet limits at
+    /// `0..MAX_PACKET_LIMITS`, the byte limit at [`BYTE_LIMIT_SLOT`]. 0 = full bucket.
+    pub tat: [u64; MAX_PACKET_LIMITS + 1],
+    /// Packets seen from this source (passed or dropped).
+    pub packets: u64,
+    /// Packets dropped (or that would have been, in monitor mode).
+    pub dropped: u64,
+}
+
+/// Value of [`map_names::CLASS_STATE`]: state shared by all sources of a class.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ClassState {
+    /// GCRA state of the admission budget.
+    pub admit_tat: u64,
+    /// GCRA state of the overflow bucket.
+    pub overflow_tat: u64,
+}
+
+/// Value of [`map_names::CLASS_STATS`] (per CPU): what happened to sources without a bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ClassStats {
+    /// New sources that got their own bucket.
+    pub admitted: u64,
+    /// Packets of unadmitted sources charged to the overflow bucket.
+    pub overflowed: u64,
+    /// Bucket inserts the map refused (charged to the overflow bucket instead).
+    pub map_full: u64,
+    /// Explicit padding / reserved.
+    pub _reserved: u64,
+}
+
+/// IP protocol numbers used in [`PortKey::protocol`].
+pub mod proto {
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+}
+
+/// Key of [`map_names::PORTS`]: (protocol, destination port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct PortKey {
+    /// Destination port, host order.
+    pub port: u16,
+    /// IP protocol ([`proto`]).
+    pub protocol: u8,
+    /// Explicit padding.
+    pub _pad: u8,
+}
+
+/// State of a circuit gate in [`PortRule::gate`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Everything passes.
+    Closed = 0,
+    /// New connections are refused.
+    Open = 1,
+    /// A bounded number of new connections per interval pass.
+    HalfOpen = 2,
+}
+
+/// [`PortRule::flags`]: the class override is set.
+pub const PORT_CLASS_OVERRIDE: u32 = 1 << 0;
+/// [`PortRule::flags`]: refuse gated connections with a TCP RST instead of dropping them.
+pub const PORT_GATE_RESET: u32 = 1 << 1;
+
+/// Value of [`map_names::PORTS`]: per-port class override and circuit gate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PortRule {
+    /// `PORT_*` flags.
+    pub flags: u32,
+    /// Class id used instead of the source's class when [`PORT_CLASS_OVERRIDE`] is set.
+    pub class: u32,
+    /// A [`Gate`] discriminant.
+    pub gate: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// Per-source limit on new connections (TCP SYN without ACK); interval 0 disables it.
+    pub syn_limit: Limit,
+    /// Half-open trial budget: new connections admitted per interval while half-open.
+    pub half_open: Limit,
+}
+
+/// Value of [`map_names::COUNTERS`] (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (whole frame, from the Ethernet header).
+    pub bytes: u64,
+}
+
+/// Value of [`map_names::SLOT_NAMES`]: a NUL-padded class name; all zero = free slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct SlotName {
+    /// UTF-8 name, NUL-padded, at most [`MAX_CLASS_NAME`] bytes.
+    pub name: [u8; MAX_CLASS_NAME + 1],
+}
+
+impl Default for SlotName {
+    fn default() -> Self {
+        Self {
+            name: [0; MAX_CLASS_NAME + 1],
+        }
+    }
+}
+
+impl SlotName {
+    /// Encode a name (truncated to [`MAX_CLASS_NAME`] bytes).
+    pub fn new(name: &str) -> Self {
+        let mut out = Self::default();
+        let n = name.len().min(MAX_CLASS_NAME);
+        out.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+        out
+    }
+
+    /// The name, or `None` for a free slot.
+    pub fn as_str(&self) -> Option<&str> {
+        let end = self.name.iter().position(|b| *b == 0).unwrap_or(self.name.len());
+        if end == 0 {
+            return None;
+        }
+        core::str::from_utf8(&self.name[..end]).ok()
+    }
+}
+
+macro_rules! assert_layout {
+    ($($t:ident => $size:expr, $align:expr;)*) => {
+        $(
+            const _: () = assert!(core::mem::size_of::<$t>() == $size);
+            const _: () = assert!(core::mem::align_of::<$t>() == $align);
+        )*
+        /// `aya::Pod` for every shared type (user space only).
+        #[cfg(feature = "user")]
+        #[allow(unsafe_code)]
+        mod user_pod {
+            $(
+                // SAFETY: #[repr(C)], fixed-width fields, explicit padding, bytemuck::Pod
+                // derived above (which rejects implicit padding).
+                unsafe impl aya::Pod for super::$t {}
+            )*
+        }
+    };
+}
+
+assert_layout! {
+    GlobalConfig => 16, 4;
+    Rule => 8, 4;
+    Limit => 16, 8;
+    ClassConfig => 136, 8;
+    BucketKey => 20, 4;
+    Bucket => 48, 8;
+    ClassState => 16, 8;
+    ClassStats => 32, 8;
+    PortKey => 4, 2;
+    PortRule => 48, 8;
+    Counter => 16, 8;
+    SlotName => 32, 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_round_trip_and_split_at_first_drop() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as u32, i as u32);
+            assert_eq!(Reason::from_u32(i as u32), Some(*r));
+            assert_eq!(r.is_drop(), i as u32 >= Reason::FIRST_DROP);
+        }
+        assert_eq!(Reason::from_u32(Reason::COUNT), None);
+    }
+
+    #[test]
+    fn counter_indices_are_unique_and_in_range() {
+        let mut seen = [false; COUNTERS_ENTRIES as usize];
+        for row in 0..COUNTER_ROWS {
+            for r in 0..Reason::COUNT {
+                for m in [false, true] {
+                    let i = counter_index(row, r, m) as usize;
+                    assert!(i < seen.len());
+                    assert!(!seen[i], "duplicate counter index {i}");
+                    seen[i] = true;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn map_names_fit_kernel_object_names() {
+        for name in map_names::ALL {
+            assert!(name.len() <= 15, "{name} is longer than 15 bytes");
+        }
+        assert!(PROGRAM_NAME.len() <= 15);
+    }
+
+    #[test]
+    fn v4_mapped_layout() {
+        assert_eq!(
+            v4_mapped([198, 18, 0, 1]),
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 1]
+        );
+    }
+
+    #[test]
+    fn slot_names_round_trip() {
+        assert_eq!(SlotName::new("premium").as_str(), Some("premium"));
+        assert_eq!(SlotName::default().as_str(), None);
+        let long = "x".repeat(40);
+        assert_eq!(SlotName::new(&long).as_str().map(str::len), Some(MAX_CLASS_NAME));
+    }
+
+    #[test]
+    fn byte_interval_cap_cannot_overflow() {
+        assert!((u64::from(u16::MAX)).checked_mul(MAX_BYTE_INTERVAL).is_some());
+    }
+}

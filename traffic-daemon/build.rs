@@ -1,0 +1,45 @@
+//! Builds the eBPF object with the pinned nightly (through aya-build) and embeds it.
+//!
+//! With `AYA_BUILD_SKIP=1` (unit tests on stable only) an empty stub is written instead; the
+//! daemon refuses to load it and privileged tests fail loudly on it.
+use std::{env, fs, path::PathBuf};
+
+use anyhow::{Context as _, anyhow};
+
+const OBJECTS: [&str; 2] = ["traffic", "traffic-bench"];
+
+fn pinned_nightly(root: &std::path::Path) -> anyhow::Result<String> {
+    let path = root.join("xtask/toolchains.toml");
+    println!("cargo::rerun-if-changed={}", path.display());
+    let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == "ebpf_nightly")
+        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+        .ok_or_else(|| anyhow!("{}: no ebpf_nightly", path.display()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let root = manifest.parent().ok_or_else(|| anyhow!("no workspace root"))?;
+    let ebpf_dir = root.join("traffic-ebpf");
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let nightly = pinned_nightly(root)?;
+    let ebpf = aya_build::Package {
+        name: "traffic-ebpf",
+        root_dir: ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?,
+        ..Default::default()
+    };
+    aya_build::build_ebpf([ebpf], aya_build::Toolchain::Custom(&nightly))?;
+    for name in OBJECTS {
+        let path = out_dir.join(name);
+        let skipped = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v == "true");
+        if skipped {
+            // A stale real object from an earlier build must not survive a skipped one.
+            fs::write(&path, b"")?;
+        } else if !path.exists() {
+            return Err(anyhow!("aya-build produced no {}", path.display()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The admin API: HTTP + JSON on a Unix socket, versioned paths under `/v1/`.
+//!
+//! The server side runs inside `trafficd`; [`Client`] is the blocking client `trafficctl`
+//! uses (a few lines of HTTP/1.1, no extra runtime).
+
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::{fs::PermissionsExt as _, net::UnixStream},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{config::AdminConfig, daemon::Shared};
+
+/// Body of every error response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+/// Bind the admin socket: create its directory, replace a stale socket, set its mode and
+/// group.
+pub fn bind(cfg: &AdminConfig) -> std::io::Result<tokio::net::UnixListener> {
+    if let Some(dir) = cfg.socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if cfg.socket.exists() {
+        if UnixStream::connect(&cfg.socket).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another trafficd is listening on it",
+            ));
+        }
+        std::fs::remove_file(&cfg.socket)?;
+    }
+    let listener = tokio::net::UnixListener::bind(&cfg.socket)?;
+    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(cfg.socket_mode))?;
+    if let Some(group) = &cfg.socket_group {
+        match group_id(group) {
+            Some(gid) => std::os::unix::fs::chown(&cfg.socket, None, Some(gid))?,
+            None => tracing::warn!(
+                group = %group,
+                "admin socket group does not exist; only root can use trafficctl"
+            ),
+        }
+    }
+    Ok(listener)
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    // /etc/group is what getgrnam reads for local groups; avoid NSS in a daemon.
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.next()?;
+        f.next()?.parse().ok()
+    })
+}
+
+/// The API routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/counters", get(counters))
+        .route("/v1/reload", post(reload))
+        .with_state(shared)
+}
+
+/// Serve until the task is aborted.
+pub async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
+    if let Err(e) = axum::serve(listener, router(shared)).await {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Json<crate::daemon::StatusReport> {
+    Json(s.lock().status())
+}
+
+async fn counters(
+    State(s): State<Arc<Shared>>,
+) -> Result<Json<crate::report::CountersReport>, Failure> {
+    Ok(Json(s.lock().counters()?))
+}
+
+async fn reload(State(s): State<Arc<Shared>>) -> Result<Json<crate::daemon::Applied>, Failure> {
+    let shared = s.clone();
+    tokio::task::spawn_blocking(move || shared.reload())
+        .await?
+        .map(Json)
+        .map_err(|e| Failure(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+}
+
+/// Why a request to the daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "trafficd is not running (no admin socket at {path}); start it with `systemctl start trafficd`"
+    )]
+    NotRunning { path: PathBuf },
+    #[error(
+        "permission denied on {path}: run as root or as a member of the socket's group (`traffic` by default)"
+    )]
+    Permission { path: PathBuf },
+    #[error("cannot reach trafficd at {path}: {source}")]
+    Unreachable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("trafficd answered {status}: {message}")]
+    Api { status: u16, message: String },
+    #[error("unexpected answer from trafficd: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// Whether the daemon could not be reached at all (exit code 3).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::NotRunning { .. } | Self::Permission { .. } | Self::Unreachable { .. }
+        )
+    }
+}
+
+/// A blocking admin API client.
+pub struct Client {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(socket: &Path) -> Self {
+        Self {
+            socket: socket.to_owned(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// GET a JSON document.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.request("GET", path)
+    }
+
+    /// POST without a body, decode the JSON answer.
+    pub fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.request("POST", path)
+    }
+
+    fn request<T: DeserializeOwned>(&self, method: &str, path: &str) -> Result<T, ClientError> {
+        let mut stream = UnixStream::connect(&self.socket).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                ClientError::NotRunning {
+                    path: self.socket.clone(),
+                }
+            }
+            std::io::ErrorKind::PermissionDenied => ClientError::Permission {
+                path: self.socket.clone(),
+            },
+            _ => ClientError::Unreachable {
+                path: self.socket.clone(),
+                source: e,
+            },
+        })?;
+        let io = |e| ClientError::Unreachable {
+            path: self.socket.clone(),
+            source: e,
+        };
+        stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: trafficd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(io)?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).map_err(io)?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| ClientError::Protocol("no HTTP header".into()))?;
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ClientError::Protocol(format!("bad status line in {head:?}")))?;
+        let chunked = head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+        let body = if chunked {
+            dechunk(body)?
+        } else {
+            body.to_owned()
+        };
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or(body);
+            return Err(ClientError::Api { status, message });
+        }
+        serde_json::from_str(&body).map_err(|e| ClientError::Protocol(format!("{e}: {body}")))
+    }
+}
+
+fn dechunk(mut s: &str) -> Result<String, ClientError> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s
+            .split_once("\r\n")
+            .ok_or_else(|| ClientError::Protocol("bad chunk".into()))?;
+        let n = usize::from_str_radix(size.trim(), 16)
+            .map_err(|_| ClientError::Protocol("bad chunk size".into()))?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if rest.len() < n {
+            return Err(ClientError::Protocol("short chunk".into()));
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dechunks() {
+        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), "abcde");
+        assert!(dechunk("zz\r\n").is_err());
+    }
+
+    #[test]
+    fn missing_socket_is_not_running() {
+        let c = Client::new(Path::new("/nonexistent/traffic/admin.sock"));
+        let e = c.get::<serde_json::Value>("/v1/status").unwrap_err();
+        assert!(e.is_unreachable());
+        assert!(e.to_string().contains("not running"), "{e}");
+    }
+}

@@ -1,0 +1,84 @@
+//! trafficd: the traffic daemon. Parses flags, sets up logging, maps errors to exit codes;
+//! everything else is `traffic_daemon::daemon::run`.
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use traffic_daemon::{
+    config::{self, Config},
+    daemon::{self, DaemonError},
+    dataplane::{
+        Dataplane,
+        kernel::{Kernel, LoadOptions},
+    },
+    exit,
+};
+
+/// Per-source XDP rate limiting that tightens under the node's own pressure.
+#[derive(Debug, Parser)]
+#[command(name = "trafficd", version, about)]
+struct Args {
+    /// Configuration file.
+    #[arg(long, short, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check: bool,
+    /// Forget pinned state (buckets, counters, links) from earlier runs before starting.
+    #[arg(long)]
+    fresh: bool,
+}
+
+fn init_logging() {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_env("TRAFFIC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Under systemd the journal adds its own timestamps.
+    let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    if under_journal {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn open_kernel(c: &Config, fresh: bool) -> Result<Box<dyn Dataplane>, DaemonError> {
+    if fresh {
+        Kernel::remove_pins(&c.daemon.pin_dir).map_err(|e| DaemonError::Other(format!("remove {}: {e}", c.daemon.pin_dir.display())))?;
+    }
+    let k = Kernel::open(&LoadOptions { pin_dir: c.daemon.pin_dir.clone(), max_sources: c.daemon.max_sources })?;
+    Ok(Box::new(k))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    if args.check {
+        return match Config::load(&args.config) {
+            Ok(_) => { println!("{}: valid", args.config.display()); ExitCode::from(exit::OK) }
+            Err(e) => { eprintln!("{e}"); ExitCode::from(exit::USAGE) }
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => { eprintln!("trafficd: cannot start runtime: {e}"); return ExitCode::from(exit::FAILURE); }
+    };
+    let fresh = args.fresh;
+    let result = rt.block_on(daemon::run(args.config, move |c| open_kernel(c, fresh), shutdown_signal()));
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(DaemonError::Config(e)) => { tracing::error!("invalid configuration:\n{e}"); ExitCode::from(exit::USAGE) }
+        Err(e) => { tracing::error!("{e}"); ExitCode::from(exit::FAILURE) }
+    }
+}

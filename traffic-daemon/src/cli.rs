@@ -1,0 +1,157 @@
+//! trafficctl: talk to trafficd's admin API, or check a config file offline.
+//!
+//! Human tables by default, `--json` for scripts. Exit codes (see [`crate::exit`]): 0 ok,
+//! 1 failure, 2 usage or invalid config, 3 daemon unreachable.
+
+use std::{io::Write, path::PathBuf};
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::{
+    admin::{Client, ClientError},
+    config::{self, Config},
+    daemon::{Applied, StatusReport},
+    exit,
+    report::{self, CountersReport},
+};
+
+/// Inspect and control trafficd.
+#[derive(Debug, Parser)]
+#[command(name = "trafficctl", version, about)]
+pub struct Cli {
+    /// Admin socket of the daemon.
+    #[arg(long, env = "TRAFFIC_ADMIN_SOCKET", default_value = "/run/traffic/admin.sock", global = true)]
+    pub socket: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Daemon, interfaces, classes and the last reload.
+    Status,
+    /// Packets and bytes per class and verdict reason.
+    Counters,
+    /// Validate a config file without touching the system (default: /etc/traffic/traffic.toml).
+    CheckConfig {
+        /// File to check.
+        file: Option<PathBuf>,
+    },
+    /// Ask the daemon to re-read its config file.
+    Reload,
+}
+
+/// Parse arguments and run; returns the exit code.
+pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            if e.use_stderr() {
+                let _ = write!(err, "{e}");
+                return exit::USAGE;
+            }
+            let _ = write!(out, "{e}");
+            return exit::OK;
+        }
+    };
+    run(&cli, out, err)
+}
+
+fn print<T: Serialize>(out: &mut dyn Write, json: bool, value: &T, human: impl FnOnce(&T) -> String) {
+    if json {
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        let _ = write!(out, "{}", human(value));
+    }
+}
+
+fn client_failure(err: &mut dyn Write, e: &ClientError) -> u8 {
+    let _ = writeln!(err, "trafficctl: {e}");
+    if e.is_unreachable() {
+        exit::UNREACHABLE
+    } else {
+        exit::FAILURE
+    }
+}
+
+/// Run a parsed command.
+pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let client = Client::new(&cli.socket);
+    match &cli.command {
+        Command::CheckConfig { file } => {
+            let path = file.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+            match Config::load(&path) {
+                Ok(c) => {
+                    #[derive(Serialize)]
+                    struct Ok<'a> {
+                        valid: bool,
+                        path: &'a std::path::Path,
+                        classes: usize,
+                        rules: usize,
+                    }
+                    let ok = Ok { valid: true, path: &path, classes: c.classes.len(), rules: c.rules.len() };
+                    print(out, cli.json, &ok, |o| {
+                        format!("{}: valid ({} classes, {} rules)\n", o.path.display(), o.classes, o.rules)
+                    });
+                    exit::OK
+                }
+                Err(e) => {
+                    if cli.json {
+                        let _ = writeln!(out, "{}", serde_json::json!({"valid": false, "path": e.path, "problems": e.problems}));
+                    }
+                    let _ = writeln!(err, "{e}");
+                    exit::USAGE
+                }
+            }
+        }
+        Command::Status => match client.get::<StatusReport>("/v1/status") {
+            Ok(s) => {
+                print(out, cli.json, &s, render_status);
+                exit::OK
+            }
+            Err(e) => client_failure(err, &e),
+        },
+        Command::Counters => match client.get::<CountersReport>("/v1/counters") {
+            Ok(c) => {
+                print(out, cli.json, &c, report::render_counters);
+                exit::OK
+            }
+            Err(e) => client_failure(err, &e),
+        },
+        Command::Reload => match client.post::<Applied>("/v1/reload") {
+            Ok(a) => {
+                print(out, cli.json, &a, |a| format!("reloaded: {} map entries written\n", a.writes));
+                exit::OK
+            }
+            Err(ClientError::Api { message, .. }) => {
+                let _ = writeln!(err, "trafficctl: reload refused, the running configuration stays:\n{message}");
+                exit::USAGE
+            }
+            Err(e) => client_failure(err, &e),
+        },
+    }
+}
+
+/// The `trafficctl status` text.
+pub fn render_status(s: &StatusReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(o, "trafficd {} (ABI {}), pid {}, up {}s", s.version, s.abi_version, s.pid, s.uptime_seconds);
+    let _ = writeln!(o, "config:     {}", s.config_path.display());
+    let _ = writeln!(o, "mode:       {:?}, on exit: {:?}{}", s.mode, s.on_exit, if s.adopted_pinned_state { ", state adopted from pins" } else { "" });
+    let ifaces: Vec<String> = s.interfaces.iter().map(|i| format!("{} ({:?})", i.name, i.mode)).collect();
+    let _ = writeln!(o, "interfaces: {}", ifaces.join(", "));
+    let _ = writeln!(o, "rules:      {}", s.rules);
+    let _ = writeln!(o, "reloads:    {} ok, {} failed{}", s.reload.succeeded, s.reload.failed,
+        s.reload.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default());
+    let _ = writeln!(o);
+    let _ = writeln!(o, "{:<14} {:>4} {:<8} {:<9} {}", "CLASS", "SLOT", "MODE", "PRIORITY", "LIMITED");
+    for c in &s.classes {
+        let _ = writeln!(o, "{:<14} {:>4} {:<8} {:<9} {}", c.name, c.slot, format!("{:?}", c.mode).to_lowercase(), format!("{:?}", c.priority).to_lowercase(), if c.limited { "yes" } else { "no" });
+    }
+    o
+}

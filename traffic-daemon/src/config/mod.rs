@@ -1,0 +1,236 @@
+//! Configuration: TOML → raw structs (serde, `deny_unknown_fields`) → validated [`Config`]
+//! with units, ranges and cross-field checks.
+//!
+//! Every error names the file, the line and column, and the key at fault. Nothing here
+//! touches the system beyond reading the file: `trafficctl check-config` and `trafficd` share
+//! this code, and a reload validates the new file completely before anything is applied.
+
+mod raw;
+pub mod units;
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    ops::Range,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Serialize;
+
+pub use raw::{AttachMode, Mode, OnExit, Priority, RuleAction};
+
+/// Default location of the config file.
+pub const DEFAULT_PATH: &str = "/etc/traffic/traffic.toml";
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    /// File it was read from (for messages).
+    pub source: PathBuf,
+    pub daemon: DaemonConfig,
+    pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
+    /// Classes in file order. Kernel slot ids are assigned by the daemon (stable across
+    /// reloads), not by position here.
+    pub classes: Vec<ClassSpec>,
+    /// Source rules in file order.
+    pub rules: Vec<RuleSpec>,
+}
+
+/// `[daemon]`
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DaemonConfig {
+    pub interfaces: Vec<String>,
+    pub attach: AttachMode,
+    pub mode: Mode,
+    /// Index into [`Config::classes`].
+    pub default_class: usize,
+    pub summary_interval: Duration,
+    pub pin_dir: PathBuf,
+    pub on_exit: OnExit,
+    /// Capacity of the bucket map (tracked sources across all classes).
+    pub max_sources: u32,
+}
+
+/// `[admin]`
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AdminConfig {
+    pub socket: PathBuf,
+    /// Permission bits of the socket file.
+    pub socket_mode: u32,
+    /// Group owning the socket; missing groups are reported at start-up, not here.
+    pub socket_group: Option<String>,
+}
+
+/// `[metrics]`
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MetricsConfig {
+    /// Prometheus listener; `None` disables it.
+    pub listen: Option<SocketAddr>,
+}
+
+/// One token-bucket limit: `rate` units per second with a burst of `burst` units.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct RateLimit {
+    /// Units per second.
+    pub rate_per_sec: f64,
+    /// Bucket depth in units.
+    pub burst: u64,
+}
+
+/// A class of sources with its base limits.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClassSpec {
+    pub name: String,
+    pub priority: Priority,
+    /// Per-class mode; `None` follows `[daemon] mode`.
+    pub mode: Option<Mode>,
+    /// Stacked packet limits (all must allow a packet). Empty = no packet limit.
+    pub packets: Vec<RateLimit>,
+    /// Byte limit on frame lengths.
+    pub bytes: Option<RateLimit>,
+    /// Aggregation prefix for IPv4 sources (bits, 0–32).
+    pub aggregate_v4: u8,
+    /// Aggregation prefix for IPv6 sources (bits, 0–128).
+    pub aggregate_v6: u8,
+    /// Budget of new tracked sources; `None` = every new source gets a bucket.
+    pub admission: Option<RateLimit>,
+    /// Packet limit of the shared bucket for sources over the admission budget.
+    pub overflow: Option<RateLimit>,
+}
+
+impl ClassSpec {
+    /// Whether the class limits anything at all.
+    pub fn is_limited(&self) -> bool {
+        !self.packets.is_empty() || self.bytes.is_some()
+    }
+}
+
+/// A source rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleSpec {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+    pub action: RuleAction,
+    /// Index into [`Config::classes`].
+    pub class: Option<usize>,
+}
+
+impl RuleSpec {
+    /// The rule's CIDR as text.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validate config text read from `path` (used in messages only).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        raw::parse(text)
+            .and_then(|raw| raw::validate(path, raw))
+            .map_err(|problems| ConfigError {
+                path: path.to_owned(),
+                problems: problems
+                    .into_iter()
+                    .map(|p| p.locate(text))
+                    .collect(),
+            })
+    }
+
+    /// Index of a class by name.
+    pub fn class_index(&self, name: &str) -> Option<usize> {
+        self.classes.iter().position(|c| c.name == name)
+    }
+
+    /// The effective mode of a class.
+    pub fn class_mode(&self, class: usize) -> Mode {
+        self.classes[class].mode.unwrap_or(self.daemon.mode)
+    }
+}
+
+/// A problem before it is located in the text: a byte span and the key at fault.
+#[derive(Debug)]
+pub(crate) struct Unlocated {
+    pub span: Option<Range<usize>>,
+    pub key: String,
+    pub message: String,
+}
+
+impl Unlocated {
+    fn locate(self, text: &str) -> Problem {
+        let (line, column) = match self.span {
+            Some(span) => line_col(text, span.start),
+            None => (0, 0),
+        };
+        Problem {
+            line,
+            column,
+            key: self.key,
+            message: self.message,
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
+}
+
+/// One thing wrong with a config file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// 1-based line, 0 when the problem concerns the whole file.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Dotted key path, e.g. `classes.premium.packets[0].rate`.
+    pub key: String,
+    pub message: String,
+}
+
+/// A config file that cannot be used, with every problem found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.path.display())?;
+            if p.line > 0 {
+                write!(f, ":{}:{}", p.line, p.column)?;
+            }
+            if !p.key.is_empty() {
+                write!(f, ": {}", p.key)?;
+            }
+            write!(f, ": {}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,652 @@
+//! The file as written (serde, `deny_unknown_fields`), and its validation into [`Config`].
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    ops::Range,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
+
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{MapAccess, SeqAccess, Visitor},
+};
+use toml::Spanned;
+
+use super::{
+    AdminConfig, ClassSpec, Config, DaemonConfig, MetricsConfig, RateLimit, RuleSpec, Unlocated,
+    units,
+};
+
+/// `[daemon] attach`: how the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachMode {
+    /// Native (driver) mode where the driver supports it, generic otherwise.
+    #[default]
+    Auto,
+    /// Native mode only; fail if the driver lacks it.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+/// `enforce` drops; `monitor` counts would-drops and passes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Monitor,
+}
+
+/// `[daemon] on_exit`: what happens to enforcement when trafficd stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExit {
+    /// Detach the program: traffic flows unfiltered until trafficd starts again.
+    #[default]
+    Detach,
+    /// Keep the pinned program attached and enforcing with the last limits.
+    Keep,
+}
+
+/// Class priority: how much of its limits a class keeps under pressure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Critical,
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+/// What a source rule does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    #[default]
+    Limit,
+    Allow,
+    Deny,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    daemon: Spanned<RawDaemon>,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    classes: Ordered<Spanned<RawClass>>,
+    #[serde(default)]
+    rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    interfaces: Spanned<Vec<String>>,
+    #[serde(default)]
+    attach: AttachMode,
+    #[serde(default)]
+    mode: Mode,
+    default_class: Option<Spanned<String>>,
+    summary_interval: Option<Spanned<String>>,
+    pin_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    on_exit: OnExit,
+    max_sources: Option<Spanned<i64>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    socket: Option<Spanned<String>>,
+    socket_mode: Option<Spanned<String>>,
+    socket_group: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClass {
+    #[serde(default)]
+    priority: Priority,
+    mode: Option<Mode>,
+    packets: Option<OneOrMany<RawLimit>>,
+    bytes: Option<RawByteLimit>,
+    aggregate_v4: Option<Spanned<i64>>,
+    aggregate_v6: Option<Spanned<i64>>,
+    admission: Option<RawLimit>,
+    overflow: Option<RawLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    rate: Spanned<f64>,
+    per: Option<Spanned<String>>,
+    burst: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawByteLimit {
+    rate: Spanned<Size>,
+    per: Option<Spanned<String>>,
+    burst: Option<Spanned<Size>>,
+}
+
+/// A byte size written as an integer or a string with a unit.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Int(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    cidr: Spanned<String>,
+    #[serde(default)]
+    action: RuleAction,
+    class: Option<Spanned<String>>,
+}
+
+/// A TOML table kept in document order.
+pub(super) struct Ordered<T>(Vec<(String, T)>);
+
+impl<T> Default for Ordered<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Ordered<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, T>()? {
+                    out.push((k, v));
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// One inline table or an array of them (`packets = { … }` or `packets = [{ … }, { … }]`).
+struct OneOrMany<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a limit table or an array of limit tables")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|one| OneOrMany(vec![one]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element()? {
+                    out.push(v);
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// Parse the text into raw structs; a syntax or type error becomes one located problem.
+pub(super) fn parse(text: &str) -> Result<RawConfig, Vec<Unlocated>> {
+    toml::from_str::<RawConfig>(text).map_err(|e| {
+        let span = e.span();
+        let key = span
+            .as_ref()
+            .map(|s| key_at(text, s.start))
+            .unwrap_or_default();
+        vec![Unlocated {
+            span,
+            key,
+            message: e.message().trim().to_owned(),
+        }]
+    })
+}
+
+/// The bare key or table name starting at `offset`, for error messages.
+fn key_at(text: &str, offset: usize) -> String {
+    let rest = &text[offset.min(text.len())..];
+    let rest = rest.trim_start_matches(['[', ' ']);
+    rest.chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .collect()
+}
+
+/// Collects problems while validating.
+struct Check {
+    problems: Vec<Unlocated>,
+}
+
+impl Check {
+    fn err(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Unlocated {
+            span: Some(span),
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, v: &Spanned<String>, key: &str) -> Option<std::time::Duration> {
+        match units::parse_duration(v.get_ref()) {
+            Ok(d) => Some(d),
+            Err(m) => {
+                self.err(v.span(), key, m);
+                None
+            }
+        }
+    }
+
+    fn size(&mut self, v: &Spanned<Size>, key: &str) -> Option<u64> {
+        let parsed = match v.get_ref() {
+            Size::Int(i) if *i >= 0 => Ok(*i as u64),
+            Size::Int(_) => Err("must not be negative".to_owned()),
+            Size::Text(s) => units::parse_bytes(s),
+        };
+        match parsed {
+            Ok(b) => Some(b),
+            Err(m) => {
+                self.err(v.span(), key, m);
+                None
+            }
+        }
+    }
+
+    /// rate/per/burst → units per second and a burst. The burst defaults to the count per
+    /// window (so `{ rate = 2000, per = "1m" }` allows 2000 at once, refilling over a minute).
+    fn rate(
+        &mut self,
+        key: &str,
+        rate: (f64, Range<usize>),
+        per: Option<&Spanned<String>>,
+        burst: Option<(f64, Range<usize>)>,
+    ) -> Option<RateLimit> {
+        let per_secs = match per {
+            Some(p) => {
+                let d = self.duration(p, &format!("{key}.per"))?;
+                if d.is_zero() || d.as_secs() > 86_400 * 7 {
+                    self.err(p.span(), format!("{key}.per"), "must be between 1ms and 7d");
+                    return None;
+                }
+                d.as_secs_f64()
+            }
+            None => 1.0,
+        };
+        let (count, rspan) = rate;
+        if !count.is_finite() || count <= 0.0 {
+            self.err(rspan, format!("{key}.rate"), "must be greater than 0");
+            return None;
+        }
+        let rate_per_sec = count / per_secs;
+        if rate_per_sec > 1e9 {
+            self.err(rspan, format!("{key}.rate"), "must be at most 1e9 per second");
+            return None;
+        }
+        if rate_per_sec < 1e-6 {
+            self.err(
+                rspan,
+                format!("{key}.rate"),
+                "is below one per 11 days; use a smaller `per`",
+            );
+            return None;
+        }
+        let burst = match burst {
+            Some((b, bspan)) => {
+                if !b.is_finite() || b < 1.0 || b.fract() != 0.0 || b > 1e12 {
+                    self.err(
+                        bspan,
+                        format!("{key}.burst"),
+                        "must be a whole number between 1 and 1e12",
+                    );
+                    return None;
+                }
+                b as u64
+            }
+            None => count.ceil().max(1.0) as u64,
+        };
+        Some(RateLimit {
+            rate_per_sec,
+            burst,
+        })
+    }
+
+    fn limit(&mut self, key: &str, l: &RawLimit) -> Option<RateLimit> {
+        self.rate(
+            key,
+            (*l.rate.get_ref(), l.rate.span()),
+            l.per.as_ref(),
+            l.burst.as_ref().map(|b| (*b.get_ref(), b.span())),
+        )
+    }
+
+    fn byte_limit(&mut self, key: &str, l: &RawByteLimit) -> Option<RateLimit> {
+        let rate = self.size(&l.rate, &format!("{key}.rate"))?;
+        let burst = match &l.burst {
+            Some(b) => Some((self.size(b, &format!("{key}.burst"))? as f64, b.span())),
+            None => None,
+        };
+        let limit = self.rate(key, (rate as f64, l.rate.span()), l.per.as_ref(), burst)?;
+        // The byte burst must hold at least one full-size frame or nothing large would pass.
+        if limit.burst < 1514 {
+            let span = l.burst.as_ref().map_or(l.rate.span(), |b| b.span());
+            self.err(span, format!("{key}.burst"), "must be at least 1514 bytes (one full Ethernet frame)");
+            return None;
+        }
+        Some(limit)
+    }
+}
+
+fn prefix(c: &mut Check, v: &Option<Spanned<i64>>, key: &str, max: u8, default: u8) -> u8 {
+    match v {
+        None => default,
+        Some(s) if (0..=i64::from(max)).contains(s.get_ref()) => *s.get_ref() as u8,
+        Some(s) => {
+            c.err(s.span(), key, format!("must be a prefix length between 0 and {max}"));
+            default
+        }
+    }
+}
+
+fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr = IpAddr::from_str(addr.trim()).map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("prefix length in `{s}` must be between 0 and {max}"))?,
+        None => max,
+    };
+    let masked = mask_addr(addr, len);
+    if masked != addr {
+        return Err(format!(
+            "`{s}` has host bits set; did you mean `{masked}/{len}`?"
+        ));
+    }
+    Ok((addr, len))
+}
+
+/// `addr` with every bit past `len` cleared.
+pub fn mask_addr(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            IpAddr::V4((bits & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            IpAddr::V6((bits & mask).into())
+        }
+    }
+}
+
+/// Validate raw structs into a [`Config`], collecting every problem.
+pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unlocated>> {
+    let mut c = Check {
+        problems: Vec::new(),
+    };
+    let daemon_span = raw.daemon.span();
+    let d = raw.daemon.into_inner();
+
+    // [daemon]
+    let interfaces = d.interfaces.get_ref().clone();
+    if interfaces.is_empty() {
+        c.err(d.interfaces.span(), "daemon.interfaces", "must name at least one interface");
+    }
+    let mut seen = HashSet::new();
+    for name in &interfaces {
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+            c.err(
+                d.interfaces.span(),
+                "daemon.interfaces",
+                format!("`{name}` is not a valid interface name"),
+            );
+        }
+        if !seen.insert(name) {
+            c.err(d.interfaces.span(), "daemon.interfaces", format!("`{name}` is listed twice"));
+        }
+    }
+    let summary_interval = match &d.summary_interval {
+        Some(s) => c.duration(s, "daemon.summary_interval").unwrap_or_default(),
+        None => std::time::Duration::from_secs(60),
+    };
+    if let Some(s) = &d.summary_interval
+        && summary_interval < std::time::Duration::from_secs(1)
+    {
+        c.err(s.span(), "daemon.summary_interval", "must be at least 1s");
+    }
+    let pin_dir = match &d.pin_dir {
+        Some(p) if p.get_ref().starts_with("/sys/fs/bpf/") => PathBuf::from(p.get_ref()),
+        Some(p) => {
+            c.err(p.span(), "daemon.pin_dir", "must be a directory under /sys/fs/bpf/");
+            PathBuf::new()
+        }
+        None => PathBuf::from("/sys/fs/bpf/traffic"),
+    };
+    let max_sources = match &d.max_sources {
+        None => traffic_common::BUCKETS_ENTRIES,
+        Some(v) if (1024..=16_777_216).contains(v.get_ref()) => *v.get_ref() as u32,
+        Some(v) => {
+            c.err(v.span(), "daemon.max_sources", "must be between 1024 and 16777216");
+            traffic_common::BUCKETS_ENTRIES
+        }
+    };
+
+    // [admin]
+    let socket = raw
+        .admin
+        .socket
+        .as_ref()
+        .map_or_else(|| PathBuf::from("/run/traffic/admin.sock"), |s| PathBuf::from(s.get_ref()));
+    if let Some(s) = &raw.admin.socket
+        && !Path::new(s.get_ref()).is_absolute()
+    {
+        c.err(s.span(), "admin.socket", "must be an absolute path");
+    }
+    let socket_mode = match &raw.admin.socket_mode {
+        None => 0o660,
+        Some(m) => match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
+            Ok(v) if v <= 0o777 => v,
+            _ => {
+                c.err(m.span(), "admin.socket_mode", "must be octal permission bits such as \"0660\"");
+                0o660
+            }
+        },
+    };
+    let socket_group = match raw.admin.socket_group {
+        Some(g) if g.is_empty() => None,
+        Some(g) => Some(g),
+        None => Some("traffic".to_owned()),
+    };
+
+    // [metrics]
+    let listen = if raw.metrics.enabled == Some(false) {
+        None
+    } else {
+        match &raw.metrics.listen {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9187))),
+            Some(l) => match l.get_ref().parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    c.err(l.span(), "metrics.listen", format!("`{}` is not an address:port", l.get_ref()));
+                    None
+                }
+            },
+        }
+    };
+
+    // [classes.*]
+    let mut classes = Vec::new();
+    if raw.classes.0.len() > traffic_common::MAX_CLASSES as usize {
+        c.err(
+            daemon_span.clone(),
+            "classes",
+            format!("at most {} classes are supported", traffic_common::MAX_CLASSES),
+        );
+    }
+    for (name, spanned) in &raw.classes.0 {
+        let span = spanned.span();
+        let rc = spanned.get_ref();
+        let key = format!("classes.{name}");
+        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+            c.err(span.clone(), &key, "class names use letters, digits, `_` and `-`");
+        }
+        let packets: Vec<RateLimit> = match &rc.packets {
+            None => Vec::new(),
+            Some(OneOrMany(list)) => {
+                if list.len() > traffic_common::MAX_PACKET_LIMITS {
+                    c.err(
+                        span.clone(),
+                        format!("{key}.packets"),
+                        format!("at most {} stacked packet limits", traffic_common::MAX_PACKET_LIMITS),
+                    );
+                }
+                list.iter()
+                    .enumerate()
+                    .filter_map(|(i, l)| c.limit(&format!("{key}.packets[{i}]"), l))
+                    .collect()
+            }
+        };
+        let bytes = rc.bytes.as_ref().and_then(|b| c.byte_limit(&format!("{key}.bytes"), b));
+        let admission = rc.admission.as_ref().and_then(|l| c.limit(&format!("{key}.admission"), l));
+        let overflow = rc.overflow.as_ref().and_then(|l| c.limit(&format!("{key}.overflow"), l));
+        if rc.overflow.is_some() && rc.admission.is_none() {
+            c.err(span.clone(), format!("{key}.overflow"), "needs `admission`: only sources over the admission budget use the overflow bucket");
+        }
+        classes.push(ClassSpec {
+            name: name.clone(),
+            priority: rc.priority,
+            mode: rc.mode,
+            packets,
+            bytes,
+            aggregate_v4: prefix(&mut c, &rc.aggregate_v4, &format!("{key}.aggregate_v4"), 32, 32),
+            aggregate_v6: prefix(&mut c, &rc.aggregate_v6, &format!("{key}.aggregate_v6"), 128, 64),
+            admission,
+            overflow,
+        });
+    }
+
+    let class_index = |name: &str| classes.iter().position(|cl: &ClassSpec| cl.name == name);
+    let default_class = match &d.default_class {
+        Some(n) => match class_index(n.get_ref()) {
+            Some(i) => i,
+            None => {
+                c.err(n.span(), "daemon.default_class", format!("no class named `{}`", n.get_ref()));
+                0
+            }
+        },
+        None => match class_index("default") {
+            Some(i) => i,
+            None => {
+                c.err(daemon_span.clone(), "daemon.default_class", "not set and there is no class named `default`");
+                0
+            }
+        },
+    };
+
+    // [[rules]]
+    let mut rules = Vec::new();
+    let mut seen_cidrs = HashSet::new();
+    for (i, r) in raw.rules.iter().enumerate() {
+        let key = format!("rules[{i}]");
+        let rr = r.get_ref();
+        let (addr, prefix_len) = match parse_cidr(rr.cidr.get_ref()) {
+            Ok(v) => v,
+            Err(m) => {
+                c.err(rr.cidr.span(), format!("{key}.cidr"), m);
+                continue;
+            }
+        };
+        if !seen_cidrs.insert((addr, prefix_len)) {
+            c.err(rr.cidr.span(), format!("{key}.cidr"), format!("`{}` already has a rule", rr.cidr.get_ref()));
+        }
+        let class = match &rr.class {
+            Some(n) => match class_index(n.get_ref()) {
+                Some(ci) => Some(ci),
+                None => {
+                    c.err(n.span(), format!("{key}.class"), format!("no class named `{}`", n.get_ref()));
+                    None
+                }
+            },
+            None => {
+                if rr.action == RuleAction::Limit {
+                    c.err(r.span(), format!("{key}.class"), "a `limit` rule needs a class");
+                }
+                None
+            }
+        };
+        rules.push(RuleSpec {
+            addr,
+            prefix_len,
+            action: rr.action,
+            class,
+        });
+    }
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(Config {
+        source: path.to_owned(),
+        daemon: DaemonConfig {
+            interfaces,
+            attach: d.attach,
+            mode: d.mode,
+            default_class,
+            summary_interval,
+            pin_dir,
+            on_exit: d.on_exit,
+            max_sources,
+        },
+        admin: AdminConfig {
+            socket,
+            socket_mode,
+            socket_group,
+        },
+        metrics: MetricsConfig { listen },
+        classes,
+        rules,
+    })
+}

@@ -1,0 +1,120 @@
+//! An in-memory dataplane for tests of the daemon, the admin API and the CLI.
+
+use std::collections::{BTreeMap, HashMap};
+
+use traffic_common::{
+    Bucket, BucketKey, COUNTERS_ENTRIES, ClassConfig, ClassStats, Counter, GlobalConfig,
+    MAX_CLASSES, SlotName,
+};
+
+use super::{AttachedMode, Dataplane, DataplaneError};
+use crate::config::AttachMode;
+use crate::plan::{Desired, Write};
+
+/// Maps held in memory; tests set counters and buckets directly.
+#[derive(Clone, Debug)]
+pub struct Fake {
+    pub state: Desired,
+    pub counters: Vec<Counter>,
+    pub class_stats: Vec<ClassStats>,
+    pub buckets: HashMap<BucketKey, Bucket>,
+    /// Every write applied, in order.
+    pub log: Vec<Write>,
+    /// Value returned by `now_ns`.
+    pub now_ns: u64,
+    /// Interfaces attached.
+    pub attached: Vec<String>,
+    /// Whether `keep_attached` was called.
+    pub kept: bool,
+}
+
+impl Default for Fake {
+    fn default() -> Self {
+        Self {
+            state: Desired {
+                global: GlobalConfig::default(),
+                classes: vec![ClassConfig::default(); MAX_CLASSES as usize],
+                names: vec![SlotName::default(); MAX_CLASSES as usize],
+                rules: BTreeMap::new(),
+            },
+            counters: vec![Counter::default(); COUNTERS_ENTRIES as usize],
+            class_stats: vec![ClassStats::default(); MAX_CLASSES as usize],
+            buckets: HashMap::new(),
+            log: Vec::new(),
+            now_ns: 1_000_000_000,
+            attached: Vec::new(),
+            kept: false,
+        }
+    }
+}
+
+impl Dataplane for Fake {
+    fn attach(&mut self, iface: &str, _mode: AttachMode) -> Result<AttachedMode, DataplaneError> {
+        self.attached.push(iface.to_owned());
+        Ok(AttachedMode::Generic)
+    }
+
+    fn detach_all(&mut self) {
+        self.attached.clear();
+    }
+
+    fn keep_attached(&mut self) -> Result<(), DataplaneError> {
+        self.kept = true;
+        Ok(())
+    }
+
+    fn adopted(&self) -> bool {
+        false
+    }
+
+    fn apply(&mut self, writes: &[Write]) -> Result<(), DataplaneError> {
+        for w in writes {
+            match w {
+                Write::SlotName(slot, n) => self.state.names[*slot as usize] = *n,
+                Write::Class(slot, c) => self.state.classes[*slot as usize] = *c,
+                Write::Rule(k, r) => {
+                    self.state.rules.insert(*k, *r);
+                }
+                Write::RemoveRule(k) => {
+                    self.state.rules.remove(k);
+                }
+                Write::Global(g) => self.state.global = *g,
+            }
+            self.log.push(w.clone());
+        }
+        Ok(())
+    }
+
+    fn read_state(&self) -> Result<Desired, DataplaneError> {
+        Ok(self.state.clone())
+    }
+
+    fn global(&self) -> Result<GlobalConfig, DataplaneError> {
+        Ok(self.state.global)
+    }
+
+    fn counters(&self) -> Result<Vec<Counter>, DataplaneError> {
+        Ok(self.counters.clone())
+    }
+
+    fn class_stats(&self) -> Result<Vec<ClassStats>, DataplaneError> {
+        Ok(self.class_stats.clone())
+    }
+
+    fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError> {
+        Ok(self.buckets.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn set_bucket(&mut self, key: &BucketKey, bucket: &Bucket) -> Result<(), DataplaneError> {
+        self.buckets.insert(*key, *bucket);
+        Ok(())
+    }
+
+    fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError> {
+        Ok(self.buckets.remove(key).is_some())
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+}

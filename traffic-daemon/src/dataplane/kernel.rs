@@ -1,0 +1,475 @@
+//! The real dataplane: the traffic XDP program loaded with aya, maps pinned by name under
+//! the pin directory (adopted when already there), attached to interfaces.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
+};
+use traffic_common::{
+    ABI_VERSION, Addr, Bucket, BucketKey, COUNTERS_ENTRIES, ClassConfig, ClassStats, Counter,
+    GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule, Rule, SlotName, map_names,
+};
+
+use super::{AttachedMode, Dataplane, DataplaneError, monotonic_ns};
+use crate::{
+    config::AttachMode,
+    plan::{Desired, Write},
+};
+
+/// How to load the program.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Directory (on bpffs) for map and link pins.
+    pub pin_dir: PathBuf,
+    /// Capacity of the bucket map.
+    pub max_sources: u32,
+}
+
+/// One attachment of the program to an interface.
+#[derive(Debug)]
+pub struct Attachment {
+    pub iface: String,
+    pub mode: AttachedMode,
+    link: Option<XdpLinkId>,
+}
+
+/// The loaded program and typed handles on its maps.
+pub struct Kernel {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    config: Array<MapData, GlobalConfig>,
+    rules: LpmTrie<MapData, Addr, Rule>,
+    classes: Array<MapData, ClassConfig>,
+    buckets: HashMap<MapData, BucketKey, Bucket>,
+    class_stats: PerCpuArray<MapData, ClassStats>,
+    counters: PerCpuArray<MapData, Counter>,
+    slot_names: Array<MapData, SlotName>,
+    #[allow(dead_code)] // filled by the circuit-gate work
+    ports: HashMap<MapData, PortKey, PortRule>,
+    attachments: Vec<Attachment>,
+    adopted: bool,
+}
+
+fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, op, source }
+}
+
+macro_rules! take_map {
+    ($ebpf:expr, $name:expr, $ty:ident) => {{
+        let map = $ebpf
+            .take_map($name)
+            .ok_or_else(|| DataplaneError::Load(format!("object has no map {}", $name)))?;
+        $ty::try_from(map).map_err(map_err($name, "open"))?
+    }};
+}
+
+impl Kernel {
+    /// Load the embedded program, creating or adopting the pinned maps.
+    pub fn open(opts: &LoadOptions) -> Result<Self, DataplaneError> {
+        Self::open_object(crate::EBPF_OBJECT, opts)
+    }
+
+    /// Load a given object (tests and benchmarks).
+    pub fn open_object(object: &[u8], opts: &LoadOptions) -> Result<Self, DataplaneError> {
+        if object.is_empty() {
+            return Err(DataplaneError::NoObject);
+        }
+        std::fs::create_dir_all(&opts.pin_dir).map_err(|source| DataplaneError::PinDir {
+            path: opts.pin_dir.clone(),
+            source,
+        })?;
+        let adopted = opts.pin_dir.join(map_names::CONFIG).exists();
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&opts.pin_dir)
+            .map_max_entries(map_names::BUCKETS, opts.max_sources)
+            .load(object)
+            .map_err(|e| {
+                let detail = format!("{e}");
+                if adopted && (detail.contains("pin") || detail.contains("mismatch")) {
+                    DataplaneError::PinnedMismatch {
+                        pin_dir: opts.pin_dir.clone(),
+                        expected: ABI_VERSION,
+                        detail: chain(&e),
+                    }
+                } else {
+                    DataplaneError::Load(chain(&e))
+                }
+            })?;
+        let config = take_map!(ebpf, map_names::CONFIG, Array);
+        let rules = take_map!(ebpf, map_names::RULES, LpmTrie);
+        let classes = take_map!(ebpf, map_names::CLASSES, Array);
+        let buckets = take_map!(ebpf, map_names::BUCKETS, HashMap);
+        let class_stats = take_map!(ebpf, map_names::CLASS_STATS, PerCpuArray);
+        let counters = take_map!(ebpf, map_names::COUNTERS, PerCpuArray);
+        let ports = take_map!(ebpf, map_names::PORTS, HashMap);
+        let slot_names = take_map!(ebpf, map_names::SLOT_NAMES, Array);
+        let mut kernel = Self {
+            ebpf,
+            pin_dir: opts.pin_dir.clone(),
+            config,
+            rules,
+            classes,
+            buckets,
+            class_stats,
+            counters,
+            slot_names,
+            ports,
+            attachments: Vec::new(),
+            adopted,
+        };
+        let found = kernel.global()?.abi_version;
+        if found != 0 && found != ABI_VERSION {
+            return Err(DataplaneError::PinnedMismatch {
+                pin_dir: opts.pin_dir.clone(),
+                expected: ABI_VERSION,
+                detail: format!("they were written by ABI {found}"),
+            });
+        }
+        kernel_program(&mut kernel.ebpf)?
+            .load()
+            .map_err(|e| DataplaneError::Load(chain(&e)))?;
+        Ok(kernel)
+    }
+
+    /// The pin directory.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Pin path of the link on `iface` (kept only with `on_exit = "keep"`).
+    pub fn link_pin_path(&self, iface: &str) -> PathBuf {
+        self.pin_dir.join(format!("link_{iface}"))
+    }
+
+    /// Attach to `iface`. A link pinned by an earlier run (on_exit = "keep") is taken over
+    /// atomically, so enforcement never lapses across a restart.
+    fn attach_iface(&mut self, iface: &str, mode: AttachMode) -> Result<AttachedMode, DataplaneError> {
+        let pin = self.link_pin_path(iface);
+        let program = kernel_program(&mut self.ebpf)?;
+        if pin.exists() {
+            let taken = PinnedLink::from_pin(&pin)
+                .map_err(|e| DataplaneError::Attach {
+                    iface: iface.to_owned(),
+                    detail: format!("open pinned link {}: {}", pin.display(), chain(&e)),
+                })
+                .and_then(|pinned| {
+                    let fd: FdLink = pinned.into();
+                    XdpLink::try_from(fd).map_err(|e| DataplaneError::Attach {
+                        iface: iface.to_owned(),
+                        detail: format!("pinned link {} is not an XDP link: {}", pin.display(), chain(&e)),
+                    })
+                });
+            match taken {
+                Ok(link) => {
+                    let id = program.attach_to_link(link).map_err(|e| DataplaneError::Attach {
+                        iface: iface.to_owned(),
+                        detail: format!("replace program on pinned link: {}", chain(&e)),
+                    })?;
+                    let _ = std::fs::remove_file(&pin);
+                    // The pinned link's mode is not recorded; report it as native when the
+                    // driver supports it (veth and real NICs here do).
+                    self.attachments.push(Attachment {
+                        iface: iface.to_owned(),
+                        mode: AttachedMode::Native,
+                        link: Some(id),
+                    });
+                    return Ok(AttachedMode::Native);
+                }
+                Err(e) => {
+                    tracing::warn!(%e, "ignoring stale link pin");
+                    let _ = std::fs::remove_file(&pin);
+                }
+            }
+        }
+        let attempts: &[(XdpMode, AttachedMode)] = match mode {
+            AttachMode::Auto => &[
+                (XdpMode::Driver, AttachedMode::Native),
+                (XdpMode::Skb, AttachedMode::Generic),
+            ],
+            AttachMode::Native => &[(XdpMode::Driver, AttachedMode::Native)],
+            AttachMode::Generic => &[(XdpMode::Skb, AttachedMode::Generic)],
+        };
+        let mut last = String::new();
+        for (xdp_mode, attached) in attempts {
+            let program = kernel_program(&mut self.ebpf)?;
+            let name = std::ffi::CString::new(iface).map_err(|_| DataplaneError::Attach {
+                iface: iface.to_owned(),
+                detail: "interface name contains NUL".into(),
+            })?;
+            match program.attach(name.as_c_str(), *xdp_mode) {
+                Ok(id) => {
+                    self.attachments.push(Attachment {
+                        iface: iface.to_owned(),
+                        mode: *attached,
+                        link: Some(id),
+                    });
+                    return Ok(*attached);
+                }
+                Err(e) => last = chain(&e),
+            }
+        }
+        Err(DataplaneError::Attach {
+            iface: iface.to_owned(),
+            detail: format!("attach failed: {last}"),
+        })
+    }
+
+    /// Current attachments.
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Pin every link so it outlives this process (on_exit = "keep").
+    fn pin_links(&mut self) -> Result<(), DataplaneError> {
+        let pins: Vec<(String, PathBuf)> = self
+            .attachments
+            .iter()
+            .map(|a| (a.iface.clone(), self.link_pin_path(&a.iface)))
+            .collect();
+        for (att, (iface, path)) in self.attachments.iter_mut().zip(pins) {
+            let Some(id) = att.link.take() else { continue };
+            let program = kernel_program(&mut self.ebpf)?;
+            let link = program.take_link(id).map_err(|e| DataplaneError::Attach {
+                iface: iface.clone(),
+                detail: chain(&e),
+            })?;
+            let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
+                iface: iface.clone(),
+                detail: format!("link cannot be pinned (netlink attach): {}", chain(&e)),
+            })?;
+            let pinned = fd.pin(&path).map_err(|e| DataplaneError::Attach {
+                iface: iface.clone(),
+                detail: format!("pin {}: {}", path.display(), chain(&e)),
+            })?;
+            // Dropping a PinnedLink closes our fd; the pin keeps the link alive.
+            drop(pinned);
+        }
+        Ok(())
+    }
+
+    /// Detach from every interface.
+    fn detach_links(&mut self) {
+        let ids: Vec<XdpLinkId> = self.attachments.iter_mut().filter_map(|a| a.link.take()).collect();
+        if let Ok(program) = kernel_program(&mut self.ebpf) {
+            for id in ids {
+                if let Err(e) = program.detach(id) {
+                    tracing::warn!(error = %chain(&e), "detach failed");
+                }
+            }
+        }
+        self.attachments.clear();
+    }
+
+    /// Run the program once per `repeat` on `frame` with BPF_PROG_TEST_RUN; returns the XDP
+    /// action and the mean duration per run in ns.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<(u32, u64), DataplaneError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or_else(|| DataplaneError::Load("no program".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DataplaneError::Load(chain(&e)))?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| DataplaneError::Other(format!("test run: {}", chain(&e))))?;
+        Ok((r.return_value, r.duration.as_nanos() as u64))
+    }
+
+    /// Remove every pin in `dir` and the directory itself (a fresh start).
+    pub fn remove_pins(dir: &Path) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        // Links not pinned on purpose detach here: never leave the program attached by
+        // accident.
+        self.detach_links();
+    }
+}
+
+fn sum_percpu<T: Copy + Default>(values: &[T], add: impl Fn(&mut T, &T)) -> T {
+    let mut acc = T::default();
+    for v in values {
+        add(&mut acc, v);
+    }
+    acc
+}
+
+impl Dataplane for Kernel {
+    fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachedMode, DataplaneError> {
+        self.attach_iface(iface, mode)
+    }
+
+    fn detach_all(&mut self) {
+        self.detach_links();
+    }
+
+    fn keep_attached(&mut self) -> Result<(), DataplaneError> {
+        self.pin_links()
+    }
+
+    fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    fn apply(&mut self, writes: &[Write]) -> Result<(), DataplaneError> {
+        for w in writes {
+            match w {
+                Write::SlotName(slot, n) => self
+                    .slot_names
+                    .set(*slot, n, 0)
+                    .map_err(map_err(map_names::SLOT_NAMES, "update"))?,
+                Write::Class(slot, c) => self
+                    .classes
+                    .set(*slot, c, 0)
+                    .map_err(map_err(map_names::CLASSES, "update"))?,
+                Write::Rule((addr, bits), r) => self
+                    .rules
+                    .insert(&Key::new(*bits, *addr), r, 0)
+                    .map_err(map_err(map_names::RULES, "update"))?,
+                Write::RemoveRule((addr, bits)) => match self.rules.remove(&Key::new(*bits, *addr)) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_err(map_names::RULES, "delete")(e)),
+                },
+                Write::Global(g) => self
+                    .config
+                    .set(0, g, 0)
+                    .map_err(map_err(map_names::CONFIG, "update"))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn read_state(&self) -> Result<Desired, DataplaneError> {
+        let mut classes = Vec::with_capacity(MAX_CLASSES as usize);
+        for slot in 0..MAX_CLASSES {
+            classes.push(
+                self.classes
+                    .get(&slot, 0)
+                    .map_err(map_err(map_names::CLASSES, "lookup"))?,
+            );
+        }
+        let mut names = Vec::with_capacity(MAX_CLASSES as usize);
+        for slot in 0..MAX_CLASSES {
+            names.push(
+                self.slot_names
+                    .get(&slot, 0)
+                    .map_err(map_err(map_names::SLOT_NAMES, "lookup"))?,
+            );
+        }
+        let mut rules = BTreeMap::new();
+        for item in self.rules.iter() {
+            let (k, v) = item.map_err(map_err(map_names::RULES, "iterate"))?;
+            rules.insert((k.data(), k.prefix_len()), v);
+        }
+        Ok(Desired {
+            global: self.global()?,
+            classes,
+            names,
+            rules,
+        })
+    }
+
+    fn global(&self) -> Result<GlobalConfig, DataplaneError> {
+        self.config
+            .get(&0, 0)
+            .map_err(map_err(map_names::CONFIG, "lookup"))
+    }
+
+    fn counters(&self) -> Result<Vec<Counter>, DataplaneError> {
+        let mut out = Vec::with_capacity(COUNTERS_ENTRIES as usize);
+        for item in self.counters.iter() {
+            let per_cpu = item.map_err(map_err(map_names::COUNTERS, "lookup"))?;
+            out.push(sum_percpu(&per_cpu, |a, v| {
+                a.packets += v.packets;
+                a.bytes += v.bytes;
+            }));
+        }
+        Ok(out)
+    }
+
+    fn class_stats(&self) -> Result<Vec<ClassStats>, DataplaneError> {
+        let mut out = Vec::with_capacity(MAX_CLASSES as usize);
+        for item in self.class_stats.iter() {
+            let per_cpu = item.map_err(map_err(map_names::CLASS_STATS, "lookup"))?;
+            out.push(sum_percpu(&per_cpu, |a, v| {
+                a.admitted += v.admitted;
+                a.overflowed += v.overflowed;
+                a.map_full += v.map_full;
+            }));
+        }
+        Ok(out)
+    }
+
+    fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError> {
+        let mut out = Vec::new();
+        for item in self.buckets.iter() {
+            match item {
+                Ok(kv) => out.push(kv),
+                // An entry evicted between "next key" and "lookup" is not an error.
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(map_names::BUCKETS, "iterate")(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_bucket(&mut self, key: &BucketKey, bucket: &Bucket) -> Result<(), DataplaneError> {
+        self.buckets
+            .insert(key, bucket, 0)
+            .map_err(map_err(map_names::BUCKETS, "update"))
+    }
+
+    fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError> {
+        match self.buckets.remove(key) {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(map_err(map_names::BUCKETS, "delete")(e)),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        monotonic_ns()
+    }
+}
+
+fn kernel_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or_else(|| DataplaneError::Load(format!("object has no program {PROGRAM_NAME}")))?
+        .try_into()
+        .map_err(|e| DataplaneError::Load(format!("{PROGRAM_NAME}: {e}")))
+}
+
+/// An error and its sources on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,102 @@
+//! The dataplane adapter: the only module that touches aya.
+//!
+//! [`Dataplane`] is what the daemon needs from the kernel maps; [`kernel::Kernel`] implements
+//! it on the real program and [`fake::Fake`] in memory for tests of everything above it.
+
+pub mod fake;
+pub mod kernel;
+
+use std::path::PathBuf;
+
+use traffic_common::{Bucket, BucketKey, ClassStats, Counter, GlobalConfig};
+
+use crate::{
+    config::AttachMode,
+    plan::{Desired, Write},
+};
+
+/// Something went wrong talking to the kernel; each variant names what was at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(
+        "this build has no eBPF object (built with AYA_BUILD_SKIP=1); rebuild without it, e.g. `cargo xtask build`"
+    )]
+    NoObject,
+    #[error("cannot create pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "pinned maps in {pin_dir} do not match this build (ABI {expected}): {detail}. If trafficd was upgraded, stop it and remove {pin_dir} to start with fresh state"
+    )]
+    PinnedMismatch {
+        pin_dir: PathBuf,
+        expected: u32,
+        detail: String,
+    },
+    #[error("loading the XDP program failed: {0}")]
+    Load(String),
+    #[error("map {map}: {op} failed: {source}")]
+    Map {
+        map: &'static str,
+        op: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("interface {iface}: {detail}")]
+    Attach { iface: String, detail: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How the program ended up attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachedMode {
+    Native,
+    Generic,
+}
+
+/// What the daemon needs from the kernel program and maps.
+pub trait Dataplane: Send {
+    /// Attach the program to an interface.
+    fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachedMode, DataplaneError>;
+    /// Detach from every interface.
+    fn detach_all(&mut self);
+    /// Pin the links so enforcement outlives the process (`on_exit = "keep"`).
+    fn keep_attached(&mut self) -> Result<(), DataplaneError>;
+    /// Whether the maps were adopted from pins left by an earlier run.
+    fn adopted(&self) -> bool;
+    /// Apply writes in order.
+    fn apply(&mut self, writes: &[Write]) -> Result<(), DataplaneError>;
+    /// What the maps hold now (used when adopting pinned state).
+    fn read_state(&self) -> Result<Desired, DataplaneError>;
+    /// The global entry.
+    fn global(&self) -> Result<GlobalConfig, DataplaneError>;
+    /// Verdict counters summed over CPUs, indexed by `traffic_common::counter_index`.
+    fn counters(&self) -> Result<Vec<Counter>, DataplaneError>;
+    /// Admission statistics per class slot, summed over CPUs.
+    fn class_stats(&self) -> Result<Vec<ClassStats>, DataplaneError>;
+    /// Every tracked source.
+    fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError>;
+    /// Replace one bucket (used to rescale tokens on a level change).
+    fn set_bucket(&mut self, key: &BucketKey, bucket: &Bucket) -> Result<(), DataplaneError>;
+    /// Forget one tracked source.
+    fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError>;
+    /// The kernel clock the program uses (`bpf_ktime_get_ns`, CLOCK_MONOTONIC), in ns.
+    fn now_ns(&self) -> u64;
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,325 @@
+//! What the kernel maps should hold, and the smallest ordered set of writes to get there.
+//!
+//! Pure: the daemon computes a [`Desired`] state from the config (and, later, the throttle
+//! level), diffs it against what it last applied, and hands the writes to the dataplane.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use traffic_common::{
+    ABI_VERSION, Action, Addr, ClassConfig, GLOBAL_MONITOR, GlobalConfig, MAX_CLASSES, Rule,
+    SlotName, UNCLASSIFIED, V4_MAPPED_PREFIX_BITS, v4_mapped,
+};
+
+use crate::{
+    config::{Config, Mode, RuleAction},
+    policy::limits,
+};
+
+/// Class name → kernel slot, kept stable across reloads so buckets and counters of a class
+/// stay with it when other classes are added or removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slots {
+    names: Vec<Option<String>>,
+}
+
+impl Slots {
+    /// Slots for `config`, keeping the slot of every class that `self` already had.
+    pub fn assign(&self, config: &Config) -> Slots {
+        let mut names: Vec<Option<String>> = vec![None; MAX_CLASSES as usize];
+        for c in &config.classes {
+            if let Some(i) = self.slot_of(&c.name) {
+                names[i as usize] = Some(c.name.clone());
+            }
+        }
+        for c in &config.classes {
+            if names.iter().flatten().any(|n| n == &c.name) {
+                continue;
+            }
+            // Prefer a slot nobody used before, so a new class does not inherit the
+            // counters of a removed one within this run.
+            let fresh = (0..names.len())
+                .find(|&i| names[i].is_none() && self.names.get(i).is_none_or(|n| n.is_none()))
+                .or_else(|| names.iter().position(|n| n.is_none()));
+            if let Some(i) = fresh {
+                names[i] = Some(c.name.clone());
+            }
+        }
+        Slots { names }
+    }
+
+    /// Slots as recorded in the kernel's slot-name map (adopting pinned state).
+    pub fn from_names(names: &[SlotName]) -> Slots {
+        Slots {
+            names: names.iter().map(|n| n.as_str().map(str::to_owned)).collect(),
+        }
+    }
+
+    /// The slot-name map entries for these slots.
+    pub fn to_names(&self) -> Vec<SlotName> {
+        (0..MAX_CLASSES as usize)
+            .map(|i| {
+                self.names
+                    .get(i)
+                    .and_then(|n| n.as_deref())
+                    .map_or_else(SlotName::default, SlotName::new)
+            })
+            .collect()
+    }
+
+    /// Slot of a class by name.
+    pub fn slot_of(&self, name: &str) -> Option<u32> {
+        self.names
+            .iter()
+            .position(|n| n.as_deref() == Some(name))
+            .map(|i| i as u32)
+    }
+
+    /// Class name of a slot.
+    pub fn name_of(&self, slot: u32) -> Option<&str> {
+        self.names.get(slot as usize)?.as_deref()
+    }
+
+    /// Slot of a config class index.
+    pub fn slot_of_index(&self, config: &Config, index: usize) -> u32 {
+        self.slot_of(&config.classes[index].name)
+            .expect("every config class has a slot")
+    }
+}
+
+/// The LPM key of a rule: (16-byte address, prefix bits over the 16 bytes).
+pub type RuleKey = (Addr, u32);
+
+/// LPM key of an address and prefix as written in the config.
+pub fn rule_key(addr: IpAddr, prefix_len: u8) -> RuleKey {
+    match addr {
+        IpAddr::V4(a) => (
+            v4_mapped(a.octets()),
+            V4_MAPPED_PREFIX_BITS + u32::from(prefix_len),
+        ),
+        IpAddr::V6(a) => (a.octets(), u32::from(prefix_len)),
+    }
+}
+
+/// Everything the kernel maps should hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    pub global: GlobalConfig,
+    /// Indexed by slot; inactive slots are all zero.
+    pub classes: Vec<ClassConfig>,
+    /// Class name per slot.
+    pub names: Vec<SlotName>,
+    pub rules: BTreeMap<RuleKey, Rule>,
+}
+
+/// The desired kernel state for `config`; `factor(slot)` is the multiplier applied to a
+/// class's limits (1.0 without pressure).
+pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) -> Desired {
+    let mut classes = vec![ClassConfig::default(); MAX_CLASSES as usize];
+    for (i, spec) in config.classes.iter().enumerate() {
+        let slot = slots.slot_of_index(config, i) as usize;
+        classes[slot] = limits::class_config(spec, config.class_mode(i), factor(i));
+    }
+    let rules = config
+        .rules
+        .iter()
+        .map(|r| {
+            let action = match r.action {
+                RuleAction::Limit => Action::Limit,
+                RuleAction::Allow => Action::Allow,
+                RuleAction::Deny => Action::Deny,
+            };
+            let class = r
+                .class
+                .map_or(UNCLASSIFIED, |c| slots.slot_of_index(config, c));
+            (
+                rule_key(r.addr, r.prefix_len),
+                Rule {
+                    action: action as u32,
+                    class,
+                },
+            )
+        })
+        .collect();
+    Desired {
+        global: GlobalConfig {
+            abi_version: ABI_VERSION,
+            flags: if config.daemon.mode == Mode::Monitor {
+                GLOBAL_MONITOR
+            } else {
+                0
+            },
+            default_class: slots.slot_of_index(config, config.daemon.default_class),
+            _pad: 0,
+        },
+        classes,
+        names: slots.to_names(),
+        rules,
+    }
+}
+
+/// One map write.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    SlotName(u32, SlotName),
+    Class(u32, ClassConfig),
+    Rule(RuleKey, Rule),
+    RemoveRule(RuleKey),
+    Global(GlobalConfig),
+}
+
+/// The writes that turn `applied` (what the maps hold, `None` if unknown) into `want`,
+/// ordered so that the program never sees a rule or default pointing at an inactive class:
+/// new and changed classes first, then rules, then the global entry, then deactivations.
+pub fn diff(applied: Option<&Desired>, want: &Desired) -> Vec<Write> {
+    let mut out = Vec::new();
+    let old_class = |slot: usize| applied.map(|a| a.classes[slot]);
+    for (slot, n) in want.names.iter().enumerate() {
+        if applied.map(|a| a.names[slot]) != Some(*n) {
+            out.push(Write::SlotName(slot as u32, *n));
+        }
+    }
+    for (slot, c) in want.classes.iter().enumerate() {
+        if c.flags != 0 && old_class(slot) != Some(*c) {
+            out.push(Write::Class(slot as u32, *c));
+        }
+    }
+    for (k, r) in &want.rules {
+        if applied.and_then(|a| a.rules.get(k)) != Some(r) {
+            out.push(Write::Rule(*k, *r));
+        }
+    }
+    if let Some(a) = applied {
+        for k in a.rules.keys() {
+            if !want.rules.contains_key(k) {
+                out.push(Write::RemoveRule(*k));
+            }
+        }
+    }
+    if applied.map(|a| a.global) != Some(want.global) {
+        out.push(Write::Global(want.global));
+    }
+    for (slot, c) in want.classes.iter().enumerate() {
+        if c.flags == 0 && old_class(slot).is_none_or(|o| o != *c) {
+            out.push(Write::Class(slot as u32, *c));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const BASE: &str = r#"
+[daemon]
+interfaces = ["eth0"]
+[classes.default]
+packets = { rate = 100, burst = 200 }
+[classes.premium]
+packets = { rate = 1000 }
+[[rules]]
+cidr = "198.18.1.0/24"
+class = "premium"
+[[rules]]
+cidr = "2001:db8:66::/48"
+action = "deny"
+"#;
+
+    fn cfg(text: &str) -> Config {
+        Config::parse(Path::new("t.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn first_apply_writes_everything_in_order() {
+        let c = cfg(BASE);
+        let slots = Slots::default().assign(&c);
+        let d = desired(&c, &slots, |_| 1.0);
+        let w = diff(None, &d);
+        let kinds: Vec<&str> = w
+            .iter()
+            .filter(|w| !matches!(w, Write::SlotName(..)))
+            .map(|w| match w {
+                Write::SlotName(..) => "name",
+                Write::Class(_, c) if c.flags != 0 => "class",
+                Write::Class(..) => "deactivate",
+                Write::Rule(..) => "rule",
+                Write::RemoveRule(..) => "remove",
+                Write::Global(..) => "global",
+            })
+            .collect();
+        assert_eq!(kinds[..4], ["class", "class", "rule", "rule"]);
+        assert_eq!(kinds[4], "global");
+        assert!(kinds[5..].iter().all(|k| *k == "deactivate"));
+        assert_eq!(diff(Some(&d), &d), vec![], "nothing changed, nothing written");
+    }
+
+    #[test]
+    fn rule_keys_map_v4_into_v6() {
+        let c = cfg(BASE);
+        let d = desired(&c, &Slots::default().assign(&c), |_| 1.0);
+        let v4 = rule_key("198.18.1.0".parse().unwrap(), 24);
+        assert_eq!(v4.1, 120);
+        assert_eq!(d.rules[&v4].action, Action::Limit as u32);
+        let v6 = rule_key("2001:db8:66::".parse().unwrap(), 48);
+        assert_eq!(d.rules[&v6].action, Action::Deny as u32);
+        assert_eq!(d.rules[&v6].class, UNCLASSIFIED);
+    }
+
+    #[test]
+    fn slots_are_stable_across_reloads() {
+        let c1 = cfg(BASE);
+        let s1 = Slots::default().assign(&c1);
+        let premium = s1.slot_of("premium").unwrap();
+        let c2 = cfg(&BASE.replace(
+            "[classes.default]",
+            "[classes.aaa]\npackets = { rate = 1 }\n[classes.default]",
+        ));
+        let s2 = s1.assign(&c2);
+        assert_eq!(s2.slot_of("premium"), Some(premium));
+        assert_eq!(s2.slot_of("default"), s1.slot_of("default"));
+        let aaa = s2.slot_of("aaa").unwrap();
+        assert!(aaa != premium && Some(aaa) != s1.slot_of("default"));
+    }
+
+    #[test]
+    fn only_changes_are_written() {
+        let c1 = cfg(BASE);
+        let slots = Slots::default().assign(&c1);
+        let d1 = desired(&c1, &slots, |_| 1.0);
+        let c2 = cfg(&BASE.replace("rate = 1000", "rate = 2000"));
+        let d2 = desired(&c2, &slots.assign(&c2), |_| 1.0);
+        let w = diff(Some(&d1), &d2);
+        assert_eq!(w.len(), 1);
+        assert!(matches!(w[0], Write::Class(s, _) if s == slots.slot_of("premium").unwrap()));
+        // A level change scales every limited class.
+        let d3 = desired(&c1, &slots, |_| 0.5);
+        assert_eq!(diff(Some(&d1), &d3).len(), 2);
+    }
+
+    #[test]
+    fn removed_rules_and_classes() {
+        let c1 = cfg(BASE);
+        let slots = Slots::default().assign(&c1);
+        let d1 = desired(&c1, &slots, |_| 1.0);
+        let text = BASE
+            .replace("[classes.premium]\npackets = { rate = 1000 }\n", "")
+            .replace("[[rules]]\ncidr = \"198.18.1.0/24\"\nclass = \"premium\"\n", "");
+        let c2 = cfg(&text);
+        let s2 = slots.assign(&c2);
+        let d2 = desired(&c2, &s2, |_| 1.0);
+        let w = diff(Some(&d1), &d2);
+        let premium = slots.slot_of("premium").unwrap();
+        assert!(w.contains(&Write::SlotName(premium, SlotName::default())));
+        let remove = w
+            .iter()
+            .position(|w| matches!(w, Write::RemoveRule(_)))
+            .unwrap();
+        let deact = w
+            .iter()
+            .position(|w| matches!(w, Write::Class(s, c) if *s == premium && c.flags == 0))
+            .unwrap();
+        assert!(remove < deact, "rules go before their class: {w:?}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Pure policy: no I/O, no clocks, no aya. Time and samples come in as arguments.
+
+pub mod limits;

@@ -1,0 +1,279 @@
+//! What the daemon reports (admin API JSON, CLI tables, log summaries). Pure: built from
+//! map snapshots and config, rendered to text without I/O.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use traffic_common::{COUNTER_ROWS, Counter, Reason, UNCLASSIFIED, counter_index};
+
+use crate::plan::Slots;
+
+/// Packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Totals {
+    fn add(&mut self, c: &Counter) {
+        self.packets += c.packets;
+        self.bytes += c.bytes;
+    }
+}
+
+/// What happened to the packets counted under a reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Pass,
+    Drop,
+    /// A drop reason in monitor mode: counted, passed.
+    WouldDrop,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Drop => "drop",
+            Self::WouldDrop => "would_drop",
+        }
+    }
+}
+
+/// One non-zero (reason, outcome) counter of a class.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub outcome: Outcome,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Counters of one class (or of `unclassified` traffic).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassCounters {
+    pub class: String,
+    pub passed: Totals,
+    pub dropped: Totals,
+    pub would_drop: Totals,
+    pub reasons: Vec<ReasonCount>,
+}
+
+/// `GET /v1/counters`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountersReport {
+    pub classes: Vec<ClassCounters>,
+}
+
+impl CountersReport {
+    /// Counters of a class by name.
+    pub fn class(&self, name: &str) -> Option<&ClassCounters> {
+        self.classes.iter().find(|c| c.class == name)
+    }
+}
+
+/// Name of the counter row for traffic without a class.
+pub const UNCLASSIFIED_NAME: &str = "unclassified";
+
+/// Build the report from raw (CPU-summed) counters. Rows of configured classes are always
+/// listed; other rows only when they counted something.
+pub fn counters_report(raw: &[Counter], slots: &Slots) -> CountersReport {
+    let mut classes = Vec::new();
+    for row in 0..COUNTER_ROWS {
+        let name = if row == UNCLASSIFIED {
+            Some(UNCLASSIFIED_NAME.to_owned())
+        } else {
+            slots.name_of(row).map(str::to_owned)
+        };
+        let mut c = ClassCounters {
+            class: name.clone().unwrap_or_else(|| format!("slot{row}")),
+            passed: Totals::default(),
+            dropped: Totals::default(),
+            would_drop: Totals::default(),
+            reasons: Vec::new(),
+        };
+        for reason in Reason::ALL {
+            for monitored in [false, true] {
+                let Some(v) = raw.get(counter_index(row, reason as u32, monitored) as usize)
+                else {
+                    continue;
+                };
+                if v.packets == 0 {
+                    continue;
+                }
+                let outcome = match (reason.is_drop(), monitored) {
+                    (false, _) => Outcome::Pass,
+                    (true, false) => Outcome::Drop,
+                    (true, true) => Outcome::WouldDrop,
+                };
+                match outcome {
+                    Outcome::Pass => c.passed.add(v),
+                    Outcome::Drop => c.dropped.add(v),
+                    Outcome::WouldDrop => {
+                        // Would-drops were passed too.
+                        c.would_drop.add(v);
+                        c.passed.add(v);
+                    }
+                }
+                c.reasons.push(ReasonCount {
+                    reason: reason.name().to_owned(),
+                    outcome,
+                    packets: v.packets,
+                    bytes: v.bytes,
+                });
+            }
+        }
+        if name.is_some() && (row != UNCLASSIFIED || !c.reasons.is_empty()) || !c.reasons.is_empty()
+        {
+            classes.push(c);
+        }
+    }
+    CountersReport { classes }
+}
+
+/// Human-readable count: 1234 → "1,234".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Human-readable bytes: 1536 → "1.5 KiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The `trafficctl counters` table.
+pub fn render_counters(r: &CountersReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<14} {:>12} {:>11} {:>12} {:>11} {:>12}",
+        "CLASS", "PASSED", "BYTES", "DROPPED", "BYTES", "WOULD-DROP"
+    );
+    for c in &r.classes {
+        let _ = writeln!(
+            out,
+            "{:<14} {:>12} {:>11} {:>12} {:>11} {:>12}",
+            c.class,
+            thousands(c.passed.packets),
+            human_bytes(c.passed.bytes),
+            thousands(c.dropped.packets),
+            human_bytes(c.dropped.bytes),
+            thousands(c.would_drop.packets),
+        );
+    }
+    let detail: Vec<_> = r
+        .classes
+        .iter()
+        .flat_map(|c| c.reasons.iter().map(move |x| (c, x)))
+        .collect();
+    if !detail.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<14} {:<11} {:<12} {:>12} {:>11}",
+            "CLASS", "OUTCOME", "REASON", "PACKETS", "BYTES"
+        );
+        for (c, x) in detail {
+            let _ = writeln!(
+                out,
+                "{:<14} {:<11} {:<12} {:>12} {:>11}",
+                c.class,
+                x.outcome.name(),
+                x.reason,
+                thousands(x.packets),
+                human_bytes(x.bytes),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use traffic_common::COUNTERS_ENTRIES;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn slots() -> Slots {
+        let c = Config::parse(
+            Path::new("t.toml"),
+            "[daemon]\ninterfaces=[\"eth0\"]\n[classes.default]\npackets={rate=1}\n[classes.premium]\n",
+        )
+        .unwrap();
+        Slots::default().assign(&c)
+    }
+
+    #[test]
+    fn totals_by_outcome() {
+        let s = slots();
+        let p = s.slot_of("premium").unwrap();
+        let mut raw = vec![Counter::default(); COUNTERS_ENTRIES as usize];
+        raw[counter_index(p, Reason::Pass as u32, false) as usize] = Counter {
+            packets: 10,
+            bytes: 1000,
+        };
+        raw[counter_index(p, Reason::PacketRate as u32, false) as usize] = Counter {
+            packets: 3,
+            bytes: 300,
+        };
+        raw[counter_index(p, Reason::PacketRate as u32, true) as usize] = Counter {
+            packets: 2,
+            bytes: 200,
+        };
+        raw[counter_index(UNCLASSIFIED, Reason::NonIp as u32, false) as usize] = Counter {
+            packets: 1,
+            bytes: 60,
+        };
+        let r = counters_report(&raw, &s);
+        let pc = r.class("premium").unwrap();
+        assert_eq!(pc.passed, Totals { packets: 12, bytes: 1200 });
+        assert_eq!(pc.dropped, Totals { packets: 3, bytes: 300 });
+        assert_eq!(pc.would_drop, Totals { packets: 2, bytes: 200 });
+        assert_eq!(pc.reasons.len(), 3);
+        assert_eq!(r.class(UNCLASSIFIED_NAME).unwrap().passed.packets, 1);
+        assert!(r.class("default").is_some(), "configured classes always listed");
+        let table = render_counters(&r);
+        assert!(table.contains("premium"));
+        assert!(table.contains("packet_rate"));
+        assert!(table.contains("would_drop"));
+    }
+
+    #[test]
+    fn unclassified_row_hidden_when_empty() {
+        let raw = vec![Counter::default(); COUNTERS_ENTRIES as usize];
+        let r = counters_report(&raw, &slots());
+        assert!(r.class(UNCLASSIFIED_NAME).is_none());
+    }
+
+    #[test]
+    fn number_formatting() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+}

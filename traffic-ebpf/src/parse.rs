@@ -1,0 +1,299 @@
+//! Frame parsing: the only pointer arithmetic in the program.
+//!
+//! Every read goes through [`Cursor`], which checks the bounds against `data_end` before it
+//! dereferences, so the verifier sees each access guarded and no frame content can make the
+//! program fault. Offsets are kept below [`MAX_OFFSET`] so their ranges stay bounded.
+
+use traffic_common::{Addr, proto};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const VLAN_HLEN: usize = 4;
+const MAX_VLAN_TAGS: usize = 2;
+
+const IPV4_MIN_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+/// IPv6 extension headers walked before giving up on finding the L4 header.
+const MAX_EXT_HEADERS: usize = 6;
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+const TCP_MIN_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+
+/// Deepest offset the parser will look at; a header chain that goes further leaves the L4
+/// header unknown (the packet is still classified by its source).
+const MAX_OFFSET: usize = 512;
+
+/// TCP flag bits (byte 13 of the TCP header).
+pub const TCP_SYN: u8 = 0x02;
+/// TCP ACK flag.
+pub const TCP_ACK: u8 = 0x10;
+
+/// Bounds-checked view of the frame.
+pub struct Cursor {
+    start: usize,
+    end: usize,
+}
+
+impl Cursor {
+    #[inline(always)]
+    pub fn new(start: usize, end: usize) -> Self {
+        Self { start, end }
+    }
+
+    /// Frame length in bytes.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Pointer to `N` bytes at `off`, if they are inside the frame.
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: usize) -> Option<*const [u8; N]> {
+        if off > MAX_OFFSET {
+            return None;
+        }
+        let p = self.start + off;
+        if p + N > self.end {
+            return None;
+        }
+        Some(p as *const [u8; N])
+    }
+
+    #[inline(always)]
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        // SAFETY: `bytes` checked that the byte is inside [data, data_end).
+        self.bytes::<1>(off).map(|p| unsafe { (*p)[0] })
+    }
+
+    #[inline(always)]
+    fn u16_at(&self, off: usize) -> Option<u16> {
+        // SAFETY: `bytes` checked that both bytes are inside [data, data_end).
+        self.bytes::<2>(off)
+            .map(|p| unsafe { u16::from_be_bytes(*p) })
+    }
+}
+
+/// What the L4 header said, when there is one.
+#[derive(Clone, Copy)]
+pub struct L4 {
+    /// IP protocol number (after extension headers).
+    pub protocol: u8,
+    /// Destination port, host order; 0 when unknown.
+    pub dport: u16,
+    /// TCP flags byte; 0 for UDP or when unknown.
+    pub tcp_flags: u8,
+    /// Whether `dport`/`tcp_flags` were read from a complete header (false for non-first
+    /// fragments, truncated L4 headers, other protocols, or over-long extension chains).
+    pub known: bool,
+}
+
+impl L4 {
+    const UNKNOWN: L4 = L4 {
+        protocol: 0,
+        dport: 0,
+        tcp_flags: 0,
+        known: false,
+    };
+
+    /// A TCP SYN without ACK: the start of a new connection.
+    #[inline(always)]
+    pub fn is_new_tcp(&self) -> bool {
+        self.known
+            && self.protocol == proto::TCP
+            && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+}
+
+/// An IP packet's source and L4 summary.
+pub struct Ip {
+    pub src: Addr,
+    pub v6: bool,
+    pub l4: L4,
+    /// Offset of the L3 header (after Ethernet and VLAN tags).
+    pub l3_off: usize,
+    /// Offset of the L4 header, valid when `l4.known`.
+    pub l4_off: usize,
+}
+
+/// Result of parsing a frame.
+pub enum Parsed {
+    /// Not IPv4/IPv6 (ARP, LLDP, …).
+    NonIp,
+    /// An IPv4/IPv6 header that is truncated or invalid.
+    Malformed,
+    /// An IP packet with a usable source address.
+    Ip(Ip),
+}
+
+/// Parse Ethernet, up to two VLAN tags, and the IP header.
+#[inline(always)]
+pub fn parse(c: &Cursor) -> Parsed {
+    let Some(mut ethertype) = c.u16_at(12) else {
+        // Shorter than an Ethernet header: nothing to classify.
+        return Parsed::NonIp;
+    };
+    let mut off = ETH_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        // The tag's own ethertype is at +2; a cut tag leaves the frame unclassifiable.
+        let Some(inner) = c.u16_at(off + 2) else {
+            return Parsed::Malformed;
+        };
+        ethertype = inner;
+        off += VLAN_HLEN;
+    }
+    match ethertype {
+        ETH_P_IP => parse_ipv4(c, off),
+        ETH_P_IPV6 => parse_ipv6(c, off),
+        _ => Parsed::NonIp,
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(c: &Cursor, l3: usize) -> Parsed {
+    let Some(hdr) = c.bytes::<IPV4_MIN_HLEN>(l3) else {
+        return Parsed::Malformed;
+    };
+    // SAFETY: `bytes` checked the 20-byte base header is inside the frame.
+    let hdr = unsafe { &*hdr };
+    let version = hdr[0] >> 4;
+    let ihl = (hdr[0] & 0x0f) as usize;
+    if version != 4 || ihl < 5 {
+        return Parsed::Malformed;
+    }
+    let hlen = ihl * 4;
+    // Options must be present in full, as the kernel stack requires.
+    if c.bytes::<1>(l3 + hlen - 1).is_none() {
+        return Parsed::Malformed;
+    }
+    let src = traffic_common::v4_mapped([hdr[12], hdr[13], hdr[14], hdr[15]]);
+    let protocol = hdr[9];
+    let frag_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
+    let l4_off = l3 + hlen;
+    let l4 = if frag_offset != 0 {
+        // Non-first fragment: no L4 header, classified by source only.
+        L4::UNKNOWN
+    } else {
+        parse_l4(c, l4_off, protocol)
+    };
+    Parsed::Ip(Ip {
+        src,
+        v6: false,
+        l4,
+        l3_off: l3,
+        l4_off,
+    })
+}
+
+#[inline(always)]
+fn parse_ipv6(c: &Cursor, l3: usize) -> Parsed {
+    let Some(hdr) = c.bytes::<IPV6_HLEN>(l3) else {
+        return Parsed::Malformed;
+    };
+    // SAFETY: `bytes` checked the 40-byte header is inside the frame.
+    let hdr = unsafe { &*hdr };
+    if hdr[0] >> 4 != 6 {
+        return Parsed::Malformed;
+    }
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&hdr[8..24]);
+    let mut next = hdr[6];
+    let mut off = l3 + IPV6_HLEN;
+    let mut l4 = L4::UNKNOWN;
+    for _ in 0..MAX_EXT_HEADERS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let (Some(nh), Some(len)) = (c.u8_at(off), c.u8_at(off + 1)) else {
+                    break;
+                };
+                next = nh;
+                off += (len as usize + 1) * 8;
+            }
+            IPPROTO_AH => {
+                let (Some(nh), Some(len)) = (c.u8_at(off), c.u8_at(off + 1)) else {
+                    break;
+                };
+                next = nh;
+                off += (len as usize + 2) * 4;
+            }
+            IPPROTO_FRAGMENT => {
+                let (Some(nh), Some(frag)) = (c.u8_at(off), c.u16_at(off + 2)) else {
+                    break;
+                };
+                if frag >> 3 != 0 {
+                    // Non-first fragment: classified by source only.
+                    break;
+                }
+                next = nh;
+                off += 8;
+            }
+            _ => {
+                l4 = parse_l4(c, off, next);
+                break;
+            }
+        }
+    }
+    // A chain longer than MAX_EXT_HEADERS leaves `l4` unknown.
+    Parsed::Ip(Ip {
+        src,
+        v6: true,
+        l4,
+        l3_off: l3,
+        l4_off: off,
+    })
+}
+
+#[inline(always)]
+fn parse_l4(c: &Cursor, off: usize, protocol: u8) -> L4 {
+    match protocol {
+        proto::TCP => {
+            if c.bytes::<TCP_MIN_HLEN>(off).is_none() {
+                return L4 {
+                    protocol,
+                    ..L4::UNKNOWN
+                };
+            }
+            let (Some(dport), Some(flags)) = (c.u16_at(off + 2), c.u8_at(off + 13)) else {
+                return L4::UNKNOWN;
+            };
+            L4 {
+                protocol,
+                dport,
+                tcp_flags: flags,
+                known: true,
+            }
+        }
+        proto::UDP => {
+            if c.bytes::<UDP_HLEN>(off).is_none() {
+                return L4 {
+                    protocol,
+                    ..L4::UNKNOWN
+                };
+            }
+            let Some(dport) = c.u16_at(off + 2) else {
+                return L4::UNKNOWN;
+            };
+            L4 {
+                protocol,
+                dport,
+                tcp_flags: 0,
+                known: true,
+            }
+        }
+        _ => L4 {
+            protocol,
+            ..L4::UNKNOWN
+        },
+    }
+}
