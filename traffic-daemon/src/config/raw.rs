@@ -533,6 +533,9 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
             c.err(span.clone(), &key, "class names use letters, digits, `_` and `-`");
         }
+        if name.len() > traffic_common::MAX_CLASS_NAME {
+            c.err(span.clone(), &key, format!("class names are at most {} bytes", traffic_common::MAX_CLASS_NAME));
+        }
         let packets: Vec<RateLimit> = match &rc.packets {
             None => Vec::new(),
             Some(OneOrMany(list)) => {

@@ -1,0 +1,1 @@
+//! Crafted frames (filled in by the packet-builder work).
