@@ -33,8 +33,10 @@ const UDP_HLEN: usize = 8;
 const MAX_OFFSET: usize = 512;
 
 /// TCP flag bits (byte 13 of the TCP header).
+#[allow(dead_code, reason = "used by the circuit gate")]
 pub const TCP_SYN: u8 = 0x02;
 /// TCP ACK flag.
+#[allow(dead_code, reason = "used by the circuit gate")]
 pub const TCP_ACK: u8 = 0x10;
 
 /// Bounds-checked view of the frame.
@@ -84,6 +86,7 @@ impl Cursor {
 
 /// What the L4 header said, when there is one.
 #[derive(Clone, Copy)]
+#[allow(dead_code, reason = "ports and flags are read by the circuit gate")]
 pub struct L4 {
     /// IP protocol number (after extension headers).
     pub protocol: u8,
@@ -105,6 +108,7 @@ impl L4 {
     };
 
     /// A TCP SYN without ACK: the start of a new connection.
+    #[allow(dead_code, reason = "used by the circuit gate")]
     #[inline(always)]
     pub fn is_new_tcp(&self) -> bool {
         self.known
@@ -114,6 +118,7 @@ impl L4 {
 }
 
 /// An IP packet's source and L4 summary.
+#[allow(dead_code, reason = "offsets are used by the circuit gate")]
 pub struct Ip {
     pub src: Addr,
     pub v6: bool,

@@ -58,6 +58,21 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Run a command with its output captured and return its stdout; if it fails, the error
+/// carries its rendering and its stderr.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().with_context(|| format!("spawn {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("{shown}: stdout is not UTF-8"))
+}
+
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
     #[allow(unsafe_code)]

@@ -151,7 +151,7 @@ struct RawByteLimit {
 
 /// A byte size written as an integer or a string with a unit.
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a byte size: an integer or a string such as \"20MB\"")]
 enum Size {
     Int(i64),
     Text(String),
@@ -226,8 +226,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 pub(super) fn parse(text: &str) -> Result<RawConfig, Vec<Unlocated>> {
     toml::from_str::<RawConfig>(text).map_err(|e| {
         let span = e.span();
+        // An empty span at 0 is the document itself (a missing top-level table): no key.
         let key = span
             .as_ref()
+            .filter(|s| *s != &(0..0))
             .map(|s| key_at(text, s.start))
             .unwrap_or_default();
         vec![Unlocated {
@@ -238,13 +240,24 @@ pub(super) fn parse(text: &str) -> Result<RawConfig, Vec<Unlocated>> {
     })
 }
 
-/// The bare key or table name starting at `offset`, for error messages.
+/// The bare key or table name starting at `offset`, for error messages. When `offset` is on
+/// a value (wrong type, unknown variant), the key it is assigned to on that line.
 fn key_at(text: &str, offset: usize) -> String {
-    let rest = &text[offset.min(text.len())..];
-    let rest = rest.trim_start_matches(['[', ' ']);
-    rest.chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        .collect()
+    let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let offset = offset.min(text.len());
+    let rest = text[offset..].trim_start_matches(['[', ' ']);
+    let token: String = rest.chars().take_while(|&c| is_key(c)).collect();
+    if !token.is_empty() && rest[token.len()..].trim_start().starts_with(['=', ']']) {
+        return token;
+    }
+    let line_start = text[..offset].rfind('\n').map_or(0, |nl| nl + 1);
+    match text[line_start..offset].rfind('=') {
+        Some(eq) => {
+            let lhs = text[line_start..line_start + eq].trim_end();
+            lhs[lhs.trim_end_matches(is_key).len()..].to_owned()
+        }
+        None => String::new(),
+    }
 }
 
 /// Collects problems while validating.
@@ -298,7 +311,9 @@ impl Check {
         let per_secs = match per {
             Some(p) => {
                 let d = self.duration(p, &format!("{key}.per"))?;
-                if d.is_zero() || d.as_secs() > 86_400 * 7 {
+                if d < std::time::Duration::from_millis(1)
+                    || d > std::time::Duration::from_secs(86_400 * 7)
+                {
                     self.err(p.span(), format!("{key}.per"), "must be between 1ms and 7d");
                     return None;
                 }
@@ -449,14 +464,16 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         }
     }
     let summary_interval = match &d.summary_interval {
-        Some(s) => c.duration(s, "daemon.summary_interval").unwrap_or_default(),
+        Some(s) => match c.duration(s, "daemon.summary_interval") {
+            Some(i) if i < std::time::Duration::from_secs(1) => {
+                c.err(s.span(), "daemon.summary_interval", "must be at least 1s");
+                i
+            }
+            Some(i) => i,
+            None => std::time::Duration::default(),
+        },
         None => std::time::Duration::from_secs(60),
     };
-    if let Some(s) = &d.summary_interval
-        && summary_interval < std::time::Duration::from_secs(1)
-    {
-        c.err(s.span(), "daemon.summary_interval", "must be at least 1s");
-    }
     let pin_dir = match &d.pin_dir {
         Some(p) if p.get_ref().starts_with("/sys/fs/bpf/") => PathBuf::from(p.get_ref()),
         Some(p) => {
@@ -519,9 +536,9 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
 
     // [classes.*]
     let mut classes = Vec::new();
-    if raw.classes.0.len() > traffic_common::MAX_CLASSES as usize {
+    if let Some((_, extra)) = raw.classes.0.get(traffic_common::MAX_CLASSES as usize) {
         c.err(
-            daemon_span.clone(),
+            extra.span(),
             "classes",
             format!("at most {} classes are supported", traffic_common::MAX_CLASSES),
         );
@@ -602,7 +619,14 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
                 continue;
             }
         };
-        if !seen_cidrs.insert((addr, prefix_len)) {
+        // The kernel keys IPv4 rules as IPv4-mapped IPv6 (`::ffff:a.b.c.d`): one table.
+        let canonical = match addr {
+            IpAddr::V6(a) if prefix_len >= 96 => a
+                .to_ipv4_mapped()
+                .map_or((addr, prefix_len), |v4| (IpAddr::V4(v4), prefix_len - 96)),
+            _ => (addr, prefix_len),
+        };
+        if !seen_cidrs.insert(canonical) {
             c.err(rr.cidr.span(), format!("{key}.cidr"), format!("`{}` already has a rule", rr.cidr.get_ref()));
         }
         let class = match &rr.class {

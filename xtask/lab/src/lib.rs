@@ -21,3 +21,8 @@ pub fn require_privileged() {
         "/sys/fs/bpf is missing: mount bpffs (`mount -t bpf bpf /sys/fs/bpf`); `cargo xtask setup` does this"
     );
 }
+
+pub mod daemon;
+pub mod netns;
+pub mod topo;
+pub mod udp;

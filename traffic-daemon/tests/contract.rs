@@ -1,0 +1,174 @@
+//! Contract: the built eBPF object's maps and program match `traffic-common`.
+//!
+//! Parses the embedded object with `aya-obj` (no syscalls, no root), so a layout, size or
+//! name that drifted between the XDP program and the contract crate fails here before
+//! anything is loaded. Needs the real object: builds with `AYA_BUILD_SKIP=1` embed an empty
+//! stub, and this test then fails loudly instead of passing by skipping.
+
+use std::mem::size_of;
+
+use aya_obj::{
+    Object, ProgramSection,
+    generated::bpf_map_type::{
+        self, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE,
+        BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
+    },
+    maps::PinningType,
+};
+use traffic_common::{
+    BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_STATE_ENTRIES, CLASSES_ENTRIES, CONFIG_ENTRIES,
+    COUNTERS_ENTRIES, ClassConfig, ClassState, ClassStats, Counter, GlobalConfig,
+    PORTS_ENTRIES, PROGRAM_NAME, PortKey, PortRule, RULES_ENTRIES, Rule, RuleAddr,
+    SLOT_NAMES_ENTRIES, SlotName, map_names,
+};
+
+/// What the contract says one map must look like.
+struct Expected {
+    map_type: bpf_map_type,
+    key_size: usize,
+    value_size: usize,
+    max_entries: u32,
+}
+
+/// Array indices are u32.
+const INDEX: usize = size_of::<u32>();
+/// LPM trie keys: a u32 prefix length followed by the address.
+const LPM_KEY: usize = size_of::<u32>() + size_of::<RuleAddr>();
+
+fn expected(name: &str) -> Expected {
+    let (map_type, key_size, value_size, max_entries) = match name {
+        map_names::CONFIG => (
+            BPF_MAP_TYPE_ARRAY,
+            INDEX,
+            size_of::<GlobalConfig>(),
+            CONFIG_ENTRIES,
+        ),
+        map_names::RULES => (
+            BPF_MAP_TYPE_LPM_TRIE,
+            LPM_KEY,
+            size_of::<Rule>(),
+            RULES_ENTRIES,
+        ),
+        map_names::CLASSES => (
+            BPF_MAP_TYPE_ARRAY,
+            INDEX,
+            size_of::<ClassConfig>(),
+            CLASSES_ENTRIES,
+        ),
+        // Shared, never per-CPU: every CPU must charge the same bucket.
+        map_names::BUCKETS => (
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<BucketKey>(),
+            size_of::<Bucket>(),
+            BUCKETS_ENTRIES,
+        ),
+        map_names::CLASS_STATE => (
+            BPF_MAP_TYPE_ARRAY,
+            INDEX,
+            size_of::<ClassState>(),
+            CLASS_STATE_ENTRIES,
+        ),
+        map_names::CLASS_STATS => (
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            INDEX,
+            size_of::<ClassStats>(),
+            CLASS_STATE_ENTRIES,
+        ),
+        map_names::PORTS => (
+            BPF_MAP_TYPE_HASH,
+            size_of::<PortKey>(),
+            size_of::<PortRule>(),
+            PORTS_ENTRIES,
+        ),
+        map_names::COUNTERS => (
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            INDEX,
+            size_of::<Counter>(),
+            COUNTERS_ENTRIES,
+        ),
+        map_names::SLOT_NAMES => (
+            BPF_MAP_TYPE_ARRAY,
+            INDEX,
+            size_of::<SlotName>(),
+            SLOT_NAMES_ENTRIES,
+        ),
+        other => panic!("map_names::ALL lists {other}, which this test does not know: add it"),
+    };
+    Expected {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+    }
+}
+
+fn parse_object() -> Object {
+    assert!(
+        traffic_daemon::ebpf_available(),
+        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP; run `cargo xtask test`"
+    );
+    Object::parse(traffic_daemon::EBPF_OBJECT)
+        .unwrap_or_else(|e| panic!("the embedded eBPF object does not parse: {e}"))
+}
+
+#[test]
+#[ignore = "needs the eBPF object: run `cargo xtask test`"]
+fn maps_match_the_contract() {
+    let obj = parse_object();
+    let mut problems = Vec::new();
+    for name in map_names::ALL {
+        let want = expected(name);
+        let Some(map) = obj.maps.get(name) else {
+            problems.push(format!("{name}: missing from the object"));
+            continue;
+        };
+        let mut check = |what: &str, got: u64, want: u64| {
+            if got != want {
+                problems.push(format!("{name}: {what} is {got}, the contract says {want}"));
+            }
+        };
+        check("map type", u64::from(map.map_type()), want.map_type as u64);
+        check("key size", u64::from(map.key_size()), want.key_size as u64);
+        check("value size", u64::from(map.value_size()), want.value_size as u64);
+        check("max_entries", u64::from(map.max_entries()), u64::from(want.max_entries));
+        // The daemon adopts state across restarts through these pins.
+        if map.pinning() != PinningType::ByName {
+            problems.push(format!("{name}: not pinned by name ({:?})", map.pinning()));
+        }
+    }
+    assert!(problems.is_empty(), "object/contract mismatch:\n  {}", problems.join("\n  "));
+}
+
+#[test]
+#[ignore = "needs the eBPF object: run `cargo xtask test`"]
+fn every_map_in_the_object_is_in_the_contract() {
+    let obj = parse_object();
+    // Data sections (.bss, .rodata, …) become maps too; they are not part of the contract.
+    let mut extra: Vec<&str> = obj
+        .maps
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !n.starts_with('.') && !map_names::ALL.contains(n))
+        .collect();
+    extra.sort_unstable();
+    assert!(
+        extra.is_empty(),
+        "maps in the object but not in traffic_common::map_names::ALL: {extra:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs the eBPF object: run `cargo xtask test`"]
+fn program_is_present_and_xdp() {
+    let obj = parse_object();
+    let program = obj.programs.get(PROGRAM_NAME).unwrap_or_else(|| {
+        let mut names: Vec<&String> = obj.programs.keys().collect();
+        names.sort_unstable();
+        panic!("object has no program {PROGRAM_NAME}; it has {names:?}")
+    });
+    assert!(
+        matches!(program.section, ProgramSection::Xdp { .. }),
+        "{PROGRAM_NAME} is not an XDP program: {:?}",
+        program.section
+    );
+}

@@ -1,0 +1,71 @@
+//! Shared set-up of the privileged integration tests: guards that clean up what a test
+//! creates (pin directories, temp directories) even when it panics.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// A pin directory under /sys/fs/bpf, removed on drop.
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    pub fn new(name: &str) -> Self {
+        let p = PathBuf::from(format!("/sys/fs/bpf/trf-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        Self(p)
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A scratch directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("trf-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Fail loudly unless the privileged layer can run: root, bpffs, a real eBPF object.
+pub fn require_privileged() {
+    traffic_lab::require_privileged();
+    assert!(
+        traffic_daemon::ebpf_available(),
+        "this build has no eBPF object (AYA_BUILD_SKIP=1): privileged tests need `cargo xtask test`"
+    );
+}
+
+/// Run trafficctl with arguments; returns (exit code, stdout, stderr).
+pub fn trafficctl(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trafficctl"))
+        .args(args)
+        .output()
+        .expect("run trafficctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Path of the trafficd binary built for these tests.
+pub fn trafficd() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_trafficd"))
+}
