@@ -10,16 +10,16 @@ use std::mem::size_of;
 use aya_obj::{
     Object, ProgramSection,
     generated::bpf_map_type::{
-        self, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE,
-        BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
+        self, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_LRU_HASH,
+        BPF_MAP_TYPE_PERCPU_ARRAY,
     },
     maps::PinningType,
 };
 use traffic_common::{
     BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_STATE_ENTRIES, CLASSES_ENTRIES, CONFIG_ENTRIES,
-    COUNTERS_ENTRIES, ClassConfig, ClassState, ClassStats, Counter, GlobalConfig,
-    PORTS_ENTRIES, PROGRAM_NAME, PortKey, PortRule, RULES_ENTRIES, Rule, RuleAddr,
-    SLOT_NAMES_ENTRIES, SlotName, map_names,
+    COUNTERS_ENTRIES, ClassConfig, ClassState, ClassStats, Counter, GlobalConfig, PORTS_ENTRIES,
+    PROGRAM_NAME, PortKey, PortRule, RULES_ENTRIES, Rule, RuleAddr, SLOT_NAMES_ENTRIES, SlotName,
+    map_names,
 };
 
 /// What the contract says one map must look like.
@@ -129,14 +129,26 @@ fn maps_match_the_contract() {
         };
         check("map type", u64::from(map.map_type()), want.map_type as u64);
         check("key size", u64::from(map.key_size()), want.key_size as u64);
-        check("value size", u64::from(map.value_size()), want.value_size as u64);
-        check("max_entries", u64::from(map.max_entries()), u64::from(want.max_entries));
+        check(
+            "value size",
+            u64::from(map.value_size()),
+            want.value_size as u64,
+        );
+        check(
+            "max_entries",
+            u64::from(map.max_entries()),
+            u64::from(want.max_entries),
+        );
         // The daemon adopts state across restarts through these pins.
         if map.pinning() != PinningType::ByName {
             problems.push(format!("{name}: not pinned by name ({:?})", map.pinning()));
         }
     }
-    assert!(problems.is_empty(), "object/contract mismatch:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "object/contract mismatch:\n  {}",
+        problems.join("\n  ")
+    );
 }
 
 #[test]

@@ -110,6 +110,7 @@ fn flow(src: IpAddr, rate: f64, cpu: Option<usize>) -> UdpFlow {
         max_packets: (rate * DURATION.as_secs_f64() * 1.5) as u64 + 10,
         payload_len: 64,
         cpu,
+        progress: None,
     }
 }
 

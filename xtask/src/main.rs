@@ -3,7 +3,9 @@
 //! Every command that needs the toolchains runs `setup` first; setup is idempotent and
 //! skips what is present.
 
+mod demo;
 mod setup;
+mod test;
 mod toolchains;
 mod util;
 
@@ -21,6 +23,26 @@ struct Cli {
 enum Cmd {
     /// Install the pinned toolchains, Debian packages and bpf-linker (idempotent).
     Setup,
+    /// Build the daemon and CLI (debug, or --release).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run every test layer (unit without root; privileged as root, one at a time).
+    Test {
+        /// Which layers.
+        #[arg(long, value_enum, default_value = "all")]
+        layer: test::Layer,
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Run the demo: namespaces, trafficd with config/traffic.toml, load, live counters,
+    /// report, clean-up.
+    Demo {
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -28,5 +50,29 @@ fn main() -> Result<()> {
     let tc = toolchains::Toolchains::pinned()?;
     match cli.cmd {
         Cmd::Setup => setup::run(&tc),
+        Cmd::Build { release } => {
+            setup::run(&tc)?;
+            build(&tc, release).map(|_| ())
+        }
+        Cmd::Test { layer, filter } => {
+            setup::run(&tc)?;
+            test::run(&tc, layer, filter.as_deref())
+        }
+        Cmd::Demo { seconds } => {
+            setup::run(&tc)?;
+            let bin = build(&tc, false)?;
+            demo::run(&bin, std::time::Duration::from_secs(seconds))
+        }
     }
+}
+
+/// Build trafficd and trafficctl; returns the directory holding them.
+fn build(tc: &toolchains::Toolchains, release: bool) -> Result<std::path::PathBuf> {
+    let mut c = util::cargo(tc);
+    c.args(["build", "-p", "traffic-daemon", "--bins"]);
+    if release {
+        c.arg("--release");
+    }
+    util::run(&mut c)?;
+    Ok(util::target_dir().join(if release { "release" } else { "debug" }))
 }

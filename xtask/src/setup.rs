@@ -327,6 +327,10 @@ fn ensure_bpf_linker(tc: &Toolchains) -> Result<()> {
             .to_owned();
         let mut cmd = util::cargo(tc);
         cmd
+            // `cargo +<stable>` rather than RUSTUP_TOOLCHAIN: with the variable, cargo
+            // install warns "default toolchain implicitly overridden".
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .arg(format!("+{}", tc.stable))
             // Outside the checkout, so its .cargo/config.toml does not apply.
             .current_dir(&cargo_home)
             .stdin(Stdio::null())
@@ -437,6 +441,15 @@ mod tests {
             Path::new("/work/main"),
             "1.98.0"
         ));
+    }
+
+    #[test]
+    fn unknown_package_is_missing() {
+        if !Path::new("/usr/bin/dpkg-query").exists() {
+            return;
+        }
+        let wanted = ["surely-no-such-package-xyz".to_owned()];
+        assert_eq!(missing_packages(&wanted).expect("dpkg-query runs"), wanted);
     }
 
     #[test]

@@ -17,6 +17,11 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
+/// The cargo target directory of the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
 /// `$CARGO_HOME/bin`, where rustup proxies and bpf-linker live.
 pub fn cargo_bin_dir() -> PathBuf {
     std::env::var_os("CARGO_HOME")

@@ -245,12 +245,15 @@ pub(super) fn parse(text: &str) -> Result<RawConfig, Vec<Unlocated>> {
 fn key_at(text: &str, offset: usize) -> String {
     let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
     let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |nl| nl + 1);
     let rest = text[offset..].trim_start_matches(['[', ' ']);
     let token: String = rest.chars().take_while(|&c| is_key(c)).collect();
-    if !token.is_empty() && rest[token.len()..].trim_start().starts_with(['=', ']']) {
+    let after = rest[token.len()..].trim_start();
+    let header = after.starts_with(']')
+        && text[line_start..offset].trim_matches(['[', ' ', '\t']).is_empty();
+    if !token.is_empty() && (after.starts_with('=') || header) {
         return token;
     }
-    let line_start = text[..offset].rfind('\n').map_or(0, |nl| nl + 1);
     match text[line_start..offset].rfind('=') {
         Some(eq) => {
             let lhs = text[line_start..line_start + eq].trim_end();
@@ -535,15 +538,18 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
     };
 
     // [classes.*]
+    // Without toml's `preserve_order` feature tables come sorted by key: restore file order.
+    let mut raw_classes = raw.classes.0;
+    raw_classes.sort_by_key(|(_, class)| class.span().start);
     let mut classes = Vec::new();
-    if let Some((_, extra)) = raw.classes.0.get(traffic_common::MAX_CLASSES as usize) {
+    if let Some((_, extra)) = raw_classes.get(traffic_common::MAX_CLASSES as usize) {
         c.err(
             extra.span(),
             "classes",
             format!("at most {} classes are supported", traffic_common::MAX_CLASSES),
         );
     }
-    for (name, spanned) in &raw.classes.0 {
+    for (name, spanned) in &raw_classes {
         let span = spanned.span();
         let rc = spanned.get_ref();
         let key = format!("classes.{name}");

@@ -1044,7 +1044,10 @@ mod tests {
     #[test]
     fn rfc1071_and_known_ipv4_header() {
         // RFC 1071 §3 example: words 0001 f203 f4f5 f6f7 sum to ddf2 (checksum 220d).
-        assert_eq!(internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), 0x220d);
+        assert_eq!(
+            internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            0x220d
+        );
         // A textbook IPv4 header (192.168.0.1 → 192.168.0.199, UDP) with checksum b861.
         let mut hdr = [
             0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
@@ -1059,9 +1062,12 @@ mod tests {
 
     #[test]
     fn builder_reproduces_the_known_ipv4_header() {
-        let mut f = Frame::ipv4(Ipv4Addr::new(192, 168, 0, 1), Ipv4Addr::new(192, 168, 0, 199))
-            .ip_protocol(ip_proto::UDP)
-            .payload(&[0; 0x73 - 20]);
+        let mut f = Frame::ipv4(
+            Ipv4Addr::new(192, 168, 0, 1),
+            Ipv4Addr::new(192, 168, 0, 199),
+        )
+        .ip_protocol(ip_proto::UDP)
+        .payload(&[0; 0x73 - 20]);
         f.ipv4_mut().dont_fragment = true;
         let b = f.build();
         assert_eq!(be16(&b, 12), ethertype::IPV4);
@@ -1121,13 +1127,19 @@ mod tests {
         assert_eq!(tcp[13], tcp_flags::SYN);
         assert_eq!(l4_checksum(S4.into(), D4.into(), ip_proto::TCP, tcp), 0);
         let l = f.layout();
-        assert_eq!((l.l3, l.src_addr, l.l4, l.payload), (14, Some(26), Some(42), 62));
+        assert_eq!(
+            (l.l3, l.src_addr, l.l4, l.payload),
+            (14, Some(26), Some(42), 62)
+        );
         assert_eq!(l.len, b.len());
     }
 
     #[test]
     fn ipv4_fragment_and_overrides() {
-        let b = Frame::ipv4(S4, D4).fragment(185, true).payload(&[0; 16]).build();
+        let b = Frame::ipv4(S4, D4)
+            .fragment(185, true)
+            .payload(&[0; 16])
+            .build();
         let ip = &b[ETH_HLEN..];
         assert_eq!(be16(ip, 6), 0x2000 | 185);
         assert_eq!(ip[9], ip_proto::RESERVED);
@@ -1148,10 +1160,16 @@ mod tests {
         assert_eq!(ip[0] >> 4, 6);
         assert_eq!(be16(ip, 4) as usize, UDP_HLEN + 3);
         assert_eq!(ip[6], ip_proto::UDP);
-        assert_eq!(l4_checksum(S6.into(), D6.into(), ip_proto::UDP, &ip[40..]), 0);
+        assert_eq!(
+            l4_checksum(S6.into(), D6.into(), ip_proto::UDP, &ip[40..]),
+            0
+        );
         let b = Frame::ipv6(S6, D6).tcp(1, 80).build();
         assert_eq!(b.len(), ETH_HLEN + IPV6_HLEN + TCP_HLEN);
-        assert_eq!(l4_checksum(S6.into(), D6.into(), ip_proto::TCP, &b[54..]), 0);
+        assert_eq!(
+            l4_checksum(S6.into(), D6.into(), ip_proto::TCP, &b[54..]),
+            0
+        );
         // No L4 header: next header 59.
         assert_eq!(Frame::ipv6(S6, D6).build()[ETH_HLEN + 6], ip_proto::NONE);
     }
@@ -1184,22 +1202,37 @@ mod tests {
             }
             if next == ip_proto::DSTOPTS {
                 assert_eq!(size, 16);
-                assert_eq!(&ip[off + 2..off + 16], &[0x1e, 5, 1, 2, 3, 4, 5, 1, 5, 0, 0, 0, 0, 0]);
+                assert_eq!(
+                    &ip[off + 2..off + 16],
+                    &[0x1e, 5, 1, 2, 3, 4, 5, 1, 5, 0, 0, 0, 0, 0]
+                );
             }
             off += size;
             next = nh;
         }
         assert_eq!(
             chain,
-            [ip_proto::HOPOPTS, ip_proto::ROUTING, ip_proto::DSTOPTS, ip_proto::FRAGMENT, ip_proto::AH]
+            [
+                ip_proto::HOPOPTS,
+                ip_proto::ROUTING,
+                ip_proto::DSTOPTS,
+                ip_proto::FRAGMENT,
+                ip_proto::AH
+            ]
         );
         assert_eq!(off, IPV6_HLEN + 8 + 8 + 16 + 8 + 24);
         assert_eq!(be16(ip, 4) as usize, ip.len() - IPV6_HLEN);
         assert_eq!(be16(ip, off + 4), 8);
-        assert_eq!(l4_checksum(S6.into(), D6.into(), ip_proto::UDP, &ip[off..]), 0);
+        assert_eq!(
+            l4_checksum(S6.into(), D6.into(), ip_proto::UDP, &ip[off..]),
+            0
+        );
         assert_eq!(f.layout().l4, Some(ETH_HLEN + off));
         // Non-first fragment via the family-neutral setter.
-        let b = Frame::ipv6(S6, D6).fragment(3, false).payload(&[9; 8]).build();
+        let b = Frame::ipv6(S6, D6)
+            .fragment(3, false)
+            .payload(&[9; 8])
+            .build();
         assert_eq!(b[ETH_HLEN + 6], ip_proto::FRAGMENT);
         assert_eq!(be16(&b, ETH_HLEN + 42), 3 << 3);
         assert_eq!(b[ETH_HLEN + 40], ip_proto::NONE);
@@ -1207,8 +1240,17 @@ mod tests {
 
     #[test]
     fn options_padding_uses_pad1_and_padn() {
-        for (opts, len) in [(0usize, 8usize), (5, 8), (6, 8), (7, 16), (13, 16), (14, 16)] {
-            let b = Frame::ipv6(S6, D6).ext(Ext::HopByHop(vec![0x1e; opts])).build();
+        for (opts, len) in [
+            (0usize, 8usize),
+            (5, 8),
+            (6, 8),
+            (7, 16),
+            (13, 16),
+            (14, 16),
+        ] {
+            let b = Frame::ipv6(S6, D6)
+                .ext(Ext::HopByHop(vec![0x1e; opts]))
+                .build();
             let ext = &b[ETH_HLEN + IPV6_HLEN..];
             assert_eq!((ext[1] as usize + 1) * 8, len, "{opts} option bytes");
             assert_eq!(b.len(), ETH_HLEN + IPV6_HLEN + len);
@@ -1246,16 +1288,28 @@ mod tests {
         let b = Frame::ipv4(S4, D4).udp(1, 2).pad_to(1000).build();
         assert_eq!(b.len(), 1000);
         assert_eq!(be16(&b, ETH_HLEN + 2) as usize, 1000 - ETH_HLEN);
-        assert_eq!(be16(&b, ETH_HLEN + 24) as usize, 1000 - ETH_HLEN - IPV4_HLEN);
-        assert_eq!(l4_checksum(S4.into(), D4.into(), ip_proto::UDP, &b[34..]), 0);
-        assert_eq!(Frame::arp_request(S4, D4).pad_to(ETH_MIN_LEN).build().len(), 60);
+        assert_eq!(
+            be16(&b, ETH_HLEN + 24) as usize,
+            1000 - ETH_HLEN - IPV4_HLEN
+        );
+        assert_eq!(
+            l4_checksum(S4.into(), D4.into(), ip_proto::UDP, &b[34..]),
+            0
+        );
+        assert_eq!(
+            Frame::arp_request(S4, D4).pad_to(ETH_MIN_LEN).build().len(),
+            60
+        );
         // Padding never shrinks.
         assert_eq!(Frame::ipv6(S6, D6).tcp(1, 2).pad_to(10).build().len(), 74);
         // Truncation happens after lengths and checksums.
         let full = Frame::ipv4(S4, D4).tcp(1, 2).build();
         let cut = Frame::ipv4(S4, D4).tcp(1, 2).truncate(40).build();
         assert_eq!(cut, full[..40]);
-        assert_eq!(Frame::ipv4(S4, D4).truncate(1000).build(), Frame::ipv4(S4, D4).build());
+        assert_eq!(
+            Frame::ipv4(S4, D4).truncate(1000).build(),
+            Frame::ipv4(S4, D4).build()
+        );
         let mut buf = vec![0xaa];
         let layout = Frame::ipv4(S4, D4).truncate(20).write_to(&mut buf);
         assert_eq!(buf.len(), 21);

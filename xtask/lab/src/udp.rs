@@ -45,6 +45,8 @@ pub struct UdpFlow {
     pub payload_len: usize,
     /// Pin the sending thread to this CPU.
     pub cpu: Option<usize>,
+    /// Live count of datagrams sent, for progress displays.
+    pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// What a flow did.
@@ -110,6 +112,9 @@ pub fn send_flow(flow: &UdpFlow, stop: &AtomicBool) -> std::io::Result<FlowStats
                 }
                 st.last_ns = t;
                 st.sent += 1;
+                if let Some(p) = &flow.progress {
+                    p.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Err(_) => st.send_errors += 1,
         }

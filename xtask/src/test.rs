@@ -1,0 +1,67 @@
+//! `cargo xtask test`: every test layer.
+//!
+//! 1. unit — `cargo test --workspace` built with `AYA_BUILD_SKIP=1`: no root, no eBPF
+//!    toolchain; the privileged tests show up as ignored.
+//! 2. privileged — the ignored tests (contract, program, end-to-end, …) with the real eBPF
+//!    object, as root, one at a time (they share kernel state).
+//!
+//! A privileged layer that cannot run says so loudly and fails under `CI=true`.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+
+use crate::{toolchains::Toolchains, util};
+
+/// Which layers to run.
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+pub enum Layer {
+    /// Unit tests only (no root, no eBPF toolchain needed).
+    Unit,
+    /// Privileged tests only.
+    Privileged,
+    /// Everything.
+    All,
+}
+
+pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
+    let mut summary = Vec::new();
+    if matches!(layer, Layer::Unit | Layer::All) {
+        let t = Instant::now();
+        println!("==> unit layer (AYA_BUILD_SKIP=1, no root needed)");
+        let mut c = util::cargo(tc);
+        c.args(["test", "--workspace"]).env("AYA_BUILD_SKIP", "1");
+        if let Some(f) = filter {
+            c.arg(f);
+        }
+        util::run(&mut c)?;
+        summary.push(format!("unit        ok  {:>6.1}s", t.elapsed().as_secs_f64()));
+    }
+    if matches!(layer, Layer::Privileged | Layer::All) {
+        if !util::is_root() {
+            let msg = "PRIVILEGED LAYERS DID NOT RUN: contract, program (BPF_PROG_TEST_RUN) and end-to-end tests need root. Run `sudo cargo xtask test`.";
+            eprintln!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+            eprintln!("!! {msg}");
+            eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                bail!("{msg} (CI=true: a skipped layer is a failure)");
+            }
+        } else {
+            let t = Instant::now();
+            println!("==> privileged layer (real eBPF object, root, one test at a time)");
+            let mut c = util::cargo(tc);
+            c.args(["test", "--workspace", "--tests"]);
+            if let Some(f) = filter {
+                c.arg(f);
+            }
+            c.args(["--", "--ignored", "--test-threads=1"]);
+            util::run(&mut c)?;
+            summary.push(format!("privileged  ok  {:>6.1}s", t.elapsed().as_secs_f64()));
+        }
+    }
+    println!("\n==> test summary");
+    for s in summary {
+        println!("    {s}");
+    }
+    Ok(())
+}
