@@ -12,6 +12,7 @@ pub mod dataplane;
 pub mod exit;
 pub mod notify;
 pub mod plan;
+pub mod pressure;
 pub mod policy;
 pub mod report;
 

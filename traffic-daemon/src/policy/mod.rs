@@ -1,3 +1,5 @@
 //! Pure policy: no I/O, no clocks, no aya. Time and samples come in as arguments.
 
+pub mod breaker;
 pub mod limits;
+pub mod throttle;

@@ -1,0 +1,1 @@
+//! Throttle levels (to be written).

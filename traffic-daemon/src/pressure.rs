@@ -1,0 +1,1 @@
+//! Pressure sampling (to be written).
