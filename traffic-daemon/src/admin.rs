@@ -87,6 +87,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/counters", get(counters))
+        .route("/v1/limits", get(limits))
+        .route("/v1/sources", get(sources))
+        .route("/v1/sources/{addr}/reset", post(reset_source))
         .route("/v1/reload", post(reload))
         .with_state(shared)
 }
@@ -106,6 +109,42 @@ async fn counters(
     State(s): State<Arc<Shared>>,
 ) -> Result<Json<crate::report::CountersReport>, Failure> {
     Ok(Json(s.lock().counters()?))
+}
+
+async fn limits(
+    State(s): State<Arc<Shared>>,
+) -> Result<Json<crate::report::LimitsReport>, Failure> {
+    Ok(Json(s.lock().limits()?))
+}
+
+#[derive(Deserialize)]
+struct TopQuery {
+    top: Option<usize>,
+}
+
+async fn sources(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<TopQuery>,
+) -> Result<Json<crate::report::SourcesReport>, Failure> {
+    Ok(Json(s.lock().top_sources(q.top.unwrap_or(20))?))
+}
+
+/// Answer of `POST /v1/sources/{addr}/reset`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResetAnswer {
+    pub removed: usize,
+}
+
+async fn reset_source(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(addr): axum::extract::Path<String>,
+) -> Result<Json<ResetAnswer>, Failure> {
+    let ip: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| Failure(StatusCode::BAD_REQUEST, format!("`{addr}` is not an IP address")))?;
+    Ok(Json(ResetAnswer {
+        removed: s.lock().reset_source(ip)?,
+    }))
 }
 
 async fn reload(State(s): State<Arc<Shared>>) -> Result<Json<crate::daemon::Applied>, Failure> {

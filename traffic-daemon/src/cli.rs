@@ -43,6 +43,28 @@ pub enum Command {
     },
     /// Ask the daemon to re-read its config file.
     Reload,
+    /// Effective limits per class (after priority and throttle), tracked sources.
+    Limits,
+    /// The busiest tracked sources.
+    Sources {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
+    /// Operations on one source.
+    Source {
+        #[command(subcommand)]
+        op: SourceOp,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceOp {
+    /// Forget the source's buckets: its next packet starts with a full bucket.
+    Reset {
+        /// IPv4 or IPv6 address.
+        addr: std::net::IpAddr,
+    },
 }
 
 /// Parse arguments and run; returns the exit code.
@@ -133,6 +155,29 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             }
             Err(e) => client_failure(err, &e),
         },
+        Command::Limits => match client.get::<report::LimitsReport>("/v1/limits") {
+            Ok(l) => {
+                print(out, cli.json, &l, report::render_limits);
+                exit::OK
+            }
+            Err(e) => client_failure(err, &e),
+        },
+        Command::Sources { top } => match client.get::<report::SourcesReport>(&format!("/v1/sources?top={top}")) {
+            Ok(s) => {
+                print(out, cli.json, &s, report::render_sources);
+                exit::OK
+            }
+            Err(e) => client_failure(err, &e),
+        },
+        Command::Source { op: SourceOp::Reset { addr } } => {
+            match client.post::<crate::admin::ResetAnswer>(&format!("/v1/sources/{addr}/reset")) {
+                Ok(a) => {
+                    print(out, cli.json, &a, |a| format!("{addr}: {} bucket(s) removed\n", a.removed));
+                    exit::OK
+                }
+                Err(e) => client_failure(err, &e),
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod exit;
+pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod pressure;

@@ -133,6 +133,125 @@ pub fn counters_report(raw: &[Counter], slots: &Slots) -> CountersReport {
     CountersReport { classes }
 }
 
+/// One limit as enforced: rate per second and burst.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EffectiveLimit {
+    pub rate_per_sec: f64,
+    pub burst: u64,
+}
+
+/// Effective limits of one class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassLimits {
+    pub class: String,
+    pub priority: crate::config::Priority,
+    pub mode: crate::config::Mode,
+    /// Multiplier applied to the configured limits (1.0 without pressure).
+    pub factor: f64,
+    /// Packet limits (stacked).
+    pub packets: Vec<EffectiveLimit>,
+    /// Byte limit, bytes per second.
+    pub bytes: Option<EffectiveLimit>,
+    pub aggregate_v4: u8,
+    pub aggregate_v6: u8,
+    /// New sources per second that get their own bucket; `None` = unlimited.
+    pub admission: Option<EffectiveLimit>,
+    pub overflow: Option<EffectiveLimit>,
+    /// Tracked sources (buckets) of this class at the last walk.
+    pub tracked_sources: u64,
+    pub admitted: u64,
+    pub overflowed: u64,
+    pub map_full: u64,
+}
+
+/// `GET /v1/limits`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LimitsReport {
+    pub level: String,
+    pub classes: Vec<ClassLimits>,
+}
+
+fn limit_text(l: &EffectiveLimit, unit: &str) -> String {
+    format!("{:.1}{unit}/s burst {}", l.rate_per_sec, l.burst)
+}
+
+/// The `trafficctl limits` table.
+pub fn render_limits(r: &LimitsReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "throttle level: {}", r.level);
+    let _ = writeln!(
+        out,
+        "{:<12} {:<9} {:>6} {:<34} {:<30} {:>8} {:>9}",
+        "CLASS", "PRIORITY", "FACTOR", "PACKETS", "BYTES", "SOURCES", "OVERFLOW"
+    );
+    for c in &r.classes {
+        let packets = if c.packets.is_empty() {
+            "-".to_owned()
+        } else {
+            c.packets
+                .iter()
+                .map(|l| limit_text(l, "p"))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        };
+        let bytes = c.bytes.as_ref().map_or("-".to_owned(), |b| {
+            format!("{}/s burst {}", human_bytes(b.rate_per_sec as u64), human_bytes(b.burst))
+        });
+        let _ = writeln!(
+            out,
+            "{:<12} {:<9} {:>6.2} {:<34} {:<30} {:>8} {:>9}",
+            c.class,
+            format!("{:?}", c.priority).to_lowercase(),
+            c.factor,
+            packets,
+            bytes,
+            thousands(c.tracked_sources),
+            thousands(c.overflowed),
+        );
+    }
+    out
+}
+
+/// One tracked source (bucket).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceEntry {
+    pub class: String,
+    /// The bucket's prefix, e.g. `198.18.1.10/32` or `2001:db8:1::/64`.
+    pub prefix: String,
+    pub packets: u64,
+    pub dropped: u64,
+    /// Tokens left in the first packet limit (None for classes without packet limits).
+    pub tokens: Option<f64>,
+}
+
+/// `GET /v1/sources?top=N`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourcesReport {
+    /// Tracked sources in total (all classes).
+    pub tracked: u64,
+    pub sources: Vec<SourceEntry>,
+}
+
+/// The `trafficctl sources` table.
+pub fn render_sources(r: &SourcesReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} tracked sources; top {} by packets:", thousands(r.tracked), r.sources.len());
+    let _ = writeln!(out, "{:<12} {:<42} {:>12} {:>12} {:>9}", "CLASS", "SOURCE", "PACKETS", "DROPPED", "TOKENS");
+    for s in &r.sources {
+        let tokens = s.tokens.map_or("-".to_owned(), |t| format!("{t:.0}"));
+        let _ = writeln!(
+            out,
+            "{:<12} {:<42} {:>12} {:>12} {:>9}",
+            s.class,
+            s.prefix,
+            thousands(s.packets),
+            thousands(s.dropped),
+            tokens
+        );
+    }
+    out
+}
+
 /// Human-readable count: 1234 → "1,234".
 pub fn thousands(n: u64) -> String {
     let s = n.to_string();
