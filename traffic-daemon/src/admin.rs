@@ -60,7 +60,10 @@ pub fn bind(cfg: &AdminConfig) -> std::io::Result<tokio::net::UnixListener> {
     let listener = tokio::net::UnixListener::bind(&cfg.socket)?;
     std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(cfg.socket_mode))?;
     if let Some(group) = &cfg.socket_group {
+        use std::os::unix::fs::MetadataExt as _;
         match group_id(group) {
+            // Under systemd (Group=traffic) the socket is created with the group already.
+            Some(gid) if std::fs::metadata(&cfg.socket)?.gid() == gid => {}
             Some(gid) => std::os::unix::fs::chown(&cfg.socket, None, Some(gid))?,
             None => tracing::warn!(
                 group = %group,

@@ -148,7 +148,8 @@ impl Core {
     /// Attach to every configured interface.
     pub fn attach_all(&mut self) -> Result<(), DaemonError> {
         for iface in self.config.daemon.interfaces.clone() {
-            let mode = self.dp.attach(&iface, self.config.daemon.attach)?;
+            let keep = self.config.daemon.on_exit == OnExit::Keep;
+            let mode = self.dp.attach(&iface, self.config.daemon.attach, keep)?;
             info!(interface = %iface, ?mode, "attached");
             self.interfaces.push(InterfaceStatus { name: iface, mode });
         }

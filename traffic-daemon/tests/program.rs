@@ -805,6 +805,12 @@ fn verdicts_by_source() -> Result<()> {
             Slot::new(internal, Reason::Allow),
         ),
         case(
+            "IPv6 posing as an allowed IPv4 source (v4-mapped)",
+            udp_from(v6("::ffff:198.18.0.1").into()).build(),
+            XDP_DROP,
+            Slot::new(UNCLASSIFIED, Reason::Malformed),
+        ),
+        case(
             "denied IPv4",
             udp_from(v4(198, 18, 66, 1).into()).build(),
             XDP_DROP,

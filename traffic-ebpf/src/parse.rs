@@ -213,6 +213,18 @@ fn parse_ipv6(c: &Cursor, l3: usize) -> Parsed {
     }
     let mut src = [0u8; 16];
     src.copy_from_slice(&hdr[8..24]);
+    // IPv4-mapped sources never appear on the wire (RFC 4291 §2.5.5.2), and our keys put
+    // IPv4 in that range: accepting one would let an IPv6 packet pose as an IPv4 source.
+    if u64::from_ne_bytes([
+        src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
+    ]) == 0
+        && src[8] == 0
+        && src[9] == 0
+        && src[10] == 0xff
+        && src[11] == 0xff
+    {
+        return Parsed::Malformed;
+    }
     let mut next = hdr[6];
     let mut off = l3 + IPV6_HLEN;
     let mut l4 = L4::UNKNOWN;

@@ -102,10 +102,10 @@ fn assert_rate(actual: &RateLimit, rate_per_sec: f64, burst: u64) {
 }
 
 fn rule(cidr: &str, action: RuleAction, class: Option<usize>) -> RuleSpec {
-    let (addr, len) = cidr.split_once('/').unwrap();
+    let (addr, len) = cidr.split_once('/').expect("addr/len");
     RuleSpec {
-        addr: addr.parse().unwrap(),
-        prefix_len: len.parse().unwrap(),
+        addr: addr.parse().expect("an address"),
+        prefix_len: len.parse().expect("a prefix length"),
         action,
         class,
     }
@@ -130,7 +130,7 @@ fn class(name: &str, priority: Priority) -> ClassSpec {
 fn default_class_of(rest: &str) -> ClassSpec {
     let c = ok(&cfg("", rest));
     assert_eq!(c.classes.len(), 1);
-    c.classes.into_iter().next().unwrap()
+    c.classes.into_iter().next().expect("one class")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ fn built_in_defaults_match_the_shipped_file() {
         .lines()
         .filter(|line| {
             let l = line.trim();
-            let key = l.split('=').next().unwrap().trim();
+            let key = l.split('=').next().unwrap_or_default().trim();
             let drop = l == "[admin]"
                 || l == "[metrics]"
                 || l == "priority = \"normal\""
@@ -279,7 +279,7 @@ fn built_in_defaults_match_the_shipped_file() {
 #[test]
 fn loading_a_missing_file_is_a_whole_file_error_without_line() {
     let path = Path::new("/nonexistent/traffic.toml");
-    let e = Config::load(path).unwrap_err();
+    let e = Config::load(path).expect_err("no such file");
     assert_eq!(e.problems.len(), 1);
     assert_eq!(e.problems[0].line, 0);
     let shown = e.to_string();
@@ -728,9 +728,9 @@ fn metrics_disabled_gives_no_listener() {
     ));
     assert_eq!(c.metrics.listen, None);
     let c = ok(&cfg("", "[metrics]\nlisten = \"[::1]:9100\""));
-    assert_eq!(c.metrics.listen, Some("[::1]:9100".parse().unwrap()));
+    assert_eq!(c.metrics.listen, "[::1]:9100".parse().ok());
     let c = ok(&cfg("", "[metrics]\nenabled = true"));
-    assert_eq!(c.metrics.listen, Some("127.0.0.1:9187".parse().unwrap()));
+    assert_eq!(c.metrics.listen, "127.0.0.1:9187".parse().ok());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1017,7 +1017,7 @@ fn admission_and_overflow_are_parsed_as_packet_limits() {
          admission = { rate = 600, per = \"1m\" }\n\
          overflow = { rate = 1000, burst = 2000 }",
     );
-    assert_rate(c.admission.as_ref().unwrap(), 10.0, 600);
+    assert_rate(c.admission.as_ref().expect("admission"), 10.0, 600);
     assert_eq!(c.overflow, Some(rl(1000.0, 2000)));
     // Admission alone is fine: sources over the budget just get no bucket of their own.
     let c = default_class_of("admission = { rate = 5 }");
@@ -1128,7 +1128,7 @@ fn byte_sizes_as_integers_and_strings() {
     }
     let c = default_class_of("bytes = { rate = \"1GiB\", per = \"1m\", burst = \"1MiB\" }");
     assert_rate(
-        c.bytes.as_ref().unwrap(),
+        c.bytes.as_ref().expect("bytes"),
         (1u64 << 30) as f64 / 60.0,
         1 << 20,
     );
@@ -1356,7 +1356,7 @@ fn every_problem_of_a_file_is_reported() {
                 [[rules]]\n\
                 cidr = \"10.1.0.0/16\"\n\
                 action = \"deny\"\n";
-    let e = parse(text).unwrap_err();
+    let e = parse(text).expect_err("many problems");
     let shown = e.to_string();
     let expected = [
         ("interfaces", "daemon.interfaces", "`eth0` is listed twice"),
@@ -1431,7 +1431,7 @@ fn every_problem_of_a_file_is_reported() {
 #[test]
 fn problem_columns_point_at_the_value() {
     let text = cfg("", "packets = { rate = 0 }");
-    let e = parse(&text).unwrap_err();
+    let e = parse(&text).expect_err("rate = 0");
     assert_eq!(e.problems.len(), 1);
     let p = &e.problems[0];
     assert_eq!(p.line, line_of(&text, "packets"));

@@ -49,7 +49,12 @@ impl Default for Fake {
 }
 
 impl Dataplane for Fake {
-    fn attach(&mut self, iface: &str, _mode: AttachMode) -> Result<AttachedMode, DataplaneError> {
+    fn attach(
+        &mut self,
+        iface: &str,
+        _mode: AttachMode,
+        _pin: bool,
+    ) -> Result<AttachedMode, DataplaneError> {
         self.attached.push(iface.to_owned());
         Ok(AttachedMode::Generic)
     }

@@ -40,7 +40,16 @@ pub struct LoadOptions {
 pub struct Attachment {
     pub iface: String,
     pub mode: AttachedMode,
-    link: Option<XdpLinkId>,
+    link: Option<LinkHandle>,
+}
+
+/// How we hold a link.
+#[derive(Debug)]
+enum LinkHandle {
+    /// Owned by the program object: detached when dropped (a crash fails open).
+    Owned(XdpLinkId),
+    /// Pinned on bpffs: survives this process until the pin is removed.
+    Pinned { fd: FdLink, path: PathBuf },
 }
 
 /// The loaded program and typed handles on its maps.
@@ -152,45 +161,77 @@ impl Kernel {
     }
 
     /// Attach to `iface`. A link pinned by an earlier run (on_exit = "keep") is taken over
-    /// atomically, so enforcement never lapses across a restart.
-    fn attach_iface(&mut self, iface: &str, mode: AttachMode) -> Result<AttachedMode, DataplaneError> {
-        let pin = self.link_pin_path(iface);
-        let program = kernel_program(&mut self.ebpf)?;
-        if pin.exists() {
-            let taken = PinnedLink::from_pin(&pin)
-                .map_err(|e| DataplaneError::Attach {
-                    iface: iface.to_owned(),
-                    detail: format!("open pinned link {}: {}", pin.display(), chain(&e)),
-                })
-                .and_then(|pinned| {
-                    let fd: FdLink = pinned.into();
-                    XdpLink::try_from(fd).map_err(|e| DataplaneError::Attach {
-                        iface: iface.to_owned(),
-                        detail: format!("pinned link {} is not an XDP link: {}", pin.display(), chain(&e)),
-                    })
-                });
-            match taken {
-                Ok(link) => {
-                    let id = program.attach_to_link(link).map_err(|e| DataplaneError::Attach {
-                        iface: iface.to_owned(),
-                        detail: format!("replace program on pinned link: {}", chain(&e)),
-                    })?;
-                    let _ = std::fs::remove_file(&pin);
-                    // The pinned link's mode is not recorded; report it as native when the
-                    // driver supports it (veth and real NICs here do).
-                    self.attachments.push(Attachment {
-                        iface: iface.to_owned(),
-                        mode: AttachedMode::Native,
-                        link: Some(id),
-                    });
-                    return Ok(AttachedMode::Native);
-                }
-                Err(e) => {
-                    tracing::warn!(%e, "ignoring stale link pin");
-                    let _ = std::fs::remove_file(&pin);
-                }
+    /// atomically, so enforcement never lapses across a restart. With `pin`, the link is
+    /// pinned right away, so it keeps enforcing even if this process is killed.
+    fn attach_iface(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        pin: bool,
+    ) -> Result<AttachedMode, DataplaneError> {
+        let err = |detail: String| DataplaneError::Attach {
+            iface: iface.to_owned(),
+            detail,
+        };
+        let path = self.link_pin_path(iface);
+        let (id, attached) = match self.take_over_pinned(iface, &path) {
+            Some(id) => (id, AttachedMode::Native),
+            None => self.attach_fresh(iface, mode)?,
+        };
+        let link = if pin {
+            let program = kernel_program(&mut self.ebpf)?;
+            let link = program.take_link(id).map_err(|e| err(chain(&e)))?;
+            let fd = FdLink::try_from(link)
+                .map_err(|e| err(format!("link cannot be pinned (netlink attach): {}", chain(&e))))?;
+            let fd: FdLink = if path.exists() {
+                // Taken over from the pin, which still names this link.
+                fd
+            } else {
+                fd.pin(&path)
+                    .map_err(|e| err(format!("pin {}: {}", path.display(), chain(&e))))?
+                    .into()
+            };
+            LinkHandle::Pinned { fd, path }
+        } else {
+            let _ = std::fs::remove_file(&path);
+            LinkHandle::Owned(id)
+        };
+        self.attachments.push(Attachment {
+            iface: iface.to_owned(),
+            mode: attached,
+            link: Some(link),
+        });
+        Ok(attached)
+    }
+
+    /// Replace the program on a link pinned by an earlier run, if there is one.
+    fn take_over_pinned(&mut self, iface: &str, path: &Path) -> Option<XdpLinkId> {
+        if !path.exists() {
+            return None;
+        }
+        let program = kernel_program(&mut self.ebpf).ok()?;
+        let taken = PinnedLink::from_pin(path)
+            .map_err(|e| chain(&e))
+            .and_then(|pinned| XdpLink::try_from(FdLink::from(pinned)).map_err(|e| chain(&e)))
+            .and_then(|link| program.attach_to_link(link).map_err(|e| chain(&e)));
+        match taken {
+            Ok(id) => {
+                tracing::info!(interface = %iface, "took over the pinned link: enforcement never lapsed");
+                Some(id)
+            }
+            Err(e) => {
+                tracing::warn!(interface = %iface, error = %e, "ignoring stale link pin");
+                let _ = std::fs::remove_file(path);
+                None
             }
         }
+    }
+
+    fn attach_fresh(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<(XdpLinkId, AttachedMode), DataplaneError> {
         let attempts: &[(XdpMode, AttachedMode)] = match mode {
             AttachMode::Auto => &[
                 (XdpMode::Driver, AttachedMode::Native),
@@ -199,22 +240,15 @@ impl Kernel {
             AttachMode::Native => &[(XdpMode::Driver, AttachedMode::Native)],
             AttachMode::Generic => &[(XdpMode::Skb, AttachedMode::Generic)],
         };
+        let name = std::ffi::CString::new(iface).map_err(|_| DataplaneError::Attach {
+            iface: iface.to_owned(),
+            detail: "interface name contains NUL".into(),
+        })?;
         let mut last = String::new();
         for (xdp_mode, attached) in attempts {
             let program = kernel_program(&mut self.ebpf)?;
-            let name = std::ffi::CString::new(iface).map_err(|_| DataplaneError::Attach {
-                iface: iface.to_owned(),
-                detail: "interface name contains NUL".into(),
-            })?;
             match program.attach(name.as_c_str(), *xdp_mode) {
-                Ok(id) => {
-                    self.attachments.push(Attachment {
-                        iface: iface.to_owned(),
-                        mode: *attached,
-                        link: Some(id),
-                    });
-                    return Ok(*attached);
-                }
+                Ok(id) => return Ok((id, *attached)),
                 Err(e) => last = chain(&e),
             }
         }
@@ -229,45 +263,54 @@ impl Kernel {
         &self.attachments
     }
 
-    /// Pin every link so it outlives this process (on_exit = "keep").
+    /// Pin every owned link so it outlives this process (on_exit = "keep").
     fn pin_links(&mut self) -> Result<(), DataplaneError> {
-        let pins: Vec<(String, PathBuf)> = self
-            .attachments
-            .iter()
-            .map(|a| (a.iface.clone(), self.link_pin_path(&a.iface)))
-            .collect();
-        for (att, (iface, path)) in self.attachments.iter_mut().zip(pins) {
-            let Some(id) = att.link.take() else { continue };
+        for i in 0..self.attachments.len() {
+            let Some(LinkHandle::Owned(id)) = self.attachments[i].link.take() else {
+                continue;
+            };
+            let iface = self.attachments[i].iface.clone();
+            let path = self.link_pin_path(&iface);
+            let err = |detail: String| DataplaneError::Attach {
+                iface: iface.clone(),
+                detail,
+            };
             let program = kernel_program(&mut self.ebpf)?;
-            let link = program.take_link(id).map_err(|e| DataplaneError::Attach {
-                iface: iface.clone(),
-                detail: chain(&e),
-            })?;
-            let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
-                iface: iface.clone(),
-                detail: format!("link cannot be pinned (netlink attach): {}", chain(&e)),
-            })?;
-            let pinned = fd.pin(&path).map_err(|e| DataplaneError::Attach {
-                iface: iface.clone(),
-                detail: format!("pin {}: {}", path.display(), chain(&e)),
-            })?;
-            // Dropping a PinnedLink closes our fd; the pin keeps the link alive.
-            drop(pinned);
+            let link = program.take_link(id).map_err(|e| err(chain(&e)))?;
+            let fd = FdLink::try_from(link)
+                .map_err(|e| err(format!("link cannot be pinned (netlink attach): {}", chain(&e))))?;
+            let pinned = fd
+                .pin(&path)
+                .map_err(|e| err(format!("pin {}: {}", path.display(), chain(&e))))?;
+            self.attachments[i].link = Some(LinkHandle::Pinned {
+                fd: pinned.into(),
+                path,
+            });
         }
         Ok(())
     }
 
-    /// Detach from every interface.
-    fn detach_links(&mut self) {
-        let ids: Vec<XdpLinkId> = self.attachments.iter_mut().filter_map(|a| a.link.take()).collect();
+    /// Detach from every interface, pinned links included.
+    fn detach_links(&mut self, include_pinned: bool) {
+        let mut owned = Vec::new();
+        for a in &mut self.attachments {
+            match a.link.take() {
+                Some(LinkHandle::Owned(id)) => owned.push(id),
+                Some(LinkHandle::Pinned { fd, path }) if include_pinned => {
+                    let _ = std::fs::remove_file(&path);
+                    drop(fd);
+                }
+                other => a.link = other,
+            }
+        }
         if let Ok(program) = kernel_program(&mut self.ebpf) {
-            for id in ids {
+            for id in owned {
                 if let Err(e) = program.detach(id) {
                     tracing::warn!(error = %chain(&e), "detach failed");
                 }
             }
         }
-        self.attachments.clear();
+        self.attachments.retain(|a| a.link.is_some());
     }
 
     /// Run the program once per `repeat` on `frame` with BPF_PROG_TEST_RUN; returns the XDP
@@ -304,8 +347,8 @@ impl Kernel {
 impl Drop for Kernel {
     fn drop(&mut self) {
         // Links not pinned on purpose detach here: never leave the program attached by
-        // accident.
-        self.detach_links();
+        // accident. Pinned links stay: they were pinned to outlive us.
+        self.detach_links(false);
     }
 }
 
@@ -318,12 +361,17 @@ fn sum_percpu<T: Copy + Default>(values: &[T], add: impl Fn(&mut T, &T)) -> T {
 }
 
 impl Dataplane for Kernel {
-    fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachedMode, DataplaneError> {
-        self.attach_iface(iface, mode)
+    fn attach(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        pin: bool,
+    ) -> Result<AttachedMode, DataplaneError> {
+        self.attach_iface(iface, mode, pin)
     }
 
     fn detach_all(&mut self) {
-        self.detach_links();
+        self.detach_links(true);
     }
 
     fn keep_attached(&mut self) -> Result<(), DataplaneError> {

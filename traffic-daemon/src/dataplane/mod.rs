@@ -59,8 +59,10 @@ pub enum AttachedMode {
 
 /// What the daemon needs from the kernel program and maps.
 pub trait Dataplane: Send {
-    /// Attach the program to an interface.
-    fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachedMode, DataplaneError>;
+    /// Attach the program to an interface; with `pin`, pin the link at once so it keeps
+    /// enforcing if the process dies (`on_exit = "keep"`).
+    fn attach(&mut self, iface: &str, mode: AttachMode, pin: bool)
+    -> Result<AttachedMode, DataplaneError>;
     /// Detach from every interface.
     fn detach_all(&mut self);
     /// Pin the links so enforcement outlives the process (`on_exit = "keep"`).

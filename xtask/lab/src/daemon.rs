@@ -140,3 +140,38 @@ impl Drop for DaemonProcess {
         }
     }
 }
+
+/// HTTP GET over TCP from inside `ns` (e.g. a metrics listener on the node's loopback);
+/// returns (status, body).
+pub fn http_get(ns: &Netns, addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    let path = path.to_owned();
+    ns.run(move || -> Result<(u16, String)> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = raw.split_once("\r\n\r\n").context("no HTTP header")?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .context("bad status line")?;
+        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+        Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
+    })?
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}

@@ -1,0 +1,363 @@
+//! Operating trafficd like a service: reload (SIGHUP and trafficctl) applies atomically and
+//! refuses bad files; a restart adopts the pinned maps (buckets keep their tokens, counters
+//! continue) for both `on_exit` settings, even after kill -9; a pinned layout from another
+//! ABI is refused; Prometheus scrapes the metrics.
+
+mod support;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    sync::{Arc, atomic::AtomicBool},
+    time::{Duration, Instant},
+};
+
+use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
+use traffic_daemon::{daemon::StatusReport, report::{CountersReport, LimitsReport, SourcesReport}};
+use traffic_lab::{
+    daemon::{DaemonProcess, http_get},
+    netns::Netns,
+    topo::{HostSpec, SERVICE_V4, Topology, unique_tag},
+    udp::{UdpFlow, UdpSink, run_flows},
+};
+
+const PORT: u16 = 9000;
+const METRICS: &str = "127.0.0.1:19187";
+
+struct Rig {
+    topo: Topology,
+    pins: PinDir,
+    tmp: TempDir,
+}
+
+impl Rig {
+    fn new(name: &str) -> Self {
+        let topo = Topology::build(
+            &unique_tag(),
+            &[HostSpec::new(
+                "prem",
+                ([198, 18, 1, 0].into(), 24),
+                (std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0), 64),
+            )],
+        )
+        .expect("topology");
+        Self {
+            topo,
+            pins: PinDir::new(name),
+            tmp: TempDir::new(name),
+        }
+    }
+
+    fn socket(&self) -> String {
+        self.tmp.path("admin.sock").display().to_string()
+    }
+
+    fn config_path(&self) -> std::path::PathBuf {
+        self.tmp.path("traffic.toml")
+    }
+
+    /// Write the config with the premium class's packet limit and on_exit.
+    fn write_config(&self, packets: &str, on_exit: &str) {
+        let text = format!(
+            r#"
+[daemon]
+interfaces = ["{iface}"]
+pin_dir = "{pins}"
+on_exit = "{on_exit}"
+[admin]
+socket = "{socket}"
+socket_group = ""
+[metrics]
+listen = "{METRICS}"
+[classes.default]
+packets = {{ rate = 1000 }}
+[classes.premium]
+packets = {packets}
+[[rules]]
+cidr = "198.18.1.0/24"
+class = "premium"
+"#,
+            iface = self.topo.hosts[0].node_if,
+            pins = self.pins.0.display(),
+            socket = self.socket(),
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    fn start(&self) -> DaemonProcess {
+        DaemonProcess::start(
+            &self.topo.node,
+            trafficd(),
+            &self.config_path(),
+            Path::new(&self.socket()),
+            &self.tmp.path("trafficd.log"),
+            Duration::from_secs(20),
+        )
+        .expect("trafficd starts")
+    }
+
+    fn ctl<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> T {
+        let mut full = vec!["--socket", &self.socket(), "--json"];
+        let socket = self.socket();
+        full[1] = &socket;
+        full.extend_from_slice(args);
+        let (code, out, err) = trafficctl(&full);
+        assert_eq!(code, 0, "trafficctl {args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("trafficctl {args:?} JSON: {e}\n{out}"))
+    }
+
+    /// Send `n` datagrams as fast as pacing allows from `host_index` address `i`; returns
+    /// how many arrived.
+    fn burst(&self, i: u32, n: u64) -> u64 {
+        let host = &self.topo.hosts[0];
+        let src = IpAddr::V4(host.v4(i));
+        let sink = UdpSink::start(&self.topo.node, PORT, 1).expect("sink");
+        let flow = UdpFlow {
+            src,
+            dst: SocketAddr::new(IpAddr::V4(SERVICE_V4), PORT),
+            rate_pps: 20_000.0,
+            duration: Duration::from_secs(5),
+            max_packets: n,
+            payload_len: 32,
+            cpu: None,
+            progress: None,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = run_flows(&host.ns, &[flow], &stop).expect("flow");
+        assert_eq!(sent[0].sent, n);
+        let got = sink.finish(Duration::from_secs(2));
+        got.get(&src).copied().unwrap_or(0)
+    }
+
+    fn iface(&self) -> String {
+        self.topo.hosts[0].node_if.clone()
+    }
+}
+
+fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn premium_passed(rig: &Rig) -> u64 {
+    let c: CountersReport = rig.ctl(&["counters"]);
+    c.class("premium").map_or(0, |p| p.passed.packets)
+}
+
+#[test]
+#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
+fn reload_applies_atomically_keeps_tokens_and_refuses_bad_files() {
+    require_privileged();
+    let rig = Rig::new("reload");
+    // A slow refill so tokens do not come back during the test.
+    rig.write_config("{ rate = 10, per = \"1m\", burst = 20 }", "detach");
+    let mut d = rig.start();
+    assert_eq!(rig.burst(1, 50), 20, "the burst passes, then the limit");
+
+    // trafficctl reload: only the premium class changes; the exhausted bucket stays empty.
+    rig.write_config("{ rate = 20, per = \"1m\", burst = 40 }", "detach");
+    let (code, out, err) = trafficctl(&["--socket", &rig.socket(), "reload"]);
+    assert_eq!(code, 0, "reload: {err}");
+    assert!(out.contains("1 map entries written"), "{out}");
+    let limits: LimitsReport = rig.ctl(&["limits"]);
+    let p = limits.classes.iter().find(|c| c.class == "premium").unwrap();
+    assert_eq!(p.packets[0].burst, 40);
+    let sources: SourcesReport = rig.ctl(&["sources", "--top", "5"]);
+    let tokens = sources.sources.iter().find(|s| s.prefix == "198.18.1.2/32").and_then(|s| s.tokens).unwrap();
+    assert!(tokens < 2.0, "reload refilled the bucket: {tokens} tokens");
+    assert!(rig.burst(1, 5) <= 1, "exhausted source passes after reload");
+
+    // An invalid file: refused with file, line and key; the running config stays.
+    rig.write_config("{ rate = -5 }", "detach");
+    let (code, _, err) = trafficctl(&["--socket", &rig.socket(), "reload"]);
+    assert_eq!(code, 2, "bad reload exit code; stderr: {err}");
+    assert!(err.contains("traffic.toml:") && err.contains("classes.premium.packets[0].rate"), "{err}");
+    let status: StatusReport = rig.ctl(&["status"]);
+    assert_eq!(status.reload.failed, 1);
+    assert!(status.reload.last_error.as_deref().unwrap_or("").contains("packets[0].rate"));
+    let limits: LimitsReport = rig.ctl(&["limits"]);
+    assert_eq!(limits.classes.iter().find(|c| c.class == "premium").unwrap().packets[0].burst, 40);
+    let (_, metrics) = http_get(&rig.topo.node, METRICS.parse().unwrap(), "/metrics").unwrap();
+    assert!(metrics.contains("traffic_config_last_reload_successful 0"), "metric not set");
+    assert!(d.log_text().contains("reload failed"), "log does not say why");
+
+    // SIGHUP after fixing the file.
+    rig.write_config("{ rate = 30, per = \"1m\", burst = 60 }", "detach");
+    d.signal(libc::SIGHUP);
+    poll("SIGHUP reload", Duration::from_secs(10), || {
+        let s: StatusReport = rig.ctl(&["status"]);
+        (s.reload.succeeded == 2).then_some(())
+    });
+    let limits: LimitsReport = rig.ctl(&["limits"]);
+    assert_eq!(limits.classes.iter().find(|c| c.class == "premium").unwrap().packets[0].burst, 60);
+    assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
+}
+
+#[test]
+#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
+fn kill9_with_detach_fails_open_and_a_restart_adopts_the_state() {
+    require_privileged();
+    let rig = Rig::new("detach");
+    rig.write_config("{ rate = 1, per = \"1m\", burst = 20 }", "detach");
+    let mut d = rig.start();
+    assert_eq!(rig.burst(1, 60), 20);
+    let passed_before = premium_passed(&rig);
+    assert_eq!(passed_before, 20);
+
+    d.kill9().unwrap();
+    assert!(!rig.topo.xdp_attached(&rig.iface()).unwrap(), "on_exit=detach: a killed daemon must not leave XDP attached");
+    assert_eq!(rig.burst(1, 30), 30, "detached: traffic flows unfiltered");
+
+    let mut d = rig.start();
+    let status: StatusReport = rig.ctl(&["status"]);
+    assert!(status.adopted_pinned_state, "restart did not adopt the pinned maps");
+    assert!(premium_passed(&rig) >= passed_before, "counters restarted from zero");
+    assert_eq!(rig.burst(1, 10), 0, "the exhausted bucket was refilled by the restart");
+    assert_eq!(rig.burst(2, 25), 20, "a new source gets a fresh bucket");
+    assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
+    assert!(!rig.topo.xdp_attached(&rig.iface()).unwrap());
+}
+
+#[test]
+#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
+fn kill9_with_keep_keeps_enforcing_and_a_restart_takes_over() {
+    require_privileged();
+    let rig = Rig::new("keep");
+    rig.write_config("{ rate = 1, per = \"1m\", burst = 20 }", "keep");
+    let mut d = rig.start();
+    assert_eq!(rig.burst(1, 40), 20);
+
+    d.kill9().unwrap();
+    assert!(rig.topo.xdp_attached(&rig.iface()).unwrap(), "on_exit=keep: the pinned link must survive kill -9");
+    assert_eq!(rig.burst(1, 10), 0, "still enforcing the exhausted bucket");
+    assert_eq!(rig.burst(3, 30), 20, "still enforcing limits on new sources");
+
+    let mut d = rig.start();
+    let status: StatusReport = rig.ctl(&["status"]);
+    assert!(status.adopted_pinned_state);
+    assert!(rig.topo.xdp_attached(&rig.iface()).unwrap());
+    assert_eq!(rig.burst(1, 10), 0, "the exhausted bucket was refilled by the restart");
+    let counters: CountersReport = rig.ctl(&["counters"]);
+    assert!(counters.class("premium").unwrap().passed.packets >= 40, "counters lost across the restart");
+
+    // A graceful stop with keep leaves the program enforcing too.
+    assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
+    assert!(rig.topo.xdp_attached(&rig.iface()).unwrap());
+    assert_eq!(rig.burst(1, 5), 0);
+    // Removing the pins (the PinDir guard does it) detaches.
+    drop(d);
+    traffic_daemon::dataplane::kernel::Kernel::remove_pins(&rig.pins.0).unwrap();
+    poll("detach after unpinning", Duration::from_secs(5), || {
+        (!rig.topo.xdp_attached(&rig.iface()).unwrap()).then_some(())
+    });
+}
+
+#[test]
+#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
+fn pinned_maps_from_another_abi_are_refused() {
+    use aya::maps::{Array, Map, MapData};
+    require_privileged();
+    let rig = Rig::new("abi");
+    rig.write_config("{ rate = 100 }", "detach");
+    let mut d = rig.start();
+    assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
+    // Pretend an older trafficd wrote the pins.
+    let md = MapData::from_pin(rig.pins.0.join(traffic_common::map_names::CONFIG)).unwrap();
+    let mut cfg: Array<_, traffic_common::GlobalConfig> = Array::try_from(Map::Array(md)).unwrap();
+    let mut g = cfg.get(&0, 0).unwrap();
+    g.abi_version = 99;
+    cfg.set(0, g, 0).unwrap();
+
+    let out = rig
+        .topo
+        .node
+        .command(trafficd())
+        .unwrap()
+        .args(["--config", rig.config_path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("ABI 99") && log.contains(&rig.pins.0.display().to_string()), "unclear refusal: {log}");
+    assert!(!rig.topo.xdp_attached(&rig.iface()).unwrap());
+}
+
+fn start_prometheus(ns: &Netns, dir: &Path) -> std::process::Child {
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: trafficd\n    static_configs:\n      - targets: ['{METRICS}']\n"),
+    )
+    .unwrap();
+    ns.command("prometheus")
+        .unwrap()
+        .args([
+            &format!("--config.file={}", cfg.display()),
+            &format!("--storage.tsdb.path={}", dir.join("data").display()),
+            "--web.listen-address=127.0.0.1:19090",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus (Debian package `prometheus`, installed by `cargo xtask setup`)")
+}
+
+#[test]
+#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
+fn prometheus_scrapes_the_metrics() {
+    require_privileged();
+    let rig = Rig::new("prom");
+    rig.write_config("{ rate = 10, per = \"1m\", burst = 20 }", "detach");
+    let mut d = rig.start();
+    assert_eq!(rig.burst(1, 30), 20);
+
+    let (status, text) = http_get(&rig.topo.node, METRICS.parse().unwrap(), "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for needle in ["198.18.", "2001:db8", "::ffff"] {
+        assert!(!text.contains(needle), "a metric label carries a source address ({needle})");
+    }
+    // promtool's linter on the exposition.
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`)");
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "promtool check metrics:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // A real Prometheus server scraping trafficd, queried through its API.
+    let dir = rig.tmp.path("prom");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut prom = start_prometheus(&rig.topo.node, &dir);
+    let query = |q: &str| -> Option<serde_json::Value> {
+        let path = format!("/api/v1/query?query={}", q.replace('{', "%7B").replace('}', "%7D").replace('"', "%22").replace('=', "%3D"));
+        let (code, body) = http_get(&rig.topo.node, "127.0.0.1:19090".parse::<SocketAddr>().unwrap(), &path).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (code == 200 && v["data"]["result"].as_array().is_some_and(|r| !r.is_empty())).then_some(v)
+    };
+    let passed = poll("prometheus to scrape trafficd", Duration::from_secs(60), || {
+        query("traffic_packets_total{class=\"premium\",outcome=\"pass\"}")
+    });
+    let value: f64 = passed["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    assert_eq!(value, 20.0);
+    let dropped = poll("drop series", Duration::from_secs(10), || {
+        query("traffic_packets_total{class=\"premium\",outcome=\"drop\",reason=\"packet_rate\"}")
+    });
+    assert_eq!(dropped["data"]["result"][0]["value"][1].as_str().unwrap(), "10");
+    for series in ["traffic_build_info", "traffic_class_packet_rate_limit", "traffic_tracked_sources", "traffic_config_last_reload_successful"] {
+        poll(series, Duration::from_secs(10), || query(series));
+    }
+    let _ = prom.kill();
+    let _ = prom.wait();
+    assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
+}
