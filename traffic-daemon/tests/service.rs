@@ -97,9 +97,8 @@ class = "premium"
     }
 
     fn ctl<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> T {
-        let mut full = vec!["--socket", &self.socket(), "--json"];
         let socket = self.socket();
-        full[1] = &socket;
+        let mut full = vec!["--socket", socket.as_str(), "--json"];
         full.extend_from_slice(args);
         let (code, out, err) = trafficctl(&full);
         assert_eq!(code, 0, "trafficctl {args:?}: {err}");
@@ -272,7 +271,7 @@ fn pinned_maps_from_another_abi_are_refused() {
     let mut cfg: Array<_, traffic_common::GlobalConfig> = Array::try_from(Map::Array(md)).unwrap();
     let mut g = cfg.get(&0, 0).unwrap();
     g.abi_version = 99;
-    cfg.set(0, g, 0).unwrap();
+    cfg.set(0, &g, 0).unwrap();
 
     let out = rig
         .topo
