@@ -14,7 +14,7 @@ use bytemuck::{Pod, Zeroable};
 
 /// Version of the layouts in this crate. Bumped on any change to a map or type below; a
 /// pinned map set written by another version is refused, never reinterpreted.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Map names, as they appear in the object file and under the pin directory.
 ///
@@ -39,9 +39,14 @@ pub mod map_names {
     /// Class name of each slot, [`crate::SlotName`]. Read by user space only: it lives with
     /// the pinned maps so a restarted daemon maps slots back to class names.
     pub const SLOT_NAMES: &str = "TRF_SLOT_NAMES";
+    /// Per-CPU statistics of each port rule, [`crate::PortStats`] indexed by [`crate::PortRule::slot`].
+    pub const PORT_STATS: &str = "TRF_PORT_STATS";
+    /// Per-CPU replies seen leaving from each port rule's port (TC egress),
+    /// [`crate::EgressStats`] indexed by [`crate::PortRule::slot`]: the passive breaker signal.
+    pub const EGRESS: &str = "TRF_EGRESS";
 
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 11] = [
         CONFIG,
         RULES,
         CLASSES,
@@ -51,11 +56,15 @@ pub mod map_names {
         PORTS,
         COUNTERS,
         SLOT_NAMES,
+        PORT_STATS,
+        EGRESS,
     ];
 }
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "traffic_xdp";
+/// Name of the TC egress program (passive breaker signal) in the object file.
+pub const EGRESS_PROGRAM_NAME: &str = "traffic_egress";
 
 /// Number of class slots. Class ids are `0..MAX_CLASSES`.
 pub const MAX_CLASSES: u32 = 16;
@@ -90,8 +99,15 @@ pub const CLASSES_ENTRIES: u32 = MAX_CLASSES;
 pub const BUCKETS_ENTRIES: u32 = 131_072;
 /// `max_entries` of [`map_names::CLASS_STATE`] and [`map_names::CLASS_STATS`].
 pub const CLASS_STATE_ENTRIES: u32 = MAX_CLASSES;
+/// Port rules (and slots in the port statistics maps).
+pub const MAX_PORTS: u32 = 256;
 /// `max_entries` of [`map_names::PORTS`].
-pub const PORTS_ENTRIES: u32 = 1_024;
+pub const PORTS_ENTRIES: u32 = MAX_PORTS;
+/// `max_entries` of [`map_names::PORT_STATS`] and [`map_names::EGRESS`].
+pub const PORT_STATS_ENTRIES: u32 = MAX_PORTS;
+/// [`BucketKey::class`] bit marking a per-port new-connection bucket; the low bits hold the
+/// port rule's slot.
+pub const PORT_BUCKET: u32 = 1 << 31;
 /// `max_entries` of [`map_names::SLOT_NAMES`].
 pub const SLOT_NAMES_ENTRIES: u32 = MAX_CLASSES;
 /// Longest class name, in bytes.
@@ -244,6 +260,8 @@ pub const fn counter_index(row: u32, reason: u32, monitored: bool) -> u32 {
 
 /// [`GlobalConfig::flags`]: every class is in monitor mode.
 pub const GLOBAL_MONITOR: u32 = 1 << 0;
+/// [`GlobalConfig::flags`]: the port table has entries (skip its lookup otherwise).
+pub const GLOBAL_HAS_PORTS: u32 = 1 << 1;
 
 /// Program-wide settings, the single entry of [`map_names::CONFIG`].
 #[repr(C)]
@@ -289,6 +307,19 @@ pub struct Limit {
     pub tolerance: u64,
 }
 
+/// Fault injection, time-boxed in the kernel itself: it stops at `until_ns` even if the
+/// daemon is gone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Chaos {
+    /// Fraction of packets dropped, as a threshold on a random u32 (ratio × 2³²).
+    pub drop_ratio: u32,
+    /// Fraction of new TCP connections answered with RST, same encoding.
+    pub reset_ratio: u32,
+    /// `bpf_ktime_get_ns` deadline; 0 or past = off.
+    pub until_ns: u64,
+}
+
 /// [`ClassConfig::flags`]: slot holds a configured class.
 pub const CLASS_ACTIVE: u32 = 1 << 0;
 /// [`ClassConfig::flags`]: class is in monitor mode (counts would-drops, passes them).
@@ -321,6 +352,8 @@ pub struct ClassConfig {
     /// The packet limit of the class's shared overflow bucket, charged by sources that
     /// were not admitted (or could not be inserted).
     pub overflow: Limit,
+    /// Fault injection on the class.
+    pub chaos: Chaos,
 }
 
 /// Key of [`map_names::BUCKETS`]: a class and a source masked to the class's aggregation
@@ -405,10 +438,14 @@ pub enum Gate {
 
 /// [`PortRule::flags`]: the class override is set.
 pub const PORT_CLASS_OVERRIDE: u32 = 1 << 0;
-/// [`PortRule::flags`]: refuse gated connections with a TCP RST instead of dropping them.
+/// [`PortRule::flags`]: refuse gated or shed connections with a TCP RST instead of dropping
+/// them.
 pub const PORT_GATE_RESET: u32 = 1 << 1;
+/// [`PortRule::flags`]: the bulkhead is full: shed new connections.
+pub const PORT_SHED: u32 = 1 << 2;
 
-/// Value of [`map_names::PORTS`]: per-port class override and circuit gate.
+/// Value of [`map_names::PORTS`]: per-port class override, new-connection limit, circuit
+/// gate, bulkhead and fault injection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct PortRule {
@@ -418,12 +455,53 @@ pub struct PortRule {
     pub class: u32,
     /// A [`Gate`] discriminant.
     pub gate: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// Index of this rule in [`map_names::PORT_STATS`] and [`map_names::EGRESS`].
+    pub slot: u32,
     /// Per-source limit on new connections (TCP SYN without ACK); interval 0 disables it.
     pub syn_limit: Limit,
     /// Half-open trial budget: new connections admitted per interval while half-open.
     pub half_open: Limit,
+    /// GCRA state of the half-open budget (kernel-owned; reset when the daemon rewrites
+    /// the rule, i.e. on every gate change).
+    pub half_open_tat: u64,
+    /// Fault injection on the port.
+    pub chaos: Chaos,
+}
+
+/// Value of [`map_names::PORT_STATS`] (per CPU): what the gate did.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PortStats {
+    /// New TCP connections (SYN without ACK) seen.
+    pub syns: u64,
+    /// New connections (and UDP packets) refused by an open or half-open gate.
+    pub gated: u64,
+    /// RSTs sent by the gate (gate, bulkhead or chaos).
+    pub resets: u64,
+    /// New connections shed by the bulkhead.
+    pub shed: u64,
+    /// Packets dropped by fault injection.
+    pub chaos_dropped: u64,
+    /// New connections reset by fault injection.
+    pub chaos_reset: u64,
+    /// New connections over the per-source limit.
+    pub syn_limited: u64,
+    /// Trial connections admitted while half-open.
+    pub trials: u64,
+}
+
+/// Value of [`map_names::EGRESS`] (per CPU): replies leaving from a rule's port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct EgressStats {
+    /// SYN-ACKs sent (accepted handshakes).
+    pub syn_acks: u64,
+    /// RSTs sent (refused or aborted connections).
+    pub resets: u64,
+    /// ICMP/ICMPv6 port unreachables sent for datagrams to the port.
+    pub unreachables: u64,
+    /// Reserved.
+    pub _reserved: u64,
 }
 
 /// Value of [`map_names::COUNTERS`] (per CPU).
@@ -494,13 +572,16 @@ assert_layout! {
     GlobalConfig => 16, 4;
     Rule => 8, 4;
     Limit => 16, 8;
-    ClassConfig => 136, 8;
+    Chaos => 16, 8;
+    ClassConfig => 152, 8;
     BucketKey => 20, 4;
     Bucket => 48, 8;
     ClassState => 16, 8;
     ClassStats => 32, 8;
     PortKey => 4, 2;
-    PortRule => 48, 8;
+    PortRule => 72, 8;
+    PortStats => 64, 8;
+    EgressStats => 32, 8;
     Counter => 16, 8;
     SlotName => 32, 1;
 }

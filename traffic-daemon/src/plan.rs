@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use traffic_common::{
     ABI_VERSION, Action, Addr, ClassConfig, GLOBAL_MONITOR, GlobalConfig, MAX_CLASSES, Rule,
-    SlotName, UNCLASSIFIED, V4_MAPPED_PREFIX_BITS, v4_mapped,
+    PortRule, SlotName, UNCLASSIFIED, V4_MAPPED_PREFIX_BITS, v4_mapped, GLOBAL_HAS_PORTS,
 };
 
 use crate::{
@@ -109,6 +109,8 @@ pub struct Desired {
     /// Class name per slot.
     pub names: Vec<SlotName>,
     pub rules: BTreeMap<RuleKey, Rule>,
+    /// Port rules (gates, bulkheads, new-connection limits), by (port, protocol).
+    pub ports: BTreeMap<(u16, u8), PortRule>,
 }
 
 /// The desired kernel state for `config`; `factor(slot)` is the multiplier applied to a
@@ -154,6 +156,20 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
         classes,
         names: slots.to_names(),
         rules,
+        ports: BTreeMap::new(),
+    }
+}
+
+impl Desired {
+    /// Set the port rules, keeping the global "has ports" flag in step.
+    pub fn with_ports(mut self, ports: BTreeMap<(u16, u8), PortRule>) -> Self {
+        if ports.is_empty() {
+            self.global.flags &= !GLOBAL_HAS_PORTS;
+        } else {
+            self.global.flags |= GLOBAL_HAS_PORTS;
+        }
+        self.ports = ports;
+        self
     }
 }
 
@@ -161,6 +177,8 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
     SlotName(u32, SlotName),
+    Port((u16, u8), PortRule),
+    RemovePort((u16, u8)),
     Class(u32, ClassConfig),
     Rule(RuleKey, Rule),
     RemoveRule(RuleKey),
@@ -195,8 +213,32 @@ pub fn diff(applied: Option<&Desired>, want: &Desired) -> Vec<Write> {
             }
         }
     }
+    // Port rules name classes (overrides) and must exist before the global flag that makes
+    // the program look them up; removals go after the flag is cleared.
+    for (k, p) in &want.ports {
+        // The kernel owns `half_open_tat`: a difference there alone is not a change.
+        let same = applied.and_then(|a| a.ports.get(k)).is_some_and(|o| {
+            PortRule {
+                half_open_tat: 0,
+                ..*o
+            } == PortRule {
+                half_open_tat: 0,
+                ..*p
+            }
+        });
+        if !same {
+            out.push(Write::Port(*k, *p));
+        }
+    }
     if applied.map(|a| a.global) != Some(want.global) {
         out.push(Write::Global(want.global));
+    }
+    if let Some(a) = applied {
+        for k in a.ports.keys() {
+            if !want.ports.contains_key(k) {
+                out.push(Write::RemovePort(*k));
+            }
+        }
     }
     for (slot, c) in want.classes.iter().enumerate() {
         if c.flags == 0 && old_class(slot).is_none_or(|o| o != *c) {
@@ -242,6 +284,8 @@ action = "deny"
             .filter(|w| !matches!(w, Write::SlotName(..)))
             .map(|w| match w {
                 Write::SlotName(..) => "name",
+                Write::Port(..) => "port",
+                Write::RemovePort(..) => "remove port",
                 Write::Class(_, c) if c.flags != 0 => "class",
                 Write::Class(..) => "deactivate",
                 Write::Rule(..) => "rule",

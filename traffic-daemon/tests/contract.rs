@@ -18,7 +18,7 @@ use aya_obj::{
 use traffic_common::{
     BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_STATE_ENTRIES, CLASSES_ENTRIES, CONFIG_ENTRIES,
     COUNTERS_ENTRIES, ClassConfig, ClassState, ClassStats, Counter, GlobalConfig, PORTS_ENTRIES,
-    PROGRAM_NAME, PortKey, PortRule, RULES_ENTRIES, Rule, RuleAddr, SLOT_NAMES_ENTRIES, SlotName,
+    EgressStats, PORT_STATS_ENTRIES, PROGRAM_NAME, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SLOT_NAMES_ENTRIES, SlotName,
     map_names,
 };
 
@@ -91,6 +91,18 @@ fn expected(name: &str) -> Expected {
             INDEX,
             size_of::<SlotName>(),
             SLOT_NAMES_ENTRIES,
+        ),
+        map_names::PORT_STATS => (
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            INDEX,
+            size_of::<PortStats>(),
+            PORT_STATS_ENTRIES,
+        ),
+        map_names::EGRESS => (
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            INDEX,
+            size_of::<EgressStats>(),
+            PORT_STATS_ENTRIES,
         ),
         other => panic!("map_names::ALL lists {other}, which this test does not know: add it"),
     };
@@ -181,6 +193,22 @@ fn program_is_present_and_xdp() {
     assert!(
         matches!(program.section, ProgramSection::Xdp { .. }),
         "{PROGRAM_NAME} is not an XDP program: {:?}",
+        program.section
+    );
+}
+
+#[test]
+#[ignore = "needs the eBPF object: run `cargo xtask test`"]
+fn egress_program_is_present_and_a_classifier() {
+    let obj = parse_object();
+    let program = obj
+        .programs
+        .get(traffic_common::EGRESS_PROGRAM_NAME)
+        .expect("object has no egress program");
+    assert!(
+        matches!(program.section, ProgramSection::SchedClassifier),
+        "{} is not a TC classifier: {:?}",
+        traffic_common::EGRESS_PROGRAM_NAME,
         program.section
     );
 }

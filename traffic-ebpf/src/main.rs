@@ -4,9 +4,11 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod egress;
 mod gcra;
 mod maps;
 mod parse;
+mod reply;
 mod verdict;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -22,24 +24,47 @@ use crate::{
 pub fn traffic_xdp(ctx: XdpContext) -> u32 {
     let cursor = Cursor::new(ctx.data(), ctx.data_end());
     let len = cursor.len() as u64;
-    let verdict = match parse::parse(&cursor) {
-        Parsed::NonIp => Verdict {
-            row: UNCLASSIFIED,
-            reason: Reason::NonIp,
-            monitored: false,
-        },
-        Parsed::Malformed => Verdict {
-            row: UNCLASSIFIED,
-            reason: Reason::Malformed,
-            monitored: verdict::global_monitor().unwrap_or(true),
-        },
-        Parsed::Ip(ip) => verdict::decide(&ip, len),
+    let (verdict, ip) = match parse::parse(&cursor) {
+        Parsed::NonIp => (Verdict::new(UNCLASSIFIED, Reason::NonIp, false), None),
+        Parsed::Malformed => (
+            Verdict::new(
+                UNCLASSIFIED,
+                Reason::Malformed,
+                verdict::global_monitor().unwrap_or(true),
+            ),
+            None,
+        ),
+        Parsed::Ip(ip) => (verdict::decide(&ip, len), Some(ip)),
     };
     count(&verdict, len);
-    if verdict.reason.is_drop() && !verdict.monitored {
-        xdp_action::XDP_DROP
-    } else {
-        xdp_action::XDP_PASS
+    if !verdict.reason.is_drop() || verdict.monitored {
+        return xdp_action::XDP_PASS;
+    }
+    if verdict.reset
+        && let Some(ip) = ip
+        && reply::tcp_reset(&ctx, &ip)
+    {
+        count_reset(&ip);
+        return xdp_action::XDP_TX;
+    }
+    xdp_action::XDP_DROP
+}
+
+/// Count a RST sent by the gate in its port's statistics.
+#[inline(always)]
+fn count_reset(ip: &parse::Ip) {
+    let key = traffic_common::PortKey {
+        port: ip.l4.dport,
+        protocol: ip.l4.protocol,
+        _pad: 0,
+    };
+    if let Some(rule) = maps::TRF_PORTS.get_ptr(&key) {
+        // SAFETY: value pointer from this lookup; per-CPU stats slot of this CPU.
+        unsafe {
+            if let Some(s) = maps::TRF_PORT_STATS.get_ptr_mut((*rule).slot) {
+                (*s).resets += 1;
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use traffic_common::{
     Bucket, BucketKey, CLASS_STATE_ENTRIES, CLASSES_ENTRIES, CONFIG_ENTRIES, COUNTERS_ENTRIES,
     ClassConfig, ClassState, ClassStats, Counter, GlobalConfig, BUCKETS_ENTRIES, PORTS_ENTRIES,
     PortKey, PortRule, RULES_ENTRIES, Rule, RuleAddr, SLOT_NAMES_ENTRIES, SlotName,
+    EgressStats, PORT_STATS_ENTRIES, PortStats,
 };
 use aya_ebpf::btf_maps::HashMap;
 
@@ -42,3 +43,11 @@ pub static TRF_COUNTERS: PerCpuArray<Counter, { COUNTERS_ENTRIES as usize }> =
 /// User space only (class names of slots); kept with the pinned maps.
 #[btf_map(pin_by_name)]
 pub static TRF_SLOT_NAMES: Array<SlotName, { SLOT_NAMES_ENTRIES as usize }> = Array::new();
+
+#[btf_map(pin_by_name)]
+pub static TRF_PORT_STATS: PerCpuArray<PortStats, { PORT_STATS_ENTRIES as usize }> =
+    PerCpuArray::new();
+
+#[btf_map(pin_by_name)]
+pub static TRF_EGRESS: PerCpuArray<EgressStats, { PORT_STATS_ENTRIES as usize }> =
+    PerCpuArray::new();

@@ -33,10 +33,8 @@ const UDP_HLEN: usize = 8;
 const MAX_OFFSET: usize = 512;
 
 /// TCP flag bits (byte 13 of the TCP header).
-#[allow(dead_code, reason = "used by the circuit gate")]
 pub const TCP_SYN: u8 = 0x02;
 /// TCP ACK flag.
-#[allow(dead_code, reason = "used by the circuit gate")]
 pub const TCP_ACK: u8 = 0x10;
 
 /// Bounds-checked view of the frame.
@@ -70,26 +68,32 @@ impl Cursor {
         Some(p as *const [u8; N])
     }
 
+    /// `N` bytes at `off`, copied out. `N` ≥ 2: for single bytes LLVM rewrites the bounds
+    /// check `p + 1 > end` into `p >= end`, which the TC verifier does not accept.
     #[inline(always)]
-    fn u8_at(&self, off: usize) -> Option<u8> {
-        // SAFETY: `bytes` checked that the byte is inside [data, data_end).
-        self.bytes::<1>(off).map(|p| unsafe { (*p)[0] })
+    pub fn read<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        // SAFETY: `bytes` checked that [off, off+N) is inside [data, data_end).
+        self.bytes::<N>(off).map(|p| unsafe { *p })
     }
 
     #[inline(always)]
-    fn u16_at(&self, off: usize) -> Option<u16> {
+    pub fn u16_at(&self, off: usize) -> Option<u16> {
         // SAFETY: `bytes` checked that both bytes are inside [data, data_end).
         self.bytes::<2>(off)
             .map(|p| unsafe { u16::from_be_bytes(*p) })
     }
 }
 
+/// TCP RST flag.
+pub const TCP_RST: u8 = 0x04;
+
 /// What the L4 header said, when there is one.
 #[derive(Clone, Copy)]
-#[allow(dead_code, reason = "ports and flags are read by the circuit gate")]
 pub struct L4 {
     /// IP protocol number (after extension headers).
     pub protocol: u8,
+    /// Source port, host order; 0 when unknown.
+    pub sport: u16,
     /// Destination port, host order; 0 when unknown.
     pub dport: u16,
     /// TCP flags byte; 0 for UDP or when unknown.
@@ -102,13 +106,13 @@ pub struct L4 {
 impl L4 {
     const UNKNOWN: L4 = L4 {
         protocol: 0,
+        sport: 0,
         dport: 0,
         tcp_flags: 0,
         known: false,
     };
 
     /// A TCP SYN without ACK: the start of a new connection.
-    #[allow(dead_code, reason = "used by the circuit gate")]
     #[inline(always)]
     pub fn is_new_tcp(&self) -> bool {
         self.known
@@ -118,7 +122,6 @@ impl L4 {
 }
 
 /// An IP packet's source and L4 summary.
-#[allow(dead_code, reason = "offsets are used by the circuit gate")]
 pub struct Ip {
     pub src: Addr,
     pub v6: bool,
@@ -179,7 +182,7 @@ fn parse_ipv4(c: &Cursor, l3: usize) -> Parsed {
     }
     let hlen = ihl * 4;
     // Options must be present in full, as the kernel stack requires.
-    if c.bytes::<1>(l3 + hlen - 1).is_none() {
+    if c.bytes::<2>(l3 + hlen - 2).is_none() {
         return Parsed::Malformed;
     }
     let src = traffic_common::v4_mapped([hdr[12], hdr[13], hdr[14], hdr[15]]);
@@ -231,23 +234,24 @@ fn parse_ipv6(c: &Cursor, l3: usize) -> Parsed {
     for _ in 0..MAX_EXT_HEADERS {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
-                let (Some(nh), Some(len)) = (c.u8_at(off), c.u8_at(off + 1)) else {
+                let Some([nh, len]) = c.read::<2>(off) else {
                     break;
                 };
                 next = nh;
                 off += (len as usize + 1) * 8;
             }
             IPPROTO_AH => {
-                let (Some(nh), Some(len)) = (c.u8_at(off), c.u8_at(off + 1)) else {
+                let Some([nh, len]) = c.read::<2>(off) else {
                     break;
                 };
                 next = nh;
                 off += (len as usize + 2) * 4;
             }
             IPPROTO_FRAGMENT => {
-                let (Some(nh), Some(frag)) = (c.u8_at(off), c.u16_at(off + 2)) else {
+                let Some([nh, _, f0, f1]) = c.read::<4>(off) else {
                     break;
                 };
+                let frag = u16::from_be_bytes([f0, f1]);
                 if frag >> 3 != 0 {
                     // Non-first fragment: classified by source only.
                     break;
@@ -275,35 +279,31 @@ fn parse_ipv6(c: &Cursor, l3: usize) -> Parsed {
 fn parse_l4(c: &Cursor, off: usize, protocol: u8) -> L4 {
     match protocol {
         proto::TCP => {
-            if c.bytes::<TCP_MIN_HLEN>(off).is_none() {
+            let Some(h) = c.read::<TCP_MIN_HLEN>(off) else {
                 return L4 {
                     protocol,
                     ..L4::UNKNOWN
                 };
-            }
-            let (Some(dport), Some(flags)) = (c.u16_at(off + 2), c.u8_at(off + 13)) else {
-                return L4::UNKNOWN;
             };
             L4 {
                 protocol,
-                dport,
-                tcp_flags: flags,
+                sport: u16::from_be_bytes([h[0], h[1]]),
+                dport: u16::from_be_bytes([h[2], h[3]]),
+                tcp_flags: h[13],
                 known: true,
             }
         }
         proto::UDP => {
-            if c.bytes::<UDP_HLEN>(off).is_none() {
+            let Some(h) = c.read::<UDP_HLEN>(off) else {
                 return L4 {
                     protocol,
                     ..L4::UNKNOWN
                 };
-            }
-            let Some(dport) = c.u16_at(off + 2) else {
-                return L4::UNKNOWN;
             };
             L4 {
                 protocol,
-                dport,
+                sport: u16::from_be_bytes([h[0], h[1]]),
+                dport: u16::from_be_bytes([h[2], h[3]]),
                 tcp_flags: 0,
                 known: true,
             }
@@ -313,4 +313,33 @@ fn parse_l4(c: &Cursor, off: usize, protocol: u8) -> L4 {
             ..L4::UNKNOWN
         },
     }
+}
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+
+/// For an ICMP "port unreachable" (ICMPv4 type 3 code 3, ICMPv6 type 1 code 4) about a UDP
+/// datagram, the datagram's destination port: the port that refused it.
+#[inline(always)]
+pub fn icmp_unreachable_port(c: &Cursor, ip: &Ip) -> Option<u16> {
+    let off = ip.l4_off;
+    let [kind, code] = c.read::<2>(off)?;
+    let inner = off + 8;
+    if !ip.v6 && ip.l4.protocol == IPPROTO_ICMP && kind == 3 && code == 3 {
+        let h = c.read::<IPV4_MIN_HLEN>(inner)?;
+        let ihl = (h[0] & 0x0f) as usize;
+        if h[9] != proto::UDP || ihl < 5 {
+            return None;
+        }
+        return c.u16_at(inner + ihl * 4 + 2);
+    }
+    if ip.v6 && ip.l4.protocol == IPPROTO_ICMPV6 && kind == 1 && code == 4 {
+        // The quoted datagram's own extension headers are not walked.
+        let h = c.read::<IPV6_HLEN>(inner)?;
+        if h[6] != proto::UDP {
+            return None;
+        }
+        return c.u16_at(inner + IPV6_HLEN + 2);
+    }
+    None
 }

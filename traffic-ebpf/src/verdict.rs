@@ -1,16 +1,23 @@
 //! Classify and limit: from a parsed source to a (counter row, reason, monitored) verdict.
 //! No pointer arithmetic on the frame here and no map statics defined here.
 
-use aya_ebpf::{btf_maps::lpm_trie::Key, helpers::bpf_ktime_get_ns};
+use aya_ebpf::{
+    btf_maps::lpm_trie::Key,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+};
 use traffic_common::{
     Action, BYTE_LIMIT_SLOT, Bucket, BucketKey, CLASS_ACTIVE, CLASS_ADMISSION, CLASS_BYTES,
-    CLASS_MONITOR, ClassConfig, GLOBAL_MONITOR, MAX_CLASSES, MAX_PACKET_LIMITS, Reason,
-    UNCLASSIFIED,
+    CLASS_MONITOR, Chaos, ClassConfig, GLOBAL_HAS_PORTS, GLOBAL_MONITOR, Gate, MAX_CLASSES,
+    MAX_PACKET_LIMITS, PORT_BUCKET, PORT_CLASS_OVERRIDE, PORT_GATE_RESET, PORT_SHED, PortKey,
+    PortRule, PortStats, Reason, UNCLASSIFIED, proto,
 };
 
 use crate::{
     gcra,
-    maps::{TRF_BUCKETS, TRF_CLASS_STATE, TRF_CLASS_STATS, TRF_CLASSES, TRF_CONFIG, TRF_RULES},
+    maps::{
+        TRF_BUCKETS, TRF_CLASS_STATE, TRF_CLASS_STATS, TRF_CLASSES, TRF_CONFIG, TRF_PORT_STATS,
+        TRF_PORTS, TRF_RULES,
+    },
     parse::Ip,
 };
 
@@ -24,16 +31,45 @@ pub struct Verdict {
     pub reason: Reason,
     /// A drop reason that is not enforced because the class or program is in monitor mode.
     pub monitored: bool,
+    /// Refuse with a TCP RST (sent back with XDP_TX) instead of a silent drop.
+    pub reset: bool,
 }
 
 impl Verdict {
     #[inline(always)]
-    const fn new(row: u32, reason: Reason, monitored: bool) -> Self {
+    pub const fn new(row: u32, reason: Reason, monitored: bool) -> Self {
         Self {
             row,
             reason,
             monitored: monitored && reason.is_drop(),
+            reset: false,
         }
+    }
+
+    #[inline(always)]
+    const fn with_reset(mut self, reset: bool) -> Self {
+        self.reset = reset && self.reason.is_drop();
+        self
+    }
+}
+
+/// A drop decided before the class limits: its reason and whether to answer with RST.
+struct Refusal {
+    reason: Reason,
+    reset: bool,
+}
+
+/// The kernel clock, read at most once per packet.
+struct Clock(u64);
+
+impl Clock {
+    #[inline(always)]
+    fn now(&mut self) -> u64 {
+        if self.0 == 0 {
+            // SAFETY: helper without arguments.
+            self.0 = unsafe { bpf_ktime_get_ns() };
+        }
+        self.0
     }
 }
 
@@ -87,6 +123,27 @@ pub fn decide(ip: &Ip, len: u64) -> Verdict {
         return Verdict::new(row, Reason::Deny, monitor);
     }
 
+    let mut clock = Clock(0);
+    // Per-port rules: a class override, then the gate, the bulkhead, fault injection and
+    // the per-source new-connection limit.
+    let mut class = class;
+    let mut port: Option<*mut PortRule> = None;
+    if cfg.flags & GLOBAL_HAS_PORTS != 0 && ip.l4.known {
+        let key = PortKey {
+            port: ip.l4.dport,
+            protocol: ip.l4.protocol,
+            _pad: 0,
+        };
+        if let Some(pr) = TRF_PORTS.get_ptr_mut(&key) {
+            // SAFETY: a value pointer from a lookup in this invocation.
+            let rule = unsafe { &*pr };
+            if rule.flags & PORT_CLASS_OVERRIDE != 0 {
+                class = rule.class;
+            }
+            port = Some(pr);
+        }
+    }
+
     // Limit: a rule naming a missing class falls back to the default class.
     let (class, cc) = match class_config(class) {
         Some(cc) => (class, cc),
@@ -96,8 +153,162 @@ pub fn decide(ip: &Ip, len: u64) -> Verdict {
         },
     };
     let monitor = global_monitor || cc.flags & CLASS_MONITOR != 0;
-    let reason = limit(ip, class, cc, len);
+    if let Some(pr) = port
+        && let Some(r) = port_gate(ip, pr, cc, &mut clock, monitor)
+    {
+        return Verdict::new(class, r.reason, monitor).with_reset(r.reset);
+    }
+    if let Some(r) = chaos(&cc.chaos, ip, &mut clock, None) {
+        return Verdict::new(class, r.reason, monitor).with_reset(r.reset);
+    }
+    let reason = limit(ip, class, cc, len, &mut clock);
     Verdict::new(class, reason, monitor)
+}
+
+#[inline(always)]
+fn port_stats(slot: u32) -> Option<*mut PortStats> {
+    TRF_PORT_STATS.get_ptr_mut(slot)
+}
+
+/// Fault injection: drop a fraction of packets, reset a fraction of new connections, until
+/// the deadline.
+#[inline(always)]
+fn chaos(c: &Chaos, ip: &Ip, clock: &mut Clock, stats: Option<*mut PortStats>) -> Option<Refusal> {
+    if c.until_ns == 0 || (c.drop_ratio == 0 && c.reset_ratio == 0) || clock.now() >= c.until_ns {
+        return None;
+    }
+    // SAFETY: helper without arguments.
+    let roll = unsafe { bpf_get_prandom_u32() };
+    if ip.l4.is_new_tcp() && roll < c.reset_ratio {
+        if let Some(s) = stats {
+            // SAFETY: per-CPU slot of this CPU.
+            unsafe { (*s).chaos_reset += 1 };
+        }
+        return Some(Refusal {
+            reason: Reason::Chaos,
+            reset: true,
+        });
+    }
+    // An independent roll for drops, so the two fractions do not overlap.
+    // SAFETY: helper without arguments.
+    let roll = unsafe { bpf_get_prandom_u32() };
+    if roll < c.drop_ratio {
+        if let Some(s) = stats {
+            // SAFETY: per-CPU slot of this CPU.
+            unsafe { (*s).chaos_dropped += 1 };
+        }
+        return Some(Refusal {
+            reason: Reason::Chaos,
+            reset: false,
+        });
+    }
+    None
+}
+
+/// The port's gate: open and half-open breakers, the bulkhead, fault injection and the
+/// per-source new-connection limit. Established TCP flows always pass the gate.
+#[inline(always)]
+fn port_gate(
+    ip: &Ip,
+    pr: *mut PortRule,
+    cc: &ClassConfig,
+    clock: &mut Clock,
+    monitor: bool,
+) -> Option<Refusal> {
+    // SAFETY: a value pointer from a lookup in this invocation.
+    let rule = unsafe { &*pr };
+    let stats = port_stats(rule.slot);
+    let new_tcp = ip.l4.is_new_tcp();
+    let udp = ip.l4.protocol == proto::UDP;
+    let reset = rule.flags & PORT_GATE_RESET != 0;
+    if new_tcp && let Some(s) = stats {
+        // SAFETY: per-CPU slot of this CPU.
+        unsafe { (*s).syns += 1 };
+    }
+    if new_tcp || udp {
+        let gate = rule.gate;
+        let refused = if gate == Gate::Open as u32 {
+            true
+        } else if gate == Gate::HalfOpen as u32 {
+            // A bounded number of trial connections per interval, shared by all sources.
+            let trial = rule.half_open.interval != 0
+                && !monitor
+                && gcra::charge(
+                    // SAFETY: as above; the field is only accessed atomically.
+                    unsafe { &raw mut (*pr).half_open_tat },
+                    &rule.half_open,
+                    rule.half_open.interval,
+                    clock.now(),
+                );
+            if trial && let Some(s) = stats {
+                // SAFETY: per-CPU slot of this CPU.
+                unsafe { (*s).trials += 1 };
+            }
+            !trial
+        } else {
+            false
+        };
+        if refused {
+            if let Some(s) = stats {
+                // SAFETY: per-CPU slot of this CPU.
+                unsafe { (*s).gated += 1 };
+            }
+            return Some(Refusal {
+                reason: if reset && new_tcp { Reason::GateReset } else { Reason::Gate },
+                reset: reset && new_tcp,
+            });
+        }
+    }
+    if new_tcp && rule.flags & PORT_SHED != 0 {
+        if let Some(s) = stats {
+            // SAFETY: per-CPU slot of this CPU.
+            unsafe { (*s).shed += 1 };
+        }
+        return Some(Refusal {
+            reason: Reason::Bulkhead,
+            reset,
+        });
+    }
+    if let Some(r) = chaos(&rule.chaos, ip, clock, stats) {
+        return Some(r);
+    }
+    if new_tcp && rule.syn_limit.interval != 0 {
+        let key = BucketKey {
+            addr: masked(&ip.src, if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 }),
+            class: PORT_BUCKET | rule.slot,
+        };
+        let now = clock.now();
+        let b = match TRF_BUCKETS.get_ptr_mut(&key) {
+            Some(b) => Some(b),
+            None => {
+                let fresh = Bucket::default_const();
+                let _ = TRF_BUCKETS.insert(&key, &fresh, BPF_NOEXIST);
+                TRF_BUCKETS.get_ptr_mut(&key)
+            }
+        };
+        // A source we cannot track is refused: a full map never fails open.
+        let ok = match b {
+            // SAFETY: a value pointer from a lookup in this invocation.
+            Some(b) => gcra::charge(
+                unsafe { &raw mut (*b).tat[0] },
+                &rule.syn_limit,
+                rule.syn_limit.interval,
+                now,
+            ),
+            None => false,
+        };
+        if !ok {
+            if let Some(s) = stats {
+                // SAFETY: per-CPU slot of this CPU.
+                unsafe { (*s).syn_limited += 1 };
+            }
+            return Some(Refusal {
+                reason: Reason::PortRate,
+                reset: false,
+            });
+        }
+    }
+    None
 }
 
 #[inline(always)]
@@ -115,7 +326,7 @@ fn masked(src: &[u8; 16], mask: &[u64; 2]) -> [u8; 16] {
 }
 
 #[inline(always)]
-fn limit(ip: &Ip, class: u32, cc: &ClassConfig, len: u64) -> Reason {
+fn limit(ip: &Ip, class: u32, cc: &ClassConfig, len: u64, clock: &mut Clock) -> Reason {
     let npkt = cc.packet_limits as usize;
     let bytes = cc.flags & CLASS_BYTES != 0;
     if npkt == 0 && !bytes {
@@ -125,8 +336,7 @@ fn limit(ip: &Ip, class: u32, cc: &ClassConfig, len: u64) -> Reason {
         addr: masked(&ip.src, if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 }),
         class,
     };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock.now();
 
     let bucket = match TRF_BUCKETS.get_ptr_mut(&key) {
         Some(b) => b,
@@ -156,11 +366,7 @@ fn admit(key: &BucketKey, class: u32, cc: &ClassConfig, now: u64) -> Result<*mut
         );
     let mut reason = Reason::Overflow;
     if admitted {
-        let fresh = Bucket {
-            tat: [0; MAX_PACKET_LIMITS + 1],
-            packets: 0,
-            dropped: 0,
-        };
+        let fresh = Bucket::default_const();
         match TRF_BUCKETS.insert(key, &fresh, BPF_NOEXIST) {
             Ok(()) => {
                 if let Some(s) = stats {
@@ -267,4 +473,20 @@ fn refuse(b: *mut Bucket, reason: Reason) -> Reason {
     // SAFETY: as in `charge_bucket`.
     gcra::add(unsafe { &raw mut (*b).dropped }, 1);
     reason
+}
+
+trait DefaultConst {
+    fn default_const() -> Self;
+}
+
+impl DefaultConst for Bucket {
+    /// A full bucket (all states 0) with no history.
+    #[inline(always)]
+    fn default_const() -> Self {
+        Bucket {
+            tat: [0; MAX_PACKET_LIMITS + 1],
+            packets: 0,
+            dropped: 0,
+        }
+    }
 }

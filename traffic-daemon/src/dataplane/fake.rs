@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use traffic_common::{
     Bucket, BucketKey, COUNTERS_ENTRIES, ClassConfig, ClassStats, Counter, GlobalConfig,
-    MAX_CLASSES, SlotName,
+    EgressStats, MAX_CLASSES, MAX_PORTS, PortStats, SlotName,
 };
 
 use super::{AttachedMode, Dataplane, DataplaneError};
@@ -17,6 +17,8 @@ pub struct Fake {
     pub state: Desired,
     pub counters: Vec<Counter>,
     pub class_stats: Vec<ClassStats>,
+    pub port_stats: Vec<PortStats>,
+    pub egress_stats: Vec<EgressStats>,
     pub buckets: HashMap<BucketKey, Bucket>,
     /// Every write applied, in order.
     pub log: Vec<Write>,
@@ -36,9 +38,12 @@ impl Default for Fake {
                 classes: vec![ClassConfig::default(); MAX_CLASSES as usize],
                 names: vec![SlotName::default(); MAX_CLASSES as usize],
                 rules: BTreeMap::new(),
+                ports: BTreeMap::new(),
             },
             counters: vec![Counter::default(); COUNTERS_ENTRIES as usize],
             class_stats: vec![ClassStats::default(); MAX_CLASSES as usize],
+            port_stats: vec![PortStats::default(); MAX_PORTS as usize],
+            egress_stats: vec![EgressStats::default(); MAX_PORTS as usize],
             buckets: HashMap::new(),
             log: Vec::new(),
             now_ns: 1_000_000_000,
@@ -84,6 +89,12 @@ impl Dataplane for Fake {
                     self.state.rules.remove(k);
                 }
                 Write::Global(g) => self.state.global = *g,
+                Write::Port(k, p) => {
+                    self.state.ports.insert(*k, *p);
+                }
+                Write::RemovePort(k) => {
+                    self.state.ports.remove(k);
+                }
             }
             self.log.push(w.clone());
         }
@@ -100,6 +111,14 @@ impl Dataplane for Fake {
 
     fn counters(&self) -> Result<Vec<Counter>, DataplaneError> {
         Ok(self.counters.clone())
+    }
+
+    fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {
+        Ok(self.port_stats.clone())
+    }
+
+    fn egress_stats(&self) -> Result<Vec<EgressStats>, DataplaneError> {
+        Ok(self.egress_stats.clone())
     }
 
     fn class_stats(&self) -> Result<Vec<ClassStats>, DataplaneError> {

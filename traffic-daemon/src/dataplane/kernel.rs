@@ -10,14 +10,16 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{
-        Xdp, XdpMode,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
+        tc::SchedClassifierLinkId,
         xdp::{XdpLink, XdpLinkId},
     },
 };
 use traffic_common::{
     ABI_VERSION, Addr, Bucket, BucketKey, COUNTERS_ENTRIES, ClassConfig, ClassStats, Counter,
-    GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule, Rule, SlotName, map_names,
+    EGRESS_PROGRAM_NAME, EgressStats, GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule,
+    PortStats, Rule, SlotName, map_names,
 };
 
 use super::{AttachedMode, Dataplane, DataplaneError, monotonic_ns};
@@ -63,8 +65,11 @@ pub struct Kernel {
     class_stats: PerCpuArray<MapData, ClassStats>,
     counters: PerCpuArray<MapData, Counter>,
     slot_names: Array<MapData, SlotName>,
-    #[allow(dead_code)] // filled by the circuit-gate work
     ports: HashMap<MapData, PortKey, PortRule>,
+    port_stats: PerCpuArray<MapData, PortStats>,
+    egress: PerCpuArray<MapData, EgressStats>,
+    /// TC egress attachments (owned: the passive signal is only read by a running daemon).
+    egress_links: Vec<SchedClassifierLinkId>,
     attachments: Vec<Attachment>,
     adopted: bool,
 }
@@ -122,6 +127,8 @@ impl Kernel {
         let counters = take_map!(ebpf, map_names::COUNTERS, PerCpuArray);
         let ports = take_map!(ebpf, map_names::PORTS, HashMap);
         let slot_names = take_map!(ebpf, map_names::SLOT_NAMES, Array);
+        let port_stats = take_map!(ebpf, map_names::PORT_STATS, PerCpuArray);
+        let egress = take_map!(ebpf, map_names::EGRESS, PerCpuArray);
         let mut kernel = Self {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
@@ -133,6 +140,9 @@ impl Kernel {
             counters,
             slot_names,
             ports,
+            port_stats,
+            egress,
+            egress_links: Vec::new(),
             attachments: Vec::new(),
             adopted,
         };
@@ -145,6 +155,9 @@ impl Kernel {
             });
         }
         kernel_program(&mut kernel.ebpf)?
+            .load()
+            .map_err(|e| DataplaneError::Load(chain(&e)))?;
+        egress_program(&mut kernel.ebpf)?
             .load()
             .map_err(|e| DataplaneError::Load(chain(&e)))?;
         Ok(kernel)
@@ -201,6 +214,13 @@ impl Kernel {
             mode: attached,
             link: Some(link),
         });
+        // The passive breaker signal: replies the node sends from upstream ports.
+        let name = std::ffi::CString::new(iface).map_err(|_| err("interface name contains NUL".into()))?;
+        let egress = egress_program(&mut self.ebpf)?;
+        let id = egress
+            .attach(name.as_c_str(), TcAttachType::Egress)
+            .map_err(|e| err(format!("TC egress attach: {}", chain(&e))))?;
+        self.egress_links.push(id);
         Ok(attached)
     }
 
@@ -311,6 +331,12 @@ impl Kernel {
             }
         }
         self.attachments.retain(|a| a.link.is_some());
+        let ids = std::mem::take(&mut self.egress_links);
+        if let Ok(egress) = egress_program(&mut self.ebpf) {
+            for id in ids {
+                let _ = egress.detach(id);
+            }
+        }
     }
 
     /// Run the program once per `repeat` on `frame` with BPF_PROG_TEST_RUN; returns the XDP
@@ -405,6 +431,29 @@ impl Dataplane for Kernel {
                     .config
                     .set(0, g, 0)
                     .map_err(map_err(map_names::CONFIG, "update"))?,
+                Write::Port((port, protocol), p) => self
+                    .ports
+                    .insert(
+                        &PortKey {
+                            port: *port,
+                            protocol: *protocol,
+                            _pad: 0,
+                        },
+                        p,
+                        0,
+                    )
+                    .map_err(map_err(map_names::PORTS, "update"))?,
+                Write::RemovePort((port, protocol)) => {
+                    let key = PortKey {
+                        port: *port,
+                        protocol: *protocol,
+                        _pad: 0,
+                    };
+                    match self.ports.remove(&key) {
+                        Ok(()) | Err(MapError::KeyNotFound) => {}
+                        Err(e) => return Err(map_err(map_names::PORTS, "delete")(e)),
+                    }
+                }
             }
         }
         Ok(())
@@ -432,11 +481,17 @@ impl Dataplane for Kernel {
             let (k, v) = item.map_err(map_err(map_names::RULES, "iterate"))?;
             rules.insert((k.data(), k.prefix_len()), v);
         }
+        let mut ports = BTreeMap::new();
+        for item in self.ports.iter() {
+            let (k, v) = item.map_err(map_err(map_names::PORTS, "iterate"))?;
+            ports.insert((k.port, k.protocol), v);
+        }
         Ok(Desired {
             global: self.global()?,
             classes,
             names,
             rules,
+            ports,
         })
     }
 
@@ -453,6 +508,37 @@ impl Dataplane for Kernel {
             out.push(sum_percpu(&per_cpu, |a, v| {
                 a.packets += v.packets;
                 a.bytes += v.bytes;
+            }));
+        }
+        Ok(out)
+    }
+
+    fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {
+        let mut out = Vec::new();
+        for item in self.port_stats.iter() {
+            let per_cpu = item.map_err(map_err(map_names::PORT_STATS, "lookup"))?;
+            out.push(sum_percpu(&per_cpu, |a, v| {
+                a.syns += v.syns;
+                a.gated += v.gated;
+                a.resets += v.resets;
+                a.shed += v.shed;
+                a.chaos_dropped += v.chaos_dropped;
+                a.chaos_reset += v.chaos_reset;
+                a.syn_limited += v.syn_limited;
+                a.trials += v.trials;
+            }));
+        }
+        Ok(out)
+    }
+
+    fn egress_stats(&self) -> Result<Vec<EgressStats>, DataplaneError> {
+        let mut out = Vec::new();
+        for item in self.egress.iter() {
+            let per_cpu = item.map_err(map_err(map_names::EGRESS, "lookup"))?;
+            out.push(sum_percpu(&per_cpu, |a, v| {
+                a.syn_acks += v.syn_acks;
+                a.resets += v.resets;
+                a.unreachables += v.unreachables;
             }));
         }
         Ok(out)
@@ -501,6 +587,13 @@ impl Dataplane for Kernel {
     fn now_ns(&self) -> u64 {
         monotonic_ns()
     }
+}
+
+fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
+    ebpf.program_mut(EGRESS_PROGRAM_NAME)
+        .ok_or_else(|| DataplaneError::Load(format!("object has no program {EGRESS_PROGRAM_NAME}")))?
+        .try_into()
+        .map_err(|e| DataplaneError::Load(format!("{EGRESS_PROGRAM_NAME}: {e}")))
 }
 
 fn kernel_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {

@@ -8,7 +8,9 @@ pub mod kernel;
 
 use std::path::PathBuf;
 
-use traffic_common::{Bucket, BucketKey, ClassStats, Counter, GlobalConfig};
+use traffic_common::{
+    Bucket, BucketKey, ClassStats, Counter, EgressStats, GlobalConfig, PortStats,
+};
 
 use crate::{
     config::AttachMode,
@@ -77,6 +79,10 @@ pub trait Dataplane: Send {
     fn global(&self) -> Result<GlobalConfig, DataplaneError>;
     /// Verdict counters summed over CPUs, indexed by `traffic_common::counter_index`.
     fn counters(&self) -> Result<Vec<Counter>, DataplaneError>;
+    /// Gate statistics per port-rule slot, summed over CPUs.
+    fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError>;
+    /// Replies leaving from each port rule's port (TC egress), summed over CPUs.
+    fn egress_stats(&self) -> Result<Vec<EgressStats>, DataplaneError>;
     /// Admission statistics per class slot, summed over CPUs.
     fn class_stats(&self) -> Result<Vec<ClassStats>, DataplaneError>;
     /// Every tracked source.
