@@ -36,10 +36,29 @@ impl IntoResponse for Failure {
     }
 }
 
-impl<E: std::fmt::Display> From<E> for Failure {
-    fn from(e: E) -> Self {
+impl From<crate::daemon::DaemonError> for Failure {
+    fn from(e: crate::daemon::DaemonError) -> Self {
+        use crate::daemon::DaemonError as E;
+        let code = match &e {
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::BadRequest(_) => StatusCode::BAD_REQUEST,
+            E::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(code, e.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for Failure {
+    fn from(e: tokio::task::JoinError) -> Self {
         Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
+}
+
+/// A one-line answer to an operation.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Message {
+    pub message: String,
 }
 
 /// Bind the admin socket: create its directory, replace a stale socket, set its mode and
@@ -94,6 +113,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/sources", get(sources))
         .route("/v1/sources/{addr}/reset", post(reset_source))
         .route("/v1/reload", post(reload))
+        .route("/v1/circuits", get(circuits))
+        .route("/v1/circuits/{port}/open", post(circuit_open))
+        .route("/v1/circuits/{port}/reset", post(circuit_reset))
+        .route("/v1/chaos", post(chaos_start).delete(chaos_stop))
+        .route("/v1/throttle", get(throttle))
         .with_state(shared)
 }
 
@@ -148,6 +172,52 @@ async fn reset_source(
     Ok(Json(ResetAnswer {
         removed: s.lock().reset_source(ip)?,
     }))
+}
+
+async fn circuits(
+    State(s): State<Arc<Shared>>,
+) -> Result<Json<crate::upstream::CircuitsReport>, Failure> {
+    Ok(Json(s.lock().circuits()?))
+}
+
+async fn circuit_open(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(port): axum::extract::Path<u16>,
+) -> Result<Json<Message>, Failure> {
+    Ok(Json(Message {
+        message: s.lock().circuit_open(port)?,
+    }))
+}
+
+async fn circuit_reset(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(port): axum::extract::Path<u16>,
+) -> Result<Json<Message>, Failure> {
+    Ok(Json(Message {
+        message: s.lock().circuit_reset(port)?,
+    }))
+}
+
+async fn chaos_start(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<crate::daemon::ChaosRequest>,
+) -> Result<Json<Message>, Failure> {
+    Ok(Json(Message {
+        message: s.lock().chaos_start(&req)?,
+    }))
+}
+
+async fn chaos_stop(State(s): State<Arc<Shared>>) -> Result<Json<Message>, Failure> {
+    Ok(Json(Message {
+        message: s.lock().chaos_stop()?,
+    }))
+}
+
+async fn throttle(
+    State(s): State<Arc<Shared>>,
+) -> Json<crate::policy::throttle::ThrottleStatus> {
+    let core = s.lock();
+    Json(core.throttle_status())
 }
 
 async fn reload(State(s): State<Arc<Shared>>) -> Result<Json<crate::daemon::Applied>, Failure> {
@@ -206,15 +276,26 @@ impl Client {
 
     /// GET a JSON document.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.request("GET", path)
+        self.request("GET", path, None)
     }
 
     /// POST without a body, decode the JSON answer.
     pub fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.request("POST", path)
+        self.request("POST", path, None)
     }
 
-    fn request<T: DeserializeOwned>(&self, method: &str, path: &str) -> Result<T, ClientError> {
+    /// POST a JSON body, decode the JSON answer.
+    pub fn post_json<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let body = serde_json::to_string(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.request("POST", path, Some(&body))
+    }
+
+    /// DELETE, decode the JSON answer.
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.request("DELETE", path, None)
+    }
+
+    fn request<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&str>) -> Result<T, ClientError> {
         let mut stream = UnixStream::connect(&self.socket).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 ClientError::NotRunning {
@@ -234,9 +315,11 @@ impl Client {
             source: e,
         };
         stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
+        let body = body.unwrap_or("");
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: trafficd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: trafficd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         )
         .map_err(io)?;
         let mut raw = Vec::new();

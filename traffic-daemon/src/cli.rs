@@ -56,6 +56,52 @@ pub enum Command {
         #[command(subcommand)]
         op: SourceOp,
     },
+    /// Breakers, probes and bulkheads of the upstreams.
+    Circuits,
+    /// Force a breaker open, or reset it.
+    Circuit {
+        #[command(subcommand)]
+        op: CircuitOp,
+    },
+    /// Fault injection (time-boxed: it always expires by itself).
+    Chaos {
+        #[command(subcommand)]
+        op: ChaosOp,
+    },
+    /// Throttle level and each resource's reading against its thresholds.
+    Throttle,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CircuitOp {
+    /// Open the breaker of the upstream on PORT until reset.
+    Open { port: u16 },
+    /// Close the breaker of the upstream on PORT, clearing its history.
+    Reset { port: u16 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChaosOp {
+    /// Start fault injection on an upstream or a class.
+    Start {
+        /// Upstream name.
+        #[arg(long, conflicts_with = "class", required_unless_present = "class")]
+        upstream: Option<String>,
+        /// Class name.
+        #[arg(long)]
+        class: Option<String>,
+        /// Fraction of packets to drop (0–1).
+        #[arg(long, default_value_t = 0.0)]
+        drop: f64,
+        /// Fraction of new TCP connections to reset (0–1).
+        #[arg(long, default_value_t = 0.0)]
+        reset: f64,
+        /// How long, e.g. 30s (at most 1h).
+        #[arg(long = "for", default_value = "30s")]
+        duration: String,
+    },
+    /// Stop every fault injection now.
+    Stop,
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +215,40 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             }
             Err(e) => client_failure(err, &e),
         },
+        Command::Circuits => match client.get::<crate::upstream::CircuitsReport>("/v1/circuits") {
+            Ok(c) => {
+                print(out, cli.json, &c, crate::upstream::render_circuits);
+                exit::OK
+            }
+            Err(e) => client_failure(err, &e),
+        },
+        Command::Circuit { op } => {
+            let path = match op {
+                CircuitOp::Open { port } => format!("/v1/circuits/{port}/open"),
+                CircuitOp::Reset { port } => format!("/v1/circuits/{port}/reset"),
+            };
+            message(out, err, cli.json, client.post::<crate::admin::Message>(&path))
+        }
+        Command::Chaos { op: ChaosOp::Start { upstream, class, drop, reset, duration } } => {
+            let req = crate::daemon::ChaosRequest {
+                upstream: upstream.clone(),
+                class: class.clone(),
+                drop: *drop,
+                reset: *reset,
+                duration: duration.clone(),
+            };
+            message(out, err, cli.json, client.post_json::<crate::admin::Message, _>("/v1/chaos", &req))
+        }
+        Command::Chaos { op: ChaosOp::Stop } => {
+            message(out, err, cli.json, client.delete::<crate::admin::Message>("/v1/chaos"))
+        }
+        Command::Throttle => match client.get::<crate::policy::throttle::ThrottleStatus>("/v1/throttle") {
+            Ok(t) => {
+                print(out, cli.json, &t, render_throttle);
+                exit::OK
+            }
+            Err(e) => client_failure(err, &e),
+        },
         Command::Source { op: SourceOp::Reset { addr } } => {
             match client.post::<crate::admin::ResetAnswer>(&format!("/v1/sources/{addr}/reset")) {
                 Ok(a) => {
@@ -179,6 +259,55 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             }
         }
     }
+}
+
+fn message(
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    json: bool,
+    r: Result<crate::admin::Message, ClientError>,
+) -> u8 {
+    match r {
+        Ok(m) => {
+            print(out, json, &m, |m| format!("{}\n", m.message));
+            exit::OK
+        }
+        Err(ClientError::Api { status, message }) if status == 400 || status == 404 => {
+            let _ = writeln!(err, "trafficctl: {message}");
+            exit::USAGE
+        }
+        Err(e) => client_failure(err, &e),
+    }
+}
+
+/// The throttle section of `trafficctl status` and `trafficctl throttle`.
+pub fn render_throttle(t: &crate::policy::throttle::ThrottleStatus) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "throttle level: {} for {:.0}s (rate ×{:.2}, {} transitions){}",
+        t.level,
+        t.time_in_level_seconds,
+        t.multiplier,
+        t.transitions,
+        t.max_connections
+            .map(|m| format!(", at most {m} connections per upstream"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(o, "{:<8} {:>8} {:>9}  {:<28} {}", "RESOURCE", "READING", "REACHES", "THRESHOLDS (low/med/high/crit)", "RELEASE BELOW");
+    for r in &t.resources {
+        let _ = writeln!(
+            o,
+            "{:<8} {:>8} {:>9}  {:<28} {}",
+            r.resource.as_str(),
+            r.ratio.map_or("-".to_owned(), |v| format!("{v:.3}")),
+            r.reaches.as_str(),
+            format!("{:.2}/{:.2}/{:.2}/{:.2}", r.thresholds.low, r.thresholds.medium, r.thresholds.high, r.thresholds.critical),
+            r.release_below.map_or("-".to_owned(), |v| format!("{v:.2}")),
+        );
+    }
+    o
 }
 
 /// The `trafficctl status` text.
@@ -193,6 +322,13 @@ pub fn render_status(s: &StatusReport) -> String {
     let _ = writeln!(o, "rules:      {}", s.rules);
     let _ = writeln!(o, "reloads:    {} ok, {} failed{}", s.reload.succeeded, s.reload.failed,
         s.reload.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default());
+    for c in &s.chaos {
+        let _ = writeln!(o, "CHAOS:      {} drop {:.0}%, reset {:.0}%, expires in {:.0}s", c.target, c.drop_ratio * 100.0, c.reset_ratio * 100.0, c.expires_in_seconds);
+    }
+    if let Some(t) = &s.throttle {
+        let _ = writeln!(o);
+        o.push_str(&render_throttle(t));
+    }
     let _ = writeln!(o);
     let _ = writeln!(o, "{:<14} {:>4} {:<8} {:<9} {}", "CLASS", "SLOT", "MODE", "PRIORITY", "LIMITED");
     for c in &s.classes {

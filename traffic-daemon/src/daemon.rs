@@ -12,7 +12,14 @@ use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+use std::{collections::BTreeMap, time::Duration};
+
+use traffic_common::PortRule;
+
+use crate::{policy::throttle::Throttle, pressure::Sampler};
+
 use crate::{
+    upstream::{ChaosSetting, Upstream},
     admin,
     config::{Config, ConfigError, Mode, OnExit},
     dataplane::{AttachedMode, Dataplane, DataplaneError},
@@ -33,6 +40,10 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{0}")]
     Other(String),
 }
@@ -82,6 +93,12 @@ pub struct StatusReport {
     pub classes: Vec<ClassStatus>,
     pub rules: usize,
     pub reload: ReloadStatus,
+    /// Fault injections in force.
+    pub chaos: Vec<ChaosStatus>,
+    /// Throttle level and readings.
+    pub throttle: Option<crate::policy::throttle::ThrottleStatus>,
+    /// Buckets rewritten by the last limit change.
+    pub last_rescale_buckets: usize,
 }
 
 /// The result of applying a config: how many map entries were written.
@@ -100,6 +117,19 @@ pub struct Core {
     interfaces: Vec<InterfaceStatus>,
     pub reload: ReloadStatus,
     sources_cache: Mutex<Option<(Instant, Vec<u64>)>>,
+    /// Upstreams in config order.
+    pub upstreams: Vec<Upstream>,
+    /// Stable statistics slot per (port, protocol) port rule.
+    port_slots: BTreeMap<(u16, u8), u32>,
+    /// Fault injection on classes, by class name.
+    class_chaos: BTreeMap<String, ChaosSetting>,
+    /// Node pressure → throttle level.
+    pub throttle: Throttle,
+    sampler: Sampler,
+    /// Buckets rewritten by the last rescale (limits changed: level or reload).
+    pub last_rescale: usize,
+    /// Total buckets rewritten by rescales.
+    pub rescaled_total: u64,
 }
 
 fn unix_now() -> u64 {
@@ -115,6 +145,10 @@ impl Core {
         // Adopted maps carry the slot of every class name; keep them so buckets and
         // counters stay with their class across restarts.
         let slots = Slots::from_names(&current.names).assign(&config);
+        // Likewise port-rule slots, so gate statistics continue.
+        let port_slots = current.ports.iter().map(|(k, r)| (*k, r.slot)).collect();
+        let throttle = Throttle::new(config.throttle.clone(), Duration::ZERO);
+        let sampler = Sampler::from_settings(&config.pressure);
         let mut core = Self {
             config,
             slots,
@@ -124,25 +158,209 @@ impl Core {
             interfaces: Vec::new(),
             reload: ReloadStatus::default(),
             sources_cache: Mutex::new(None),
+            upstreams: Vec::new(),
+            port_slots,
+            class_chaos: BTreeMap::new(),
+            throttle,
+            sampler,
+            last_rescale: 0,
+            rescaled_total: 0,
         };
+        core.sync_upstreams();
         let applied = core.apply_desired()?;
         info!(writes = applied.writes, adopted = core.dp.adopted(), "limits applied");
         core.reload.last_success_unix = Some(unix_now());
         Ok(core)
     }
 
+    /// Monotonic time since start: the clock of the breakers.
+    pub fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Keep `upstreams` in step with the config: existing breakers keep their state.
+    fn sync_upstreams(&mut self) {
+        let now = self.now();
+        let keys: Vec<(u16, u8)> = self
+            .config
+            .ports
+            .iter()
+            .map(|p| (p.port, p.protocol.number()))
+            .chain(self.config.upstreams.iter().map(|u| (u.port, u.protocol.number())))
+            .collect();
+        // Slots: keep the ones we have, give new rules the lowest free slot.
+        self.port_slots.retain(|k, _| keys.contains(k));
+        for k in &keys {
+            if !self.port_slots.contains_key(k) {
+                let used: std::collections::BTreeSet<u32> = self.port_slots.values().copied().collect();
+                let free = (0..traffic_common::MAX_PORTS).find(|s| !used.contains(s)).unwrap_or(0);
+                self.port_slots.insert(*k, free);
+            }
+        }
+        let mut old: Vec<Upstream> = std::mem::take(&mut self.upstreams);
+        for spec in self.config.upstreams.clone() {
+            let slot = self.port_slots[&(spec.port, spec.protocol.number())];
+            let u = match old.iter().position(|u| u.spec.name == spec.name) {
+                Some(i) => {
+                    let mut u = old.swap_remove(i);
+                    u.slot = slot;
+                    u.reconfigure(spec);
+                    u
+                }
+                None => Upstream::new(spec, slot, now),
+            };
+            self.upstreams.push(u);
+        }
+    }
+
+    /// The port rules the kernel should hold: `[[ports]]` merged with the upstreams' gates.
+    fn port_rules(&self) -> BTreeMap<(u16, u8), PortRule> {
+        let now_ns = self.dp.now_ns();
+        let mut out: BTreeMap<(u16, u8), PortRule> = BTreeMap::new();
+        for p in &self.config.ports {
+            let key = (p.port, p.protocol.number());
+            let rule = out.entry(key).or_default();
+            rule.slot = self.port_slots.get(&key).copied().unwrap_or(0);
+            if let Some(ci) = p.class {
+                rule.flags |= traffic_common::PORT_CLASS_OVERRIDE;
+                rule.class = self.slots.slot_of_index(&self.config, ci);
+            }
+            if let Some(l) = &p.new_connections {
+                rule.syn_limit = crate::policy::limits::packet_gcra(l);
+            }
+        }
+        for u in &self.upstreams {
+            let key = (u.spec.port, u.spec.protocol.number());
+            let rule = out.entry(key).or_default();
+            rule.slot = self.port_slots.get(&key).copied().unwrap_or(0);
+            u.apply_to(rule, now_ns);
+        }
+        out
+    }
+
     fn desired(&self) -> Desired {
-        plan::desired(&self.config, &self.slots, |i| self.factor(i))
+        let mut want = plan::desired(&self.config, &self.slots, |i| self.factor(i));
+        let now_ns = self.dp.now_ns();
+        for (name, c) in &self.class_chaos {
+            if let Some(slot) = self.slots.slot_of(name)
+                && c.active(now_ns)
+            {
+                want.classes[slot as usize].chaos = c.kernel();
+            }
+        }
+        want.with_ports(self.port_rules())
     }
 
     fn apply_desired(&mut self) -> Result<Applied, DaemonError> {
         let want = self.desired();
         let writes = plan::diff(Some(&self.applied), &want);
+        if writes.is_empty() {
+            return Ok(Applied { writes: 0 });
+        }
+        // Classes whose limits change get their buckets rescaled so no token is granted:
+        // loosened classes before the new limits are written (until then the old, tighter
+        // limits see a smaller debt allowance), tightened ones after.
+        let (loosened, tightened) = self.limit_changes(&want);
+        let mut touched = self.rescale_buckets(&loosened, &want)?;
         self.dp.apply(&writes)?;
+        touched += self.rescale_buckets(&tightened, &want)?;
+        if !loosened.is_empty() || !tightened.is_empty() {
+            self.last_rescale = touched;
+            self.rescaled_total += touched as u64;
+            info!(buckets = touched, "limits changed: buckets rescaled, none refilled");
+        }
         self.applied = want;
         Ok(Applied {
             writes: writes.len(),
         })
+    }
+
+    /// Slots of active classes whose limits change, split into loosened and tightened.
+    fn limit_changes(&self, want: &Desired) -> (Vec<u32>, Vec<u32>) {
+        let (mut loose, mut tight) = (Vec::new(), Vec::new());
+        for (slot, (old, new)) in self.applied.classes.iter().zip(&want.classes).enumerate() {
+            if old.flags == 0 || new.flags == 0 {
+                continue;
+            }
+            if old.packets == new.packets && old.bytes == new.bytes {
+                continue;
+            }
+            // Compare the first limit's rate (or the byte limit's): a larger interval is a
+            // tighter limit.
+            let (o, n) = if old.packet_limits > 0 && new.packet_limits > 0 {
+                (old.packets[0].interval, new.packets[0].interval)
+            } else {
+                (old.bytes.interval, new.bytes.interval)
+            };
+            if n < o {
+                loose.push(slot as u32);
+            } else {
+                tight.push(slot as u32);
+            }
+        }
+        (loose, tight)
+    }
+
+    /// Rewrite the buckets of `slots` for the limits in `want`, keeping their tokens.
+    fn rescale_buckets(&mut self, slots: &[u32], want: &Desired) -> Result<usize, DaemonError> {
+        if slots.is_empty() {
+            return Ok(0);
+        }
+        let now = self.dp.now_ns();
+        let mut touched = 0;
+        for (key, mut b) in self.dp.buckets()? {
+            if !slots.contains(&key.class) {
+                continue;
+            }
+            let old = &self.applied.classes[key.class as usize];
+            let new = &want.classes[key.class as usize];
+            let before = b;
+            for i in 0..traffic_common::MAX_PACKET_LIMITS {
+                b.tat[i] = crate::policy::limits::rescale_tat(b.tat[i], &old.packets[i], &new.packets[i], now, 0);
+            }
+            let bi = traffic_common::BYTE_LIMIT_SLOT;
+            b.tat[bi] = crate::policy::limits::rescale_tat(
+                b.tat[bi],
+                &old.bytes,
+                &new.bytes,
+                now,
+                traffic_common::BYTE_INTERVAL_SHIFT,
+            );
+            if b != before {
+                self.dp.set_bucket(&key, &b)?;
+                touched += 1;
+            }
+        }
+        Ok(touched)
+    }
+
+    /// Sample the node's pressure and move the throttle level; a level change rewrites the
+    /// limits at once.
+    pub fn pressure_tick(&mut self) -> Result<Option<crate::policy::throttle::Transition>, DaemonError> {
+        let now = self.now();
+        let sample = match self.sampler.sample(now) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "pressure sample failed; level unchanged");
+                return Ok(None);
+            }
+        };
+        let t = self.throttle.update(now, &sample.ratios());
+        if let Some(t) = &t {
+            if t.is_raise() {
+                warn!("{t}");
+            } else {
+                info!("{t}");
+            }
+            let a = self.apply_desired()?;
+            info!(writes = a.writes, level = %self.throttle.level(), "limits rewritten for the new level");
+        }
+        Ok(t)
+    }
+
+    /// The throttle's state.
+    pub fn throttle_status(&self) -> crate::policy::throttle::ThrottleStatus {
+        self.throttle.status(self.now())
     }
 
     /// Attach to every configured interface.
@@ -170,12 +388,19 @@ impl Core {
         }
         let old = (self.config.clone(), self.slots.clone());
         self.slots = self.slots.assign(&new);
+        self.throttle.set_settings(new.throttle.clone());
+        if new.pressure != self.config.pressure {
+            self.sampler = Sampler::from_settings(&new.pressure);
+        }
         self.config = new;
+        self.sync_upstreams();
         match self.apply_desired() {
             Ok(a) => Ok(a),
             Err(e) => {
                 // Keep the running config as the reference for the next attempt.
                 (self.config, self.slots) = old;
+                self.throttle.set_settings(self.config.throttle.clone());
+                self.sync_upstreams();
                 Err(e)
             }
         }
@@ -274,7 +499,7 @@ impl Core {
             })
             .collect();
         Ok(report::LimitsReport {
-            level: "none".into(),
+            level: self.throttle.level().as_str().into(),
             classes,
         })
     }
@@ -348,9 +573,231 @@ impl Core {
         Ok(removed)
     }
 
-    /// Multiplier for config class `index` (1.0 without pressure).
-    pub fn factor(&self, _index: usize) -> f64 {
-        1.0
+    /// Multiplier for config class `index`: the level's multiplier weighted by the class's
+    /// priority (1.0 at level NONE).
+    pub fn factor(&self, index: usize) -> f64 {
+        self.throttle.class_factor(self.config.classes[index].priority)
+    }
+
+    /// Write what changed since the last write (e.g. after a probe result).
+    pub fn apply_pending(&mut self) -> Result<Applied, DaemonError> {
+        self.apply_desired()
+    }
+
+    /// One control tick: breaker timeouts, the passive signal, bulkheads, chaos expiry, then
+    /// write whatever changed.
+    pub fn control_tick(&mut self) -> Result<Applied, DaemonError> {
+        let now = self.now();
+        let now_ns = self.dp.now_ns();
+        let egress = self.dp.egress_stats().unwrap_or_default();
+        let ports: Vec<u16> = self
+            .upstreams
+            .iter()
+            .filter(|u| u.spec.protocol == crate::config::Protocol::Tcp)
+            .map(|u| u.spec.port)
+            .collect();
+        let sockets = if ports.is_empty() {
+            Vec::new()
+        } else {
+            crate::sockdiag::port_sockets(&ports).unwrap_or_else(|e| {
+                warn!(error = %e, "sock_diag failed; bulkheads see no connections");
+                Vec::new()
+            })
+        };
+        let (mult, level_max) = self.level_bulkhead();
+        for u in &mut self.upstreams {
+            if let Some(t) = u.breaker.poll(now) {
+                u.note(&t);
+            }
+            if let Some(e) = egress.get(u.slot as usize) {
+                u.passive(*e, now);
+            }
+            let s = sockets.iter().find(|s| s.port == u.spec.port).cloned();
+            let cap = u.cap(mult, level_max);
+            u.bulkhead(s, cap);
+            if u.chaos.is_some_and(|c| !c.active(now_ns)) {
+                info!(upstream = %u.spec.name, "chaos expired");
+                u.chaos = None;
+            }
+        }
+        self.class_chaos.retain(|name, c| {
+            let live = c.active(now_ns);
+            if !live {
+                info!(class = %name, "chaos expired");
+            }
+            live
+        });
+        self.apply_desired()
+    }
+
+    /// The rate multiplier and connection cap of the current throttle level.
+    pub fn level_bulkhead(&self) -> (f64, Option<u32>) {
+        (self.throttle.multiplier(), self.throttle.max_connections())
+    }
+
+    /// Probes that are due now: (upstream name, kind, address, path, timeout).
+    pub fn due_probes(&mut self) -> Vec<(String, crate::config::ProbeKind, std::net::SocketAddr, String, Duration)> {
+        let now = self.now();
+        let wall = Instant::now();
+        let mut out = Vec::new();
+        for u in &mut self.upstreams {
+            if u.probe_due(wall, now) {
+                u.probing = true;
+                out.push((
+                    u.spec.name.clone(),
+                    u.spec.probe,
+                    std::net::SocketAddr::new(u.spec.address, u.spec.port),
+                    u.spec.path.clone(),
+                    u.spec.timeout,
+                ));
+            }
+        }
+        out
+    }
+
+    /// A probe finished.
+    pub fn probe_done(&mut self, name: &str, r: crate::upstream::ProbeResult) {
+        let now = self.now();
+        if let Some(u) = self.upstreams.iter_mut().find(|u| u.spec.name == name) {
+            u.probe_done(r, now);
+        }
+    }
+
+    fn upstream_by_port(&mut self, port: u16) -> Result<&mut Upstream, DaemonError> {
+        self.upstreams
+            .iter_mut()
+            .find(|u| u.spec.port == port)
+            .ok_or_else(|| DaemonError::NotFound(format!("no upstream on port {port}")))
+    }
+
+    /// `trafficctl circuit open PORT`.
+    pub fn circuit_open(&mut self, port: u16) -> Result<String, DaemonError> {
+        let now = self.now();
+        let u = self.upstream_by_port(port)?;
+        let t = u.breaker.force_open(now);
+        u.note(&t);
+        let msg = format!("{}: {t}", u.spec.name);
+        self.apply_desired()?;
+        Ok(msg)
+    }
+
+    /// `trafficctl circuit reset PORT`.
+    pub fn circuit_reset(&mut self, port: u16) -> Result<String, DaemonError> {
+        let now = self.now();
+        let u = self.upstream_by_port(port)?;
+        let t = u.breaker.reset(now);
+        u.note(&t);
+        let msg = format!("{}: {t}", u.spec.name);
+        self.apply_desired()?;
+        Ok(msg)
+    }
+
+    /// Start fault injection on an upstream or a class for `duration`.
+    pub fn chaos_start(&mut self, req: &ChaosRequest) -> Result<String, DaemonError> {
+        let bad = |m: &str| Err(DaemonError::BadRequest(m.to_owned()));
+        if !(0.0..=1.0).contains(&req.drop) || !(0.0..=1.0).contains(&req.reset) {
+            return bad("drop and reset are fractions between 0 and 1");
+        }
+        let duration = crate::config::units::parse_duration(&req.duration).map_err(DaemonError::BadRequest)?;
+        if duration.is_zero() || duration > Duration::from_secs(3600) {
+            return bad("duration must be between 1ms and 1h: chaos always expires");
+        }
+        let setting = ChaosSetting {
+            drop_ratio: req.drop,
+            reset_ratio: req.reset,
+            until_ns: self.dp.now_ns() + duration.as_nanos() as u64,
+        };
+        let what = match (&req.upstream, &req.class) {
+            (Some(name), None) => {
+                let u = self
+                    .upstreams
+                    .iter_mut()
+                    .find(|u| &u.spec.name == name)
+                    .ok_or_else(|| DaemonError::NotFound(format!("no upstream named {name}")))?;
+                u.chaos = Some(setting);
+                format!("upstream {name}")
+            }
+            (None, Some(class)) => {
+                if self.config.class_index(class).is_none() {
+                    return Err(DaemonError::NotFound(format!("no class named {class}")));
+                }
+                self.class_chaos.insert(class.clone(), setting);
+                format!("class {class}")
+            }
+            _ => return bad("name exactly one of upstream or class"),
+        };
+        warn!(target_ = %what, drop = req.drop, reset = req.reset, ?duration, "chaos started");
+        self.apply_desired()?;
+        Ok(format!(
+            "chaos on {what}: drop {:.0}%, reset {:.0}% of new connections, for {}",
+            req.drop * 100.0,
+            req.reset * 100.0,
+            crate::config::units::format_duration(duration)
+        ))
+    }
+
+    /// Stop every fault injection now.
+    pub fn chaos_stop(&mut self) -> Result<String, DaemonError> {
+        let n = self.class_chaos.len() + self.upstreams.iter().filter(|u| u.chaos.is_some()).count();
+        self.class_chaos.clear();
+        for u in &mut self.upstreams {
+            u.chaos = None;
+        }
+        self.apply_desired()?;
+        info!(stopped = n, "chaos stopped");
+        Ok(format!("stopped {n} fault injection(s)"))
+    }
+
+    /// Fault injections in force, for status.
+    pub fn chaos_status(&self) -> Vec<ChaosStatus> {
+        let now_ns = self.dp.now_ns();
+        let left = |c: &ChaosSetting| c.until_ns.saturating_sub(now_ns) as f64 / 1e9;
+        self.upstreams
+            .iter()
+            .filter_map(|u| u.chaos.map(|c| (format!("upstream:{}", u.spec.name), c)))
+            .chain(self.class_chaos.iter().map(|(n, c)| (format!("class:{n}"), *c)))
+            .filter(|(_, c)| c.active(now_ns))
+            .map(|(target, c)| ChaosStatus {
+                target,
+                drop_ratio: c.drop_ratio,
+                reset_ratio: c.reset_ratio,
+                expires_in_seconds: left(&c),
+            })
+            .collect()
+    }
+
+    /// `GET /v1/circuits`.
+    pub fn circuits(&self) -> Result<crate::upstream::CircuitsReport, DaemonError> {
+        let now = self.now();
+        let stats = self.dp.port_stats()?;
+        let (mult, level_max) = self.level_bulkhead();
+        let upstreams = self
+            .upstreams
+            .iter()
+            .map(|u| crate::upstream::CircuitReport {
+                name: u.spec.name.clone(),
+                port: u.spec.port,
+                protocol: u.spec.protocol.as_str().to_owned(),
+                group: u.spec.group.clone(),
+                probe: u.spec.probe,
+                breaker: u.breaker.snapshot(now),
+                last_probe: u.last_probe.clone(),
+                probes_ok: u.probes_ok,
+                probes_failed: u.probes_failed,
+                passive_successes: u.passive_successes,
+                passive_failures: u.passive_failures,
+                latency: u.latency.clone(),
+                established: u.sockets.as_ref().map(|s| s.established),
+                accept_queue: u.sockets.as_ref().map(|s| s.accept_queue),
+                backlog: u.sockets.as_ref().map(|s| s.backlog),
+                max_connections: u.cap(mult, level_max),
+                shedding: u.shedding,
+                chaos: u.chaos,
+                gate: stats.get(u.slot as usize).copied().unwrap_or_default().into(),
+                transitions: u.transitions.iter().cloned().collect(),
+            })
+            .collect();
+        Ok(crate::upstream::CircuitsReport { upstreams })
     }
 
     /// The Prometheus exposition.
@@ -385,6 +832,9 @@ impl Core {
                 .collect(),
             rules: self.config.rules.len(),
             reload: self.reload.clone(),
+            chaos: self.chaos_status(),
+            throttle: Some(self.throttle_status()),
+            last_rescale_buckets: self.last_rescale,
         }
     }
 
@@ -424,6 +874,30 @@ impl Core {
     }
 }
 
+/// `POST /v1/chaos`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChaosRequest {
+    pub upstream: Option<String>,
+    pub class: Option<String>,
+    /// Fraction of packets dropped.
+    #[serde(default)]
+    pub drop: f64,
+    /// Fraction of new TCP connections reset.
+    #[serde(default)]
+    pub reset: f64,
+    /// How long, e.g. "30s" (at most 1h).
+    pub duration: String,
+}
+
+/// A fault injection in force.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChaosStatus {
+    pub target: String,
+    pub drop_ratio: f64,
+    pub reset_ratio: f64,
+    pub expires_in_seconds: f64,
+}
+
 /// State shared by the event loop and the admin API.
 pub struct Shared {
     pub core: Mutex<Core>,
@@ -444,6 +918,9 @@ impl Shared {
         r
     }
 }
+
+/// Period of the control loop (breakers, passive signal, bulkheads).
+pub const CONTROL_TICK: Duration = Duration::from_millis(100);
 
 /// Run the daemon until `shutdown` resolves. `make_dataplane` opens the real (or fake)
 /// dataplane once the config is known.
@@ -490,6 +967,13 @@ where
     summary.tick().await;
     let watchdog = notify::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
+    // The control loop: breakers, passive signals, bulkheads and chaos, written to the maps.
+    let pressure_every = shared.lock().config.pressure.interval;
+    let mut pressure = tokio::time::interval(pressure_every);
+    pressure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut control = tokio::time::interval(CONTROL_TICK);
+    control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel::<(String, crate::upstream::ProbeResult)>(64);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -499,6 +983,35 @@ where
             }
             _ = summary.tick() => shared.lock().log_summary(),
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify::watchdog(),
+            _ = pressure.tick() => {
+                if let Err(e) = shared.lock().pressure_tick() {
+                    warn!(error = %e, "applying the throttle level failed");
+                }
+            }
+            _ = control.tick() => {
+                let due = {
+                    let mut core = shared.lock();
+                    if let Err(e) = core.control_tick() {
+                        warn!(error = %e, "control tick failed");
+                    }
+                    core.due_probes()
+                };
+                for (name, kind, addr, path, timeout) in due {
+                    let tx = probe_tx.clone();
+                    tokio::spawn(async move {
+                        let r = crate::upstream::probe(kind, addr, &path, timeout).await;
+                        let _ = tx.send((name, r)).await;
+                    });
+                }
+            }
+            Some((name, r)) = probe_rx.recv() => {
+                let mut core = shared.lock();
+                core.probe_done(&name, r);
+                // Apply a transition the probe caused right away, not at the next tick.
+                if let Err(e) = core.apply_pending() {
+                    warn!(error = %e, "applying a probe result failed");
+                }
+            }
         }
     }
     notify::stopping();

@@ -18,7 +18,9 @@ use std::{
 
 use serde::Serialize;
 
-pub use raw::{AttachMode, Mode, OnExit, Priority, RuleAction};
+pub use raw::{AttachMode, GateAction, Mode, OnExit, Priority, ProbeKind, Protocol, RuleAction};
+
+use crate::policy::breaker::{BreakerOverrides, BreakerSettings};
 
 /// Default location of the config file.
 pub const DEFAULT_PATH: &str = "/etc/traffic/traffic.toml";
@@ -36,6 +38,57 @@ pub struct Config {
     pub classes: Vec<ClassSpec>,
     /// Source rules in file order.
     pub rules: Vec<RuleSpec>,
+    /// Per-port rules.
+    pub ports: Vec<PortSpec>,
+    /// Breaker defaults (`[breaker]`).
+    pub breaker: BreakerSettings,
+    /// Breaker groups (`[breaker.groups.NAME]`), as overrides of the defaults.
+    pub breaker_groups: Vec<(String, BreakerOverrides)>,
+    /// The node's upstream services, each with a breaker and a bulkhead.
+    pub upstreams: Vec<UpstreamSpec>,
+    /// `[pressure]`: what is sampled, where from, how often.
+    pub pressure: crate::pressure::PressureSettings,
+    /// `[throttle]`: levels, thresholds, multipliers, connection caps, priorities.
+    pub throttle: crate::policy::throttle::ThrottleSettings,
+}
+
+/// `[[ports]]`: a rule for traffic to one local port.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PortSpec {
+    pub port: u16,
+    pub protocol: Protocol,
+    /// Class (index into [`Config::classes`]) used for traffic to this port, whatever the
+    /// source's class.
+    pub class: Option<usize>,
+    /// Per-source limit on new TCP connections.
+    pub new_connections: Option<RateLimit>,
+}
+
+/// `[[upstreams]]`: a local service with a breaker and a bulkhead.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    /// Address probes connect to.
+    pub address: IpAddr,
+    pub probe: ProbeKind,
+    /// HTTP path for `probe = "http"`.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub group: Option<String>,
+    /// Resolved breaker settings (defaults ← group ← upstream).
+    #[serde(skip)]
+    pub breaker: BreakerSettings,
+    pub gate: GateAction,
+    /// Bulkhead: concurrent connections at throttle level NONE (scaled down under pressure).
+    pub max_connections: Option<u32>,
+    /// Bulkhead backpressure: shed new connections when the accept queue reaches this
+    /// fraction of the listen backlog (0 = off).
+    pub accept_queue_ratio: f64,
+    /// Use the passive (TC egress) signal besides the probes.
+    pub passive: bool,
 }
 
 /// `[daemon]`

@@ -16,8 +16,15 @@ use serde::{
 use toml::Spanned;
 
 use super::{
-    AdminConfig, ClassSpec, Config, DaemonConfig, MetricsConfig, RateLimit, RuleSpec, Unlocated,
-    units,
+    AdminConfig, ClassSpec, Config, DaemonConfig, MetricsConfig, PortSpec, RateLimit, RuleSpec,
+    Unlocated, UpstreamSpec, units,
+};
+use crate::{
+    policy::{
+        breaker::{Backoff, BreakerOverrides, BreakerSettings, Window},
+        throttle::{PriorityMultipliers, SettingError, ThrottleSettings, Thresholds},
+    },
+    pressure::{PerResource, PressureSettings, Signal},
 };
 
 /// `[daemon] attach`: how the XDP program is attached.
@@ -74,6 +81,56 @@ pub enum RuleAction {
     Deny,
 }
 
+/// Transport protocol of a port rule or upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => traffic_common::proto::TCP,
+            Protocol::Udp => traffic_common::proto::UDP,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// How an upstream is probed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    /// A TCP connect to the port.
+    #[default]
+    Tcp,
+    /// An HTTP GET of `path`, expecting 2xx or 3xx.
+    Http,
+    /// No active probe: only the passive signal feeds the breaker.
+    None,
+}
+
+/// What the gate does with a refused new connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateAction {
+    /// Answer with a TCP RST (the client fails fast).
+    #[default]
+    Reset,
+    /// Drop silently (the client retransmits its SYN until it times out).
+    Drop,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -86,6 +143,135 @@ pub(super) struct RawConfig {
     classes: Ordered<Spanned<RawClass>>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    ports: Vec<Spanned<RawPort>>,
+    breaker: Option<Spanned<RawBreaker>>,
+    #[serde(default)]
+    upstreams: Vec<Spanned<RawUpstream>>,
+    pressure: Option<Spanned<RawPressure>>,
+    throttle: Option<Spanned<RawThrottle>>,
+}
+
+/// A per-resource table where every resource is optional (the rest keep their default).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPerResource<T> {
+    cpu: Option<Spanned<T>>,
+    memory: Option<Spanned<T>>,
+    io: Option<Spanned<T>>,
+}
+
+impl<T: Clone> RawPerResource<T> {
+    fn merge(&self, into: &mut PerResource<T>, spans: &mut Vec<(String, Range<usize>)>, table: &str) {
+        for (name, v, slot) in [
+            ("cpu", &self.cpu, &mut into.cpu),
+            ("memory", &self.memory, &mut into.memory),
+            ("io", &self.io, &mut into.io),
+        ] {
+            if let Some(v) = v {
+                *slot = v.get_ref().clone();
+                spans.push((format!("{table}.{name}"), v.span()));
+            }
+        }
+    }
+}
+
+/// A per-level table where every level is optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPerLevel<T> {
+    low: Option<Spanned<T>>,
+    medium: Option<Spanned<T>>,
+    high: Option<Spanned<T>>,
+    critical: Option<Spanned<T>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPressure {
+    root: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    signal: Option<RawPerResource<Signal>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThrottle {
+    hysteresis: Option<Spanned<f64>>,
+    min_dwell: Option<Spanned<String>>,
+    thresholds: Option<RawPerResource<Thresholds>>,
+    multipliers: Option<RawPerLevel<f64>>,
+    max_connections: Option<RawPerLevel<i64>>,
+    priority: Option<Spanned<PriorityMultipliers>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    port: Spanned<i64>,
+    #[serde(default)]
+    protocol: Protocol,
+    class: Option<Spanned<String>>,
+    new_connections: Option<RawLimit>,
+}
+
+/// A breaker window: an integer (last N outcomes) or a duration string.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "expected a count of outcomes (integer) or a duration such as \"30s\"")]
+enum RawWindow {
+    Count(i64),
+    Time(String),
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    window: Option<Spanned<RawWindow>>,
+    error_threshold: Option<Spanned<f64>>,
+    min_requests: Option<Spanned<i64>>,
+    consecutive_failures: Option<Spanned<i64>>,
+    reset_timeout: Option<Spanned<String>>,
+    backoff: Option<Spanned<BackoffKind>>,
+    backoff_factor: Option<Spanned<f64>>,
+    backoff_cap: Option<Spanned<String>>,
+    half_open_trials: Option<Spanned<i64>>,
+    half_open_interval: Option<Spanned<String>>,
+    success_threshold: Option<Spanned<i64>>,
+    /// Only in the top-level `[breaker]`.
+    #[serde(default)]
+    groups: Ordered<Spanned<RawBreaker>>,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BackoffKind {
+    Immediate,
+    Linear,
+    Exponential,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    name: Spanned<String>,
+    port: Spanned<i64>,
+    #[serde(default)]
+    protocol: Protocol,
+    address: Option<Spanned<String>>,
+    #[serde(default)]
+    probe: ProbeKind,
+    path: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    backoff: Option<Spanned<BackoffKind>>,
+    backoff_factor: Option<Spanned<f64>>,
+    backoff_cap: Option<Spanned<String>>,
+    #[serde(default)]
+    gate: GateAction,
+    max_connections: Option<Spanned<i64>>,
+    accept_queue_ratio: Option<Spanned<f64>>,
+    passive: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -658,6 +844,167 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         });
     }
 
+    // [[ports]]
+    let mut ports: Vec<PortSpec> = Vec::new();
+    for (i, p) in raw.ports.iter().enumerate() {
+        let key = format!("ports[{i}]");
+        let rp = p.get_ref();
+        let Some(port) = port_number(&mut c, &rp.port, &format!("{key}.port")) else {
+            continue;
+        };
+        if ports.iter().any(|q| q.port == port && q.protocol == rp.protocol) {
+            c.err(rp.port.span(), format!("{key}.port"), format!("{}/{port} already has a port rule", rp.protocol.as_str()));
+        }
+        let class = rp.class.as_ref().and_then(|n| match class_index(n.get_ref()) {
+            Some(ci) => Some(ci),
+            None => {
+                c.err(n.span(), format!("{key}.class"), format!("no class named `{}`", n.get_ref()));
+                None
+            }
+        });
+        let new_connections = rp.new_connections.as_ref().and_then(|l| c.limit(&format!("{key}.new_connections"), l));
+        if rp.new_connections.is_some() && rp.protocol == Protocol::Udp {
+            c.err(p.span(), format!("{key}.new_connections"), "counts TCP SYNs: only for protocol = \"tcp\"");
+        }
+        ports.push(PortSpec {
+            port,
+            protocol: rp.protocol,
+            class,
+            new_connections,
+        });
+    }
+
+    // [breaker] and its groups
+    let (breaker_defaults, groups) = match &raw.breaker {
+        None => (BreakerSettings::default(), Vec::new()),
+        Some(b) => {
+            let base = breaker_overrides(&mut c, b.get_ref(), "breaker")
+                .apply(&BreakerSettings::default());
+            check_breaker(&mut c, &base, b.get_ref(), b.span(), "breaker");
+            let mut groups = Vec::new();
+            for (name, g) in &b.get_ref().groups.0 {
+                let k = format!("breaker.groups.{name}");
+                if !g.get_ref().groups.0.is_empty() {
+                    c.err(g.span(), format!("{k}.groups"), "groups do not nest");
+                }
+                let o = breaker_overrides(&mut c, g.get_ref(), &k);
+                check_breaker(&mut c, &base.resolve(name, Some(&o)), g.get_ref(), g.span(), &k);
+                groups.push((name.clone(), o));
+            }
+            (base, groups)
+        }
+    };
+
+    // [[upstreams]]
+    let mut upstreams: Vec<UpstreamSpec> = Vec::new();
+    for (i, u) in raw.upstreams.iter().enumerate() {
+        let key = format!("upstreams[{i}]");
+        let ru = u.get_ref();
+        let name = ru.name.get_ref().clone();
+        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+            c.err(ru.name.span(), format!("{key}.name"), "upstream names use letters, digits, `_` and `-`");
+        }
+        if upstreams.iter().any(|o| o.name == name) {
+            c.err(ru.name.span(), format!("{key}.name"), format!("`{name}` is defined twice"));
+        }
+        let Some(port) = port_number(&mut c, &ru.port, &format!("{key}.port")) else {
+            continue;
+        };
+        if upstreams.iter().any(|o| o.port == port && o.protocol == ru.protocol) {
+            c.err(ru.port.span(), format!("{key}.port"), format!("{}/{port} already belongs to another upstream", ru.protocol.as_str()));
+        }
+        let address = match &ru.address {
+            None => std::net::IpAddr::from([127, 0, 0, 1]),
+            Some(a) => match a.get_ref().parse() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    c.err(a.span(), format!("{key}.address"), format!("`{}` is not an IP address", a.get_ref()));
+                    continue;
+                }
+            },
+        };
+        if ru.probe != super::ProbeKind::None && ru.protocol == Protocol::Udp {
+            c.err(u.span(), format!("{key}.probe"), "UDP upstreams cannot be probed: set probe = \"none\" (the passive ICMP signal still works)");
+        }
+        let path = match &ru.path {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                c.err(p.span(), format!("{key}.path"), "must start with `/`");
+                String::new()
+            }
+            Some(p) => p.get_ref().clone(),
+            None => "/".to_owned(),
+        };
+        if ru.path.is_some() && ru.probe != super::ProbeKind::Http {
+            c.err(u.span(), format!("{key}.path"), "only used with probe = \"http\"");
+        }
+        let interval = ru.interval.as_ref().and_then(|v| c.duration(v, &format!("{key}.interval"))).unwrap_or(std::time::Duration::from_secs(1));
+        let timeout = ru.timeout.as_ref().and_then(|v| c.duration(v, &format!("{key}.timeout"))).unwrap_or(std::time::Duration::from_millis(500));
+        if interval < std::time::Duration::from_millis(100) {
+            c.err(ru.interval.as_ref().map_or(u.span(), |v| v.span()), format!("{key}.interval"), "must be at least 100ms");
+        }
+        if timeout.is_zero() || timeout > interval {
+            c.err(ru.timeout.as_ref().map_or(u.span(), |v| v.span()), format!("{key}.timeout"), "must be more than 0 and at most the interval");
+        }
+        let group = ru.group.as_ref().map(|g| g.get_ref().clone());
+        let group_overrides = match &ru.group {
+            None => None,
+            Some(g) => match groups.iter().find(|(n, _)| n == g.get_ref()) {
+                Some((_, o)) => Some(o.clone()),
+                None if BreakerOverrides::preset(g.get_ref()).is_some() => None,
+                None => {
+                    c.err(g.span(), format!("{key}.group"), format!("no breaker group `{}` (define [breaker.groups.{}] or use critical / non_critical)", g.get_ref(), g.get_ref()));
+                    None
+                }
+            },
+        };
+        let mut breaker = breaker_defaults.resolve(group.as_deref().unwrap_or(""), group_overrides.as_ref());
+        let own = RawBreaker {
+            backoff: ru.backoff.clone(),
+            backoff_factor: ru.backoff_factor.clone(),
+            backoff_cap: ru.backoff_cap.clone(),
+            ..RawBreaker::default()
+        };
+        breaker = breaker_overrides(&mut c, &own, &key).apply(&breaker);
+        check_breaker(&mut c, &breaker, &own, u.span(), &key);
+        let max_connections = match &ru.max_connections {
+            None => None,
+            Some(m) if (1..=1_000_000).contains(m.get_ref()) => Some(*m.get_ref() as u32),
+            Some(m) => {
+                c.err(m.span(), format!("{key}.max_connections"), "must be between 1 and 1000000");
+                None
+            }
+        };
+        let accept_queue_ratio = match &ru.accept_queue_ratio {
+            None => 0.9,
+            Some(r) if (0.0..=1.0).contains(r.get_ref()) => *r.get_ref(),
+            Some(r) => {
+                c.err(r.span(), format!("{key}.accept_queue_ratio"), "must be between 0 (off) and 1");
+                0.9
+            }
+        };
+        upstreams.push(UpstreamSpec {
+            name,
+            port,
+            protocol: ru.protocol,
+            address,
+            probe: ru.probe,
+            path,
+            interval,
+            timeout,
+            group,
+            breaker,
+            gate: ru.gate,
+            max_connections,
+            accept_queue_ratio,
+            passive: ru.passive.unwrap_or(true),
+        });
+    }
+    if ports.len() + upstreams.len() > traffic_common::MAX_PORTS as usize {
+        c.err(0..0, "ports", format!("at most {} port rules and upstreams together", traffic_common::MAX_PORTS));
+    }
+
+    let (pressure, throttle) = pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
+
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -681,5 +1028,210 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         metrics: MetricsConfig { listen },
         classes,
         rules,
+        ports,
+        breaker: breaker_defaults,
+        breaker_groups: groups,
+        upstreams,
+        pressure,
+        throttle,
     })
+}
+
+/// `[pressure]` and `[throttle]` over their defaults; the policy's own validation reports
+/// at the key that set the value.
+fn pressure_and_throttle(
+    c: &mut Check,
+    p: Option<&Spanned<RawPressure>>,
+    t: Option<&Spanned<RawThrottle>>,
+) -> (PressureSettings, ThrottleSettings) {
+    let mut spans: Vec<(String, Range<usize>)> = Vec::new();
+    let mut pressure = PressureSettings::default();
+    let mut fallback = 0..0;
+    if let Some(p) = p {
+        fallback = p.span();
+        let rp = p.get_ref();
+        if let Some(r) = &rp.root {
+            pressure.root = PathBuf::from(r.get_ref());
+            spans.push(("pressure.root".into(), r.span()));
+        }
+        if let Some(i) = &rp.interval
+            && let Some(d) = c.duration(i, "pressure.interval")
+        {
+            pressure.interval = d;
+            spans.push(("pressure.interval".into(), i.span()));
+        }
+        if let Some(sig) = &rp.signal {
+            sig.merge(&mut pressure.signal, &mut spans, "pressure.signal");
+        }
+    }
+    let mut throttle = ThrottleSettings::default();
+    if let Some(t) = t {
+        let rt = t.get_ref();
+        if let Some(h) = &rt.hysteresis {
+            throttle.hysteresis = *h.get_ref();
+            spans.push(("throttle.hysteresis".into(), h.span()));
+        }
+        if let Some(d) = &rt.min_dwell
+            && let Some(v) = c.duration(d, "throttle.min_dwell")
+        {
+            throttle.min_dwell = v;
+            spans.push(("throttle.min_dwell".into(), d.span()));
+        }
+        if let Some(th) = &rt.thresholds {
+            th.merge(&mut throttle.thresholds, &mut spans, "throttle.thresholds");
+        }
+        if let Some(m) = &rt.multipliers {
+            for (name, v, slot) in [
+                ("low", &m.low, &mut throttle.multipliers.low),
+                ("medium", &m.medium, &mut throttle.multipliers.medium),
+                ("high", &m.high, &mut throttle.multipliers.high),
+                ("critical", &m.critical, &mut throttle.multipliers.critical),
+            ] {
+                if let Some(v) = v {
+                    *slot = *v.get_ref();
+                    spans.push((format!("throttle.multipliers.{name}"), v.span()));
+                }
+            }
+        }
+        if let Some(m) = &rt.max_connections {
+            for (name, v, slot) in [
+                ("low", &m.low, &mut throttle.max_connections.low),
+                ("medium", &m.medium, &mut throttle.max_connections.medium),
+                ("high", &m.high, &mut throttle.max_connections.high),
+                ("critical", &m.critical, &mut throttle.max_connections.critical),
+            ] {
+                if let Some(v) = v {
+                    match u32::try_from(*v.get_ref()) {
+                        Ok(n) => *slot = Some(n),
+                        Err(_) => c.err(v.span(), format!("throttle.max_connections.{name}"), "must be a whole number ≥ 1"),
+                    }
+                    spans.push((format!("throttle.max_connections.{name}"), v.span()));
+                }
+            }
+        }
+        if let Some(pr) = &rt.priority {
+            throttle.priority = *pr.get_ref();
+            spans.push(("throttle.priority".into(), pr.span()));
+        }
+        if fallback == (0..0) {
+            fallback = t.span();
+        }
+    }
+    let mut report = |errors: Vec<SettingError>| {
+        for e in errors {
+            // The most specific key we have a span for.
+            let span = spans
+                .iter()
+                .filter(|(k, _)| e.key == *k || e.key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{}.", e.key)))
+                .max_by_key(|(k, _)| k.len())
+                .map_or(fallback.clone(), |(_, s)| s.clone());
+            c.err(span, e.key, e.message);
+        }
+    };
+    if let Err(e) = pressure.validate() {
+        report(e);
+    }
+    if let Err(e) = throttle.validate() {
+        report(e);
+    }
+    (pressure, throttle)
+}
+
+fn port_number(c: &mut Check, v: &Spanned<i64>, key: &str) -> Option<u16> {
+    match u16::try_from(*v.get_ref()) {
+        Ok(p) if p > 0 => Some(p),
+        _ => {
+            c.err(v.span(), key, "must be a port between 1 and 65535");
+            None
+        }
+    }
+}
+
+fn count(c: &mut Check, v: &Option<Spanned<i64>>, key: &str) -> Option<u32> {
+    let v = v.as_ref()?;
+    match u32::try_from(*v.get_ref()) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            c.err(v.span(), key, "must be a whole number ≥ 0");
+            None
+        }
+    }
+}
+
+/// The settings a breaker table sets, as overrides of what it inherits.
+fn breaker_overrides(c: &mut Check, b: &RawBreaker, table: &str) -> BreakerOverrides {
+    let dur = |c: &mut Check, v: &Option<Spanned<String>>, k: &str| {
+        v.as_ref().and_then(|v| c.duration(v, &format!("{table}.{k}")))
+    };
+    let window = b.window.as_ref().and_then(|w| match w.get_ref() {
+        RawWindow::Count(n) if (1..=i64::from(crate::policy::breaker::MAX_COUNT_WINDOW)).contains(n) => {
+            Some(Window::Count(*n as u32))
+        }
+        RawWindow::Count(_) => {
+            c.err(w.span(), format!("{table}.window"), format!("a count window holds 1 to {} outcomes", crate::policy::breaker::MAX_COUNT_WINDOW));
+            None
+        }
+        RawWindow::Time(t) => match units::parse_duration(t) {
+            Ok(d) => Some(Window::Time(d)),
+            Err(m) => {
+                c.err(w.span(), format!("{table}.window"), m);
+                None
+            }
+        },
+    });
+    let reset_timeout = dur(c, &b.reset_timeout, "reset_timeout");
+    let cap = dur(c, &b.backoff_cap, "backoff_cap");
+    let backoff = match b.backoff.as_ref().map(|s| *s.get_ref()) {
+        Some(BackoffKind::Immediate) => Some(Backoff::Immediate),
+        Some(BackoffKind::Linear) => Some(Backoff::Linear),
+        Some(BackoffKind::Exponential) => Some(Backoff::Exponential {
+            factor: b.backoff_factor.as_ref().map_or(2.0, |f| *f.get_ref()),
+            cap: cap.unwrap_or(std::time::Duration::from_secs(300)),
+        }),
+        None => {
+            if b.backoff_factor.is_some() || b.backoff_cap.is_some() {
+                // Factor or cap alone refine an inherited exponential backoff.
+                Some(Backoff::Exponential {
+                    factor: b.backoff_factor.as_ref().map_or(2.0, |f| *f.get_ref()),
+                    cap: cap.unwrap_or(std::time::Duration::from_secs(300)),
+                })
+            } else {
+                None
+            }
+        }
+    };
+    BreakerOverrides {
+        window,
+        error_threshold: b.error_threshold.as_ref().map(|v| *v.get_ref()),
+        min_requests: count(c, &b.min_requests, &format!("{table}.min_requests")),
+        consecutive_failures: count(c, &b.consecutive_failures, &format!("{table}.consecutive_failures")),
+        reset_timeout,
+        backoff,
+        half_open_trials: count(c, &b.half_open_trials, &format!("{table}.half_open_trials")),
+        half_open_interval: dur(c, &b.half_open_interval, "half_open_interval"),
+        success_threshold: count(c, &b.success_threshold, &format!("{table}.success_threshold")),
+    }
+}
+
+/// Report the breaker policy's own validation errors at the key that set the value (or the
+/// table when it was inherited).
+fn check_breaker(c: &mut Check, s: &BreakerSettings, b: &RawBreaker, table_span: Range<usize>, table: &str) {
+    if let Err(errors) = s.validate() {
+        for e in errors {
+            let span = match e.key {
+                "window" => b.window.as_ref().map(|v| v.span()),
+                "error_threshold" => b.error_threshold.as_ref().map(|v| v.span()),
+                "min_requests" => b.min_requests.as_ref().map(|v| v.span()),
+                "consecutive_failures" => b.consecutive_failures.as_ref().map(|v| v.span()),
+                "reset_timeout" => b.reset_timeout.as_ref().map(|v| v.span()),
+                "backoff_factor" => b.backoff_factor.as_ref().map(|v| v.span()),
+                "backoff_cap" => b.backoff_cap.as_ref().map(|v| v.span()),
+                "half_open_trials" => b.half_open_trials.as_ref().map(|v| v.span()),
+                "half_open_interval" => b.half_open_interval.as_ref().map(|v| v.span()),
+                "success_threshold" => b.success_threshold.as_ref().map(|v| v.span()),
+                _ => None,
+            };
+            c.err(span.unwrap_or(table_span.clone()), format!("{table}.{}", e.key), e.message);
+        }
+    }
 }

@@ -8,6 +8,13 @@ use std::{
 };
 
 use super::*;
+use crate::{
+    policy::{
+        breaker::{BreakerOverrides, BreakerSettings},
+        throttle::ThrottleSettings,
+    },
+    pressure::PressureSettings,
+};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -137,6 +144,22 @@ fn default_class_of(rest: &str) -> ClassSpec {
 // The shipped file and the built-in defaults
 // ---------------------------------------------------------------------------------------
 
+fn critical_group() -> BreakerOverrides {
+    BreakerOverrides {
+        error_threshold: Some(0.7),
+        reset_timeout: Some(Duration::from_secs(15)),
+        ..BreakerOverrides::default()
+    }
+}
+
+fn non_critical_group() -> BreakerOverrides {
+    BreakerOverrides {
+        error_threshold: Some(0.5),
+        reset_timeout: Some(Duration::from_secs(30)),
+        ..BreakerOverrides::default()
+    }
+}
+
 #[test]
 fn shipped_config_parses_and_equals_documented_defaults() {
     let path = shipped_path();
@@ -195,8 +218,61 @@ fn shipped_config_parses_and_equals_documented_defaults() {
             rule("198.18.66.0/24", RuleAction::Deny, None),
             rule("2001:db8:66::/48", RuleAction::Deny, None),
         ],
+        ports: vec![PortSpec {
+            port: 22,
+            protocol: Protocol::Tcp,
+            class: None,
+            new_connections: Some(RateLimit {
+                rate_per_sec: 10.0 / 60.0,
+                burst: 10,
+            }),
+        }],
+        breaker: BreakerSettings::default(),
+        breaker_groups: vec![
+            ("critical".to_owned(), critical_group()),
+            ("non_critical".to_owned(), non_critical_group()),
+        ],
+        upstreams: vec![
+            UpstreamSpec {
+                name: "web".into(),
+                port: 8080,
+                protocol: Protocol::Tcp,
+                address: "127.0.0.1".parse().unwrap(),
+                probe: ProbeKind::Http,
+                path: "/healthz".into(),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_millis(500),
+                group: Some("critical".into()),
+                breaker: BreakerSettings::default().resolve("critical", Some(&critical_group())),
+                gate: GateAction::Reset,
+                max_connections: Some(256),
+                accept_queue_ratio: 0.9,
+                passive: true,
+            },
+            UpstreamSpec {
+                name: "api".into(),
+                port: 8081,
+                protocol: Protocol::Tcp,
+                address: "127.0.0.1".parse().unwrap(),
+                probe: ProbeKind::Tcp,
+                path: "/".into(),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_millis(500),
+                group: Some("non_critical".into()),
+                breaker: BreakerSettings::default().resolve("non_critical", Some(&non_critical_group())),
+                gate: GateAction::Reset,
+                max_connections: Some(128),
+                accept_queue_ratio: 0.9,
+                passive: true,
+            },
+        ],
+        pressure: PressureSettings::default(),
+        throttle: ThrottleSettings::default(),
     };
     assert_eq!(config, expected);
+    // The documented breaker groups are exactly the built-in presets.
+    assert_eq!(Some(critical_group()), BreakerOverrides::preset("critical"));
+    assert_eq!(Some(non_critical_group()), BreakerOverrides::preset("non_critical"));
 
     assert_eq!(config.class_index("default"), Some(default));
     assert!(!config.classes[internal].is_limited());

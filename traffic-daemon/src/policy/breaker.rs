@@ -437,7 +437,7 @@ impl GateState {
 }
 
 /// Why a breaker changed state.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransitionReason {
     /// Closed → open: the window's error rate reached the threshold.
@@ -534,7 +534,7 @@ impl WindowStats {
 }
 
 /// Everything an operator sees of a breaker, in base units (for the admin API).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BreakerSnapshot {
     pub state: BreakerState,
     /// Opened by an operator: no half-open until reset.

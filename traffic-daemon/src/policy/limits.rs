@@ -101,6 +101,41 @@ pub fn class_config(spec: &ClassSpec, mode: Mode, factor: f64) -> ClassConfig {
     c
 }
 
+/// The GCRA state that keeps a bucket's tokens when its limit changes from `old` to `new`:
+/// the tokens left (capped at the new burst) stay, so a change never refills a bucket
+/// (scaling up grants nothing retroactively; scaling down clamps to the new burst).
+/// `unit_shift` is 0 for packet limits and [`BYTE_INTERVAL_SHIFT`] for byte limits.
+pub fn rescale_tat(tat: u64, old: &Limit, new: &Limit, now: u64, unit_shift: u32) -> u64 {
+    if new.interval == 0 {
+        return tat;
+    }
+    if old.interval == 0 {
+        // A limit that did not exist starts full.
+        return 0;
+    }
+    let unit = |l: &Limit| l.interval as f64 / f64::from(1u32 << unit_shift);
+    let debt = tat.saturating_sub(now) as f64;
+    let tokens = ((old.tolerance as f64 - debt) / unit(old)).clamp(0.0, old.tolerance as f64 / unit(old));
+    let new_burst = new.tolerance as f64 / unit(new);
+    let kept = tokens.min(new_burst);
+    let new_debt = (new.tolerance as f64 - kept * unit(new)).max(0.0);
+    if new_debt <= 0.0 {
+        0
+    } else {
+        now + new_debt.round() as u64
+    }
+}
+
+/// Tokens left in a bucket under `l` (for reports and tests).
+pub fn tokens(tat: u64, l: &Limit, now: u64, unit_shift: u32) -> f64 {
+    if l.interval == 0 {
+        return 0.0;
+    }
+    let unit = l.interval as f64 / f64::from(1u32 << unit_shift);
+    let debt = tat.saturating_sub(now) as f64;
+    ((l.tolerance as f64 - debt) / unit).max(0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +193,36 @@ mod tests {
         assert!((s.rate_per_sec - 20.0).abs() < 1e-9);
         assert_eq!(scaled(&rl(100.0, 2), 0.1, 1).burst, 1);
         assert_eq!(scaled(&rl(1e6, 2000), 0.1, MIN_BYTE_BURST).burst, MIN_BYTE_BURST);
+    }
+
+    #[test]
+    fn rescale_never_refills() {
+        let now = 1_000_000_000_000;
+        let old = packet_gcra(&rl(100.0, 200));
+        // Half-empty bucket: 100 tokens left.
+        let tat = now + 100 * old.interval;
+        assert!((tokens(tat, &old, now, 0) - 100.0).abs() < 1e-6);
+        // Scaling up (rate ×2, burst ×2) keeps the 100 tokens: nothing granted.
+        let up = packet_gcra(&rl(200.0, 400));
+        let t_up = rescale_tat(tat, &old, &up, now, 0);
+        assert!((tokens(t_up, &up, now, 0) - 100.0).abs() < 1e-6);
+        // Scaling down (burst 40) clamps to the new burst.
+        let down = packet_gcra(&rl(20.0, 40));
+        let t_down = rescale_tat(tat, &old, &down, now, 0);
+        assert!((tokens(t_down, &down, now, 0) - 40.0).abs() < 1e-6);
+        // An empty bucket stays empty either way.
+        let empty = now + old.tolerance;
+        assert!(tokens(rescale_tat(empty, &old, &up, now, 0), &up, now, 0) < 1e-6);
+        // A full bucket keeps its 200 tokens under the larger burst: no grant either.
+        assert!((tokens(rescale_tat(0, &old, &up, now, 0), &up, now, 0) - 200.0).abs() < 1e-6);
+        // And a full bucket under a smaller burst is full at the new burst.
+        assert_eq!(rescale_tat(0, &old, &down, now, 0), 0);
+        // Byte limits use the fixed-point unit.
+        let bo = byte_gcra(&rl(1e6, 100_000));
+        let bn = byte_gcra(&rl(2e6, 200_000));
+        let bt = now + 50_000_000; // 50 ms of debt = 50,000 bytes used
+        let kept = tokens(rescale_tat(bt, &bo, &bn, now, BYTE_INTERVAL_SHIFT), &bn, now, BYTE_INTERVAL_SHIFT);
+        assert!((kept - 50_000.0).abs() < 2.0, "{kept}");
     }
 
     #[test]
