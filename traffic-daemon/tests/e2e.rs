@@ -59,6 +59,11 @@ socket = "{socket}"
 socket_group = ""
 [metrics]
 enabled = false
+# The node's own pressure must not rescale the limits under test.
+[pressure.signal]
+cpu = "off"
+memory = "off"
+io = "off"
 {classes}
 [[rules]]
 cidr = "198.18.0.0/24"

@@ -69,6 +69,11 @@ socket = "{socket}"
 socket_group = ""
 [metrics]
 listen = "{METRICS}"
+# The node's own pressure must not rescale the limits under test.
+[pressure.signal]
+cpu = "off"
+memory = "off"
+io = "off"
 [classes.default]
 packets = {{ rate = 1000 }}
 [classes.premium]
@@ -265,7 +270,8 @@ fn pinned_maps_from_another_abi_are_refused() {
     let rig = Rig::new("abi");
     rig.write_config("{ rate = 100 }", "detach");
     let mut d = rig.start();
-    assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
+    let status = d.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}:\n{}", d.log_text());
     // Pretend an older trafficd wrote the pins.
     let md = MapData::from_pin(rig.pins.0.join(traffic_common::map_names::CONFIG)).unwrap();
     let mut cfg: Array<_, traffic_common::GlobalConfig> = Array::try_from(Map::Array(md)).unwrap();

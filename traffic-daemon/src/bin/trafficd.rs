@@ -49,16 +49,18 @@ fn open_kernel(c: &Config, fresh: bool) -> Result<Box<dyn Dataplane>, DaemonErro
     Ok(Box::new(k))
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT. The handlers are installed when this is called (not when the future
+/// is first polled), so a signal that arrives while the daemon starts is not lost.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    })
 }
 
 fn main() -> ExitCode {
@@ -75,7 +77,10 @@ fn main() -> ExitCode {
         Err(e) => { eprintln!("trafficd: cannot start runtime: {e}"); return ExitCode::from(exit::FAILURE); }
     };
     let fresh = args.fresh;
-    let result = rt.block_on(daemon::run(args.config, move |c| open_kernel(c, fresh), shutdown_signal()));
+    let result = rt.block_on(async move {
+        let shutdown = shutdown_signal().map_err(|e| DaemonError::Other(format!("cannot handle signals: {e}")))?;
+        daemon::run(args.config, move |c| open_kernel(c, fresh), shutdown).await
+    });
     match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(DaemonError::Config(e)) => { tracing::error!("invalid configuration:\n{e}"); ExitCode::from(exit::USAGE) }
