@@ -944,6 +944,8 @@ where
         config_path,
     });
 
+    // Before anything can report readiness: SIGHUP's default action would kill us.
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Other(e.to_string()))?;
     let admin_listener = admin::bind(&admin_cfg).map_err(|source| DaemonError::Admin {
         path: admin_cfg.socket.clone(),
         source,
@@ -962,7 +964,6 @@ where
     notify::ready();
     info!(socket = %admin_cfg.socket.display(), "trafficd ready");
 
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Other(e.to_string()))?;
     let mut summary = tokio::time::interval(summary_every);
     summary.tick().await;
     let watchdog = notify::watchdog_interval();

@@ -4,6 +4,7 @@
 //! skips what is present.
 
 mod demo;
+mod install;
 mod setup;
 mod test;
 mod toolchains;
@@ -43,6 +44,21 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Install trafficd, trafficctl, the config (unless one is there), the systemd unit, the
+    /// sysusers file and the README; on / also the `traffic` group and daemon-reload.
+    Install {
+        /// Root of the tree to install into (files go to <prefix>/usr/bin, <prefix>/etc/traffic, …).
+        #[arg(long, default_value = "/")]
+        prefix: std::path::PathBuf,
+    },
+    /// Remove what `install` put there, except /etc/traffic/traffic.toml.
+    Uninstall {
+        /// Root of the tree to remove from.
+        #[arg(long, default_value = "/")]
+        prefix: std::path::PathBuf,
+    },
+    /// Build the Debian package with cargo-deb (installed if missing) and print its path.
+    Deb,
 }
 
 fn main() -> Result<()> {
@@ -63,6 +79,9 @@ fn main() -> Result<()> {
             let bin = build(&tc, false)?;
             demo::run(&bin, std::time::Duration::from_secs(seconds))
         }
+        Cmd::Install { prefix } => install::install(&tc, &prefix),
+        Cmd::Uninstall { prefix } => install::uninstall(&prefix),
+        Cmd::Deb => install::deb(&tc).map(|_| ()),
     }
 }
 

@@ -4,6 +4,9 @@
 //!    toolchain; the privileged tests show up as ignored.
 //! 2. privileged — the ignored tests (contract, program, end-to-end, …) with the real eBPF
 //!    object, as root, one at a time (they share kernel state).
+//! 3. package — as root: `cargo xtask install --prefix <tmp>` and `uninstall` end to end
+//!    (release build), then the `.deb` of the same binaries inspected with dpkg-deb and run
+//!    from its extracted tree (never installed on the host). Skipped when a filter is given.
 //!
 //! A privileged layer that cannot run says so loudly and fails under `CI=true`.
 
@@ -20,6 +23,8 @@ pub enum Layer {
     Unit,
     /// Privileged tests only.
     Privileged,
+    /// Packaging checks only (install/uninstall into a temp prefix, the .deb; root).
+    Package,
     /// Everything.
     All,
 }
@@ -39,7 +44,7 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
     }
     if matches!(layer, Layer::Privileged | Layer::All) {
         if !util::is_root() {
-            let msg = "PRIVILEGED LAYERS DID NOT RUN: contract, program (BPF_PROG_TEST_RUN) and end-to-end tests need root. Run `sudo cargo xtask test`.";
+            let msg = "PRIVILEGED LAYERS DID NOT RUN: contract, program (BPF_PROG_TEST_RUN), end-to-end tests and the packaging checks need root. Run `sudo cargo xtask test`.";
             eprintln!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
             eprintln!("!! {msg}");
             eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
@@ -58,6 +63,15 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
             util::run(&mut c)?;
             summary.push(format!("privileged  ok  {:>6.1}s", t.elapsed().as_secs_f64()));
         }
+    }
+    let package = layer == Layer::Package || (layer == Layer::All && filter.is_none());
+    if package && util::is_root() {
+        let t = Instant::now();
+        println!("==> package layer (install/uninstall --prefix <tmp>, .deb via cargo-deb; root)");
+        crate::install::check_packaging(tc)?;
+        summary.push(format!("package     ok  {:>6.1}s", t.elapsed().as_secs_f64()));
+    } else if layer == Layer::Package {
+        bail!("the package layer needs root (it builds the .deb and runs dpkg-deb): sudo cargo xtask test --layer package");
     }
     println!("\n==> test summary");
     for s in summary {

@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod packet;
+pub mod reference;
 
 /// Panic with a clear message unless this process can run privileged tests (root, bpffs).
 /// Privileged tests call this first, so they never pass by skipping.
