@@ -236,6 +236,201 @@ pub fn render(core: &crate::daemon::Core) -> String {
         }
     }
 
+    // Throttle.
+    let t = core.throttle_status();
+    e.family(
+        "traffic_throttle_level",
+        Kind::Gauge,
+        "Throttle level: 0 none, 1 low, 2 medium, 3 high, 4 critical.",
+    )
+    .sample("traffic_throttle_level", &[], f64::from(t.level.severity()));
+    e.family(
+        "traffic_throttle_multiplier_ratio",
+        Kind::Gauge,
+        "Rate multiplier of the current level (before class priority).",
+    )
+    .sample("traffic_throttle_multiplier_ratio", &[], t.multiplier);
+    e.family(
+        "traffic_throttle_transitions_total",
+        Kind::Counter,
+        "Throttle level changes.",
+    )
+    .sample("traffic_throttle_transitions_total", &[], t.transitions as f64);
+    e.family(
+        "traffic_pressure_ratio",
+        Kind::Gauge,
+        "Last pressure reading per resource (the configured signal), 0–1.",
+    );
+    for r in &t.resources {
+        if let Some(v) = r.ratio {
+            e.sample("traffic_pressure_ratio", &[("resource", r.resource.as_str())], v);
+        }
+    }
+    e.family(
+        "traffic_pressure_threshold_ratio",
+        Kind::Gauge,
+        "Reading at which each throttle level starts, per resource.",
+    );
+    for r in &t.resources {
+        for (level, v) in [
+            ("low", r.thresholds.low),
+            ("medium", r.thresholds.medium),
+            ("high", r.thresholds.high),
+            ("critical", r.thresholds.critical),
+        ] {
+            e.sample(
+                "traffic_pressure_threshold_ratio",
+                &[("resource", r.resource.as_str()), ("level", level)],
+                v,
+            );
+        }
+    }
+    e.family(
+        "traffic_rescaled_buckets_total",
+        Kind::Counter,
+        "Buckets rewritten to keep their tokens when limits changed.",
+    )
+    .sample("traffic_rescaled_buckets_total", &[], core.rescaled_total as f64);
+
+    // Upstreams: breakers, probes, bulkheads, gates.
+    if let Ok(circuits) = core.circuits() {
+        e.family(
+            "traffic_breaker_state",
+            Kind::Gauge,
+            "1 for the breaker's current state (closed, open, half_open), 0 for the others.",
+        );
+        for u in &circuits.upstreams {
+            for st in crate::policy::breaker::BreakerState::ALL {
+                e.sample(
+                    "traffic_breaker_state",
+                    &[("upstream", &u.name), ("state", st.as_str())],
+                    if st == u.breaker.state { 1.0 } else { 0.0 },
+                );
+            }
+        }
+        e.family(
+            "traffic_breaker_transitions_total",
+            Kind::Counter,
+            "Breaker state changes (and operator actions) by reason.",
+        );
+        for u in &core.upstreams {
+            for (reason, n) in &u.transitions_by_reason {
+                e.sample(
+                    "traffic_breaker_transitions_total",
+                    &[("upstream", &u.spec.name), ("reason", reason)],
+                    *n as f64,
+                );
+            }
+        }
+        e.family(
+            "traffic_breaker_error_ratio",
+            Kind::Gauge,
+            "Share of failed outcomes in the breaker's window.",
+        );
+        for u in &circuits.upstreams {
+            e.sample("traffic_breaker_error_ratio", &[("upstream", &u.name)], u.breaker.error_rate_ratio);
+        }
+        e.family("traffic_probes_total", Kind::Counter, "Active probes by result.");
+        for u in &circuits.upstreams {
+            e.sample("traffic_probes_total", &[("upstream", &u.name), ("result", "success")], u.probes_ok as f64);
+            e.sample("traffic_probes_total", &[("upstream", &u.name), ("result", "failure")], u.probes_failed as f64);
+        }
+        e.family(
+            "traffic_probe_duration_seconds",
+            Kind::Histogram,
+            "Latency of successful probes.",
+        );
+        for u in &circuits.upstreams {
+            let buckets: Vec<(f64, u64)> = crate::upstream::LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .zip(u.latency.buckets.iter().copied().chain(std::iter::repeat(0)))
+                .collect();
+            e.histogram(
+                "traffic_probe_duration_seconds",
+                &[("upstream", &u.name)],
+                &buckets,
+                u.latency.count,
+                u.latency.sum,
+            );
+        }
+        e.family(
+            "traffic_passive_outcomes_total",
+            Kind::Counter,
+            "Handshakes seen leaving the upstream's port: accepted (SYN-ACK) or refused (RST, ICMP unreachable).",
+        );
+        for u in &circuits.upstreams {
+            e.sample("traffic_passive_outcomes_total", &[("upstream", &u.name), ("result", "success")], u.passive_successes as f64);
+            e.sample("traffic_passive_outcomes_total", &[("upstream", &u.name), ("result", "failure")], u.passive_failures as f64);
+        }
+        e.family(
+            "traffic_upstream_connections",
+            Kind::Gauge,
+            "Established connections to the upstream's port.",
+        );
+        for u in &circuits.upstreams {
+            if let Some(n) = u.established {
+                e.sample("traffic_upstream_connections", &[("upstream", &u.name)], f64::from(n));
+            }
+        }
+        e.family(
+            "traffic_upstream_max_connections",
+            Kind::Gauge,
+            "Bulkhead: connections allowed at the current throttle level.",
+        );
+        for u in &circuits.upstreams {
+            if let Some(n) = u.max_connections {
+                e.sample("traffic_upstream_max_connections", &[("upstream", &u.name)], f64::from(n));
+            }
+        }
+        e.family(
+            "traffic_upstream_accept_queue",
+            Kind::Gauge,
+            "Connections waiting in the upstream's accept queue.",
+        );
+        for u in &circuits.upstreams {
+            if let Some(n) = u.accept_queue {
+                e.sample("traffic_upstream_accept_queue", &[("upstream", &u.name)], f64::from(n));
+            }
+        }
+        e.family(
+            "traffic_upstream_shedding",
+            Kind::Gauge,
+            "1 while the bulkhead sheds new connections.",
+        );
+        for u in &circuits.upstreams {
+            e.sample("traffic_upstream_shedding", &[("upstream", &u.name)], if u.shedding.is_some() { 1.0 } else { 0.0 });
+        }
+        e.family(
+            "traffic_gate_connections_total",
+            Kind::Counter,
+            "What the XDP gate did with new connections to the upstream's port.",
+        );
+        for u in &circuits.upstreams {
+            let g = &u.gate;
+            for (action, n) in [
+                ("seen", g.syns),
+                ("gated", g.gated),
+                ("reset_sent", g.resets),
+                ("shed", g.shed),
+                ("trial", g.trials),
+                ("syn_limited", g.syn_limited),
+                ("chaos_dropped", g.chaos_dropped),
+                ("chaos_reset", g.chaos_reset),
+            ] {
+                e.sample("traffic_gate_connections_total", &[("upstream", &u.name), ("action", action)], n as f64);
+            }
+        }
+    }
+    e.family(
+        "traffic_chaos_active",
+        Kind::Gauge,
+        "Fault injections in force (1 per target).",
+    );
+    for c in &status.chaos {
+        e.sample("traffic_chaos_active", &[("target", &c.target)], 1.0);
+    }
+
     let r = &status.reload;
     e.family(
         "traffic_config_reloads_total",

@@ -359,7 +359,15 @@ fn prometheus_scrapes_the_metrics() {
         query("traffic_packets_total{class=\"premium\",outcome=\"drop\",reason=\"packet_rate\"}")
     });
     assert_eq!(dropped["data"]["result"][0]["value"][1].as_str().unwrap(), "10");
-    for series in ["traffic_build_info", "traffic_class_packet_rate_limit", "traffic_tracked_sources", "traffic_config_last_reload_successful"] {
+    for series in [
+        "traffic_build_info",
+        "traffic_class_packet_rate_limit",
+        "traffic_tracked_sources",
+        "traffic_config_last_reload_successful",
+        "traffic_throttle_level",
+        "traffic_pressure_threshold_ratio",
+        "traffic_admitted_sources_total",
+    ] {
         poll(series, Duration::from_secs(10), || query(series));
     }
     let _ = prom.kill();
