@@ -175,7 +175,9 @@ pub enum Reason {
     /// The bucket map could not take the source and the overflow bucket was empty: a full
     /// map never fails open.
     MapFull = 7,
-    /// IPv4/IPv6 header truncated or invalid (the kernel stack would discard it anyway).
+    /// IPv4/IPv6 header truncated or invalid (version, IHL, a cut header or options, an
+    /// IPv4-mapped IPv6 source): frames the kernel stack would discard or that could pose
+    /// as another family.
     Malformed = 8,
     /// New TCP connection dropped at an open circuit gate.
     Gate = 9,

@@ -121,7 +121,7 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
         let slot = slots.slot_of_index(config, i) as usize;
         classes[slot] = limits::class_config(spec, config.class_mode(i), factor(i));
     }
-    let rules = config
+    let mut rules: BTreeMap<RuleKey, Rule> = config
         .rules
         .iter()
         .map(|r| {
@@ -142,6 +142,27 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
             )
         })
         .collect();
+    // IPv4 is keyed as ::ffff:a.b.c.d: an IPv6 rule covering ::ffff:0:0/96 (e.g. `::/0`)
+    // would classify every IPv4 source. Unless an IPv4 /0 rule exists, pin that block to the
+    // default class — the verdict of no match at all.
+    let v4_block = rule_key(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+    let covers_v4 = |(addr, bits): &RuleKey| {
+        *bits < V4_MAPPED_PREFIX_BITS
+            && (u128::from_be_bytes(*addr) ^ u128::from_be_bytes(v4_block.0))
+                .checked_shr(128 - bits)
+                .unwrap_or(0)
+                == 0
+    };
+    if !rules.contains_key(&v4_block) && rules.keys().any(covers_v4) {
+        let class = slots.slot_of_index(config, config.daemon.default_class);
+        rules.insert(
+            v4_block,
+            Rule {
+                action: Action::Limit as u32,
+                class,
+            },
+        );
+    }
     Desired {
         global: GlobalConfig {
             abi_version: ABI_VERSION,
@@ -309,6 +330,24 @@ action = "deny"
         let v6 = rule_key("2001:db8:66::".parse().unwrap(), 48);
         assert_eq!(d.rules[&v6].action, Action::Deny as u32);
         assert_eq!(d.rules[&v6].class, UNCLASSIFIED);
+    }
+
+    #[test]
+    fn an_ipv6_catch_all_does_not_swallow_ipv4() {
+        let c = cfg(&BASE.replace(
+            "[[rules]]\ncidr = \"2001:db8:66::/48\"",
+            "[[rules]]\ncidr = \"::/0\"\naction = \"deny\"\n[[rules]]\ncidr = \"2001:db8:66::/48\"",
+        ));
+        let slots = Slots::default().assign(&c);
+        let d = desired(&c, &slots, |_| 1.0);
+        let v4_block = rule_key("0.0.0.0".parse().unwrap(), 0);
+        assert_eq!(v4_block.1, 96);
+        let pinned = d.rules.get(&v4_block).expect("IPv4 block pinned");
+        assert_eq!(pinned.action, Action::Limit as u32);
+        assert_eq!(pinned.class, slots.slot_of("default").unwrap());
+        // Without an IPv6 catch-all nothing is added.
+        let plain = desired(&cfg(BASE), &slots, |_| 1.0);
+        assert!(!plain.rules.contains_key(&v4_block));
     }
 
     #[test]
