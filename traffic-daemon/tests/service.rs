@@ -374,3 +374,53 @@ fn prometheus_scrapes_the_metrics() {
     let _ = prom.wait();
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
 }
+
+#[test]
+#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
+fn systemd_notifications_ready_reloading_stopping_and_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    require_privileged();
+    let rig = Rig::new("notify");
+    rig.write_config("{ rate = 100 }", "detach");
+    let notify_path = rig.tmp.path("notify.sock");
+    let sock = UnixDatagram::bind(&notify_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let log = std::fs::File::create(rig.tmp.path("notify.log")).unwrap();
+    let mut child = rig
+        .topo
+        .node
+        .command(trafficd())
+        .unwrap()
+        .args(["--config", rig.config_path().to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut buf = [0u8; 256];
+    let mut next = |want: &str| -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < end, "no {want} notification");
+            let n = sock.recv(&mut buf).expect("notification");
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.contains(want) {
+                return msg;
+            }
+        }
+    };
+    next("READY=1");
+    next("WATCHDOG=1");
+    next("WATCHDOG=1");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    let reloading = next("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    next("READY=1");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    next("STOPPING=1");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
