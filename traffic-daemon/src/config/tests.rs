@@ -201,6 +201,8 @@ fn shipped_config_parses_and_equals_documented_defaults() {
             ClassSpec {
                 packets: vec![rl(100.0, 200)],
                 bytes: Some(rl(1_000_000.0, 256_000)),
+                admission: Some(rl(500.0, 1000)),
+                overflow: Some(rl(2000.0, 4000)),
                 ..class("default", Priority::Low)
             },
         ],
