@@ -21,7 +21,9 @@ fn pinned_nightly(root: &std::path::Path) -> anyhow::Result<String> {
 
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest.parent().ok_or_else(|| anyhow!("no workspace root"))?;
+    let root = manifest
+        .parent()
+        .ok_or_else(|| anyhow!("no workspace root"))?;
     let ebpf_dir = root.join("traffic-ebpf");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     let nightly = pinned_nightly(root)?;

@@ -543,7 +543,11 @@ impl SlotName {
 
     /// The name, or `None` for a free slot.
     pub fn as_str(&self) -> Option<&str> {
-        let end = self.name.iter().position(|b| *b == 0).unwrap_or(self.name.len());
+        let end = self
+            .name
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(self.name.len());
         if end == 0 {
             return None;
         }
@@ -638,11 +642,18 @@ mod tests {
         assert_eq!(SlotName::new("premium").as_str(), Some("premium"));
         assert_eq!(SlotName::default().as_str(), None);
         let long = "x".repeat(40);
-        assert_eq!(SlotName::new(&long).as_str().map(str::len), Some(MAX_CLASS_NAME));
+        assert_eq!(
+            SlotName::new(&long).as_str().map(str::len),
+            Some(MAX_CLASS_NAME)
+        );
     }
 
     #[test]
     fn byte_interval_cap_cannot_overflow() {
-        assert!((u64::from(u16::MAX)).checked_mul(MAX_BYTE_INTERVAL).is_some());
+        assert!(
+            (u64::from(u16::MAX))
+                .checked_mul(MAX_BYTE_INTERVAL)
+                .is_some()
+        );
     }
 }

@@ -77,7 +77,10 @@ pub fn bind(cfg: &AdminConfig) -> std::io::Result<tokio::net::UnixListener> {
         std::fs::remove_file(&cfg.socket)?;
     }
     let listener = tokio::net::UnixListener::bind(&cfg.socket)?;
-    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(cfg.socket_mode))?;
+    std::fs::set_permissions(
+        &cfg.socket,
+        std::fs::Permissions::from_mode(cfg.socket_mode),
+    )?;
     if let Some(group) = &cfg.socket_group {
         use std::os::unix::fs::MetadataExt as _;
         match group_id(group) {
@@ -166,9 +169,12 @@ async fn reset_source(
     State(s): State<Arc<Shared>>,
     axum::extract::Path(addr): axum::extract::Path<String>,
 ) -> Result<Json<ResetAnswer>, Failure> {
-    let ip: std::net::IpAddr = addr
-        .parse()
-        .map_err(|_| Failure(StatusCode::BAD_REQUEST, format!("`{addr}` is not an IP address")))?;
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("`{addr}` is not an IP address"),
+        )
+    })?;
     Ok(Json(ResetAnswer {
         removed: s.lock().reset_source(ip)?,
     }))
@@ -213,9 +219,7 @@ async fn chaos_stop(State(s): State<Arc<Shared>>) -> Result<Json<Message>, Failu
     }))
 }
 
-async fn throttle(
-    State(s): State<Arc<Shared>>,
-) -> Json<crate::policy::throttle::ThrottleStatus> {
+async fn throttle(State(s): State<Arc<Shared>>) -> Json<crate::policy::throttle::ThrottleStatus> {
     let core = s.lock();
     Json(core.throttle_status())
 }
@@ -285,7 +289,11 @@ impl Client {
     }
 
     /// POST a JSON body, decode the JSON answer.
-    pub fn post_json<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub fn post_json<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let body = serde_json::to_string(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.request("POST", path, Some(&body))
     }
@@ -295,7 +303,12 @@ impl Client {
         self.request("DELETE", path, None)
     }
 
-    fn request<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&str>) -> Result<T, ClientError> {
+    fn request<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<T, ClientError> {
         let mut stream = UnixStream::connect(&self.socket).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 ClientError::NotRunning {
@@ -333,9 +346,10 @@ impl Client {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| ClientError::Protocol(format!("bad status line in {head:?}")))?;
-        let chunked = head
-            .lines()
-            .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+        let chunked = head.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("transfer-encoding: chunked")
+        });
         let body = if chunked {
             dechunk(body)?
         } else {
@@ -376,7 +390,10 @@ mod tests {
 
     #[test]
     fn dechunks() {
-        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), "abcde");
+        assert_eq!(
+            dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
+            "abcde"
+        );
         assert!(dechunk("zz\r\n").is_err());
     }
 

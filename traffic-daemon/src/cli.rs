@@ -21,7 +21,12 @@ use crate::{
 #[command(name = "trafficctl", version, about)]
 pub struct Cli {
     /// Admin socket of the daemon.
-    #[arg(long, env = "TRAFFIC_ADMIN_SOCKET", default_value = "/run/traffic/admin.sock", global = true)]
+    #[arg(
+        long,
+        env = "TRAFFIC_ADMIN_SOCKET",
+        default_value = "/run/traffic/admin.sock",
+        global = true
+    )]
     pub socket: PathBuf,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
@@ -114,7 +119,11 @@ pub enum SourceOp {
 }
 
 /// Parse arguments and run; returns the exit code.
-pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+pub fn main_with(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
@@ -129,9 +138,18 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>, out: &mut d
     run(&cli, out, err)
 }
 
-fn print<T: Serialize>(out: &mut dyn Write, json: bool, value: &T, human: impl FnOnce(&T) -> String) {
+fn print<T: Serialize>(
+    out: &mut dyn Write,
+    json: bool,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) {
     if json {
-        let _ = writeln!(out, "{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         let _ = write!(out, "{}", human(value));
     }
@@ -151,7 +169,9 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let client = Client::new(&cli.socket);
     match &cli.command {
         Command::CheckConfig { file } => {
-            let path = file.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+            let path = file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
             match Config::load(&path) {
                 Ok(c) => {
                     #[derive(Serialize)]
@@ -161,15 +181,29 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                         classes: usize,
                         rules: usize,
                     }
-                    let ok = Ok { valid: true, path: &path, classes: c.classes.len(), rules: c.rules.len() };
+                    let ok = Ok {
+                        valid: true,
+                        path: &path,
+                        classes: c.classes.len(),
+                        rules: c.rules.len(),
+                    };
                     print(out, cli.json, &ok, |o| {
-                        format!("{}: valid ({} classes, {} rules)\n", o.path.display(), o.classes, o.rules)
+                        format!(
+                            "{}: valid ({} classes, {} rules)\n",
+                            o.path.display(),
+                            o.classes,
+                            o.rules
+                        )
                     });
                     exit::OK
                 }
                 Err(e) => {
                     if cli.json {
-                        let _ = writeln!(out, "{}", serde_json::json!({"valid": false, "path": e.path, "problems": e.problems}));
+                        let _ = writeln!(
+                            out,
+                            "{}",
+                            serde_json::json!({"valid": false, "path": e.path, "problems": e.problems})
+                        );
                     }
                     let _ = writeln!(err, "{e}");
                     exit::USAGE
@@ -192,11 +226,16 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         },
         Command::Reload => match client.post::<Applied>("/v1/reload") {
             Ok(a) => {
-                print(out, cli.json, &a, |a| format!("reloaded: {} map entries written\n", a.writes));
+                print(out, cli.json, &a, |a| {
+                    format!("reloaded: {} map entries written\n", a.writes)
+                });
                 exit::OK
             }
             Err(ClientError::Api { message, .. }) => {
-                let _ = writeln!(err, "trafficctl: reload refused, the running configuration stays:\n{message}");
+                let _ = writeln!(
+                    err,
+                    "trafficctl: reload refused, the running configuration stays:\n{message}"
+                );
                 exit::USAGE
             }
             Err(e) => client_failure(err, &e),
@@ -208,13 +247,15 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             }
             Err(e) => client_failure(err, &e),
         },
-        Command::Sources { top } => match client.get::<report::SourcesReport>(&format!("/v1/sources?top={top}")) {
-            Ok(s) => {
-                print(out, cli.json, &s, report::render_sources);
-                exit::OK
+        Command::Sources { top } => {
+            match client.get::<report::SourcesReport>(&format!("/v1/sources?top={top}")) {
+                Ok(s) => {
+                    print(out, cli.json, &s, report::render_sources);
+                    exit::OK
+                }
+                Err(e) => client_failure(err, &e),
             }
-            Err(e) => client_failure(err, &e),
-        },
+        }
         Command::Circuits => match client.get::<crate::upstream::CircuitsReport>("/v1/circuits") {
             Ok(c) => {
                 print(out, cli.json, &c, crate::upstream::render_circuits);
@@ -227,9 +268,23 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 CircuitOp::Open { port } => format!("/v1/circuits/{port}/open"),
                 CircuitOp::Reset { port } => format!("/v1/circuits/{port}/reset"),
             };
-            message(out, err, cli.json, client.post::<crate::admin::Message>(&path))
+            message(
+                out,
+                err,
+                cli.json,
+                client.post::<crate::admin::Message>(&path),
+            )
         }
-        Command::Chaos { op: ChaosOp::Start { upstream, class, drop, reset, duration } } => {
+        Command::Chaos {
+            op:
+                ChaosOp::Start {
+                    upstream,
+                    class,
+                    drop,
+                    reset,
+                    duration,
+                },
+        } => {
             let req = crate::daemon::ChaosRequest {
                 upstream: upstream.clone(),
                 class: class.clone(),
@@ -237,27 +292,39 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 reset: *reset,
                 duration: duration.clone(),
             };
-            message(out, err, cli.json, client.post_json::<crate::admin::Message, _>("/v1/chaos", &req))
+            message(
+                out,
+                err,
+                cli.json,
+                client.post_json::<crate::admin::Message, _>("/v1/chaos", &req),
+            )
         }
-        Command::Chaos { op: ChaosOp::Stop } => {
-            message(out, err, cli.json, client.delete::<crate::admin::Message>("/v1/chaos"))
-        }
-        Command::Throttle => match client.get::<crate::policy::throttle::ThrottleStatus>("/v1/throttle") {
-            Ok(t) => {
-                print(out, cli.json, &t, render_throttle);
-                exit::OK
-            }
-            Err(e) => client_failure(err, &e),
-        },
-        Command::Source { op: SourceOp::Reset { addr } } => {
-            match client.post::<crate::admin::ResetAnswer>(&format!("/v1/sources/{addr}/reset")) {
-                Ok(a) => {
-                    print(out, cli.json, &a, |a| format!("{addr}: {} bucket(s) removed\n", a.removed));
+        Command::Chaos { op: ChaosOp::Stop } => message(
+            out,
+            err,
+            cli.json,
+            client.delete::<crate::admin::Message>("/v1/chaos"),
+        ),
+        Command::Throttle => {
+            match client.get::<crate::policy::throttle::ThrottleStatus>("/v1/throttle") {
+                Ok(t) => {
+                    print(out, cli.json, &t, render_throttle);
                     exit::OK
                 }
                 Err(e) => client_failure(err, &e),
             }
         }
+        Command::Source {
+            op: SourceOp::Reset { addr },
+        } => match client.post::<crate::admin::ResetAnswer>(&format!("/v1/sources/{addr}/reset")) {
+            Ok(a) => {
+                print(out, cli.json, &a, |a| {
+                    format!("{addr}: {} bucket(s) removed\n", a.removed)
+                });
+                exit::OK
+            }
+            Err(e) => client_failure(err, &e),
+        },
     }
 }
 
@@ -295,7 +362,11 @@ pub fn render_throttle(t: &crate::policy::throttle::ThrottleStatus) -> String {
             .map(|m| format!(", at most {m} connections per upstream"))
             .unwrap_or_default()
     );
-    let _ = writeln!(o, "{:<8} {:>8} {:>9}  {:<28} {}", "RESOURCE", "READING", "REACHES", "THRESHOLDS (low/med/high/crit)", "RELEASE BELOW");
+    let _ = writeln!(
+        o,
+        "{:<8} {:>8} {:>9}  {:<28} {}",
+        "RESOURCE", "READING", "REACHES", "THRESHOLDS (low/med/high/crit)", "RELEASE BELOW"
+    );
     for r in &t.resources {
         let _ = writeln!(
             o,
@@ -303,8 +374,12 @@ pub fn render_throttle(t: &crate::policy::throttle::ThrottleStatus) -> String {
             r.resource.as_str(),
             r.ratio.map_or("-".to_owned(), |v| format!("{v:.3}")),
             r.reaches.as_str(),
-            format!("{:.2}/{:.2}/{:.2}/{:.2}", r.thresholds.low, r.thresholds.medium, r.thresholds.high, r.thresholds.critical),
-            r.release_below.map_or("-".to_owned(), |v| format!("{v:.2}")),
+            format!(
+                "{:.2}/{:.2}/{:.2}/{:.2}",
+                r.thresholds.low, r.thresholds.medium, r.thresholds.high, r.thresholds.critical
+            ),
+            r.release_below
+                .map_or("-".to_owned(), |v| format!("{v:.2}")),
         );
     }
     o
@@ -314,25 +389,71 @@ pub fn render_throttle(t: &crate::policy::throttle::ThrottleStatus) -> String {
 pub fn render_status(s: &StatusReport) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
-    let _ = writeln!(o, "trafficd {} (ABI {}), pid {}, up {}s", s.version, s.abi_version, s.pid, s.uptime_seconds);
+    let _ = writeln!(
+        o,
+        "trafficd {} (ABI {}), pid {}, up {}s",
+        s.version, s.abi_version, s.pid, s.uptime_seconds
+    );
     let _ = writeln!(o, "config:     {}", s.config_path.display());
-    let _ = writeln!(o, "mode:       {:?}, on exit: {:?}{}", s.mode, s.on_exit, if s.adopted_pinned_state { ", state adopted from pins" } else { "" });
-    let ifaces: Vec<String> = s.interfaces.iter().map(|i| format!("{} ({:?})", i.name, i.mode)).collect();
+    let _ = writeln!(
+        o,
+        "mode:       {:?}, on exit: {:?}{}",
+        s.mode,
+        s.on_exit,
+        if s.adopted_pinned_state {
+            ", state adopted from pins"
+        } else {
+            ""
+        }
+    );
+    let ifaces: Vec<String> = s
+        .interfaces
+        .iter()
+        .map(|i| format!("{} ({:?})", i.name, i.mode))
+        .collect();
     let _ = writeln!(o, "interfaces: {}", ifaces.join(", "));
     let _ = writeln!(o, "rules:      {}", s.rules);
-    let _ = writeln!(o, "reloads:    {} ok, {} failed{}", s.reload.succeeded, s.reload.failed,
-        s.reload.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default());
+    let _ = writeln!(
+        o,
+        "reloads:    {} ok, {} failed{}",
+        s.reload.succeeded,
+        s.reload.failed,
+        s.reload
+            .last_error
+            .as_ref()
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default()
+    );
     for c in &s.chaos {
-        let _ = writeln!(o, "CHAOS:      {} drop {:.0}%, reset {:.0}%, expires in {:.0}s", c.target, c.drop_ratio * 100.0, c.reset_ratio * 100.0, c.expires_in_seconds);
+        let _ = writeln!(
+            o,
+            "CHAOS:      {} drop {:.0}%, reset {:.0}%, expires in {:.0}s",
+            c.target,
+            c.drop_ratio * 100.0,
+            c.reset_ratio * 100.0,
+            c.expires_in_seconds
+        );
     }
     if let Some(t) = &s.throttle {
         let _ = writeln!(o);
         o.push_str(&render_throttle(t));
     }
     let _ = writeln!(o);
-    let _ = writeln!(o, "{:<14} {:>4} {:<8} {:<9} {}", "CLASS", "SLOT", "MODE", "PRIORITY", "LIMITED");
+    let _ = writeln!(
+        o,
+        "{:<14} {:>4} {:<8} {:<9} {}",
+        "CLASS", "SLOT", "MODE", "PRIORITY", "LIMITED"
+    );
     for c in &s.classes {
-        let _ = writeln!(o, "{:<14} {:>4} {:<8} {:<9} {}", c.name, c.slot, format!("{:?}", c.mode).to_lowercase(), format!("{:?}", c.priority).to_lowercase(), if c.limited { "yes" } else { "no" });
+        let _ = writeln!(
+            o,
+            "{:<14} {:>4} {:<8} {:<9} {}",
+            c.name,
+            c.slot,
+            format!("{:?}", c.mode).to_lowercase(),
+            format!("{:?}", c.priority).to_lowercase(),
+            if c.limited { "yes" } else { "no" }
+        );
     }
     o
 }

@@ -19,13 +19,13 @@ use traffic_common::PortRule;
 use crate::{policy::throttle::Throttle, pressure::Sampler};
 
 use crate::{
-    upstream::{ChaosSetting, Upstream},
     admin,
     config::{Config, ConfigError, Mode, OnExit},
     dataplane::{AttachedMode, Dataplane, DataplaneError},
     notify,
     plan::{self, Desired, Slots},
     report::{self, CountersReport},
+    upstream::{ChaosSetting, Upstream},
 };
 
 /// Why the daemon could not run.
@@ -168,7 +168,11 @@ impl Core {
         };
         core.sync_upstreams();
         let applied = core.apply_desired()?;
-        info!(writes = applied.writes, adopted = core.dp.adopted(), "limits applied");
+        info!(
+            writes = applied.writes,
+            adopted = core.dp.adopted(),
+            "limits applied"
+        );
         core.reload.last_success_unix = Some(unix_now());
         Ok(core)
     }
@@ -186,14 +190,22 @@ impl Core {
             .ports
             .iter()
             .map(|p| (p.port, p.protocol.number()))
-            .chain(self.config.upstreams.iter().map(|u| (u.port, u.protocol.number())))
+            .chain(
+                self.config
+                    .upstreams
+                    .iter()
+                    .map(|u| (u.port, u.protocol.number())),
+            )
             .collect();
         // Slots: keep the ones we have, give new rules the lowest free slot.
         self.port_slots.retain(|k, _| keys.contains(k));
         for k in &keys {
             if !self.port_slots.contains_key(k) {
-                let used: std::collections::BTreeSet<u32> = self.port_slots.values().copied().collect();
-                let free = (0..traffic_common::MAX_PORTS).find(|s| !used.contains(s)).unwrap_or(0);
+                let used: std::collections::BTreeSet<u32> =
+                    self.port_slots.values().copied().collect();
+                let free = (0..traffic_common::MAX_PORTS)
+                    .find(|s| !used.contains(s))
+                    .unwrap_or(0);
                 self.port_slots.insert(*k, free);
             }
         }
@@ -267,7 +279,10 @@ impl Core {
         if !loosened.is_empty() || !tightened.is_empty() {
             self.last_rescale = touched;
             self.rescaled_total += touched as u64;
-            info!(buckets = touched, "limits changed: buckets rescaled, none refilled");
+            info!(
+                buckets = touched,
+                "limits changed: buckets rescaled, none refilled"
+            );
         }
         self.applied = want;
         Ok(Applied {
@@ -316,7 +331,13 @@ impl Core {
             let new = &want.classes[key.class as usize];
             let before = b;
             for i in 0..traffic_common::MAX_PACKET_LIMITS {
-                b.tat[i] = crate::policy::limits::rescale_tat(b.tat[i], &old.packets[i], &new.packets[i], now, 0);
+                b.tat[i] = crate::policy::limits::rescale_tat(
+                    b.tat[i],
+                    &old.packets[i],
+                    &new.packets[i],
+                    now,
+                    0,
+                );
             }
             let bi = traffic_common::BYTE_LIMIT_SLOT;
             b.tat[bi] = crate::policy::limits::rescale_tat(
@@ -336,7 +357,9 @@ impl Core {
 
     /// Sample the node's pressure and move the throttle level; a level change rewrites the
     /// limits at once.
-    pub fn pressure_tick(&mut self) -> Result<Option<crate::policy::throttle::Transition>, DaemonError> {
+    pub fn pressure_tick(
+        &mut self,
+    ) -> Result<Option<crate::policy::throttle::Transition>, DaemonError> {
         let now = self.now();
         let sample = match self.sampler.sample(now) {
             Ok(s) => s,
@@ -515,7 +538,12 @@ impl Core {
                 let slot = k.class;
                 let name = self.slots.name_of(slot).unwrap_or("?").to_owned();
                 let spec = self.config.classes.iter().find(|c| c.name == name);
-                let cc = self.applied.classes.get(slot as usize).copied().unwrap_or_default();
+                let cc = self
+                    .applied
+                    .classes
+                    .get(slot as usize)
+                    .copied()
+                    .unwrap_or_default();
                 let ip = std::net::Ipv6Addr::from(k.addr);
                 let prefix = match ip.to_ipv4_mapped() {
                     Some(v4) => format!("{v4}/{}", spec.map_or(32, |s| s.aggregate_v4)),
@@ -535,7 +563,11 @@ impl Core {
                 }
             })
             .collect();
-        rows.sort_by(|a, b| b.packets.cmp(&a.packets).then_with(|| a.prefix.cmp(&b.prefix)));
+        rows.sort_by(|a, b| {
+            b.packets
+                .cmp(&a.packets)
+                .then_with(|| a.prefix.cmp(&b.prefix))
+        });
         rows.truncate(top);
         Ok(report::SourcesReport {
             tracked,
@@ -555,10 +587,16 @@ impl Core {
             if cc.flags == 0 {
                 continue;
             }
-            let mask = if addr.is_ipv4() { cc.mask_v4 } else { cc.mask_v6 };
+            let mask = if addr.is_ipv4() {
+                cc.mask_v4
+            } else {
+                cc.mask_v6
+            };
             let mut masked = [0u8; 16];
             for (i, w) in mask.iter().enumerate() {
-                let word = u64::from_ne_bytes(key_addr[i * 8..i * 8 + 8].try_into().unwrap_or_default()) & w;
+                let word =
+                    u64::from_ne_bytes(key_addr[i * 8..i * 8 + 8].try_into().unwrap_or_default())
+                        & w;
                 masked[i * 8..i * 8 + 8].copy_from_slice(&word.to_ne_bytes());
             }
             let key = traffic_common::BucketKey {
@@ -576,7 +614,8 @@ impl Core {
     /// Multiplier for config class `index`: the level's multiplier weighted by the class's
     /// priority (1.0 at level NONE).
     pub fn factor(&self, index: usize) -> f64 {
-        self.throttle.class_factor(self.config.classes[index].priority)
+        self.throttle
+            .class_factor(self.config.classes[index].priority)
     }
 
     /// Write what changed since the last write (e.g. after a probe result).
@@ -636,7 +675,15 @@ impl Core {
     }
 
     /// Probes that are due now: (upstream name, kind, address, path, timeout).
-    pub fn due_probes(&mut self) -> Vec<(String, crate::config::ProbeKind, std::net::SocketAddr, String, Duration)> {
+    pub fn due_probes(
+        &mut self,
+    ) -> Vec<(
+        String,
+        crate::config::ProbeKind,
+        std::net::SocketAddr,
+        String,
+        Duration,
+    )> {
         let now = self.now();
         let wall = Instant::now();
         let mut out = Vec::new();
@@ -698,7 +745,8 @@ impl Core {
         if !(0.0..=1.0).contains(&req.drop) || !(0.0..=1.0).contains(&req.reset) {
             return bad("drop and reset are fractions between 0 and 1");
         }
-        let duration = crate::config::units::parse_duration(&req.duration).map_err(DaemonError::BadRequest)?;
+        let duration =
+            crate::config::units::parse_duration(&req.duration).map_err(DaemonError::BadRequest)?;
         if duration.is_zero() || duration > Duration::from_secs(3600) {
             return bad("duration must be between 1ms and 1h: chaos always expires");
         }
@@ -738,7 +786,8 @@ impl Core {
 
     /// Stop every fault injection now.
     pub fn chaos_stop(&mut self) -> Result<String, DaemonError> {
-        let n = self.class_chaos.len() + self.upstreams.iter().filter(|u| u.chaos.is_some()).count();
+        let n =
+            self.class_chaos.len() + self.upstreams.iter().filter(|u| u.chaos.is_some()).count();
         self.class_chaos.clear();
         for u in &mut self.upstreams {
             u.chaos = None;
@@ -755,7 +804,11 @@ impl Core {
         self.upstreams
             .iter()
             .filter_map(|u| u.chaos.map(|c| (format!("upstream:{}", u.spec.name), c)))
-            .chain(self.class_chaos.iter().map(|(n, c)| (format!("class:{n}"), *c)))
+            .chain(
+                self.class_chaos
+                    .iter()
+                    .map(|(n, c)| (format!("class:{n}"), *c)),
+            )
             .filter(|(_, c)| c.active(now_ns))
             .map(|(target, c)| ChaosStatus {
                 target,
@@ -793,7 +846,11 @@ impl Core {
                 max_connections: u.cap(mult, level_max),
                 shedding: u.shedding,
                 chaos: u.chaos,
-                gate: stats.get(u.slot as usize).copied().unwrap_or_default().into(),
+                gate: stats
+                    .get(u.slot as usize)
+                    .copied()
+                    .unwrap_or_default()
+                    .into(),
                 transitions: u.transitions.iter().cloned().collect(),
             })
             .collect();
@@ -967,14 +1024,16 @@ where
     let mut summary = tokio::time::interval(summary_every);
     summary.tick().await;
     let watchdog = notify::watchdog_interval();
-    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
+    let mut watchdog_tick =
+        tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
     // The control loop: breakers, passive signals, bulkheads and chaos, written to the maps.
     let pressure_every = shared.lock().config.pressure.interval;
     let mut pressure = tokio::time::interval(pressure_every);
     pressure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut control = tokio::time::interval(CONTROL_TICK);
     control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (probe_tx, mut probe_rx) = tokio::sync::mpsc::channel::<(String, crate::upstream::ProbeResult)>(64);
+    let (probe_tx, mut probe_rx) =
+        tokio::sync::mpsc::channel::<(String, crate::upstream::ProbeResult)>(64);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

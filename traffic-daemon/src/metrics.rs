@@ -39,7 +39,11 @@ fn escape(v: &str) -> String {
 
 fn number(v: f64) -> String {
     if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else if v.is_nan() {
         "NaN".into()
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
@@ -116,14 +120,25 @@ impl Exposition {
 pub fn render(core: &crate::daemon::Core) -> String {
     let mut e = Exposition::new();
     let status = core.status();
-    e.family("traffic_build_info", Kind::Gauge, "Build of the running trafficd (value is always 1).")
-        .sample(
-            "traffic_build_info",
-            &[("version", &status.version), ("abi", &status.abi_version.to_string())],
-            1.0,
-        );
-    e.family("traffic_uptime_seconds", Kind::Gauge, "Seconds since trafficd started.")
-        .sample("traffic_uptime_seconds", &[], status.uptime_seconds as f64);
+    e.family(
+        "traffic_build_info",
+        Kind::Gauge,
+        "Build of the running trafficd (value is always 1).",
+    )
+    .sample(
+        "traffic_build_info",
+        &[
+            ("version", &status.version),
+            ("abi", &status.abi_version.to_string()),
+        ],
+        1.0,
+    );
+    e.family(
+        "traffic_uptime_seconds",
+        Kind::Gauge,
+        "Seconds since trafficd started.",
+    )
+    .sample("traffic_uptime_seconds", &[], status.uptime_seconds as f64);
 
     match core.counters() {
         Ok(counters) => {
@@ -136,7 +151,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
                 for r in &c.reasons {
                     e.sample(
                         "traffic_packets_total",
-                        &[("class", &c.class), ("outcome", r.outcome.name()), ("reason", &r.reason)],
+                        &[
+                            ("class", &c.class),
+                            ("outcome", r.outcome.name()),
+                            ("reason", &r.reason),
+                        ],
                         r.packets as f64,
                     );
                 }
@@ -150,7 +169,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
                 for r in &c.reasons {
                     e.sample(
                         "traffic_bytes_total",
-                        &[("class", &c.class), ("outcome", r.outcome.name()), ("reason", &r.reason)],
+                        &[
+                            ("class", &c.class),
+                            ("outcome", r.outcome.name()),
+                            ("reason", &r.reason),
+                        ],
                         r.bytes as f64,
                     );
                 }
@@ -166,7 +189,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
             "Multiplier applied to the class's configured limits (1 without pressure).",
         );
         for c in &limits.classes {
-            e.sample("traffic_class_limit_factor_ratio", &[("class", &c.class)], c.factor);
+            e.sample(
+                "traffic_class_limit_factor_ratio",
+                &[("class", &c.class)],
+                c.factor,
+            );
         }
         e.family(
             "traffic_class_packet_rate_limit",
@@ -203,12 +230,24 @@ pub fn render(core: &crate::daemon::Core) -> String {
         );
         for c in &limits.classes {
             if let Some(b) = &c.bytes {
-                e.sample("traffic_class_byte_rate_limit", &[("class", &c.class)], b.rate_per_sec);
+                e.sample(
+                    "traffic_class_byte_rate_limit",
+                    &[("class", &c.class)],
+                    b.rate_per_sec,
+                );
             }
         }
-        e.family("traffic_tracked_sources", Kind::Gauge, "Sources with their own bucket, per class.");
+        e.family(
+            "traffic_tracked_sources",
+            Kind::Gauge,
+            "Sources with their own bucket, per class.",
+        );
         for c in &limits.classes {
-            e.sample("traffic_tracked_sources", &[("class", &c.class)], c.tracked_sources as f64);
+            e.sample(
+                "traffic_tracked_sources",
+                &[("class", &c.class)],
+                c.tracked_sources as f64,
+            );
         }
         e.family(
             "traffic_admitted_sources_total",
@@ -216,7 +255,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
             "New sources that got their own bucket.",
         );
         for c in &limits.classes {
-            e.sample("traffic_admitted_sources_total", &[("class", &c.class)], c.admitted as f64);
+            e.sample(
+                "traffic_admitted_sources_total",
+                &[("class", &c.class)],
+                c.admitted as f64,
+            );
         }
         e.family(
             "traffic_overflow_packets_total",
@@ -224,7 +267,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
             "Packets of sources over the admission budget, charged to the class's overflow bucket.",
         );
         for c in &limits.classes {
-            e.sample("traffic_overflow_packets_total", &[("class", &c.class)], c.overflowed as f64);
+            e.sample(
+                "traffic_overflow_packets_total",
+                &[("class", &c.class)],
+                c.overflowed as f64,
+            );
         }
         e.family(
             "traffic_map_full_total",
@@ -232,7 +279,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
             "Bucket inserts the source table refused (charged to the overflow bucket).",
         );
         for c in &limits.classes {
-            e.sample("traffic_map_full_total", &[("class", &c.class)], c.map_full as f64);
+            e.sample(
+                "traffic_map_full_total",
+                &[("class", &c.class)],
+                c.map_full as f64,
+            );
         }
     }
 
@@ -255,7 +306,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
         Kind::Counter,
         "Throttle level changes.",
     )
-    .sample("traffic_throttle_transitions_total", &[], t.transitions as f64);
+    .sample(
+        "traffic_throttle_transitions_total",
+        &[],
+        t.transitions as f64,
+    );
     e.family(
         "traffic_pressure_ratio",
         Kind::Gauge,
@@ -263,7 +318,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
     );
     for r in &t.resources {
         if let Some(v) = r.ratio {
-            e.sample("traffic_pressure_ratio", &[("resource", r.resource.as_str())], v);
+            e.sample(
+                "traffic_pressure_ratio",
+                &[("resource", r.resource.as_str())],
+                v,
+            );
         }
     }
     e.family(
@@ -290,7 +349,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
         Kind::Counter,
         "Buckets rewritten to keep their tokens when limits changed.",
     )
-    .sample("traffic_rescaled_buckets_total", &[], core.rescaled_total as f64);
+    .sample(
+        "traffic_rescaled_buckets_total",
+        &[],
+        core.rescaled_total as f64,
+    );
 
     // Upstreams: breakers, probes, bulkheads, gates.
     if let Ok(circuits) = core.circuits() {
@@ -328,12 +391,28 @@ pub fn render(core: &crate::daemon::Core) -> String {
             "Share of failed outcomes in the breaker's window.",
         );
         for u in &circuits.upstreams {
-            e.sample("traffic_breaker_error_ratio", &[("upstream", &u.name)], u.breaker.error_rate_ratio);
+            e.sample(
+                "traffic_breaker_error_ratio",
+                &[("upstream", &u.name)],
+                u.breaker.error_rate_ratio,
+            );
         }
-        e.family("traffic_probes_total", Kind::Counter, "Active probes by result.");
+        e.family(
+            "traffic_probes_total",
+            Kind::Counter,
+            "Active probes by result.",
+        );
         for u in &circuits.upstreams {
-            e.sample("traffic_probes_total", &[("upstream", &u.name), ("result", "success")], u.probes_ok as f64);
-            e.sample("traffic_probes_total", &[("upstream", &u.name), ("result", "failure")], u.probes_failed as f64);
+            e.sample(
+                "traffic_probes_total",
+                &[("upstream", &u.name), ("result", "success")],
+                u.probes_ok as f64,
+            );
+            e.sample(
+                "traffic_probes_total",
+                &[("upstream", &u.name), ("result", "failure")],
+                u.probes_failed as f64,
+            );
         }
         e.family(
             "traffic_probe_duration_seconds",
@@ -344,7 +423,13 @@ pub fn render(core: &crate::daemon::Core) -> String {
             let buckets: Vec<(f64, u64)> = crate::upstream::LATENCY_BUCKETS
                 .iter()
                 .copied()
-                .zip(u.latency.buckets.iter().copied().chain(std::iter::repeat(0)))
+                .zip(
+                    u.latency
+                        .buckets
+                        .iter()
+                        .copied()
+                        .chain(std::iter::repeat(0)),
+                )
                 .collect();
             e.histogram(
                 "traffic_probe_duration_seconds",
@@ -360,8 +445,16 @@ pub fn render(core: &crate::daemon::Core) -> String {
             "Handshakes seen leaving the upstream's port: accepted (SYN-ACK) or refused (RST, ICMP unreachable).",
         );
         for u in &circuits.upstreams {
-            e.sample("traffic_passive_outcomes_total", &[("upstream", &u.name), ("result", "success")], u.passive_successes as f64);
-            e.sample("traffic_passive_outcomes_total", &[("upstream", &u.name), ("result", "failure")], u.passive_failures as f64);
+            e.sample(
+                "traffic_passive_outcomes_total",
+                &[("upstream", &u.name), ("result", "success")],
+                u.passive_successes as f64,
+            );
+            e.sample(
+                "traffic_passive_outcomes_total",
+                &[("upstream", &u.name), ("result", "failure")],
+                u.passive_failures as f64,
+            );
         }
         e.family(
             "traffic_upstream_connections",
@@ -370,7 +463,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
         );
         for u in &circuits.upstreams {
             if let Some(n) = u.established {
-                e.sample("traffic_upstream_connections", &[("upstream", &u.name)], f64::from(n));
+                e.sample(
+                    "traffic_upstream_connections",
+                    &[("upstream", &u.name)],
+                    f64::from(n),
+                );
             }
         }
         e.family(
@@ -380,7 +477,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
         );
         for u in &circuits.upstreams {
             if let Some(n) = u.max_connections {
-                e.sample("traffic_upstream_max_connections", &[("upstream", &u.name)], f64::from(n));
+                e.sample(
+                    "traffic_upstream_max_connections",
+                    &[("upstream", &u.name)],
+                    f64::from(n),
+                );
             }
         }
         e.family(
@@ -390,7 +491,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
         );
         for u in &circuits.upstreams {
             if let Some(n) = u.accept_queue {
-                e.sample("traffic_upstream_accept_queue", &[("upstream", &u.name)], f64::from(n));
+                e.sample(
+                    "traffic_upstream_accept_queue",
+                    &[("upstream", &u.name)],
+                    f64::from(n),
+                );
             }
         }
         e.family(
@@ -399,7 +504,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
             "1 while the bulkhead sheds new connections.",
         );
         for u in &circuits.upstreams {
-            e.sample("traffic_upstream_shedding", &[("upstream", &u.name)], if u.shedding.is_some() { 1.0 } else { 0.0 });
+            e.sample(
+                "traffic_upstream_shedding",
+                &[("upstream", &u.name)],
+                if u.shedding.is_some() { 1.0 } else { 0.0 },
+            );
         }
         e.family(
             "traffic_gate_connections_total",
@@ -418,7 +527,11 @@ pub fn render(core: &crate::daemon::Core) -> String {
                 ("chaos_dropped", g.chaos_dropped),
                 ("chaos_reset", g.chaos_reset),
             ] {
-                e.sample("traffic_gate_connections_total", &[("upstream", &u.name), ("action", action)], n as f64);
+                e.sample(
+                    "traffic_gate_connections_total",
+                    &[("upstream", &u.name), ("action", action)],
+                    n as f64,
+                );
             }
         }
     }
@@ -437,8 +550,16 @@ pub fn render(core: &crate::daemon::Core) -> String {
         Kind::Counter,
         "Configuration reloads by result.",
     )
-    .sample("traffic_config_reloads_total", &[("result", "success")], r.succeeded as f64)
-    .sample("traffic_config_reloads_total", &[("result", "failure")], r.failed as f64);
+    .sample(
+        "traffic_config_reloads_total",
+        &[("result", "success")],
+        r.succeeded as f64,
+    )
+    .sample(
+        "traffic_config_reloads_total",
+        &[("result", "failure")],
+        r.failed as f64,
+    );
     e.family(
         "traffic_config_last_reload_successful",
         Kind::Gauge,
@@ -472,7 +593,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
 async fn scrape(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let text = s.lock().metrics();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
 }
@@ -502,19 +626,27 @@ mod tests {
                 &[("class", "pre\"mium"), ("outcome", "pass")],
                 12.0,
             );
-        e.family("traffic_probe_duration_seconds", Kind::Histogram, "Probe latency.")
-            .histogram(
-                "traffic_probe_duration_seconds",
-                &[("upstream", "web")],
-                &[(0.005, 1), (0.01, 3)],
-                4,
-                0.0315,
-            );
+        e.family(
+            "traffic_probe_duration_seconds",
+            Kind::Histogram,
+            "Probe latency.",
+        )
+        .histogram(
+            "traffic_probe_duration_seconds",
+            &[("upstream", "web")],
+            &[(0.005, 1), (0.01, 3)],
+            4,
+            0.0315,
+        );
         let t = e.finish();
         assert!(t.contains("# TYPE traffic_packets_total counter\n"));
         assert!(t.contains("traffic_packets_total{class=\"pre\\\"mium\",outcome=\"pass\"} 12\n"));
-        assert!(t.contains("traffic_probe_duration_seconds_bucket{upstream=\"web\",le=\"0.005\"} 1\n"));
-        assert!(t.contains("traffic_probe_duration_seconds_bucket{upstream=\"web\",le=\"+Inf\"} 4\n"));
+        assert!(
+            t.contains("traffic_probe_duration_seconds_bucket{upstream=\"web\",le=\"0.005\"} 1\n")
+        );
+        assert!(
+            t.contains("traffic_probe_duration_seconds_bucket{upstream=\"web\",le=\"+Inf\"} 4\n")
+        );
         assert!(t.contains("traffic_probe_duration_seconds_sum{upstream=\"web\"} 0.0315\n"));
         assert!(t.contains("traffic_probe_duration_seconds_count{upstream=\"web\"} 4\n"));
     }

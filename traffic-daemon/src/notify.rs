@@ -46,7 +46,9 @@ pub fn watchdog() {
 
 /// Half the watchdog timeout systemd asked for, if it asked (`$WATCHDOG_USEC`, for our PID).
 pub fn watchdog_interval() -> Option<Duration> {
-    if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok())
+    if let Some(pid) = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
         && pid != std::process::id()
     {
         return None;

@@ -6,8 +6,8 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use traffic_common::{
-    ABI_VERSION, Action, Addr, ClassConfig, GLOBAL_MONITOR, GlobalConfig, MAX_CLASSES, Rule,
-    PortRule, SlotName, UNCLASSIFIED, V4_MAPPED_PREFIX_BITS, v4_mapped, GLOBAL_HAS_PORTS,
+    ABI_VERSION, Action, Addr, ClassConfig, GLOBAL_HAS_PORTS, GLOBAL_MONITOR, GlobalConfig,
+    MAX_CLASSES, PortRule, Rule, SlotName, UNCLASSIFIED, V4_MAPPED_PREFIX_BITS, v4_mapped,
 };
 
 use crate::{
@@ -50,7 +50,10 @@ impl Slots {
     /// Slots as recorded in the kernel's slot-name map (adopting pinned state).
     pub fn from_names(names: &[SlotName]) -> Slots {
         Slots {
-            names: names.iter().map(|n| n.as_str().map(str::to_owned)).collect(),
+            names: names
+                .iter()
+                .map(|n| n.as_str().map(str::to_owned))
+                .collect(),
         }
     }
 
@@ -317,7 +320,11 @@ action = "deny"
         assert_eq!(kinds[..4], ["class", "class", "rule", "rule"]);
         assert_eq!(kinds[4], "global");
         assert!(kinds[5..].iter().all(|k| *k == "deactivate"));
-        assert_eq!(diff(Some(&d), &d), vec![], "nothing changed, nothing written");
+        assert_eq!(
+            diff(Some(&d), &d),
+            vec![],
+            "nothing changed, nothing written"
+        );
     }
 
     #[test]
@@ -388,7 +395,10 @@ action = "deny"
         let d1 = desired(&c1, &slots, |_| 1.0);
         let text = BASE
             .replace("[classes.premium]\npackets = { rate = 1000 }\n", "")
-            .replace("[[rules]]\ncidr = \"198.18.1.0/24\"\nclass = \"premium\"\n", "");
+            .replace(
+                "[[rules]]\ncidr = \"198.18.1.0/24\"\nclass = \"premium\"\n",
+                "",
+            );
         let c2 = cfg(&text);
         let s2 = slots.assign(&c2);
         let d2 = desired(&c2, &s2, |_| 1.0);

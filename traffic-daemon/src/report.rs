@@ -96,8 +96,7 @@ pub fn counters_report(raw: &[Counter], slots: &Slots) -> CountersReport {
         };
         for reason in Reason::ALL {
             for monitored in [false, true] {
-                let Some(v) = raw.get(counter_index(row, reason as u32, monitored) as usize)
-                else {
+                let Some(v) = raw.get(counter_index(row, reason as u32, monitored) as usize) else {
                     continue;
                 };
                 if v.packets == 0 {
@@ -195,7 +194,11 @@ pub fn render_limits(r: &LimitsReport) -> String {
                 .join(" + ")
         };
         let bytes = c.bytes.as_ref().map_or("-".to_owned(), |b| {
-            format!("{}/s burst {}", human_bytes(b.rate_per_sec as u64), human_bytes(b.burst))
+            format!(
+                "{}/s burst {}",
+                human_bytes(b.rate_per_sec as u64),
+                human_bytes(b.burst)
+            )
         });
         let _ = writeln!(
             out,
@@ -235,8 +238,17 @@ pub struct SourcesReport {
 /// The `trafficctl sources` table.
 pub fn render_sources(r: &SourcesReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{} tracked sources; top {} by packets:", thousands(r.tracked), r.sources.len());
-    let _ = writeln!(out, "{:<12} {:<42} {:>12} {:>12} {:>9}", "CLASS", "SOURCE", "PACKETS", "DROPPED", "TOKENS");
+    let _ = writeln!(
+        out,
+        "{} tracked sources; top {} by packets:",
+        thousands(r.tracked),
+        r.sources.len()
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:<42} {:>12} {:>12} {:>9}",
+        "CLASS", "SOURCE", "PACKETS", "DROPPED", "TOKENS"
+    );
     for s in &r.sources {
         let tokens = s.tokens.map_or("-".to_owned(), |t| format!("{t:.0}"));
         let _ = writeln!(
@@ -369,12 +381,33 @@ mod tests {
         };
         let r = counters_report(&raw, &s);
         let pc = r.class("premium").unwrap();
-        assert_eq!(pc.passed, Totals { packets: 12, bytes: 1200 });
-        assert_eq!(pc.dropped, Totals { packets: 3, bytes: 300 });
-        assert_eq!(pc.would_drop, Totals { packets: 2, bytes: 200 });
+        assert_eq!(
+            pc.passed,
+            Totals {
+                packets: 12,
+                bytes: 1200
+            }
+        );
+        assert_eq!(
+            pc.dropped,
+            Totals {
+                packets: 3,
+                bytes: 300
+            }
+        );
+        assert_eq!(
+            pc.would_drop,
+            Totals {
+                packets: 2,
+                bytes: 200
+            }
+        );
         assert_eq!(pc.reasons.len(), 3);
         assert_eq!(r.class(UNCLASSIFIED_NAME).unwrap().passed.packets, 1);
-        assert!(r.class("default").is_some(), "configured classes always listed");
+        assert!(
+            r.class("default").is_some(),
+            "configured classes always listed"
+        );
         let table = render_counters(&r);
         assert!(table.contains("premium"));
         assert!(table.contains("packet_rate"));

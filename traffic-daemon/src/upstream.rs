@@ -14,9 +14,7 @@ use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
 };
-use traffic_common::{
-    Chaos, EgressStats, Gate, PORT_GATE_RESET, PORT_SHED, PortRule, PortStats,
-};
+use traffic_common::{Chaos, EgressStats, Gate, PORT_GATE_RESET, PORT_SHED, PortRule, PortStats};
 
 use crate::{
     config::{GateAction, ProbeKind, UpstreamSpec},
@@ -28,7 +26,9 @@ use crate::{
 };
 
 /// Upper bounds (seconds) of the probe latency histogram.
-pub const LATENCY_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5];
+pub const LATENCY_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+];
 
 /// Passive outcomes recorded per tick at most (scaled down proportionally beyond), so a flood
 /// of handshakes costs the daemon a bounded amount of work.
@@ -47,7 +47,12 @@ pub struct ProbeResult {
 }
 
 /// Run one probe of an upstream.
-pub async fn probe(kind: ProbeKind, addr: SocketAddr, path: &str, timeout: Duration) -> ProbeResult {
+pub async fn probe(
+    kind: ProbeKind,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> ProbeResult {
     let start = Instant::now();
     let result = tokio::time::timeout(timeout, async {
         let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
@@ -258,7 +263,11 @@ impl Upstream {
             self.probes_failed += 1;
             tracing::debug!(upstream = %self.spec.name, error = ?r.error, "probe failed");
         }
-        let outcome = if r.ok { Outcome::Success } else { Outcome::Failure };
+        let outcome = if r.ok {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
         self.last_probe = Some(r);
         if let Some(t) = self.breaker.record(now, outcome) {
             self.note(&t);
@@ -282,7 +291,10 @@ impl Upstream {
         }
         let (ok, bad) = if total > MAX_PASSIVE_PER_TICK {
             let f = MAX_PASSIVE_PER_TICK as f64 / total as f64;
-            ((ok as f64 * f).round() as u64, (bad as f64 * f).round() as u64)
+            (
+                (ok as f64 * f).round() as u64,
+                (bad as f64 * f).round() as u64,
+            )
         } else {
             (ok, bad)
         };
@@ -312,14 +324,19 @@ impl Upstream {
                 return Some(Shedding::Connections);
             }
             let ratio = self.spec.accept_queue_ratio;
-            if ratio > 0.0 && s.backlog > 0 && f64::from(s.accept_queue) >= ratio * f64::from(s.backlog) {
+            if ratio > 0.0
+                && s.backlog > 0
+                && f64::from(s.accept_queue) >= ratio * f64::from(s.backlog)
+            {
                 return Some(Shedding::AcceptQueue);
             }
             None
         });
         if before != self.shedding {
             match self.shedding {
-                Some(why) => tracing::warn!(upstream = %self.spec.name, ?why, cap, "bulkhead full: shedding new connections"),
+                Some(why) => {
+                    tracing::warn!(upstream = %self.spec.name, ?why, cap, "bulkhead full: shedding new connections")
+                }
                 None => tracing::info!(upstream = %self.spec.name, "bulkhead has room again"),
             }
         }
@@ -350,7 +367,8 @@ impl Upstream {
         } = gate
         {
             rule.half_open = limits::packet_gcra(&crate::config::RateLimit {
-                rate_per_sec: f64::from(trials_per_interval.max(1)) / interval.as_secs_f64().max(1e-3),
+                rate_per_sec: f64::from(trials_per_interval.max(1))
+                    / interval.as_secs_f64().max(1e-3),
                 burst: u64::from(trials_per_interval.max(1)),
             });
         } else {
@@ -436,13 +454,26 @@ pub fn render_circuits(r: &CircuitsReport) -> String {
     let _ = writeln!(
         o,
         "{:<12} {:>9} {:<9} {:>8} {:>6} {:>9} {:<18} {:>11} {:>7} {:>7} {:>6}",
-        "UPSTREAM", "PORT", "STATE", "FOR", "ERR%", "REQUESTS", "LAST PROBE", "CONNS", "GATED", "RESETS", "SHED"
+        "UPSTREAM",
+        "PORT",
+        "STATE",
+        "FOR",
+        "ERR%",
+        "REQUESTS",
+        "LAST PROBE",
+        "CONNS",
+        "GATED",
+        "RESETS",
+        "SHED"
     );
     for u in &r.upstreams {
         let probe = match &u.last_probe {
             None => "-".to_owned(),
             Some(p) if p.ok => format!("ok {:.1}ms", p.latency_seconds * 1000.0),
-            Some(p) => format!("FAIL {}", p.error.as_deref().unwrap_or("?")).chars().take(18).collect(),
+            Some(p) => format!("FAIL {}", p.error.as_deref().unwrap_or("?"))
+                .chars()
+                .take(18)
+                .collect(),
         };
         let conns = match (u.established, u.max_connections) {
             (Some(e), Some(m)) => format!("{e}/{m}"),
@@ -472,10 +503,19 @@ pub fn render_circuits(r: &CircuitsReport) -> String {
             let _ = writeln!(o, "  shedding new connections: {s:?}");
         }
         if let Some(c) = &u.chaos {
-            let _ = writeln!(o, "  chaos: drop {:.0}%, reset {:.0}%", c.drop_ratio * 100.0, c.reset_ratio * 100.0);
+            let _ = writeln!(
+                o,
+                "  chaos: drop {:.0}%, reset {:.0}%",
+                c.drop_ratio * 100.0,
+                c.reset_ratio * 100.0
+            );
         }
         for t in u.transitions.iter().rev().take(3) {
-            let _ = writeln!(o, "  at {:>7.1}s  {} → {}: {}", t.at_seconds, t.from, t.to, t.reason);
+            let _ = writeln!(
+                o,
+                "  at {:>7.1}s  {} → {}: {}",
+                t.at_seconds, t.from, t.to, t.reason
+            );
         }
     }
     o

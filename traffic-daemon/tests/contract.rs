@@ -17,9 +17,9 @@ use aya_obj::{
 };
 use traffic_common::{
     BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_STATE_ENTRIES, CLASSES_ENTRIES, CONFIG_ENTRIES,
-    COUNTERS_ENTRIES, ClassConfig, ClassState, ClassStats, Counter, GlobalConfig, PORTS_ENTRIES,
-    EgressStats, PORT_STATS_ENTRIES, PROGRAM_NAME, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SLOT_NAMES_ENTRIES, SlotName,
-    map_names,
+    COUNTERS_ENTRIES, ClassConfig, ClassState, ClassStats, Counter, EgressStats, GlobalConfig,
+    PORT_STATS_ENTRIES, PORTS_ENTRIES, PROGRAM_NAME, PortKey, PortRule, PortStats, RULES_ENTRIES,
+    Rule, RuleAddr, SLOT_NAMES_ENTRIES, SlotName, map_names,
 };
 
 /// What the contract says one map must look like.

@@ -43,7 +43,11 @@ fn hosts() -> Vec<HostSpec> {
 }
 
 fn config(topo: &Topology, pins: &PinDir, socket: &std::path::Path) -> String {
-    let ifaces: Vec<String> = topo.node_interfaces().iter().map(|i| format!("\"{i}\"")).collect();
+    let ifaces: Vec<String> = topo
+        .node_interfaces()
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect();
     let mut classes = String::from("[classes.internal]\npriority = \"critical\"\n");
     for (_, class, rate, burst) in LIMITED {
         classes += &format!("[classes.{class}]\npackets = {{ rate = {rate}, burst = {burst} }}\n");
@@ -139,7 +143,10 @@ fn limits_hold_per_class_for_ipv4_and_ipv6_on_both_cpus() {
     )
     .expect("trafficd starts");
     for iface in topo.node_interfaces() {
-        assert!(topo.xdp_attached(&iface).unwrap(), "XDP not attached to {iface}");
+        assert!(
+            topo.xdp_attached(&iface).unwrap(),
+            "XDP not attached to {iface}"
+        );
     }
 
     let sink = UdpSink::start(&topo.node, PORT, 2).expect("sink");
@@ -160,7 +167,13 @@ fn limits_hold_per_class_for_ipv4_and_ipv6_on_both_cpus() {
     }
     for (host, rate) in [("intl", 300.0), ("deny", 100.0)] {
         let h = topo.host(host);
-        jobs.push((host, vec![flow(h.addr(false, 9), rate, Some(0)), flow(h.addr(true, 9), rate, Some(1))]));
+        jobs.push((
+            host,
+            vec![
+                flow(h.addr(false, 9), rate, Some(0)),
+                flow(h.addr(true, 9), rate, Some(1)),
+            ],
+        ));
     }
     let sent: HashMap<IpAddr, FlowStats> = std::thread::scope(|s| {
         let handles: Vec<_> = jobs
@@ -195,14 +208,29 @@ fn limits_hold_per_class_for_ipv4_and_ipv6_on_both_cpus() {
                 st.sent,
                 100.0 * passed / allowed
             ));
-            assert!(st.sent as f64 > allowed * 1.5, "{class} {src}: offered too little: {st:?}");
-            assert!(passed <= allowed + 1.0, "{class} {src}: passed {passed} > allowed {allowed:.1} + 1\n{}", report.join("\n"));
-            assert!(passed >= 0.97 * allowed, "{class} {src}: passed {passed} < 97% of {allowed:.1}\n{}", report.join("\n"));
+            assert!(
+                st.sent as f64 > allowed * 1.5,
+                "{class} {src}: offered too little: {st:?}"
+            );
+            assert!(
+                passed <= allowed + 1.0,
+                "{class} {src}: passed {passed} > allowed {allowed:.1} + 1\n{}",
+                report.join("\n")
+            );
+            assert!(
+                passed >= 0.97 * allowed,
+                "{class} {src}: passed {passed} < 97% of {allowed:.1}\n{}",
+                report.join("\n")
+            );
         }
     }
     for v6 in [false, true] {
         let allowed_src = topo.host("intl").addr(v6, 9);
-        assert_eq!(got(allowed_src), sent[&allowed_src].sent, "allowed source lost packets");
+        assert_eq!(
+            got(allowed_src),
+            sent[&allowed_src].sent,
+            "allowed source lost packets"
+        );
         let denied_src = topo.host("deny").addr(v6, 9);
         assert!(sent[&denied_src].sent > 100);
         assert_eq!(got(denied_src), 0, "denied source got packets through");
@@ -210,53 +238,101 @@ fn limits_hold_per_class_for_ipv4_and_ipv6_on_both_cpus() {
     println!("{}", report.join("\n"));
 
     // The daemon's own accounting, through the real CLI, must match the receivers.
-    let (code, out, err) = trafficctl(&["--socket", socket.to_str().unwrap(), "counters", "--json"]);
+    let (code, out, err) =
+        trafficctl(&["--socket", socket.to_str().unwrap(), "counters", "--json"]);
     assert_eq!(code, 0, "trafficctl counters failed: {err}");
     let counters: CountersReport = serde_json::from_str(&out).expect("counters JSON");
     let class_received = |host: &str| -> u64 {
-        [false, true].iter().map(|v6| got(topo.host(host).addr(*v6, 9))).sum()
+        [false, true]
+            .iter()
+            .map(|v6| got(topo.host(host).addr(*v6, 9)))
+            .sum()
     };
     let class_sent = |host: &str| -> u64 {
-        [false, true].iter().map(|v6| sent[&topo.host(host).addr(*v6, 9)].sent).sum()
+        [false, true]
+            .iter()
+            .map(|v6| sent[&topo.host(host).addr(*v6, 9)].sent)
+            .sum()
     };
     for (host, class, _, _) in LIMITED {
-        let c = counters.class(class).unwrap_or_else(|| panic!("no counters for {class}"));
+        let c = counters
+            .class(class)
+            .unwrap_or_else(|| panic!("no counters for {class}"));
         let recv = class_received(host);
         if class == "default" {
             // Unmatched sources also include anything else the links carry (e.g. MLD).
-            assert!(c.passed.packets >= recv && c.passed.packets <= recv + 10, "{class}: counters {:?} vs received {recv}", c.passed);
+            assert!(
+                c.passed.packets >= recv && c.passed.packets <= recv + 10,
+                "{class}: counters {:?} vs received {recv}",
+                c.passed
+            );
         } else {
-            assert_eq!(c.passed.packets, recv, "{class}: counters passed vs received");
-            assert_eq!(c.dropped.packets, class_sent(host) - recv, "{class}: counters dropped vs sent - received");
+            assert_eq!(
+                c.passed.packets, recv,
+                "{class}: counters passed vs received"
+            );
+            assert_eq!(
+                c.dropped.packets,
+                class_sent(host) - recv,
+                "{class}: counters dropped vs sent - received"
+            );
         }
     }
     let internal = counters.class("internal").expect("internal counters");
     assert_eq!(internal.passed.packets, class_received("intl"));
     assert!(internal.reasons.iter().all(|r| r.reason == "allow"));
-    let unclassified = counters.class("unclassified").expect("deny rule without class is unclassified");
-    let denied = unclassified.reasons.iter().find(|r| r.reason == "deny").expect("deny counter");
+    let unclassified = counters
+        .class("unclassified")
+        .expect("deny rule without class is unclassified");
+    let denied = unclassified
+        .reasons
+        .iter()
+        .find(|r| r.reason == "deny")
+        .expect("deny counter");
     assert_eq!(denied.packets, class_sent("deny"));
 
     // Both CPUs updated the shared buckets: the per-CPU pass counters of premium are
     // non-zero on each CPU that sent.
     if cpus > 1 {
         use aya::maps::{Map, MapData, PerCpuArray};
-        let md = MapData::from_pin(pins.0.join(traffic_common::map_names::COUNTERS)).expect("pinned counters");
-        let arr: PerCpuArray<_, traffic_common::Counter> = PerCpuArray::try_from(Map::PerCpuArray(md)).unwrap();
-        let status: traffic_daemon::daemon::StatusReport =
-            serde_json::from_str(&trafficctl(&["--socket", socket.to_str().unwrap(), "status", "--json"]).1).unwrap();
-        let slot = status.classes.iter().find(|c| c.name == "premium").unwrap().slot;
+        let md = MapData::from_pin(pins.0.join(traffic_common::map_names::COUNTERS))
+            .expect("pinned counters");
+        let arr: PerCpuArray<_, traffic_common::Counter> =
+            PerCpuArray::try_from(Map::PerCpuArray(md)).unwrap();
+        let status: traffic_daemon::daemon::StatusReport = serde_json::from_str(
+            &trafficctl(&["--socket", socket.to_str().unwrap(), "status", "--json"]).1,
+        )
+        .unwrap();
+        let slot = status
+            .classes
+            .iter()
+            .find(|c| c.name == "premium")
+            .unwrap()
+            .slot;
         let idx = traffic_common::counter_index(slot, traffic_common::Reason::Pass as u32, false);
         let per_cpu = arr.get(&idx, 0).unwrap();
         for cpu in 0..cpus {
-            assert!(per_cpu[cpu].packets > 0, "CPU {cpu} passed no premium packets: {:?}", per_cpu.iter().map(|c| c.packets).collect::<Vec<_>>());
+            assert!(
+                per_cpu[cpu].packets > 0,
+                "CPU {cpu} passed no premium packets: {:?}",
+                per_cpu.iter().map(|c| c.packets).collect::<Vec<_>>()
+            );
         }
     }
 
-    let status = daemon.terminate(Duration::from_secs(10)).expect("trafficd stops");
-    assert!(status.success(), "trafficd exit status {status}\n{}", daemon.log_text());
+    let status = daemon
+        .terminate(Duration::from_secs(10))
+        .expect("trafficd stops");
+    assert!(
+        status.success(),
+        "trafficd exit status {status}\n{}",
+        daemon.log_text()
+    );
     for iface in topo.node_interfaces() {
-        assert!(!topo.xdp_attached(&iface).unwrap(), "XDP still attached to {iface} after SIGTERM");
+        assert!(
+            !topo.xdp_attached(&iface).unwrap(),
+            "XDP still attached to {iface} after SIGTERM"
+        );
     }
     assert!(!socket.exists(), "admin socket left behind");
 }

@@ -13,7 +13,10 @@ use std::{
 };
 
 use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
-use traffic_daemon::{daemon::StatusReport, report::{CountersReport, LimitsReport, SourcesReport}};
+use traffic_daemon::{
+    daemon::StatusReport,
+    report::{CountersReport, LimitsReport, SourcesReport},
+};
 use traffic_lab::{
     daemon::{DaemonProcess, http_get},
     netns::Netns,
@@ -107,7 +110,8 @@ class = "premium"
         full.extend_from_slice(args);
         let (code, out, err) = trafficctl(&full);
         assert_eq!(code, 0, "trafficctl {args:?}: {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("trafficctl {args:?} JSON: {e}\n{out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("trafficctl {args:?} JSON: {e}\n{out}"))
     }
 
     /// Send `n` datagrams as fast as pacing allows from `host_index` address `i`; returns
@@ -170,10 +174,19 @@ fn reload_applies_atomically_keeps_tokens_and_refuses_bad_files() {
     assert_eq!(code, 0, "reload: {err}");
     assert!(out.contains("1 map entries written"), "{out}");
     let limits: LimitsReport = rig.ctl(&["limits"]);
-    let p = limits.classes.iter().find(|c| c.class == "premium").unwrap();
+    let p = limits
+        .classes
+        .iter()
+        .find(|c| c.class == "premium")
+        .unwrap();
     assert_eq!(p.packets[0].burst, 40);
     let sources: SourcesReport = rig.ctl(&["sources", "--top", "5"]);
-    let tokens = sources.sources.iter().find(|s| s.prefix == "198.18.1.2/32").and_then(|s| s.tokens).unwrap();
+    let tokens = sources
+        .sources
+        .iter()
+        .find(|s| s.prefix == "198.18.1.2/32")
+        .and_then(|s| s.tokens)
+        .unwrap();
     assert!(tokens < 2.0, "reload refilled the bucket: {tokens} tokens");
     assert!(rig.burst(1, 5) <= 1, "exhausted source passes after reload");
 
@@ -181,15 +194,40 @@ fn reload_applies_atomically_keeps_tokens_and_refuses_bad_files() {
     rig.write_config("{ rate = -5 }", "detach");
     let (code, _, err) = trafficctl(&["--socket", &rig.socket(), "reload"]);
     assert_eq!(code, 2, "bad reload exit code; stderr: {err}");
-    assert!(err.contains("traffic.toml:") && err.contains("classes.premium.packets[0].rate"), "{err}");
+    assert!(
+        err.contains("traffic.toml:") && err.contains("classes.premium.packets[0].rate"),
+        "{err}"
+    );
     let status: StatusReport = rig.ctl(&["status"]);
     assert_eq!(status.reload.failed, 1);
-    assert!(status.reload.last_error.as_deref().unwrap_or("").contains("packets[0].rate"));
+    assert!(
+        status
+            .reload
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("packets[0].rate")
+    );
     let limits: LimitsReport = rig.ctl(&["limits"]);
-    assert_eq!(limits.classes.iter().find(|c| c.class == "premium").unwrap().packets[0].burst, 40);
+    assert_eq!(
+        limits
+            .classes
+            .iter()
+            .find(|c| c.class == "premium")
+            .unwrap()
+            .packets[0]
+            .burst,
+        40
+    );
     let (_, metrics) = http_get(&rig.topo.node, METRICS.parse().unwrap(), "/metrics").unwrap();
-    assert!(metrics.contains("traffic_config_last_reload_successful 0"), "metric not set");
-    assert!(d.log_text().contains("reload failed"), "log does not say why");
+    assert!(
+        metrics.contains("traffic_config_last_reload_successful 0"),
+        "metric not set"
+    );
+    assert!(
+        d.log_text().contains("reload failed"),
+        "log does not say why"
+    );
 
     // SIGHUP after fixing the file.
     rig.write_config("{ rate = 30, per = \"1m\", burst = 60 }", "detach");
@@ -199,7 +237,16 @@ fn reload_applies_atomically_keeps_tokens_and_refuses_bad_files() {
         (s.reload.succeeded == 2).then_some(())
     });
     let limits: LimitsReport = rig.ctl(&["limits"]);
-    assert_eq!(limits.classes.iter().find(|c| c.class == "premium").unwrap().packets[0].burst, 60);
+    assert_eq!(
+        limits
+            .classes
+            .iter()
+            .find(|c| c.class == "premium")
+            .unwrap()
+            .packets[0]
+            .burst,
+        60
+    );
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
 }
 
@@ -215,14 +262,27 @@ fn kill9_with_detach_fails_open_and_a_restart_adopts_the_state() {
     assert_eq!(passed_before, 20);
 
     d.kill9().unwrap();
-    assert!(!rig.topo.xdp_attached(&rig.iface()).unwrap(), "on_exit=detach: a killed daemon must not leave XDP attached");
+    assert!(
+        !rig.topo.xdp_attached(&rig.iface()).unwrap(),
+        "on_exit=detach: a killed daemon must not leave XDP attached"
+    );
     assert_eq!(rig.burst(1, 30), 30, "detached: traffic flows unfiltered");
 
     let mut d = rig.start();
     let status: StatusReport = rig.ctl(&["status"]);
-    assert!(status.adopted_pinned_state, "restart did not adopt the pinned maps");
-    assert!(premium_passed(&rig) >= passed_before, "counters restarted from zero");
-    assert_eq!(rig.burst(1, 10), 0, "the exhausted bucket was refilled by the restart");
+    assert!(
+        status.adopted_pinned_state,
+        "restart did not adopt the pinned maps"
+    );
+    assert!(
+        premium_passed(&rig) >= passed_before,
+        "counters restarted from zero"
+    );
+    assert_eq!(
+        rig.burst(1, 10),
+        0,
+        "the exhausted bucket was refilled by the restart"
+    );
     assert_eq!(rig.burst(2, 25), 20, "a new source gets a fresh bucket");
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
     assert!(!rig.topo.xdp_attached(&rig.iface()).unwrap());
@@ -238,17 +298,31 @@ fn kill9_with_keep_keeps_enforcing_and_a_restart_takes_over() {
     assert_eq!(rig.burst(1, 40), 20);
 
     d.kill9().unwrap();
-    assert!(rig.topo.xdp_attached(&rig.iface()).unwrap(), "on_exit=keep: the pinned link must survive kill -9");
+    assert!(
+        rig.topo.xdp_attached(&rig.iface()).unwrap(),
+        "on_exit=keep: the pinned link must survive kill -9"
+    );
     assert_eq!(rig.burst(1, 10), 0, "still enforcing the exhausted bucket");
-    assert_eq!(rig.burst(3, 30), 20, "still enforcing limits on new sources");
+    assert_eq!(
+        rig.burst(3, 30),
+        20,
+        "still enforcing limits on new sources"
+    );
 
     let mut d = rig.start();
     let status: StatusReport = rig.ctl(&["status"]);
     assert!(status.adopted_pinned_state);
     assert!(rig.topo.xdp_attached(&rig.iface()).unwrap());
-    assert_eq!(rig.burst(1, 10), 0, "the exhausted bucket was refilled by the restart");
+    assert_eq!(
+        rig.burst(1, 10),
+        0,
+        "the exhausted bucket was refilled by the restart"
+    );
     let counters: CountersReport = rig.ctl(&["counters"]);
-    assert!(counters.class("premium").unwrap().passed.packets >= 40, "counters lost across the restart");
+    assert!(
+        counters.class("premium").unwrap().passed.packets >= 40,
+        "counters lost across the restart"
+    );
 
     // A graceful stop with keep leaves the program enforcing too.
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
@@ -289,7 +363,10 @@ fn pinned_maps_from_another_abi_are_refused() {
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{log}");
-    assert!(log.contains("ABI 99") && log.contains(&rig.pins.0.display().to_string()), "unclear refusal: {log}");
+    assert!(
+        log.contains("ABI 99") && log.contains(&rig.pins.0.display().to_string()),
+        "unclear refusal: {log}"
+    );
     assert!(!rig.topo.xdp_attached(&rig.iface()).unwrap());
 }
 
@@ -325,7 +402,10 @@ fn prometheus_scrapes_the_metrics() {
     let (status, text) = http_get(&rig.topo.node, METRICS.parse().unwrap(), "/metrics").unwrap();
     assert_eq!(status, 200);
     for needle in ["198.18.", "2001:db8", "::ffff"] {
-        assert!(!text.contains(needle), "a metric label carries a source address ({needle})");
+        assert!(
+            !text.contains(needle),
+            "a metric label carries a source address ({needle})"
+        );
     }
     // promtool's linter on the exposition.
     let mut child = std::process::Command::new("promtool")
@@ -336,29 +416,63 @@ fn prometheus_scrapes_the_metrics() {
         .spawn()
         .expect("promtool (Debian package `prometheus`)");
     use std::io::Write as _;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "promtool check metrics:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A real Prometheus server scraping trafficd, queried through its API.
     let dir = rig.tmp.path("prom");
     std::fs::create_dir_all(&dir).unwrap();
     let mut prom = start_prometheus(&rig.topo.node, &dir);
     let query = |q: &str| -> Option<serde_json::Value> {
-        let path = format!("/api/v1/query?query={}", q.replace('{', "%7B").replace('}', "%7D").replace('"', "%22").replace('=', "%3D"));
-        let (code, body) = http_get(&rig.topo.node, "127.0.0.1:19090".parse::<SocketAddr>().unwrap(), &path).ok()?;
+        let path = format!(
+            "/api/v1/query?query={}",
+            q.replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('"', "%22")
+                .replace('=', "%3D")
+        );
+        let (code, body) = http_get(
+            &rig.topo.node,
+            "127.0.0.1:19090".parse::<SocketAddr>().unwrap(),
+            &path,
+        )
+        .ok()?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (code == 200 && v["data"]["result"].as_array().is_some_and(|r| !r.is_empty())).then_some(v)
+        (code == 200
+            && v["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty()))
+        .then_some(v)
     };
-    let passed = poll("prometheus to scrape trafficd", Duration::from_secs(60), || {
-        query("traffic_packets_total{class=\"premium\",outcome=\"pass\"}")
-    });
-    let value: f64 = passed["data"]["result"][0]["value"][1].as_str().unwrap().parse().unwrap();
+    let passed = poll(
+        "prometheus to scrape trafficd",
+        Duration::from_secs(60),
+        || query("traffic_packets_total{class=\"premium\",outcome=\"pass\"}"),
+    );
+    let value: f64 = passed["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(value, 20.0);
     let dropped = poll("drop series", Duration::from_secs(10), || {
         query("traffic_packets_total{class=\"premium\",outcome=\"drop\",reason=\"packet_rate\"}")
     });
-    assert_eq!(dropped["data"]["result"][0]["value"][1].as_str().unwrap(), "10");
+    assert_eq!(
+        dropped["data"]["result"][0]["value"][1].as_str().unwrap(),
+        "10"
+    );
     for series in [
         "traffic_build_info",
         "traffic_class_packet_rate_limit",
@@ -384,7 +498,8 @@ fn systemd_notifications_ready_reloading_stopping_and_watchdog() {
     rig.write_config("{ rate = 100 }", "detach");
     let notify_path = rig.tmp.path("notify.sock");
     let sock = UnixDatagram::bind(&notify_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let log = std::fs::File::create(rig.tmp.path("notify.log")).unwrap();
     let mut child = rig
         .topo

@@ -7,7 +7,10 @@ use std::{path::PathBuf, process::Command};
 fn unit_with_built_binaries(test: &str) -> (PathBuf, PathBuf) {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/trafficd.service");
     let text = std::fs::read_to_string(shipped).expect("read config/trafficd.service");
-    assert!(text.contains("ExecStart=/usr/bin/trafficd "), "unit no longer starts /usr/bin/trafficd");
+    assert!(
+        text.contains("ExecStart=/usr/bin/trafficd "),
+        "unit no longer starts /usr/bin/trafficd"
+    );
     // verify checks that the executables exist: point them at the binaries under test.
     let text = text.replace("/usr/bin/trafficd", env!("CARGO_BIN_EXE_trafficd"));
     let dir = std::env::temp_dir().join(format!("trf-unit-{}-{test}", std::process::id()));
@@ -18,10 +21,9 @@ fn unit_with_built_binaries(test: &str) -> (PathBuf, PathBuf) {
 }
 
 fn analyze(args: &[&str]) -> std::process::Output {
-    Command::new("systemd-analyze")
-        .args(args)
-        .output()
-        .expect("systemd-analyze is missing: `cargo xtask setup` installs it (Debian package systemd)")
+    Command::new("systemd-analyze").args(args).output().expect(
+        "systemd-analyze is missing: `cargo xtask setup` installs it (Debian package systemd)",
+    )
 }
 
 #[test]
@@ -31,15 +33,27 @@ fn unit_verifies_without_warnings() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{stdout}{stderr}");
-    assert!(stderr.trim().is_empty() && stdout.trim().is_empty(), "systemd-analyze verify warned:\n{stdout}{stderr}");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stdout}{stderr}"
+    );
+    assert!(
+        stderr.trim().is_empty() && stdout.trim().is_empty(),
+        "systemd-analyze verify warned:\n{stdout}{stderr}"
+    );
 }
 
 #[test]
 fn unit_exposure_is_at_most_2_5() {
     let (dir, unit) = unit_with_built_binaries("security");
-    let out = analyze(&["security", "--offline=yes", "--no-pager", unit.to_str().unwrap()]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = analyze(&[
+        "security",
+        "--offline=yes",
+        "--no-pager",
+        unit.to_str().unwrap(),
+    ]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     std::fs::remove_dir_all(&dir).unwrap();
     let line = text
         .lines()
@@ -56,7 +70,11 @@ fn unit_exposure_is_at_most_2_5() {
 
 #[test]
 fn unit_runs_with_only_bpf_capabilities() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/trafficd.service")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/trafficd.service"
+    ))
+    .unwrap();
     let caps: Vec<&str> = text
         .lines()
         .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))

@@ -58,7 +58,10 @@ fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < end, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -139,9 +142,22 @@ fn pressure_from_a_source_directory_rescales_kernel_limits_and_traffic() {
     );
     let cfg = tmp.path("traffic.toml");
     std::fs::write(&cfg, config(&topo, &pins, &socket, &pressure)).unwrap();
-    let mut d = DaemonProcess::start(&topo.node, trafficd(), &cfg, &socket, &tmp.path("d.log"), Duration::from_secs(20)).unwrap();
+    let mut d = DaemonProcess::start(
+        &topo.node,
+        trafficd(),
+        &cfg,
+        &socket,
+        &tmp.path("d.log"),
+        Duration::from_secs(20),
+    )
+    .unwrap();
     let status: StatusReport = ctl(&socket, &["status"]);
-    let slot = status.classes.iter().find(|c| c.name == "premium").unwrap().slot;
+    let slot = status
+        .classes
+        .iter()
+        .find(|c| c.name == "premium")
+        .unwrap()
+        .slot;
     let base_interval = premium_interval(&pins.0, slot);
     assert_eq!(base_interval, (1e9 / RATE) as u64);
 
@@ -161,7 +177,10 @@ fn pressure_from_a_source_directory_rescales_kernel_limits_and_traffic() {
     };
     let sender = {
         let stop = stop.clone();
-        topo.hosts[0].ns.spawn(move || send_flow(&flow, &stop)).unwrap()
+        topo.hosts[0]
+            .ns
+            .spawn(move || send_flow(&flow, &stop))
+            .unwrap()
     };
     let guard = StopOnDrop(stop.clone());
 
@@ -172,9 +191,11 @@ fn pressure_from_a_source_directory_rescales_kernel_limits_and_traffic() {
     let t0 = Instant::now();
     write_cpu(&source, 85.0);
     let high_interval = (1e9 / (RATE * 0.4)) as u64;
-    poll("the HIGH limit in the kernel map", Duration::from_secs(5), || {
-        (premium_interval(&pins.0, slot) == high_interval).then_some(())
-    });
+    poll(
+        "the HIGH limit in the kernel map",
+        Duration::from_secs(5),
+        || (premium_interval(&pins.0, slot) == high_interval).then_some(()),
+    );
     let to_map = t0.elapsed();
     let t1 = Instant::now();
     let throttle: ThrottleStatus = ctl(&socket, &["throttle"]);
@@ -193,9 +214,11 @@ fn pressure_from_a_source_directory_rescales_kernel_limits_and_traffic() {
     // Pressure gone: down one level per min_dwell (1 s) to NONE, limits back.
     let t2 = Instant::now();
     write_cpu(&source, 0.0);
-    poll("the base limit in the kernel map", Duration::from_secs(8), || {
-        (premium_interval(&pins.0, slot) == base_interval).then_some(())
-    });
+    poll(
+        "the base limit in the kernel map",
+        Duration::from_secs(8),
+        || (premium_interval(&pins.0, slot) == base_interval).then_some(()),
+    );
     let recovery = t2.elapsed();
     std::thread::sleep(Duration::from_millis(300));
     let after = rate_over(&sink, src, Duration::from_secs(1));
@@ -213,17 +236,29 @@ fn pressure_from_a_source_directory_rescales_kernel_limits_and_traffic() {
         t.transitions,
         status.last_rescale_buckets,
     );
-    assert!(to_map <= Duration::from_millis(INTERVAL_MS + 150), "limit reached the map {to_map:?} after the pressure changed");
+    assert!(
+        to_map <= Duration::from_millis(INTERVAL_MS + 150),
+        "limit reached the map {to_map:?} after the pressure changed"
+    );
     assert!((before - RATE).abs() < RATE * 0.15, "rate before: {before}");
-    assert!((during - RATE * 0.4).abs() < RATE * 0.4 * 0.2, "rate at HIGH: {during}");
+    assert!(
+        (during - RATE * 0.4).abs() < RATE * 0.4 * 0.2,
+        "rate at HIGH: {during}"
+    );
     assert!((after - RATE).abs() < RATE * 0.15, "rate after: {after}");
     // none → high, then high → medium → low → none.
     assert_eq!(t.transitions, 4, "{t:?}");
     assert_eq!(t.level.as_str(), "none");
     // One level per min_dwell: HIGH was held long enough to step down at once, then two
     // more dwells to NONE.
-    assert!(recovery >= Duration::from_secs(2), "stepped down faster than min_dwell allows: {recovery:?}");
-    assert!(d.log_text().contains("throttle raised"), "no log line for the level change");
+    assert!(
+        recovery >= Duration::from_secs(2),
+        "stepped down faster than min_dwell allows: {recovery:?}"
+    );
+    assert!(
+        d.log_text().contains("throttle raised"),
+        "no log line for the level change"
+    );
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
 }
 
@@ -239,7 +274,14 @@ impl Drop for StopOnDrop {
 fn cpu_utilisation(d: Duration) -> f64 {
     let read = || -> (u64, u64) {
         let s = std::fs::read_to_string("/proc/stat").unwrap();
-        let v: Vec<u64> = s.lines().next().unwrap().split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        let v: Vec<u64> = s
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
         let idle = v[3] + v.get(4).copied().unwrap_or(0);
         (v.iter().take(8).sum(), idle)
     };
@@ -254,7 +296,10 @@ fn cpu_utilisation(d: Duration) -> f64 {
 fn real_cpu_load_raises_the_level() {
     require_privileged();
     let idle = cpu_utilisation(Duration::from_millis(500));
-    assert!(idle < 0.8, "the machine is too busy ({idle:.2}) to tell our load from the rest");
+    assert!(
+        idle < 0.8,
+        "the machine is too busy ({idle:.2}) to tell our load from the rest"
+    );
     let topo = topology();
     let pins = PinDir::new("cpuload");
     let tmp = TempDir::new("cpuload");
@@ -269,10 +314,22 @@ fn real_cpu_load_raises_the_level() {
     );
     let cfg = tmp.path("traffic.toml");
     std::fs::write(&cfg, config(&topo, &pins, &socket, &pressure)).unwrap();
-    let mut d = DaemonProcess::start(&topo.node, trafficd(), &cfg, &socket, &tmp.path("d.log"), Duration::from_secs(20)).unwrap();
+    let mut d = DaemonProcess::start(
+        &topo.node,
+        trafficd(),
+        &cfg,
+        &socket,
+        &tmp.path("d.log"),
+        Duration::from_secs(20),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(600));
     let t: ThrottleStatus = ctl(&socket, &["throttle"]);
-    assert_eq!(t.level.as_str(), "none", "level rose before any load: {t:?}");
+    assert_eq!(
+        t.level.as_str(),
+        "none",
+        "level rose before any load: {t:?}"
+    );
 
     // Busy threads on every CPU, bounded to 10 s.
     let stop = Arc::new(AtomicBool::new(false));
@@ -292,21 +349,42 @@ fn real_cpu_load_raises_the_level() {
         .collect();
     let guard = StopOnDrop(stop.clone());
     let t0 = Instant::now();
-    let raised: ThrottleStatus = poll("the level to rise under CPU load", Duration::from_secs(8), || {
-        let t: ThrottleStatus = ctl(&socket, &["throttle"]);
-        (t.level.as_str() != "none").then_some(t)
-    });
+    let raised: ThrottleStatus = poll(
+        "the level to rise under CPU load",
+        Duration::from_secs(8),
+        || {
+            let t: ThrottleStatus = ctl(&socket, &["throttle"]);
+            (t.level.as_str() != "none").then_some(t)
+        },
+    );
     let took = t0.elapsed();
     stop.store(true, Ordering::Relaxed);
     for b in busy {
         let _ = b.join();
     }
     drop(guard);
-    let cpu = raised.resources.iter().find(|r| r.resource.as_str() == "cpu").unwrap();
-    println!("idle {idle:.2}; LOW at {low:.2}; level {} after {:.2} s at cpu {:?}", raised.level, took.as_secs_f64(), cpu.ratio);
+    let cpu = raised
+        .resources
+        .iter()
+        .find(|r| r.resource.as_str() == "cpu")
+        .unwrap();
+    println!(
+        "idle {idle:.2}; LOW at {low:.2}; level {} after {:.2} s at cpu {:?}",
+        raised.level,
+        took.as_secs_f64(),
+        cpu.ratio
+    );
     assert!(cpu.ratio.unwrap_or(0.0) >= low);
     let limits: traffic_daemon::report::LimitsReport = ctl(&socket, &["limits"]);
-    let premium = limits.classes.iter().find(|c| c.class == "premium").unwrap();
-    assert!(premium.factor < 1.0, "limits not tightened: factor {}", premium.factor);
+    let premium = limits
+        .classes
+        .iter()
+        .find(|c| c.class == "premium")
+        .unwrap();
+    assert!(
+        premium.factor < 1.0,
+        "limits not tightened: factor {}",
+        premium.factor
+    );
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
 }

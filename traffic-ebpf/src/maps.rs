@@ -1,17 +1,17 @@
 //! The only map statics. Names, sizes and layouts come from `traffic-common`; the contract
 //! test checks that the identifiers below equal `traffic_common::map_names`.
 
+use aya_ebpf::btf_maps::HashMap;
 use aya_ebpf::{
     btf_maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use traffic_common::{
-    Bucket, BucketKey, CLASS_STATE_ENTRIES, CLASSES_ENTRIES, CONFIG_ENTRIES, COUNTERS_ENTRIES,
-    ClassConfig, ClassState, ClassStats, Counter, GlobalConfig, BUCKETS_ENTRIES, PORTS_ENTRIES,
-    PortKey, PortRule, RULES_ENTRIES, Rule, RuleAddr, SLOT_NAMES_ENTRIES, SlotName,
-    EgressStats, PORT_STATS_ENTRIES, PortStats,
+    BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_STATE_ENTRIES, CLASSES_ENTRIES, CONFIG_ENTRIES,
+    COUNTERS_ENTRIES, ClassConfig, ClassState, ClassStats, Counter, EgressStats, GlobalConfig,
+    PORT_STATS_ENTRIES, PORTS_ENTRIES, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr,
+    SLOT_NAMES_ENTRIES, SlotName,
 };
-use aya_ebpf::btf_maps::HashMap;
 
 #[btf_map(pin_by_name)]
 pub static TRF_CONFIG: Array<GlobalConfig, { CONFIG_ENTRIES as usize }> = Array::new();
@@ -37,8 +37,7 @@ pub static TRF_CLASS_STATS: PerCpuArray<ClassStats, { CLASS_STATE_ENTRIES as usi
 pub static TRF_PORTS: HashMap<PortKey, PortRule, { PORTS_ENTRIES as usize }> = HashMap::new();
 
 #[btf_map(pin_by_name)]
-pub static TRF_COUNTERS: PerCpuArray<Counter, { COUNTERS_ENTRIES as usize }> =
-    PerCpuArray::new();
+pub static TRF_COUNTERS: PerCpuArray<Counter, { COUNTERS_ENTRIES as usize }> = PerCpuArray::new();
 
 /// User space only (class names of slots); kept with the pinned maps.
 #[btf_map(pin_by_name)]

@@ -115,9 +115,7 @@ impl L4 {
     /// A TCP SYN without ACK: the start of a new connection.
     #[inline(always)]
     pub fn is_new_tcp(&self) -> bool {
-        self.known
-            && self.protocol == proto::TCP
-            && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        self.known && self.protocol == proto::TCP && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
     }
 }
 

@@ -112,7 +112,11 @@ pub fn decide(ip: &Ip, len: u64) -> Verdict {
         Some(rule) => (rule.action, rule.class),
         None => (Action::Limit as u32, cfg.default_class),
     };
-    let row = if class < MAX_CLASSES { class } else { UNCLASSIFIED };
+    let row = if class < MAX_CLASSES {
+        class
+    } else {
+        UNCLASSIFIED
+    };
 
     if action == Action::Allow as u32 {
         return Verdict::new(row, Reason::Allow, false);
@@ -254,7 +258,11 @@ fn port_gate(
                 unsafe { (*s).gated += 1 };
             }
             return Some(Refusal {
-                reason: if reset && new_tcp { Reason::GateReset } else { Reason::Gate },
+                reason: if reset && new_tcp {
+                    Reason::GateReset
+                } else {
+                    Reason::Gate
+                },
                 reset: reset && new_tcp,
             });
         }

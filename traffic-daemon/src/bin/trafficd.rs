@@ -33,7 +33,10 @@ fn init_logging() {
     let filter = EnvFilter::try_from_env("TRAFFIC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Under systemd the journal adds its own timestamps.
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
     if under_journal {
         builder.without_time().with_ansi(false).init();
     } else {
@@ -43,9 +46,14 @@ fn init_logging() {
 
 fn open_kernel(c: &Config, fresh: bool) -> Result<Box<dyn Dataplane>, DaemonError> {
     if fresh {
-        Kernel::remove_pins(&c.daemon.pin_dir).map_err(|e| DaemonError::Other(format!("remove {}: {e}", c.daemon.pin_dir.display())))?;
+        Kernel::remove_pins(&c.daemon.pin_dir).map_err(|e| {
+            DaemonError::Other(format!("remove {}: {e}", c.daemon.pin_dir.display()))
+        })?;
     }
-    let k = Kernel::open(&LoadOptions { pin_dir: c.daemon.pin_dir.clone(), max_sources: c.daemon.max_sources })?;
+    let k = Kernel::open(&LoadOptions {
+        pin_dir: c.daemon.pin_dir.clone(),
+        max_sources: c.daemon.max_sources,
+    })?;
     Ok(Box::new(k))
 }
 
@@ -68,22 +76,42 @@ fn main() -> ExitCode {
     init_logging();
     if args.check {
         return match Config::load(&args.config) {
-            Ok(_) => { println!("{}: valid", args.config.display()); ExitCode::from(exit::OK) }
-            Err(e) => { eprintln!("{e}"); ExitCode::from(exit::USAGE) }
+            Ok(_) => {
+                println!("{}: valid", args.config.display());
+                ExitCode::from(exit::OK)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(exit::USAGE)
+            }
         };
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(e) => { eprintln!("trafficd: cannot start runtime: {e}"); return ExitCode::from(exit::FAILURE); }
+        Err(e) => {
+            eprintln!("trafficd: cannot start runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
     };
     let fresh = args.fresh;
     let result = rt.block_on(async move {
-        let shutdown = shutdown_signal().map_err(|e| DaemonError::Other(format!("cannot handle signals: {e}")))?;
+        let shutdown = shutdown_signal()
+            .map_err(|e| DaemonError::Other(format!("cannot handle signals: {e}")))?;
         daemon::run(args.config, move |c| open_kernel(c, fresh), shutdown).await
     });
     match result {
         Ok(()) => ExitCode::from(exit::OK),
-        Err(DaemonError::Config(e)) => { tracing::error!("invalid configuration:\n{e}"); ExitCode::from(exit::USAGE) }
-        Err(e) => { tracing::error!("{e}"); ExitCode::from(exit::FAILURE) }
+        Err(DaemonError::Config(e)) => {
+            tracing::error!("invalid configuration:\n{e}");
+            ExitCode::from(exit::USAGE)
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(exit::FAILURE)
+        }
     }
 }

@@ -198,10 +198,7 @@ impl Config {
             .and_then(|raw| raw::validate(path, raw))
             .map_err(|problems| ConfigError {
                 path: path.to_owned(),
-                problems: problems
-                    .into_iter()
-                    .map(|p| p.locate(text))
-                    .collect(),
+                problems: problems.into_iter().map(|p| p.locate(text)).collect(),
             })
     }
 

@@ -22,7 +22,7 @@ use super::{
 use crate::{
     policy::{
         breaker::{Backoff, BreakerOverrides, BreakerSettings, Window},
-        throttle::{PriorityMultipliers, SettingError, ThrottleSettings, Thresholds},
+        throttle::{PriorityMultipliers, SettingError, Thresholds, ThrottleSettings},
     },
     pressure::{PerResource, PressureSettings, Signal},
 };
@@ -82,7 +82,9 @@ pub enum RuleAction {
 }
 
 /// Transport protocol of a port rule or upstream.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     #[default]
@@ -162,7 +164,12 @@ struct RawPerResource<T> {
 }
 
 impl<T: Clone> RawPerResource<T> {
-    fn merge(&self, into: &mut PerResource<T>, spans: &mut Vec<(String, Range<usize>)>, table: &str) {
+    fn merge(
+        &self,
+        into: &mut PerResource<T>,
+        spans: &mut Vec<(String, Range<usize>)>,
+        table: &str,
+    ) {
         for (name, v, slot) in [
             ("cpu", &self.cpu, &mut into.cpu),
             ("memory", &self.memory, &mut into.memory),
@@ -217,7 +224,10 @@ struct RawPort {
 
 /// A breaker window: an integer (last N outcomes) or a duration string.
 #[derive(Deserialize)]
-#[serde(untagged, expecting = "expected a count of outcomes (integer) or a duration such as \"30s\"")]
+#[serde(
+    untagged,
+    expecting = "expected a count of outcomes (integer) or a duration such as \"30s\""
+)]
 enum RawWindow {
     Count(i64),
     Time(String),
@@ -337,7 +347,10 @@ struct RawByteLimit {
 
 /// A byte size written as an integer or a string with a unit.
 #[derive(Deserialize)]
-#[serde(untagged, expecting = "expected a byte size: an integer or a string such as \"20MB\"")]
+#[serde(
+    untagged,
+    expecting = "expected a byte size: an integer or a string such as \"20MB\""
+)]
 enum Size {
     Int(i64),
     Text(String),
@@ -436,7 +449,9 @@ fn key_at(text: &str, offset: usize) -> String {
     let token: String = rest.chars().take_while(|&c| is_key(c)).collect();
     let after = rest[token.len()..].trim_start();
     let header = after.starts_with(']')
-        && text[line_start..offset].trim_matches(['[', ' ', '\t']).is_empty();
+        && text[line_start..offset]
+            .trim_matches(['[', ' ', '\t'])
+            .is_empty();
     if !token.is_empty() && (after.starts_with('=') || header) {
         return token;
     }
@@ -517,7 +532,11 @@ impl Check {
         }
         let rate_per_sec = count / per_secs;
         if rate_per_sec > 1e9 {
-            self.err(rspan, format!("{key}.rate"), "must be at most 1e9 per second");
+            self.err(
+                rspan,
+                format!("{key}.rate"),
+                "must be at most 1e9 per second",
+            );
             return None;
         }
         if rate_per_sec < 1e-6 {
@@ -567,7 +586,11 @@ impl Check {
         // The byte burst must hold at least one full-size frame or nothing large would pass.
         if limit.burst < 1514 {
             let span = l.burst.as_ref().map_or(l.rate.span(), |b| b.span());
-            self.err(span, format!("{key}.burst"), "must be at least 1514 bytes (one full Ethernet frame)");
+            self.err(
+                span,
+                format!("{key}.burst"),
+                "must be at least 1514 bytes (one full Ethernet frame)",
+            );
             return None;
         }
         Some(limit)
@@ -579,7 +602,11 @@ fn prefix(c: &mut Check, v: &Option<Spanned<i64>>, key: &str, max: u8, default: 
         None => default,
         Some(s) if (0..=i64::from(max)).contains(s.get_ref()) => *s.get_ref() as u8,
         Some(s) => {
-            c.err(s.span(), key, format!("must be a prefix length between 0 and {max}"));
+            c.err(
+                s.span(),
+                key,
+                format!("must be a prefix length between 0 and {max}"),
+            );
             default
         }
     }
@@ -590,7 +617,8 @@ fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    let addr = IpAddr::from_str(addr.trim()).map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+    let addr =
+        IpAddr::from_str(addr.trim()).map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let len = match len {
         Some(l) => l
@@ -615,12 +643,20 @@ pub fn mask_addr(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => {
             let bits = u32::from(a);
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
             IpAddr::V4((bits & mask).into())
         }
         IpAddr::V6(a) => {
             let bits = u128::from(a);
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
             IpAddr::V6((bits & mask).into())
         }
     }
@@ -637,7 +673,11 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
     // [daemon]
     let interfaces = d.interfaces.get_ref().clone();
     if interfaces.is_empty() {
-        c.err(d.interfaces.span(), "daemon.interfaces", "must name at least one interface");
+        c.err(
+            d.interfaces.span(),
+            "daemon.interfaces",
+            "must name at least one interface",
+        );
     }
     let mut seen = HashSet::new();
     for name in &interfaces {
@@ -649,7 +689,11 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
             );
         }
         if !seen.insert(name) {
-            c.err(d.interfaces.span(), "daemon.interfaces", format!("`{name}` is listed twice"));
+            c.err(
+                d.interfaces.span(),
+                "daemon.interfaces",
+                format!("`{name}` is listed twice"),
+            );
         }
     }
     let summary_interval = match &d.summary_interval {
@@ -666,7 +710,11 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
     let pin_dir = match &d.pin_dir {
         Some(p) if p.get_ref().starts_with("/sys/fs/bpf/") => PathBuf::from(p.get_ref()),
         Some(p) => {
-            c.err(p.span(), "daemon.pin_dir", "must be a directory under /sys/fs/bpf/");
+            c.err(
+                p.span(),
+                "daemon.pin_dir",
+                "must be a directory under /sys/fs/bpf/",
+            );
             PathBuf::new()
         }
         None => PathBuf::from("/sys/fs/bpf/traffic"),
@@ -675,17 +723,20 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         None => traffic_common::BUCKETS_ENTRIES,
         Some(v) if (1024..=16_777_216).contains(v.get_ref()) => *v.get_ref() as u32,
         Some(v) => {
-            c.err(v.span(), "daemon.max_sources", "must be between 1024 and 16777216");
+            c.err(
+                v.span(),
+                "daemon.max_sources",
+                "must be between 1024 and 16777216",
+            );
             traffic_common::BUCKETS_ENTRIES
         }
     };
 
     // [admin]
-    let socket = raw
-        .admin
-        .socket
-        .as_ref()
-        .map_or_else(|| PathBuf::from("/run/traffic/admin.sock"), |s| PathBuf::from(s.get_ref()));
+    let socket = raw.admin.socket.as_ref().map_or_else(
+        || PathBuf::from("/run/traffic/admin.sock"),
+        |s| PathBuf::from(s.get_ref()),
+    );
     if let Some(s) = &raw.admin.socket
         && !Path::new(s.get_ref()).is_absolute()
     {
@@ -696,7 +747,11 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         Some(m) => match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
             Ok(v) if v <= 0o777 => v,
             _ => {
-                c.err(m.span(), "admin.socket_mode", "must be octal permission bits such as \"0660\"");
+                c.err(
+                    m.span(),
+                    "admin.socket_mode",
+                    "must be octal permission bits such as \"0660\"",
+                );
                 0o660
             }
         },
@@ -716,7 +771,11 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
             Some(l) => match l.get_ref().parse::<SocketAddr>() {
                 Ok(a) => Some(a),
                 Err(_) => {
-                    c.err(l.span(), "metrics.listen", format!("`{}` is not an address:port", l.get_ref()));
+                    c.err(
+                        l.span(),
+                        "metrics.listen",
+                        format!("`{}` is not an address:port", l.get_ref()),
+                    );
                     None
                 }
             },
@@ -732,18 +791,36 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         c.err(
             extra.span(),
             "classes",
-            format!("at most {} classes are supported", traffic_common::MAX_CLASSES),
+            format!(
+                "at most {} classes are supported",
+                traffic_common::MAX_CLASSES
+            ),
         );
     }
     for (name, spanned) in &raw_classes {
         let span = spanned.span();
         let rc = spanned.get_ref();
         let key = format!("classes.{name}");
-        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
-            c.err(span.clone(), &key, "class names use letters, digits, `_` and `-`");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        {
+            c.err(
+                span.clone(),
+                &key,
+                "class names use letters, digits, `_` and `-`",
+            );
         }
         if name.len() > traffic_common::MAX_CLASS_NAME {
-            c.err(span.clone(), &key, format!("class names are at most {} bytes", traffic_common::MAX_CLASS_NAME));
+            c.err(
+                span.clone(),
+                &key,
+                format!(
+                    "class names are at most {} bytes",
+                    traffic_common::MAX_CLASS_NAME
+                ),
+            );
         }
         let packets: Vec<RateLimit> = match &rc.packets {
             None => Vec::new(),
@@ -752,7 +829,10 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
                     c.err(
                         span.clone(),
                         format!("{key}.packets"),
-                        format!("at most {} stacked packet limits", traffic_common::MAX_PACKET_LIMITS),
+                        format!(
+                            "at most {} stacked packet limits",
+                            traffic_common::MAX_PACKET_LIMITS
+                        ),
                     );
                 }
                 list.iter()
@@ -761,11 +841,24 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
                     .collect()
             }
         };
-        let bytes = rc.bytes.as_ref().and_then(|b| c.byte_limit(&format!("{key}.bytes"), b));
-        let admission = rc.admission.as_ref().and_then(|l| c.limit(&format!("{key}.admission"), l));
-        let overflow = rc.overflow.as_ref().and_then(|l| c.limit(&format!("{key}.overflow"), l));
+        let bytes = rc
+            .bytes
+            .as_ref()
+            .and_then(|b| c.byte_limit(&format!("{key}.bytes"), b));
+        let admission = rc
+            .admission
+            .as_ref()
+            .and_then(|l| c.limit(&format!("{key}.admission"), l));
+        let overflow = rc
+            .overflow
+            .as_ref()
+            .and_then(|l| c.limit(&format!("{key}.overflow"), l));
         if rc.overflow.is_some() && rc.admission.is_none() {
-            c.err(span.clone(), format!("{key}.overflow"), "needs `admission`: only sources over the admission budget use the overflow bucket");
+            c.err(
+                span.clone(),
+                format!("{key}.overflow"),
+                "needs `admission`: only sources over the admission budget use the overflow bucket",
+            );
         }
         classes.push(ClassSpec {
             name: name.clone(),
@@ -773,8 +866,20 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
             mode: rc.mode,
             packets,
             bytes,
-            aggregate_v4: prefix(&mut c, &rc.aggregate_v4, &format!("{key}.aggregate_v4"), 32, 32),
-            aggregate_v6: prefix(&mut c, &rc.aggregate_v6, &format!("{key}.aggregate_v6"), 128, 64),
+            aggregate_v4: prefix(
+                &mut c,
+                &rc.aggregate_v4,
+                &format!("{key}.aggregate_v4"),
+                32,
+                32,
+            ),
+            aggregate_v6: prefix(
+                &mut c,
+                &rc.aggregate_v6,
+                &format!("{key}.aggregate_v6"),
+                128,
+                64,
+            ),
             admission,
             overflow,
         });
@@ -785,14 +890,22 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         Some(n) => match class_index(n.get_ref()) {
             Some(i) => i,
             None => {
-                c.err(n.span(), "daemon.default_class", format!("no class named `{}`", n.get_ref()));
+                c.err(
+                    n.span(),
+                    "daemon.default_class",
+                    format!("no class named `{}`", n.get_ref()),
+                );
                 0
             }
         },
         None => match class_index("default") {
             Some(i) => i,
             None => {
-                c.err(daemon_span.clone(), "daemon.default_class", "not set and there is no class named `default`");
+                c.err(
+                    daemon_span.clone(),
+                    "daemon.default_class",
+                    "not set and there is no class named `default`",
+                );
                 0
             }
         },
@@ -819,19 +932,31 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
             _ => (addr, prefix_len),
         };
         if !seen_cidrs.insert(canonical) {
-            c.err(rr.cidr.span(), format!("{key}.cidr"), format!("`{}` already has a rule", rr.cidr.get_ref()));
+            c.err(
+                rr.cidr.span(),
+                format!("{key}.cidr"),
+                format!("`{}` already has a rule", rr.cidr.get_ref()),
+            );
         }
         let class = match &rr.class {
             Some(n) => match class_index(n.get_ref()) {
                 Some(ci) => Some(ci),
                 None => {
-                    c.err(n.span(), format!("{key}.class"), format!("no class named `{}`", n.get_ref()));
+                    c.err(
+                        n.span(),
+                        format!("{key}.class"),
+                        format!("no class named `{}`", n.get_ref()),
+                    );
                     None
                 }
             },
             None => {
                 if rr.action == RuleAction::Limit {
-                    c.err(r.span(), format!("{key}.class"), "a `limit` rule needs a class");
+                    c.err(
+                        r.span(),
+                        format!("{key}.class"),
+                        "a `limit` rule needs a class",
+                    );
                 }
                 None
             }
@@ -852,19 +977,40 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         let Some(port) = port_number(&mut c, &rp.port, &format!("{key}.port")) else {
             continue;
         };
-        if ports.iter().any(|q| q.port == port && q.protocol == rp.protocol) {
-            c.err(rp.port.span(), format!("{key}.port"), format!("{}/{port} already has a port rule", rp.protocol.as_str()));
+        if ports
+            .iter()
+            .any(|q| q.port == port && q.protocol == rp.protocol)
+        {
+            c.err(
+                rp.port.span(),
+                format!("{key}.port"),
+                format!("{}/{port} already has a port rule", rp.protocol.as_str()),
+            );
         }
-        let class = rp.class.as_ref().and_then(|n| match class_index(n.get_ref()) {
-            Some(ci) => Some(ci),
-            None => {
-                c.err(n.span(), format!("{key}.class"), format!("no class named `{}`", n.get_ref()));
-                None
-            }
-        });
-        let new_connections = rp.new_connections.as_ref().and_then(|l| c.limit(&format!("{key}.new_connections"), l));
+        let class = rp
+            .class
+            .as_ref()
+            .and_then(|n| match class_index(n.get_ref()) {
+                Some(ci) => Some(ci),
+                None => {
+                    c.err(
+                        n.span(),
+                        format!("{key}.class"),
+                        format!("no class named `{}`", n.get_ref()),
+                    );
+                    None
+                }
+            });
+        let new_connections = rp
+            .new_connections
+            .as_ref()
+            .and_then(|l| c.limit(&format!("{key}.new_connections"), l));
         if rp.new_connections.is_some() && rp.protocol == Protocol::Udp {
-            c.err(p.span(), format!("{key}.new_connections"), "counts TCP SYNs: only for protocol = \"tcp\"");
+            c.err(
+                p.span(),
+                format!("{key}.new_connections"),
+                "counts TCP SYNs: only for protocol = \"tcp\"",
+            );
         }
         ports.push(PortSpec {
             port,
@@ -888,7 +1034,13 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
                     c.err(g.span(), format!("{k}.groups"), "groups do not nest");
                 }
                 let o = breaker_overrides(&mut c, g.get_ref(), &k);
-                check_breaker(&mut c, &base.resolve(name, Some(&o)), g.get_ref(), g.span(), &k);
+                check_breaker(
+                    &mut c,
+                    &base.resolve(name, Some(&o)),
+                    g.get_ref(),
+                    g.span(),
+                    &k,
+                );
                 groups.push((name.clone(), o));
             }
             (base, groups)
@@ -901,24 +1053,50 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         let key = format!("upstreams[{i}]");
         let ru = u.get_ref();
         let name = ru.name.get_ref().clone();
-        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
-            c.err(ru.name.span(), format!("{key}.name"), "upstream names use letters, digits, `_` and `-`");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        {
+            c.err(
+                ru.name.span(),
+                format!("{key}.name"),
+                "upstream names use letters, digits, `_` and `-`",
+            );
         }
         if upstreams.iter().any(|o| o.name == name) {
-            c.err(ru.name.span(), format!("{key}.name"), format!("`{name}` is defined twice"));
+            c.err(
+                ru.name.span(),
+                format!("{key}.name"),
+                format!("`{name}` is defined twice"),
+            );
         }
         let Some(port) = port_number(&mut c, &ru.port, &format!("{key}.port")) else {
             continue;
         };
-        if upstreams.iter().any(|o| o.port == port && o.protocol == ru.protocol) {
-            c.err(ru.port.span(), format!("{key}.port"), format!("{}/{port} already belongs to another upstream", ru.protocol.as_str()));
+        if upstreams
+            .iter()
+            .any(|o| o.port == port && o.protocol == ru.protocol)
+        {
+            c.err(
+                ru.port.span(),
+                format!("{key}.port"),
+                format!(
+                    "{}/{port} already belongs to another upstream",
+                    ru.protocol.as_str()
+                ),
+            );
         }
         let address = match &ru.address {
             None => std::net::IpAddr::from([127, 0, 0, 1]),
             Some(a) => match a.get_ref().parse() {
                 Ok(ip) => ip,
                 Err(_) => {
-                    c.err(a.span(), format!("{key}.address"), format!("`{}` is not an IP address", a.get_ref()));
+                    c.err(
+                        a.span(),
+                        format!("{key}.address"),
+                        format!("`{}` is not an IP address", a.get_ref()),
+                    );
                     continue;
                 }
             },
@@ -935,15 +1113,35 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
             None => "/".to_owned(),
         };
         if ru.path.is_some() && ru.probe != super::ProbeKind::Http {
-            c.err(u.span(), format!("{key}.path"), "only used with probe = \"http\"");
+            c.err(
+                u.span(),
+                format!("{key}.path"),
+                "only used with probe = \"http\"",
+            );
         }
-        let interval = ru.interval.as_ref().and_then(|v| c.duration(v, &format!("{key}.interval"))).unwrap_or(std::time::Duration::from_secs(1));
-        let timeout = ru.timeout.as_ref().and_then(|v| c.duration(v, &format!("{key}.timeout"))).unwrap_or(std::time::Duration::from_millis(500));
+        let interval = ru
+            .interval
+            .as_ref()
+            .and_then(|v| c.duration(v, &format!("{key}.interval")))
+            .unwrap_or(std::time::Duration::from_secs(1));
+        let timeout = ru
+            .timeout
+            .as_ref()
+            .and_then(|v| c.duration(v, &format!("{key}.timeout")))
+            .unwrap_or(std::time::Duration::from_millis(500));
         if interval < std::time::Duration::from_millis(100) {
-            c.err(ru.interval.as_ref().map_or(u.span(), |v| v.span()), format!("{key}.interval"), "must be at least 100ms");
+            c.err(
+                ru.interval.as_ref().map_or(u.span(), |v| v.span()),
+                format!("{key}.interval"),
+                "must be at least 100ms",
+            );
         }
         if timeout.is_zero() || timeout > interval {
-            c.err(ru.timeout.as_ref().map_or(u.span(), |v| v.span()), format!("{key}.timeout"), "must be more than 0 and at most the interval");
+            c.err(
+                ru.timeout.as_ref().map_or(u.span(), |v| v.span()),
+                format!("{key}.timeout"),
+                "must be more than 0 and at most the interval",
+            );
         }
         let group = ru.group.as_ref().map(|g| g.get_ref().clone());
         let group_overrides = match &ru.group {
@@ -957,7 +1155,8 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
                 }
             },
         };
-        let mut breaker = breaker_defaults.resolve(group.as_deref().unwrap_or(""), group_overrides.as_ref());
+        let mut breaker =
+            breaker_defaults.resolve(group.as_deref().unwrap_or(""), group_overrides.as_ref());
         let own = RawBreaker {
             backoff: ru.backoff.clone(),
             backoff_factor: ru.backoff_factor.clone(),
@@ -970,7 +1169,11 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
             None => None,
             Some(m) if (1..=1_000_000).contains(m.get_ref()) => Some(*m.get_ref() as u32),
             Some(m) => {
-                c.err(m.span(), format!("{key}.max_connections"), "must be between 1 and 1000000");
+                c.err(
+                    m.span(),
+                    format!("{key}.max_connections"),
+                    "must be between 1 and 1000000",
+                );
                 None
             }
         };
@@ -978,7 +1181,11 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
             None => 0.9,
             Some(r) if (0.0..=1.0).contains(r.get_ref()) => *r.get_ref(),
             Some(r) => {
-                c.err(r.span(), format!("{key}.accept_queue_ratio"), "must be between 0 (off) and 1");
+                c.err(
+                    r.span(),
+                    format!("{key}.accept_queue_ratio"),
+                    "must be between 0 (off) and 1",
+                );
                 0.9
             }
         };
@@ -1000,10 +1207,18 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         });
     }
     if ports.len() + upstreams.len() > traffic_common::MAX_PORTS as usize {
-        c.err(0..0, "ports", format!("at most {} port rules and upstreams together", traffic_common::MAX_PORTS));
+        c.err(
+            0..0,
+            "ports",
+            format!(
+                "at most {} port rules and upstreams together",
+                traffic_common::MAX_PORTS
+            ),
+        );
     }
 
-    let (pressure, throttle) = pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
+    let (pressure, throttle) =
+        pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -1098,12 +1313,20 @@ fn pressure_and_throttle(
                 ("low", &m.low, &mut throttle.max_connections.low),
                 ("medium", &m.medium, &mut throttle.max_connections.medium),
                 ("high", &m.high, &mut throttle.max_connections.high),
-                ("critical", &m.critical, &mut throttle.max_connections.critical),
+                (
+                    "critical",
+                    &m.critical,
+                    &mut throttle.max_connections.critical,
+                ),
             ] {
                 if let Some(v) = v {
                     match u32::try_from(*v.get_ref()) {
                         Ok(n) => *slot = Some(n),
-                        Err(_) => c.err(v.span(), format!("throttle.max_connections.{name}"), "must be a whole number ≥ 1"),
+                        Err(_) => c.err(
+                            v.span(),
+                            format!("throttle.max_connections.{name}"),
+                            "must be a whole number ≥ 1",
+                        ),
                     }
                     spans.push((format!("throttle.max_connections.{name}"), v.span()));
                 }
@@ -1122,7 +1345,11 @@ fn pressure_and_throttle(
             // The most specific key we have a span for.
             let span = spans
                 .iter()
-                .filter(|(k, _)| e.key == *k || e.key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{}.", e.key)))
+                .filter(|(k, _)| {
+                    e.key == *k
+                        || e.key.starts_with(&format!("{k}."))
+                        || k.starts_with(&format!("{}.", e.key))
+                })
                 .max_by_key(|(k, _)| k.len())
                 .map_or(fallback.clone(), |(_, s)| s.clone());
             c.err(span, e.key, e.message);
@@ -1161,14 +1388,24 @@ fn count(c: &mut Check, v: &Option<Spanned<i64>>, key: &str) -> Option<u32> {
 /// The settings a breaker table sets, as overrides of what it inherits.
 fn breaker_overrides(c: &mut Check, b: &RawBreaker, table: &str) -> BreakerOverrides {
     let dur = |c: &mut Check, v: &Option<Spanned<String>>, k: &str| {
-        v.as_ref().and_then(|v| c.duration(v, &format!("{table}.{k}")))
+        v.as_ref()
+            .and_then(|v| c.duration(v, &format!("{table}.{k}")))
     };
     let window = b.window.as_ref().and_then(|w| match w.get_ref() {
-        RawWindow::Count(n) if (1..=i64::from(crate::policy::breaker::MAX_COUNT_WINDOW)).contains(n) => {
+        RawWindow::Count(n)
+            if (1..=i64::from(crate::policy::breaker::MAX_COUNT_WINDOW)).contains(n) =>
+        {
             Some(Window::Count(*n as u32))
         }
         RawWindow::Count(_) => {
-            c.err(w.span(), format!("{table}.window"), format!("a count window holds 1 to {} outcomes", crate::policy::breaker::MAX_COUNT_WINDOW));
+            c.err(
+                w.span(),
+                format!("{table}.window"),
+                format!(
+                    "a count window holds 1 to {} outcomes",
+                    crate::policy::breaker::MAX_COUNT_WINDOW
+                ),
+            );
             None
         }
         RawWindow::Time(t) => match units::parse_duration(t) {
@@ -1204,18 +1441,32 @@ fn breaker_overrides(c: &mut Check, b: &RawBreaker, table: &str) -> BreakerOverr
         window,
         error_threshold: b.error_threshold.as_ref().map(|v| *v.get_ref()),
         min_requests: count(c, &b.min_requests, &format!("{table}.min_requests")),
-        consecutive_failures: count(c, &b.consecutive_failures, &format!("{table}.consecutive_failures")),
+        consecutive_failures: count(
+            c,
+            &b.consecutive_failures,
+            &format!("{table}.consecutive_failures"),
+        ),
         reset_timeout,
         backoff,
         half_open_trials: count(c, &b.half_open_trials, &format!("{table}.half_open_trials")),
         half_open_interval: dur(c, &b.half_open_interval, "half_open_interval"),
-        success_threshold: count(c, &b.success_threshold, &format!("{table}.success_threshold")),
+        success_threshold: count(
+            c,
+            &b.success_threshold,
+            &format!("{table}.success_threshold"),
+        ),
     }
 }
 
 /// Report the breaker policy's own validation errors at the key that set the value (or the
 /// table when it was inherited).
-fn check_breaker(c: &mut Check, s: &BreakerSettings, b: &RawBreaker, table_span: Range<usize>, table: &str) {
+fn check_breaker(
+    c: &mut Check,
+    s: &BreakerSettings,
+    b: &RawBreaker,
+    table_span: Range<usize>,
+    table: &str,
+) {
     if let Err(errors) = s.validate() {
         for e in errors {
             let span = match e.key {
@@ -1231,7 +1482,11 @@ fn check_breaker(c: &mut Check, s: &BreakerSettings, b: &RawBreaker, table_span:
                 "success_threshold" => b.success_threshold.as_ref().map(|v| v.span()),
                 _ => None,
             };
-            c.err(span.unwrap_or(table_span.clone()), format!("{table}.{}", e.key), e.message);
+            c.err(
+                span.unwrap_or(table_span.clone()),
+                format!("{table}.{}", e.key),
+                e.message,
+            );
         }
     }
 }

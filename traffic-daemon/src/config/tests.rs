@@ -261,7 +261,8 @@ fn shipped_config_parses_and_equals_documented_defaults() {
                 interval: Duration::from_secs(1),
                 timeout: Duration::from_millis(500),
                 group: Some("non_critical".into()),
-                breaker: BreakerSettings::default().resolve("non_critical", Some(&non_critical_group())),
+                breaker: BreakerSettings::default()
+                    .resolve("non_critical", Some(&non_critical_group())),
                 gate: GateAction::Reset,
                 max_connections: Some(128),
                 accept_queue_ratio: 0.9,
@@ -274,7 +275,10 @@ fn shipped_config_parses_and_equals_documented_defaults() {
     assert_eq!(config, expected);
     // The documented breaker groups are exactly the built-in presets.
     assert_eq!(Some(critical_group()), BreakerOverrides::preset("critical"));
-    assert_eq!(Some(non_critical_group()), BreakerOverrides::preset("non_critical"));
+    assert_eq!(
+        Some(non_critical_group()),
+        BreakerOverrides::preset("non_critical")
+    );
 
     assert_eq!(config.class_index("default"), Some(default));
     assert!(!config.classes[internal].is_limited());

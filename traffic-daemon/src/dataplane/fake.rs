@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use traffic_common::{
-    Bucket, BucketKey, COUNTERS_ENTRIES, ClassConfig, ClassStats, Counter, GlobalConfig,
-    EgressStats, MAX_CLASSES, MAX_PORTS, PortStats, SlotName,
+    Bucket, BucketKey, COUNTERS_ENTRIES, ClassConfig, ClassStats, Counter, EgressStats,
+    GlobalConfig, MAX_CLASSES, MAX_PORTS, PortStats, SlotName,
 };
 
 use super::{AttachedMode, Dataplane, DataplaneError};

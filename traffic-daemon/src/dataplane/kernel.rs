@@ -194,8 +194,12 @@ impl Kernel {
         let link = if pin {
             let program = kernel_program(&mut self.ebpf)?;
             let link = program.take_link(id).map_err(|e| err(chain(&e)))?;
-            let fd = FdLink::try_from(link)
-                .map_err(|e| err(format!("link cannot be pinned (netlink attach): {}", chain(&e))))?;
+            let fd = FdLink::try_from(link).map_err(|e| {
+                err(format!(
+                    "link cannot be pinned (netlink attach): {}",
+                    chain(&e)
+                ))
+            })?;
             let fd: FdLink = if path.exists() {
                 // Taken over from the pin, which still names this link.
                 fd
@@ -215,7 +219,8 @@ impl Kernel {
             link: Some(link),
         });
         // The passive breaker signal: replies the node sends from upstream ports.
-        let name = std::ffi::CString::new(iface).map_err(|_| err("interface name contains NUL".into()))?;
+        let name =
+            std::ffi::CString::new(iface).map_err(|_| err("interface name contains NUL".into()))?;
         let egress = egress_program(&mut self.ebpf)?;
         let id = egress
             .attach(name.as_c_str(), TcAttachType::Egress)
@@ -297,8 +302,12 @@ impl Kernel {
             };
             let program = kernel_program(&mut self.ebpf)?;
             let link = program.take_link(id).map_err(|e| err(chain(&e)))?;
-            let fd = FdLink::try_from(link)
-                .map_err(|e| err(format!("link cannot be pinned (netlink attach): {}", chain(&e))))?;
+            let fd = FdLink::try_from(link).map_err(|e| {
+                err(format!(
+                    "link cannot be pinned (netlink attach): {}",
+                    chain(&e)
+                ))
+            })?;
             let pinned = fd
                 .pin(&path)
                 .map_err(|e| err(format!("pin {}: {}", path.display(), chain(&e))))?;
@@ -423,7 +432,8 @@ impl Dataplane for Kernel {
                     .rules
                     .insert(&Key::new(*bits, *addr), r, 0)
                     .map_err(map_err(map_names::RULES, "update"))?,
-                Write::RemoveRule((addr, bits)) => match self.rules.remove(&Key::new(*bits, *addr)) {
+                Write::RemoveRule((addr, bits)) => match self.rules.remove(&Key::new(*bits, *addr))
+                {
                     Ok(()) | Err(MapError::KeyNotFound) => {}
                     Err(e) => return Err(map_err(map_names::RULES, "delete")(e)),
                 },
@@ -591,7 +601,9 @@ impl Dataplane for Kernel {
 
 fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
     ebpf.program_mut(EGRESS_PROGRAM_NAME)
-        .ok_or_else(|| DataplaneError::Load(format!("object has no program {EGRESS_PROGRAM_NAME}")))?
+        .ok_or_else(|| {
+            DataplaneError::Load(format!("object has no program {EGRESS_PROGRAM_NAME}"))
+        })?
         .try_into()
         .map_err(|e| DataplaneError::Load(format!("{EGRESS_PROGRAM_NAME}: {e}")))
 }

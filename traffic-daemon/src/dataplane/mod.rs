@@ -63,8 +63,12 @@ pub enum AttachedMode {
 pub trait Dataplane: Send {
     /// Attach the program to an interface; with `pin`, pin the link at once so it keeps
     /// enforcing if the process dies (`on_exit = "keep"`).
-    fn attach(&mut self, iface: &str, mode: AttachMode, pin: bool)
-    -> Result<AttachedMode, DataplaneError>;
+    fn attach(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        pin: bool,
+    ) -> Result<AttachedMode, DataplaneError>;
     /// Detach from every interface.
     fn detach_all(&mut self);
     /// Pin the links so enforcement outlives the process (`on_exit = "keep"`).

@@ -25,7 +25,9 @@ pub fn scaled(l: &RateLimit, factor: f64, min_burst: u64) -> RateLimit {
 
 /// GCRA parameters of a packet limit (`rate` packets/s, `burst` packets).
 pub fn packet_gcra(l: &RateLimit) -> Limit {
-    let interval = (NS_PER_SEC / l.rate_per_sec).round().clamp(1.0, u64::MAX as f64) as u64;
+    let interval = (NS_PER_SEC / l.rate_per_sec)
+        .round()
+        .clamp(1.0, u64::MAX as f64) as u64;
     Limit {
         interval,
         tolerance: interval.saturating_mul(l.burst),
@@ -40,7 +42,9 @@ pub fn byte_gcra(l: &RateLimit) -> Limit {
         .clamp(1.0, MAX_BYTE_INTERVAL as f64) as u64;
     Limit {
         interval,
-        tolerance: (ns_per_byte * l.burst as f64).round().clamp(0.0, u64::MAX as f64) as u64,
+        tolerance: (ns_per_byte * l.burst as f64)
+            .round()
+            .clamp(0.0, u64::MAX as f64) as u64,
     }
 }
 
@@ -115,7 +119,8 @@ pub fn rescale_tat(tat: u64, old: &Limit, new: &Limit, now: u64, unit_shift: u32
     }
     let unit = |l: &Limit| l.interval as f64 / f64::from(1u32 << unit_shift);
     let debt = tat.saturating_sub(now) as f64;
-    let tokens = ((old.tolerance as f64 - debt) / unit(old)).clamp(0.0, old.tolerance as f64 / unit(old));
+    let tokens =
+        ((old.tolerance as f64 - debt) / unit(old)).clamp(0.0, old.tolerance as f64 / unit(old));
     let new_burst = new.tolerance as f64 / unit(new);
     let kept = tokens.min(new_burst);
     let new_debt = (new.tolerance as f64 - kept * unit(new)).max(0.0);
@@ -192,7 +197,10 @@ mod tests {
         assert_eq!(s.burst, 40);
         assert!((s.rate_per_sec - 20.0).abs() < 1e-9);
         assert_eq!(scaled(&rl(100.0, 2), 0.1, 1).burst, 1);
-        assert_eq!(scaled(&rl(1e6, 2000), 0.1, MIN_BYTE_BURST).burst, MIN_BYTE_BURST);
+        assert_eq!(
+            scaled(&rl(1e6, 2000), 0.1, MIN_BYTE_BURST).burst,
+            MIN_BYTE_BURST
+        );
     }
 
     #[test]
@@ -221,7 +229,12 @@ mod tests {
         let bo = byte_gcra(&rl(1e6, 100_000));
         let bn = byte_gcra(&rl(2e6, 200_000));
         let bt = now + 50_000_000; // 50 ms of debt = 50,000 bytes used
-        let kept = tokens(rescale_tat(bt, &bo, &bn, now, BYTE_INTERVAL_SHIFT), &bn, now, BYTE_INTERVAL_SHIFT);
+        let kept = tokens(
+            rescale_tat(bt, &bo, &bn, now, BYTE_INTERVAL_SHIFT),
+            &bn,
+            now,
+            BYTE_INTERVAL_SHIFT,
+        );
         assert!((kept - 50_000.0).abs() < 2.0, "{kept}");
     }
 

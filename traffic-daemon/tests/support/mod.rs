@@ -9,7 +9,10 @@ pub struct PinDir(pub PathBuf);
 
 impl PinDir {
     pub fn new(name: &str) -> Self {
-        let p = PathBuf::from(format!("/sys/fs/bpf/trf-test-{}-{name}", std::process::id()));
+        let p = PathBuf::from(format!(
+            "/sys/fs/bpf/trf-test-{}-{name}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&p);
         Self(p)
     }
