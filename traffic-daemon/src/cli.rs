@@ -364,8 +364,8 @@ pub fn render_throttle(t: &crate::policy::throttle::ThrottleStatus) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<8} {:>8} {:>9}  {:<28} {}",
-        "RESOURCE", "READING", "REACHES", "THRESHOLDS (low/med/high/crit)", "RELEASE BELOW"
+        "{:<8} {:>8} {:>9}  {:<28} RELEASE BELOW",
+        "RESOURCE", "READING", "REACHES", "THRESHOLDS (low/med/high/crit)"
     );
     for r in &t.resources {
         let _ = writeln!(
@@ -441,8 +441,8 @@ pub fn render_status(s: &StatusReport) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:<14} {:>4} {:<8} {:<9} {}",
-        "CLASS", "SLOT", "MODE", "PRIORITY", "LIMITED"
+        "{:<14} {:>4} {:<8} {:<9} LIMITED",
+        "CLASS", "SLOT", "MODE", "PRIORITY"
     );
     for c in &s.classes {
         let _ = writeln!(

@@ -196,7 +196,7 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(spec: UpstreamSpec, slot: u32, now: Duration) -> Self {
         Self {
-            breaker: Breaker::new(spec.breaker.clone(), now),
+            breaker: Breaker::new(spec.breaker, now),
             spec,
             slot,
             last_probe: None,
@@ -218,7 +218,7 @@ impl Upstream {
 
     /// Take a new spec on reload: the breaker keeps its state, the settings change.
     pub fn reconfigure(&mut self, spec: UpstreamSpec) {
-        self.breaker.reconfigure(spec.breaker.clone());
+        self.breaker.reconfigure(spec.breaker);
         self.spec = spec;
     }
 

@@ -1147,7 +1147,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         let group_overrides = match &ru.group {
             None => None,
             Some(g) => match groups.iter().find(|(n, _)| n == g.get_ref()) {
-                Some((_, o)) => Some(o.clone()),
+                Some((_, o)) => Some(*o),
                 None if BreakerOverrides::preset(g.get_ref()).is_some() => None,
                 None => {
                     c.err(g.span(), format!("{key}.group"), format!("no breaker group `{}` (define [breaker.groups.{}] or use critical / non_critical)", g.get_ref(), g.get_ref()));

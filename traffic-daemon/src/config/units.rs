@@ -66,13 +66,13 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 /// Render a duration the way the config file writes it.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 86_400_000 == 0 && ms > 0 {
+    if ms.is_multiple_of(86_400_000) && ms > 0 {
         format!("{}d", ms / 86_400_000)
-    } else if ms % 3_600_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(3_600_000) && ms > 0 {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
