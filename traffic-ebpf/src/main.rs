@@ -24,7 +24,7 @@ use crate::{
 pub fn traffic_xdp(ctx: XdpContext) -> u32 {
     let cursor = Cursor::new(ctx.data(), ctx.data_end());
     let len = cursor.len() as u64;
-    let (verdict, ip) = match parse::parse(&cursor) {
+    let (mut verdict, ip) = match parse::parse(&cursor) {
         Parsed::NonIp => (Verdict::new(UNCLASSIFIED, Reason::NonIp, false), None),
         Parsed::Malformed => (
             Verdict::new(
@@ -36,16 +36,24 @@ pub fn traffic_xdp(ctx: XdpContext) -> u32 {
         ),
         Parsed::Ip(ip) => (verdict::decide(&ip, len), Some(ip)),
     };
+    if verdict.reset && !verdict.monitored {
+        if let Some(ip) = &ip
+            && reply::tcp_reset(&ctx, ip)
+        {
+            count(&verdict, len);
+            count_reset(ip);
+            return xdp_action::XDP_TX;
+        }
+        // No RST could be built (IPv4 options, IPv6 extension headers): a silent drop,
+        // counted as one.
+        verdict.reset = false;
+        if verdict.reason == Reason::GateReset {
+            verdict.reason = Reason::Gate;
+        }
+    }
     count(&verdict, len);
     if !verdict.reason.is_drop() || verdict.monitored {
         return xdp_action::XDP_PASS;
-    }
-    if verdict.reset
-        && let Some(ip) = ip
-        && reply::tcp_reset(&ctx, &ip)
-    {
-        count_reset(&ip);
-        return xdp_action::XDP_TX;
     }
     xdp_action::XDP_DROP
 }

@@ -158,7 +158,7 @@ pub fn decide(ip: &Ip, len: u64) -> Verdict {
     };
     let monitor = global_monitor || cc.flags & CLASS_MONITOR != 0;
     if let Some(pr) = port
-        && let Some(r) = port_gate(ip, pr, cc, &mut clock, monitor)
+        && let Some(r) = port_gate(ip, pr, cc, &mut clock)
     {
         return Verdict::new(class, r.reason, monitor).with_reset(r.reset);
     }
@@ -217,7 +217,6 @@ fn port_gate(
     pr: *mut PortRule,
     cc: &ClassConfig,
     clock: &mut Clock,
-    monitor: bool,
 ) -> Option<Refusal> {
     // SAFETY: a value pointer from a lookup in this invocation.
     let rule = unsafe { &*pr };
@@ -236,7 +235,6 @@ fn port_gate(
         } else if gate == Gate::HalfOpen as u32 {
             // A bounded number of trial connections per interval, shared by all sources.
             let trial = rule.half_open.interval != 0
-                && !monitor
                 && gcra::charge(
                     // SAFETY: as above; the field is only accessed atomically.
                     unsafe { &raw mut (*pr).half_open_tat },

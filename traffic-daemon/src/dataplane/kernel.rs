@@ -351,6 +351,15 @@ impl Kernel {
     /// Run the program once per `repeat` on `frame` with BPF_PROG_TEST_RUN; returns the XDP
     /// action and the mean duration per run in ns.
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<(u32, u64), DataplaneError> {
+        self.test_run_out(frame, repeat).map(|(a, ns, _)| (a, ns))
+    }
+
+    /// Like [`Kernel::test_run`], plus the frame the program left (e.g. a RST it built).
+    pub fn test_run_out(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, u64, Vec<u8>), DataplaneError> {
         use aya::programs::{TestRun as _, TestRunOptions};
         let program: &Xdp = self
             .ebpf
@@ -367,7 +376,8 @@ impl Kernel {
                 ..TestRunOptions::default()
             })
             .map_err(|e| DataplaneError::Other(format!("test run: {}", chain(&e))))?;
-        Ok((r.return_value, r.duration.as_nanos() as u64))
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, r.duration.as_nanos() as u64, out))
     }
 
     /// Remove every pin in `dir` and the directory itself (a fresh start).
