@@ -25,5 +25,6 @@ pub fn require_privileged() {
 
 pub mod daemon;
 pub mod netns;
+pub mod tcplab;
 pub mod topo;
 pub mod udp;
