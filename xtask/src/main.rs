@@ -3,6 +3,7 @@
 //! Every command that needs the toolchains runs `setup` first; setup is idempotent and
 //! skips what is present.
 
+mod bench;
 mod demo;
 mod install;
 mod setup;
@@ -37,12 +38,22 @@ enum Cmd {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
-    /// Run the demo: namespaces, trafficd with config/traffic.toml, load, live counters,
-    /// report, clean-up.
+    /// Run the demo: namespaces, trafficd with config/traffic.toml, the load generator, a
+    /// live view, a report and a chart (target/demo/), clean-up. Without --profile: the
+    /// story (normal traffic, an attack, a failing upstream, CPU pressure, recovery).
     Demo {
-        /// Seconds of load.
-        #[arg(long, default_value_t = 20)]
-        seconds: u64,
+        /// Run config/profiles/NAME.toml alone instead of the story (normal, peak, burst,
+        /// degraded, smoke).
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// With --profile: switch the node's pressure signals off and fail unless the report
+        /// agrees with the limits (what `cargo xtask test` does with the smoke profile).
+        #[arg(long, requires = "profile")]
+        check: bool,
+        /// How the clients' veth ends are made to take the XDP gate's RSTs (XDP_TX frames):
+        /// an XDP_PASS program (default), GRO on, or nothing — for checking.
+        #[arg(long, hide = true, default_value = "xdp-pass", value_parser = ["xdp-pass", "gro", "plain"])]
+        client_links: String,
     },
     /// Install trafficd, trafficctl, the config (unless one is there), the systemd unit, the
     /// sysusers file and the README; on / also the `traffic` group and daemon-reload.
@@ -59,6 +70,20 @@ enum Cmd {
     },
     /// Build the Debian package with cargo-deb (installed if missing) and print its path.
     Deb,
+    /// Run the data-plane benchmark (root): program cost through test-run, receive CPU per
+    /// packet under a veth flood against nftables and iptables, limits under a spoofed
+    /// flood. Prints tables and writes target/bench/*.json.
+    Bench {
+        /// A short smoke run (fewer repetitions and repeats, shorter floods).
+        #[arg(long)]
+        quick: bool,
+        /// Only these suites, comma-separated: testrun, veth, accuracy.
+        #[arg(long, value_name = "SUITES")]
+        only: Option<String>,
+        /// Repetitions of every figure (default 5, with --quick 2).
+        #[arg(long)]
+        reps: Option<usize>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -74,14 +99,25 @@ fn main() -> Result<()> {
             setup::run(&tc)?;
             test::run(&tc, layer, filter.as_deref())
         }
-        Cmd::Demo { seconds } => {
+        Cmd::Demo {
+            profile,
+            check,
+            client_links,
+        } => {
             setup::run(&tc)?;
             let bin = build(&tc, false)?;
-            demo::run(&bin, std::time::Duration::from_secs(seconds))
+            match profile {
+                Some(name) if check => demo::check_profile(&bin, &name),
+                _ => demo::run(&bin, profile.as_deref(), &client_links),
+            }
         }
         Cmd::Install { prefix } => install::install(&tc, &prefix),
         Cmd::Uninstall { prefix } => install::uninstall(&prefix),
         Cmd::Deb => install::deb(&tc).map(|_| ()),
+        Cmd::Bench { quick, only, reps } => {
+            setup::run(&tc)?;
+            bench::run(&tc, &bench::Options { quick, only, reps })
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //!    toolchain; the privileged tests show up as ignored.
 //! 2. privileged — the ignored tests (contract, program, end-to-end, …) with the real eBPF
 //!    object, as root, one at a time (they share kernel state).
+//!    Then a short profile run (`config/profiles/smoke.toml`, the load generator against
+//!    trafficd with the pressure signals off) whose report must agree with the limits.
 //! 3. package — as root: `cargo xtask install --prefix <tmp>` and `uninstall` end to end
 //!    (release build), then the `.deb` of the same binaries inspected with dpkg-deb and run
 //!    from its extracted tree (never installed on the host). Skipped when a filter is given.
@@ -40,7 +42,10 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
             c.arg(f);
         }
         util::run(&mut c)?;
-        summary.push(format!("unit        ok  {:>6.1}s", t.elapsed().as_secs_f64()));
+        summary.push(format!(
+            "unit        ok  {:>6.1}s",
+            t.elapsed().as_secs_f64()
+        ));
     }
     if matches!(layer, Layer::Privileged | Layer::All) {
         if !util::is_root() {
@@ -61,7 +66,22 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
             }
             c.args(["--", "--ignored", "--test-threads=1"]);
             util::run(&mut c)?;
-            summary.push(format!("privileged  ok  {:>6.1}s", t.elapsed().as_secs_f64()));
+            summary.push(format!(
+                "privileged  ok  {:>6.1}s",
+                t.elapsed().as_secs_f64()
+            ));
+            // A short load profile through trafficd (pressure signals off), its report
+            // checked against what the limits allow. Skipped when a filter names other tests.
+            if filter.is_none_or(|f| "profile_run".contains(f)) {
+                let t = Instant::now();
+                println!("==> profile run (config/profiles/smoke.toml through trafficd; root)");
+                let bin = crate::build(tc, false)?;
+                crate::demo::check_profile(&bin, "smoke")?;
+                summary.push(format!(
+                    "profile run ok  {:>6.1}s",
+                    t.elapsed().as_secs_f64()
+                ));
+            }
         }
     }
     let package = layer == Layer::Package || (layer == Layer::All && filter.is_none());
@@ -69,9 +89,14 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
         let t = Instant::now();
         println!("==> package layer (install/uninstall --prefix <tmp>, .deb via cargo-deb; root)");
         crate::install::check_packaging(tc)?;
-        summary.push(format!("package     ok  {:>6.1}s", t.elapsed().as_secs_f64()));
+        summary.push(format!(
+            "package     ok  {:>6.1}s",
+            t.elapsed().as_secs_f64()
+        ));
     } else if layer == Layer::Package {
-        bail!("the package layer needs root (it builds the .deb and runs dpkg-deb): sudo cargo xtask test --layer package");
+        bail!(
+            "the package layer needs root (it builds the .deb and runs dpkg-deb): sudo cargo xtask test --layer package"
+        );
     }
     println!("\n==> test summary");
     for s in summary {

@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod packet;
+pub mod profile;
 pub mod reference;
 
 /// Panic with a clear message unless this process can run privileged tests (root, bpffs).
@@ -23,8 +24,19 @@ pub fn require_privileged() {
     );
 }
 
+pub mod admin;
+pub mod benchstat;
+pub mod chart;
+pub mod conn;
 pub mod daemon;
+pub mod flood;
+pub mod gen_abi;
+pub mod ideal;
+pub mod load;
 pub mod netns;
+pub mod peers;
+pub mod services;
 pub mod tcplab;
 pub mod topo;
 pub mod udp;
+pub mod xdp_pass;

@@ -1,0 +1,289 @@
+//! The daemon's admin API as the generator reads it: requests with a JSON body, and the
+//! few fields of `/v1/status`, `/v1/limits`, `/v1/circuits` and `/v1/counters` the demo
+//! follows, read from `serde_json::Value` (the lab does not depend on traffic-daemon).
+
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+/// A request on an admin socket with an optional JSON body; returns (status, body).
+pub fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
+    let mut s =
+        UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n").context("no HTTP header")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("bad status line")?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    ))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// GET a JSON document (2xx only).
+pub fn get_json(socket: &Path, path: &str) -> Result<Value> {
+    let (status, body) = request(socket, "GET", path, None)?;
+    if !(200..300).contains(&status) {
+        bail!("GET {path}: {status} {body}");
+    }
+    serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON"))
+}
+
+/// `POST /v1/chaos` on an upstream for `duration`.
+pub fn chaos(
+    socket: &Path,
+    upstream: &str,
+    drop: f64,
+    reset: f64,
+    duration: Duration,
+) -> Result<String> {
+    let body = serde_json::json!({
+        "upstream": upstream,
+        "drop": drop,
+        "reset": reset,
+        "duration": format!("{}ms", duration.as_millis().max(1)),
+    })
+    .to_string();
+    let (status, answer) = request(socket, "POST", "/v1/chaos", Some(&body))?;
+    if !(200..300).contains(&status) {
+        bail!("POST /v1/chaos: {status} {answer}");
+    }
+    Ok(serde_json::from_str::<Value>(&answer)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or(answer))
+}
+
+/// `DELETE /v1/chaos`.
+pub fn chaos_stop(socket: &Path) -> Result<()> {
+    let (status, answer) = request(socket, "DELETE", "/v1/chaos", None)?;
+    if !(200..300).contains(&status) {
+        bail!("DELETE /v1/chaos: {status} {answer}");
+    }
+    Ok(())
+}
+
+/// One token bucket as `/v1/limits` reports it (after the throttle factor).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Bucket {
+    pub rate_per_sec: f64,
+    pub burst: f64,
+}
+
+impl Bucket {
+    fn from(v: &Value) -> Option<Self> {
+        Some(Self {
+            rate_per_sec: v["rate_per_sec"].as_f64()?,
+            burst: v["burst"].as_f64()?,
+        })
+    }
+}
+
+/// A daemon class's limits in force.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ClassLimits {
+    pub factor: f64,
+    /// Stacked packet limits (all must allow).
+    pub packets: Vec<Bucket>,
+    pub bytes: Option<Bucket>,
+    pub aggregate_v4: u8,
+    pub aggregate_v6: u8,
+    pub admission: Option<Bucket>,
+    pub overflow: Option<Bucket>,
+}
+
+/// `/v1/limits`: level and per-class limits.
+pub fn limits(v: &Value) -> (String, BTreeMap<String, ClassLimits>) {
+    let mut out = BTreeMap::new();
+    for c in v["classes"].as_array().into_iter().flatten() {
+        let Some(name) = c["class"].as_str() else {
+            continue;
+        };
+        out.insert(
+            name.to_owned(),
+            ClassLimits {
+                factor: c["factor"].as_f64().unwrap_or(1.0),
+                packets: c["packets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Bucket::from)
+                    .collect(),
+                bytes: Bucket::from(&c["bytes"]),
+                aggregate_v4: c["aggregate_v4"].as_u64().unwrap_or(32) as u8,
+                aggregate_v6: c["aggregate_v6"].as_u64().unwrap_or(64) as u8,
+                admission: Bucket::from(&c["admission"]),
+                overflow: Bucket::from(&c["overflow"]),
+            },
+        );
+    }
+    (v["level"].as_str().unwrap_or("?").to_owned(), out)
+}
+
+/// Throttle level and the CPU reading from `/v1/status`.
+pub fn throttle(v: &Value) -> (String, Option<f64>) {
+    let t = &v["throttle"];
+    let level = t["level"].as_str().unwrap_or("none").to_owned();
+    let cpu = t["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["resource"] == "cpu")
+        .and_then(|r| r["ratio"].as_f64());
+    (level, cpu)
+}
+
+/// One upstream in `/v1/circuits`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Circuit {
+    pub name: String,
+    pub port: u16,
+    pub state: String,
+    /// Gate counters: SYNs seen, refused by an open breaker, answered with RST, shed.
+    pub syns: u64,
+    pub gated: u64,
+    pub resets: u64,
+    pub shed: u64,
+    /// (at seconds since the daemon started, from, to, reason)
+    pub transitions: Vec<(f64, String, String, String)>,
+}
+
+/// `/v1/circuits`.
+pub fn circuits(v: &Value) -> Vec<Circuit> {
+    v["upstreams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| Circuit {
+            name: u["name"].as_str().unwrap_or("?").to_owned(),
+            port: u["port"].as_u64().unwrap_or(0) as u16,
+            state: u["breaker"]["state"].as_str().unwrap_or("?").to_owned(),
+            syns: u["gate"]["syns"].as_u64().unwrap_or(0),
+            gated: u["gate"]["gated"].as_u64().unwrap_or(0),
+            resets: u["gate"]["resets"].as_u64().unwrap_or(0),
+            shed: u["gate"]["shed"].as_u64().unwrap_or(0),
+            transitions: u["transitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let s = |k: &str| t[k].as_str().unwrap_or("?").to_owned();
+                    (
+                        t["at_seconds"].as_f64().unwrap_or(0.0),
+                        s("from"),
+                        s("to"),
+                        s("reason"),
+                    )
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// `/v1/counters`: (passed, dropped) packets per daemon class; deny-rule drops of sources
+/// without a class are reported under "denied".
+pub fn counters(v: &Value) -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for c in v["classes"].as_array().into_iter().flatten() {
+        let name = c["class"].as_str().unwrap_or("?").to_owned();
+        let passed = c["passed"]["packets"].as_u64().unwrap_or(0);
+        let mut dropped = c["dropped"]["packets"].as_u64().unwrap_or(0);
+        if name == "unclassified" {
+            for r in c["reasons"].as_array().into_iter().flatten() {
+                if r["reason"] == "deny" {
+                    let n = r["packets"].as_u64().unwrap_or(0);
+                    let e: &mut (u64, u64) = out.entry("denied".to_owned()).or_default();
+                    e.1 += n;
+                    dropped -= n.min(dropped);
+                }
+            }
+        }
+        let e = out.entry(name).or_default();
+        e.0 += passed;
+        e.1 += dropped;
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a panic is how a test fails
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_limits_status_and_circuits() {
+        let l: Value = serde_json::from_str(
+            r#"{"level":"high","classes":[{"class":"premium","factor":0.6,"packets":[{"rate_per_sec":1200.0,"burst":2400}],
+            "bytes":{"rate_per_sec":1.2e7,"burst":2400000},"aggregate_v4":32,"aggregate_v6":64,"admission":null,"overflow":null}]}"#,
+        )
+        .unwrap();
+        let (level, m) = limits(&l);
+        assert_eq!(level, "high");
+        assert_eq!(
+            m["premium"].packets,
+            vec![Bucket {
+                rate_per_sec: 1200.0,
+                burst: 2400.0
+            }]
+        );
+        assert!(m["premium"].admission.is_none());
+        let s: Value = serde_json::from_str(
+            r#"{"throttle":{"level":"low","resources":[{"resource":"cpu","ratio":0.61}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(throttle(&s), ("low".to_owned(), Some(0.61)));
+        let c: Value = serde_json::from_str(
+            r#"{"upstreams":[{"name":"web","port":8080,"breaker":{"state":"open"},"gate":{"syns":9,"gated":4,"resets":4,"shed":0},
+            "transitions":[{"at_seconds":12.5,"from":"closed","to":"open","reason":"5 consecutive failures"}]}]}"#,
+        )
+        .unwrap();
+        let c = circuits(&c);
+        assert_eq!(c[0].state, "open");
+        assert_eq!(c[0].resets, 4);
+        assert_eq!(c[0].transitions[0].2, "open");
+    }
+}

@@ -1,0 +1,231 @@
+//! The layout shared by the benchmark's packet generator and the benchmark that drives it.
+//!
+//! The generator is the `gen_flood` / `spoof_tail` XDP programs in `traffic-ebpf/src/floor.rs`
+//! (the `traffic-bench` object), which includes this very file by path, so the layout is
+//! defined once; the benchmark (`traffic-daemon/benches/dataplane.rs`) reads and writes the
+//! maps as arrays of `u64` words through [`GenConfig::to_words`] and friends, and aya's size
+//! check on the maps refuses an object built from another version of this file.
+//!
+//! Only `core` here: the file is compiled for the bpf target too. Every field is a `u64`, so
+//! there is no padding to get wrong.
+
+/// Map of one [`GenConfig`] (array, one entry).
+pub const CONFIG_MAP: &str = "BENCH_CONFIG";
+/// Map of the generator's [`GenState`] (per-CPU array, one entry).
+pub const STATE_MAP: &str = "BENCH_STATE";
+/// Map of [`LegitStat`] per legitimate source (array, [`MAX_LEGIT`] entries).
+pub const LEGIT_MAP: &str = "BENCH_LEGIT";
+/// Program array (one slot) `spoof_tail` tail-calls into.
+pub const JUMP_MAP: &str = "BENCH_JUMP";
+
+/// The bare XDP_DROP program: the floor program costs are measured against.
+pub const FLOOR_PROGRAM: &str = "floor_drop";
+/// The live-frames generator: rewrites the source of each frame and returns XDP_TX.
+pub const GEN_PROGRAM: &str = "gen_flood";
+/// The test-run rewriter: rewrites the source of each run's frame, then tail-calls slot 0 of
+/// [`JUMP_MAP`].
+pub const SPOOF_PROGRAM: &str = "spoof_tail";
+
+/// [`GenConfig::family`]: Ethernet + IPv4 (IHL 5) + UDP, no VLAN tag.
+pub const FAMILY_V4: u64 = 4;
+/// [`GenConfig::family`]: Ethernet + IPv6 (no extension header) + UDP, no VLAN tag.
+pub const FAMILY_V6: u64 = 6;
+
+/// Offset in the frame of the 32-bit source word the generator rewrites: the IPv4 source
+/// address, or bytes 4..8 of the IPv6 source (its third and fourth groups, so each value is
+/// a distinct /64). Both sit 12 bytes into the IP header.
+pub const SOURCE_WORD_OFFSET: usize = 14 + 12;
+/// Offset of the IPv4 header checksum.
+pub const V4_CSUM_OFFSET: usize = 14 + 10;
+/// Offset of the UDP checksum after an IPv4 header without options.
+pub const V4_UDP_CSUM_OFFSET: usize = 14 + 20 + 6;
+/// Offset of the UDP checksum after an IPv6 header without extension headers.
+pub const V6_UDP_CSUM_OFFSET: usize = 14 + 40 + 6;
+
+/// Legitimate sources the generator can interleave with a flood.
+pub const MAX_LEGIT: u32 = 256;
+
+/// Most the legitimate schedule may fall behind (the generator was preempted) and still
+/// catch up with back-to-back frames; beyond it, the schedule skips ahead. Catching up keeps
+/// the legitimate sources' average rate at what was asked on a busy machine; the bound keeps
+/// a long stall from turning into a burst.
+pub const MAX_LEGIT_LAG_NS: u64 = 100_000_000;
+
+/// What the generator sends. All frames start as the run's template frame; only the source
+/// word (and the checksums covering it) changes.
+///
+/// Flood frame `k` (counted per CPU from the first run) gets the word
+/// `flood_base + (k & flood_mask)`: `flood_mask + 1` distinct sources, each new until the
+/// sequence wraps. With `legit_count > 0`, one frame every `legit_interval_ns` (kernel clock)
+/// goes instead to a legitimate source `legit_base + i`, round-robin over
+/// `i in 0..legit_count`, so each sends at `1e9 / (legit_interval_ns × legit_count)` per
+/// second however fast the flood runs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenConfig {
+    /// [`FAMILY_V4`] or [`FAMILY_V6`]; any other value drops every frame.
+    pub family: u64,
+    /// First flood source word.
+    pub flood_base: u64,
+    /// Mask applied to the flood sequence (a power of two minus one).
+    pub flood_mask: u64,
+    /// First legitimate source word.
+    pub legit_base: u64,
+    /// Number of legitimate sources, at most [`MAX_LEGIT`]; 0 for a pure flood.
+    pub legit_count: u64,
+    /// Time between two legitimate frames (all sources together), in ns.
+    pub legit_interval_ns: u64,
+}
+
+/// Words in a [`GenConfig`].
+pub const GEN_CONFIG_WORDS: usize = 6;
+
+/// The generator's per-CPU state and counts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenState {
+    /// Flood frames sent so far (the flood sequence).
+    pub seq: u64,
+    /// Legitimate frames sent so far.
+    pub legit_sent: u64,
+    /// When the next legitimate frame is due (kernel clock, ns).
+    pub next_legit_ns: u64,
+    /// Index of the next legitimate source.
+    pub legit_next: u64,
+    /// Kernel clock at the first frame of `gen_flood` (0 before any).
+    pub first_ns: u64,
+    /// Kernel clock at the latest frame of `gen_flood`.
+    pub last_ns: u64,
+}
+
+/// Words in a [`GenState`].
+pub const GEN_STATE_WORDS: usize = 6;
+
+/// What the generator sent from one legitimate source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LegitStat {
+    /// Frames sent.
+    pub sent: u64,
+    /// Kernel clock at the first frame (0 before any).
+    pub first_ns: u64,
+    /// Kernel clock at the latest frame.
+    pub last_ns: u64,
+    /// Reserved.
+    pub _reserved: u64,
+}
+
+/// Words in a [`LegitStat`].
+pub const LEGIT_STAT_WORDS: usize = 4;
+
+const _: () = assert!(core::mem::size_of::<GenConfig>() == 8 * GEN_CONFIG_WORDS);
+const _: () = assert!(core::mem::size_of::<GenState>() == 8 * GEN_STATE_WORDS);
+const _: () = assert!(core::mem::size_of::<LegitStat>() == 8 * LEGIT_STAT_WORDS);
+
+impl GenConfig {
+    /// The map value as words.
+    pub const fn to_words(&self) -> [u64; GEN_CONFIG_WORDS] {
+        [
+            self.family,
+            self.flood_base,
+            self.flood_mask,
+            self.legit_base,
+            self.legit_count,
+            self.legit_interval_ns,
+        ]
+    }
+}
+
+impl GenState {
+    /// Decode a map value.
+    pub const fn from_words(w: &[u64; GEN_STATE_WORDS]) -> Self {
+        Self {
+            seq: w[0],
+            legit_sent: w[1],
+            next_legit_ns: w[2],
+            legit_next: w[3],
+            first_ns: w[4],
+            last_ns: w[5],
+        }
+    }
+}
+
+impl LegitStat {
+    /// Decode a map value.
+    pub const fn from_words(w: &[u64; LEGIT_STAT_WORDS]) -> Self {
+        Self {
+            sent: w[0],
+            first_ns: w[1],
+            last_ns: w[2],
+            _reserved: w[3],
+        }
+    }
+}
+
+/// A checksum (RFC 1071, big-endian 16-bit words) updated for a 32-bit word of the data it
+/// covers changing from `old` to `new` (RFC 1624, eqn. 3: `HC' = ~(~HC + ~m + m')`).
+#[inline(always)]
+pub const fn csum_replace4(csum: u16, old: u32, new: u32) -> u16 {
+    let mut sum: u32 = (!csum) as u32 & 0xffff;
+    sum += (!(old >> 16)) & 0xffff;
+    sum += (!old) & 0xffff;
+    sum += new >> 16;
+    sum += new & 0xffff;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 1071 checksum of big-endian 16-bit words.
+    fn full(words: &[u16]) -> u16 {
+        let mut sum: u32 = words.iter().map(|w| u32::from(*w)).sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    #[test]
+    fn incremental_update_equals_recomputation() {
+        let mut words = vec![
+            0x4500, 0x003c, 0x1c46, 0x4000, 0x4006, 0, 0xc612, 0x0001, 0xc613, 0xff01,
+        ];
+        for new in [
+            0xc612_0002u32,
+            0xc613_ffff,
+            0,
+            0xffff_ffff,
+            0x2001_0db8,
+            0x8000_0001,
+        ] {
+            let old = (u32::from(words[6]) << 16) | u32::from(words[7]);
+            let before = full(&words);
+            words[6] = (new >> 16) as u16;
+            words[7] = new as u16;
+            let want = full(&words);
+            let got = csum_replace4(before, old, new);
+            // 0x0000 and 0xffff are the same value in ones' complement.
+            let same = got == want || (got, want) == (0, 0xffff) || (got, want) == (0xffff, 0);
+            assert!(same, "{got:#x} vs {want:#x}");
+        }
+    }
+
+    #[test]
+    fn words_round_trip() {
+        let c = GenConfig {
+            family: FAMILY_V6,
+            flood_base: 1,
+            flood_mask: 2,
+            legit_base: 3,
+            legit_count: 4,
+            legit_interval_ns: 5,
+        };
+        assert_eq!(c.to_words(), [6, 1, 2, 3, 4, 5]);
+        assert_eq!(GenState::from_words(&[1, 2, 3, 4, 5, 6]).last_ns, 6);
+        assert_eq!(LegitStat::from_words(&[7, 8, 9, 0]).sent, 7);
+    }
+}

@@ -1,0 +1,120 @@
+//! `cargo xtask bench`: the data-plane benchmark.
+//!
+//! The measuring lives in `traffic-daemon/benches/dataplane.rs` (it needs aya, which xtask
+//! does not depend on); the generator program is the `traffic-bench` eBPF object
+//! (`traffic-ebpf/src/floor.rs`); the peers' rule sets, the flood namespaces and the
+//! statistics are in `traffic_lab::{peers, flood, benchstat}`. This command builds and runs
+//! it with the pinned toolchain, as root, then reads the JSON it wrote back and prints the
+//! verdict on every target in one place.
+//!
+//! Suites (see the bench's module documentation for how each figure is measured):
+//! - `testrun`: program cost through BPF_PROG_TEST_RUN, against a bare XDP_DROP floor;
+//! - `veth`: receive CPU per packet under a veth flood: no filter, XDP_DROP, traffic,
+//!   an nftables meter, iptables hashlimit;
+//! - `accuracy`: legitimate sources and the overflow bucket under a flood from 2²⁰
+//!   spoofed sources.
+//!
+//! Bounded: every flood is bounded in frames and seconds and runs inside namespaces the
+//! run creates and deletes; a full run takes a few minutes once built, `--quick` well under
+//! one.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use traffic_lab::benchstat::Report;
+
+use crate::{toolchains::Toolchains, util};
+
+/// The bench's suites, in the order it runs them (also the JSON file names).
+const SUITES: [&str; 3] = ["testrun", "veth", "accuracy"];
+
+/// What to run.
+pub struct Options {
+    /// A short smoke run: fewer repetitions and repeats, shorter floods.
+    pub quick: bool,
+    /// Only these suites (comma-separated).
+    pub only: Option<String>,
+    /// Repetitions per figure (default 5, `--quick` 2).
+    pub reps: Option<usize>,
+}
+
+/// Build and run the benchmark; print the targets' verdicts from the JSON it wrote.
+pub fn run(tc: &Toolchains, opts: &Options) -> Result<()> {
+    if !util::is_root() {
+        bail!(
+            "the benchmark loads XDP programs, creates network namespaces and reads kernel \
+             threads' CPU time: run `sudo cargo xtask bench`"
+        );
+    }
+    let suites: Vec<&str> = match &opts.only {
+        Some(list) => {
+            let v: Vec<&str> = list.split(',').map(str::trim).collect();
+            if let Some(bad) = v.iter().find(|s| !SUITES.contains(s)) {
+                bail!("unknown suite `{bad}` (suites: {})", SUITES.join(", "));
+            }
+            v
+        }
+        None => SUITES.to_vec(),
+    };
+    if opts.reps == Some(0) {
+        bail!("--reps must be at least 1");
+    }
+    let dir = json_dir();
+    // Stale results must not pass for this run's.
+    for s in &suites {
+        let _ = std::fs::remove_file(dir.join(format!("{s}.json")));
+    }
+    let mut c = util::cargo(tc);
+    c.args([
+        "bench",
+        "-p",
+        "traffic-daemon",
+        "--bench",
+        "dataplane",
+        "--",
+    ]);
+    if opts.quick {
+        c.arg("--quick");
+    }
+    if let Some(n) = opts.reps {
+        c.args(["--reps", &n.to_string()]);
+    }
+    c.arg("--only").arg(suites.join(","));
+    c.arg("--json-dir").arg(&dir);
+    util::run(&mut c).context("the data-plane benchmark failed")?;
+
+    println!("\n== bench: targets ==");
+    let mut missed = 0;
+    for s in &suites {
+        let path = dir.join(format!("{s}.json"));
+        let report = Report::read_json(&path)
+            .with_context(|| format!("the benchmark wrote no {}", path.display()))?;
+        for t in &report.targets {
+            let verdict = match (t.met, t.met_every_rep) {
+                (true, true) => "met",
+                (true, false) => "met on the median (not every repetition)",
+                (false, _) => {
+                    missed += 1;
+                    "MISSED"
+                }
+            };
+            let median = t
+                .median
+                .map_or("-".to_owned(), traffic_lab::benchstat::fmt_num);
+            println!("{s:>9}: {verdict}: {} (median {median})", t.name);
+        }
+        println!("{s:>9}: {}", path.display());
+    }
+    if opts.quick {
+        println!("(quick run: smoke figures only; judge targets on a full run)");
+    }
+    if missed > 0 {
+        println!("{missed} target(s) missed; the figures are in the JSON files above");
+    }
+    Ok(())
+}
+
+/// `<target>/bench`, where the JSON files go.
+fn json_dir() -> PathBuf {
+    util::target_dir().join("bench")
+}
