@@ -315,6 +315,42 @@ impl FloodNet {
     }
 }
 
+impl FloodNet {
+    /// When the receiver last processed a frame: its frame count (`/proc/net/dev` read from
+    /// a thread in its namespace, every millisecond) is polled until it has not moved for
+    /// 50 ms (at most `deadline`), and the moment it was first seen at its final value is
+    /// returned — an upper bound, within about a millisecond, on the last frame's handling.
+    pub fn idle_since(&self, deadline: Duration) -> Result<Instant> {
+        let iface = format!("{}:", self.rcv_if);
+        self.receiver.run(move || -> Result<Instant> {
+            let read = || -> Result<u64> {
+                let text = std::fs::read_to_string("/proc/thread-self/net/dev")
+                    .context("read /proc/thread-self/net/dev")?;
+                text.lines()
+                    .find_map(|l| {
+                        let l = l.trim_start();
+                        l.strip_prefix(iface.as_str())
+                            .and_then(|rest| rest.split_whitespace().nth(1))
+                            .and_then(|v| v.parse().ok())
+                    })
+                    .with_context(|| format!("no {iface} in /proc/net/dev"))
+            };
+            let end = Instant::now() + deadline;
+            let mut last = read()?;
+            let mut since = Instant::now();
+            while since.elapsed() < Duration::from_millis(50) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+                let now = read()?;
+                if now != last {
+                    last = now;
+                    since = Instant::now();
+                }
+            }
+            Ok(since)
+        })?
+    }
+}
+
 /// Interface counters (`ip -s link`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkStats {
