@@ -14,7 +14,7 @@ use bytemuck::{Pod, Zeroable};
 
 /// Version of the layouts in this crate. Bumped on any change to a map or type below; a
 /// pinned map set written by another version is refused, never reinterpreted.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Map names, as they appear in the object file and under the pin directory.
 ///
@@ -44,9 +44,15 @@ pub mod map_names {
     /// Per-CPU replies seen leaving from each port rule's port (TC egress),
     /// [`crate::EgressStats`] indexed by [`crate::PortRule::slot`]: the passive breaker signal.
     pub const EGRESS: &str = "TRF_EGRESS";
+    /// Per-CPU cache of source classifications, [`crate::ClassCacheEntry`] indexed by
+    /// [`crate::class_cache_index`]: a hit saves the LPM lookup in [`RULES`].
+    pub const CLASS_CACHE: &str = "TRF_CLS_CACHE";
+    /// Bitmap of the bucket keys ever inserted, `u64` words indexed by [`crate::seen_bit`]:
+    /// a clear bit proves a source untracked without a lookup in the (large, cold) bucket map.
+    pub const SEEN: &str = "TRF_SEEN";
 
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 13] = [
         CONFIG,
         RULES,
         CLASSES,
@@ -58,6 +64,8 @@ pub mod map_names {
         SLOT_NAMES,
         PORT_STATS,
         EGRESS,
+        CLASS_CACHE,
+        SEEN,
     ];
 }
 
@@ -114,6 +122,57 @@ pub const SLOT_NAMES_ENTRIES: u32 = MAX_CLASSES;
 pub const MAX_CLASS_NAME: usize = 31;
 /// `max_entries` of [`map_names::COUNTERS`].
 pub const COUNTERS_ENTRIES: u32 = COUNTER_ROWS * REASON_SLOTS;
+/// `max_entries` of [`map_names::CLASS_CACHE`] (per CPU; a power of two).
+pub const CLASS_CACHE_ENTRIES: u32 = 4096;
+/// `u64` words of [`map_names::SEEN`]: 2²⁰ bits, 128 KiB, small enough to stay in cache.
+pub const SEEN_WORDS: u32 = 1 << 14;
+
+/// The program's clock (`bpf_ktime_get_coarse_ns`) advances once per kernel tick: at most
+/// this (HZ = 100). Every GCRA tolerance the daemon writes is at least this long, so a
+/// tick's worth of refill always fits in the bucket and the clock never caps a rate.
+pub const CLOCK_TICK_MAX_NS: u64 = 10_000_000;
+
+/// One entry of [`map_names::CLASS_CACHE`]: the rule found for a source address under one
+/// generation of the rule set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ClassCacheEntry {
+    /// The full source address (not masked), as [`addr_words`].
+    pub addr: [u64; 2],
+    /// [`GlobalConfig::rules_gen`] the entry was filled under; 0 = empty.
+    pub rules_gen: u32,
+    /// The rule's [`Action`] discriminant ([`Action::Limit`] when no rule matched).
+    pub action: u32,
+    /// The rule's class (the default class when no rule matched).
+    pub class: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// An address as two native-endian words (how the program compares and masks it).
+#[inline(always)]
+pub const fn addr_words(a: &Addr) -> (u64, u64) {
+    (
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    )
+}
+
+/// Slot of `addr` in [`map_names::CLASS_CACHE`] (multiplicative hash of both halves).
+#[inline(always)]
+pub const fn class_cache_index(addr: &Addr) -> u32 {
+    let (lo, hi) = addr_words(addr);
+    ((lo ^ hi.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as u32
+        & (CLASS_CACHE_ENTRIES - 1)
+}
+
+/// Word index in [`map_names::SEEN`] and the bit within it of a bucket key.
+#[inline(always)]
+pub const fn seen_bit(key: &BucketKey) -> (u32, u64) {
+    let (lo, hi) = addr_words(&key.addr);
+    let h = (lo ^ hi.rotate_left(29) ^ key.class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44;
+    (((h >> 6) as u32) & (SEEN_WORDS - 1), 1u64 << (h & 63))
+}
 
 /// A source address key: IPv6 as is, IPv4 as `::ffff:a.b.c.d`, network byte order.
 pub type Addr = [u8; 16];
@@ -276,8 +335,9 @@ pub struct GlobalConfig {
     pub flags: u32,
     /// Class of sources that match no rule.
     pub default_class: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// Generation of the rule set, never 0 once configured: a digest of the rules, written
+    /// after them. Classifications cached under another generation are ignored.
+    pub rules_gen: u32,
 }
 
 /// Value of [`map_names::RULES`].
@@ -590,6 +650,7 @@ assert_layout! {
     EgressStats => 32, 8;
     Counter => 16, 8;
     SlotName => 32, 1;
+    ClassCacheEntry => 32, 8;
 }
 
 #[cfg(test)]
@@ -646,6 +707,17 @@ mod tests {
             SlotName::new(&long).as_str().map(str::len),
             Some(MAX_CLASS_NAME)
         );
+    }
+
+    #[test]
+    fn cache_and_seen_indices_stay_in_range() {
+        let mut key = BucketKey::default();
+        for i in 0..10_000u32 {
+            key.addr[12..].copy_from_slice(&i.to_be_bytes());
+            key.class = i % MAX_CLASSES;
+            assert!(class_cache_index(&key.addr) < CLASS_CACHE_ENTRIES);
+            assert!(seen_bit(&key).0 < SEEN_WORDS);
+        }
     }
 
     #[test]

@@ -175,13 +175,34 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
                 0
             },
             default_class: slots.slot_of_index(config, config.daemon.default_class),
-            _pad: 0,
+            rules_gen: rules_generation(&rules),
         },
         classes,
         names: slots.to_names(),
         rules,
         ports: BTreeMap::new(),
     }
+}
+
+/// The generation of a rule set, which keys the program's classification cache: a digest
+/// (FNV-1a) of every rule, so the same rules give the same generation across restarts and
+/// a change gives another one (a collision, 2⁻³² per change, would keep stale entries);
+/// never 0, the cache's "empty".
+pub fn rules_generation(rules: &BTreeMap<RuleKey, Rule>) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    };
+    for ((addr, bits), rule) in rules {
+        eat(addr);
+        eat(&bits.to_le_bytes());
+        eat(&rule.action.to_le_bytes());
+        eat(&rule.class.to_le_bytes());
+    }
+    h.max(1)
 }
 
 impl Desired {

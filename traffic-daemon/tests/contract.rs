@@ -16,10 +16,11 @@ use aya_obj::{
     maps::PinningType,
 };
 use traffic_common::{
-    BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_STATE_ENTRIES, CLASSES_ENTRIES, CONFIG_ENTRIES,
-    COUNTERS_ENTRIES, ClassConfig, ClassState, ClassStats, Counter, EgressStats, GlobalConfig,
-    PORT_STATS_ENTRIES, PORTS_ENTRIES, PROGRAM_NAME, PortKey, PortRule, PortStats, RULES_ENTRIES,
-    Rule, RuleAddr, SLOT_NAMES_ENTRIES, SlotName, map_names,
+    BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
+    CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
+    Counter, EgressStats, GlobalConfig, PORT_STATS_ENTRIES, PORTS_ENTRIES, PROGRAM_NAME, PortKey,
+    PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_WORDS, SLOT_NAMES_ENTRIES, SlotName,
+    map_names,
 };
 
 /// What the contract says one map must look like.
@@ -104,6 +105,15 @@ fn expected(name: &str) -> Expected {
             size_of::<EgressStats>(),
             PORT_STATS_ENTRIES,
         ),
+        // Per CPU on purpose: a cache of this CPU's classifications, no shared state.
+        map_names::CLASS_CACHE => (
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            INDEX,
+            size_of::<ClassCacheEntry>(),
+            CLASS_CACHE_ENTRIES,
+        ),
+        // Shared: a bit one CPU's insert sets must be seen by every CPU.
+        map_names::SEEN => (BPF_MAP_TYPE_ARRAY, INDEX, size_of::<u64>(), SEEN_WORDS),
         other => panic!("map_names::ALL lists {other}, which this test does not know: add it"),
     };
     Expected {

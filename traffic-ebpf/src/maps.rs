@@ -12,6 +12,7 @@ use traffic_common::{
     PORT_STATS_ENTRIES, PORTS_ENTRIES, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr,
     SLOT_NAMES_ENTRIES, SlotName,
 };
+use traffic_common::{CLASS_CACHE_ENTRIES, ClassCacheEntry, SEEN_WORDS};
 
 #[btf_map(pin_by_name)]
 pub static TRF_CONFIG: Array<GlobalConfig, { CONFIG_ENTRIES as usize }> = Array::new();
@@ -50,3 +51,14 @@ pub static TRF_PORT_STATS: PerCpuArray<PortStats, { PORT_STATS_ENTRIES as usize 
 #[btf_map(pin_by_name)]
 pub static TRF_EGRESS: PerCpuArray<EgressStats, { PORT_STATS_ENTRIES as usize }> =
     PerCpuArray::new();
+
+/// Per CPU: each CPU caches the sources it classifies; entries of another rule generation
+/// are ignored, so it is never flushed.
+#[btf_map(pin_by_name)]
+pub static TRF_CLS_CACHE: PerCpuArray<ClassCacheEntry, { CLASS_CACHE_ENTRIES as usize }> =
+    PerCpuArray::new();
+
+/// Shared by all CPUs: bits set with an atomic OR, never cleared by the program; pinned with
+/// the buckets, so an adopted bucket map keeps its bits.
+#[btf_map(pin_by_name)]
+pub static TRF_SEEN: Array<u64, { SEEN_WORDS as usize }> = Array::new();

@@ -5,8 +5,9 @@
 //! aggregation masks.
 
 use traffic_common::{
-    BYTE_INTERVAL_SHIFT, CLASS_ACTIVE, CLASS_ADMISSION, CLASS_BYTES, CLASS_MONITOR, ClassConfig,
-    Limit, MAX_BYTE_INTERVAL, MAX_PACKET_LIMITS, V4_MAPPED_PREFIX_BITS,
+    BYTE_INTERVAL_SHIFT, CLASS_ACTIVE, CLASS_ADMISSION, CLASS_BYTES, CLASS_MONITOR,
+    CLOCK_TICK_MAX_NS, ClassConfig, Limit, MAX_BYTE_INTERVAL, MAX_PACKET_LIMITS,
+    V4_MAPPED_PREFIX_BITS,
 };
 
 use crate::config::{ClassSpec, Mode, RateLimit};
@@ -23,14 +24,17 @@ pub fn scaled(l: &RateLimit, factor: f64, min_burst: u64) -> RateLimit {
     }
 }
 
-/// GCRA parameters of a packet limit (`rate` packets/s, `burst` packets).
+/// GCRA parameters of a packet limit (`rate` packets/s, `burst` packets). The tolerance is
+/// at least one tick of the program's coarse clock ([`CLOCK_TICK_MAX_NS`]): a tick's refill
+/// arrives at once and must fit, or the clock would cap the rate at `burst` per tick. Only
+/// limits faster than `burst` per 10 ms are affected: they get a 10 ms burst instead.
 pub fn packet_gcra(l: &RateLimit) -> Limit {
     let interval = (NS_PER_SEC / l.rate_per_sec)
         .round()
         .clamp(1.0, u64::MAX as f64) as u64;
     Limit {
         interval,
-        tolerance: interval.saturating_mul(l.burst),
+        tolerance: interval.saturating_mul(l.burst).max(CLOCK_TICK_MAX_NS),
     }
 }
 
@@ -42,9 +46,11 @@ pub fn byte_gcra(l: &RateLimit) -> Limit {
         .clamp(1.0, MAX_BYTE_INTERVAL as f64) as u64;
     Limit {
         interval,
-        tolerance: (ns_per_byte * l.burst as f64)
+        // At least a tick of the coarse clock, as for packet limits.
+        tolerance: ((ns_per_byte * l.burst as f64)
             .round()
-            .clamp(0.0, u64::MAX as f64) as u64,
+            .clamp(0.0, u64::MAX as f64) as u64)
+            .max(CLOCK_TICK_MAX_NS),
     }
 }
 
@@ -169,7 +175,10 @@ mod tests {
         // 1 MB/s: 1000 ns per byte.
         let g = byte_gcra(&rl(1e6, 4000));
         assert_eq!(g.interval, 1000 << 16);
-        assert_eq!(g.tolerance, 4_000_000);
+        // 4 ms of burst, raised to one tick of the program's clock.
+        assert_eq!(g.tolerance, CLOCK_TICK_MAX_NS);
+        let g = byte_gcra(&rl(1e6, 40_000));
+        assert_eq!(g.tolerance, 40_000_000);
         // A 1500-byte frame costs 1.5 ms, as the kernel computes it.
         assert_eq!((1500 * g.interval) >> BYTE_INTERVAL_SHIFT, 1_500_000);
         // Very slow rates clamp instead of overflowing the kernel's multiplication.
