@@ -13,61 +13,28 @@
 //! Limits refill at most once per second (most far slower), so no token comes back while a
 //! test runs: the outcomes do not depend on timing.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::{Path, PathBuf},
-};
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result, bail, ensure};
+use support::{
+    PinDir,
+    bpf::{NODE4, NODE6, XDP_ABORTED, XDP_DROP, XDP_PASS, action_name, describe, load_configured},
+};
 use traffic_common::{
     BYTE_INTERVAL_SHIFT, BYTE_LIMIT_SLOT, Bucket, BucketKey, ClassConfig, ClassStats, Counter,
-    Limit, MONITOR_OFFSET, REASON_SLOTS, Reason, UNCLASSIFIED, counter_index, v4_mapped,
+    Limit, Reason, counter_index, v4_mapped,
 };
 use traffic_daemon::{
-    config::Config,
-    dataplane::{
-        Dataplane as _,
-        kernel::{Kernel, LoadOptions},
-    },
-    plan::{Slots, desired, diff},
+    dataplane::{Dataplane as _, kernel::Kernel},
+    plan::Slots,
 };
 use traffic_lab::packet::Frame;
-
-const XDP_ABORTED: u32 = 0;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-
-const NODE4: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 1);
-const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
 
 // ---------------------------------------------------------------------------------------
 // Harness (the pattern of tests/program.rs)
 // ---------------------------------------------------------------------------------------
-
-/// A pin directory of this test, removed on drop (also when the test panics).
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(test: &str) -> Result<PinDir> {
-        let path = PathBuf::from(format!(
-            "/sys/fs/bpf/traffic-test-{}-{test}",
-            std::process::id()
-        ));
-        Kernel::remove_pins(&path).with_context(|| format!("remove stale {}", path.display()))?;
-        Ok(PinDir(path))
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Err(e) = Kernel::remove_pins(&self.0) {
-            eprintln!(
-                "warning: could not remove pin dir {}: {e}",
-                self.0.display()
-            );
-        }
-    }
-}
 
 /// One loaded and configured program with its own pinned maps. Fields drop in order: the
 /// handles close before the pins are removed.
@@ -84,20 +51,8 @@ impl Lab {
 
     /// Configured, with a bucket map of `max_sources` entries.
     fn with_capacity(test: &str, config: &str, max_sources: u32) -> Result<Lab> {
-        let pins = PinDir::new(test)?;
-        let mut kernel = Kernel::open_object(
-            traffic_daemon::EBPF_OBJECT,
-            &LoadOptions {
-                pin_dir: pins.0.clone(),
-                max_sources,
-            },
-        )
-        .with_context(|| format!("load the program with pins in {}", pins.0.display()))?;
-        let config = Config::parse(Path::new("t.toml"), config).context("test config")?;
-        let slots = Slots::default().assign(&config);
-        kernel
-            .apply(&diff(None, &desired(&config, &slots, |_| 1.0)))
-            .context("apply the test config")?;
+        let pins = PinDir::new(test);
+        let (kernel, _, slots, _) = load_configured(&pins, max_sources, config, |d, _| d)?;
         Ok(Lab {
             kernel,
             slots,
@@ -227,35 +182,6 @@ impl Lab {
 fn tokens_left(tat: u64, lim: &Limit, now: u64) -> u64 {
     let debt = tat.saturating_sub(now);
     lim.tolerance.saturating_sub(debt) / lim.interval
-}
-
-/// A counter index as `row/reason[/monitored]`.
-fn describe(index: usize) -> String {
-    let row = index as u32 / REASON_SLOTS;
-    let mut r = index as u32 % REASON_SLOTS;
-    let monitored = r >= MONITOR_OFFSET;
-    if monitored {
-        r -= MONITOR_OFFSET;
-    }
-    let row = if row == UNCLASSIFIED {
-        "unclassified".to_owned()
-    } else {
-        format!("class {row}")
-    };
-    let reason = Reason::from_u32(r).map_or_else(|| format!("reason {r}"), |r| r.name().to_owned());
-    format!(
-        "{row}/{reason}{}",
-        if monitored { "/monitored" } else { "" }
-    )
-}
-
-fn action_name(action: u32) -> String {
-    match action {
-        XDP_ABORTED => "XDP_ABORTED".into(),
-        XDP_DROP => "XDP_DROP".into(),
-        XDP_PASS => "XDP_PASS".into(),
-        other => format!("action {other}"),
-    }
 }
 
 fn v4(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {

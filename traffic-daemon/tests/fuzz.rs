@@ -32,36 +32,36 @@
 //! cargo test -p traffic-daemon --test fuzz -- --ignored --nocapture
 //! ```
 
+mod support;
+
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::{Path, PathBuf},
     time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use support::{
+    PinDir,
+    bpf::{
+        NODE4, NODE6, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, action_name, describe,
+        load_configured,
+    },
+};
 use traffic_common::{
     COUNTERS_ENTRIES, Chaos, Counter, Gate, Limit, MONITOR_OFFSET, PORT_CLASS_OVERRIDE,
     PORT_GATE_RESET, PORT_SHED, PortRule, REASON_SLOTS, Reason, UNCLASSIFIED, counter_index,
 };
 use traffic_daemon::{
     config::{Config, RuleAction, RuleSpec},
-    dataplane::{
-        Dataplane as _,
-        kernel::{Kernel, LoadOptions},
-    },
-    plan::{Desired, Slots, desired, diff},
+    dataplane::{Dataplane as _, kernel::Kernel},
+    plan::{Desired, Slots},
 };
 use traffic_lab::{
     packet::{Ext, Frame, Transport, ethertype, ip_proto, tcp_flags},
     reference::{self, Action, Parsed, Rule, RuleSet, Verdict},
 };
-
-const XDP_ABORTED: u32 = 0;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 const DEFAULT_SEED: u64 = 0x7261_6666_6963_2d31; // "raffic-1"
 const DEFAULT_FRAMES: u64 = 400_000;
@@ -70,9 +70,6 @@ const BATCH: usize = 1_000;
 const MAX_FRAME: usize = 1514;
 /// Destination ports that get port rules in the run with gates; generated frames favour them.
 const GATED_PORTS: [u16; 6] = [80, 443, 22, 53, 8080, 25];
-
-const NODE4: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 1);
-const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
 
 /// The fuzz config, in parts: with classes without limits every verdict but the limit
 /// ones can occur, and the nested rules make the longest prefix matter.
@@ -161,31 +158,6 @@ action = "allow"
 // Harness
 // ---------------------------------------------------------------------------------------
 
-/// A pin directory of this test, removed on drop (also when the test panics).
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(test: &str) -> Result<PinDir> {
-        let path = PathBuf::from(format!(
-            "/sys/fs/bpf/traffic-test-{}-{test}",
-            std::process::id()
-        ));
-        Kernel::remove_pins(&path).with_context(|| format!("remove stale {}", path.display()))?;
-        Ok(PinDir(path))
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Err(e) = Kernel::remove_pins(&self.0) {
-            eprintln!(
-                "warning: could not remove pin dir {}: {e}",
-                self.0.display()
-            );
-        }
-    }
-}
-
 /// The program loaded with its own pinned maps and configured from config text. Fields drop
 /// in order: handles close before the pins go.
 struct Lab {
@@ -202,21 +174,8 @@ impl Lab {
         text: &str,
         adjust: impl FnOnce(Desired, &Slots) -> Desired,
     ) -> Result<Lab> {
-        let pins = PinDir::new(test)?;
-        let mut kernel = Kernel::open_object(
-            traffic_daemon::EBPF_OBJECT,
-            &LoadOptions {
-                pin_dir: pins.0.clone(),
-                max_sources: 4096,
-            },
-        )
-        .with_context(|| format!("load the program with pins in {}", pins.0.display()))?;
-        let config = Config::parse(Path::new("fuzz.toml"), text).context("fuzz config")?;
-        let slots = Slots::default().assign(&config);
-        let want = adjust(desired(&config, &slots, |_| 1.0), &slots);
-        kernel
-            .apply(&diff(None, &want))
-            .context("apply the fuzz config")?;
+        let pins = PinDir::new(test);
+        let (kernel, config, slots, _) = load_configured(&pins, 4096, text, adjust)?;
         Ok(Lab {
             kernel,
             config,
@@ -302,36 +261,7 @@ fn expected(v: Verdict) -> (usize, u32) {
     (counter_index(row, reason as u32, false) as usize, action)
 }
 
-/// A counter index as `row/reason[/monitored]`.
-fn describe(index: usize) -> String {
-    let row = index as u32 / REASON_SLOTS;
-    let mut r = index as u32 % REASON_SLOTS;
-    let monitored = r >= MONITOR_OFFSET;
-    if monitored {
-        r -= MONITOR_OFFSET;
-    }
-    let row = if row == UNCLASSIFIED {
-        "unclassified".to_owned()
-    } else {
-        format!("class {row}")
-    };
-    let reason = Reason::from_u32(r).map_or_else(|| format!("reason {r}"), |r| r.name().to_owned());
-    format!(
-        "{row}/{reason}{}",
-        if monitored { "/monitored" } else { "" }
-    )
-}
-
-fn action_name(action: u32) -> String {
-    match action {
-        XDP_ABORTED => "XDP_ABORTED".into(),
-        XDP_DROP => "XDP_DROP".into(),
-        XDP_PASS => "XDP_PASS".into(),
-        XDP_TX => "XDP_TX".into(),
-        other => format!("action {other}"),
-    }
-}
-
+/// Bytes as a hex dump, 16 a line.
 fn hex_dump(bytes: &[u8]) -> String {
     let mut out = String::new();
     for (i, line) in bytes.chunks(16).enumerate() {

@@ -15,63 +15,29 @@
 //! Limits use a rate of 1/s so no token refills while a test runs: the outcomes do not
 //! depend on timing.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::{Path, PathBuf},
-};
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context as _, Result, bail, ensure};
+use support::{
+    PinDir,
+    bpf::{
+        NODE4, NODE6, XDP_ABORTED, XDP_DROP, XDP_PASS, action_name, describe, load, load_configured,
+    },
+};
 use traffic_common::{
-    Bucket, BucketKey, Counter, GLOBAL_MONITOR, MONITOR_OFFSET, REASON_SLOTS, Reason, UNCLASSIFIED,
-    counter_index, v4_mapped,
+    Bucket, BucketKey, Counter, GLOBAL_MONITOR, Reason, UNCLASSIFIED, counter_index, v4_mapped,
 };
 use traffic_daemon::{
-    config::Config,
-    dataplane::{
-        Dataplane as _,
-        kernel::{Kernel, LoadOptions},
-    },
-    plan::{Slots, desired, diff},
+    dataplane::{Dataplane as _, kernel::Kernel},
+    plan::Slots,
 };
 use traffic_lab::packet::{Ext, Frame, ethertype, ip_proto, tcp_flags};
-
-const XDP_ABORTED: u32 = 0;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-
-/// Destination of every crafted packet: the node under test.
-const NODE4: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 1);
-const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
 
 // ---------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------
-
-/// A pin directory of this test, removed on drop (also when the test panics).
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(test: &str) -> Result<PinDir> {
-        let path = PathBuf::from(format!(
-            "/sys/fs/bpf/traffic-test-{}-{test}",
-            std::process::id()
-        ));
-        // A leftover of an earlier run with the same pid would be adopted: start clean.
-        Kernel::remove_pins(&path).with_context(|| format!("remove stale {}", path.display()))?;
-        Ok(PinDir(path))
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Err(e) = Kernel::remove_pins(&self.0) {
-            eprintln!(
-                "warning: could not remove pin dir {}: {e}",
-                self.0.display()
-            );
-        }
-    }
-}
 
 /// One loaded program with its own pinned maps. Fields drop in order: the program and map
 /// handles are closed before the pins are removed.
@@ -84,15 +50,8 @@ struct Lab {
 impl Lab {
     /// The program loaded and left unconfigured (nothing applied).
     fn unconfigured(test: &str) -> Result<Lab> {
-        let pins = PinDir::new(test)?;
-        let kernel = Kernel::open_object(
-            traffic_daemon::EBPF_OBJECT,
-            &LoadOptions {
-                pin_dir: pins.0.clone(),
-                max_sources: 4096,
-            },
-        )
-        .with_context(|| format!("load the program with pins in {}", pins.0.display()))?;
+        let pins = PinDir::new(test);
+        let kernel = load(&pins, 4096)?;
         Ok(Lab {
             kernel,
             slots: Slots::default(),
@@ -102,14 +61,13 @@ impl Lab {
 
     /// The program configured from config text, as the daemon would on start.
     fn configured(test: &str, config: &str) -> Result<Lab> {
-        let mut lab = Lab::unconfigured(test)?;
-        let config = Config::parse(Path::new("t.toml"), config).context("test config")?;
-        lab.slots = Slots::default().assign(&config);
-        let want = desired(&config, &lab.slots, |_| 1.0);
-        lab.kernel
-            .apply(&diff(None, &want))
-            .context("apply the test config")?;
-        Ok(lab)
+        let pins = PinDir::new(test);
+        let (kernel, _, slots, _) = load_configured(&pins, 4096, config, |d, _| d)?;
+        Ok(Lab {
+            kernel,
+            slots,
+            _pins: pins,
+        })
     }
 
     /// Counter row (slot) of a class.
@@ -254,35 +212,6 @@ impl Slot {
 
     fn index(self) -> usize {
         counter_index(self.row, self.reason as u32, self.monitored) as usize
-    }
-}
-
-/// A counter index as `row/reason[/monitored]`.
-fn describe(index: usize) -> String {
-    let row = index as u32 / REASON_SLOTS;
-    let mut r = index as u32 % REASON_SLOTS;
-    let monitored = r >= MONITOR_OFFSET;
-    if monitored {
-        r -= MONITOR_OFFSET;
-    }
-    let row = if row == UNCLASSIFIED {
-        "unclassified".to_owned()
-    } else {
-        format!("class {row}")
-    };
-    let reason = Reason::from_u32(r).map_or_else(|| format!("reason {r}"), |r| r.name().to_owned());
-    format!(
-        "{row}/{reason}{}",
-        if monitored { "/monitored" } else { "" }
-    )
-}
-
-fn action_name(action: u32) -> String {
-    match action {
-        XDP_ABORTED => "XDP_ABORTED".into(),
-        XDP_DROP => "XDP_DROP".into(),
-        XDP_PASS => "XDP_PASS".into(),
-        other => format!("action {other}"),
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod bpf;
+
 /// A pin directory under /sys/fs/bpf, removed on drop.
 pub struct PinDir(pub PathBuf);
 
