@@ -3,6 +3,7 @@
 //! Pure decision code in the middle (`config`, `policy`, `plan`), thin adapters at the edge
 //! (`dataplane` is the only module that touches aya; `admin` and `metrics` serve HTTP).
 #![deny(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
 pub mod cli;

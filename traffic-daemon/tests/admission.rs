@@ -17,55 +17,20 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use anyhow::{Context as _, Result, bail, ensure};
-use support::{
-    PinDir,
-    bpf::{NODE4, NODE6, XDP_ABORTED, XDP_DROP, XDP_PASS, action_name, describe, load_configured},
-};
+use anyhow::{Context as _, Result, bail};
+use support::bpf::{Lab, NODE4, NODE6, Slot, XDP_DROP, XDP_PASS, verdict_problems};
 use traffic_common::{
-    BYTE_INTERVAL_SHIFT, BYTE_LIMIT_SLOT, Bucket, BucketKey, ClassConfig, ClassStats, Counter,
-    Limit, Reason, counter_index, v4_mapped,
+    BYTE_INTERVAL_SHIFT, BYTE_LIMIT_SLOT, Bucket, BucketKey, ClassConfig, ClassStats, Limit,
+    Reason, counter_index, v4_mapped,
 };
-use traffic_daemon::{
-    dataplane::{Dataplane as _, kernel::Kernel},
-    plan::Slots,
-};
+use traffic_daemon::dataplane::Dataplane as _;
 use traffic_lab::packet::Frame;
 
 // ---------------------------------------------------------------------------------------
-// Harness (the pattern of tests/program.rs)
+// Harness (shared: support::bpf)
 // ---------------------------------------------------------------------------------------
 
-/// One loaded and configured program with its own pinned maps. Fields drop in order: the
-/// handles close before the pins are removed.
-struct Lab {
-    kernel: Kernel,
-    slots: Slots,
-    _pins: PinDir,
-}
-
 impl Lab {
-    fn configured(test: &str, config: &str) -> Result<Lab> {
-        Lab::with_capacity(test, config, 4096)
-    }
-
-    /// Configured, with a bucket map of `max_sources` entries.
-    fn with_capacity(test: &str, config: &str, max_sources: u32) -> Result<Lab> {
-        let pins = PinDir::new(test);
-        let (kernel, _, slots, _) = load_configured(&pins, max_sources, config, |d, _| d)?;
-        Ok(Lab {
-            kernel,
-            slots,
-            _pins: pins,
-        })
-    }
-
-    fn class(&self, name: &str) -> u32 {
-        self.slots
-            .slot_of(name)
-            .unwrap_or_else(|| panic!("the test config has no class {name}"))
-    }
-
     /// The class's limits as the kernel holds them.
     fn class_config(&self, class: u32) -> Result<ClassConfig> {
         Ok(self.kernel.read_state()?.classes[class as usize])
@@ -85,57 +50,10 @@ impl Lab {
         row: u32,
         reason: Reason,
     ) -> Result<()> {
-        let before = self.kernel.counters()?;
-        let (got, _) = self
-            .kernel
-            .test_run(frame, 1)
+        let (got, moved) = self
+            .run(frame)
             .with_context(|| format!("{name}: test run"))?;
-        let after = self.kernel.counters()?;
-        ensure!(before.len() == after.len(), "counter table changed size");
-        let moved: Vec<(usize, Counter)> = before
-            .iter()
-            .zip(&after)
-            .enumerate()
-            .filter(|(_, (b, a))| b != a)
-            .map(|(i, (b, a))| {
-                (
-                    i,
-                    Counter {
-                        packets: a.packets - b.packets,
-                        bytes: a.bytes - b.bytes,
-                    },
-                )
-            })
-            .collect();
-        let slot = counter_index(row, reason as u32, false) as usize;
-        let want = [(
-            slot,
-            Counter {
-                packets: 1,
-                bytes: frame.len() as u64,
-            },
-        )];
-        let mut wrong = Vec::new();
-        if got == XDP_ABORTED {
-            wrong.push("returned XDP_ABORTED".to_owned());
-        } else if got != action {
-            wrong.push(format!(
-                "action {}, want {}",
-                action_name(got),
-                action_name(action)
-            ));
-        }
-        if moved != want {
-            let m: Vec<String> = moved
-                .iter()
-                .map(|(i, c)| format!("{} +{}p/+{}B", describe(*i), c.packets, c.bytes))
-                .collect();
-            wrong.push(format!(
-                "counters moved [{}], want only {} +1p",
-                m.join(", "),
-                describe(slot)
-            ));
-        }
+        let wrong = verdict_problems(frame.len(), got, &moved, action, Slot::new(row, reason));
         if !wrong.is_empty() {
             bail!("{name}: {}", wrong.join("; "));
         }
@@ -148,18 +66,6 @@ impl Lab {
 
     fn drops(&self, name: &str, frame: &[u8], class: u32, reason: Reason) -> Result<()> {
         self.expect(name, frame, XDP_DROP, class, reason)
-    }
-
-    /// Buckets of one class, sorted by address.
-    fn buckets_of(&self, class: u32) -> Result<Vec<(BucketKey, Bucket)>> {
-        let mut b: Vec<_> = self
-            .kernel
-            .buckets()?
-            .into_iter()
-            .filter(|(k, _)| k.class == class)
-            .collect();
-        b.sort_by_key(|(k, _)| k.addr);
-        Ok(b)
     }
 
     /// The bucket of one key.
@@ -597,8 +503,9 @@ fn admission_without_overflow_drops_new_sources() -> Result<()> {
 fn a_tiny_bucket_map_evicts_instead_of_refusing() -> Result<()> {
     require();
     const CAPACITY: u32 = 8;
-    let lab = Lab::with_capacity(
+    let lab = Lab::build(
         "tiny-map",
+        CAPACITY,
         r#"
 [daemon]
 interfaces = ["lo"]
@@ -609,7 +516,7 @@ packets = { rate = 1, burst = 5 }
 cidr = "198.18.9.0/24"
 class = "limited"
 "#,
-        CAPACITY,
+        |d, _| d,
     )?;
     let limited = lab.class("limited");
     let first = v4(198, 18, 9, 1);

@@ -42,21 +42,17 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use support::{
-    PinDir,
-    bpf::{
-        NODE4, NODE6, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, action_name, describe,
-        load_configured,
-    },
+use support::bpf::{
+    Lab, NODE4, NODE6, SOURCES, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, action_name, describe,
+    moved,
 };
 use traffic_common::{
     COUNTERS_ENTRIES, Chaos, Counter, Gate, Limit, MONITOR_OFFSET, PORT_CLASS_OVERRIDE,
     PORT_GATE_RESET, PORT_SHED, PortRule, REASON_SLOTS, Reason, UNCLASSIFIED, counter_index,
 };
 use traffic_daemon::{
-    config::{Config, RuleAction, RuleSpec},
-    dataplane::{Dataplane as _, kernel::Kernel},
-    plan::{Desired, Slots},
+    config::{RuleAction, RuleSpec},
+    dataplane::Dataplane as _,
 };
 use traffic_lab::{
     packet::{Ext, Frame, Transport, ethertype, ip_proto, tcp_flags},
@@ -158,40 +154,15 @@ action = "allow"
 // Harness
 // ---------------------------------------------------------------------------------------
 
-/// The program loaded with its own pinned maps and configured from config text. Fields drop
-/// in order: handles close before the pins go.
-struct Lab {
-    kernel: Kernel,
-    config: Config,
-    slots: Slots,
-    _pins: PinDir,
-}
-
 impl Lab {
-    /// `adjust` may change the desired state before it is written (port rules, chaos).
-    fn configured(
-        test: &str,
-        text: &str,
-        adjust: impl FnOnce(Desired, &Slots) -> Desired,
-    ) -> Result<Lab> {
-        let pins = PinDir::new(test);
-        let (kernel, config, slots, _) = load_configured(&pins, 4096, text, adjust)?;
-        Ok(Lab {
-            kernel,
-            config,
-            slots,
-            _pins: pins,
-        })
-    }
-
     fn slot(&self, class: usize) -> u32 {
-        self.slots.slot_of_index(&self.config, class)
+        self.slots.slot_of_index(self.config(), class)
     }
 
     /// The reference's rule set for the loaded config, classes as counter rows.
     fn reference(&self) -> Result<RuleSet> {
-        let mut set = RuleSet::new(self.slot(self.config.daemon.default_class));
-        for r in &self.config.rules {
+        let mut set = RuleSet::new(self.slot(self.config().daemon.default_class));
+        for r in &self.config().rules {
             let action = match r.action {
                 RuleAction::Limit => Action::Limit,
                 RuleAction::Allow => Action::Allow,
@@ -205,41 +176,14 @@ impl Lab {
         Ok(set)
     }
 
-    fn run(&self, frame: &[u8]) -> Result<u32> {
+    /// The action alone (no counter reads: the fast path of the bulk run).
+    fn action_of(&self, frame: &[u8]) -> Result<u32> {
         let (action, _) = self
             .kernel
             .test_run(frame, 1)
             .with_context(|| format!("test run of a {}-byte frame", frame.len()))?;
         Ok(action)
     }
-
-    /// Counter slots that moved while running one frame.
-    fn run_counted(&self, frame: &[u8]) -> Result<(u32, Vec<(usize, Counter)>)> {
-        let before = self.kernel.counters()?;
-        let action = self.run(frame)?;
-        let after = self.kernel.counters()?;
-        Ok((action, moved(&before, &after)?))
-    }
-}
-
-/// The slots whose counters differ, with the difference.
-fn moved(before: &[Counter], after: &[Counter]) -> Result<Vec<(usize, Counter)>> {
-    ensure!(before.len() == after.len(), "counter table changed size");
-    Ok(before
-        .iter()
-        .zip(after)
-        .enumerate()
-        .filter(|(_, (b, a))| b != a)
-        .map(|(i, (b, a))| {
-            (
-                i,
-                Counter {
-                    packets: a.packets.wrapping_sub(b.packets),
-                    bytes: a.bytes.wrapping_sub(b.bytes),
-                },
-            )
-        })
-        .collect())
 }
 
 /// The counter slot and XDP action the reference's verdict stands for (see the table in
@@ -841,7 +785,7 @@ impl Tally {
 
 /// Run `frames` generated frames from `seed` through the program and the reference.
 fn fuzz(lab: &Lab, rules: &RuleSet, seed: u64, frames: u64, check: Check) -> Result<Tally> {
-    let sources = Sources::new(&lab.config.rules);
+    let sources = Sources::new(&lab.config().rules);
     let mut rng = Rng(seed);
     let mut tally = Tally {
         rule_hits: vec![0; rules.rules.len()],
@@ -861,7 +805,7 @@ fn fuzz(lab: &Lab, rules: &RuleSet, seed: u64, frames: u64, check: Check) -> Res
         for i in 0..n as u64 {
             let kind = next_frame(&mut rng, &sources, &mut buf);
             let verdict = rules.classify(&buf);
-            let action = lab.run(&buf)?;
+            let action = lab.action_of(&buf)?;
             let exact = check == Check::Exact || !matches!(verdict, Verdict::Pass(_));
             let (slot, want_action) = expected(verdict);
             let wrong = if action == XDP_ABORTED {
@@ -921,7 +865,7 @@ fn fuzz(lab: &Lab, rules: &RuleSet, seed: u64, frames: u64, check: Check) -> Res
         if compared != wanted || counted != n as u64 {
             // Find the first frame of the batch that moves the wrong counter.
             for (i, (frame, kind, verdict)) in batch.iter().enumerate() {
-                let (_, moved) = lab.run_counted(frame)?;
+                let (_, moved) = lab.run(frame)?;
                 let (slot, _) = expected(*verdict);
                 let one = Counter {
                     packets: 1,
@@ -972,8 +916,8 @@ fn hostile_frames_match_the_reference_classifier() -> Result<()> {
     );
     let seed = env_u64("TRAFFIC_FUZZ_SEED", DEFAULT_SEED)?;
     let frames = env_u64("TRAFFIC_FUZZ_FRAMES", DEFAULT_FRAMES)?;
-    let lab = Lab::configured("fuzz", &format!("{HEAD}{CLASSES}{RULES}"), |d, _| d)?;
-    for (i, c) in lab.config.classes.iter().enumerate() {
+    let lab = Lab::configured("fuzz", &format!("{HEAD}{CLASSES}{RULES}"))?;
+    for (i, c) in lab.config().classes.iter().enumerate() {
         assert!(
             !c.is_limited(),
             "class {} has limits: the fuzz run needs them out of the way",
@@ -1029,8 +973,9 @@ fn hostile_frames_through_gates_limits_and_resets_never_abort() -> Result<()> {
         reset_ratio: u32::MAX / 4,
         until_ns: now + 3_600_000_000_000,
     };
-    let lab = Lab::configured(
+    let lab = Lab::build(
         "fuzz-gates",
+        SOURCES,
         &format!("{HEAD}{LIMITED_CLASSES}{RULES}"),
         |d, slots| {
             let web = slots.slot_of("web").expect("class web");

@@ -11,10 +11,9 @@
 //! Port rules are written straight into the maps (the daemon's breakers fill them in
 //! production), with the global "has ports" flag set as `plan::Desired::with_ports` does.
 //!
-//! The object is loaded twice on one guard-owned pin directory: the daemon's `Kernel` writes
-//! and reads the maps, and a second copy of the programs (sharing the pinned maps) is what the
-//! tests run, because `Kernel::test_run` returns only the action, not the output frame, and
-//! does not reach the TC egress program.
+//! The harness is the shared one (`support::bpf::Lab`): the daemon's `Kernel` on the test's
+//! own pinned maps; `Kernel::test_run_out` returns the frame the program left (the RST) and
+//! `Kernel::test_run_egress` runs the TC egress program.
 //!
 //! Privileged and stateful: run one at a time through `cargo xtask test`, or
 //!
@@ -29,43 +28,27 @@ mod support;
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::Path,
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
+use support::{
+    bpf::{Lab, NODE4, NODE6, SOURCES, Slot, XDP_DROP, XDP_PASS, XDP_TX, verdict_problems},
+    require_privileged,
 };
-use support::{PinDir, require_privileged};
 use traffic_common::{
-    Counter, EGRESS_PROGRAM_NAME, EgressStats, GLOBAL_HAS_PORTS, Gate, Limit, MONITOR_OFFSET,
-    PORT_BUCKET, PORT_CLASS_OVERRIDE, PORT_GATE_RESET, PORT_SHED, PROGRAM_NAME, PortRule,
-    PortStats, REASON_SLOTS, Reason, UNCLASSIFIED, counter_index, map_names, proto,
+    Counter, EgressStats, GLOBAL_HAS_PORTS, Gate, Limit, PORT_BUCKET, PORT_CLASS_OVERRIDE,
+    PORT_GATE_RESET, PORT_SHED, PortRule, PortStats, Reason, proto,
 };
 use traffic_daemon::{
-    config::Config,
-    dataplane::{
-        Dataplane as _,
-        kernel::{Kernel, LoadOptions},
-    },
-    plan::{Desired, Slots, Write, desired, diff},
+    dataplane::Dataplane as _,
+    plan::{Desired, Write, diff},
 };
 use traffic_lab::packet::{
     Ext, Frame, Transport, internet_checksum, ip_proto, l4_checksum, tcp_flags,
 };
 
-const XDP_ABORTED: u32 = 0;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 const TC_ACT_OK: u32 = 0;
 
-const MAX_SOURCES: u32 = 4096;
-
-/// The node under test.
-const NODE4: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 1);
-const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
 /// Two clients of each family (different /64s, the default IPv6 aggregation).
 const A4: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 1);
 const B4: Ipv4Addr = Ipv4Addr::new(198, 18, 6, 1);
@@ -87,82 +70,6 @@ const SEC: u64 = 1_000_000_000;
 // ---------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------
-
-/// A second copy of the object's programs, loaded on the maps pinned by the [`Kernel`]:
-/// test runs through it return the output frame and reach the TC egress program.
-struct Programs {
-    ebpf: Ebpf,
-}
-
-impl Programs {
-    fn load(pin_dir: &Path) -> Result<Programs> {
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
-            .map_max_entries(map_names::BUCKETS, MAX_SOURCES)
-            .load(traffic_daemon::EBPF_OBJECT)
-            .context("load a second copy of the object on the pinned maps")?;
-        let xdp: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .context("object has no XDP program")?
-            .try_into()?;
-        xdp.load().context("load the XDP program")?;
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(EGRESS_PROGRAM_NAME)
-            .context("object has no TC egress program")?
-            .try_into()?;
-        tc.load().context("load the TC egress program")?;
-        Ok(Programs { ebpf })
-    }
-
-    /// Run the XDP program once on `frame`: the action and the output frame (cut to the
-    /// length the program left). Same contract as the `Kernel::test_run_out` this file
-    /// asks for (see the report); swap when it lands.
-    fn xdp(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
-        let p: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .context("no XDP program")?
-            .try_into()?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat: 1,
-                ..TestRunOptions::default()
-            })
-            .with_context(|| format!("XDP test run of a {}-byte frame", frame.len()))?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out))
-    }
-
-    /// Run the TC egress program once on `frame` (as an skb leaving the node).
-    fn egress(&self, frame: &[u8]) -> Result<u32> {
-        let p: &SchedClassifier = self
-            .ebpf
-            .program(EGRESS_PROGRAM_NAME)
-            .context("no TC egress program")?
-            .try_into()?;
-        let r = p
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat: 1,
-                ..TestRunOptions::default()
-            })
-            .with_context(|| format!("TC test run of a {}-byte frame", frame.len()))?;
-        Ok(r.return_value)
-    }
-}
-
-/// The program with its pinned maps, configured from config text. Fields drop in order:
-/// programs and map handles close before the guard removes the pins.
-struct Lab {
-    progs: Programs,
-    kernel: Kernel,
-    slots: Slots,
-    applied: Desired,
-    _pins: PinDir,
-}
 
 /// What one run did.
 struct Run {
@@ -187,38 +94,15 @@ fn stats_delta(a: &PortStats, b: &PortStats) -> PortStats {
     }
 }
 
-impl Lab {
-    fn new(test: &str, config: &str) -> Result<Lab> {
-        let pins = PinDir::new(test);
-        let mut kernel = Kernel::open_object(
-            traffic_daemon::EBPF_OBJECT,
-            &LoadOptions {
-                pin_dir: pins.0.clone(),
-                max_sources: MAX_SOURCES,
-            },
-        )
-        .with_context(|| format!("load the program with pins in {}", pins.0.display()))?;
-        let config = Config::parse(Path::new("gate.toml"), config).context("test config")?;
-        let slots = Slots::default().assign(&config);
-        let applied = desired(&config, &slots, |_| 1.0);
-        kernel
-            .apply(&diff(None, &applied))
-            .context("apply the test config")?;
-        let progs = Programs::load(&pins.0)?;
-        Ok(Lab {
-            progs,
-            kernel,
-            slots,
-            applied,
-            _pins: pins,
-        })
-    }
+/// The program on its own pinned maps, configured from config text.
+fn gate_lab(test: &str, config: &str) -> Result<Lab> {
+    Lab::build(test, SOURCES, config, |d, _| d)
+}
 
-    /// Counter row of a class.
-    fn class(&self, name: &str) -> u32 {
-        self.slots
-            .slot_of(name)
-            .unwrap_or_else(|| panic!("the test config has no class {name}"))
+impl Lab {
+    /// What the lab last wrote.
+    fn applied(&self) -> &Desired {
+        self.applied.as_ref().expect("the lab is configured")
     }
 
     /// Replace the port rules (and the global flag with them), rewriting every rule as the
@@ -226,11 +110,12 @@ impl Lab {
     fn set_ports(&mut self, rules: &[(u16, u8, PortRule)]) -> Result<()> {
         let ports: BTreeMap<(u16, u8), PortRule> =
             rules.iter().map(|(p, pr, r)| ((*p, *pr), *r)).collect();
-        let want = self.applied.clone().with_ports(ports);
-        let mut writes = diff(Some(&self.applied), &want);
+        let applied = self.applied().clone();
+        let want = applied.clone().with_ports(ports);
+        let mut writes = diff(Some(&applied), &want);
         writes.extend(want.ports.iter().map(|(k, r)| Write::Port(*k, *r)));
         self.kernel.apply(&writes).context("write port rules")?;
-        self.applied = want;
+        self.applied = Some(want);
         Ok(())
     }
 
@@ -239,25 +124,11 @@ impl Lab {
         self.kernel.now_ns()
     }
 
-    fn run(&self, frame: &[u8]) -> Result<Run> {
-        let (c0, s0) = (self.kernel.counters()?, self.kernel.port_stats()?);
-        let (action, out) = self.progs.xdp(frame)?;
-        let (c1, s1) = (self.kernel.counters()?, self.kernel.port_stats()?);
-        let moved = c0
-            .iter()
-            .zip(&c1)
-            .enumerate()
-            .filter(|(_, (a, b))| a != b)
-            .map(|(i, (a, b))| {
-                (
-                    i,
-                    Counter {
-                        packets: b.packets.wrapping_sub(a.packets),
-                        bytes: b.bytes.wrapping_sub(a.bytes),
-                    },
-                )
-            })
-            .collect();
+    /// Run one frame: action, output frame, counters and port statistics that moved.
+    fn run_ports(&self, frame: &[u8]) -> Result<Run> {
+        let s0 = self.kernel.port_stats()?;
+        let (action, out, moved) = self.run_out(frame)?;
+        let s1 = self.kernel.port_stats()?;
         let stats = s0
             .iter()
             .zip(&s1)
@@ -283,34 +154,8 @@ impl Lab {
         slot: Slot,
         stats: &[(u32, PortStats)],
     ) -> Result<Vec<u8>> {
-        let run = self.run(frame)?;
-        let mut wrong = Vec::new();
-        if run.action == XDP_ABORTED {
-            wrong.push("returned XDP_ABORTED".to_owned());
-        } else if run.action != action {
-            wrong.push(format!(
-                "action {}, want {}",
-                action_name(run.action),
-                action_name(action)
-            ));
-        }
-        let want = Counter {
-            packets: 1,
-            bytes: frame.len() as u64,
-        };
-        if run.moved != [(slot.index(), want)] {
-            let got: Vec<String> = run
-                .moved
-                .iter()
-                .map(|(i, c)| format!("{} +{}p/+{}B", describe(*i), c.packets, c.bytes))
-                .collect();
-            wrong.push(format!(
-                "counters moved [{}], want only {} +1p/+{}B",
-                got.join(", "),
-                describe(slot.index()),
-                want.bytes
-            ));
-        }
+        let run = self.run_ports(frame)?;
+        let mut wrong = verdict_problems(frame.len(), run.action, &run.moved, action, slot);
         let mut want_stats: Vec<(u32, PortStats)> = stats.to_vec();
         want_stats.sort_by_key(|(s, _)| *s);
         if run.stats != want_stats {
@@ -323,65 +168,6 @@ impl Lab {
             bail!("{name}: {}", wrong.join("; "));
         }
         Ok(run.out)
-    }
-}
-
-/// A counter slot: (row, reason, monitored).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Slot {
-    row: u32,
-    reason: Reason,
-    monitored: bool,
-}
-
-impl Slot {
-    fn new(row: u32, reason: Reason) -> Slot {
-        Slot {
-            row,
-            reason,
-            monitored: false,
-        }
-    }
-
-    fn monitored(row: u32, reason: Reason) -> Slot {
-        Slot {
-            row,
-            reason,
-            monitored: true,
-        }
-    }
-
-    fn index(self) -> usize {
-        counter_index(self.row, self.reason as u32, self.monitored) as usize
-    }
-}
-
-fn describe(index: usize) -> String {
-    let row = index as u32 / REASON_SLOTS;
-    let mut r = index as u32 % REASON_SLOTS;
-    let monitored = r >= MONITOR_OFFSET;
-    if monitored {
-        r -= MONITOR_OFFSET;
-    }
-    let row = if row == UNCLASSIFIED {
-        "unclassified".to_owned()
-    } else {
-        format!("class {row}")
-    };
-    let reason = Reason::from_u32(r).map_or_else(|| format!("reason {r}"), |r| r.name().to_owned());
-    format!(
-        "{row}/{reason}{}",
-        if monitored { "/monitored" } else { "" }
-    )
-}
-
-fn action_name(action: u32) -> String {
-    match action {
-        XDP_ABORTED => "XDP_ABORTED".into(),
-        XDP_DROP => "XDP_DROP".into(),
-        XDP_PASS => "XDP_PASS".into(),
-        XDP_TX => "XDP_TX".into(),
-        other => format!("action {other}"),
     }
 }
 
@@ -502,7 +288,7 @@ fn monitor_config() -> String {
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn closed_gate_passes_everything() -> Result<()> {
     require_privileged();
-    let mut lab = Lab::new("gate-closed", CONFIG)?;
+    let mut lab = gate_lab("gate-closed", CONFIG)?;
     lab.set_ports(&[
         (WEB, proto::TCP, rule(0, Gate::Closed, PORT_GATE_RESET)),
         (DNS, proto::UDP, rule(1, Gate::Closed, 0)),
@@ -534,7 +320,7 @@ fn closed_gate_passes_everything() -> Result<()> {
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn open_gate_refuses_new_connections_only() -> Result<()> {
     require_privileged();
-    let mut lab = Lab::new("gate-open", CONFIG)?;
+    let mut lab = gate_lab("gate-open", CONFIG)?;
     lab.set_ports(&[
         (WEB, proto::TCP, rule(0, Gate::Open, 0)),
         (TLS, proto::TCP, rule(1, Gate::Open, PORT_GATE_RESET)),
@@ -602,7 +388,7 @@ fn open_gate_refuses_new_connections_only() -> Result<()> {
         )?;
     }
     // Without the global flag the port table is not consulted at all.
-    let mut g = lab.applied.global;
+    let mut g = lab.applied().global;
     g.flags &= !GLOBAL_HAS_PORTS;
     lab.kernel.apply(&[Write::Global(g)])?;
     lab.expect(
@@ -619,7 +405,7 @@ fn open_gate_refuses_new_connections_only() -> Result<()> {
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn half_open_admits_its_budget_then_gates() -> Result<()> {
     require_privileged();
-    let mut lab = Lab::new("gate-half", CONFIG)?;
+    let mut lab = gate_lab("gate-half", CONFIG)?;
     let half = |n: u64| PortRule {
         half_open: budget(n),
         ..rule(0, Gate::HalfOpen, PORT_GATE_RESET)
@@ -702,7 +488,7 @@ fn half_open_admits_its_budget_then_gates() -> Result<()> {
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn bulkhead_sheds_new_connections_only() -> Result<()> {
     require_privileged();
-    let mut lab = Lab::new("gate-shed", CONFIG)?;
+    let mut lab = gate_lab("gate-shed", CONFIG)?;
     lab.set_ports(&[
         (WEB, proto::TCP, rule(0, Gate::Closed, PORT_SHED)),
         (
@@ -753,7 +539,7 @@ fn bulkhead_sheds_new_connections_only() -> Result<()> {
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn per_source_new_connection_limit() -> Result<()> {
     require_privileged();
-    let mut lab = Lab::new("gate-synlimit", CONFIG)?;
+    let mut lab = gate_lab("gate-synlimit", CONFIG)?;
     // PORT_GATE_RESET set on purpose: a source over its limit is dropped, never answered.
     lab.set_ports(&[(
         SSH,
@@ -826,7 +612,7 @@ fn per_source_new_connection_limit() -> Result<()> {
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn class_override_counts_in_the_overriding_class() -> Result<()> {
     require_privileged();
-    let mut lab = Lab::new("gate-override", CONFIG)?;
+    let mut lab = gate_lab("gate-override", CONFIG)?;
     let (d, o) = (lab.class("default"), lab.class("other"));
     lab.set_ports(&[
         (
@@ -910,7 +696,7 @@ fn class_override_counts_in_the_overriding_class() -> Result<()> {
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn chaos_resets_drops_and_expires() -> Result<()> {
     require_privileged();
-    let mut lab = Lab::new("gate-chaos", CONFIG)?;
+    let mut lab = gate_lab("gate-chaos", CONFIG)?;
     let d = lab.class("default");
     let pass = Slot::new(d, Reason::Pass);
     let chaos_rules = |drop: u32, reset: u32, until_ns: u64| {
@@ -1040,7 +826,7 @@ fn chaos_resets_drops_and_expires() -> Result<()> {
     }
 
     // Chaos on a class: every packet of the class dropped, port rule or not.
-    let mut cc = lab.applied.classes[d as usize];
+    let mut cc = lab.applied().classes[d as usize];
     cc.chaos = traffic_common::Chaos {
         drop_ratio: ALWAYS,
         reset_ratio: 0,
@@ -1070,7 +856,7 @@ fn chaos_resets_drops_and_expires() -> Result<()> {
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn monitor_mode_passes_gated_connections_and_counts_them() -> Result<()> {
     require_privileged();
-    let mut lab = Lab::new("gate-monitor", &monitor_config())?;
+    let mut lab = gate_lab("gate-monitor", &monitor_config())?;
     lab.set_ports(&[
         (WEB, proto::TCP, rule(0, Gate::Open, PORT_GATE_RESET)),
         (
@@ -1157,7 +943,7 @@ fn monitor_mode_passes_gated_connections_and_counts_them() -> Result<()> {
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn monitor_mode_half_open_counts_like_enforce() -> Result<()> {
     require_privileged();
-    let mut lab = Lab::new("gate-monitor-half", &monitor_config())?;
+    let mut lab = gate_lab("gate-monitor-half", &monitor_config())?;
     lab.set_ports(&[(
         WEB,
         proto::TCP,
@@ -1342,7 +1128,7 @@ fn reset_problems(syn: &[u8], rst: &[u8], l3: usize) -> Vec<String> {
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn reset_is_a_well_formed_rst_ack() -> Result<()> {
     require_privileged();
-    let mut lab = Lab::new("gate-rst", CONFIG)?;
+    let mut lab = gate_lab("gate-rst", CONFIG)?;
     lab.set_ports(&[(TLS, proto::TCP, rule(0, Gate::Open, PORT_GATE_RESET))])?;
     let d = lab.class("default");
     // MSS, SACK permitted, timestamps, NOP, window scale: what Linux puts in a SYN.
@@ -1439,7 +1225,7 @@ fn reset_is_a_well_formed_rst_ack() -> Result<()> {
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn reset_falls_back_to_drop_for_ip_options_and_extension_headers() -> Result<()> {
     require_privileged();
-    let mut lab = Lab::new("gate-rst-fallback", CONFIG)?;
+    let mut lab = gate_lab("gate-rst-fallback", CONFIG)?;
     lab.set_ports(&[
         (TLS, proto::TCP, rule(0, Gate::Open, PORT_GATE_RESET)),
         (
@@ -1548,7 +1334,7 @@ fn egress_delta(a: &EgressStats, b: &EgressStats) -> EgressStats {
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn egress_counts_replies_from_rule_ports() -> Result<()> {
     require_privileged();
-    let mut lab = Lab::new("gate-egress", CONFIG)?;
+    let mut lab = gate_lab("gate-egress", CONFIG)?;
     lab.set_ports(&[
         (WEB, proto::TCP, rule(0, Gate::Closed, 0)),
         (DNS, proto::UDP, rule(1, Gate::Closed, 0)),
@@ -1561,7 +1347,7 @@ fn egress_counts_replies_from_rule_ports() -> Result<()> {
     };
     let run = |lab: &Lab, name: &str, frame: &[u8], want: &[(usize, EgressStats)]| -> Result<()> {
         let before = lab.kernel.egress_stats()?;
-        let code = lab.progs.egress(frame)?;
+        let code = lab.kernel.test_run_egress(frame)?;
         let after = lab.kernel.egress_stats()?;
         ensure!(
             code == TC_ACT_OK,

@@ -19,121 +19,21 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use anyhow::{Context as _, Result, bail, ensure};
-use support::{
-    PinDir,
-    bpf::{
-        NODE4, NODE6, XDP_ABORTED, XDP_DROP, XDP_PASS, action_name, describe, load, load_configured,
-    },
-};
-use traffic_common::{
-    Bucket, BucketKey, Counter, GLOBAL_MONITOR, Reason, UNCLASSIFIED, counter_index, v4_mapped,
-};
-use traffic_daemon::{
-    dataplane::{Dataplane as _, kernel::Kernel},
-    plan::Slots,
-};
+use anyhow::{Result, bail};
+use support::bpf::{Lab, NODE4, NODE6, Slot, XDP_DROP, XDP_PASS, verdict_problems};
+use traffic_common::{GLOBAL_MONITOR, Reason, UNCLASSIFIED, v4_mapped};
+use traffic_daemon::dataplane::Dataplane as _;
 use traffic_lab::packet::{Ext, Frame, ethertype, ip_proto, tcp_flags};
 
 // ---------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------
 
-/// One loaded program with its own pinned maps. Fields drop in order: the program and map
-/// handles are closed before the pins are removed.
-struct Lab {
-    kernel: Kernel,
-    slots: Slots,
-    _pins: PinDir,
-}
-
 impl Lab {
-    /// The program loaded and left unconfigured (nothing applied).
-    fn unconfigured(test: &str) -> Result<Lab> {
-        let pins = PinDir::new(test);
-        let kernel = load(&pins, 4096)?;
-        Ok(Lab {
-            kernel,
-            slots: Slots::default(),
-            _pins: pins,
-        })
-    }
-
-    /// The program configured from config text, as the daemon would on start.
-    fn configured(test: &str, config: &str) -> Result<Lab> {
-        let pins = PinDir::new(test);
-        let (kernel, _, slots, _) = load_configured(&pins, 4096, config, |d, _| d)?;
-        Ok(Lab {
-            kernel,
-            slots,
-            _pins: pins,
-        })
-    }
-
-    /// Counter row (slot) of a class.
-    fn class(&self, name: &str) -> u32 {
-        self.slots
-            .slot_of(name)
-            .unwrap_or_else(|| panic!("the test config has no class {name}"))
-    }
-
-    /// Run one frame; the XDP action and the counter slots that changed.
-    fn run(&self, frame: &[u8]) -> Result<(u32, Vec<(usize, Counter)>)> {
-        let before = self.kernel.counters()?;
-        let (action, _) = self
-            .kernel
-            .test_run(frame, 1)
-            .with_context(|| format!("test run of a {}-byte frame", frame.len()))?;
-        let after = self.kernel.counters()?;
-        ensure!(before.len() == after.len(), "counter table changed size");
-        let moved = before
-            .iter()
-            .zip(&after)
-            .enumerate()
-            .filter(|(_, (b, a))| b != a)
-            .map(|(i, (b, a))| {
-                (
-                    i,
-                    Counter {
-                        packets: a.packets.wrapping_sub(b.packets),
-                        bytes: a.bytes.wrapping_sub(b.bytes),
-                    },
-                )
-            })
-            .collect();
-        Ok((action, moved))
-    }
-
     /// Run a case; a description of what went wrong, if anything.
     fn check(&self, case: &Case) -> Result<Option<String>> {
         let (action, moved) = self.run(&case.frame)?;
-        let want = Counter {
-            packets: 1,
-            bytes: case.frame.len() as u64,
-        };
-        let mut wrong = Vec::new();
-        if action == XDP_ABORTED {
-            wrong.push("returned XDP_ABORTED".to_owned());
-        } else if action != case.action {
-            wrong.push(format!(
-                "action {}, want {}",
-                action_name(action),
-                action_name(case.action)
-            ));
-        }
-        let slot = case.slot.index();
-        if moved != [(slot, want)] {
-            let got: Vec<String> = moved
-                .iter()
-                .map(|(i, c)| format!("{} +{}p/+{}B", describe(*i), c.packets, c.bytes))
-                .collect();
-            wrong.push(format!(
-                "counters moved [{}], want only {} +1p/+{}B",
-                got.join(", "),
-                describe(slot),
-                want.bytes
-            ));
-        }
+        let wrong = verdict_problems(case.frame.len(), action, &moved, case.action, case.slot);
         Ok((!wrong.is_empty()).then(|| format!("{}: {}", case.name, wrong.join("; "))))
     }
 
@@ -168,50 +68,6 @@ impl Lab {
             );
         }
         Ok(())
-    }
-
-    /// Buckets of one class, sorted by address.
-    fn buckets_of(&self, class: u32) -> Result<Vec<(BucketKey, Bucket)>> {
-        let mut b: Vec<_> = self
-            .kernel
-            .buckets()?
-            .into_iter()
-            .filter(|(k, _)| k.class == class)
-            .collect();
-        b.sort_by_key(|(k, _)| k.addr);
-        Ok(b)
-    }
-}
-
-/// A counter slot: (row, reason, monitored).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Slot {
-    row: u32,
-    reason: Reason,
-    monitored: bool,
-}
-
-impl Slot {
-    /// An enforced (or passing) verdict.
-    fn new(row: u32, reason: Reason) -> Slot {
-        Slot {
-            row,
-            reason,
-            monitored: false,
-        }
-    }
-
-    /// A would-drop counted in the monitor twin.
-    fn monitored(row: u32, reason: Reason) -> Slot {
-        Slot {
-            row,
-            reason,
-            monitored: true,
-        }
-    }
-
-    fn index(self) -> usize {
-        counter_index(self.row, self.reason as u32, self.monitored) as usize
     }
 }
 

@@ -27,6 +27,10 @@ impl Frame {
         }
     }
 
+    /// The frame's bytes `[off, off + N)`, mutable. The frame is not owned by `Frame`
+    /// (it is the kernel's packet buffer), so callers hold several of these at once; each
+    /// function here asks only for disjoint ranges (Ethernet, L3 header, L4 header).
+    #[allow(clippy::mut_from_ref)]
     #[inline(always)]
     fn bytes_mut<const N: usize>(&self, off: usize) -> Option<&mut [u8; N]> {
         if off > MAX_L3 + IPV6_HLEN + TCP_HLEN {

@@ -266,12 +266,7 @@ fn chaos(c: &Chaos, ip: &Ip, clock: &mut Clock, stats: Option<*mut PortStats>) -
 /// The port's gate: open and half-open breakers, the bulkhead, fault injection and the
 /// per-source new-connection limit. Established TCP flows always pass the gate.
 #[inline(always)]
-fn port_gate(
-    ip: &Ip,
-    pr: *mut PortRule,
-    cc: &ClassConfig,
-    clock: &mut Clock,
-) -> Option<Refusal> {
+fn port_gate(ip: &Ip, pr: *mut PortRule, cc: &ClassConfig, clock: &mut Clock) -> Option<Refusal> {
     // SAFETY: a value pointer from a lookup in this invocation.
     let rule = unsafe { &*pr };
     let stats = port_stats(rule.slot);

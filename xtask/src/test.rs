@@ -61,7 +61,13 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
             let t = Instant::now();
             println!("==> privileged layer (real eBPF object, root, one test at a time)");
             let mut c = util::cargo(tc);
-            c.args(["test", "--workspace", "--exclude", "traffic-ebpf", "--tests"]);
+            c.args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "traffic-ebpf",
+                "--tests",
+            ]);
             if let Some(f) = filter {
                 c.arg(f);
             }

@@ -380,6 +380,28 @@ impl Kernel {
         Ok((r.return_value, r.duration.as_nanos() as u64, out))
     }
 
+    /// Run the TC egress program once on `frame`, as an skb leaving the node; returns the
+    /// TC action.
+    pub fn test_run_egress(&self, frame: &[u8]) -> Result<u32, DataplaneError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(EGRESS_PROGRAM_NAME)
+            .ok_or_else(|| {
+                DataplaneError::Load(format!("object has no program {EGRESS_PROGRAM_NAME}"))
+            })?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DataplaneError::Load(chain(&e)))?;
+        let r = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: 1,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| DataplaneError::Other(format!("egress test run: {}", chain(&e))))?;
+        Ok(r.return_value)
+    }
+
     /// Remove every pin in `dir` and the directory itself (a fresh start).
     pub fn remove_pins(dir: &Path) -> std::io::Result<()> {
         match std::fs::remove_dir_all(dir) {

@@ -29,9 +29,13 @@ pub fn admin_get(socket: &Path, path: &str) -> Result<(u16, String)> {
 /// A request on an admin socket; returns (status, body). Bodies are small JSON documents
 /// sent with Content-Length.
 pub fn admin_request(socket: &Path, method: &str, path: &str) -> Result<(u16, String)> {
-    let mut s = UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
+    let mut s =
+        UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let (head, body) = raw.split_once("\r\n\r\n").context("no HTTP header")?;
@@ -46,8 +50,16 @@ pub fn admin_request(socket: &Path, method: &str, path: &str) -> Result<(u16, St
 impl DaemonProcess {
     /// Start `bin --config config` in `ns`, logging to `log`, and wait until its admin API
     /// answers (polled, up to `timeout`).
-    pub fn start(ns: &Netns, bin: &Path, config: &Path, socket: &Path, log: &Path, timeout: Duration) -> Result<Self> {
-        let log_file = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    pub fn start(
+        ns: &Netns,
+        bin: &Path,
+        config: &Path,
+        socket: &Path,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
         let child = ns
             .command(bin)?
             .arg("--config")
@@ -70,8 +82,15 @@ impl DaemonProcess {
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let end = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("trafficd exited during start-up ({status}):\n{}", self.log_text());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "trafficd exited during start-up ({status}):\n{}",
+                    self.log_text()
+                );
             }
             if let Ok((200, _)) = admin_get(&self.socket, "/v1/status") {
                 return Ok(());
@@ -148,7 +167,10 @@ pub fn http_get(ns: &Netns, addr: std::net::SocketAddr, path: &str) -> Result<(u
     ns.run(move || -> Result<(u16, String)> {
         let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw)?;
         let raw = String::from_utf8_lossy(&raw).into_owned();
@@ -158,8 +180,17 @@ pub fn http_get(ns: &Netns, addr: std::net::SocketAddr, path: &str) -> Result<(u
             .nth(1)
             .and_then(|c| c.parse().ok())
             .context("bad status line")?;
-        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-        Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        Ok((
+            status,
+            if chunked {
+                dechunk(body)
+            } else {
+                body.to_owned()
+            },
+        ))
     })?
 }
 

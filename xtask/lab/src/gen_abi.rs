@@ -124,7 +124,7 @@ const _: () = assert!(core::mem::size_of::<LegitStat>() == 8 * LEGIT_STAT_WORDS)
 
 impl GenConfig {
     /// The map value as words.
-    pub const fn to_words(&self) -> [u64; GEN_CONFIG_WORDS] {
+    pub const fn to_words(self) -> [u64; GEN_CONFIG_WORDS] {
         [
             self.family,
             self.flood_base,

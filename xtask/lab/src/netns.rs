@@ -119,7 +119,8 @@ impl Netns {
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
         let mut cmd = Command::new(program);
         // Opened before fork: between fork and exec only async-signal-safe calls are allowed.
-        let ns = File::open(self.path()).with_context(|| format!("open {}", self.path().display()))?;
+        let ns =
+            File::open(self.path()).with_context(|| format!("open {}", self.path().display()))?;
         #[allow(unsafe_code)]
         // SAFETY: the closure only calls setns(2), which is async-signal-safe.
         unsafe {

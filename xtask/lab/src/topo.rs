@@ -103,7 +103,11 @@ fn quiet_ipv6(ns: &Netns) -> Result<()> {
 }
 
 fn mac(k: usize, side: u8) -> String {
-    format!("02:7f:{:02x}:{:02x}:00:{side:02x}", (k >> 8) & 0xff, k & 0xff)
+    format!(
+        "02:7f:{:02x}:{:02x}:00:{side:02x}",
+        (k >> 8) & 0xff,
+        k & 0xff
+    )
 }
 
 impl Topology {
@@ -116,7 +120,15 @@ impl Topology {
         let node = Netns::create(&format!("trf{tag}-node"))?;
         quiet_ipv6(&node)?;
         node.ip(&["addr", "add", &format!("{SERVICE_V4}/32"), "dev", "lo"])?;
-        node.ip(&["-6", "addr", "add", &format!("{SERVICE_V6}/128"), "dev", "lo", "nodad"])?;
+        node.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{SERVICE_V6}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ])?;
         let mut topo = Topology {
             tag: tag.to_owned(),
             hosts: Vec::new(),
@@ -139,8 +151,20 @@ impl Topology {
         let host_if = format!("{}h{k}", self.tag);
         let (nmac, hmac) = (mac(k, 1), mac(k, 2));
         self.node.ip(&[
-            "link", "add", &node_if, "address", &nmac, "type", "veth", "peer", "name", &host_if,
-            "address", &hmac, "netns", ns.name(),
+            "link",
+            "add",
+            &node_if,
+            "address",
+            &nmac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &host_if,
+            "address",
+            &hmac,
+            "netns",
+            ns.name(),
         ])?;
         let (n4, h4) = (format!("198.19.{k}.1"), format!("198.19.{k}.2"));
         let (n6, h6) = (
@@ -149,16 +173,74 @@ impl Topology {
         );
         let node = &self.node;
         node.ip(&["addr", "add", &format!("{n4}/30"), "dev", &node_if])?;
-        node.ip(&["-6", "addr", "add", &format!("{n6}/64"), "dev", &node_if, "nodad"])?;
+        node.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{n6}/64"),
+            "dev",
+            &node_if,
+            "nodad",
+        ])?;
         node.ip(&["link", "set", &node_if, "up"])?;
         ns.ip(&["addr", "add", &format!("{h4}/30"), "dev", &host_if])?;
-        ns.ip(&["-6", "addr", "add", &format!("{h6}/64"), "dev", &host_if, "nodad"])?;
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{h6}/64"),
+            "dev",
+            &host_if,
+            "nodad",
+        ])?;
         ns.ip(&["link", "set", &host_if, "up"])?;
         // Static neighbours: no ARP/ND on the links.
-        node.ip(&["neigh", "add", &h4, "lladdr", &hmac, "dev", &node_if, "nud", "permanent"])?;
-        node.ip(&["-6", "neigh", "add", &h6, "lladdr", &hmac, "dev", &node_if, "nud", "permanent"])?;
-        ns.ip(&["neigh", "add", &n4, "lladdr", &nmac, "dev", &host_if, "nud", "permanent"])?;
-        ns.ip(&["-6", "neigh", "add", &n6, "lladdr", &nmac, "dev", &host_if, "nud", "permanent"])?;
+        node.ip(&[
+            "neigh",
+            "add",
+            &h4,
+            "lladdr",
+            &hmac,
+            "dev",
+            &node_if,
+            "nud",
+            "permanent",
+        ])?;
+        node.ip(&[
+            "-6",
+            "neigh",
+            "add",
+            &h6,
+            "lladdr",
+            &hmac,
+            "dev",
+            &node_if,
+            "nud",
+            "permanent",
+        ])?;
+        ns.ip(&[
+            "neigh",
+            "add",
+            &n4,
+            "lladdr",
+            &nmac,
+            "dev",
+            &host_if,
+            "nud",
+            "permanent",
+        ])?;
+        ns.ip(&[
+            "-6",
+            "neigh",
+            "add",
+            &n6,
+            "lladdr",
+            &nmac,
+            "dev",
+            &host_if,
+            "nud",
+            "permanent",
+        ])?;
         // The host's source range is local to it (AnyIP) and routed back by the node.
         let r4 = format!("{}/{}", spec.v4.0, spec.v4.1);
         let r6 = format!("{}/{}", spec.v6.0, spec.v6.1);
@@ -168,7 +250,16 @@ impl Topology {
         node.ip(&["-6", "route", "add", &r6, "via", &h6, "dev", &node_if])?;
         // The host reaches the test ranges through the node only; there is no default route.
         ns.ip(&["route", "add", "198.18.0.0/15", "via", &n4, "dev", &host_if])?;
-        ns.ip(&["-6", "route", "add", "2001:db8::/32", "via", &n6, "dev", &host_if])?;
+        ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8::/32",
+            "via",
+            &n6,
+            "dev",
+            &host_if,
+        ])?;
         Ok(Host {
             spec: spec.clone(),
             ns,

@@ -92,8 +92,7 @@ pub fn send_flow(flow: &UdpFlow, stop: &AtomicBool) -> std::io::Result<FlowStats
     let interval = Duration::from_secs_f64(1.0 / flow.rate_pps.max(1e-3));
     let mut next = start;
     let mut i: u64 = 0;
-    while i < flow.max_packets && start.elapsed() < flow.duration && !stop.load(Ordering::Relaxed)
-    {
+    while i < flow.max_packets && start.elapsed() < flow.duration && !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if next > now {
             let gap = next - now;
@@ -189,7 +188,9 @@ impl UdpSink {
                 // std has no SO_REUSEPORT: build the socket by hand.
                 #[allow(unsafe_code)]
                 // SAFETY: plain socket(2) call.
-                let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+                let fd = unsafe {
+                    libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
+                };
                 if fd < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -258,7 +259,10 @@ impl UdpSink {
 
     /// Counts so far (up to ~50 ms behind).
     pub fn snapshot(&self) -> Counts {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Wait until the counts stop changing (all in-flight datagrams drained; polled, with a
