@@ -64,22 +64,26 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// Render a duration the way the config file writes it.
+// `%` rather than `is_multiple_of`: traffic-lab compiles this file too, on Rust 1.85.
+#[allow(clippy::manual_is_multiple_of)]
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms.is_multiple_of(86_400_000) && ms > 0 {
-        format!("{}d", ms / 86_400_000)
-    } else if ms.is_multiple_of(3_600_000) && ms > 0 {
-        format!("{}h", ms / 3_600_000)
-    } else if ms.is_multiple_of(60_000) && ms > 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
+    let unit = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ]
+    .into_iter()
+    .find(|&(size, unit)| ms % size == 0 && (ms > 0 || unit == "s"));
+    match unit {
+        Some((size, unit)) => format!("{}{unit}", ms / size),
+        None => format!("{ms}ms"),
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

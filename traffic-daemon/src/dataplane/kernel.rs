@@ -17,9 +17,9 @@ use aya::{
     },
 };
 use traffic_common::{
-    ABI_VERSION, Addr, Bucket, BucketKey, COUNTERS_ENTRIES, ClassConfig, ClassStats, Counter,
-    EGRESS_PROGRAM_NAME, EgressStats, GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule,
-    PortStats, Rule, SlotName, map_names,
+    ABI_VERSION, Addr, Bucket, BucketKey, ClassConfig, ClassStats, Counter, EGRESS_PROGRAM_NAME,
+    EgressStats, GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule, PortStats, Rule,
+    SlotName, map_names,
 };
 
 use super::{AttachedMode, Dataplane, DataplaneError, monotonic_ns};
@@ -419,12 +419,26 @@ impl Drop for Kernel {
     }
 }
 
-fn sum_percpu<T: Copy + Default>(values: &[T], add: impl Fn(&mut T, &T)) -> T {
+fn sum_percpu<T: Copy + Default>(values: &[T], add: &impl Fn(&mut T, &T)) -> T {
     let mut acc = T::default();
     for v in values {
         add(&mut acc, v);
     }
     acc
+}
+
+/// Every slot of a per-CPU array, summed over the CPUs with `add`.
+fn sum_slots<T: Copy + Default + aya::Pod>(
+    map: &PerCpuArray<MapData, T>,
+    name: &'static str,
+    add: impl Fn(&mut T, &T),
+) -> Result<Vec<T>, DataplaneError> {
+    map.iter()
+        .map(|item| {
+            let per_cpu = item.map_err(map_err(name, "lookup"))?;
+            Ok(sum_percpu(&per_cpu, &add))
+        })
+        .collect()
 }
 
 impl Dataplane for Kernel {
@@ -544,59 +558,39 @@ impl Dataplane for Kernel {
     }
 
     fn counters(&self) -> Result<Vec<Counter>, DataplaneError> {
-        let mut out = Vec::with_capacity(COUNTERS_ENTRIES as usize);
-        for item in self.counters.iter() {
-            let per_cpu = item.map_err(map_err(map_names::COUNTERS, "lookup"))?;
-            out.push(sum_percpu(&per_cpu, |a, v| {
-                a.packets += v.packets;
-                a.bytes += v.bytes;
-            }));
-        }
-        Ok(out)
+        sum_slots(&self.counters, map_names::COUNTERS, |a, v| {
+            a.packets += v.packets;
+            a.bytes += v.bytes;
+        })
     }
 
     fn port_stats(&self) -> Result<Vec<PortStats>, DataplaneError> {
-        let mut out = Vec::new();
-        for item in self.port_stats.iter() {
-            let per_cpu = item.map_err(map_err(map_names::PORT_STATS, "lookup"))?;
-            out.push(sum_percpu(&per_cpu, |a, v| {
-                a.syns += v.syns;
-                a.gated += v.gated;
-                a.resets += v.resets;
-                a.shed += v.shed;
-                a.chaos_dropped += v.chaos_dropped;
-                a.chaos_reset += v.chaos_reset;
-                a.syn_limited += v.syn_limited;
-                a.trials += v.trials;
-            }));
-        }
-        Ok(out)
+        sum_slots(&self.port_stats, map_names::PORT_STATS, |a, v| {
+            a.syns += v.syns;
+            a.gated += v.gated;
+            a.resets += v.resets;
+            a.shed += v.shed;
+            a.chaos_dropped += v.chaos_dropped;
+            a.chaos_reset += v.chaos_reset;
+            a.syn_limited += v.syn_limited;
+            a.trials += v.trials;
+        })
     }
 
     fn egress_stats(&self) -> Result<Vec<EgressStats>, DataplaneError> {
-        let mut out = Vec::new();
-        for item in self.egress.iter() {
-            let per_cpu = item.map_err(map_err(map_names::EGRESS, "lookup"))?;
-            out.push(sum_percpu(&per_cpu, |a, v| {
-                a.syn_acks += v.syn_acks;
-                a.resets += v.resets;
-                a.unreachables += v.unreachables;
-            }));
-        }
-        Ok(out)
+        sum_slots(&self.egress, map_names::EGRESS, |a, v| {
+            a.syn_acks += v.syn_acks;
+            a.resets += v.resets;
+            a.unreachables += v.unreachables;
+        })
     }
 
     fn class_stats(&self) -> Result<Vec<ClassStats>, DataplaneError> {
-        let mut out = Vec::with_capacity(MAX_CLASSES as usize);
-        for item in self.class_stats.iter() {
-            let per_cpu = item.map_err(map_err(map_names::CLASS_STATS, "lookup"))?;
-            out.push(sum_percpu(&per_cpu, |a, v| {
-                a.admitted += v.admitted;
-                a.overflowed += v.overflowed;
-                a.map_full += v.map_full;
-            }));
-        }
-        Ok(out)
+        sum_slots(&self.class_stats, map_names::CLASS_STATS, |a, v| {
+            a.admitted += v.admitted;
+            a.overflowed += v.overflowed;
+            a.map_full += v.map_full;
+        })
     }
 
     fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError> {

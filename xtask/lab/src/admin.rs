@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read as _, Write as _},
+    io::{Read, Write as _},
     os::unix::net::UnixStream,
     path::Path,
     time::Duration,
@@ -29,6 +29,12 @@ pub fn request(
         "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
+    read_response(&mut s)
+}
+
+/// Read an HTTP/1.1 response to the end of the connection: (status, body), a chunked body
+/// reassembled.
+pub fn read_response(s: &mut impl Read) -> Result<(u16, String)> {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let raw = String::from_utf8_lossy(&raw);

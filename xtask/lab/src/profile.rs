@@ -62,6 +62,7 @@ use std::{
     time::Duration,
 };
 
+use crate::units::parse_duration;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -737,33 +738,6 @@ struct RawDegrade {
     delay: Option<Spanned<String>>,
     drop: Option<Spanned<f64>>,
     reset: Option<Spanned<f64>>,
-}
-
-/// Parse "250ms", "2s", "1.5m", "1h".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("`{s}` has no unit (use ms, s, m or h)"))?;
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number followed by a unit"))?;
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit `{other}` (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{s}` is not a valid duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 struct Check {
