@@ -36,6 +36,10 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
     if matches!(layer, Layer::Unit | Layer::All) {
         let t = Instant::now();
         println!("==> unit layer (AYA_BUILD_SKIP=1, no root needed)");
+        println!(
+            "    (tests listed as `ignored` here need root and the eBPF object: the privileged \
+             layer below runs every one of them, and fails if it cannot)"
+        );
         let mut c = util::cargo(tc);
         c.args(["test", "--workspace", "--exclude", "traffic-ebpf"])
             .env("AYA_BUILD_SKIP", "1");
