@@ -173,6 +173,11 @@ impl Core {
             adopted = core.dp.adopted(),
             "limits applied"
         );
+        info!(
+            root = %core.sampler.root().display(),
+            utilisation = if core.sampler.uses_sysinfo() { "sysinfo" } else { "files" },
+            "pressure sampling"
+        );
         core.reload.last_success_unix = Some(unix_now());
         Ok(core)
     }

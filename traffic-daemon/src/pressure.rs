@@ -11,15 +11,13 @@
 //!   busiest whole disk's share of wall time with I/O in flight (Δ `io_ticks`, as iostat's
 //!   `%util`) from `<root>/diskstats`.
 //!
-//! Everything is read from files under one root directory (default [`DEFAULT_ROOT`]), so an
-//! end-to-end test can point the daemon at a directory it writes itself and drive the
-//! throttle deterministically.
-//!
-//! CPU and memory utilisation are parsed from `stat` and `meminfo` here rather than taken
-//! from the `sysinfo` crate: on Linux sysinfo reads the very same two files, but only from
-//! the real `/proc`, and its CPU usage needs its own pair of refreshes spaced by its own
-//! minimum interval. Parsing them here keeps production and tests on one code path, adds no
-//! dependency, and makes the first-sample behaviour ours to define.
+//! PSI and disk statistics are read from files under one root directory (default
+//! [`DEFAULT_ROOT`]). CPU and memory utilisation come from the `sysinfo` crate when that root
+//! is the real `/proc` (sysinfo reads only the real one); with any other root — an end-to-end
+//! test pointing the daemon at a directory it writes itself — they are parsed from that
+//! root's `stat` and `meminfo` with the same definitions (busy = all ticks but idle and
+//! iowait; memory = 1 − available / total), so the throttle can be driven deterministically.
+//! `tests/throttle.rs` covers both: files it writes, and real CPU load read through sysinfo.
 //!
 //! The files are small procfs reads that do not block on anything; the daemon may call
 //! [`Sampler::sample`] from its loop directly or from `spawn_blocking`.
@@ -649,20 +647,50 @@ struct Baseline {
 ///   utilisation read 0 (with `utilisation_ratio: None`) — the next sample, one interval
 ///   later, is complete. Since-boot averages would be no better than nothing.
 /// - A failed sample leaves the baseline alone, so the next deltas span the gap.
-#[derive(Clone, Debug)]
 pub struct Sampler {
     root: PathBuf,
     signal: PerResource<Signal>,
     prev: Option<Baseline>,
+    /// CPU and memory utilisation when `root` is the real `/proc`.
+    system: Option<sysinfo::System>,
+}
+
+impl fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sampler")
+            .field("root", &self.root)
+            .field("signal", &self.signal)
+            .field("prev", &self.prev)
+            .field("sysinfo", &self.system.is_some())
+            .finish()
+    }
+}
+
+/// CPU usage and RAM only: what the utilisation signals need.
+fn sysinfo_kinds() -> sysinfo::RefreshKind {
+    sysinfo::RefreshKind::nothing()
+        .with_cpu(sysinfo::CpuRefreshKind::nothing().with_usage())
+        .with_memory(sysinfo::MemoryRefreshKind::nothing().with_ram())
 }
 
 impl Sampler {
     pub fn new(root: impl Into<PathBuf>, signal: PerResource<Signal>) -> Self {
+        let root = root.into();
+        // sysinfo cannot be pointed elsewhere; if it cannot start, the files serve.
+        let system = (root == Path::new(DEFAULT_ROOT))
+            .then(|| sysinfo::System::new_with_specifics(sysinfo_kinds()).ok())
+            .flatten();
         Self {
-            root: root.into(),
+            root,
             signal,
             prev: None,
+            system,
         }
+    }
+
+    /// Whether CPU and memory utilisation come from sysinfo (else from `stat`/`meminfo`).
+    pub fn uses_sysinfo(&self) -> bool {
+        self.system.is_some()
     }
 
     /// From the `[pressure]` settings.
@@ -729,23 +757,42 @@ impl Sampler {
         };
         let mut util: PerResource<Option<f64>> = PerResource::default();
 
-        if *self.signal.get(Resource::Cpu) != Signal::Off {
-            let path = self.root.join("stat");
-            if let Some(text) = read_needed(&path, needs_util(Resource::Cpu))? {
-                let cpu = parse_proc_stat_cpu(&text)
-                    .map_err(|source| SampleError::Parse { path, source })?;
+        if let Some(system) = &mut self.system {
+            // The same definitions as the file parsers below, from sysinfo's own refreshes
+            // (its first one happened when the sampler was made, so deltas start there).
+            if *self.signal.get(Resource::Cpu) != Signal::Off {
+                system.refresh_cpu_usage();
                 util.cpu = elapsed
-                    .and(prev.and_then(|p| p.cpu))
-                    .and_then(|before| cpu.utilisation_since(&before));
-                next.cpu = Some(cpu);
+                    .and(prev)
+                    .map(|_| (f64::from(system.global_cpu_usage()) / 100.0).clamp(0.0, 1.0));
             }
-        }
-        if *self.signal.get(Resource::Memory) != Signal::Off {
-            let path = self.root.join("meminfo");
-            if let Some(text) = read_needed(&path, needs_util(Resource::Memory))? {
-                let mem =
-                    parse_meminfo(&text).map_err(|source| SampleError::Parse { path, source })?;
-                util.memory = Some(mem.utilisation());
+            if *self.signal.get(Resource::Memory) != Signal::Off {
+                system.refresh_memory_specifics(sysinfo::MemoryRefreshKind::nothing().with_ram());
+                let total = system.total_memory();
+                if total > 0 {
+                    util.memory =
+                        Some((system.used_memory() as f64 / total as f64).clamp(0.0, 1.0));
+                }
+            }
+        } else {
+            if *self.signal.get(Resource::Cpu) != Signal::Off {
+                let path = self.root.join("stat");
+                if let Some(text) = read_needed(&path, needs_util(Resource::Cpu))? {
+                    let cpu = parse_proc_stat_cpu(&text)
+                        .map_err(|source| SampleError::Parse { path, source })?;
+                    util.cpu = elapsed
+                        .and(prev.and_then(|p| p.cpu))
+                        .and_then(|before| cpu.utilisation_since(&before));
+                    next.cpu = Some(cpu);
+                }
+            }
+            if *self.signal.get(Resource::Memory) != Signal::Off {
+                let path = self.root.join("meminfo");
+                if let Some(text) = read_needed(&path, needs_util(Resource::Memory))? {
+                    let mem = parse_meminfo(&text)
+                        .map_err(|source| SampleError::Parse { path, source })?;
+                    util.memory = Some(mem.utilisation());
+                }
             }
         }
         if *self.signal.get(Resource::Io) != Signal::Off {
@@ -991,6 +1038,38 @@ mod tests {
 
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
+    }
+
+    // --- sources -------------------------------------------------------------------------
+
+    #[test]
+    fn real_proc_uses_sysinfo_and_other_roots_use_files() {
+        let real = Sampler::new(DEFAULT_ROOT, all(Signal::Utilisation));
+        assert!(
+            real.uses_sysinfo(),
+            "the real /proc is read through sysinfo"
+        );
+        let root = Root::new();
+        assert!(!root.sampler(all(Signal::Utilisation)).uses_sysinfo());
+    }
+
+    #[test]
+    fn sysinfo_readings_are_ratios_after_one_interval() {
+        let mut s = Sampler::new(DEFAULT_ROOT, all(Signal::Utilisation));
+        let first = s.sample(secs(1.0)).unwrap();
+        assert_eq!(
+            first.get(Resource::Cpu).utilisation_ratio,
+            None,
+            "no delta yet"
+        );
+        let mem = first.get(Resource::Memory).utilisation_ratio.unwrap();
+        assert!(mem > 0.0 && mem < 1.0, "memory {mem}");
+        // sysinfo refreshes CPU usage at most every MINIMUM_CPU_UPDATE_INTERVAL.
+        std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL + Duration::from_millis(50));
+        let second = s.sample(secs(2.0)).unwrap();
+        let cpu = second.get(Resource::Cpu).utilisation_ratio.unwrap();
+        assert!((0.0..=1.0).contains(&cpu), "cpu {cpu}");
+        assert_eq!(second.get(Resource::Cpu).used, Signal::Utilisation);
     }
 
     // --- parsers -------------------------------------------------------------------------
