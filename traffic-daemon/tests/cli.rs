@@ -1,0 +1,153 @@
+//! trafficctl's contract with scripts and operators, through the real binary: exit codes
+//! 0 ok, 1 failure, 2 usage or invalid config, 3 daemon unreachable, and a message that says
+//! what to do when the daemon is not running or the caller may not use its socket.
+//!
+//! Everything but the permission test runs without root (unit layer). The permission test
+//! needs root to run trafficctl as another user, so it is privileged like the others.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+mod support;
+
+use std::{os::unix::fs::PermissionsExt as _, os::unix::process::CommandExt as _};
+
+use support::{TempDir, require_privileged, trafficctl};
+
+const OK: i32 = 0;
+const USAGE: i32 = 2;
+const UNREACHABLE: i32 = 3;
+
+/// Every command that talks to the daemon, with valid arguments.
+const DAEMON_COMMANDS: &[&[&str]] = &[
+    &["status"],
+    &["counters"],
+    &["sources", "--top", "5"],
+    &["limits"],
+    &["circuits"],
+    &["circuit", "open", "8080"],
+    &["circuit", "reset", "8080"],
+    &["source", "reset", "198.18.0.1"],
+    &["reload"],
+    &["throttle"],
+];
+
+#[test]
+fn no_daemon_exits_3_and_says_how_to_start_it() {
+    let tmp = TempDir::new("cli-absent");
+    let socket = tmp.path("admin.sock");
+    let socket = socket.to_str().unwrap();
+    for cmd in DAEMON_COMMANDS {
+        for json in [false, true] {
+            let mut args = vec!["--socket", socket];
+            if json {
+                args.push("--json");
+            }
+            args.extend_from_slice(cmd);
+            let (code, out, err) = trafficctl(&args);
+            assert_eq!(code, UNREACHABLE, "{args:?}: stdout {out:?} stderr {err:?}");
+            assert!(
+                err.contains("not running") && err.contains("systemctl start trafficd"),
+                "{args:?}: {err:?}"
+            );
+            assert!(out.is_empty(), "{args:?} printed on stdout: {out:?}");
+        }
+    }
+}
+
+#[test]
+fn a_socket_nobody_listens_on_is_unreachable() {
+    // A stale socket file left by a crashed daemon: connection refused, still exit 3.
+    let tmp = TempDir::new("cli-stale");
+    let path = tmp.path("admin.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let (code, _, err) = trafficctl(&["--socket", path.to_str().unwrap(), "status"]);
+    assert_eq!(code, UNREACHABLE, "{err}");
+    assert!(err.contains("trafficd"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["frobnicate"][..],
+        &["circuit", "open", "http"],
+        &["circuit", "open", "70000"],
+        &["sources", "--top", "many"],
+        &["source", "reset"],
+        &["status", "--no-such-flag"],
+        &[],
+    ] {
+        let (code, out, err) = trafficctl(args);
+        assert_eq!(code, USAGE, "{args:?}: stdout {out:?} stderr {err:?}");
+        assert!(!err.is_empty(), "{args:?}: a usage error says why");
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for args in [&["--help"][..], &["--version"], &["status", "--help"]] {
+        let (code, out, _) = trafficctl(args);
+        assert_eq!(code, OK, "{args:?}");
+        assert!(!out.is_empty(), "{args:?} printed nothing");
+    }
+}
+
+#[test]
+fn check_config_exits_0_for_the_shipped_file_and_2_naming_file_line_and_key() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/traffic.toml");
+    let (code, out, err) = trafficctl(&["check-config", shipped]);
+    assert_eq!(code, OK, "{out} {err}");
+
+    let tmp = TempDir::new("cli-badconfig");
+    let bad = tmp.path("bad.toml");
+    std::fs::write(
+        &bad,
+        "[daemon]\ninterfaces = [\"lo\"]\n[classes.default]\npackets = { rate = -5, burst = 10 }\n",
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    let (code, _, err) = trafficctl(&["check-config", bad]);
+    assert_eq!(code, USAGE, "{err}");
+    assert!(
+        err.contains(&format!("{bad}:4:")) && err.contains("packets"),
+        "the error names the file, line and key: {err}"
+    );
+
+    let (code, out, _) = trafficctl(&["--json", "check-config", bad]);
+    assert_eq!(code, USAGE);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(v["problems"][0]["line"], 4, "{v}");
+
+    let missing = tmp.path("missing.toml");
+    let (code, _, err) = trafficctl(&["check-config", missing.to_str().unwrap()]);
+    assert_eq!(code, USAGE, "{err}");
+    assert!(err.contains("missing.toml"), "{err}");
+}
+
+#[test]
+#[ignore = "privileged: needs root to run trafficctl as another user; run `cargo xtask test`"]
+fn a_caller_without_access_to_the_socket_is_told_so() {
+    require_privileged();
+    let tmp = TempDir::new("cli-perm");
+    // The directory is the caller's to enter; the socket is root's, mode 0660, as shipped.
+    std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = tmp.path("admin.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+    // A copy of the binary the other user can execute wherever the build tree lives.
+    let exe = tmp.path("trafficctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_trafficctl"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = std::process::Command::new(&exe)
+        .args(["--socket", path.to_str().unwrap(), "status"])
+        .uid(65534) // nobody
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(UNREACHABLE), "{err}");
+    assert!(
+        err.contains("permission denied") && err.contains("group"),
+        "the message says what to do: {err}"
+    );
+}
