@@ -102,6 +102,23 @@ fn quiet_ipv6(ns: &Netns) -> Result<()> {
     Ok(())
 }
 
+/// A permanent neighbour entry (IPv4 or IPv6, by the address) in `ns`.
+fn permanent_neighbour(ns: &Netns, addr: &str, mac: &str, dev: &str) -> Result<()> {
+    let family = if addr.contains(':') { "-6" } else { "-4" };
+    ns.ip(&[
+        family,
+        "neigh",
+        "add",
+        addr,
+        "lladdr",
+        mac,
+        "dev",
+        dev,
+        "nud",
+        "permanent",
+    ])
+}
+
 fn mac(k: usize, side: u8) -> String {
     format!(
         "02:7f:{:02x}:{:02x}:00:{side:02x}",
@@ -195,52 +212,10 @@ impl Topology {
         ])?;
         ns.ip(&["link", "set", &host_if, "up"])?;
         // Static neighbours: no ARP/ND on the links.
-        node.ip(&[
-            "neigh",
-            "add",
-            &h4,
-            "lladdr",
-            &hmac,
-            "dev",
-            &node_if,
-            "nud",
-            "permanent",
-        ])?;
-        node.ip(&[
-            "-6",
-            "neigh",
-            "add",
-            &h6,
-            "lladdr",
-            &hmac,
-            "dev",
-            &node_if,
-            "nud",
-            "permanent",
-        ])?;
-        ns.ip(&[
-            "neigh",
-            "add",
-            &n4,
-            "lladdr",
-            &nmac,
-            "dev",
-            &host_if,
-            "nud",
-            "permanent",
-        ])?;
-        ns.ip(&[
-            "-6",
-            "neigh",
-            "add",
-            &n6,
-            "lladdr",
-            &nmac,
-            "dev",
-            &host_if,
-            "nud",
-            "permanent",
-        ])?;
+        permanent_neighbour(node, &h4, &hmac, &node_if)?;
+        permanent_neighbour(node, &h6, &hmac, &node_if)?;
+        permanent_neighbour(&ns, &n4, &nmac, &host_if)?;
+        permanent_neighbour(&ns, &n6, &nmac, &host_if)?;
         // The host's source range is local to it (AnyIP) and routed back by the node.
         let r4 = format!("{}/{}", spec.v4.0, spec.v4.1);
         let r6 = format!("{}/{}", spec.v6.0, spec.v6.1);
