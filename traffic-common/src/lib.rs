@@ -162,6 +162,12 @@ pub const fn addr_words(a: &Addr) -> (u64, u64) {
 #[inline(always)]
 pub const fn class_cache_index(addr: &Addr) -> u32 {
     let (lo, hi) = addr_words(addr);
+    class_cache_index_words(lo, hi)
+}
+
+/// [`class_cache_index`] of an address already split by [`addr_words`].
+#[inline(always)]
+pub const fn class_cache_index_words(lo: u64, hi: u64) -> u32 {
     ((lo ^ hi.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as u32
         & (CLASS_CACHE_ENTRIES - 1)
 }
@@ -170,8 +176,24 @@ pub const fn class_cache_index(addr: &Addr) -> u32 {
 #[inline(always)]
 pub const fn seen_bit(key: &BucketKey) -> (u32, u64) {
     let (lo, hi) = addr_words(&key.addr);
-    let h = (lo ^ hi.rotate_left(29) ^ key.class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44;
+    seen_bit_words(lo, hi, key.class)
+}
+
+/// [`seen_bit`] of a key whose address is already split by [`addr_words`].
+#[inline(always)]
+pub const fn seen_bit_words(lo: u64, hi: u64, class: u32) -> (u32, u64) {
+    let h = (lo ^ hi.rotate_left(29) ^ class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44;
     (((h >> 6) as u32) & (SEEN_WORDS - 1), 1u64 << (h & 63))
+}
+
+/// The bytes of an address split by [`addr_words`] (its inverse).
+#[inline(always)]
+pub const fn words_addr(lo: u64, hi: u64) -> Addr {
+    let (a, b) = (lo.to_ne_bytes(), hi.to_ne_bytes());
+    [
+        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
+        b[7],
+    ]
 }
 
 /// A source address key: IPv6 as is, IPv4 as `::ffff:a.b.c.d`, network byte order.
@@ -717,6 +739,12 @@ mod tests {
             key.class = i % MAX_CLASSES;
             assert!(class_cache_index(&key.addr) < CLASS_CACHE_ENTRIES);
             assert!(seen_bit(&key).0 < SEEN_WORDS);
+            let (lo, hi) = addr_words(&key.addr);
+            assert_eq!(words_addr(lo, hi), key.addr);
+            assert_eq!(
+                class_cache_index_words(lo, hi),
+                class_cache_index(&key.addr)
+            );
         }
     }
 

@@ -4,7 +4,7 @@
 //! dereferences, so the verifier sees each access guarded and no frame content can make the
 //! program fault. Offsets are kept below [`MAX_OFFSET`] so their ranges stay bounded.
 
-use traffic_common::{Addr, proto};
+use traffic_common::proto;
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -121,7 +121,9 @@ impl L4 {
 
 /// An IP packet's source and L4 summary.
 pub struct Ip {
-    pub src: Addr,
+    /// The source key ([`traffic_common::Addr`]) as two native-endian words ([`traffic_common::addr_words`]):
+    /// split once here, then compared, hashed and masked as words.
+    pub src: (u64, u64),
     pub v6: bool,
     pub l4: L4,
     /// Offset of the L3 header (after Ethernet and VLAN tags).
@@ -183,7 +185,9 @@ fn parse_ipv4(c: &Cursor, l3: usize) -> Parsed {
     if c.bytes::<2>(l3 + hlen - 2).is_none() {
         return Parsed::Malformed;
     }
-    let src = traffic_common::v4_mapped([hdr[12], hdr[13], hdr[14], hdr[15]]);
+    let src = traffic_common::addr_words(&traffic_common::v4_mapped([
+        hdr[12], hdr[13], hdr[14], hdr[15],
+    ]));
     let protocol = hdr[9];
     let frag_offset = u16::from_be_bytes([hdr[6], hdr[7]]) & 0x1fff;
     let l4_off = l3 + hlen;
@@ -212,18 +216,14 @@ fn parse_ipv6(c: &Cursor, l3: usize) -> Parsed {
     if hdr[0] >> 4 != 6 {
         return Parsed::Malformed;
     }
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&hdr[8..24]);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hdr[8..24]);
+    let src = traffic_common::addr_words(&bytes);
     // IPv4-mapped sources never appear on the wire (RFC 4291 §2.5.5.2), and our keys put
     // IPv4 in that range: accepting one would let an IPv6 packet pose as an IPv4 source.
-    if u64::from_ne_bytes([
-        src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
-    ]) == 0
-        && src[8] == 0
-        && src[9] == 0
-        && src[10] == 0xff
-        && src[11] == 0xff
-    {
+    const MAPPED_MASK: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+    const MAPPED: u64 = u64::from_ne_bytes([0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+    if src.0 == 0 && src.1 & MAPPED_MASK == MAPPED {
         return Parsed::Malformed;
     }
     let mut next = hdr[6];

@@ -11,7 +11,8 @@ use traffic_common::{
     Action, BYTE_LIMIT_SLOT, Bucket, BucketKey, CLASS_ACTIVE, CLASS_ADMISSION, CLASS_BYTES,
     CLASS_MONITOR, Chaos, ClassConfig, GLOBAL_HAS_PORTS, GLOBAL_MONITOR, Gate, MAX_CLASSES,
     MAX_PACKET_LIMITS, PORT_BUCKET, PORT_CLASS_OVERRIDE, PORT_GATE_RESET, PORT_SHED, PortKey,
-    PortRule, PortStats, Reason, UNCLASSIFIED, addr_words, class_cache_index, proto, seen_bit,
+    PortRule, PortStats, Reason, UNCLASSIFIED, class_cache_index_words, proto, seen_bit,
+    seen_bit_words, words_addr,
 };
 
 use crate::{
@@ -84,9 +85,9 @@ impl Clock {
 /// The rule of a source: from this CPU's classification cache when it holds the source
 /// under the current rule generation, else from the LPM trie (and then cached).
 #[inline(always)]
-fn rule_of(src: &traffic_common::Addr, default_class: u32, rules_gen: u32) -> (u32, u32) {
-    let (lo, hi) = addr_words(src);
-    let entry = TRF_CLS_CACHE.get_ptr_mut(class_cache_index(src));
+fn rule_of(src: (u64, u64), default_class: u32, rules_gen: u32) -> (u32, u32) {
+    let (lo, hi) = src;
+    let entry = TRF_CLS_CACHE.get_ptr_mut(class_cache_index_words(lo, hi));
     if let Some(e) = entry {
         // SAFETY: per-CPU value of this CPU; XDP runs with migration disabled.
         let e = unsafe { &*e };
@@ -94,7 +95,7 @@ fn rule_of(src: &traffic_common::Addr, default_class: u32, rules_gen: u32) -> (u
             return (e.action, e.class);
         }
     }
-    let found = match TRF_RULES.get(&Key::new(128, *src)) {
+    let found = match TRF_RULES.get(&Key::new(128, words_addr(lo, hi))) {
         Some(rule) => (rule.action, rule.class),
         None => (Action::Limit as u32, default_class),
     };
@@ -109,10 +110,11 @@ fn rule_of(src: &traffic_common::Addr, default_class: u32, rules_gen: u32) -> (u
     found
 }
 
-/// Whether a bucket key may have a bucket (false: it certainly has none).
+/// Whether a bucket key — its masked address as words, and its class — may have a bucket
+/// (false: it certainly has none).
 #[inline(always)]
-fn maybe_tracked(key: &BucketKey) -> bool {
-    let (word, bit) = seen_bit(key);
+fn maybe_tracked(addr: (u64, u64), class: u32) -> bool {
+    let (word, bit) = seen_bit_words(addr.0, addr.1, class);
     match TRF_SEEN.get_ptr(word) {
         // SAFETY: array value from this lookup; others change it only by atomic OR.
         Some(p) => (unsafe { core::ptr::read_volatile(p) } & bit) != 0,
@@ -165,7 +167,7 @@ pub fn decide(ip: &Ip, len: u64) -> Verdict {
     }
     let global_monitor = cfg.flags & GLOBAL_MONITOR != 0;
 
-    let (action, class) = rule_of(&ip.src, cfg.default_class, cfg.rules_gen);
+    let (action, class) = rule_of(ip.src, cfg.default_class, cfg.rules_gen);
     let row = if class < MAX_CLASSES {
         class
     } else {
@@ -329,7 +331,7 @@ fn port_gate(ip: &Ip, pr: *mut PortRule, cc: &ClassConfig, clock: &mut Clock) ->
     }
     if new_tcp && rule.syn_limit.interval != 0 {
         let key = BucketKey {
-            addr: masked(&ip.src, if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 }),
+            addr: masked(ip.src, if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 }),
             class: PORT_BUCKET | rule.slot,
         };
         let now = clock.now();
@@ -367,17 +369,8 @@ fn port_gate(ip: &Ip, pr: *mut PortRule, cc: &ClassConfig, clock: &mut Clock) ->
 }
 
 #[inline(always)]
-fn masked(src: &[u8; 16], mask: &[u64; 2]) -> [u8; 16] {
-    let hi = u64::from_ne_bytes([
-        src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
-    ]) & mask[0];
-    let lo = u64::from_ne_bytes([
-        src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
-    ]) & mask[1];
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&hi.to_ne_bytes());
-    out[8..].copy_from_slice(&lo.to_ne_bytes());
-    out
+fn masked(src: (u64, u64), mask: &[u64; 2]) -> [u8; 16] {
+    words_addr(src.0 & mask[0], src.1 & mask[1])
 }
 
 #[inline(always)]
@@ -387,8 +380,10 @@ fn limit(ip: &Ip, class: u32, cc: &ClassConfig, len: u64, clock: &mut Clock) -> 
     if npkt == 0 && !bytes {
         return Reason::Pass;
     }
+    let mask = if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 };
+    let addr = (ip.src.0 & mask[0], ip.src.1 & mask[1]);
     let key = BucketKey {
-        addr: masked(&ip.src, if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 }),
+        addr: words_addr(addr.0, addr.1),
         class,
     };
     let now = clock.now();
@@ -397,7 +392,7 @@ fn limit(ip: &Ip, class: u32, cc: &ClassConfig, len: u64, clock: &mut Clock) -> 
     // touches random lines of a large, cold table; the seen-bitmap answers "certainly not
     // tracked" from cache. Only admission classes consult it: their inserts are few, so it
     // stays sparse. Every insert sets its bit, so it never hides a bucket.
-    let untracked = cc.flags & CLASS_ADMISSION != 0 && !maybe_tracked(&key);
+    let untracked = cc.flags & CLASS_ADMISSION != 0 && !maybe_tracked(addr, class);
     let found = if untracked {
         None
     } else {
