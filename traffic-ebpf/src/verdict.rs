@@ -330,17 +330,18 @@ fn port_gate(ip: &Ip, pr: *mut PortRule, cc: &ClassConfig, clock: &mut Clock) ->
         return Some(r);
     }
     if new_tcp && rule.syn_limit.interval != 0 {
-        let key = BucketKey {
-            addr: masked(ip.src, if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 }),
-            class: PORT_BUCKET | rule.slot,
-        };
+        let key = bucket_key(
+            masked(ip.src, if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 }),
+            PORT_BUCKET | rule.slot,
+        );
+        let key = &key.0;
         let now = clock.now();
-        let b = match TRF_BUCKETS.get_ptr_mut(&key) {
+        let b = match TRF_BUCKETS.get_ptr_mut(key) {
             Some(b) => Some(b),
             None => {
                 let fresh = Bucket::default_const();
-                let _ = TRF_BUCKETS.insert(&key, &fresh, BPF_NOEXIST);
-                TRF_BUCKETS.get_ptr_mut(&key)
+                let _ = TRF_BUCKETS.insert(key, &fresh, BPF_NOEXIST);
+                TRF_BUCKETS.get_ptr_mut(key)
             }
         };
         // A source we cannot track is refused: a full map never fails open.
@@ -369,8 +370,29 @@ fn port_gate(ip: &Ip, pr: *mut PortRule, cc: &ClassConfig, clock: &mut Clock) ->
 }
 
 #[inline(always)]
-fn masked(src: (u64, u64), mask: &[u64; 2]) -> [u8; 16] {
-    words_addr(src.0 & mask[0], src.1 & mask[1])
+fn masked(src: (u64, u64), mask: &[u64; 2]) -> (u64, u64) {
+    (src.0 & mask[0], src.1 & mask[1])
+}
+
+/// A bucket key on an 8-byte boundary, so its address is written as two words rather than
+/// sixteen bytes (the contract's `BucketKey` itself is only 4-aligned).
+#[repr(C, align(8))]
+struct KeyBuf(BucketKey);
+
+#[inline(always)]
+fn bucket_key(addr: (u64, u64), class: u32) -> KeyBuf {
+    let mut k = KeyBuf(BucketKey {
+        addr: [0; 16],
+        class,
+    });
+    let p = k.0.addr.as_mut_ptr().cast::<u64>();
+    // SAFETY: `addr` is at offset 0 of the 8-aligned `KeyBuf` and 16 bytes long: both words
+    // are aligned and in bounds.
+    unsafe {
+        p.write(addr.0);
+        p.add(1).write(addr.1);
+    }
+    k
 }
 
 #[inline(always)]
@@ -381,11 +403,9 @@ fn limit(ip: &Ip, class: u32, cc: &ClassConfig, len: u64, clock: &mut Clock) -> 
         return Reason::Pass;
     }
     let mask = if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 };
-    let addr = (ip.src.0 & mask[0], ip.src.1 & mask[1]);
-    let key = BucketKey {
-        addr: words_addr(addr.0, addr.1),
-        class,
-    };
+    let addr = masked(ip.src, mask);
+    let key = bucket_key(addr, class);
+    let key = &key.0;
     let now = clock.now();
 
     // Under a flood of new sources (what admission is for), looking an unknown key up
@@ -396,11 +416,11 @@ fn limit(ip: &Ip, class: u32, cc: &ClassConfig, len: u64, clock: &mut Clock) -> 
     let found = if untracked {
         None
     } else {
-        TRF_BUCKETS.get_ptr_mut(&key)
+        TRF_BUCKETS.get_ptr_mut(key)
     };
     let bucket = match found {
         Some(b) => b,
-        None => match admit(&key, class, cc, now) {
+        None => match admit(key, class, cc, now) {
             Ok(b) => b,
             Err(reason) => return reason,
         },
