@@ -1,18 +1,16 @@
 //! The only map statics. Names, sizes and layouts come from `traffic-common`; the contract
 //! test checks that the identifiers below equal `traffic_common::map_names`.
 
-use aya_ebpf::btf_maps::HashMap;
 use aya_ebpf::{
-    btf_maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use traffic_common::{
-    BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_STATE_ENTRIES, CLASSES_ENTRIES, CONFIG_ENTRIES,
-    COUNTERS_ENTRIES, ClassConfig, ClassState, ClassStats, Counter, EgressStats, GlobalConfig,
-    PORT_STATS_ENTRIES, PORTS_ENTRIES, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr,
-    SLOT_NAMES_ENTRIES, SlotName,
+    BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
+    CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
+    Counter, EgressStats, GlobalConfig, PORT_STATS_ENTRIES, PORTS_ENTRIES, PortKey, PortRule,
+    PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_WORDS, SLOT_NAMES_ENTRIES, SlotName,
 };
-use traffic_common::{CLASS_CACHE_ENTRIES, ClassCacheEntry, SEEN_WORDS};
 
 #[btf_map(pin_by_name)]
 pub static TRF_CONFIG: Array<GlobalConfig, { CONFIG_ENTRIES as usize }> = Array::new();

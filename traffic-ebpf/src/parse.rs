@@ -121,8 +121,9 @@ impl L4 {
 
 /// An IP packet's source and L4 summary.
 pub struct Ip {
-    /// The source key ([`traffic_common::Addr`]) as two native-endian words ([`traffic_common::addr_words`]):
-    /// split once here, then compared, hashed and masked as words.
+    /// The source key ([`traffic_common::Addr`]) as two native-endian words
+    /// ([`traffic_common::addr_words`]): split once here, then compared, hashed and masked as
+    /// words.
     pub src: (u64, u64),
     pub v6: bool,
     pub l4: L4,
