@@ -6,7 +6,7 @@ use std::{env, fs, path::PathBuf};
 
 use anyhow::{Context as _, anyhow};
 
-const OBJECTS: [&str; 2] = ["traffic", "traffic-bench"];
+const OBJECTS: [&str; 2] = ["traffic", "traffic-ebpf-bench"];
 
 fn pinned_nightly(root: &std::path::Path) -> anyhow::Result<String> {
     let path = root.join("xtask/toolchains.toml");
@@ -32,7 +32,15 @@ fn main() -> anyhow::Result<()> {
         root_dir: ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?,
         ..Default::default()
     };
-    aya_build::build_ebpf([ebpf], aya_build::Toolchain::Custom(&nightly))?;
+    let bench_dir = ebpf_dir.join("bench");
+    let bench = aya_build::Package {
+        name: "traffic-ebpf-bench",
+        root_dir: bench_dir
+            .to_str()
+            .ok_or_else(|| anyhow!("non-UTF-8 path"))?,
+        ..Default::default()
+    };
+    aya_build::build_ebpf([ebpf, bench], aya_build::Toolchain::Custom(&nightly))?;
     for name in OBJECTS {
         let path = out_dir.join(name);
         let skipped = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v == "true");

@@ -112,10 +112,10 @@ use traffic_daemon::{
     },
     plan::{Slots, desired, diff},
 };
+use traffic_ebpf_bench::{self as gen_abi, GenConfig, GenState, LegitStat};
 use traffic_lab::{
     benchstat::{Bound, Report, rotation},
     flood::{self, FloodNet, GEN_MAC, RCV_MAC, RCV_V4, RCV_V6},
-    gen_abi::{self, GenConfig, GenState, LegitStat},
     packet::Frame,
     peers::{self, Hashlimit, NftMeter, SourceLimit},
 };

@@ -6,10 +6,13 @@
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use traffic_common::{EgressStats, GLOBAL_HAS_PORTS, PortKey, proto};
 
-use crate::{
-    maps::{TRF_CONFIG, TRF_EGRESS, TRF_PORTS},
-    parse::{self, Cursor, Parsed, TCP_ACK, TCP_RST, TCP_SYN},
+use traffic_ebpf::{
+    frame::Frame,
+    hdr::{TCP_ACK, TCP_RST, TCP_SYN},
+    parse::{self, Parsed},
 };
+
+use crate::maps::{TRF_CONFIG, TRF_EGRESS, TRF_PORTS};
 
 #[classifier]
 pub fn traffic_egress(ctx: TcContext) -> i32 {
@@ -36,7 +39,8 @@ fn count(ctx: &TcContext) {
         Some(cfg) if cfg.flags & GLOBAL_HAS_PORTS != 0 => {}
         _ => return,
     }
-    let c = Cursor::new(ctx.data(), ctx.data_end());
+    // SAFETY: `data..data_end` of a TC context is the packet; only read here.
+    let c = unsafe { Frame::new(ctx.data(), ctx.data_end()) };
     let Parsed::Ip(ip) = parse::parse(&c) else {
         return;
     };
@@ -45,18 +49,17 @@ fn count(ctx: &TcContext) {
         let Some(s) = stats(proto::TCP, ip.l4.sport) else {
             return;
         };
-        // SAFETY: per-CPU slot of this CPU.
-        unsafe {
-            if flags & TCP_RST != 0 {
-                (*s).resets += 1;
-            } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
-                (*s).syn_acks += 1;
-            }
+        if flags & TCP_RST != 0 {
+            // SAFETY: per-CPU slot of this CPU; TC runs with migration disabled.
+            unsafe { (*s).resets += 1 };
+        } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+            // SAFETY: as above.
+            unsafe { (*s).syn_acks += 1 };
         }
     } else if let Some(port) = parse::icmp_unreachable_port(&c, &ip)
         && let Some(s) = stats(proto::UDP, port)
     {
-        // SAFETY: per-CPU slot of this CPU.
+        // SAFETY: per-CPU slot of this CPU; TC runs with migration disabled.
         unsafe { (*s).unreachables += 1 };
     }
 }

@@ -1,3 +1,32 @@
-//! The program lives in the `traffic` binary (`main.rs`). This empty library only exists so
-//! that `traffic-daemon` can build-depend on this crate and be rebuilt when it changes.
+//! The parts of the traffic eBPF programs that are the same on every target: header layouts,
+//! the bounds-checked frame view, the header walk, checksums and GCRA arithmetic. None of
+//! it touches a map or a helper, so it is unit-tested on the host
+//! (`cargo test -p traffic-ebpf --lib`); the programs (`main.rs`, and the benchmark programs
+//! in `bench/`) build on it for the bpf target.
+//!
+//! Also, for the bpf target only, what every eBPF object needs once: the panic handler and
+//! the licence.
 #![no_std]
+
+pub mod csum;
+pub mod frame;
+pub mod gcra;
+pub mod hdr;
+pub mod parse;
+pub mod rst;
+
+/// BPF programs cannot unwind or report; the verifier rejects any path that reaches here,
+/// so in practice this is never called.
+#[cfg(all(target_arch = "bpf", not(test)))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// The licence of every program linked with this crate (GPL-compatible, so the programs may
+/// call GPL-only helpers).
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+#[used]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,99 +1,136 @@
-//! The traffic XDP program: parse → classify → limit → count, one action chosen in one place.
+//! The traffic XDP program: parse → classify → port gate → fault injection → class limits
+//! → count. The stages are in their own modules; the order they run in, and the mapping of
+//! the verdict to one action, are here.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
-#![allow(internal_features)]
+#![expect(
+    internal_features,
+    reason = "core_intrinsics: the bpf target has no CAS atomics in core::sync::atomic"
+)]
 
+mod admission;
+mod chaos;
+mod classify;
+mod count;
 mod egress;
-mod gcra;
+mod gate;
+mod limit;
 mod maps;
-mod parse;
 mod reply;
 mod verdict;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use traffic_common::{Reason, UNCLASSIFIED, counter_index};
-
-use crate::{
-    maps::TRF_COUNTERS,
-    parse::{Cursor, Parsed},
-    verdict::Verdict,
+use traffic_common::{Action, CLASS_MONITOR, GLOBAL_MONITOR, MAX_CLASSES, Reason, UNCLASSIFIED};
+use traffic_ebpf::{
+    frame::Frame,
+    parse::{self, Ip, Parsed},
 };
+
+use crate::verdict::{Clock, Verdict};
 
 #[xdp]
 pub fn traffic_xdp(ctx: XdpContext) -> u32 {
-    let cursor = Cursor::new(ctx.data(), ctx.data_end());
-    let len = cursor.len() as u64;
-    let (mut verdict, ip) = match parse::parse(&cursor) {
-        Parsed::NonIp => (Verdict::new(UNCLASSIFIED, Reason::NonIp, false), None),
-        Parsed::Malformed => (
-            Verdict::new(
-                UNCLASSIFIED,
-                Reason::Malformed,
-                verdict::global_monitor().unwrap_or(true),
-            ),
-            None,
-        ),
-        Parsed::Ip(ip) => (verdict::decide(&ip, len), Some(ip)),
+    // SAFETY: `data..data_end` of an XDP context is the frame, writable for the program's
+    // run; the only other view of it (`reply`) is formed after this one's last use.
+    let frame = unsafe { Frame::new(ctx.data(), ctx.data_end()) };
+    let len = frame.len() as u64;
+    let v = judge(&ctx, &frame, len);
+    count::verdict(&v, len);
+    action(&v)
+}
+
+/// The one mapping of a verdict to an XDP action.
+#[inline(always)]
+fn action(v: &Verdict) -> u32 {
+    if v.reset {
+        xdp_action::XDP_TX
+    } else if !v.reason.is_drop() || v.monitored {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+/// The verdict on a frame. A verdict with `reset` set means the RST was built in the frame.
+#[inline(always)]
+fn judge(ctx: &XdpContext, frame: &Frame, len: u64) -> Verdict {
+    let ip = match parse::parse(frame) {
+        Parsed::NonIp => return Verdict::new(UNCLASSIFIED, Reason::NonIp, false),
+        Parsed::Malformed => {
+            let monitor = classify::global_monitor().unwrap_or(true);
+            return Verdict::new(UNCLASSIFIED, Reason::Malformed, monitor);
+        }
+        Parsed::Ip(ip) => ip,
     };
-    if verdict.reset && !verdict.monitored {
-        if let Some(ip) = &ip
-            && reply::tcp_reset(&ctx, ip)
-        {
-            count(&verdict, len);
-            count_reset(ip);
-            return xdp_action::XDP_TX;
+    let mut v = decide(&ip, len);
+    if v.reset && !v.monitored {
+        if reply::tcp_reset(ctx, &ip) {
+            count::reset(&ip);
+            return v;
         }
         // No RST could be built (IPv4 options, IPv6 extension headers): a silent drop,
         // counted as one.
-        verdict.reset = false;
-        if verdict.reason == Reason::GateReset {
-            verdict.reason = Reason::Gate;
+        if v.reason == Reason::GateReset {
+            v.reason = Reason::Gate;
         }
     }
-    count(&verdict, len);
-    if !verdict.reason.is_drop() || verdict.monitored {
-        return xdp_action::XDP_PASS;
-    }
-    xdp_action::XDP_DROP
+    v.reset = false;
+    v
 }
 
-/// Count a RST sent by the gate in its port's statistics.
+/// Classify an IP packet by its source and apply its port's gate and its class's limits.
 #[inline(always)]
-fn count_reset(ip: &parse::Ip) {
-    let key = traffic_common::PortKey {
-        port: ip.l4.dport,
-        protocol: ip.l4.protocol,
-        _pad: 0,
+fn decide(ip: &Ip, len: u64) -> Verdict {
+    let Some(cfg) = classify::global_config() else {
+        // Loaded but not configured yet: pass everything.
+        return Verdict::new(UNCLASSIFIED, Reason::Pass, false);
     };
-    if let Some(rule) = maps::TRF_PORTS.get_ptr(&key) {
-        // SAFETY: value pointer from this lookup; per-CPU stats slot of this CPU.
-        unsafe {
-            if let Some(s) = maps::TRF_PORT_STATS.get_ptr_mut((*rule).slot) {
-                (*s).resets += 1;
-            }
-        }
+    let global_monitor = cfg.flags & GLOBAL_MONITOR != 0;
+
+    let (action, class) = classify::rule_of(ip.src, cfg.default_class, cfg.rules_gen);
+    let row = if class < MAX_CLASSES {
+        class
+    } else {
+        UNCLASSIFIED
+    };
+    if action == Action::Allow as u32 {
+        return Verdict::new(row, Reason::Allow, false);
     }
-}
-
-#[inline(always)]
-fn count(v: &Verdict, len: u64) {
-    let idx = counter_index(v.row, v.reason as u32, v.monitored);
-    if let Some(c) = TRF_COUNTERS.get_ptr_mut(idx) {
-        // SAFETY: per-CPU slot of this CPU; XDP runs with migration disabled.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += len;
-        }
+    if action == Action::Deny as u32 {
+        let monitor = global_monitor
+            || classify::class_config(class).is_some_and(|c| c.flags & CLASS_MONITOR != 0);
+        return Verdict::new(row, Reason::Deny, monitor);
     }
-}
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
+    // A port rule may override the class.
+    let port = gate::port_rule(cfg, ip);
+    let class = match port {
+        // SAFETY: a value pointer from a lookup in this invocation.
+        Some(pr) if unsafe { (*pr).flags } & traffic_common::PORT_CLASS_OVERRIDE != 0 => {
+            // SAFETY: as above.
+            unsafe { (*pr).class }
+        }
+        _ => class,
+    };
+    // A rule naming a missing class falls back to the default class.
+    let (class, cc) = match classify::class_config(class) {
+        Some(cc) => (class, cc),
+        None => match classify::class_config(cfg.default_class) {
+            Some(cc) => (cfg.default_class, cc),
+            None => return Verdict::new(UNCLASSIFIED, Reason::Pass, false),
+        },
+    };
+    let monitor = global_monitor || cc.flags & CLASS_MONITOR != 0;
+    let mut clock = Clock::unread();
+    if let Some(pr) = port
+        && let Some(r) = gate::check(ip, pr, cc, &mut clock)
+    {
+        return Verdict::new(class, r.reason, monitor).with_reset(r.reset);
+    }
+    if let Some(r) = chaos::inject(&cc.chaos, ip, &mut clock, None) {
+        return Verdict::new(class, r.reason, monitor).with_reset(r.reset);
+    }
+    let reason = limit::class_limits(ip, class, cc, len, &mut clock);
+    Verdict::new(class, reason, monitor)
 }
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

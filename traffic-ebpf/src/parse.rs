@@ -1,94 +1,22 @@
-//! Frame parsing: the only pointer arithmetic in the program.
-//!
-//! Every read goes through [`Cursor`], which checks the bounds against `data_end` before it
-//! dereferences, so the verifier sees each access guarded and no frame content can make the
-//! program fault. Offsets are kept below [`MAX_OFFSET`] so their ranges stay bounded.
+//! Header walk: Ethernet, up to two VLAN tags, IPv4 or IPv6 (with its extension headers),
+//! then the TCP or UDP ports and flags. Reads go through [`Frame`]; pure otherwise, so the
+//! decisions are unit-tested on the host.
 
 use traffic_common::proto;
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88A8;
-const VLAN_HLEN: usize = 4;
-const MAX_VLAN_TAGS: usize = 2;
-
-const IPV4_MIN_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
-/// IPv6 extension headers walked before giving up on finding the L4 header.
-const MAX_EXT_HEADERS: usize = 6;
-
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_DSTOPTS: u8 = 60;
-
-const TCP_MIN_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
-
-/// Deepest offset the parser will look at; a header chain that goes further leaves the L4
-/// header unknown (the packet is still classified by its source).
-const MAX_OFFSET: usize = 512;
-
-/// TCP flag bits (byte 13 of the TCP header).
-pub const TCP_SYN: u8 = 0x02;
-/// TCP ACK flag.
-pub const TCP_ACK: u8 = 0x10;
-
-/// Bounds-checked view of the frame.
-pub struct Cursor {
-    start: usize,
-    end: usize,
-}
-
-impl Cursor {
-    #[inline(always)]
-    pub fn new(start: usize, end: usize) -> Self {
-        Self { start, end }
-    }
-
-    /// Frame length in bytes.
-    #[inline(always)]
-    pub fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    /// Pointer to `N` bytes at `off`, if they are inside the frame.
-    #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<*const [u8; N]> {
-        if off > MAX_OFFSET {
-            return None;
-        }
-        let p = self.start + off;
-        if p + N > self.end {
-            return None;
-        }
-        Some(p as *const [u8; N])
-    }
-
-    /// `N` bytes at `off`, copied out. `N` ≥ 2: for single bytes LLVM rewrites the bounds
-    /// check `p + 1 > end` into `p >= end`, which the TC verifier does not accept.
-    #[inline(always)]
-    pub fn read<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        // SAFETY: `bytes` checked that [off, off+N) is inside [data, data_end).
-        self.bytes::<N>(off).map(|p| unsafe { *p })
-    }
-
-    #[inline(always)]
-    pub fn u16_at(&self, off: usize) -> Option<u16> {
-        // SAFETY: `bytes` checked that both bytes are inside [data, data_end).
-        self.bytes::<2>(off)
-            .map(|p| unsafe { u16::from_be_bytes(*p) })
-    }
-}
-
-/// TCP RST flag.
-pub const TCP_RST: u8 = 0x04;
+use crate::{
+    frame::Frame,
+    hdr::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_TYPE_OFFSET,
+        ICMP_DEST_UNREACH, ICMP_HLEN, ICMPV6_DEST_UNREACH, IPPROTO_AH, IPPROTO_DSTOPTS,
+        IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_ROUTING,
+        IPV4_MIN_HLEN, IPV6_HLEN, MAX_EXT_HEADERS, MAX_VLAN_TAGS, TCP_ACK, TCP_FLAGS_OFFSET,
+        TCP_MIN_HLEN, TCP_SYN, UDP_HLEN, VLAN_HLEN,
+    },
+};
 
 /// What the L4 header said, when there is one.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L4 {
     /// IP protocol number (after extension headers).
     pub protocol: u8,
@@ -120,6 +48,7 @@ impl L4 {
 }
 
 /// An IP packet's source and L4 summary.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Ip {
     /// The source key ([`traffic_common::Addr`]) as two native-endian words
     /// ([`traffic_common::addr_words`]): split once here, then compared, hashed and masked as
@@ -134,6 +63,7 @@ pub struct Ip {
 }
 
 /// Result of parsing a frame.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
     /// Not IPv4/IPv6 (ARP, LLDP, …).
     NonIp,
@@ -145,8 +75,8 @@ pub enum Parsed {
 
 /// Parse Ethernet, up to two VLAN tags, and the IP header.
 #[inline(always)]
-pub fn parse(c: &Cursor) -> Parsed {
-    let Some(mut ethertype) = c.u16_at(12) else {
+pub fn parse(c: &Frame) -> Parsed {
+    let Some(mut ethertype) = c.u16_at(ETH_TYPE_OFFSET) else {
         // Shorter than an Ethernet header: nothing to classify.
         return Parsed::NonIp;
     };
@@ -170,12 +100,10 @@ pub fn parse(c: &Cursor) -> Parsed {
 }
 
 #[inline(always)]
-fn parse_ipv4(c: &Cursor, l3: usize) -> Parsed {
+fn parse_ipv4(c: &Frame, l3: usize) -> Parsed {
     let Some(hdr) = c.bytes::<IPV4_MIN_HLEN>(l3) else {
         return Parsed::Malformed;
     };
-    // SAFETY: `bytes` checked the 20-byte base header is inside the frame.
-    let hdr = unsafe { &*hdr };
     let version = hdr[0] >> 4;
     let ihl = (hdr[0] & 0x0f) as usize;
     if version != 4 || ihl < 5 {
@@ -208,12 +136,10 @@ fn parse_ipv4(c: &Cursor, l3: usize) -> Parsed {
 }
 
 #[inline(always)]
-fn parse_ipv6(c: &Cursor, l3: usize) -> Parsed {
+fn parse_ipv6(c: &Frame, l3: usize) -> Parsed {
     let Some(hdr) = c.bytes::<IPV6_HLEN>(l3) else {
         return Parsed::Malformed;
     };
-    // SAFETY: `bytes` checked the 40-byte header is inside the frame.
-    let hdr = unsafe { &*hdr };
     if hdr[0] >> 4 != 6 {
         return Parsed::Malformed;
     }
@@ -275,7 +201,7 @@ fn parse_ipv6(c: &Cursor, l3: usize) -> Parsed {
 }
 
 #[inline(always)]
-fn parse_l4(c: &Cursor, off: usize, protocol: u8) -> L4 {
+fn parse_l4(c: &Frame, off: usize, protocol: u8) -> L4 {
     match protocol {
         proto::TCP => {
             let Some(h) = c.read::<TCP_MIN_HLEN>(off) else {
@@ -288,7 +214,7 @@ fn parse_l4(c: &Cursor, off: usize, protocol: u8) -> L4 {
                 protocol,
                 sport: u16::from_be_bytes([h[0], h[1]]),
                 dport: u16::from_be_bytes([h[2], h[3]]),
-                tcp_flags: h[13],
+                tcp_flags: h[TCP_FLAGS_OFFSET],
                 known: true,
             }
         }
@@ -314,17 +240,14 @@ fn parse_l4(c: &Cursor, off: usize, protocol: u8) -> L4 {
     }
 }
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
-
 /// For an ICMP "port unreachable" (ICMPv4 type 3 code 3, ICMPv6 type 1 code 4) about a UDP
 /// datagram, the datagram's destination port: the port that refused it.
 #[inline(always)]
-pub fn icmp_unreachable_port(c: &Cursor, ip: &Ip) -> Option<u16> {
+pub fn icmp_unreachable_port(c: &Frame, ip: &Ip) -> Option<u16> {
     let off = ip.l4_off;
     let [kind, code] = c.read::<2>(off)?;
-    let inner = off + 8;
-    if !ip.v6 && ip.l4.protocol == IPPROTO_ICMP && kind == 3 && code == 3 {
+    let inner = off + ICMP_HLEN;
+    if !ip.v6 && ip.l4.protocol == IPPROTO_ICMP && (kind, code) == ICMP_DEST_UNREACH {
         let h = c.read::<IPV4_MIN_HLEN>(inner)?;
         let ihl = (h[0] & 0x0f) as usize;
         if h[9] != proto::UDP || ihl < 5 {
@@ -332,7 +255,7 @@ pub fn icmp_unreachable_port(c: &Cursor, ip: &Ip) -> Option<u16> {
         }
         return c.u16_at(inner + ihl * 4 + 2);
     }
-    if ip.v6 && ip.l4.protocol == IPPROTO_ICMPV6 && kind == 1 && code == 4 {
+    if ip.v6 && ip.l4.protocol == IPPROTO_ICMPV6 && (kind, code) == ICMPV6_DEST_UNREACH {
         // The quoted datagram's own extension headers are not walked.
         let h = c.read::<IPV6_HLEN>(inner)?;
         if h[6] != proto::UDP {
@@ -341,4 +264,264 @@ pub fn icmp_unreachable_port(c: &Cursor, ip: &Ip) -> Option<u16> {
         return c.u16_at(inner + IPV6_HLEN + 2);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::{vec, vec::Vec};
+
+    use traffic_common::{addr_words, v4_mapped};
+
+    use super::*;
+    use crate::hdr::{MAX_L3, TCP_RST};
+
+    fn view(buf: &mut [u8]) -> Frame {
+        let start = buf.as_mut_ptr() as usize;
+        // SAFETY: each test keeps `buf` alive and unborrowed while the view is used.
+        unsafe { Frame::new(start, start + buf.len()) }
+    }
+
+    fn parse_bytes(mut buf: Vec<u8>) -> Parsed {
+        parse(&view(&mut buf))
+    }
+
+    fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        for tpid in vlans {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&[0, 7]);
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f
+    }
+
+    fn ipv4(src: [u8; 4], protocol: u8, frag: u16, options: usize) -> Vec<u8> {
+        let ihl = 5 + options / 4;
+        let mut h = vec![0x40 | ihl as u8, 0, 0, 0, 0, 0];
+        h.extend_from_slice(&frag.to_be_bytes());
+        h.extend_from_slice(&[64, protocol, 0, 0]);
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&[198, 18, 0, 1]);
+        h.resize(ihl * 4, 1);
+        h
+    }
+
+    fn ipv6(src: [u8; 16], next: u8) -> Vec<u8> {
+        let mut h = vec![0x60, 0, 0, 0, 0, 0, next, 64];
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        h
+    }
+
+    fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+        let mut h = vec![0u8; TCP_MIN_HLEN];
+        h[0..2].copy_from_slice(&sport.to_be_bytes());
+        h[2..4].copy_from_slice(&dport.to_be_bytes());
+        h[12] = 5 << 4;
+        h[TCP_FLAGS_OFFSET] = flags;
+        h
+    }
+
+    fn udp(sport: u16, dport: u16) -> Vec<u8> {
+        let mut h = vec![0u8; UDP_HLEN];
+        h[0..2].copy_from_slice(&sport.to_be_bytes());
+        h[2..4].copy_from_slice(&dport.to_be_bytes());
+        h
+    }
+
+    const V6_SRC: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 9];
+
+    fn ip(p: Parsed) -> Ip {
+        match p {
+            Parsed::Ip(ip) => ip,
+            other => panic!("not an IP packet: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ipv4_udp_gives_source_and_ports() {
+        let f = [
+            eth(ETH_P_IP, &[]),
+            ipv4([198, 18, 0, 7], proto::UDP, 0, 0),
+            udp(1234, 53),
+        ]
+        .concat();
+        let ip = ip(parse_bytes(f));
+        assert_eq!(ip.src, addr_words(&v4_mapped([198, 18, 0, 7])));
+        assert!(!ip.v6);
+        assert_eq!((ip.l3_off, ip.l4_off), (ETH_HLEN, ETH_HLEN + IPV4_MIN_HLEN));
+        assert_eq!(
+            ip.l4,
+            L4 {
+                protocol: proto::UDP,
+                sport: 1234,
+                dport: 53,
+                tcp_flags: 0,
+                known: true
+            }
+        );
+    }
+
+    #[test]
+    fn two_vlan_tags_are_walked_and_a_third_is_not() {
+        let body = [ipv4([198, 18, 0, 7], proto::TCP, 0, 0), tcp(1, 80, TCP_SYN)].concat();
+        let f = [eth(ETH_P_IP, &[ETH_P_8021AD, ETH_P_8021Q]), body.clone()].concat();
+        let ip = ip(parse_bytes(f));
+        assert_eq!(ip.l3_off, MAX_L3);
+        assert!(ip.l4.is_new_tcp());
+        let three = [
+            eth(ETH_P_IP, &[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q]),
+            body,
+        ]
+        .concat();
+        assert_eq!(parse_bytes(three), Parsed::NonIp);
+    }
+
+    #[test]
+    fn short_and_cut_frames() {
+        assert_eq!(parse_bytes(vec![0; 13]), Parsed::NonIp);
+        assert_eq!(parse_bytes(eth(0x0806, &[])), Parsed::NonIp);
+        let mut cut_tag = eth(ETH_P_IP, &[ETH_P_8021Q]);
+        cut_tag.truncate(15);
+        assert_eq!(parse_bytes(cut_tag), Parsed::Malformed);
+        let mut v4 = [eth(ETH_P_IP, &[]), ipv4([198, 18, 0, 7], proto::UDP, 0, 0)].concat();
+        v4.pop();
+        assert_eq!(parse_bytes(v4), Parsed::Malformed);
+    }
+
+    #[test]
+    fn ipv4_options_must_be_present_in_full() {
+        let whole = [
+            eth(ETH_P_IP, &[]),
+            ipv4([198, 18, 0, 7], proto::UDP, 0, 8),
+            udp(1, 9),
+        ];
+        let ip = ip(parse_bytes(whole.concat()));
+        assert_eq!(ip.l4_off, ETH_HLEN + IPV4_MIN_HLEN + 8);
+        assert_eq!(ip.l4.dport, 9);
+        let mut cut = [eth(ETH_P_IP, &[]), ipv4([198, 18, 0, 7], proto::UDP, 0, 8)].concat();
+        cut.truncate(ETH_HLEN + IPV4_MIN_HLEN + 6);
+        assert_eq!(parse_bytes(cut), Parsed::Malformed);
+        let mut bad_ihl = [eth(ETH_P_IP, &[]), ipv4([198, 18, 0, 7], proto::UDP, 0, 0)].concat();
+        bad_ihl[ETH_HLEN] = 0x44;
+        assert_eq!(parse_bytes(bad_ihl), Parsed::Malformed);
+    }
+
+    #[test]
+    fn non_first_fragments_and_truncated_l4_are_unknown() {
+        let frag = [
+            eth(ETH_P_IP, &[]),
+            ipv4([198, 18, 0, 7], proto::UDP, 0x20, 0),
+            udp(1, 9),
+        ];
+        let l4 = ip(parse_bytes(frag.concat())).l4;
+        assert!(!l4.known);
+        let mut short = [
+            eth(ETH_P_IP, &[]),
+            ipv4([198, 18, 0, 7], proto::TCP, 0, 0),
+            tcp(1, 2, 0),
+        ]
+        .concat();
+        short.truncate(short.len() - 1);
+        let l4 = ip(parse_bytes(short)).l4;
+        assert_eq!((l4.known, l4.protocol), (false, proto::TCP));
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked() {
+        // Hop-by-hop (8 bytes), then a first fragment (8 bytes), then TCP.
+        let hop = vec![IPPROTO_FRAGMENT, 0, 0, 0, 0, 0, 0, 0];
+        let first_frag = vec![proto::TCP, 0, 0, 1, 0, 0, 0, 1];
+        let f = [
+            eth(ETH_P_IPV6, &[]),
+            ipv6(V6_SRC, IPPROTO_HOPOPTS),
+            hop.clone(),
+            first_frag,
+            tcp(40000, 443, TCP_RST),
+        ]
+        .concat();
+        let ip = ip(parse_bytes(f));
+        assert!(ip.v6);
+        assert_eq!(ip.src, addr_words(&V6_SRC));
+        assert_eq!(ip.l4_off, ETH_HLEN + IPV6_HLEN + 16);
+        assert_eq!(
+            (ip.l4.dport, ip.l4.tcp_flags, ip.l4.known),
+            (443, TCP_RST, true)
+        );
+        assert!(!ip.l4.is_new_tcp());
+
+        // A later fragment: classified by source only.
+        let later = vec![proto::TCP, 0, 0, 8 << 3, 0, 0, 0, 1];
+        let f = [
+            eth(ETH_P_IPV6, &[]),
+            ipv6(V6_SRC, IPPROTO_FRAGMENT),
+            later,
+            tcp(1, 2, 0),
+        ];
+        assert!(!ip_of(f.concat()).l4.known);
+
+        // A chain longer than the walk leaves L4 unknown.
+        let mut f = [eth(ETH_P_IPV6, &[]), ipv6(V6_SRC, IPPROTO_DSTOPTS)].concat();
+        for _ in 0..MAX_EXT_HEADERS {
+            f.extend_from_slice(&[IPPROTO_DSTOPTS, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        f.extend_from_slice(&udp(1, 2));
+        assert!(!ip_of(f).l4.known);
+    }
+
+    fn ip_of(f: Vec<u8>) -> Ip {
+        ip(parse_bytes(f))
+    }
+
+    #[test]
+    fn ipv6_sources_in_the_v4_mapped_range_are_malformed() {
+        let mapped = v4_mapped([198, 18, 0, 7]);
+        let f = [eth(ETH_P_IPV6, &[]), ipv6(mapped, proto::UDP), udp(1, 2)].concat();
+        assert_eq!(parse_bytes(f), Parsed::Malformed);
+        let mut bad_version = [eth(ETH_P_IPV6, &[]), ipv6(V6_SRC, proto::UDP)].concat();
+        bad_version[ETH_HLEN] = 0x40;
+        assert_eq!(parse_bytes(bad_version), Parsed::Malformed);
+    }
+
+    #[test]
+    fn port_unreachable_names_the_refused_port() {
+        let quoted = [ipv4([198, 18, 0, 1], proto::UDP, 0, 0), udp(5353, 9999)].concat();
+        let icmp = [vec![3, 3, 0, 0, 0, 0, 0, 0], quoted].concat();
+        let mut f = [
+            eth(ETH_P_IP, &[]),
+            ipv4([198, 18, 0, 1], IPPROTO_ICMP, 0, 0),
+            icmp,
+        ]
+        .concat();
+        let c = view(&mut f);
+        let Parsed::Ip(ip) = parse(&c) else {
+            panic!("not IP")
+        };
+        assert_eq!(icmp_unreachable_port(&c, &ip), Some(9999));
+
+        let quoted6 = [ipv6(V6_SRC, proto::UDP), udp(5353, 8888)].concat();
+        let icmp6 = [vec![1, 4, 0, 0, 0, 0, 0, 0], quoted6].concat();
+        let mut f = [eth(ETH_P_IPV6, &[]), ipv6(V6_SRC, IPPROTO_ICMPV6), icmp6].concat();
+        let c = view(&mut f);
+        let Parsed::Ip(ip) = parse(&c) else {
+            panic!("not IP")
+        };
+        assert_eq!(icmp_unreachable_port(&c, &ip), Some(8888));
+
+        // Host unreachable (code 1) is not a refused port.
+        let quoted = [ipv4([198, 18, 0, 1], proto::UDP, 0, 0), udp(5353, 9999)].concat();
+        let icmp = [vec![3, 1, 0, 0, 0, 0, 0, 0], quoted].concat();
+        let mut f = [
+            eth(ETH_P_IP, &[]),
+            ipv4([198, 18, 0, 1], IPPROTO_ICMP, 0, 0),
+            icmp,
+        ]
+        .concat();
+        let c = view(&mut f);
+        let Parsed::Ip(ip) = parse(&c) else {
+            panic!("not IP")
+        };
+        assert_eq!(icmp_unreachable_port(&c, &ip), None);
+    }
 }

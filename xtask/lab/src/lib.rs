@@ -34,7 +34,6 @@ pub mod chart;
 pub mod conn;
 pub mod daemon;
 pub mod flood;
-pub mod gen_abi;
 pub mod ideal;
 pub mod load;
 pub mod netns;

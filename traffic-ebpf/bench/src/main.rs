@@ -1,4 +1,5 @@
-//! Benchmark companions of the traffic program, built alongside it (`traffic-bench`):
+//! Benchmark companions of the traffic program (the `traffic-ebpf-bench` object, embedded
+//! by the benchmark harness `xtask/bench`, never by trafficd):
 //!
 //! - `floor_drop`: a bare XDP_DROP, the floor that program cost is measured against.
 //! - `gen_flood`: the packet generator of the veth floods. Run with BPF_PROG_TEST_RUN and
@@ -14,14 +15,10 @@
 //!   known-source figures (test-run mean minus its floor in the same run). A tail call
 //!   across objects works: the slot holds the program's fd, and both are plain XDP programs.
 //!
-//! The layout of the maps below is `xtask/lab/src/gen_abi.rs`, included by path so the
-//! benchmark and this file share one definition.
+//! The layout of the maps below is this crate's library, which the benchmark uses too.
+//! Panic handler and licence come from `traffic-ebpf`'s library.
 #![no_std]
 #![no_main]
-
-#[path = "../../xtask/lab/src/gen_abi.rs"]
-#[allow(dead_code)]
-mod gen_abi;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -30,9 +27,10 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use gen_abi::{
+use traffic_ebpf::{csum, frame::Frame};
+use traffic_ebpf_bench::{
     FAMILY_V4, FAMILY_V6, GenConfig, GenState, LegitStat, MAX_LEGIT, MAX_LEGIT_LAG_NS,
-    SOURCE_WORD_OFFSET, V4_CSUM_OFFSET, V4_UDP_CSUM_OFFSET, V6_UDP_CSUM_OFFSET, csum_replace4,
+    SOURCE_WORD_OFFSET, V4_CSUM_OFFSET, V4_UDP_CSUM_OFFSET, V6_UDP_CSUM_OFFSET,
 };
 
 #[btf_map]
@@ -134,8 +132,9 @@ fn legit(cfg: &GenConfig, st: &mut GenState, now: u64) -> Option<u64> {
 /// Replace the source word and patch the checksums that cover it.
 #[inline(always)]
 fn write_source(ctx: &XdpContext, family: u64, word: u32) -> Option<()> {
-    let start = ctx.data();
-    let end = ctx.data_end();
+    // SAFETY: `data..data_end` of an XDP context is the frame, writable for the program's
+    // run; nothing else holds a reference into it.
+    let f = unsafe { Frame::new(ctx.data(), ctx.data_end()) };
     let (ip_csum, udp_csum) = if family == FAMILY_V4 {
         (Some(V4_CSUM_OFFSET), V4_UDP_CSUM_OFFSET)
     } else if family == FAMILY_V6 {
@@ -143,50 +142,29 @@ fn write_source(ctx: &XdpContext, family: u64, word: u32) -> Option<()> {
     } else {
         return None;
     };
-    if start + udp_csum + 2 > end {
-        return None;
+    // The last field touched first: a frame too short for the layout is left unchanged.
+    let udp = f.bytes_mut::<2>(udp_csum)?;
+    let src = f.bytes_mut::<4>(SOURCE_WORD_OFFSET)?;
+    let old = u32::from_be_bytes(*src);
+    *src = word.to_be_bytes();
+    if let Some(off) = ip_csum {
+        patch(f.bytes_mut::<2>(off)?, old, word, false);
     }
-    let src = (start + SOURCE_WORD_OFFSET) as *mut [u8; 4];
-    // SAFETY: [start, start + udp_csum + 2) is inside the frame (checked above) and every
-    // offset used here is below it.
-    unsafe {
-        let old = u32::from_be_bytes(*src);
-        *src = word.to_be_bytes();
-        if let Some(off) = ip_csum {
-            patch(start + off, old, word, false);
-        }
-        patch(start + udp_csum, old, word, true);
-    }
+    patch(udp, old, word, true);
     Some(())
 }
 
-/// Patch the checksum at `at` for a covered word changing from `old` to `new`. A UDP
-/// checksum of 0 means "none" over IPv4 and stays 0; a computed 0 is sent as 0xffff.
-///
-/// # Safety
-/// `at..at + 2` must be inside the frame.
+/// Patch the checksum `at` for a covered word changing from `old` to `new`. A UDP checksum
+/// of 0 means "none" over IPv4 and stays 0; a computed 0 is sent as 0xffff.
 #[inline(always)]
-unsafe fn patch(at: usize, old: u32, new: u32, udp: bool) {
-    let p = at as *mut [u8; 2];
-    // SAFETY: the caller checked the bounds.
-    let csum = u16::from_be_bytes(unsafe { *p });
-    if udp && csum == 0 {
+fn patch(at: &mut [u8; 2], old: u32, new: u32, udp: bool) {
+    let sum = u16::from_be_bytes(*at);
+    if udp && sum == 0 {
         return;
     }
-    let mut updated = csum_replace4(csum, old, new);
+    let mut updated = csum::replace4(sum, old, new);
     if udp && updated == 0 {
         updated = 0xffff;
     }
-    // SAFETY: as above.
-    unsafe { *p = updated.to_be_bytes() };
+    *at = updated.to_be_bytes();
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

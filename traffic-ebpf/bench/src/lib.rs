@@ -1,13 +1,14 @@
-//! The layout shared by the benchmark's packet generator and the benchmark that drives it.
+//! The layout shared by the benchmark's eBPF programs and the benchmark that drives them.
 //!
-//! The generator is the `gen_flood` / `spoof_tail` XDP programs in `traffic-ebpf/src/floor.rs`
-//! (the `traffic-bench` object), which includes this very file by path, so the layout is
-//! defined once; the benchmark (`traffic-daemon/benches/dataplane.rs`) reads and writes the
-//! maps as arrays of `u64` words through [`GenConfig::to_words`] and friends, and aya's size
-//! check on the maps refuses an object built from another version of this file.
+//! The programs are this crate's binary (`src/main.rs`: `floor_drop`, `gen_flood`,
+//! `spoof_tail`), which uses this library, so the layout is defined once; the benchmark
+//! (`xtask/bench`, package `traffic-bench`) reads and writes the maps as arrays of `u64`
+//! words through [`GenConfig::to_words`] and friends, and aya's size check on the maps
+//! refuses an object built from another version of this crate.
 //!
-//! Only `core` here: the file is compiled for the bpf target too. Every field is a `u64`, so
-//! there is no padding to get wrong.
+//! Only `core` here: the library is compiled for the bpf target too. Every field is a
+//! `u64`, so there is no padding to get wrong.
+#![no_std]
 
 /// Map of one [`GenConfig`] (array, one entry).
 pub const CONFIG_MAP: &str = "BENCH_CONFIG";
@@ -162,57 +163,9 @@ impl LegitStat {
     }
 }
 
-/// A checksum (RFC 1071, big-endian 16-bit words) updated for a 32-bit word of the data it
-/// covers changing from `old` to `new` (RFC 1624, eqn. 3: `HC' = ~(~HC + ~m + m')`).
-#[inline(always)]
-pub const fn csum_replace4(csum: u16, old: u32, new: u32) -> u16 {
-    let mut sum: u32 = (!csum) as u32 & 0xffff;
-    sum += (!(old >> 16)) & 0xffff;
-    sum += (!old) & 0xffff;
-    sum += new >> 16;
-    sum += new & 0xffff;
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// RFC 1071 checksum of big-endian 16-bit words.
-    fn full(words: &[u16]) -> u16 {
-        let mut sum: u32 = words.iter().map(|w| u32::from(*w)).sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
-
-    #[test]
-    fn incremental_update_equals_recomputation() {
-        let mut words = vec![
-            0x4500, 0x003c, 0x1c46, 0x4000, 0x4006, 0, 0xc612, 0x0001, 0xc613, 0xff01,
-        ];
-        for new in [
-            0xc612_0002u32,
-            0xc613_ffff,
-            0,
-            0xffff_ffff,
-            0x2001_0db8,
-            0x8000_0001,
-        ] {
-            let old = (u32::from(words[6]) << 16) | u32::from(words[7]);
-            let before = full(&words);
-            words[6] = (new >> 16) as u16;
-            words[7] = new as u16;
-            let want = full(&words);
-            let got = csum_replace4(before, old, new);
-            // 0x0000 and 0xffff are the same value in ones' complement.
-            let same = got == want || (got, want) == (0, 0xffff) || (got, want) == (0xffff, 0);
-            assert!(same, "{got:#x} vs {want:#x}");
-        }
-    }
 
     #[test]
     fn words_round_trip() {

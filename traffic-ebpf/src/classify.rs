@@ -1,0 +1,68 @@
+//! Classification: a source's rule (action and class) from the per-CPU cache or the LPM
+//! trie, and the configuration of an active class.
+
+use aya_ebpf::btf_maps::lpm_trie::Key;
+use traffic_common::{
+    Action, CLASS_ACTIVE, ClassConfig, GLOBAL_MONITOR, GlobalConfig, MAX_CLASSES,
+    class_cache_index_words, words_addr,
+};
+
+use crate::maps::{TRF_CLASSES, TRF_CLS_CACHE, TRF_CONFIG, TRF_RULES};
+
+/// The program's configuration; `None` until the daemon has configured it (ABI version 0).
+#[inline(always)]
+pub fn global_config() -> Option<&'static GlobalConfig> {
+    let cfg = TRF_CONFIG.get(0)?;
+    if cfg.abi_version == 0 {
+        return None;
+    }
+    Some(cfg)
+}
+
+/// Whether the program-wide monitor flag is set; `None` when the daemon has not configured
+/// the program yet.
+#[inline(always)]
+pub fn global_monitor() -> Option<bool> {
+    global_config().map(|cfg| cfg.flags & GLOBAL_MONITOR != 0)
+}
+
+/// The rule of a source: from this CPU's classification cache when it holds the source
+/// under the current rule generation, else from the LPM trie (and then cached).
+#[inline(always)]
+pub fn rule_of(src: (u64, u64), default_class: u32, rules_gen: u32) -> (u32, u32) {
+    let (lo, hi) = src;
+    let entry = TRF_CLS_CACHE.get_ptr_mut(class_cache_index_words(lo, hi));
+    if let Some(e) = entry {
+        // SAFETY: per-CPU value of this CPU; XDP runs with migration disabled.
+        let e = unsafe { &*e };
+        if e.rules_gen == rules_gen && rules_gen != 0 && e.addr[0] == lo && e.addr[1] == hi {
+            return (e.action, e.class);
+        }
+    }
+    let found = match TRF_RULES.get(&Key::new(128, words_addr(lo, hi))) {
+        Some(rule) => (rule.action, rule.class),
+        None => (Action::Limit as u32, default_class),
+    };
+    if let Some(e) = entry {
+        // SAFETY: as above; only this CPU writes its value.
+        let e = unsafe { &mut *e };
+        e.addr = [lo, hi];
+        e.rules_gen = rules_gen;
+        e.action = found.0;
+        e.class = found.1;
+    }
+    found
+}
+
+/// The configuration of `class` if it is an active class.
+#[inline(always)]
+pub fn class_config(class: u32) -> Option<&'static ClassConfig> {
+    if class >= MAX_CLASSES {
+        return None;
+    }
+    let cc = TRF_CLASSES.get(class)?;
+    if cc.flags & CLASS_ACTIVE == 0 {
+        return None;
+    }
+    Some(cc)
+}
