@@ -1,4 +1,5 @@
-//! Builds the eBPF object with the pinned nightly (through aya-build) and embeds it.
+//! Builds the eBPF object (`traffic-ebpf`; the benchmark programs are built by
+//! `xtask/bench`) with the pinned nightly (through aya-build) and embeds it.
 //!
 //! With `AYA_BUILD_SKIP=1` (unit tests on stable only) an empty stub is written instead; the
 //! daemon refuses to load it and privileged tests fail loudly on it.
@@ -6,7 +7,8 @@ use std::{env, fs, path::PathBuf};
 
 use anyhow::{Context as _, anyhow};
 
-const OBJECTS: [&str; 2] = ["traffic", "traffic-ebpf-bench"];
+/// The object trafficd embeds: the traffic-ebpf crate's program binary.
+const OBJECT: &str = "traffic";
 
 fn pinned_nightly(root: &std::path::Path) -> anyhow::Result<String> {
     let path = root.join("xtask/toolchains.toml");
@@ -32,24 +34,13 @@ fn main() -> anyhow::Result<()> {
         root_dir: ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?,
         ..Default::default()
     };
-    let bench_dir = ebpf_dir.join("bench");
-    let bench = aya_build::Package {
-        name: "traffic-ebpf-bench",
-        root_dir: bench_dir
-            .to_str()
-            .ok_or_else(|| anyhow!("non-UTF-8 path"))?,
-        ..Default::default()
-    };
-    aya_build::build_ebpf([ebpf, bench], aya_build::Toolchain::Custom(&nightly))?;
-    for name in OBJECTS {
-        let path = out_dir.join(name);
-        let skipped = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v == "true");
-        if skipped {
-            // A stale real object from an earlier build must not survive a skipped one.
-            fs::write(&path, b"")?;
-        } else if !path.exists() {
-            return Err(anyhow!("aya-build produced no {}", path.display()));
-        }
+    aya_build::build_ebpf([ebpf], aya_build::Toolchain::Custom(&nightly))?;
+    let path = out_dir.join(OBJECT);
+    if env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v == "true") {
+        // A stale real object from an earlier build must not survive a skipped one.
+        fs::write(&path, b"")?;
+    } else if !path.exists() {
+        return Err(anyhow!("aya-build produced no {}", path.display()));
     }
     Ok(())
 }

@@ -23,10 +23,6 @@ pub mod upstream;
 /// The compiled XDP object, embedded at build time (empty when built with `AYA_BUILD_SKIP=1`).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/traffic"));
 
-/// Benchmark companions (bare XDP_DROP floor, generators), embedded the same way.
-pub static EBPF_BENCH_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/traffic-ebpf-bench"));
-
 /// Whether a real eBPF object is embedded (false for `AYA_BUILD_SKIP=1` builds).
 pub fn ebpf_available() -> bool {
     !EBPF_OBJECT.is_empty()

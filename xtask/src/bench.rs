@@ -1,13 +1,13 @@
 //! `cargo xtask bench`: the data-plane benchmark.
 //!
-//! The measuring lives in `traffic-daemon/benches/dataplane.rs` (it needs aya, which xtask
-//! does not depend on); the generator program is the `traffic-bench` eBPF object
-//! (`traffic-ebpf/src/floor.rs`); the peers' rule sets, the flood namespaces and the
-//! statistics are in `traffic_lab::{peers, flood, benchstat}`. This command builds and runs
-//! it with the pinned toolchain, as root, then reads the JSON it wrote back and prints the
-//! verdict on every target in one place.
+//! The measuring lives in the `traffic-bench` crate (`xtask/bench`; it needs aya, which
+//! xtask does not depend on); the generator programs are the `traffic-ebpf-bench` eBPF object
+//! (`traffic-ebpf/bench`), which that crate builds and embeds; the peers' rule sets, the
+//! flood namespaces and the statistics are in `traffic_lab::{peers, flood, benchstat}`. This
+//! command builds and runs it (release) with the pinned toolchain, as root, then reads the
+//! JSON it wrote back and prints the verdict on every target in one place.
 //!
-//! Suites (see the bench's module documentation for how each figure is measured):
+//! Suites (see `xtask/bench/src/main.rs` for how each figure is measured):
 //! - `testrun`: program cost through BPF_PROG_TEST_RUN, against a bare XDP_DROP floor;
 //! - `veth`: receive CPU per packet under a veth flood: no filter, XDP_DROP, traffic,
 //!   an nftables meter, iptables hashlimit;
@@ -65,14 +65,7 @@ pub fn run(tc: &Toolchains, opts: &Options) -> Result<()> {
         let _ = std::fs::remove_file(dir.join(format!("{s}.json")));
     }
     let mut c = util::cargo(tc);
-    c.args([
-        "bench",
-        "-p",
-        "traffic-daemon",
-        "--bench",
-        "dataplane",
-        "--",
-    ]);
+    c.args(["run", "--release", "-p", "traffic-bench", "--"]);
     if opts.quick {
         c.arg("--quick");
     }

@@ -60,7 +60,14 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
         }
         util::run(&mut c)?;
         let mut c = util::cargo(tc);
-        c.args(["test", "-p", "traffic-ebpf", "-p", "traffic-ebpf-bench", "--lib"]);
+        c.args([
+            "test",
+            "-p",
+            "traffic-ebpf",
+            "-p",
+            "traffic-ebpf-bench",
+            "--lib",
+        ]);
         if let Some(f) = filter {
             c.arg(f);
         }
@@ -83,7 +90,8 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
             let t = Instant::now();
             println!("==> privileged layer (real eBPF object, root, one test at a time)");
             let mut c = util::cargo(tc);
-            c.args(["test", "--workspace", "--tests"]).args(EXCLUDE_EBPF);
+            c.args(["test", "--workspace", "--tests"])
+                .args(EXCLUDE_EBPF);
             if let Some(f) = filter {
                 c.arg(f);
             }

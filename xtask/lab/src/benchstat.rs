@@ -3,7 +3,7 @@
 //! in the same repetition, moments apart) and only then summarised; targets judged on the
 //! median and on every repetition; a table for people and the same figures as JSON.
 //!
-//! Pure: no clock, no kernel. The benchmark (`traffic-daemon/benches/dataplane.rs`) fills a
+//! Pure: no clock, no kernel. The benchmark (`xtask/bench`, package `traffic-bench`) fills a
 //! [`Report`], `cargo xtask bench` reads the JSON back.
 
 use std::{fmt::Write as _, path::Path};

@@ -1,0 +1,136 @@
+//! Flags, and how much each suite measures.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Suite {
+    TestRun,
+    Veth,
+    Accuracy,
+}
+
+impl Suite {
+    pub(crate) const ALL: [Suite; 3] = [Suite::TestRun, Suite::Veth, Suite::Accuracy];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Suite::TestRun => "testrun",
+            Suite::Veth => "veth",
+            Suite::Accuracy => "accuracy",
+        }
+    }
+}
+
+/// How much to measure.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub(crate) quick: bool,
+    pub(crate) reps: usize,
+    /// Test-run repeats per variant and repetition.
+    pub(crate) repeat: u32,
+    /// Veth flood: frames and time bound per variant and repetition.
+    pub(crate) veth_frames: u64,
+    pub(crate) veth_time: Duration,
+    /// Accuracy: flood duration and frame bound per repetition.
+    pub(crate) accuracy_time: Duration,
+    pub(crate) accuracy_frames: u64,
+}
+
+impl Plan {
+    pub(crate) fn new(quick: bool, reps: Option<usize>) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                reps: reps.unwrap_or(2),
+                repeat: 100_000,
+                veth_frames: 2_000_000,
+                veth_time: Duration::from_secs(2),
+                accuracy_time: Duration::from_secs(2),
+                accuracy_frames: 40_000_000,
+            }
+        } else {
+            Plan {
+                quick,
+                reps: reps.unwrap_or(5),
+                repeat: 1_000_000,
+                veth_frames: 6_000_000,
+                veth_time: Duration::from_secs(3),
+                accuracy_time: Duration::from_secs(10),
+                accuracy_frames: 200_000_000,
+            }
+        }
+    }
+}
+
+pub(crate) struct Args {
+    pub(crate) plan: Plan,
+    pub(crate) json_dir: PathBuf,
+    pub(crate) suites: Vec<Suite>,
+}
+
+fn usage() -> &'static str {
+    "usage: traffic-bench [--quick] [--reps N] [--json-dir DIR] [--only testrun,veth,accuracy]"
+}
+
+pub(crate) fn parse_args() -> Result<Args> {
+    let mut quick = false;
+    let mut reps = None;
+    let mut json_dir = None;
+    let mut suites = Suite::ALL.to_vec();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--reps" => {
+                let n: usize = it.next().context(usage())?.parse().context("--reps N")?;
+                ensure!(n >= 1, "--reps must be at least 1");
+                reps = Some(n);
+            }
+            "--json-dir" => json_dir = Some(PathBuf::from(it.next().context(usage())?)),
+            "--only" => {
+                let list = it.next().context(usage())?;
+                suites = list
+                    .split(',')
+                    .map(|s| {
+                        Suite::ALL
+                            .into_iter()
+                            .find(|x| x.name() == s.trim())
+                            .with_context(|| format!("unknown suite `{s}`; {}", usage()))
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            "-h" | "--help" => {
+                println!("{}", usage());
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument `{other}`; {}", usage()),
+        }
+    }
+    let json_dir = match json_dir {
+        Some(d) => d,
+        None => target_dir()?.join("bench"),
+    };
+    Ok(Args {
+        plan: Plan::new(quick, reps),
+        json_dir,
+        suites,
+    })
+}
+
+/// `CARGO_TARGET_DIR`, or the target directory this binary was built in
+/// (`<target>/<profile>/traffic-bench`).
+fn target_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe().context("locate the bench binary")?;
+    exe.ancestors()
+        .nth(2)
+        .map(Path::to_owned)
+        .context("bench binary is not inside a cargo target directory")
+}

@@ -1,0 +1,352 @@
+//! Suite b, `veth`: receive CPU per packet under a veth flood (see the crate docs).
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context as _, Result};
+use aya::programs::XdpMode;
+use traffic_common::Reason;
+use traffic_ebpf_bench::{self as gen_abi, GenConfig};
+use traffic_lab::{
+    benchstat::{Bound, Report, rotation},
+    flood::{self, FloodNet},
+    peers::{self, Hashlimit, NftMeter, SourceLimit},
+};
+
+use crate::{
+    BURST, MAX_SOURCES, RATE,
+    args::Plan,
+    load::{BenchObject, Traffic, xdp_mut},
+    runs::{Receiver, RxDelta, Samples, Sent, generate, span_secs, udp4},
+};
+
+/// Sources of the veth flood (198.18.0.0/20).
+const VETH_SOURCES: u64 = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peer {
+    None,
+    XdpDrop,
+    Traffic,
+    Nft,
+    Iptables,
+}
+
+impl Peer {
+    pub(crate) const ALL: [Peer; 5] = [
+        Peer::None,
+        Peer::XdpDrop,
+        Peer::Traffic,
+        Peer::Nft,
+        Peer::Iptables,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Peer::None => "none",
+            Peer::XdpDrop => "xdp_drop",
+            Peer::Traffic => "traffic",
+            Peer::Nft => "nft",
+            Peer::Iptables => "iptables",
+        }
+    }
+
+    pub(crate) fn about(self) -> &'static str {
+        match self {
+            Peer::None => "no filter: up the stack to a UDP port nobody listens on",
+            Peer::XdpDrop => "bare XDP_DROP attached (native veth XDP)",
+            Peer::Traffic => {
+                "traffic program attached by the daemon adapter, 10/s burst 10 per source"
+            }
+            Peer::Nft => "nftables netdev ingress per-source meter, 10/s burst 10",
+            Peer::Iptables => "iptables hashlimit (raw PREROUTING), 10/s burst 10 per source",
+        }
+    }
+
+    pub(crate) fn limits(self) -> bool {
+        matches!(self, Peer::Traffic | Peer::Nft | Peer::Iptables)
+    }
+}
+
+fn veth_config(iface: &str) -> String {
+    format!(
+        "[daemon]\ninterfaces = [\"{iface}\"]\nmax_sources = {MAX_SOURCES}\n\
+         [classes.default]\npackets = {{ rate = {RATE}, burst = {BURST} }}\n"
+    )
+}
+
+pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
+    let mut report = Report::new(
+        "veth",
+        "b. receive CPU per packet, veth flood from 4096 sources",
+    );
+    let net = FloodNet::create(&traffic_lab::topo::unique_tag())
+        .context("create the flood namespaces")?;
+    let rx = Receiver::setup(&net, &mut report)?;
+    let mut traffic = Traffic::load("veth", &veth_config(&net.rcv_if), false)?;
+    let limit = SourceLimit {
+        rate_per_sec: RATE,
+        burst: BURST,
+        max_sources: MAX_SOURCES,
+    };
+    let frame = udp4(Ipv4Addr::new(198, 18, 0, 0));
+    report.meta("sources", VETH_SOURCES);
+    report.meta("frames_per_run", plan.veth_frames);
+    report.meta("seconds_per_run_max", plan.veth_time.as_secs_f64());
+    report.meta("frame_bytes", frame.len());
+    report.meta("limit", format!("{RATE}/s burst {BURST} per source"));
+    report.meta("nft", peers::tool_version("nft", "--version"));
+    report.meta("iptables", peers::tool_version("iptables", "--version"));
+    report.meta("nft_ruleset", peers::nft_meter_ruleset(&net.rcv_if, limit));
+    report.meta(
+        "iptables_rule",
+        peers::hashlimit_rule(limit, false).join(" "),
+    );
+    let gen_cfg = GenConfig {
+        family: gen_abi::FAMILY_V4,
+        flood_base: u64::from(u32::from(Ipv4Addr::new(198, 18, 0, 0))),
+        flood_mask: VETH_SOURCES - 1,
+        ..GenConfig::default()
+    };
+    let mut s = Samples::default();
+    // A short warm-up of every variant (not recorded): page pools, maps and hash tables
+    // are in their steady state before the first measurement.
+    let warm = Plan {
+        veth_frames: plan.veth_frames / 10,
+        ..plan.clone()
+    };
+    for v in Peer::ALL {
+        veth_run(
+            bench,
+            &net,
+            &rx,
+            &mut traffic,
+            limit,
+            v,
+            &frame,
+            &gen_cfg,
+            &warm,
+        )?;
+    }
+    for rep in 0..plan.reps {
+        for v in rotation(&Peer::ALL, rep) {
+            let m = veth_run(
+                bench,
+                &net,
+                &rx,
+                &mut traffic,
+                limit,
+                v,
+                &frame,
+                &gen_cfg,
+                plan,
+            )
+            .with_context(|| format!("veth flood, {}", v.name()))?;
+            let n = v.name();
+            s.push(&format!("{n}.ns_per_packet"), rep, m.rx.ns_per_packet());
+            s.push(
+                &format!("{n}.mpps"),
+                rep,
+                m.rx.processed as f64 / m.span / 1e6,
+            );
+            s.push(
+                &format!("{n}.processed_share"),
+                rep,
+                m.rx.processed as f64 / m.sent.frames as f64,
+            );
+            s.push(
+                &format!("{n}.generator_mpps"),
+                rep,
+                m.sent.frames as f64 / m.sent.wall.as_secs_f64() / 1e6,
+            );
+            if v.limits() {
+                let allowance = VETH_SOURCES as f64 * (f64::from(RATE) * m.span + f64::from(BURST));
+                s.push(
+                    &format!("{n}.passed/allowance"),
+                    rep,
+                    m.rx.reached_udp as f64 / allowance,
+                );
+            }
+            if let Some(p) = m.program_passed {
+                s.push(
+                    "traffic.program_passed/udp",
+                    rep,
+                    p as f64 / m.rx.reached_udp.max(1) as f64,
+                );
+            }
+        }
+    }
+    let reps = plan.reps;
+    for v in Peer::ALL {
+        let n = v.name();
+        report.figure(
+            &format!("{n}.ns_per_packet"),
+            "ns/packet",
+            v.about(),
+            s.take(&format!("{n}.ns_per_packet"), reps),
+        );
+    }
+    report.ratio(
+        "traffic/nft",
+        "traffic.ns_per_packet",
+        "nft.ns_per_packet",
+        "traffic's receive CPU over the nftables meter's",
+    );
+    report.ratio(
+        "traffic/xdp_drop",
+        "traffic.ns_per_packet",
+        "xdp_drop.ns_per_packet",
+        "traffic's receive CPU over bare XDP_DROP's",
+    );
+    report.ratio(
+        "traffic/iptables",
+        "traffic.ns_per_packet",
+        "iptables.ns_per_packet",
+        "traffic's receive CPU over iptables hashlimit's",
+    );
+    report.ratio(
+        "traffic/none",
+        "traffic.ns_per_packet",
+        "none.ns_per_packet",
+        "traffic's receive CPU over no filter at all",
+    );
+    report.ratio(
+        "nft/none",
+        "nft.ns_per_packet",
+        "none.ns_per_packet",
+        "nftables meter over no filter",
+    );
+    for v in Peer::ALL {
+        let n = v.name();
+        report.figure(
+            &format!("{n}.mpps"),
+            "Mpps",
+            "frames processed per second of generator time (context only: swings ±40%)",
+            s.take(&format!("{n}.mpps"), reps),
+        );
+    }
+    for v in Peer::ALL {
+        let n = v.name();
+        report.figure(
+            &format!("{n}.processed_share"),
+            "share",
+            "frames the receiver processed / frames generated (the rest: receiver ring full)",
+            s.take(&format!("{n}.processed_share"), reps),
+        );
+    }
+    for v in Peer::ALL {
+        let n = v.name();
+        report.figure(
+            &format!("{n}.generator_mpps"),
+            "Mpps",
+            "frames the generator sent per second (context)",
+            s.take(&format!("{n}.generator_mpps"), reps),
+        );
+    }
+    for v in Peer::ALL.into_iter().filter(|v| v.limits()) {
+        let n = v.name();
+        report.figure(
+            &format!("{n}.passed/allowance"),
+            "share",
+            "datagrams that reached UDP / (4096 × (rate·t + burst)); ≤ 1 holds the limit",
+            s.take(&format!("{n}.passed/allowance"), reps),
+        );
+    }
+    report.figure(
+        "traffic.program_passed/udp",
+        "share",
+        "traffic's own pass counter over what reached UDP (cross-check, ≈ 1)",
+        s.take("traffic.program_passed/udp", reps),
+    );
+    report.target(
+        "veth flood: CPU per packet ≤ 0.3× the nftables meter's",
+        "traffic/nft",
+        Bound::AtMost(0.3),
+        None,
+    );
+    report.target(
+        "veth flood: CPU per packet ≤ 2.5× bare XDP_DROP's",
+        "traffic/xdp_drop",
+        Bound::AtMost(2.5),
+        None,
+    );
+    report.target(
+        "veth flood: traffic passes no more than the limit allows",
+        "traffic.passed/allowance",
+        Bound::AtMost(1.0),
+        None,
+    );
+    drop(traffic);
+    drop(net);
+    Ok(report)
+}
+
+struct VethRun {
+    pub(crate) sent: Sent,
+    pub(crate) rx: RxDelta,
+    /// Generator span (kernel clock), s.
+    pub(crate) span: f64,
+    program_passed: Option<u64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn veth_run(
+    bench: &mut BenchObject,
+    net: &FloodNet,
+    rx: &Receiver,
+    traffic: &mut Traffic,
+    limit: SourceLimit,
+    v: Peer,
+    frame: &[u8],
+    gen_cfg: &GenConfig,
+    plan: &Plan,
+) -> Result<VethRun> {
+    bench.configure(gen_cfg)?;
+    bench.reset()?;
+    let default_slot = traffic.slot("default")?;
+    // Attach the variant; its guard (or explicit detach below) removes it.
+    let mut xdp_link = None;
+    let mut _nft = None;
+    let mut _ipt = None;
+    match v {
+        Peer::None => {}
+        Peer::XdpDrop => {
+            let _in = flood::enter(&net.receiver)?;
+            let iface = std::ffi::CString::new(net.rcv_if.as_str()).context("interface name")?;
+            let prog = xdp_mut(&mut bench.ebpf, gen_abi::FLOOR_PROGRAM)?;
+            xdp_link = Some(
+                prog.attach(iface.as_c_str(), XdpMode::Driver)
+                    .context("attach floor_drop")?,
+            );
+        }
+        Peer::Traffic => traffic.attach(net)?,
+        Peer::Nft => _nft = Some(NftMeter::install(&net.receiver, &net.rcv_if, limit)?),
+        Peer::Iptables => _ipt = Some(Hashlimit::install(&net.receiver, limit)?),
+    }
+    let measured = (|| -> Result<VethRun> {
+        let passed_before = traffic.counter(default_slot, Reason::Pass)?.packets;
+        let a = rx.snapshot(net)?;
+        let sent = generate(bench, net, frame, plan.veth_frames, plan.veth_time)?;
+        let b = rx.snapshot(net)?;
+        let passed_after = traffic.counter(default_slot, Reason::Pass)?.packets;
+        let st = bench.state()?;
+        Ok(VethRun {
+            sent,
+            rx: RxDelta::between(&a, &b),
+            span: span_secs(&st),
+            program_passed: (v == Peer::Traffic).then_some(passed_after - passed_before),
+        })
+    })();
+    match v {
+        Peer::XdpDrop => {
+            if let Some(id) = xdp_link {
+                let _in = flood::enter(&net.receiver)?;
+                xdp_mut(&mut bench.ebpf, gen_abi::FLOOR_PROGRAM)?
+                    .detach(id)
+                    .context("detach floor_drop")?;
+            }
+        }
+        Peer::Traffic => traffic.detach(net)?,
+        _ => {}
+    }
+    measured
+}
