@@ -305,6 +305,40 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
     let unprotected = Traffic::load("testrun-lru", TESTRUN_CONFIG, true)?;
     let guarded = traffic.slot("guarded")?;
     let open = traffic.slot("open")?;
+    let all: Vec<usize> = (0..traffic_lab::netns::online_cpus()).collect();
+    flood::set_affinity(0, &[GEN_CPU])?;
+    let filled = fill_buckets(
+        bench,
+        &mut traffic,
+        guarded,
+        &testrun_fill_config(),
+        TESTRUN_CONFIG,
+    );
+    flood::set_affinity(0, &all)?;
+    report.meta("buckets_before_spoof_admission", filled?);
+    let lab = TestRunLab {
+        traffic,
+        unprotected,
+        frames: frames(),
+        guarded,
+        open,
+    };
+    // One pinned CPU: the rewriter's sequence is per CPU, and a second CPU's sequence
+    // could revisit sources the first one left in the map.
+    flood::set_affinity(0, &[GEN_CPU])?;
+    let result = measure(&lab, bench, plan);
+    flood::set_affinity(0, &all)?;
+    let s = result?;
+    report.meta("repeat_per_run", plan.repeat);
+    report.meta("max_sources", MAX_SOURCES);
+    report.meta("spoofed_sources", SPOOF_MASK + 1);
+    figures(&mut report, s, plan);
+    ratios_and_targets(&mut report);
+    Ok(report)
+}
+
+/// The frames of the known-source variants.
+fn frames() -> BTreeMap<&'static str, Vec<u8>> {
     let mut frames = BTreeMap::new();
     frames.insert("v4_fast", udp4(Ipv4Addr::new(198, 18, 1, 1)));
     frames.insert("v4_fastbytes", udp4(Ipv4Addr::new(198, 18, 4, 1)));
@@ -324,52 +358,32 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         "v6_spoof",
         udp6(Ipv6Addr::new(0x2001, 0xdb8, 0x8000, 0, 0, 0, 0, 1)),
     );
-    let all: Vec<usize> = (0..traffic_lab::netns::online_cpus()).collect();
-    flood::set_affinity(0, &[GEN_CPU])?;
-    let filled = fill_buckets(
-        bench,
-        &mut traffic,
-        guarded,
-        &testrun_fill_config(),
-        TESTRUN_CONFIG,
-    );
-    flood::set_affinity(0, &all)?;
-    report.meta("buckets_before_spoof_admission", filled?);
-    let lab = TestRunLab {
-        traffic,
-        unprotected,
-        frames,
-        guarded,
-        open,
-    };
-    // One pinned CPU: the rewriter's sequence is per CPU, and a second CPU's sequence
-    // could revisit sources the first one left in the map.
-    flood::set_affinity(0, &[GEN_CPU])?;
-    let result = (|| -> Result<Samples> {
-        // Warm-up, not recorded: buckets of the known sources exist (the "dropped" one is
-        // over its limit from the second packet), and the LRU is full, as in a long flood.
-        for v in Tr::ALL {
-            lab.run(bench, v, plan.repeat)?;
-        }
-        let mut s = Samples::default();
-        for rep in 0..plan.reps {
-            for v in rotation(&Tr::ALL, rep) {
-                let (ns, share) = lab.run(bench, v, plan.repeat)?;
-                s.push(&format!("{}.ns", v.name()), rep, ns);
-                if let Some(share) = share {
-                    s.push(&format!("{}.new_source_share", v.name()), rep, share);
-                }
+    frames
+}
+
+/// Every variant once per repetition, in rotating order, after an unrecorded warm-up.
+fn measure(lab: &TestRunLab, bench: &mut BenchObject, plan: &Plan) -> Result<Samples> {
+    // Warm-up, not recorded: buckets of the known sources exist (the "dropped" one is
+    // over its limit from the second packet), and the LRU is full, as in a long flood.
+    for v in Tr::ALL {
+        lab.run(bench, v, plan.repeat)?;
+    }
+    let mut s = Samples::default();
+    for rep in 0..plan.reps {
+        for v in rotation(&Tr::ALL, rep) {
+            let (ns, share) = lab.run(bench, v, plan.repeat)?;
+            s.push(&format!("{}.ns", v.name()), rep, ns);
+            if let Some(share) = share {
+                s.push(&format!("{}.new_source_share", v.name()), rep, share);
             }
         }
-        Ok(s)
-    })();
-    flood::set_affinity(0, &all)?;
-    let mut s = result?;
+    }
+    Ok(s)
+}
+
+/// Raw means, and work = raw − the floor of the same repetition.
+fn figures(report: &mut Report, mut s: Samples, plan: &Plan) {
     let reps = plan.reps;
-    report.meta("repeat_per_run", plan.repeat);
-    report.meta("max_sources", MAX_SOURCES);
-    report.meta("spoofed_sources", SPOOF_MASK + 1);
-    // Raw means, then work = raw − the floor of the same repetition.
     let mut raw = BTreeMap::new();
     for v in Tr::ALL {
         let samples = s.take(&format!("{}.ns", v.name()), reps);
@@ -403,6 +417,10 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
             share,
         );
     }
+}
+
+/// The paired ratios and the targets they are judged by.
+fn ratios_and_targets(report: &mut Report) {
     report.ratio(
         "spoof_admission/known_v6.work",
         "spoof_admission.work_ns",
@@ -451,5 +469,4 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         Bound::AtLeast(0.99),
         None,
     );
-    Ok(report)
 }

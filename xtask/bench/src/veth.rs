@@ -82,100 +82,190 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
     let net = FloodNet::create(&traffic_lab::topo::unique_tag())
         .context("create the flood namespaces")?;
     let rx = Receiver::setup(&net, &mut report)?;
-    let mut traffic = Traffic::load("veth", &veth_config(&net.rcv_if), false)?;
+    let traffic = Traffic::load("veth", &veth_config(&net.rcv_if), false)?;
     let limit = SourceLimit {
         rate_per_sec: RATE,
         burst: BURST,
         max_sources: MAX_SOURCES,
     };
-    let frame = udp4(Ipv4Addr::new(198, 18, 0, 0));
-    report.meta("sources", VETH_SOURCES);
-    report.meta("frames_per_run", plan.veth_frames);
-    report.meta("seconds_per_run_max", plan.veth_time.as_secs_f64());
-    report.meta("frame_bytes", frame.len());
-    report.meta("limit", format!("{RATE}/s burst {BURST} per source"));
-    report.meta("nft", peers::tool_version("nft", "--version"));
-    report.meta("iptables", peers::tool_version("iptables", "--version"));
-    report.meta("nft_ruleset", peers::nft_meter_ruleset(&net.rcv_if, limit));
-    report.meta(
-        "iptables_rule",
-        peers::hashlimit_rule(limit, false).join(" "),
-    );
-    let gen_cfg = GenConfig {
-        family: gen_abi::FAMILY_V4,
-        flood_base: u64::from(u32::from(Ipv4Addr::new(198, 18, 0, 0))),
-        flood_mask: VETH_SOURCES - 1,
-        ..GenConfig::default()
+    let mut lab = VethLab {
+        frame: udp4(Ipv4Addr::new(198, 18, 0, 0)),
+        gen_cfg: GenConfig {
+            family: gen_abi::FAMILY_V4,
+            flood_base: u64::from(u32::from(Ipv4Addr::new(198, 18, 0, 0))),
+            flood_mask: VETH_SOURCES - 1,
+            ..GenConfig::default()
+        },
+        net,
+        rx,
+        traffic,
+        limit,
     };
-    let mut s = Samples::default();
-    // A short warm-up of every variant (not recorded): page pools, maps and hash tables
-    // are in their steady state before the first measurement.
-    let warm = Plan {
-        veth_frames: plan.veth_frames / 10,
-        ..plan.clone()
-    };
-    for v in Peer::ALL {
-        veth_run(
-            bench,
-            &net,
-            &rx,
-            &mut traffic,
-            limit,
-            v,
-            &frame,
-            &gen_cfg,
-            &warm,
-        )?;
+    lab.meta(&mut report, plan);
+    let s = lab.measure(bench, plan)?;
+    figures(&mut report, s, plan.reps);
+    ratios_and_targets(&mut report);
+    Ok(report)
+}
+
+/// The flood namespaces, the receiver's counters and the limiters under test. Fields drop
+/// in order: the traffic program's pins go before the namespaces.
+struct VethLab {
+    frame: Vec<u8>,
+    gen_cfg: GenConfig,
+    traffic: Traffic,
+    rx: Receiver,
+    net: FloodNet,
+    limit: SourceLimit,
+}
+
+impl VethLab {
+    /// What the run measured against: the flood, the limit, the peers' versions and rules.
+    fn meta(&self, report: &mut Report, plan: &Plan) {
+        let (net, limit, frame) = (&self.net, self.limit, &self.frame);
+        report.meta("sources", VETH_SOURCES);
+        report.meta("frames_per_run", plan.veth_frames);
+        report.meta("seconds_per_run_max", plan.veth_time.as_secs_f64());
+        report.meta("frame_bytes", frame.len());
+        report.meta("limit", format!("{RATE}/s burst {BURST} per source"));
+        report.meta("nft", peers::tool_version("nft", "--version"));
+        report.meta("iptables", peers::tool_version("iptables", "--version"));
+        report.meta("nft_ruleset", peers::nft_meter_ruleset(&net.rcv_if, limit));
+        report.meta(
+            "iptables_rule",
+            peers::hashlimit_rule(limit, false).join(" "),
+        );
     }
-    for rep in 0..plan.reps {
-        for v in rotation(&Peer::ALL, rep) {
-            let m = veth_run(
-                bench,
-                &net,
-                &rx,
-                &mut traffic,
-                limit,
-                v,
-                &frame,
-                &gen_cfg,
-                plan,
-            )
-            .with_context(|| format!("veth flood, {}", v.name()))?;
-            let n = v.name();
-            s.push(&format!("{n}.ns_per_packet"), rep, m.rx.ns_per_packet());
-            s.push(
-                &format!("{n}.mpps"),
-                rep,
-                m.rx.processed as f64 / m.span / 1e6,
-            );
-            s.push(
-                &format!("{n}.processed_share"),
-                rep,
-                m.rx.processed as f64 / m.sent.frames as f64,
-            );
-            s.push(
-                &format!("{n}.generator_mpps"),
-                rep,
-                m.sent.frames as f64 / m.sent.wall.as_secs_f64() / 1e6,
-            );
-            if v.limits() {
-                let allowance = VETH_SOURCES as f64 * (f64::from(RATE) * m.span + f64::from(BURST));
-                s.push(
-                    &format!("{n}.passed/allowance"),
-                    rep,
-                    m.rx.reached_udp as f64 / allowance,
-                );
-            }
-            if let Some(p) = m.program_passed {
-                s.push(
-                    "traffic.program_passed/udp",
-                    rep,
-                    p as f64 / m.rx.reached_udp.max(1) as f64,
-                );
+
+    /// Every variant once per repetition, in rotating order, after a short warm-up.
+    fn measure(&mut self, bench: &mut BenchObject, plan: &Plan) -> Result<Samples> {
+        let mut s = Samples::default();
+        // A short warm-up of every variant (not recorded): page pools, maps and hash tables
+        // are in their steady state before the first measurement.
+        let warm = Plan {
+            veth_frames: plan.veth_frames / 10,
+            ..plan.clone()
+        };
+        for v in Peer::ALL {
+            self.run(bench, v, &warm)?;
+        }
+        for rep in 0..plan.reps {
+            for v in rotation(&Peer::ALL, rep) {
+                let m = self
+                    .run(bench, v, plan)
+                    .with_context(|| format!("veth flood, {}", v.name()))?;
+                push_samples(&mut s, rep, v, &m);
             }
         }
+        Ok(s)
     }
-    let reps = plan.reps;
+
+    /// One flood through variant `v`, attached for the run and detached after it.
+    fn run(&mut self, bench: &mut BenchObject, v: Peer, plan: &Plan) -> Result<VethRun> {
+        let (net, limit) = (&self.net, self.limit);
+        let traffic = &mut self.traffic;
+        bench.configure(&self.gen_cfg)?;
+        bench.reset()?;
+        let default_slot = traffic.slot("default")?;
+        // Attach the variant; its guard (or explicit detach below) removes it.
+        let mut xdp_link = None;
+        let mut _nft = None;
+        let mut _ipt = None;
+        match v {
+            Peer::None => {}
+            Peer::XdpDrop => {
+                let _in = flood::enter(&net.receiver)?;
+                let iface =
+                    std::ffi::CString::new(net.rcv_if.as_str()).context("interface name")?;
+                let prog = xdp_mut(&mut bench.ebpf, gen_abi::FLOOR_PROGRAM)?;
+                xdp_link = Some(
+                    prog.attach(iface.as_c_str(), XdpMode::Driver)
+                        .context("attach floor_drop")?,
+                );
+            }
+            Peer::Traffic => traffic.attach(net)?,
+            Peer::Nft => _nft = Some(NftMeter::install(&net.receiver, &net.rcv_if, limit)?),
+            Peer::Iptables => _ipt = Some(Hashlimit::install(&net.receiver, limit)?),
+        }
+        let measured = self.flood(bench, v, default_slot, plan);
+        let (net, traffic) = (&self.net, &mut self.traffic);
+        match v {
+            Peer::XdpDrop => {
+                if let Some(id) = xdp_link {
+                    let _in = flood::enter(&net.receiver)?;
+                    xdp_mut(&mut bench.ebpf, gen_abi::FLOOR_PROGRAM)?
+                        .detach(id)
+                        .context("detach floor_drop")?;
+                }
+            }
+            Peer::Traffic => traffic.detach(net)?,
+            _ => {}
+        }
+        measured
+    }
+
+    /// The flood itself, with the receiver's and the program's counters around it.
+    fn flood(
+        &self,
+        bench: &mut BenchObject,
+        v: Peer,
+        default_slot: u32,
+        plan: &Plan,
+    ) -> Result<VethRun> {
+        let (net, rx, traffic, frame) = (&self.net, &self.rx, &self.traffic, &self.frame);
+        let passed_before = traffic.counter(default_slot, Reason::Pass)?.packets;
+        let a = rx.snapshot(net)?;
+        let sent = generate(bench, net, frame, plan.veth_frames, plan.veth_time)?;
+        let b = rx.snapshot(net)?;
+        let passed_after = traffic.counter(default_slot, Reason::Pass)?.packets;
+        let st = bench.state()?;
+        Ok(VethRun {
+            sent,
+            rx: RxDelta::between(&a, &b),
+            span: span_secs(&st),
+            program_passed: (v == Peer::Traffic).then_some(passed_after - passed_before),
+        })
+    }
+}
+
+/// One run's figures, under the variant's names.
+fn push_samples(s: &mut Samples, rep: usize, v: Peer, m: &VethRun) {
+    let n = v.name();
+    s.push(&format!("{n}.ns_per_packet"), rep, m.rx.ns_per_packet());
+    s.push(
+        &format!("{n}.mpps"),
+        rep,
+        m.rx.processed as f64 / m.span / 1e6,
+    );
+    s.push(
+        &format!("{n}.processed_share"),
+        rep,
+        m.rx.processed as f64 / m.sent.frames as f64,
+    );
+    s.push(
+        &format!("{n}.generator_mpps"),
+        rep,
+        m.sent.frames as f64 / m.sent.wall.as_secs_f64() / 1e6,
+    );
+    if v.limits() {
+        let allowance = VETH_SOURCES as f64 * (f64::from(RATE) * m.span + f64::from(BURST));
+        s.push(
+            &format!("{n}.passed/allowance"),
+            rep,
+            m.rx.reached_udp as f64 / allowance,
+        );
+    }
+    if let Some(p) = m.program_passed {
+        s.push(
+            "traffic.program_passed/udp",
+            rep,
+            p as f64 / m.rx.reached_udp.max(1) as f64,
+        );
+    }
+}
+
+/// Receive CPU per packet and the context figures of every variant.
+fn figures(report: &mut Report, mut s: Samples, reps: usize) {
     for v in Peer::ALL {
         let n = v.name();
         report.figure(
@@ -185,36 +275,6 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
             s.take(&format!("{n}.ns_per_packet"), reps),
         );
     }
-    report.ratio(
-        "traffic/nft",
-        "traffic.ns_per_packet",
-        "nft.ns_per_packet",
-        "traffic's receive CPU over the nftables meter's",
-    );
-    report.ratio(
-        "traffic/xdp_drop",
-        "traffic.ns_per_packet",
-        "xdp_drop.ns_per_packet",
-        "traffic's receive CPU over bare XDP_DROP's",
-    );
-    report.ratio(
-        "traffic/iptables",
-        "traffic.ns_per_packet",
-        "iptables.ns_per_packet",
-        "traffic's receive CPU over iptables hashlimit's",
-    );
-    report.ratio(
-        "traffic/none",
-        "traffic.ns_per_packet",
-        "none.ns_per_packet",
-        "traffic's receive CPU over no filter at all",
-    );
-    report.ratio(
-        "nft/none",
-        "nft.ns_per_packet",
-        "none.ns_per_packet",
-        "nftables meter over no filter",
-    );
     for v in Peer::ALL {
         let n = v.name();
         report.figure(
@@ -257,6 +317,40 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         "traffic's own pass counter over what reached UDP (cross-check, ≈ 1)",
         s.take("traffic.program_passed/udp", reps),
     );
+}
+
+/// The paired ratios and the targets they are judged by.
+fn ratios_and_targets(report: &mut Report) {
+    report.ratio(
+        "traffic/nft",
+        "traffic.ns_per_packet",
+        "nft.ns_per_packet",
+        "traffic's receive CPU over the nftables meter's",
+    );
+    report.ratio(
+        "traffic/xdp_drop",
+        "traffic.ns_per_packet",
+        "xdp_drop.ns_per_packet",
+        "traffic's receive CPU over bare XDP_DROP's",
+    );
+    report.ratio(
+        "traffic/iptables",
+        "traffic.ns_per_packet",
+        "iptables.ns_per_packet",
+        "traffic's receive CPU over iptables hashlimit's",
+    );
+    report.ratio(
+        "traffic/none",
+        "traffic.ns_per_packet",
+        "none.ns_per_packet",
+        "traffic's receive CPU over no filter at all",
+    );
+    report.ratio(
+        "nft/none",
+        "nft.ns_per_packet",
+        "none.ns_per_packet",
+        "nftables meter over no filter",
+    );
     report.target(
         "veth flood: CPU per packet ≤ 0.3× the nftables meter's",
         "traffic/nft",
@@ -275,78 +369,12 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         Bound::AtMost(1.0),
         None,
     );
-    drop(traffic);
-    drop(net);
-    Ok(report)
 }
 
 struct VethRun {
-    pub(crate) sent: Sent,
-    pub(crate) rx: RxDelta,
+    sent: Sent,
+    rx: RxDelta,
     /// Generator span (kernel clock), s.
-    pub(crate) span: f64,
+    span: f64,
     program_passed: Option<u64>,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn veth_run(
-    bench: &mut BenchObject,
-    net: &FloodNet,
-    rx: &Receiver,
-    traffic: &mut Traffic,
-    limit: SourceLimit,
-    v: Peer,
-    frame: &[u8],
-    gen_cfg: &GenConfig,
-    plan: &Plan,
-) -> Result<VethRun> {
-    bench.configure(gen_cfg)?;
-    bench.reset()?;
-    let default_slot = traffic.slot("default")?;
-    // Attach the variant; its guard (or explicit detach below) removes it.
-    let mut xdp_link = None;
-    let mut _nft = None;
-    let mut _ipt = None;
-    match v {
-        Peer::None => {}
-        Peer::XdpDrop => {
-            let _in = flood::enter(&net.receiver)?;
-            let iface = std::ffi::CString::new(net.rcv_if.as_str()).context("interface name")?;
-            let prog = xdp_mut(&mut bench.ebpf, gen_abi::FLOOR_PROGRAM)?;
-            xdp_link = Some(
-                prog.attach(iface.as_c_str(), XdpMode::Driver)
-                    .context("attach floor_drop")?,
-            );
-        }
-        Peer::Traffic => traffic.attach(net)?,
-        Peer::Nft => _nft = Some(NftMeter::install(&net.receiver, &net.rcv_if, limit)?),
-        Peer::Iptables => _ipt = Some(Hashlimit::install(&net.receiver, limit)?),
-    }
-    let measured = (|| -> Result<VethRun> {
-        let passed_before = traffic.counter(default_slot, Reason::Pass)?.packets;
-        let a = rx.snapshot(net)?;
-        let sent = generate(bench, net, frame, plan.veth_frames, plan.veth_time)?;
-        let b = rx.snapshot(net)?;
-        let passed_after = traffic.counter(default_slot, Reason::Pass)?.packets;
-        let st = bench.state()?;
-        Ok(VethRun {
-            sent,
-            rx: RxDelta::between(&a, &b),
-            span: span_secs(&st),
-            program_passed: (v == Peer::Traffic).then_some(passed_after - passed_before),
-        })
-    })();
-    match v {
-        Peer::XdpDrop => {
-            if let Some(id) = xdp_link {
-                let _in = flood::enter(&net.receiver)?;
-                xdp_mut(&mut bench.ebpf, gen_abi::FLOOR_PROGRAM)?
-                    .detach(id)
-                    .context("detach floor_drop")?;
-            }
-        }
-        Peer::Traffic => traffic.detach(net)?,
-        _ => {}
-    }
-    measured
 }
