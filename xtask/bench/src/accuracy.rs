@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use traffic_common::{BucketKey, Reason};
 use traffic_daemon::dataplane::Dataplane as _;
-use traffic_ebpf_bench::{self as gen_abi, GenConfig};
+use traffic_ebpf_bench::{self as gen_abi, GenConfig, GenState, LegitStat};
 use traffic_lab::{
     benchstat::{Bound, Report, rotation},
     flood::{self, FloodNet},
@@ -82,22 +82,7 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         .context("create the flood namespaces")?;
     let rx = Receiver::setup(&net, &mut report)?;
     let mut with = Traffic::load("acc-adm", &accuracy_config(&net.rcv_if, true), true)?;
-    // The bucket map full of admitted spoofed sources, as after a long flood: admitted
-    // sources then evict others, and lookups of new sources miss a cold table.
-    let all: Vec<usize> = (0..traffic_lab::netns::online_cpus()).collect();
-    flood::set_affinity(0, &[GEN_CPU])?;
-    let slot = with.slot("default")?;
-    let filled = fill_buckets(
-        bench,
-        &mut with,
-        slot,
-        &accuracy_config(&net.rcv_if, true).replace(
-            &format!("admission = {{ rate = {ADMISSION_RATE}, burst = {ADMISSION_RATE} }}"),
-            "admission = { rate = 1000000000, burst = 1000000000 }",
-        ),
-        &accuracy_config(&net.rcv_if, true),
-    );
-    flood::set_affinity(0, &all)?;
+    let filled = fill_like_a_long_flood(bench, &mut with, &net.rcv_if);
     report.meta("buckets_before_first_flood", filled?);
     let mut without = Traffic::load("acc-lru", &accuracy_config(&net.rcv_if, false), false)?;
     let legit_pps = f64::from(RATE * LEGIT_OVERSEND);
@@ -109,6 +94,59 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         legit_count: u64::from(LEGIT),
         legit_interval_ns: (1e9 / (legit_pps * f64::from(LEGIT))) as u64,
     };
+    meta(&mut report, plan, legit_pps);
+    let mut s = Samples::default();
+    for rep in 0..plan.reps {
+        for adm in rotation(&VARIANTS, rep) {
+            let traffic = if adm { &mut with } else { &mut without };
+            let m = accuracy_run(bench, &net, &rx, traffic, &gen_cfg, plan)
+                .with_context(|| format!("accuracy, {}", name(adm)))?;
+            push_samples(&mut s, rep, adm, &m);
+        }
+    }
+    figures(&mut report, s, plan.reps);
+    targets(&mut report);
+    drop(with);
+    drop(without);
+    drop(net);
+    Ok(report)
+}
+
+/// The variants: admission on, then off.
+const VARIANTS: [bool; 2] = [true, false];
+
+fn name(admission: bool) -> &'static str {
+    if admission {
+        "admission"
+    } else {
+        "no_admission"
+    }
+}
+
+/// Fill the bucket map with admitted spoofed sources, as after a long flood: admitted
+/// sources then evict others, and lookups of new sources miss a cold table. Returns the
+/// buckets the map then holds.
+fn fill_like_a_long_flood(bench: &mut BenchObject, with: &mut Traffic, iface: &str) -> Result<u64> {
+    let all: Vec<usize> = (0..traffic_lab::netns::online_cpus()).collect();
+    flood::set_affinity(0, &[GEN_CPU])?;
+    let filled = with.slot("default").and_then(|slot| {
+        fill_buckets(
+            bench,
+            with,
+            slot,
+            &accuracy_config(iface, true).replace(
+                &format!("admission = {{ rate = {ADMISSION_RATE}, burst = {ADMISSION_RATE} }}"),
+                "admission = { rate = 1000000000, burst = 1000000000 }",
+            ),
+            &accuracy_config(iface, true),
+        )
+    });
+    flood::set_affinity(0, &all)?;
+    filled
+}
+
+/// What the run measured against.
+fn meta(report: &mut Report, plan: &Plan, legit_pps: f64) {
     report.meta("spoofed_sources", SPOOF_MASK + 1);
     report.meta("legit_sources", LEGIT);
     report.meta("legit_pps_each", legit_pps);
@@ -123,119 +161,119 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
     );
     report.meta("flood_seconds", plan.accuracy_time.as_secs_f64());
     report.meta("max_sources", MAX_SOURCES);
-    let variants = [true, false];
-    let name = |adm: bool| if adm { "admission" } else { "no_admission" };
-    let mut s = Samples::default();
-    for rep in 0..plan.reps {
-        for adm in rotation(&variants, rep) {
-            let traffic = if adm { &mut with } else { &mut without };
-            let m = accuracy_run(bench, &net, &rx, traffic, &gen_cfg, plan)
-                .with_context(|| format!("accuracy, {}", name(adm)))?;
-            let n = name(adm);
-            s.push(&format!("{n}.legit_kept_min"), rep, m.kept_min);
-            s.push(&format!("{n}.legit_kept_median"), rep, m.kept_median);
-            s.push(&format!("{n}.legit_kept_max"), rep, m.kept_max);
-            s.push(&format!("{n}.legit_excess_max"), rep, m.excess_max);
-            s.push(&format!("{n}.legit_reached_min"), rep, m.reached_min);
-            s.push(
-                &format!("{n}.legit_kept_of_reached_min"),
-                rep,
-                m.kept_of_reached_min,
-            );
-            s.push(
-                &format!("{n}.spoofed_sources_received_est"),
-                rep,
-                m.distinct_received_est,
-            );
-            s.push(&format!("{n}.spoofed_sources"), rep, m.distinct as f64);
-            s.push(
-                &format!("{n}.flood_mpps"),
-                rep,
-                m.processed as f64 / m.span / 1e6,
-            );
-            s.push(&format!("{n}.ns_per_packet"), rep, m.ns_per_packet);
-            s.push(
-                &format!("{n}.flood_passed_per_s"),
-                rep,
-                m.flood_passed as f64 / m.span,
-            );
-            if adm {
-                s.push(
-                    "admission.overflow_passed/allowance",
-                    rep,
-                    m.overflow_passed as f64 / m.overflow_allowance,
-                );
-                s.push("admission.overflow_passed", rep, m.overflow_passed as f64);
-                s.push("admission.receiver_lag_ms", rep, m.lag * 1e3);
-                s.push(
-                    "admission.overflow_excess",
-                    rep,
-                    m.overflow_passed as f64 - m.overflow_allowance,
-                );
-            }
-        }
+}
+
+/// One run's figures, under the variant's names.
+fn push_samples(s: &mut Samples, rep: usize, adm: bool, m: &AccuracyRun) {
+    let n = name(adm);
+    s.push(&format!("{n}.legit_kept_min"), rep, m.kept_min);
+    s.push(&format!("{n}.legit_kept_median"), rep, m.kept_median);
+    s.push(&format!("{n}.legit_kept_max"), rep, m.kept_max);
+    s.push(&format!("{n}.legit_excess_max"), rep, m.excess_max);
+    s.push(&format!("{n}.legit_reached_min"), rep, m.reached_min);
+    s.push(
+        &format!("{n}.legit_kept_of_reached_min"),
+        rep,
+        m.kept_of_reached_min,
+    );
+    s.push(
+        &format!("{n}.spoofed_sources_received_est"),
+        rep,
+        m.distinct_received_est,
+    );
+    s.push(&format!("{n}.spoofed_sources"), rep, m.distinct as f64);
+    s.push(
+        &format!("{n}.flood_mpps"),
+        rep,
+        m.processed as f64 / m.span / 1e6,
+    );
+    s.push(&format!("{n}.ns_per_packet"), rep, m.ns_per_packet);
+    s.push(
+        &format!("{n}.flood_passed_per_s"),
+        rep,
+        m.flood_passed as f64 / m.span,
+    );
+    if adm {
+        s.push(
+            "admission.overflow_passed/allowance",
+            rep,
+            m.overflow_passed as f64 / m.overflow_allowance,
+        );
+        s.push("admission.overflow_passed", rep, m.overflow_passed as f64);
+        s.push("admission.receiver_lag_ms", rep, m.lag * 1e3);
+        s.push(
+            "admission.overflow_excess",
+            rep,
+            m.overflow_passed as f64 - m.overflow_allowance,
+        );
     }
-    let reps = plan.reps;
-    for adm in variants {
+}
+
+/// The figures of each variant: name, unit, what it is.
+const VARIANT_FIGURES: [(&str, &str, &str); 11] = [
+    (
+        "legit_kept_min",
+        "share",
+        "worst legitimate source: passed / (rate·t + burst)",
+    ),
+    (
+        "legit_kept_median",
+        "share",
+        "median legitimate source: passed / (rate·t + burst)",
+    ),
+    (
+        "legit_kept_max",
+        "share",
+        "best legitimate source (> 1: it got more than its limit)",
+    ),
+    (
+        "legit_excess_max",
+        "packets",
+        "most packets a legitimate source passed beyond rate·(t + receiver lag) + burst",
+    ),
+    (
+        "legit_reached_min",
+        "share",
+        "worst legitimate source: packets that reached the program / (rate·t + burst) (< 1: the veth ring dropped them first)",
+    ),
+    (
+        "legit_kept_of_reached_min",
+        "share",
+        "worst legitimate source: passed / min(rate·t + burst, packets that reached the program)",
+    ),
+    (
+        "spoofed_sources",
+        "sources",
+        "distinct spoofed sources the generator sent",
+    ),
+    (
+        "spoofed_sources_received_est",
+        "sources",
+        "distinct spoofed sources the receiver processed, estimated: 2²⁰·(1 − (1 − processed share)^(sent / 2²⁰))",
+    ),
+    (
+        "flood_mpps",
+        "Mpps",
+        "frames processed per second (context)",
+    ),
+    (
+        "ns_per_packet",
+        "ns/packet",
+        "receive CPU per packet during the flood (context)",
+    ),
+    (
+        "flood_passed_per_s",
+        "packets/s",
+        "spoofed packets that reached the sink per second",
+    ),
+];
+
+/// Every variant's figures, and the overflow bucket's.
+fn figures(report: &mut Report, mut s: Samples, reps: usize) {
+    for adm in VARIANTS {
         let n = name(adm);
         let what = if adm { "admission on" } else { "admission off" };
-        for (k, unit, about) in [
-            (
-                "legit_kept_min",
-                "share",
-                "worst legitimate source: passed / (rate·t + burst)",
-            ),
-            (
-                "legit_kept_median",
-                "share",
-                "median legitimate source: passed / (rate·t + burst)",
-            ),
-            (
-                "legit_kept_max",
-                "share",
-                "best legitimate source (> 1: it got more than its limit)",
-            ),
-            (
-                "legit_excess_max",
-                "packets",
-                "most packets a legitimate source passed beyond rate·(t + receiver lag) + burst",
-            ),
-            (
-                "legit_reached_min",
-                "share",
-                "worst legitimate source: packets that reached the program / (rate·t + burst) (< 1: the veth ring dropped them first)",
-            ),
-            (
-                "legit_kept_of_reached_min",
-                "share",
-                "worst legitimate source: passed / min(rate·t + burst, packets that reached the program)",
-            ),
-            (
-                "spoofed_sources",
-                "sources",
-                "distinct spoofed sources the generator sent",
-            ),
-            (
-                "spoofed_sources_received_est",
-                "sources",
-                "distinct spoofed sources the receiver processed, estimated: 2²⁰·(1 − (1 − processed share)^(sent / 2²⁰))",
-            ),
-            (
-                "flood_mpps",
-                "Mpps",
-                "frames processed per second (context)",
-            ),
-            (
-                "ns_per_packet",
-                "ns/packet",
-                "receive CPU per packet during the flood (context)",
-            ),
-            (
-                "flood_passed_per_s",
-                "packets/s",
-                "spoofed packets that reached the sink per second",
-            ),
-        ] {
+        for (k, unit, about) in VARIANT_FIGURES {
             let fname = format!("{n}.{k}");
             report.figure(
                 &fname,
@@ -269,6 +307,10 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         "overflow passes / (overflow rate·t + burst), t the flood's span",
         s.take("admission.overflow_passed/allowance", reps),
     );
+}
+
+/// The targets the suite is judged by.
+fn targets(report: &mut Report) {
     report.target(
         "flood from ≥ 1,000,000 distinct spoofed sources",
         "admission.spoofed_sources",
@@ -293,10 +335,6 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         Bound::AtMost(1.0),
         None,
     );
-    drop(with);
-    drop(without);
-    drop(net);
-    Ok(report)
 }
 
 struct AccuracyRun {
@@ -321,6 +359,70 @@ struct AccuracyRun {
     lag: f64,
 }
 
+/// The legitimate sources as the sink and the program saw them.
+#[derive(Default)]
+struct LegitSeen {
+    /// Per source: passed / allowance.
+    kept: Vec<f64>,
+    /// Per source: packets that reached the program / allowance.
+    reached: Vec<f64>,
+    /// Per source: passed / min(allowance, packets that reached the program).
+    kept_of_reached: Vec<f64>,
+    /// Most packets a source passed beyond rate·(t + lag) + burst.
+    excess_max: f64,
+    /// Packets of all legitimate sources that reached the sink.
+    passed: u64,
+}
+
+/// What each legitimate source sent, what reached the program and what passed.
+fn legit_seen(
+    legit: &[LegitStat],
+    counts: &traffic_lab::udp::Counts,
+    (before, after): (&BTreeMap<[u8; 16], u64>, &BTreeMap<[u8; 16], u64>),
+    slot: u32,
+    lag: f64,
+) -> Result<LegitSeen> {
+    let debug = std::env::var_os("TRAFFIC_BENCH_DEBUG").is_some();
+    let mut seen_all = LegitSeen {
+        excess_max: f64::NEG_INFINITY,
+        ..LegitSeen::default()
+    };
+    for (i, l) in legit.iter().enumerate() {
+        ensure!(l.sent > 0, "legitimate source {i} sent nothing");
+        let t = (l.last_ns - l.first_ns) as f64 / 1e9;
+        let allowance = f64::from(RATE) * t + f64::from(BURST);
+        let passed = counts
+            .get(&IpAddr::V6(legit_addr(i as u32)))
+            .copied()
+            .unwrap_or(0);
+        seen_all.passed += passed;
+        seen_all.kept.push(passed as f64 / allowance);
+        let bound = allowance + f64::from(RATE) * lag;
+        seen_all.excess_max = seen_all.excess_max.max(passed as f64 - bound);
+        // What reached the program (its bucket's count; gone if the LRU evicted it).
+        let key = legit_key(i as u32, slot).addr;
+        let seen = match (before.get(&key), after.get(&key)) {
+            (Some(b), Some(a)) if a >= b => Some(a - b),
+            _ => None,
+        };
+        seen_all
+            .reached
+            .push(seen.map_or(f64::NAN, |n| n as f64 / allowance));
+        seen_all
+            .kept_of_reached
+            .push(seen.map_or(f64::NAN, |n| passed as f64 / allowance.min(n as f64)));
+        if debug {
+            eprintln!(
+                "legit {i}: sent {} over {t:.3} s, reached the program {seen:?}, passed (sink) {passed}, allowance {allowance:.1}",
+                l.sent
+            );
+        }
+    }
+    Ok(seen_all)
+}
+
+/// One flood through `traffic`: its legitimate sources tracked first, then the flood with
+/// them interleaved; what each kept and what the overflow bucket passed.
 fn accuracy_run(
     bench: &mut BenchObject,
     net: &FloodNet,
@@ -332,114 +434,122 @@ fn accuracy_run(
     let slot = traffic.slot("default")?;
     traffic.attach(net)?;
     let measured = (|| -> Result<AccuracyRun> {
-        // The legitimate sources are tracked: one packet each through the program itself
-        // (so it knows them however it tracks sources), then their buckets refill.
-        for i in 0..LEGIT {
-            let (action, _) = traffic.kernel.test_run(&udp6(legit_addr(i)), 1)?;
-            ensure!(
-                action == XDP_PASS,
-                "tracking legitimate source {i}: action {action}"
-            );
-        }
-        let before: BTreeMap<[u8; 16], u64> = legit_buckets(traffic, slot)?;
-        ensure!(
-            before.len() == LEGIT as usize,
-            "only {} of {LEGIT} legitimate sources got a bucket",
-            before.len()
-        );
-        std::thread::sleep(Duration::from_secs_f64(2.0 / f64::from(RATE)));
+        let before = track_legit(traffic, slot)?;
         bench.configure(gen_cfg)?;
         bench.reset()?;
-        let sink = traffic_lab::udp::UdpSink::start(&net.receiver, FLOOD_PORT, 1)?;
-        let stats_before = traffic.class_stats(slot)?;
-        let over_before = traffic.counter(slot, Reason::Overflow)?.packets;
-        let full_before = traffic.counter(slot, Reason::MapFull)?.packets;
-        let a = rx.snapshot(net)?;
-        let template = udp6(Ipv6Addr::new(0x2001, 0xdb8, 0x8000, 0, 0, 0, 0, 1));
-        generate(
-            bench,
-            net,
-            &template,
-            plan.accuracy_frames,
-            plan.accuracy_time,
-        )?;
-        let sent_end = Instant::now();
-        let idle = net.idle_since(Duration::from_secs(2))?;
-        let b = rx.snapshot(net)?;
-        // The receiver handles frames after the generator sent them — by a ring's worth, or
-        // more when its thread is preempted. No frame is handled after its frame count
-        // stopped moving (`idle_since` finds when): the limits' upper bounds use the
-        // generator's span plus this lag, so they are bounds on what the program could see.
-        let lag = idle.saturating_duration_since(sent_end).as_secs_f64();
-        let counts = sink.finish(Duration::from_secs(1));
-        let stats_after = traffic.class_stats(slot)?;
-        let over_after = traffic.counter(slot, Reason::Overflow)?.packets;
-        let full_after = traffic.counter(slot, Reason::MapFull)?.packets;
-        let st = bench.state()?;
+        let f = flood_once(bench, net, rx, traffic, slot, plan)?;
         let legit = bench.legit_stats(LEGIT)?;
         let after = legit_buckets(traffic, slot)?;
-        let span = span_secs(&st);
-        let debug = std::env::var_os("TRAFFIC_BENCH_DEBUG").is_some();
-        let mut kept = Vec::new();
-        let mut reached = Vec::new();
-        let mut kept_of_reached = Vec::new();
-        let mut excess_max = f64::NEG_INFINITY;
-        let mut legit_passed = 0u64;
-        for (i, l) in legit.iter().enumerate() {
-            ensure!(l.sent > 0, "legitimate source {i} sent nothing");
-            let t = (l.last_ns - l.first_ns) as f64 / 1e9;
-            let allowance = f64::from(RATE) * t + f64::from(BURST);
-            let passed = counts
-                .get(&IpAddr::V6(legit_addr(i as u32)))
-                .copied()
-                .unwrap_or(0);
-            legit_passed += passed;
-            kept.push(passed as f64 / allowance);
-            let bound = allowance + f64::from(RATE) * lag;
-            excess_max = excess_max.max(passed as f64 - bound);
-            // What reached the program (its bucket's count; gone if the LRU evicted it).
-            let key = legit_key(i as u32, slot).addr;
-            let seen = match (before.get(&key), after.get(&key)) {
-                (Some(b), Some(a)) if a >= b => Some(a - b),
-                _ => None,
-            };
-            reached.push(seen.map_or(f64::NAN, |n| n as f64 / allowance));
-            kept_of_reached
-                .push(seen.map_or(f64::NAN, |n| passed as f64 / allowance.min(n as f64)));
-            if debug {
-                eprintln!(
-                    "legit {i}: sent {} over {t:.3} s, reached the program {seen:?}, passed (sink) {passed}, allowance {allowance:.1}",
-                    l.sent
-                );
-            }
-        }
-        let sum = traffic_lab::benchstat::summarize(&kept).context("no legitimate sources")?;
-        let min_of = |v: &[f64]| traffic_lab::benchstat::summarize(v).map_or(f64::NAN, |s| s.min);
-        let total: u64 = counts.values().sum();
-        let overflowed = stats_after.overflowed - stats_before.overflowed;
-        let refused = (over_after - over_before) + (full_after - full_before);
-        let rx = RxDelta::between(&a, &b);
-        let space = (SPOOF_MASK + 1) as f64;
-        let share = (rx.processed as f64 / (st.seq + st.legit_sent).max(1) as f64).min(1.0);
-        let cycles = st.seq as f64 / space;
-        Ok(AccuracyRun {
-            kept_min: sum.min,
-            kept_median: sum.median,
-            kept_max: sum.max,
-            reached_min: min_of(&reached),
-            kept_of_reached_min: min_of(&kept_of_reached),
-            excess_max,
-            distinct: st.seq.min(SPOOF_MASK + 1),
-            distinct_received_est: space * (1.0 - (1.0 - share).powf(cycles)),
-            processed: rx.processed,
-            span,
-            ns_per_packet: rx.ns_per_packet(),
-            flood_passed: total - legit_passed,
-            overflow_passed: overflowed.saturating_sub(refused),
-            overflow_allowance: f64::from(OVERFLOW_RATE) * (span + lag) + f64::from(OVERFLOW_BURST),
-            lag,
-        })
+        let seen = legit_seen(&legit, &f.counts, (&before, &after), slot, f.lag)?;
+        summarise(&f, &seen)
     })();
     traffic.detach(net)?;
     measured
+}
+
+/// Track the legitimate sources: one packet each through the program itself (so it knows
+/// them however it tracks sources), then let their buckets refill. Returns their buckets'
+/// packet counts.
+fn track_legit(traffic: &Traffic, slot: u32) -> Result<BTreeMap<[u8; 16], u64>> {
+    for i in 0..LEGIT {
+        let (action, _) = traffic.kernel.test_run(&udp6(legit_addr(i)), 1)?;
+        ensure!(
+            action == XDP_PASS,
+            "tracking legitimate source {i}: action {action}"
+        );
+    }
+    let before = legit_buckets(traffic, slot)?;
+    ensure!(
+        before.len() == LEGIT as usize,
+        "only {} of {LEGIT} legitimate sources got a bucket",
+        before.len()
+    );
+    std::thread::sleep(Duration::from_secs_f64(2.0 / f64::from(RATE)));
+    Ok(before)
+}
+
+/// What one flood left behind: the sink's counts, the receiver's and the class's counters.
+struct Flood {
+    counts: traffic_lab::udp::Counts,
+    rx: RxDelta,
+    state: GenState,
+    /// Seconds from the generator's end until the receiver was idle.
+    lag: f64,
+    /// Packets the class sent to the overflow bucket.
+    overflowed: u64,
+    /// Of those, refused by the overflow bucket or for a full map.
+    refused: u64,
+}
+
+/// Run the generator (flood and legitimate sources) into the receiver with a UDP sink.
+fn flood_once(
+    bench: &mut BenchObject,
+    net: &FloodNet,
+    rx: &Receiver,
+    traffic: &Traffic,
+    slot: u32,
+    plan: &Plan,
+) -> Result<Flood> {
+    let sink = traffic_lab::udp::UdpSink::start(&net.receiver, FLOOD_PORT, 1)?;
+    let stats_before = traffic.class_stats(slot)?;
+    let over_before = traffic.counter(slot, Reason::Overflow)?.packets;
+    let full_before = traffic.counter(slot, Reason::MapFull)?.packets;
+    let a = rx.snapshot(net)?;
+    let template = udp6(Ipv6Addr::new(0x2001, 0xdb8, 0x8000, 0, 0, 0, 0, 1));
+    generate(
+        bench,
+        net,
+        &template,
+        plan.accuracy_frames,
+        plan.accuracy_time,
+    )?;
+    let sent_end = Instant::now();
+    let idle = net.idle_since(Duration::from_secs(2))?;
+    let b = rx.snapshot(net)?;
+    // The receiver handles frames after the generator sent them — by a ring's worth, or
+    // more when its thread is preempted. No frame is handled after its frame count
+    // stopped moving (`idle_since` finds when): the limits' upper bounds use the
+    // generator's span plus this lag, so they are bounds on what the program could see.
+    let lag = idle.saturating_duration_since(sent_end).as_secs_f64();
+    let counts = sink.finish(Duration::from_secs(1));
+    let stats_after = traffic.class_stats(slot)?;
+    let over_after = traffic.counter(slot, Reason::Overflow)?.packets;
+    let full_after = traffic.counter(slot, Reason::MapFull)?.packets;
+    Ok(Flood {
+        counts,
+        rx: RxDelta::between(&a, &b),
+        state: bench.state()?,
+        lag,
+        overflowed: stats_after.overflowed - stats_before.overflowed,
+        refused: (over_after - over_before) + (full_after - full_before),
+    })
+}
+
+/// The run's figures from the flood and the legitimate sources.
+fn summarise(f: &Flood, seen: &LegitSeen) -> Result<AccuracyRun> {
+    let min_of = |v: &[f64]| traffic_lab::benchstat::summarize(v).map_or(f64::NAN, |s| s.min);
+    let kept = traffic_lab::benchstat::summarize(&seen.kept).context("no legitimate sources")?;
+    let total: u64 = f.counts.values().sum();
+    let st = &f.state;
+    let span = span_secs(st);
+    let space = (SPOOF_MASK + 1) as f64;
+    let share = (f.rx.processed as f64 / (st.seq + st.legit_sent).max(1) as f64).min(1.0);
+    let cycles = st.seq as f64 / space;
+    Ok(AccuracyRun {
+        kept_min: kept.min,
+        kept_median: kept.median,
+        kept_max: kept.max,
+        reached_min: min_of(&seen.reached),
+        kept_of_reached_min: min_of(&seen.kept_of_reached),
+        excess_max: seen.excess_max,
+        distinct: st.seq.min(SPOOF_MASK + 1),
+        distinct_received_est: space * (1.0 - (1.0 - share).powf(cycles)),
+        processed: f.rx.processed,
+        span,
+        ns_per_packet: f.rx.ns_per_packet(),
+        flood_passed: total - seen.passed,
+        overflow_passed: f.overflowed.saturating_sub(f.refused),
+        overflow_allowance: f64::from(OVERFLOW_RATE) * (span + f.lag) + f64::from(OVERFLOW_BURST),
+        lag: f.lag,
+    })
 }
