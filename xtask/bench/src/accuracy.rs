@@ -48,8 +48,11 @@ fn accuracy_config(iface: &str, admission: bool) -> String {
     c
 }
 
+/// Packets seen by each legitimate source's bucket, by masked address.
+type LegitBuckets = BTreeMap<[u8; 16], u64>;
+
 /// Packets seen so far by each legitimate source's bucket (by masked address).
-fn legit_buckets(traffic: &Traffic, slot: u32) -> Result<BTreeMap<[u8; 16], u64>> {
+fn legit_buckets(traffic: &Traffic, slot: u32) -> Result<LegitBuckets> {
     let wanted: std::collections::BTreeSet<[u8; 16]> =
         (0..LEGIT).map(|i| legit_key(i, slot).addr).collect();
     Ok(traffic
@@ -378,7 +381,7 @@ struct LegitSeen {
 fn legit_seen(
     legit: &[LegitStat],
     counts: &traffic_lab::udp::Counts,
-    (before, after): (&BTreeMap<[u8; 16], u64>, &BTreeMap<[u8; 16], u64>),
+    (before, after): (&LegitBuckets, &LegitBuckets),
     slot: u32,
     lag: f64,
 ) -> Result<LegitSeen> {
@@ -450,7 +453,7 @@ fn accuracy_run(
 /// Track the legitimate sources: one packet each through the program itself (so it knows
 /// them however it tracks sources), then let their buckets refill. Returns their buckets'
 /// packet counts.
-fn track_legit(traffic: &Traffic, slot: u32) -> Result<BTreeMap<[u8; 16], u64>> {
+fn track_legit(traffic: &Traffic, slot: u32) -> Result<LegitBuckets> {
     for i in 0..LEGIT {
         let (action, _) = traffic.kernel.test_run(&udp6(legit_addr(i)), 1)?;
         ensure!(
