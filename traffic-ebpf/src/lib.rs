@@ -6,6 +6,10 @@
 //!
 //! Also, for the bpf target only, what every eBPF object needs once: the panic handler and
 //! the licence.
+//!
+//! Linting the programs needs the eBPF nightly (with its clippy component):
+//! `cargo +nightly-2026-07-01 clippy -p traffic-ebpf -p traffic-ebpf-bench
+//! --target bpfel-unknown-none -Z build-std=core`.
 #![no_std]
 
 pub mod csum;
