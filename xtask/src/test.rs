@@ -1,9 +1,9 @@
 //! `cargo xtask test`: every test layer.
 //!
 //! 1. unit — `cargo test --workspace` built with `AYA_BUILD_SKIP=1`: no root, no eBPF
-//!    toolchain; the privileged tests show up as ignored. The eBPF crates' programs only
-//!    build for bpf, so their libraries (the pure parts: header walk, checksums, GCRA
-//!    arithmetic, the bench ABI) are tested on their own with `--lib`.
+//!    toolchain; the privileged tests show up as ignored. The eBPF crates' libraries (header
+//!    walk, checksums, GCRA arithmetic, the bench ABI) are tested here on the host; their
+//!    programs (bins, bpf only) are never built by `cargo test`.
 //! 2. privileged — the ignored tests (contract, program, end-to-end, …) with the real eBPF
 //!    object, as root, one at a time (they share kernel state).
 //!    Then a short profile run (`config/profiles/smoke.toml`, the load generator against
@@ -33,15 +33,6 @@ pub enum Layer {
     All,
 }
 
-/// The eBPF crates: their programs build only for bpf (the daemon's build script builds
-/// them), so workspace-wide host builds leave them out.
-const EXCLUDE_EBPF: [&str; 4] = [
-    "--exclude",
-    "traffic-ebpf",
-    "--exclude",
-    "traffic-ebpf-bench",
-];
-
 pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
     let mut summary = Vec::new();
     if matches!(layer, Layer::Unit | Layer::All) {
@@ -52,22 +43,7 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
              layer below runs every one of them, and fails if it cannot)"
         );
         let mut c = util::cargo(tc);
-        c.args(["test", "--workspace"])
-            .args(EXCLUDE_EBPF)
-            .env("AYA_BUILD_SKIP", "1");
-        if let Some(f) = filter {
-            c.arg(f);
-        }
-        util::run(&mut c)?;
-        let mut c = util::cargo(tc);
-        c.args([
-            "test",
-            "-p",
-            "traffic-ebpf",
-            "-p",
-            "traffic-ebpf-bench",
-            "--lib",
-        ]);
+        c.args(["test", "--workspace"]).env("AYA_BUILD_SKIP", "1");
         if let Some(f) = filter {
             c.arg(f);
         }
@@ -90,8 +66,7 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
             let t = Instant::now();
             println!("==> privileged layer (real eBPF object, root, one test at a time)");
             let mut c = util::cargo(tc);
-            c.args(["test", "--workspace", "--tests"])
-                .args(EXCLUDE_EBPF);
+            c.args(["test", "--workspace", "--tests"]);
             if let Some(f) = filter {
                 c.arg(f);
             }
