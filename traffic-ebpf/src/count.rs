@@ -1,7 +1,7 @@
-//! Counting verdicts: every packet in its (row, reason, monitored) counter, and each RST the
-//! gate sent in its port's statistics.
+//! Counting: every packet in its (row, reason, monitored) counter; the gate's events (and
+//! each RST it sent) in its port's statistics.
 
-use traffic_common::{PortKey, counter_index};
+use traffic_common::{PortKey, PortStats, counter_index};
 use traffic_ebpf::parse::Ip;
 
 use crate::{
@@ -35,8 +35,31 @@ pub fn reset(ip: &Ip) {
     };
     // SAFETY: a value pointer from the lookup above.
     let slot = unsafe { (*rule).slot };
-    if let Some(s) = TRF_PORT_STATS.get_ptr_mut(slot) {
-        // SAFETY: per-CPU stats slot of this CPU; XDP runs with migration disabled.
-        unsafe { (*s).resets += 1 };
+    PortCounters::of(slot).bump(|s| s.resets += 1);
+}
+
+/// A port's per-CPU statistics slot, looked up in this invocation; none when the slot is
+/// out of range (or for a class, which has no port statistics).
+#[derive(Clone, Copy)]
+pub struct PortCounters(Option<*mut PortStats>);
+
+impl PortCounters {
+    /// No statistics to count in.
+    pub const NONE: Self = Self(None);
+
+    /// The statistics of port slot `slot`.
+    #[inline(always)]
+    pub fn of(slot: u32) -> Self {
+        Self(TRF_PORT_STATS.get_ptr_mut(slot))
+    }
+
+    /// Count one event.
+    #[inline(always)]
+    pub fn bump(self, count: impl FnOnce(&mut PortStats)) {
+        if let Some(s) = self.0 {
+            // SAFETY: this CPU's per-CPU value, looked up in `of` during this invocation;
+            // XDP runs with migration disabled, so nothing else touches it meanwhile.
+            count(unsafe { &mut *s });
+        }
     }
 }

@@ -3,21 +3,44 @@
 
 use traffic_common::{
     ClassConfig, GLOBAL_HAS_PORTS, Gate, GlobalConfig, PORT_BUCKET, PORT_GATE_RESET, PORT_SHED,
-    PortKey, PortRule, PortStats, Reason, proto,
+    PortKey, PortRule, Reason, proto,
 };
+use traffic_ebpf::parse::Ip;
 
 use crate::{
     admission::BPF_NOEXIST,
-    chaos, limit,
-    maps::{TRF_BUCKETS, TRF_PORT_STATS, TRF_PORTS},
-    parse::Ip,
+    chaos,
+    count::PortCounters,
+    limit,
+    maps::{TRF_BUCKETS, TRF_PORTS},
     verdict::{Clock, Refusal},
 };
+
+/// The port rule of a packet's destination port, looked up in this invocation.
+#[derive(Clone, Copy)]
+pub struct PortRuleRef(*mut PortRule);
+
+impl PortRuleRef {
+    /// The rule.
+    #[inline(always)]
+    pub fn rule(&self) -> &PortRule {
+        // SAFETY: a map value pointer from the lookup in `port_rule`, valid for this
+        // invocation; the only field others change (`half_open_tat`) is read atomically.
+        unsafe { &*self.0 }
+    }
+
+    /// The shared state of the half-open trial budget, charged atomically.
+    #[inline(always)]
+    fn half_open_tat(&self) -> *mut u64 {
+        // SAFETY: as in `rule`; only the field's address is taken.
+        unsafe { &raw mut (*self.0).half_open_tat }
+    }
+}
 
 /// The port rule of the packet's destination port, when the program has port rules and the
 /// L4 header was read.
 #[inline(always)]
-pub fn port_rule(cfg: &GlobalConfig, ip: &Ip) -> Option<*mut PortRule> {
+pub fn port_rule(cfg: &GlobalConfig, ip: &Ip) -> Option<PortRuleRef> {
     if cfg.flags & GLOBAL_HAS_PORTS == 0 || !ip.l4.known {
         return None;
     }
@@ -26,32 +49,21 @@ pub fn port_rule(cfg: &GlobalConfig, ip: &Ip) -> Option<*mut PortRule> {
         protocol: ip.l4.protocol,
         _pad: 0,
     };
-    TRF_PORTS.get_ptr_mut(&key)
+    TRF_PORTS.get_ptr_mut(&key).map(PortRuleRef)
 }
 
-/// Count one event in a port's statistics, if it has a slot.
-macro_rules! bump {
-    ($stats:expr, $field:ident) => {
-        if let Some(s) = $stats {
-            // SAFETY: per-CPU slot of this CPU; XDP runs with migration disabled.
-            unsafe { (*s).$field += 1 };
-        }
-    };
-}
-
-/// The port's gate. `pr` is a port rule looked up in this invocation ([`port_rule`]).
+/// The port's gate.
 #[inline(always)]
-pub fn check(ip: &Ip, pr: *mut PortRule, cc: &ClassConfig, clock: &mut Clock) -> Option<Refusal> {
-    // SAFETY: a value pointer from a lookup in this invocation.
-    let rule = unsafe { &*pr };
-    let stats = TRF_PORT_STATS.get_ptr_mut(rule.slot);
+pub fn check(ip: &Ip, pr: PortRuleRef, cc: &ClassConfig, clock: &mut Clock) -> Option<Refusal> {
+    let rule = pr.rule();
+    let stats = PortCounters::of(rule.slot);
     let new_tcp = ip.l4.is_new_tcp();
     let reset = rule.flags & PORT_GATE_RESET != 0;
     if new_tcp {
-        bump!(stats, syns);
+        stats.bump(|s| s.syns += 1);
     }
-    if (new_tcp || ip.l4.protocol == proto::UDP) && breaker_refuses(pr, rule, clock, stats) {
-        bump!(stats, gated);
+    if (new_tcp || ip.l4.protocol == proto::UDP) && breaker_refuses(pr, clock, stats) {
+        stats.bump(|s| s.gated += 1);
         return Some(Refusal {
             reason: if reset && new_tcp {
                 Reason::GateReset
@@ -62,7 +74,7 @@ pub fn check(ip: &Ip, pr: *mut PortRule, cc: &ClassConfig, clock: &mut Clock) ->
         });
     }
     if new_tcp && rule.flags & PORT_SHED != 0 {
-        bump!(stats, shed);
+        stats.bump(|s| s.shed += 1);
         return Some(Refusal {
             reason: Reason::Bulkhead,
             reset,
@@ -72,7 +84,7 @@ pub fn check(ip: &Ip, pr: *mut PortRule, cc: &ClassConfig, clock: &mut Clock) ->
         return Some(r);
     }
     if new_tcp && rule.syn_limit.interval != 0 && !new_connection_allowed(ip, rule, cc, clock) {
-        bump!(stats, syn_limited);
+        stats.bump(|s| s.syn_limited += 1);
         return Some(Refusal {
             reason: Reason::PortRate,
             reset: false,
@@ -84,12 +96,8 @@ pub fn check(ip: &Ip, pr: *mut PortRule, cc: &ClassConfig, clock: &mut Clock) ->
 /// Whether the breaker refuses a new connection (or a datagram): always when open; when
 /// half-open, unless it is one of the bounded trials per interval shared by all sources.
 #[inline(always)]
-fn breaker_refuses(
-    pr: *mut PortRule,
-    rule: &PortRule,
-    clock: &mut Clock,
-    stats: Option<*mut PortStats>,
-) -> bool {
+fn breaker_refuses(pr: PortRuleRef, clock: &mut Clock, stats: PortCounters) -> bool {
+    let rule = pr.rule();
     let gate = rule.gate;
     if gate == Gate::Open as u32 {
         return true;
@@ -98,18 +106,18 @@ fn breaker_refuses(
         return false;
     }
     let trial = rule.half_open.interval != 0
-        // SAFETY: `pr` is a port rule value looked up in this invocation; the field is only
-        // accessed atomically.
+        // SAFETY: a word of a port rule looked up in this invocation; only accessed
+        // atomically.
         && unsafe {
             limit::charge(
-                &raw mut (*pr).half_open_tat,
+                pr.half_open_tat(),
                 &rule.half_open,
                 rule.half_open.interval,
                 clock.now(),
             )
         };
     if trial {
-        bump!(stats, trials);
+        stats.bump(|s| s.trials += 1);
     }
     !trial
 }

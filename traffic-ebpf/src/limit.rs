@@ -12,9 +12,9 @@ use traffic_common::{
     BYTE_LIMIT_SLOT, Bucket, BucketKey, CLASS_ADMISSION, CLASS_BYTES, ClassConfig, Limit,
     MAX_PACKET_LIMITS, Reason,
 };
-use traffic_ebpf::gcra;
+use traffic_ebpf::{gcra, parse::Ip};
 
-use crate::{admission, maps::TRF_BUCKETS, parse::Ip, verdict::Clock};
+use crate::{admission, maps::TRF_BUCKETS, verdict::Clock};
 
 /// CAS attempts before charging unconditionally (contention between CPUs on one bucket).
 const CAS_RETRIES: usize = 3;

@@ -21,13 +21,18 @@ mod reply;
 mod verdict;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use traffic_common::{Action, CLASS_MONITOR, GLOBAL_MONITOR, MAX_CLASSES, Reason, UNCLASSIFIED};
+use traffic_common::{
+    Action, CLASS_MONITOR, GLOBAL_MONITOR, MAX_CLASSES, PORT_CLASS_OVERRIDE, Reason, UNCLASSIFIED,
+};
 use traffic_ebpf::{
     frame::Frame,
     parse::{self, Ip, Parsed},
 };
 
-use crate::verdict::{Clock, Verdict};
+use crate::{
+    count::PortCounters,
+    verdict::{Clock, Verdict},
+};
 
 #[xdp]
 pub fn traffic_xdp(ctx: XdpContext) -> u32 {
@@ -106,11 +111,7 @@ fn decide(ip: &Ip, len: u64) -> Verdict {
     // A port rule may override the class.
     let port = gate::port_rule(cfg, ip);
     let class = match port {
-        // SAFETY: a value pointer from a lookup in this invocation.
-        Some(pr) if unsafe { (*pr).flags } & traffic_common::PORT_CLASS_OVERRIDE != 0 => {
-            // SAFETY: as above.
-            unsafe { (*pr).class }
-        }
+        Some(pr) if pr.rule().flags & PORT_CLASS_OVERRIDE != 0 => pr.rule().class,
         _ => class,
     };
     // A rule naming a missing class falls back to the default class.
@@ -128,7 +129,7 @@ fn decide(ip: &Ip, len: u64) -> Verdict {
     {
         return Verdict::new(class, r.reason, monitor).with_reset(r.reset);
     }
-    if let Some(r) = chaos::inject(&cc.chaos, ip, &mut clock, None) {
+    if let Some(r) = chaos::inject(&cc.chaos, ip, &mut clock, PortCounters::NONE) {
         return Verdict::new(class, r.reason, monitor).with_reset(r.reset);
     }
     let reason = limit::class_limits(ip, class, cc, len, &mut clock);
