@@ -3,12 +3,9 @@
 
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use traffic_common::{Chaos, Reason};
-use traffic_ebpf::parse::Ip;
+use traffic_ebpf::{parse::Ip, verdict::Refusal};
 
-use crate::{
-    count::PortCounters,
-    verdict::{Clock, Refusal},
-};
+use crate::{clock::Clock, count::PortCounters};
 
 /// The refusal `c` injects for this packet, if any; counted in the port's `stats`.
 #[inline(always)]

@@ -2,12 +2,9 @@
 //! each RST it sent) in its port's statistics.
 
 use traffic_common::{PortKey, PortStats, counter_index};
-use traffic_ebpf::parse::Ip;
+use traffic_ebpf::{parse::Ip, verdict::Verdict};
 
-use crate::{
-    maps::{TRF_COUNTERS, TRF_PORT_STATS, TRF_PORTS},
-    verdict::Verdict,
-};
+use crate::maps::{TRF_COUNTERS, TRF_PORT_STATS, TRF_PORTS};
 
 /// Count a packet of `len` bytes under its verdict.
 #[inline(always)]

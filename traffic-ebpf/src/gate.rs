@@ -5,15 +5,15 @@ use traffic_common::{
     ClassConfig, GLOBAL_HAS_PORTS, Gate, GlobalConfig, PORT_BUCKET, PORT_GATE_RESET, PORT_SHED,
     PortKey, PortRule, Reason, proto,
 };
-use traffic_ebpf::parse::Ip;
+use traffic_ebpf::{parse::Ip, verdict::Refusal};
 
 use crate::{
     admission::BPF_NOEXIST,
     chaos,
+    clock::Clock,
     count::PortCounters,
     limit,
     maps::{TRF_BUCKETS, TRF_PORTS},
-    verdict::{Clock, Refusal},
 };
 
 /// The port rule of a packet's destination port, looked up in this invocation.

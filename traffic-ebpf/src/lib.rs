@@ -1,5 +1,6 @@
 //! The parts of the traffic eBPF programs that are the same on every target: header layouts,
-//! the bounds-checked frame view, the header walk, checksums and GCRA arithmetic. None of
+//! the bounds-checked frame view, the header walk, checksums, GCRA arithmetic, the RST rewrite
+//! and the verdict rules. None of
 //! it touches a map or a helper, so it is unit-tested on the host
 //! (`cargo test -p traffic-ebpf --lib`); the programs (`main.rs`, and the benchmark programs
 //! in `bench/`) build on it for the bpf target.
@@ -18,6 +19,7 @@ pub mod gcra;
 pub mod hdr;
 pub mod parse;
 pub mod rst;
+pub mod verdict;
 
 /// BPF programs cannot unwind or report; the verifier rejects any path that reaches here,
 /// so in practice this is never called.

@@ -14,7 +14,7 @@ use traffic_common::{
 };
 use traffic_ebpf::{gcra, parse::Ip};
 
-use crate::{admission, maps::TRF_BUCKETS, verdict::Clock};
+use crate::{admission, clock::Clock, maps::TRF_BUCKETS};
 
 /// CAS attempts before charging unconditionally (contention between CPUs on one bucket).
 const CAS_RETRIES: usize = 3;

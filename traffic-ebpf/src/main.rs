@@ -12,13 +12,13 @@
 mod admission;
 mod chaos;
 mod classify;
+mod clock;
 mod count;
 mod egress;
 mod gate;
 mod limit;
 mod maps;
 mod reply;
-mod verdict;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use traffic_common::{
@@ -27,12 +27,10 @@ use traffic_common::{
 use traffic_ebpf::{
     frame::Frame,
     parse::{self, Ip, Parsed},
+    verdict::{Fate, Verdict},
 };
 
-use crate::{
-    count::PortCounters,
-    verdict::{Clock, Verdict},
-};
+use crate::{clock::Clock, count::PortCounters};
 
 #[xdp]
 pub fn traffic_xdp(ctx: XdpContext) -> u32 {
@@ -45,15 +43,13 @@ pub fn traffic_xdp(ctx: XdpContext) -> u32 {
     action(&v)
 }
 
-/// The one mapping of a verdict to an XDP action.
+/// The XDP action of a verdict's fate.
 #[inline(always)]
 fn action(v: &Verdict) -> u32 {
-    if v.reset {
-        xdp_action::XDP_TX
-    } else if !v.reason.is_drop() || v.monitored {
-        xdp_action::XDP_PASS
-    } else {
-        xdp_action::XDP_DROP
+    match v.fate() {
+        Fate::Pass => xdp_action::XDP_PASS,
+        Fate::Drop => xdp_action::XDP_DROP,
+        Fate::Reply => xdp_action::XDP_TX,
     }
 }
 
@@ -68,20 +64,13 @@ fn judge(ctx: &XdpContext, frame: &Frame, len: u64) -> Verdict {
         }
         Parsed::Ip(ip) => ip,
     };
-    let mut v = decide(&ip, len);
-    if v.reset && !v.monitored {
-        if reply::tcp_reset(ctx, &ip) {
-            count::reset(&ip);
-            return v;
-        }
-        // No RST could be built (IPv4 options, IPv6 extension headers): a silent drop,
-        // counted as one.
-        if v.reason == Reason::GateReset {
-            v.reason = Reason::Gate;
-        }
+    let v = decide(&ip, len);
+    if v.wants_reply() && reply::tcp_reset(ctx, &ip) {
+        count::reset(&ip);
+        return v;
     }
-    v.reset = false;
-    v
+    // No RST asked for, or none could be built (IPv4 options, IPv6 extension headers).
+    v.without_reply()
 }
 
 /// Classify an IP packet by its source and apply its port's gate and its class's limits.
