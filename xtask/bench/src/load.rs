@@ -179,7 +179,7 @@ pub(crate) fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp>
         .with_context(|| format!("{name} is not an XDP program"))
 }
 
-/// The `traffic-bench` object: the floor, the generator and the rewriter, with their maps.
+/// The `traffic-ebpf-bench` object: the floor, the generator and the rewriter, with their maps.
 pub(crate) struct BenchObject {
     pub(crate) ebpf: Ebpf,
     config: Array<MapData, [u64; gen_abi::GEN_CONFIG_WORDS]>,
@@ -194,7 +194,7 @@ impl BenchObject {
     pub(crate) fn load() -> Result<BenchObject> {
         let mut ebpf = EbpfLoader::new()
             .load(crate::BENCH_OBJECT)
-            .context("load the traffic-bench object")?;
+            .context("load the traffic-ebpf-bench object")?;
         for name in [
             gen_abi::FLOOR_PROGRAM,
             gen_abi::GEN_PROGRAM,
@@ -206,7 +206,7 @@ impl BenchObject {
         }
         let mut take = |name: &str| {
             ebpf.take_map(name)
-                .with_context(|| format!("traffic-bench has no map {name}"))
+                .with_context(|| format!("traffic-ebpf-bench has no map {name}"))
         };
         let config = Array::try_from(take(gen_abi::CONFIG_MAP)?).context("open BENCH_CONFIG")?;
         let state = PerCpuArray::try_from(take(gen_abi::STATE_MAP)?).context("open BENCH_STATE")?;

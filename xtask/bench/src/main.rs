@@ -26,7 +26,7 @@
 //!
 //! Each variant is one test run of 10⁶ repeats (`--quick`: 10⁵) of one frame; the kernel
 //! reports the mean time per repeat. Program *work* is that minus the floor measured in the
-//! same repetition: `floor_drop`, a bare XDP_DROP from the `traffic-bench` object, which
+//! same repetition: `floor_drop`, a bare XDP_DROP from the `traffic-ebpf-bench` object, which
 //! carries the test-run loop and program dispatch. Variants: a known source passing, a known
 //! source over its limit (dropped), an `allow`-listed source, a non-IP (ARP) frame, a known
 //! IPv6 source, a known source with a packet and a byte limit, and the spoofed flood.
