@@ -60,7 +60,8 @@ mod tests {
 
     #[test]
     fn ipv4_header_checksum_of_rfc_example() {
-        // A well-known IPv4 header whose checksum is 0xb861 (the example in Wikipedia's IPv4 article).
+        // A well-known IPv4 header whose checksum is 0xb861 (the example in Wikipedia's
+        // IPv4 article).
         let words = [
             0x4500, 0x0073, 0x0000, 0x4000, 0x4011, 0, 0xc0a8, 0x0001, 0xc0a8, 0x00c7,
         ];
