@@ -59,7 +59,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_header_checksum_of_rfc_example() {
+    fn ipv4_header_checksum_of_a_known_header() {
         // A well-known IPv4 header whose checksum is 0xb861 (the example in Wikipedia's
         // IPv4 article).
         let words = [
