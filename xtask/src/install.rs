@@ -8,9 +8,15 @@
 //! |------|--------------|------|
 //! | `trafficd`, `trafficctl` (release build) | `/usr/bin/` | 0755 |
 //! | `config/traffic.toml` | `/etc/traffic/traffic.toml`, only if no file is there | 0640 |
-//! | `config/trafficd.service` | `/lib/systemd/system/trafficd.service` | 0644 |
-//! | `config/traffic.sysusers.conf` | `/usr/lib/sysusers.d/traffic.conf` | 0644 |
+//! | `config/trafficd.service` | `/usr/lib/systemd/system/trafficd.service` | 0644 |
+//! | `config/sysusers.d/traffic.conf` | `/usr/lib/sysusers.d/traffic.conf` | 0644 |
 //! | `README.md` | `/usr/share/doc/traffic/README.md` | 0644 |
+//! | man pages (generated) | `/usr/share/man/man8/traffic{d,ctl}.8.gz`, `man5/traffic.toml.5.gz` | 0644 |
+//! | completions (generated) | bash, zsh and fish completion directories | 0644 |
+//!
+//! The `.deb` adds cargo-deb's copyright, the changelog and lintian overrides; its unit comes
+//! through `[package.metadata.deb.systemd-units]` (maintainer scripts generated with
+//! deb-systemd-helper / deb-systemd-invoke), and [`check_packaging`] runs lintian on it.
 //!
 //! `--prefix` is the root of the tree the files go to (like `DESTDIR`; default `/`). The
 //! binaries go to `/usr/bin`, not `/usr/local/bin`, because the shipped unit — verified by
@@ -49,6 +55,9 @@ pub enum Source {
     Bin(&'static str),
     /// A file of the checkout, relative to the workspace root.
     Repo(&'static str),
+    /// A file rendered from the release build into its `generated/` directory
+    /// ([`crate::generated`]).
+    Generated(&'static str),
 }
 
 /// One installed file.
@@ -62,7 +71,7 @@ pub struct File {
 
 /// The config: installed only if absent, kept by `uninstall`.
 pub const CONFIG: &str = "etc/traffic/traffic.toml";
-pub const UNIT: &str = "lib/systemd/system/trafficd.service";
+pub const UNIT: &str = "usr/lib/systemd/system/trafficd.service";
 pub const SYSUSERS: &str = "usr/lib/sysusers.d/traffic.conf";
 const DOC_DIR: &str = "usr/share/doc/traffic";
 /// Where `systemctl enable` puts the unit's link (`WantedBy=multi-user.target`).
@@ -96,7 +105,7 @@ pub const FILES: &[File] = &[
         mode: 0o644,
     },
     File {
-        source: Source::Repo("config/traffic.sysusers.conf"),
+        source: Source::Repo("config/sysusers.d/traffic.conf"),
         dest: SYSUSERS,
         mode: 0o644,
     },
@@ -105,7 +114,44 @@ pub const FILES: &[File] = &[
         dest: "usr/share/doc/traffic/README.md",
         mode: 0o644,
     },
+    File {
+        source: Source::Generated("trafficd.8.gz"),
+        dest: "usr/share/man/man8/trafficd.8.gz",
+        mode: 0o644,
+    },
+    File {
+        source: Source::Generated("trafficctl.8.gz"),
+        dest: "usr/share/man/man8/trafficctl.8.gz",
+        mode: 0o644,
+    },
+    File {
+        source: Source::Generated("traffic.toml.5.gz"),
+        dest: "usr/share/man/man5/traffic.toml.5.gz",
+        mode: 0o644,
+    },
+    File {
+        source: Source::Generated("trafficctl.bash"),
+        dest: "usr/share/bash-completion/completions/trafficctl",
+        mode: 0o644,
+    },
+    File {
+        source: Source::Generated("_trafficctl"),
+        dest: "usr/share/zsh/vendor-completions/_trafficctl",
+        mode: 0o644,
+    },
+    File {
+        source: Source::Generated("trafficctl.fish"),
+        dest: "usr/share/fish/vendor_completions.d/trafficctl.fish",
+        mode: 0o644,
+    },
 ];
+
+/// What only the `.deb` has (besides cargo-deb's copyright and changelog): the lintian
+/// overrides, each with its reason (`config/debian/lintian-overrides`).
+pub const DEB_ONLY: &[(&str, &str)] = &[(
+    "config/debian/lintian-overrides",
+    "usr/share/lintian/overrides/traffic",
+)];
 
 // ---------------------------------------------------------------------------------------
 // Commands
@@ -123,6 +169,7 @@ pub fn install(tc: &Toolchains, prefix: &Path) -> Result<()> {
     }
     setup::run(tc)?;
     let bin = crate::build(tc, true)?;
+    crate::generated::write(&bin)?;
     println!("install: into {}", prefix.display());
     install_files(&bin, &util::root(), prefix)?;
     for (exec, file) in verify_unit(prefix)? {
@@ -194,7 +241,8 @@ pub fn uninstall(prefix: &Path) -> Result<()> {
 /// returns the path of the `.deb`.
 pub fn deb(tc: &Toolchains) -> Result<PathBuf> {
     setup::run(tc)?;
-    crate::build(tc, true)?;
+    let bin = crate::build(tc, true)?;
+    crate::generated::write(&bin)?;
     let deb = build_deb(tc, &util::target_dir().join("debian"))?;
     println!("deb: {}", deb.display());
     println!(
@@ -224,10 +272,7 @@ pub enum Outcome {
 pub fn install_files(bin_dir: &Path, repo: &Path, prefix: &Path) -> Result<Vec<Outcome>> {
     let mut out = Vec::new();
     for f in FILES {
-        let src = match f.source {
-            Source::Bin(name) => bin_dir.join(name),
-            Source::Repo(rel) => repo.join(rel),
-        };
+        let src = source_path(f.source, bin_dir, repo);
         let dest = prefix.join(f.dest);
         if f.dest == CONFIG && fs::symlink_metadata(&dest).is_ok() {
             println!(
@@ -243,6 +288,15 @@ pub fn install_files(bin_dir: &Path, repo: &Path, prefix: &Path) -> Result<Vec<O
         out.push(Outcome::Written(dest));
     }
     Ok(out)
+}
+
+/// Where a file of [`FILES`] is read from.
+pub fn source_path(source: Source, bin_dir: &Path, repo: &Path) -> PathBuf {
+    match source {
+        Source::Bin(name) => bin_dir.join(name),
+        Source::Repo(rel) => repo.join(rel),
+        Source::Generated(name) => bin_dir.join(crate::generated::DIR).join(name),
+    }
 }
 
 fn copy_file(src: &Path, dest: &Path, mode: u32) -> Result<()> {
@@ -710,6 +764,12 @@ pub fn check_packaging(tc: &Toolchains) -> Result<()> {
         "package: .deb checks … ok ({:.1} s)",
         t.elapsed().as_secs_f64()
     );
+    let t = Instant::now();
+    crate::generated::lintian(&deb)?;
+    println!(
+        "package: lintian … clean ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -847,10 +907,14 @@ fn check_deb(deb: &Path, tmp: &Path) -> Result<()> {
         "Depends has no versioned libc6 (is dpkg-shlibdeps there?): {depends:?}"
     );
     ensure!(
-        names
-            .iter()
-            .all(|n| ["libc6", "passwd", "systemd"].contains(&n.as_str())),
-        "Depends has more than libc6 and the group tools: {depends:?}"
+        names.iter().all(|n| [
+            "libc6",
+            "systemd",
+            "systemd-standalone-sysusers",
+            "systemd-sysusers"
+        ]
+        .contains(&n.as_str())),
+        "Depends has more than libc6 and systemd (or a sysusers): {depends:?}"
     );
     println!("package: .deb Depends: {depends}");
 
@@ -866,12 +930,24 @@ fn check_deb(deb: &Path, tmp: &Path) -> Result<()> {
         "conffiles are {conffiles:?}, expected /{CONFIG}"
     );
 
-    // Contents: exactly FILES plus cargo-deb's copyright, with their modes, owned by root.
+    // Contents: exactly FILES plus cargo-deb's copyright and changelog and the lintian
+    // overrides, with their modes, owned by root.
     let listing = parse_listing(&dpkg_deb(&["-c"], deb)?);
     let mut expected: Vec<(String, String)> = FILES
         .iter()
         .map(|f| (f.dest.to_owned(), perms_string(f.mode)))
-        .chain([(format!("{DOC_DIR}/copyright"), perms_string(0o644))])
+        .chain([
+            (format!("{DOC_DIR}/copyright"), perms_string(0o644)),
+            (
+                format!("{DOC_DIR}/changelog.Debian.gz"),
+                perms_string(0o644),
+            ),
+        ])
+        .chain(
+            DEB_ONLY
+                .iter()
+                .map(|(_, dest)| ((*dest).to_owned(), perms_string(0o644))),
+        )
         .collect();
     expected.sort();
     let mut files: Vec<(String, String)> = Vec::new();
@@ -929,7 +1005,30 @@ fn check_deb(deb: &Path, tmp: &Path) -> Result<()> {
                 .any(|l| l.contains("systemctl enable") || l.contains("systemctl start")),
             "{script} enables or starts the service"
         );
+        // systemctl only for daemon-reload; the rest through deb-systemd-helper/-invoke.
+        ensure!(
+            code.iter()
+                .filter(|l| l.contains("systemctl"))
+                .all(|l| l.contains("daemon-reload")),
+            "{script} calls systemctl for more than daemon-reload:\n{text}"
+        );
     }
+    let postinst = fs::read_to_string(control.join("postinst"))?;
+    for needle in [
+        "systemd-sysusers",
+        "deb-systemd-helper update-state trafficd.service",
+        "deb-systemd-invoke try-restart trafficd.service",
+    ] {
+        ensure!(
+            postinst.contains(needle),
+            "postinst lacks `{needle}`:\n{postinst}"
+        );
+    }
+    let postrm = fs::read_to_string(control.join("postrm"))?;
+    ensure!(
+        postrm.contains("deb-systemd-helper purge trafficd.service"),
+        "postrm does not drop the enablement on purge:\n{postrm}"
+    );
 
     // Extracted tree: same checks as an install, binaries run.
     let root = tmp.join("extracted");
@@ -949,6 +1048,13 @@ mod tests {
         for name in ["trafficd", "trafficctl"] {
             fs::write(bin.join(name), format!("#!/bin/sh\necho {name}\n")).unwrap();
             fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let generated = bin.join(crate::generated::DIR);
+        fs::create_dir_all(&generated).unwrap();
+        for f in FILES {
+            if let Source::Generated(name) = f.source {
+                fs::write(generated.join(name), format!("generated {name}\n")).unwrap();
+            }
         }
         bin
     }
@@ -970,10 +1076,7 @@ mod tests {
         for f in FILES {
             let p = prefix.join(f.dest);
             assert_eq!(mode(&p), f.mode, "{}", p.display());
-            let src = match f.source {
-                Source::Bin(n) => bin.join(n),
-                Source::Repo(r) => util::root().join(r),
-            };
+            let src = source_path(f.source, &bin, &util::root());
             assert_eq!(
                 fs::read(&p).unwrap(),
                 fs::read(&src).unwrap(),
@@ -983,7 +1086,17 @@ mod tests {
         }
         assert!(prefix.join("usr/bin/trafficd").is_file());
         assert!(prefix.join("etc/traffic/traffic.toml").is_file());
-        assert!(prefix.join("lib/systemd/system/trafficd.service").is_file());
+        assert!(
+            prefix
+                .join("usr/lib/systemd/system/trafficd.service")
+                .is_file()
+        );
+        assert!(prefix.join("usr/share/man/man8/trafficd.8.gz").is_file());
+        assert!(
+            prefix
+                .join("usr/share/bash-completion/completions/trafficctl")
+                .is_file()
+        );
         assert!(prefix.join("usr/lib/sysusers.d/traffic.conf").is_file());
         assert!(prefix.join("usr/share/doc/traffic/README.md").is_file());
         // Nothing else (no temporary files left behind).
@@ -1060,10 +1173,16 @@ mod tests {
         let found = verify_unit(&prefix).unwrap();
         assert_eq!(
             found,
-            [(
-                "/usr/bin/trafficd".to_owned(),
-                prefix.join("usr/bin/trafficd")
-            )]
+            [
+                (
+                    "/usr/bin/trafficd".to_owned(),
+                    prefix.join("usr/bin/trafficd")
+                ),
+                (
+                    "/usr/bin/trafficctl".to_owned(),
+                    prefix.join("usr/bin/trafficctl")
+                )
+            ]
         );
         let unit = fs::read_to_string(prefix.join(UNIT)).unwrap();
         assert!(unit.contains("ExecStart=/usr/bin/trafficd --config /etc/traffic/traffic.toml"));
@@ -1106,19 +1225,42 @@ mod tests {
                 (s(0), s(1), u32::from_str_radix(&s(2), 8).unwrap())
             })
             .collect();
+        // The unit is not an asset: systemd-units installs it (dh_installsystemd's layout).
         let mut files: Vec<(String, String, u32)> = FILES
             .iter()
+            .filter(|f| f.dest != UNIT)
             .map(|f| {
                 let src = match f.source {
                     Source::Bin(n) => format!("target/release/{n}"),
                     Source::Repo(r) => format!("../{r}"),
+                    Source::Generated(n) => {
+                        format!("target/release/{}/{n}", crate::generated::DIR)
+                    }
                 };
                 (src, f.dest.to_owned(), f.mode)
             })
+            .chain(
+                DEB_ONLY
+                    .iter()
+                    .map(|(src, dest)| (format!("../{src}"), (*dest).to_owned(), 0o644)),
+            )
             .collect();
         assets.sort();
         files.sort();
         assert_eq!(assets, files);
+        let units = &deb["systemd-units"];
+        assert_eq!(units["unit-scripts"].as_str(), Some("../config"));
+        assert_eq!(units["unit-name"].as_str(), Some("trafficd"));
+        assert!(
+            FILES
+                .iter()
+                .any(|f| f.dest == UNIT && f.source == Source::Repo("config/trafficd.service")),
+            "the unit of FILES is the one systemd-units packages"
+        );
+        // Enabled by the operator, never by the package; restarted after an upgrade.
+        assert_eq!(units["enable"].as_bool(), Some(false));
+        assert_eq!(units["start"].as_bool(), Some(false));
+        assert_eq!(units["restart-after-upgrade"].as_bool(), Some(true));
         // The maintainer scripts cargo-deb packages are there, executable and valid sh.
         let scripts = util::root()
             .join("traffic-daemon")
@@ -1126,6 +1268,12 @@ mod tests {
         for s in ["postinst", "prerm", "postrm"] {
             let p = scripts.join(s);
             assert_eq!(mode(&p) & 0o111, 0o111, "{} not executable", p.display());
+            let text = fs::read_to_string(&p).unwrap();
+            assert!(
+                text.contains("\n#DEBHELPER#\n"),
+                "{} has no #DEBHELPER#",
+                p.display()
+            );
             let st = Command::new("sh").arg("-n").arg(&p).status().unwrap();
             assert!(st.success(), "{} is not valid sh", p.display());
         }
@@ -1171,8 +1319,8 @@ mod tests {
         assert_eq!(perms_string(0o755), "-rwxr-xr-x");
         assert_eq!(perms_string(0o644), "-rw-r--r--");
         assert_eq!(
-            depends_names("libc6 (>= 2.34), passwd | systemd"),
-            ["libc6", "passwd", "systemd"]
+            depends_names("libc6 (>= 2.34), systemd (>= 252) | systemd-sysusers"),
+            ["libc6", "systemd", "systemd-sysusers"]
         );
     }
 }

@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod generated;
 mod install;
 mod setup;
 mod test;
