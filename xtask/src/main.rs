@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod generated;
 mod install;
+mod service;
 mod setup;
 mod test;
 mod toolchains;
