@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod generated;
 mod install;
+mod package_check;
 mod service;
 mod setup;
 mod test;

@@ -105,7 +105,7 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
     if package && util::is_root() {
         let t = Instant::now();
         println!("==> package layer (install/uninstall --prefix <tmp>, .deb via cargo-deb; root)");
-        crate::install::check_packaging(tc)?;
+        crate::package_check::check_packaging(tc)?;
         summary.push(format!(
             "package     ok  {:>6.1}s",
             t.elapsed().as_secs_f64()

@@ -40,6 +40,9 @@ const ENABLE_LINK: &str = "/etc/systemd/system/multi-user.target.wants/trafficd.
 /// CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39).
 const CAPS: u64 = (1 << 12) | (1 << 38) | (1 << 39);
 
+/// One step of the scenario: the machine, and the package to upgrade to.
+type Step = fn(&Machine, &Path) -> Result<()>;
+
 /// Build the package (and a copy with a higher version for the upgrade), boot the machine,
 /// run the scenario, tear everything down.
 pub fn run(tc: &Toolchains) -> Result<()> {
@@ -59,7 +62,7 @@ pub fn run(tc: &Toolchains) -> Result<()> {
         upgrade.display()
     );
     let m = Machine::boot()?;
-    let steps: [(&str, fn(&Machine, &Path) -> Result<()>); 8] = [
+    let steps: [(&str, Step); 8] = [
         ("install", |m, up| install_package(m, up)),
         ("enable --now", |m, _| enable_now(m)),
         ("trafficctl and the traffic group", |m, _| group_access(m)),
