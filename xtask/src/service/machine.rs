@@ -259,6 +259,31 @@ impl Machine {
         })
     }
 
+    /// Hold a TCP listener on `addr` in the node's namespace until the returned sender is
+    /// dropped (to take a port away from trafficd).
+    pub fn occupy(&self, addr: std::net::SocketAddr) -> Result<std::sync::mpsc::Sender<()>> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let _thread = in_netns(&self.netns('n'), move || {
+            match std::net::TcpListener::bind(addr) {
+                Ok(_listener) => {
+                    let _ = ready_tx.send(Ok(()));
+                    // Returns when the sender is dropped; the listener lives until then.
+                    let _ = stop_rx.recv();
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            }
+            Ok(())
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .context("the listener thread did not start")?
+            .map_err(|e| anyhow::anyhow!("bind {addr}: {e}"))?;
+        Ok(stop_tx)
+    }
+
     /// Send `n` UDP datagrams from the client to the node's receiver.
     pub fn send(&self, n: u64) -> Result<()> {
         in_netns(&self.netns('c'), move || {

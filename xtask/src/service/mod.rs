@@ -279,9 +279,36 @@ fn send_counted(m: &Machine, n: u64) -> Result<(u64, u64)> {
     Ok((p - p0, d - d0))
 }
 
+/// With the metrics port taken, trafficd does not start, and says which port and key.
+fn metrics_port_taken(m: &Machine) -> Result<()> {
+    let port = m.occupy(std::net::SocketAddr::from(([127, 0, 0, 1], 10187)))?;
+    let out = m.run(&["systemctl", "start", "trafficd"])?;
+    ensure!(!out.status.success(), "started with its metrics port taken");
+    let journal = m.ok(&[
+        "journalctl",
+        "-u",
+        "trafficd",
+        "-p",
+        "err",
+        "--no-pager",
+        "-o",
+        "cat",
+    ])?;
+    ensure!(
+        journal.contains("cannot listen on 127.0.0.1:10187 (port 10187)")
+            && journal.contains("`listen` in the [metrics] section of /etc/traffic/traffic.toml"),
+        "the error does not name the port and the key:\n{journal}"
+    );
+    drop(port);
+    // Restart=on-failure would try again: stop cancels the pending restart.
+    m.ok(&["systemctl", "stop", "trafficd"])?;
+    Ok(())
+}
+
 fn enable_now(m: &Machine) -> Result<()> {
     write_config(m, "detach", 1)?;
     m.ok(&["trafficctl", "check-config"])?;
+    metrics_port_taken(m)?;
     m.ok(&["systemctl", "enable", "--now", "trafficd"])?;
     ensure!(is_active(m)?, "not active after enable --now");
     // Type=notify: active means READY=1 came; STATUS= came with it.
