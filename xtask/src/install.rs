@@ -16,7 +16,7 @@
 //!
 //! The `.deb` adds cargo-deb's copyright, the changelog and lintian overrides; its unit comes
 //! through `[package.metadata.deb.systemd-units]` (maintainer scripts generated with
-//! deb-systemd-helper / deb-systemd-invoke), and [`check_packaging`] runs lintian on it.
+//! deb-systemd-helper / deb-systemd-invoke), and `crate::package_check` runs lintian on it.
 //!
 //! `--prefix` is the root of the tree the files go to (like `DESTDIR`; default `/`). The
 //! binaries go to `/usr/bin`, not `/usr/local/bin`, because the shipped unit — verified by
