@@ -100,6 +100,7 @@ pub struct Machine {
 impl Machine {
     /// Namespaces, veth, boot; returns once `systemctl is-system-running` says running.
     pub fn boot() -> Result<Self> {
+        sweep_stale();
         let tag = format!("{}", std::process::id() % 100_000);
         let (node, client) = (format!("tsv{tag}n"), format!("tsv{tag}c"));
         let scratch = util::target_dir().join(format!("service-{tag}"));
@@ -124,16 +125,25 @@ impl Machine {
             Ok(())
         };
         let spawned = setup().and_then(|()| {
-            Command::new("nsenter")
-                .arg(format!("--net={}", ns(&node).display()))
-                .args([
-                    "setsid",
-                    "unshare",
-                    "--pid",
-                    "--fork",
-                    "--mount",
-                    "--mount-proc",
-                ])
+            let mut c = Command::new("nsenter");
+            // If xtask dies without its Drop (Ctrl-C, a kill), the machine dies too: nsenter
+            // and setsid exec into unshare, which keeps this parent-death signal, and
+            // unshare's --kill-child passes it on to systemd.
+            #[allow(unsafe_code, reason = "pre_exec is unsafe; prctl is async-signal-safe")]
+            // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
+            // async-signal-safe and touches no memory of the parent.
+            unsafe {
+                use std::os::unix::process::CommandExt as _;
+                c.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            c.arg(format!("--net={}", ns(&node).display()))
+                .args(["setsid", "unshare", "--pid", "--fork", "--kill-child"])
+                .args(["--mount", "--mount-proc"])
                 .arg(util::root().join("xtask/service/boot.sh"))
                 .arg(&scratch)
                 .arg(&cgroup)
@@ -312,6 +322,49 @@ impl Machine {
     }
 }
 
+/// What an earlier run killed before its clean-up left behind (its systemd died with it,
+/// through the parent-death signal): our network namespaces and empty cgroups. Safe because
+/// privileged runs hold the machine-wide lock, so no other service run is alive.
+fn sweep_stale() {
+    let list = util::output(Command::new("ip").args(["netns", "list"])).unwrap_or_default();
+    let ours = |n: &str| {
+        n.strip_prefix("tsv")
+            .and_then(|r| r.strip_suffix(['n', 'c']))
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    for name in list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| ours(n))
+    {
+        println!("service: removing the stale network namespace {name}");
+        remove_netns(&[name]);
+    }
+    for h in fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for e in fs::read_dir(h.path()).into_iter().flatten().flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("traffic-service-")
+            {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+}
+
+/// rmdir a cgroup and its children, deepest first (only empty cgroups can go).
+fn remove_cgroup(dir: &Path) {
+    let _ = Command::new("find")
+        .arg(dir)
+        .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
+        .stderr(Stdio::null())
+        .status();
+}
+
 fn remove_netns(names: &[&str]) {
     for n in names {
         let _ = Command::new("ip")
@@ -345,11 +398,7 @@ impl Drop for Machine {
             {
                 let dir = h.path().join(&self.cgroup);
                 if dir.exists() {
-                    let _ = Command::new("find")
-                        .arg(&dir)
-                        .args(["-depth", "-type", "d", "-exec", "rmdir", "{}", ";"])
-                        .stderr(Stdio::null())
-                        .status();
+                    remove_cgroup(&dir);
                     left += usize::from(dir.exists());
                 }
             }
