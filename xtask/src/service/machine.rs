@@ -340,6 +340,20 @@ fn sweep_stale() {
         println!("service: removing the stale network namespace {name}");
         remove_netns(&[name]);
     }
+    // Scratch directories: the tmpfs was mounted in the dead namespace, so they are empty.
+    for e in fs::read_dir(util::target_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name
+            .strip_prefix("service-")
+            .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()))
+        {
+            let _ = fs::remove_dir(e.path());
+        }
+    }
     for h in fs::read_dir("/sys/fs/cgroup")
         .into_iter()
         .flatten()
