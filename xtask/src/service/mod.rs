@@ -170,7 +170,22 @@ fn install_package(m: &Machine, _: &Path) -> Result<()> {
         verify.status.success() && said.trim().is_empty(),
         "systemd-analyze verify:\n{said}"
     );
-    m.ok(&["man", "-w", "trafficd", "trafficctl", "traffic.toml"])?;
+    for page in [
+        "/usr/share/man/man8/trafficd.8.gz",
+        "/usr/share/man/man8/trafficctl.8.gz",
+        "/usr/share/man/man5/traffic.toml.5.gz",
+        "/usr/share/bash-completion/completions/trafficctl",
+        "/usr/share/zsh/vendor-completions/_trafficctl",
+        "/usr/share/fish/vendor_completions.d/trafficctl.fish",
+    ] {
+        ensure!(m.path(page).is_file(), "{page} not installed");
+    }
+    // man-db finds them (where it is installed: a minimal system may lack it).
+    m.ok(&[
+        "sh",
+        "-c",
+        "! command -v man >/dev/null || man -w trafficd trafficctl traffic.toml",
+    ])?;
     for shell in ["bash", "zsh", "fish"] {
         m.ok(&["trafficctl", "completions", shell])?;
     }
