@@ -326,6 +326,11 @@ fn enable_now(m: &Machine) -> Result<()> {
     metrics_port_taken(m)?;
     m.ok(&["systemctl", "enable", "--now", "trafficd"])?;
     ensure!(is_active(m)?, "not active after enable --now");
+    let status = m.ok(&["systemctl", "status", "--no-pager", "trafficd"])?;
+    ensure!(
+        status.contains("Active: active (running)") && status.contains("enabled;"),
+        "systemctl status:\n{status}"
+    );
     // Type=notify: active means READY=1 came; STATUS= came with it.
     ensure!(show(m, "StatusText")? == "enforcing", "no READY status");
     let pid = main_pid(m)?;
