@@ -189,6 +189,35 @@ fn install_package(m: &Machine, _: &Path) -> Result<()> {
     for shell in ["bash", "zsh", "fish"] {
         m.ok(&["trafficctl", "completions", shell])?;
     }
+    log_formats(m)
+}
+
+/// `--log-format json` writes one JSON object a line; text has no ANSI escapes when stderr
+/// is not a terminal (here a pipe) and no `<N>` prefix outside the journal.
+fn log_formats(m: &Machine) -> Result<()> {
+    let missing = "/nonexistent/traffic.toml";
+    let json = m.run(&["trafficd", "--log-format", "json", "--config", missing])?;
+    ensure!(json.status.code() == Some(2), "exit {:?}", json.status);
+    let line = String::from_utf8_lossy(&json.stderr)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+    ensure!(v["level"] == "ERROR", "level of {line}");
+    ensure!(
+        v["fields"]["message"]
+            .as_str()
+            .is_some_and(|t| t.contains(missing)),
+        "message of {line}"
+    );
+    let text = m.run(&["trafficd", "--config", missing])?;
+    let err = String::from_utf8_lossy(&text.stderr);
+    ensure!(
+        !err.contains('\u{1b}') && !err.starts_with('<') && err.contains("ERROR"),
+        "text log on a pipe: {err:?}"
+    );
     Ok(())
 }
 
@@ -463,6 +492,7 @@ fn reload(m: &Machine) -> Result<()> {
         journal.contains(&at) && journal.contains("reload failed"),
         "journalctl -p warning lacks {at}:\n{journal}"
     );
+    ensure!(!journal.contains('\u{1b}'), "ANSI escapes in the journal");
     // The running limits stayed those of the valid file, and it goes back on disk.
     write_config(m, "detach", 1)?;
     m.ok(&["systemctl", "reload", "trafficd"])?;
