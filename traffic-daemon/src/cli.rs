@@ -415,7 +415,7 @@ pub fn render_throttle(t: &crate::policy::throttle::ThrottleStatus) -> String {
 
 /// How the config file spells an enum value (`enforce`, `detach`): its serde name, not
 /// its Rust name.
-fn config_word<T: Serialize + std::fmt::Debug>(v: &T) -> String {
+pub(crate) fn config_word<T: Serialize + std::fmt::Debug>(v: &T) -> String {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::String(s)) => s,
         _ => format!("{v:?}").to_lowercase(),

@@ -30,3 +30,39 @@ pub struct Args {
     #[arg(long, value_enum, env = crate::logging::FORMAT_VAR, default_value = "text")]
     pub log_format: LogFormat,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use crate::config::{Mode, OnExit, Priority};
+
+    /// Each binary's --help says what it is (not the crate's description).
+    #[test]
+    fn help_describes_each_binary() {
+        let d = super::Args::command().render_help().to_string();
+        assert!(d.starts_with("trafficd — the traffic daemon"), "{d}");
+        assert!(d.contains("TRAFFIC_LOG"), "{d}");
+        let c = crate::cli::Cli::command().render_help().to_string();
+        assert!(
+            c.starts_with("trafficctl — inspect and control trafficd"),
+            "{c}"
+        );
+        assert!(c.contains("completions"), "{c}");
+        assert!(
+            !c.contains("manpages"),
+            "the package-build command is hidden: {c}"
+        );
+    }
+
+    /// `trafficctl status` prints the words of the config file.
+    #[test]
+    fn status_uses_config_words() {
+        use crate::cli::config_word;
+        assert_eq!(config_word(&Mode::Enforce), "enforce");
+        assert_eq!(config_word(&Mode::Monitor), "monitor");
+        assert_eq!(config_word(&OnExit::Detach), "detach");
+        assert_eq!(config_word(&OnExit::Keep), "keep");
+        assert_eq!(config_word(&Priority::Critical), "critical");
+    }
+}
