@@ -209,6 +209,63 @@ fn dpkg_deb(args: &[&str], deb: &Path) -> Result<String> {
     util::output(&mut c)
 }
 
+/// The maintainer scripts extracted into `control`: present, executable, valid sh; no
+/// enable or start, `systemctl` only for daemon-reload; the generated sysusers and
+/// deb-systemd-helper / deb-systemd-invoke fragments in place.
+fn check_scripts(control: &Path) -> Result<()> {
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = control.join(script);
+        let mode = fs::metadata(&path)
+            .with_context(|| format!("maintainer script {script} missing"))?
+            .permissions()
+            .mode();
+        ensure!(
+            mode & 0o777 == 0o755,
+            "{script} has mode {:o}",
+            mode & 0o777
+        );
+        util::output(Command::new("sh").arg("-n").arg(&path))
+            .with_context(|| format!("{script} is not valid sh"))?;
+        // Commands only: the comments tell the operator to enable it.
+        let text = fs::read_to_string(&path)?;
+        let code: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        ensure!(
+            !code
+                .iter()
+                .any(|l| l.contains("systemctl enable") || l.contains("systemctl start")),
+            "{script} enables or starts the service"
+        );
+        // systemctl only for daemon-reload; the rest through deb-systemd-helper/-invoke.
+        ensure!(
+            code.iter()
+                .filter(|l| l.contains("systemctl"))
+                .all(|l| l.contains("daemon-reload")),
+            "{script} calls systemctl for more than daemon-reload:\n{text}"
+        );
+    }
+    let postinst = fs::read_to_string(control.join("postinst"))?;
+    for needle in [
+        "systemd-sysusers",
+        "deb-systemd-helper update-state trafficd.service",
+        "deb-systemd-invoke try-restart trafficd.service",
+    ] {
+        ensure!(
+            postinst.contains(needle),
+            "postinst lacks `{needle}`:\n{postinst}"
+        );
+    }
+    let postrm = fs::read_to_string(control.join("postrm"))?;
+    ensure!(
+        postrm.contains("deb-systemd-helper purge trafficd.service"),
+        "postrm does not drop the enablement on purge:\n{postrm}"
+    );
+    Ok(())
+}
+
 fn check_deb(deb: &Path, tmp: &Path) -> Result<()> {
     // Control fields.
     let field = |name: &str| dpkg_deb(&["-f", name], deb).map(|s| s.trim().to_owned());
@@ -300,59 +357,10 @@ fn check_deb(deb: &Path, tmp: &Path) -> Result<()> {
         "package contents {files:?}\n  expected {expected:?}"
     );
 
-    // Maintainer scripts: present, executable, valid sh; no enable or start.
+    // Maintainer scripts.
     let control = tmp.join("control");
     util::output(Command::new("dpkg-deb").arg("-e").arg(deb).arg(&control))?;
-    for script in ["postinst", "prerm", "postrm"] {
-        let path = control.join(script);
-        let mode = fs::metadata(&path)
-            .with_context(|| format!("maintainer script {script} missing"))?
-            .permissions()
-            .mode();
-        ensure!(
-            mode & 0o777 == 0o755,
-            "{script} has mode {:o}",
-            mode & 0o777
-        );
-        util::output(Command::new("sh").arg("-n").arg(&path))
-            .with_context(|| format!("{script} is not valid sh"))?;
-        // Commands only: the comments tell the operator to enable it.
-        let text = fs::read_to_string(&path)?;
-        let code: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.starts_with('#'))
-            .collect();
-        ensure!(
-            !code
-                .iter()
-                .any(|l| l.contains("systemctl enable") || l.contains("systemctl start")),
-            "{script} enables or starts the service"
-        );
-        // systemctl only for daemon-reload; the rest through deb-systemd-helper/-invoke.
-        ensure!(
-            code.iter()
-                .filter(|l| l.contains("systemctl"))
-                .all(|l| l.contains("daemon-reload")),
-            "{script} calls systemctl for more than daemon-reload:\n{text}"
-        );
-    }
-    let postinst = fs::read_to_string(control.join("postinst"))?;
-    for needle in [
-        "systemd-sysusers",
-        "deb-systemd-helper update-state trafficd.service",
-        "deb-systemd-invoke try-restart trafficd.service",
-    ] {
-        ensure!(
-            postinst.contains(needle),
-            "postinst lacks `{needle}`:\n{postinst}"
-        );
-    }
-    let postrm = fs::read_to_string(control.join("postrm"))?;
-    ensure!(
-        postrm.contains("deb-systemd-helper purge trafficd.service"),
-        "postrm does not drop the enablement on purge:\n{postrm}"
-    );
+    check_scripts(&control)?;
 
     // Extracted tree: same checks as an install, binaries run.
     let root = tmp.join("extracted");

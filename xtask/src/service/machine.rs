@@ -124,35 +124,7 @@ impl Machine {
             }
             Ok(())
         };
-        let spawned = setup().and_then(|()| {
-            let mut c = Command::new("nsenter");
-            // If xtask dies without its Drop (Ctrl-C, a kill), the machine dies too: nsenter
-            // and setsid exec into unshare, which keeps this parent-death signal, and
-            // unshare's --kill-child passes it on to systemd.
-            #[allow(unsafe_code, reason = "pre_exec is unsafe; prctl is async-signal-safe")]
-            // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
-            // async-signal-safe and touches no memory of the parent.
-            unsafe {
-                use std::os::unix::process::CommandExt as _;
-                c.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            c.arg(format!("--net={}", ns(&node).display()))
-                .args(["setsid", "unshare", "--pid", "--fork", "--kill-child"])
-                .args(["--mount", "--mount-proc"])
-                .arg(util::root().join("xtask/service/boot.sh"))
-                .arg(&scratch)
-                .arg(&cgroup)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .context("spawn the private systemd")
-        });
+        let spawned = setup().and_then(|()| spawn_boot(&ns(&node), &scratch, &cgroup));
         let unshare = match spawned {
             Ok(c) => c,
             Err(e) => {
@@ -320,6 +292,37 @@ impl Machine {
         ]))?;
         Ok(out.contains("prog/xdp"))
     }
+}
+
+/// `setsid unshare --pid --fork … boot.sh` in the node's network namespace.
+fn spawn_boot(netns: &Path, scratch: &Path, cgroup: &str) -> Result<Child> {
+    let mut c = Command::new("nsenter");
+    // If xtask dies without its Drop (Ctrl-C, a kill), the machine dies too: nsenter
+    // and setsid exec into unshare, which keeps this parent-death signal, and
+    // unshare's --kill-child passes it on to systemd.
+    #[allow(unsafe_code, reason = "pre_exec is unsafe; prctl is async-signal-safe")]
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
+    // async-signal-safe and touches no memory of the parent.
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        c.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c.arg(format!("--net={}", netns.display()))
+        .args(["setsid", "unshare", "--pid", "--fork", "--kill-child"])
+        .args(["--mount", "--mount-proc"])
+        .arg(util::root().join("xtask/service/boot.sh"))
+        .arg(scratch)
+        .arg(cgroup)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawn the private systemd")
 }
 
 /// What an earlier run killed before its clean-up left behind (its systemd died with it,
