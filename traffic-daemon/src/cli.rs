@@ -16,9 +16,13 @@ use crate::{
     report::{self, CountersReport},
 };
 
-/// Inspect and control trafficd.
+/// trafficctl — inspect and control trafficd, the traffic daemon, through its admin socket;
+/// check a config file offline.
+///
+/// Exit codes: 0 ok, 1 failure, 2 usage error, invalid config or refused reload, 3 daemon
+/// unreachable (not running, or no permission on the socket: join the `traffic` group).
 #[derive(Debug, Parser)]
-#[command(name = "trafficctl", version, about)]
+#[command(name = "trafficctl", version)]
 pub struct Cli {
     /// Admin socket of the daemon.
     #[arg(
@@ -75,6 +79,14 @@ pub enum Command {
     },
     /// Throttle level and each resource's reading against its thresholds.
     Throttle,
+    /// Print the shell completion script for SHELL (bash, zsh, fish, …) on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::manual::Shell,
+    },
+    /// Write the man pages trafficd.8 and trafficctl.8 into DIR (used by the package build).
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,6 +317,22 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             cli.json,
             client.delete::<crate::admin::Message>("/v1/chaos"),
         ),
+        Command::Completions { shell } => match crate::manual::write_completions(*shell, out) {
+            Ok(()) => exit::OK,
+            Err(_) => exit::FAILURE,
+        },
+        Command::Manpages { dir } => match crate::manual::write_man_pages(dir) {
+            Ok(files) => {
+                for f in files {
+                    let _ = writeln!(out, "{}", f.display());
+                }
+                exit::OK
+            }
+            Err(e) => {
+                let _ = writeln!(err, "trafficctl: write man pages to {}: {e}", dir.display());
+                exit::FAILURE
+            }
+        },
         Command::Throttle => {
             match client.get::<crate::policy::throttle::ThrottleStatus>("/v1/throttle") {
                 Ok(t) => {
@@ -385,6 +413,15 @@ pub fn render_throttle(t: &crate::policy::throttle::ThrottleStatus) -> String {
     o
 }
 
+/// How the config file spells an enum value (`enforce`, `detach`): its serde name, not
+/// its Rust name.
+pub(crate) fn config_word<T: Serialize + std::fmt::Debug>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{v:?}").to_lowercase(),
+    }
+}
+
 /// The `trafficctl status` text.
 pub fn render_status(s: &StatusReport) -> String {
     use std::fmt::Write as _;
@@ -397,9 +434,9 @@ pub fn render_status(s: &StatusReport) -> String {
     let _ = writeln!(o, "config:     {}", s.config_path.display());
     let _ = writeln!(
         o,
-        "mode:       {:?}, on exit: {:?}{}",
-        s.mode,
-        s.on_exit,
+        "mode:       {}, on exit: {}{}",
+        config_word(&s.mode),
+        config_word(&s.on_exit),
         if s.adopted_pinned_state {
             ", state adopted from pins"
         } else {
@@ -409,7 +446,7 @@ pub fn render_status(s: &StatusReport) -> String {
     let ifaces: Vec<String> = s
         .interfaces
         .iter()
-        .map(|i| format!("{} ({:?})", i.name, i.mode))
+        .map(|i| format!("{} ({})", i.name, config_word(&i.mode)))
         .collect();
     let _ = writeln!(o, "interfaces: {}", ifaces.join(", "));
     let _ = writeln!(o, "rules:      {}", s.rules);
@@ -450,8 +487,8 @@ pub fn render_status(s: &StatusReport) -> String {
             "{:<14} {:>4} {:<8} {:<9} {}",
             c.name,
             c.slot,
-            format!("{:?}", c.mode).to_lowercase(),
-            format!("{:?}", c.priority).to_lowercase(),
+            config_word(&c.mode),
+            config_word(&c.priority),
             if c.limited { "yes" } else { "no" }
         );
     }

@@ -1015,9 +1015,10 @@ where
     let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone()));
     let metrics_task = match metrics_addr {
         Some(addr) => {
-            let l = crate::metrics::bind(addr)
-                .await
-                .map_err(|e| DaemonError::Other(format!("metrics listener {addr}: {e}")))?;
+            let l = crate::metrics::bind(addr).await.map_err(|e| {
+                // Stops the daemon before READY: see `metrics::bind_failure`.
+                DaemonError::Other(crate::metrics::bind_failure(addr, &shared.config_path, &e))
+            })?;
             info!(%addr, "metrics listening");
             Some(tokio::spawn(crate::metrics::serve(l, shared.clone())))
         }

@@ -11,6 +11,8 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod exit;
+pub mod logging;
+pub mod manual;
 pub mod metrics;
 pub mod notify;
 pub mod plan;
@@ -18,6 +20,7 @@ pub mod policy;
 pub mod pressure;
 pub mod report;
 pub mod sockdiag;
+pub mod trafficd_cli;
 pub mod upstream;
 
 /// The compiled XDP object, embedded at build time (empty when built with `AYA_BUILD_SKIP=1`).

@@ -608,6 +608,19 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// The message of a failed metrics bind. It stops trafficd before READY (the start fails
+/// visibly, rather than the node running unscraped without anyone noticing); it names the
+/// port and the key to change.
+pub fn bind_failure(addr: SocketAddr, config: &std::path::Path, e: &std::io::Error) -> String {
+    format!(
+        "metrics listener: cannot listen on {addr} (port {port}): {e}. Another program may \
+         use port {port}: set `listen` in the [metrics] section of {config} to a free \
+         address, or `enabled = false` there to run without metrics",
+        port = addr.port(),
+        config = config.display()
+    )
+}
+
 /// Bind the metrics listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await

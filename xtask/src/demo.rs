@@ -1,4 +1,4 @@
-//! `cargo xtask demo [--profile NAME]`: trafficd enforcing the shipped `config/traffic.toml`
+//! `cargo xtask demo [--profile NAME]`: trafficd enforcing `config/demo.toml`
 //! in a throwaway topology, driven by the load generator of `traffic_lab::load`.
 //!
 //! Without `--profile` it tells the story, end to end, in about two minutes:
@@ -144,7 +144,7 @@ fn with_lab<T>(
     println!("==> topology: node + client hosts per class (namespaces trf{tag}-*)");
     let topo = Topology::build(&tag, &load::host_specs())?;
     let socket = scratch.tmp.join("admin.sock");
-    let shipped = util::root().join("config/traffic.toml");
+    let shipped = util::root().join("config/demo.toml");
     let cfg = derived_config(&shipped, &topo, &scratch.pins, &socket, pressure_off)?;
     let cfg_path = scratch.tmp.join("traffic.toml");
     std::fs::write(&cfg_path, toml::to_string(&cfg)?)?;
@@ -514,7 +514,7 @@ fn write_outputs(
         .collect();
     let upstreams: Vec<String> = report.upstreams.iter().map(|u| u.name.clone()).collect();
     let subtitle = format!(
-        "trafficd with config/traffic.toml; {:.0} s; levels: {}; allowed = ideal per-source token buckets at the limits in force",
+        "trafficd with config/demo.toml; {:.0} s; levels: {}; allowed = ideal per-source token buckets at the limits in force",
         report.duration,
         report
             .levels

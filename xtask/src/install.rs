@@ -8,9 +8,15 @@
 //! |------|--------------|------|
 //! | `trafficd`, `trafficctl` (release build) | `/usr/bin/` | 0755 |
 //! | `config/traffic.toml` | `/etc/traffic/traffic.toml`, only if no file is there | 0640 |
-//! | `config/trafficd.service` | `/lib/systemd/system/trafficd.service` | 0644 |
-//! | `config/traffic.sysusers.conf` | `/usr/lib/sysusers.d/traffic.conf` | 0644 |
+//! | `config/trafficd.service` | `/usr/lib/systemd/system/trafficd.service` | 0644 |
+//! | `config/sysusers.d/traffic.conf` | `/usr/lib/sysusers.d/traffic.conf` | 0644 |
 //! | `README.md` | `/usr/share/doc/traffic/README.md` | 0644 |
+//! | man pages (generated) | `/usr/share/man/man8/traffic{d,ctl}.8.gz`, `man5/traffic.toml.5.gz` | 0644 |
+//! | completions (generated) | bash, zsh and fish completion directories | 0644 |
+//!
+//! The `.deb` adds cargo-deb's copyright, the changelog and lintian overrides; its unit comes
+//! through `[package.metadata.deb.systemd-units]` (maintainer scripts generated with
+//! deb-systemd-helper / deb-systemd-invoke), and `crate::package_check` runs lintian on it.
 //!
 //! `--prefix` is the root of the tree the files go to (like `DESTDIR`; default `/`). The
 //! binaries go to `/usr/bin`, not `/usr/local/bin`, because the shipped unit — verified by
@@ -49,6 +55,9 @@ pub enum Source {
     Bin(&'static str),
     /// A file of the checkout, relative to the workspace root.
     Repo(&'static str),
+    /// A file rendered from the release build into its `generated/` directory
+    /// ([`crate::generated`]).
+    Generated(&'static str),
 }
 
 /// One installed file.
@@ -62,9 +71,9 @@ pub struct File {
 
 /// The config: installed only if absent, kept by `uninstall`.
 pub const CONFIG: &str = "etc/traffic/traffic.toml";
-pub const UNIT: &str = "lib/systemd/system/trafficd.service";
+pub const UNIT: &str = "usr/lib/systemd/system/trafficd.service";
 pub const SYSUSERS: &str = "usr/lib/sysusers.d/traffic.conf";
-const DOC_DIR: &str = "usr/share/doc/traffic";
+pub const DOC_DIR: &str = "usr/share/doc/traffic";
 /// Where `systemctl enable` puts the unit's link (`WantedBy=multi-user.target`).
 const ENABLE_LINK: &str = "etc/systemd/system/multi-user.target.wants/trafficd.service";
 /// `daemon.pin_dir` when the config does not set it.
@@ -96,7 +105,7 @@ pub const FILES: &[File] = &[
         mode: 0o644,
     },
     File {
-        source: Source::Repo("config/traffic.sysusers.conf"),
+        source: Source::Repo("config/sysusers.d/traffic.conf"),
         dest: SYSUSERS,
         mode: 0o644,
     },
@@ -105,7 +114,44 @@ pub const FILES: &[File] = &[
         dest: "usr/share/doc/traffic/README.md",
         mode: 0o644,
     },
+    File {
+        source: Source::Generated("trafficd.8.gz"),
+        dest: "usr/share/man/man8/trafficd.8.gz",
+        mode: 0o644,
+    },
+    File {
+        source: Source::Generated("trafficctl.8.gz"),
+        dest: "usr/share/man/man8/trafficctl.8.gz",
+        mode: 0o644,
+    },
+    File {
+        source: Source::Generated("traffic.toml.5.gz"),
+        dest: "usr/share/man/man5/traffic.toml.5.gz",
+        mode: 0o644,
+    },
+    File {
+        source: Source::Generated("trafficctl.bash"),
+        dest: "usr/share/bash-completion/completions/trafficctl",
+        mode: 0o644,
+    },
+    File {
+        source: Source::Generated("_trafficctl"),
+        dest: "usr/share/zsh/vendor-completions/_trafficctl",
+        mode: 0o644,
+    },
+    File {
+        source: Source::Generated("trafficctl.fish"),
+        dest: "usr/share/fish/vendor_completions.d/trafficctl.fish",
+        mode: 0o644,
+    },
 ];
+
+/// What only the `.deb` has (besides cargo-deb's copyright and changelog): the lintian
+/// overrides, each with its reason (`config/debian/lintian-overrides`).
+pub const DEB_ONLY: &[(&str, &str)] = &[(
+    "config/debian/lintian-overrides",
+    "usr/share/lintian/overrides/traffic",
+)];
 
 // ---------------------------------------------------------------------------------------
 // Commands
@@ -123,6 +169,7 @@ pub fn install(tc: &Toolchains, prefix: &Path) -> Result<()> {
     }
     setup::run(tc)?;
     let bin = crate::build(tc, true)?;
+    crate::generated::write(&bin)?;
     println!("install: into {}", prefix.display());
     install_files(&bin, &util::root(), prefix)?;
     for (exec, file) in verify_unit(prefix)? {
@@ -194,7 +241,8 @@ pub fn uninstall(prefix: &Path) -> Result<()> {
 /// returns the path of the `.deb`.
 pub fn deb(tc: &Toolchains) -> Result<PathBuf> {
     setup::run(tc)?;
-    crate::build(tc, true)?;
+    let bin = crate::build(tc, true)?;
+    crate::generated::write(&bin)?;
     let deb = build_deb(tc, &util::target_dir().join("debian"))?;
     println!("deb: {}", deb.display());
     println!(
@@ -224,10 +272,7 @@ pub enum Outcome {
 pub fn install_files(bin_dir: &Path, repo: &Path, prefix: &Path) -> Result<Vec<Outcome>> {
     let mut out = Vec::new();
     for f in FILES {
-        let src = match f.source {
-            Source::Bin(name) => bin_dir.join(name),
-            Source::Repo(rel) => repo.join(rel),
-        };
+        let src = source_path(f.source, bin_dir, repo);
         let dest = prefix.join(f.dest);
         if f.dest == CONFIG && fs::symlink_metadata(&dest).is_ok() {
             println!(
@@ -243,6 +288,15 @@ pub fn install_files(bin_dir: &Path, repo: &Path, prefix: &Path) -> Result<Vec<O
         out.push(Outcome::Written(dest));
     }
     Ok(out)
+}
+
+/// Where a file of [`FILES`] is read from.
+pub fn source_path(source: Source, bin_dir: &Path, repo: &Path) -> PathBuf {
+    match source {
+        Source::Bin(name) => bin_dir.join(name),
+        Source::Repo(rel) => repo.join(rel),
+        Source::Generated(name) => bin_dir.join(crate::generated::DIR).join(name),
+    }
 }
 
 fn copy_file(src: &Path, dest: &Path, mode: u32) -> Result<()> {
@@ -639,308 +693,13 @@ pub fn build_deb(tc: &Toolchains, out_dir: &Path) -> Result<PathBuf> {
     Ok(deb)
 }
 
-// ---------------------------------------------------------------------------------------
-// The packaging check of `cargo xtask test` (root)
-// ---------------------------------------------------------------------------------------
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("traffic-{what}-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `cargo xtask install --prefix` / `uninstall --prefix` end to end (this very xtask, real
-/// release build), then the `.deb` of the same binaries, inspected with dpkg-deb and run
-/// from its extracted tree. Never installs anything on the host.
-pub fn check_packaging(tc: &Toolchains) -> Result<()> {
-    let tmp = TempDir::new("package")?;
-    let xtask = std::env::current_exe().context("path of the running xtask")?;
-
-    let t = Instant::now();
-    let prefix = tmp.0.join("prefix");
-    println!("package: cargo xtask install --prefix {}", prefix.display());
-    util::run(
-        Command::new(&xtask)
-            .arg("install")
-            .arg("--prefix")
-            .arg(&prefix),
-    )?;
-    check_tree(&prefix, "install --prefix")?;
-    util::run(
-        Command::new(&xtask)
-            .arg("uninstall")
-            .arg("--prefix")
-            .arg(&prefix),
-    )?;
-    let left = regular_files(&prefix)?;
-    ensure!(
-        left == [PathBuf::from(CONFIG)],
-        "uninstall --prefix left {left:?}, expected only {CONFIG}"
-    );
-    println!(
-        "package: install/uninstall --prefix … ok ({:.1} s, release build included)",
-        t.elapsed().as_secs_f64()
-    );
-
-    let t = Instant::now();
-    let deb = build_deb(tc, &tmp.0.join("deb"))?;
-    println!(
-        "package: built {} in {:.1} s",
-        deb.display(),
-        t.elapsed().as_secs_f64()
-    );
-    let t = Instant::now();
-    check_deb(&deb, &tmp.0)?;
-    println!(
-        "package: .deb checks … ok ({:.1} s)",
-        t.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-/// A tree with every file of [`FILES`] (same bytes as the checkout's for those from it),
-/// a consistent unit, and binaries that run: `trafficctl --version` and
-/// `trafficd --check --config <the tree's config>`.
-fn check_tree(root: &Path, what: &str) -> Result<()> {
-    for f in FILES {
-        let path = root.join(f.dest);
-        let meta =
-            fs::metadata(&path).with_context(|| format!("{what}: {} missing", path.display()))?;
-        ensure!(
-            meta.permissions().mode() & 0o7777 == f.mode,
-            "{what}: {} has mode {:04o}, expected {:04o}",
-            path.display(),
-            meta.permissions().mode() & 0o7777,
-            f.mode
-        );
-        if let Source::Repo(rel) = f.source {
-            ensure!(
-                fs::read(&path)? == fs::read(util::root().join(rel))?,
-                "{what}: {} differs from {rel}",
-                path.display()
-            );
-        }
-    }
-    verify_unit(root).with_context(|| format!("{what}: unit"))?;
-    let version = util::output(Command::new(root.join("usr/bin/trafficctl")).arg("--version"))?;
-    ensure!(
-        version.trim() == format!("trafficctl {}", env!("CARGO_PKG_VERSION")),
-        "{what}: trafficctl --version printed {version:?}"
-    );
-    util::output(
-        Command::new(root.join("usr/bin/trafficd"))
-            .arg("--check")
-            .arg("--config")
-            .arg(root.join(CONFIG)),
-    )
-    .with_context(|| format!("{what}: trafficd --check on the installed config"))?;
-    println!("package: {what}: files, modes, unit, trafficctl --version, trafficd --check … ok");
-    Ok(())
-}
-
-/// Regular files under `root`, relative to it, sorted.
-fn regular_files(root: &Path) -> Result<Vec<PathBuf>> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        for e in fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
-            let e = e?;
-            let ty = e.file_type()?;
-            if ty.is_dir() {
-                walk(root, &e.path(), out)?;
-            } else {
-                out.push(e.path().strip_prefix(root)?.to_owned());
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out)?;
-    out.sort();
-    Ok(out)
-}
-
-/// One line of `dpkg-deb -c`: `-rwxr-xr-x root/root 1234 2026-01-01 00:00 ./usr/bin/x`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub perms: String,
-    pub owner: String,
-    pub path: String,
-}
-
-pub fn parse_listing(listing: &str) -> Vec<Entry> {
-    listing
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let path = f.get(5)?.trim_start_matches("./").trim_end_matches('/');
-            Some(Entry {
-                perms: (*f.first()?).to_owned(),
-                owner: (*f.get(1)?).to_owned(),
-                path: path.to_owned(),
-            })
-        })
-        .filter(|e| !e.path.is_empty())
-        .collect()
-}
-
-/// `0o755` → `-rwxr-xr-x`.
-pub fn perms_string(mode: u32) -> String {
-    let mut s = String::from("-");
-    for shift in [6, 3, 0] {
-        let bits = (mode >> shift) & 7;
-        s.push(if bits & 4 != 0 { 'r' } else { '-' });
-        s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
-    }
-    s
-}
-
-/// Package names of a `Depends` field (`libc6 (>= 2.34), passwd | systemd`).
-pub fn depends_names(field: &str) -> Vec<String> {
-    field
-        .split([',', '|'])
-        .filter_map(|d| d.split_whitespace().next())
-        .map(|n| n.split(':').next().unwrap_or(n).to_owned())
-        .collect()
-}
-
-fn dpkg_deb(args: &[&str], deb: &Path) -> Result<String> {
-    let mut c = Command::new("dpkg-deb");
-    let (opt, rest) = args.split_first().context("no dpkg-deb option")?;
-    c.arg(opt).arg(deb).args(rest);
-    util::output(&mut c)
-}
-
-fn check_deb(deb: &Path, tmp: &Path) -> Result<()> {
-    // Control fields.
-    let field = |name: &str| dpkg_deb(&["-f", name], deb).map(|s| s.trim().to_owned());
-    ensure!(
-        field("Package")? == DEB_PACKAGE,
-        "Package is not {DEB_PACKAGE}"
-    );
-    let arch = util::output(Command::new("dpkg").arg("--print-architecture"))?;
-    ensure!(
-        field("Architecture")? == arch.trim(),
-        "Architecture is not {}",
-        arch.trim()
-    );
-    let depends = field("Depends")?;
-    let names = depends_names(&depends);
-    ensure!(
-        depends
-            .split(',')
-            .any(|d| d.trim().starts_with("libc6 (>= ")),
-        "Depends has no versioned libc6 (is dpkg-shlibdeps there?): {depends:?}"
-    );
-    ensure!(
-        names
-            .iter()
-            .all(|n| ["libc6", "passwd", "systemd"].contains(&n.as_str())),
-        "Depends has more than libc6 and the group tools: {depends:?}"
-    );
-    println!("package: .deb Depends: {depends}");
-
-    // Conffiles.
-    let conffiles = dpkg_deb(&["-I", "conffiles"], deb)?;
-    let conffiles: Vec<&str> = conffiles
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    ensure!(
-        conffiles == [format!("/{CONFIG}")],
-        "conffiles are {conffiles:?}, expected /{CONFIG}"
-    );
-
-    // Contents: exactly FILES plus cargo-deb's copyright, with their modes, owned by root.
-    let listing = parse_listing(&dpkg_deb(&["-c"], deb)?);
-    let mut expected: Vec<(String, String)> = FILES
-        .iter()
-        .map(|f| (f.dest.to_owned(), perms_string(f.mode)))
-        .chain([(format!("{DOC_DIR}/copyright"), perms_string(0o644))])
-        .collect();
-    expected.sort();
-    let mut files: Vec<(String, String)> = Vec::new();
-    for e in &listing {
-        // cargo-deb writes numeric ids (0/0), dpkg-deb -b names (root/root).
-        ensure!(
-            matches!(e.owner.as_str(), "0/0" | "root/root"),
-            "{} is owned by {}",
-            e.path,
-            e.owner
-        );
-        if e.perms.starts_with('d') {
-            ensure!(
-                e.perms == "drwxr-xr-x",
-                "directory {} has {}",
-                e.path,
-                e.perms
-            );
-        } else {
-            files.push((e.path.clone(), e.perms.clone()));
-        }
-    }
-    files.sort();
-    ensure!(
-        files == expected,
-        "package contents {files:?}\n  expected {expected:?}"
-    );
-
-    // Maintainer scripts: present, executable, valid sh; no enable or start.
-    let control = tmp.join("control");
-    util::output(Command::new("dpkg-deb").arg("-e").arg(deb).arg(&control))?;
-    for script in ["postinst", "prerm", "postrm"] {
-        let path = control.join(script);
-        let mode = fs::metadata(&path)
-            .with_context(|| format!("maintainer script {script} missing"))?
-            .permissions()
-            .mode();
-        ensure!(
-            mode & 0o777 == 0o755,
-            "{script} has mode {:o}",
-            mode & 0o777
-        );
-        util::output(Command::new("sh").arg("-n").arg(&path))
-            .with_context(|| format!("{script} is not valid sh"))?;
-        // Commands only: the comments tell the operator to enable it.
-        let text = fs::read_to_string(&path)?;
-        let code: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.starts_with('#'))
-            .collect();
-        ensure!(
-            !code
-                .iter()
-                .any(|l| l.contains("systemctl enable") || l.contains("systemctl start")),
-            "{script} enables or starts the service"
-        );
-    }
-
-    // Extracted tree: same checks as an install, binaries run.
-    let root = tmp.join("extracted");
-    util::output(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))?;
-    check_tree(&root, ".deb extracted")
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a panic is how a test fails
+#[allow(clippy::unwrap_used, reason = "a panic is how a test fails")]
 mod tests {
     use super::*;
+    use crate::package_check::{
+        Entry, TempDir, depends_names, parse_listing, perms_string, regular_files,
+    };
 
     /// A fake release directory: two shell scripts named like the binaries.
     fn fake_bins(dir: &Path) -> PathBuf {
@@ -949,6 +708,13 @@ mod tests {
         for name in ["trafficd", "trafficctl"] {
             fs::write(bin.join(name), format!("#!/bin/sh\necho {name}\n")).unwrap();
             fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let generated = bin.join(crate::generated::DIR);
+        fs::create_dir_all(&generated).unwrap();
+        for f in FILES {
+            if let Source::Generated(name) = f.source {
+                fs::write(generated.join(name), format!("generated {name}\n")).unwrap();
+            }
         }
         bin
     }
@@ -970,10 +736,7 @@ mod tests {
         for f in FILES {
             let p = prefix.join(f.dest);
             assert_eq!(mode(&p), f.mode, "{}", p.display());
-            let src = match f.source {
-                Source::Bin(n) => bin.join(n),
-                Source::Repo(r) => util::root().join(r),
-            };
+            let src = source_path(f.source, &bin, &util::root());
             assert_eq!(
                 fs::read(&p).unwrap(),
                 fs::read(&src).unwrap(),
@@ -983,7 +746,17 @@ mod tests {
         }
         assert!(prefix.join("usr/bin/trafficd").is_file());
         assert!(prefix.join("etc/traffic/traffic.toml").is_file());
-        assert!(prefix.join("lib/systemd/system/trafficd.service").is_file());
+        assert!(
+            prefix
+                .join("usr/lib/systemd/system/trafficd.service")
+                .is_file()
+        );
+        assert!(prefix.join("usr/share/man/man8/trafficd.8.gz").is_file());
+        assert!(
+            prefix
+                .join("usr/share/bash-completion/completions/trafficctl")
+                .is_file()
+        );
         assert!(prefix.join("usr/lib/sysusers.d/traffic.conf").is_file());
         assert!(prefix.join("usr/share/doc/traffic/README.md").is_file());
         // Nothing else (no temporary files left behind).
@@ -1060,10 +833,16 @@ mod tests {
         let found = verify_unit(&prefix).unwrap();
         assert_eq!(
             found,
-            [(
-                "/usr/bin/trafficd".to_owned(),
-                prefix.join("usr/bin/trafficd")
-            )]
+            [
+                (
+                    "/usr/bin/trafficd".to_owned(),
+                    prefix.join("usr/bin/trafficd")
+                ),
+                (
+                    "/usr/bin/trafficctl".to_owned(),
+                    prefix.join("usr/bin/trafficctl")
+                )
+            ]
         );
         let unit = fs::read_to_string(prefix.join(UNIT)).unwrap();
         assert!(unit.contains("ExecStart=/usr/bin/trafficd --config /etc/traffic/traffic.toml"));
@@ -1106,19 +885,42 @@ mod tests {
                 (s(0), s(1), u32::from_str_radix(&s(2), 8).unwrap())
             })
             .collect();
+        // The unit is not an asset: systemd-units installs it (dh_installsystemd's layout).
         let mut files: Vec<(String, String, u32)> = FILES
             .iter()
+            .filter(|f| f.dest != UNIT)
             .map(|f| {
                 let src = match f.source {
                     Source::Bin(n) => format!("target/release/{n}"),
                     Source::Repo(r) => format!("../{r}"),
+                    Source::Generated(n) => {
+                        format!("target/release/{}/{n}", crate::generated::DIR)
+                    }
                 };
                 (src, f.dest.to_owned(), f.mode)
             })
+            .chain(
+                DEB_ONLY
+                    .iter()
+                    .map(|(src, dest)| (format!("../{src}"), (*dest).to_owned(), 0o644)),
+            )
             .collect();
         assets.sort();
         files.sort();
         assert_eq!(assets, files);
+        let units = &deb["systemd-units"];
+        assert_eq!(units["unit-scripts"].as_str(), Some("../config"));
+        assert_eq!(units["unit-name"].as_str(), Some("trafficd"));
+        assert!(
+            FILES
+                .iter()
+                .any(|f| f.dest == UNIT && f.source == Source::Repo("config/trafficd.service")),
+            "the unit of FILES is the one systemd-units packages"
+        );
+        // Enabled by the operator, never by the package; restarted after an upgrade.
+        assert_eq!(units["enable"].as_bool(), Some(false));
+        assert_eq!(units["start"].as_bool(), Some(false));
+        assert_eq!(units["restart-after-upgrade"].as_bool(), Some(true));
         // The maintainer scripts cargo-deb packages are there, executable and valid sh.
         let scripts = util::root()
             .join("traffic-daemon")
@@ -1126,6 +928,12 @@ mod tests {
         for s in ["postinst", "prerm", "postrm"] {
             let p = scripts.join(s);
             assert_eq!(mode(&p) & 0o111, 0o111, "{} not executable", p.display());
+            let text = fs::read_to_string(&p).unwrap();
+            assert!(
+                text.contains("\n#DEBHELPER#\n"),
+                "{} has no #DEBHELPER#",
+                p.display()
+            );
             let st = Command::new("sh").arg("-n").arg(&p).status().unwrap();
             assert!(st.success(), "{} is not valid sh", p.display());
         }
@@ -1171,8 +979,8 @@ mod tests {
         assert_eq!(perms_string(0o755), "-rwxr-xr-x");
         assert_eq!(perms_string(0o644), "-rw-r--r--");
         assert_eq!(
-            depends_names("libc6 (>= 2.34), passwd | systemd"),
-            ["libc6", "passwd", "systemd"]
+            depends_names("libc6 (>= 2.34), systemd (>= 252) | systemd-sysusers"),
+            ["libc6", "systemd", "systemd-sysusers"]
         );
     }
 }

@@ -5,7 +5,10 @@
 
 mod bench;
 mod demo;
+mod generated;
 mod install;
+mod package_check;
+mod service;
 mod setup;
 mod test;
 mod toolchains;
@@ -38,7 +41,7 @@ enum Cmd {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
-    /// Run the demo: namespaces, trafficd with config/traffic.toml, the load generator, a
+    /// Run the demo: namespaces, trafficd with config/demo.toml, the load generator, a
     /// live view, a report and a chart (target/demo/), clean-up. Without --profile: the
     /// story (normal traffic, an attack, a failing upstream, CPU pressure, recovery).
     Demo {

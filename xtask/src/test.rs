@@ -10,7 +10,11 @@
 //!    trafficd with the pressure signals off) whose report must agree with the limits.
 //! 3. package — as root: `cargo xtask install --prefix <tmp>` and `uninstall` end to end
 //!    (release build), then the `.deb` of the same binaries inspected with dpkg-deb and run
-//!    from its extracted tree (never installed on the host). Skipped when a filter is given.
+//!    from its extracted tree (never installed on the host), and lintian on it. Skipped when
+//!    a filter is given.
+//! 4. service — as root: the `.deb` installed and operated under a private systemd (its own
+//!    PID, mount and network namespaces; the host's files untouched): see
+//!    `crate::service`. Skipped when a filter is given.
 //!
 //! A privileged layer that cannot run says so loudly and fails under `CI=true`.
 
@@ -29,6 +33,8 @@ pub enum Layer {
     Privileged,
     /// Packaging checks only (install/uninstall into a temp prefix, the .deb; root).
     Package,
+    /// The .deb under a private systemd: install, start, reload, restart, upgrade, remove (root).
+    Service,
     /// Everything.
     All,
 }
@@ -55,7 +61,7 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
     }
     if matches!(layer, Layer::Privileged | Layer::All) {
         if !util::is_root() {
-            let msg = "PRIVILEGED LAYERS DID NOT RUN: contract, program (BPF_PROG_TEST_RUN), end-to-end tests and the packaging checks need root. Run `sudo cargo xtask test`.";
+            let msg = "PRIVILEGED LAYERS DID NOT RUN: contract, program (BPF_PROG_TEST_RUN), end-to-end tests, the packaging checks and the service layer need root. Run `sudo cargo xtask test`.";
             eprintln!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
             eprintln!("!! {msg}");
             eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
@@ -94,7 +100,7 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
     if package && util::is_root() {
         let t = Instant::now();
         println!("==> package layer (install/uninstall --prefix <tmp>, .deb via cargo-deb; root)");
-        crate::install::check_packaging(tc)?;
+        crate::package_check::check_packaging(tc)?;
         summary.push(format!(
             "package     ok  {:>6.1}s",
             t.elapsed().as_secs_f64()
@@ -102,6 +108,20 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
     } else if layer == Layer::Package {
         bail!(
             "the package layer needs root (it builds the .deb and runs dpkg-deb): sudo cargo xtask test --layer package"
+        );
+    }
+    let service = layer == Layer::Service || (layer == Layer::All && filter.is_none());
+    if service && util::is_root() {
+        let t = Instant::now();
+        println!("==> service layer (the .deb under a private systemd; root)");
+        crate::service::run(tc)?;
+        summary.push(format!(
+            "service     ok  {:>6.1}s",
+            t.elapsed().as_secs_f64()
+        ));
+    } else if layer == Layer::Service {
+        bail!(
+            "the service layer needs root (it boots a private systemd in namespaces): sudo cargo xtask test --layer service"
         );
     }
     println!("\n==> test summary");

@@ -1,48 +1,18 @@
 //! trafficd: the traffic daemon. Parses flags, sets up logging, maps errors to exit codes;
 //! everything else is `traffic_daemon::daemon::run`.
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::Parser;
 use traffic_daemon::{
-    config::{self, Config},
+    config::Config,
     daemon::{self, DaemonError},
     dataplane::{
         Dataplane,
         kernel::{Kernel, LoadOptions},
     },
-    exit,
+    exit, logging,
+    trafficd_cli::Args,
 };
-
-/// Per-source XDP rate limiting that tightens under the node's own pressure.
-#[derive(Debug, Parser)]
-#[command(name = "trafficd", version, about)]
-struct Args {
-    /// Configuration file.
-    #[arg(long, short, default_value = config::DEFAULT_PATH)]
-    config: PathBuf,
-    /// Validate the configuration and exit.
-    #[arg(long)]
-    check: bool,
-    /// Forget pinned state (buckets, counters, links) from earlier runs before starting.
-    #[arg(long)]
-    fresh: bool,
-}
-
-fn init_logging() {
-    use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_env("TRAFFIC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Under systemd the journal adds its own timestamps.
-    let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr);
-    if under_journal {
-        builder.without_time().with_ansi(false).init();
-    } else {
-        builder.init();
-    }
-}
 
 fn open_kernel(c: &Config, fresh: bool) -> Result<Box<dyn Dataplane>, DaemonError> {
     if fresh {
@@ -73,7 +43,7 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging();
+    logging::init(args.log_format);
     if args.check {
         return match Config::load(&args.config) {
             Ok(_) => {

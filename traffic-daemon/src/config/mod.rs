@@ -25,6 +25,11 @@ use crate::policy::breaker::{BreakerOverrides, BreakerSettings};
 /// Default location of the config file.
 pub const DEFAULT_PATH: &str = "/etc/traffic/traffic.toml";
 
+/// Default port of the metrics listener (`[metrics] listen`, on 127.0.0.1). Outside
+/// 9100–9999, the range of Prometheus's default port allocations (fully taken; 9187, the
+/// old default, is postgres_exporter's), so it does not collide with an exporter's default.
+pub const DEFAULT_METRICS_PORT: u16 = 10187;
+
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {

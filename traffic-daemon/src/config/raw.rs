@@ -767,7 +767,10 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         None
     } else {
         match &raw.metrics.listen {
-            None => Some(SocketAddr::from(([127, 0, 0, 1], 9187))),
+            None => Some(SocketAddr::from((
+                [127, 0, 0, 1],
+                super::DEFAULT_METRICS_PORT,
+            ))),
             Some(l) => match l.get_ref().parse::<SocketAddr>() {
                 Ok(a) => Some(a),
                 Err(_) => {

@@ -184,7 +184,7 @@ fn shipped_config_parses_and_equals_documented_defaults() {
             socket_group: Some("traffic".to_owned()),
         },
         metrics: MetricsConfig {
-            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9187))),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 10187))),
         },
         classes: vec![
             class("internal", Priority::Critical),
@@ -220,6 +220,23 @@ fn shipped_config_parses_and_equals_documented_defaults() {
             rule("198.18.66.0/24", RuleAction::Deny, None),
             rule("2001:db8:66::/48", RuleAction::Deny, None),
         ],
+        ports: vec![],
+        breaker: BreakerSettings::default(),
+        breaker_groups: vec![
+            ("critical".to_owned(), critical_group()),
+            ("non_critical".to_owned(), non_critical_group()),
+        ],
+        upstreams: vec![],
+        pressure: PressureSettings::default(),
+        throttle: ThrottleSettings::default(),
+    };
+    assert_eq!(config, expected);
+    // The shipped file acts on no port: the examples are comments. config/demo.toml is the
+    // same file with them in force (the demo runs services on those ports).
+    let demo_path = path.with_file_name("demo.toml");
+    let demo = Config::load(&demo_path).unwrap_or_else(|e| panic!("{e}"));
+    let expected_demo = Config {
+        source: demo_path.clone(),
         ports: vec![PortSpec {
             port: 22,
             protocol: Protocol::Tcp,
@@ -229,11 +246,6 @@ fn shipped_config_parses_and_equals_documented_defaults() {
                 burst: 10,
             }),
         }],
-        breaker: BreakerSettings::default(),
-        breaker_groups: vec![
-            ("critical".to_owned(), critical_group()),
-            ("non_critical".to_owned(), non_critical_group()),
-        ],
         upstreams: vec![
             UpstreamSpec {
                 name: "web".into(),
@@ -269,10 +281,9 @@ fn shipped_config_parses_and_equals_documented_defaults() {
                 passive: true,
             },
         ],
-        pressure: PressureSettings::default(),
-        throttle: ThrottleSettings::default(),
+        ..expected.clone()
     };
-    assert_eq!(config, expected);
+    assert_eq!(demo, expected_demo);
     // The documented breaker groups are exactly the built-in presets.
     assert_eq!(Some(critical_group()), BreakerOverrides::preset("critical"));
     assert_eq!(
@@ -812,7 +823,7 @@ fn metrics_disabled_gives_no_listener() {
     let c = ok(&cfg("", "[metrics]\nlisten = \"[::1]:9100\""));
     assert_eq!(c.metrics.listen, "[::1]:9100".parse().ok());
     let c = ok(&cfg("", "[metrics]\nenabled = true"));
-    assert_eq!(c.metrics.listen, "127.0.0.1:9187".parse().ok());
+    assert_eq!(c.metrics.listen, "127.0.0.1:10187".parse().ok());
 }
 
 // ---------------------------------------------------------------------------------------
