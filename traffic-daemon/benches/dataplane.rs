@@ -44,7 +44,7 @@
 //!
 //! # b. `veth`: receive CPU per packet under a veth flood
 //!
-//! See `traffic_lab::flood`. A generator namespace runs `gen_flood` with test-run in
+//! See `traffic_loadgen::flood`. A generator namespace runs `gen_flood` with test-run in
 //! live-frames mode on its veth end, pinned to CPU 0: every frame gets one of 4096 IPv4
 //! sources and is sent with XDP_TX to the receiver namespace, whose veth has threaded NAPI
 //! pinned to CPU 1. The receive cost is the NAPI thread's CPU time (`/proc/PID/schedstat`)
@@ -57,8 +57,8 @@
 //! - `traffic`: the traffic program attached through the daemon's own adapter (`Kernel`)
 //!   with a config of that limit — what trafficd enforces, without trafficd's user-space
 //!   loop on the measured CPU;
-//! - `nft`: an nftables netdev-ingress per-source meter (`traffic_lab::peers`);
-//! - `iptables`: iptables hashlimit in raw PREROUTING (`traffic_lab::peers`).
+//! - `nft`: an nftables netdev-ingress per-source meter (`traffic_loadgen::peers`);
+//! - `iptables`: iptables hashlimit in raw PREROUTING (`traffic_loadgen::peers`).
 //!
 //! Also measured per limiter: packets that reached the UDP layer (`/proc/net/snmp` of the
 //! receiver) against 4096 × (rate·t + burst), t the generator's span.
@@ -112,13 +112,13 @@ use traffic_daemon::{
     },
     plan::{Slots, desired, diff},
 };
-use traffic_lab::{
-    benchstat::{Bound, Report, rotation},
+use traffic_loadgen::{
     flood::{self, FloodNet, GEN_MAC, RCV_MAC, RCV_V4, RCV_V6},
     gen_abi::{self, GenConfig, GenState, LegitStat},
-    packet::Frame,
     peers::{self, Hashlimit, NftMeter, SourceLimit},
+    stats::{Bound, Report, rotation},
 };
+use traffic_testkit::packet::Frame;
 
 const XDP_ABORTED: u32 = 0;
 const XDP_DROP: u32 = 1;
@@ -285,13 +285,13 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args = parse_args()?;
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     ensure!(
         traffic_daemon::ebpf_available() && !traffic_daemon::EBPF_BENCH_OBJECT.is_empty(),
         "this build has no eBPF objects (AYA_BUILD_SKIP=1): build the bench with the eBPF toolchain (`cargo xtask bench`)"
     );
     remove_stale_pins();
-    let cpus = traffic_lab::netns::online_cpus();
+    let cpus = traffic_testkit::netns::online_cpus();
     let started = Instant::now();
     println!(
         "dataplane bench: {} repetitions{}, {cpus} CPUs, JSON to {}",
@@ -674,7 +674,7 @@ fn generate(
     max_frames: u64,
     max_time: Duration,
 ) -> Result<Sent> {
-    let all: Vec<usize> = (0..traffic_lab::netns::online_cpus()).collect();
+    let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
     flood::set_affinity(0, &[GEN_CPU])?;
     let result = (|| {
         let _in = flood::enter(&net.sender)?;
@@ -720,7 +720,7 @@ impl Receiver {
         let napi_pid = net
             .threaded_napi()
             .context("threaded NAPI on the receiver")?;
-        if traffic_lab::netns::online_cpus() > RCV_CPU {
+        if traffic_testkit::netns::online_cpus() > RCV_CPU {
             flood::set_affinity(napi_pid, &[RCV_CPU]).context("pin the NAPI thread")?;
             report.meta("napi_cpu", RCV_CPU);
         } else {
@@ -1102,7 +1102,7 @@ fn testrun(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         "v6_spoof",
         udp6(Ipv6Addr::new(0x2001, 0xdb8, 0x8000, 0, 0, 0, 0, 1)),
     );
-    let all: Vec<usize> = (0..traffic_lab::netns::online_cpus()).collect();
+    let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
     flood::set_affinity(0, &[GEN_CPU])?;
     let filled = fill_buckets(
         bench,
@@ -1296,7 +1296,7 @@ fn veth(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         "veth",
         "b. receive CPU per packet, veth flood from 4096 sources",
     );
-    let net = FloodNet::create(&traffic_lab::topo::unique_tag())
+    let net = FloodNet::create(&traffic_testkit::topo::unique_tag())
         .context("create the flood namespaces")?;
     let rx = Receiver::setup(&net, &mut report)?;
     let mut traffic = Traffic::load("veth", &veth_config(&net.rcv_if), false)?;
@@ -1627,13 +1627,13 @@ fn accuracy(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         "accuracy",
         "c. limits under a flood from ≥ 10⁶ spoofed sources",
     );
-    let net = FloodNet::create(&traffic_lab::topo::unique_tag())
+    let net = FloodNet::create(&traffic_testkit::topo::unique_tag())
         .context("create the flood namespaces")?;
     let rx = Receiver::setup(&net, &mut report)?;
     let mut with = Traffic::load("acc-adm", &accuracy_config(&net.rcv_if, true), true)?;
     // The bucket map full of admitted spoofed sources, as after a long flood: admitted
     // sources then evict others, and lookups of new sources miss a cold table.
-    let all: Vec<usize> = (0..traffic_lab::netns::online_cpus()).collect();
+    let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
     flood::set_affinity(0, &[GEN_CPU])?;
     let slot = with.slot("default")?;
     let filled = fill_buckets(
@@ -1899,7 +1899,7 @@ fn accuracy_run(
         std::thread::sleep(Duration::from_secs_f64(2.0 / f64::from(RATE)));
         bench.configure(gen_cfg)?;
         bench.reset()?;
-        let sink = traffic_lab::udp::UdpSink::start(&net.receiver, FLOOD_PORT, 1)?;
+        let sink = traffic_testkit::udp::UdpSink::start(&net.receiver, FLOOD_PORT, 1)?;
         let stats_before = traffic.class_stats(slot)?;
         let over_before = traffic.counter(slot, Reason::Overflow)?.packets;
         let full_before = traffic.counter(slot, Reason::MapFull)?.packets;
@@ -1962,8 +1962,8 @@ fn accuracy_run(
                 );
             }
         }
-        let sum = traffic_lab::benchstat::summarize(&kept).context("no legitimate sources")?;
-        let min_of = |v: &[f64]| traffic_lab::benchstat::summarize(v).map_or(f64::NAN, |s| s.min);
+        let sum = traffic_loadgen::stats::summarize(&kept).context("no legitimate sources")?;
+        let min_of = |v: &[f64]| traffic_loadgen::stats::summarize(v).map_or(f64::NAN, |s| s.min);
         let total: u64 = counts.values().sum();
         let overflowed = stats_after.overflowed - stats_before.overflowed;
         let refused = (over_after - over_before) + (full_after - full_before);

@@ -87,7 +87,7 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
                 let t = Instant::now();
                 println!("==> profile run (config/profiles/smoke.toml through trafficd; root)");
                 let bin = crate::build(tc, false)?;
-                crate::demo::check_profile(&bin, "smoke")?;
+                crate::demo::check_profile(tc, &bin, "smoke")?;
                 summary.push(format!(
                     "profile run ok  {:>6.1}s",
                     t.elapsed().as_secs_f64()

@@ -14,7 +14,7 @@
 //!
 //! ```
 //! use std::net::Ipv4Addr;
-//! use traffic_lab::packet::{Frame, tcp_flags};
+//! use traffic_testkit::packet::{Frame, tcp_flags};
 //!
 //! let syn = Frame::ipv4(Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2))
 //!     .vlan(10)

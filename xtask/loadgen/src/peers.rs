@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::netns::Netns;
+use traffic_testkit::netns::Netns;
 
 /// A per-source packet limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

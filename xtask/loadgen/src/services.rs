@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::Result;
 
-use crate::netns::Netns;
+use traffic_testkit::netns::Netns;
 
 /// How a service behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

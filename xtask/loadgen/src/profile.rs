@@ -62,9 +62,9 @@ use std::{
     time::Duration,
 };
 
-use crate::units::parse_duration;
 use serde::Deserialize;
 use toml::Spanned;
+use traffic_daemon::config::units::parse_duration;
 
 /// A client class of the generator: which source range a client sends from. The shipped
 /// rules of `config/traffic.toml` put these ranges into the daemon classes named in

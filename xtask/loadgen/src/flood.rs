@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::netns::Netns;
+use traffic_testkit::netns::Netns;
 
 /// The receiver's IPv4 address.
 pub const RCV_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);

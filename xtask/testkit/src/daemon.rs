@@ -1,8 +1,7 @@
 //! A trafficd process started inside a namespace, stopped (or killed) by its guard.
 
 use std::{
-    io::{Read as _, Write as _},
-    os::unix::net::UnixStream,
+    io::Write as _,
     path::{Path, PathBuf},
     process::{Child, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -23,28 +22,7 @@ pub struct DaemonProcess {
 
 /// GET a path on an admin socket; returns (status, body).
 pub fn admin_get(socket: &Path, path: &str) -> Result<(u16, String)> {
-    admin_request(socket, "GET", path)
-}
-
-/// A request on an admin socket; returns (status, body). Bodies are small JSON documents
-/// sent with Content-Length.
-pub fn admin_request(socket: &Path, method: &str, path: &str) -> Result<(u16, String)> {
-    let mut s =
-        UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").context("no HTTP header")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("bad status line")?;
-    Ok((status, body.to_owned()))
+    crate::http::unix_request(socket, "GET", path, None)
 }
 
 impl DaemonProcess {
@@ -171,6 +149,6 @@ pub fn http_get(ns: &Netns, addr: std::net::SocketAddr, path: &str) -> Result<(u
             s,
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
         )?;
-        crate::admin::read_response(&mut s)
+        crate::http::read_response(&mut s)
     })?
 }

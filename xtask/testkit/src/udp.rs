@@ -14,21 +14,9 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use crate::netns::{Netns, pin_to_cpu};
+use traffic_daemon::dataplane::monotonic_ns;
 
-/// `CLOCK_MONOTONIC` in ns: the clock the XDP program reads.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+use crate::netns::{Netns, pin_to_cpu};
 
 /// One paced stream of datagrams from one source address.
 #[derive(Clone, Debug)]

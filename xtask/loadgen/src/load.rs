@@ -39,6 +39,8 @@ use crate::{
     ideal::{self, Board, Classifier, IdealSource, Verdict},
     profile::{ClientClass, DegradeMode, Profile, Request, WorkloadKind, v4_count},
     services::{Behaviour, Kind, Services},
+};
+use traffic_testkit::{
     topo::{HostSpec, SERVICE_V4, SERVICE_V6, Topology},
     udp::UdpSink,
 };

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use traffic_lab::profile::{ClientClass, DegradeMode, Profile, list};
+use traffic_loadgen::profile::{ClientClass, DegradeMode, Profile, list};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/profiles")

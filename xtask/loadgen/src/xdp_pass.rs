@@ -16,7 +16,7 @@ use std::os::fd::{FromRawFd as _, OwnedFd};
 
 use anyhow::{Result, bail};
 
-use crate::netns::Netns;
+use traffic_testkit::netns::Netns;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;

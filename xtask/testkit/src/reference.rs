@@ -46,7 +46,7 @@
 //!
 //! ```
 //! use std::net::Ipv4Addr;
-//! use traffic_lab::{packet::Frame, reference::{Action, Rule, RuleSet, Verdict}};
+//! use traffic_testkit::{packet::Frame, reference::{Action, Rule, RuleSet, Verdict}};
 //!
 //! let rules = RuleSet::new(0)
 //!     .with(Rule::new("198.18.1.0/24", Action::Limit, Some(1)).unwrap())
