@@ -938,7 +938,7 @@ fn check_deb(deb: &Path, tmp: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a panic is how a test fails
+#[allow(clippy::unwrap_used, reason = "a panic is how a test fails")]
 mod tests {
     use super::*;
 

@@ -194,7 +194,7 @@ pub fn counters(v: &Value) -> BTreeMap<String, (u64, u64)> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a panic is how a test fails
+#[allow(clippy::unwrap_used, reason = "a panic is how a test fails")]
 mod tests {
     use super::*;
 

@@ -471,7 +471,7 @@ pub fn svg(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a panic is how a test fails
+#[allow(clippy::unwrap_used, reason = "a panic is how a test fails")]
 mod tests {
     use super::*;
     use crate::load::ClassSecond;

@@ -53,7 +53,7 @@ pub struct Attempt {
 }
 
 fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match a {
@@ -66,7 +66,7 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 },
                 sin_zero: [0; 8],
             };
-            #[allow(unsafe_code)]
+            #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
             unsafe {
                 std::ptr::write((&raw mut ss).cast::<libc::sockaddr_in>(), sin);
@@ -83,7 +83,7 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 },
                 sin6_scope_id: 0,
             };
-            #[allow(unsafe_code)]
+            #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
             unsafe {
                 std::ptr::write((&raw mut ss).cast::<libc::sockaddr_in6>(), sin6);
@@ -124,7 +124,7 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
     } else {
         libc::AF_INET
     };
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: plain socket(2).
     let fd = unsafe {
         libc::socket(
@@ -136,13 +136,13 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
     if fd < 0 {
         return fail(Outcome::Error, None);
     }
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: we own the new descriptor from here on; OwnedFd closes it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let one: libc::c_int = 1;
     // Pick the source port at connect time (by 4-tuple), not at bind: many connections
     // from one address must not run out of ports.
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: setsockopt with a pointer to an int we own and its size.
     unsafe {
         libc::setsockopt(
@@ -154,13 +154,13 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
         );
     }
     let (sa, len) = sockaddr(SocketAddr::new(src, 0));
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: bind with a sockaddr we built and its length.
     if unsafe { libc::bind(fd, (&raw const sa).cast(), len) } != 0 {
         return fail(Outcome::Error, None);
     }
     let (da, dlen) = sockaddr(dst);
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: connect with a sockaddr we built and its length.
     let r = unsafe { libc::connect(fd, (&raw const da).cast(), dlen) };
     if r != 0 {
@@ -175,7 +175,7 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
             revents: 0,
         };
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
-        #[allow(unsafe_code)]
+        #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
         // SAFETY: poll on one pollfd we own.
         let n = unsafe { libc::poll(&mut p, 1, ms) };
         if n == 0 {
@@ -183,7 +183,7 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
         }
         let mut err: libc::c_int = 0;
         let mut elen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        #[allow(unsafe_code)]
+        #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
         // SAFETY: getsockopt into an int we own.
         unsafe {
             libc::getsockopt(

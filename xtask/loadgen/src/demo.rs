@@ -41,7 +41,7 @@ use traffic_testkit::{
 use crate::{
     admin, chart,
     ideal::Verdict,
-    load::{self, ALLOWED_NOTE, ClientLinks, Lab, Report, Second},
+    load::{self, ALLOWED_NOTE, ClientLinks, Generator, Report, Second},
     profile::{self, ClientClass, Profile},
     services::Behaviour,
 };
@@ -54,7 +54,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// Ctrl-C and SIGTERM stop the load; the guards then clean up.
 fn install_interrupt_handler() {
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
@@ -134,7 +134,7 @@ fn with_lab<T>(
     bin_dir: &Path,
     pressure_off: bool,
     links: ClientLinks,
-    f: impl FnOnce(&mut Lab<'_>) -> Result<T>,
+    f: impl FnOnce(&mut Generator<'_>) -> Result<T>,
 ) -> Result<T> {
     let tag = unique_tag();
     let scratch = Scratch {
@@ -149,7 +149,7 @@ fn with_lab<T>(
     let cfg = derived_config(&shipped, &topo, &scratch.pins, &socket, pressure_off)?;
     let cfg_path = scratch.tmp.join("traffic.toml");
     std::fs::write(&cfg_path, toml::to_string(&cfg)?)?;
-    let mut lab = Lab::new(&topo, &cfg, &socket, links)?;
+    let mut lab = Generator::new(&topo, &cfg, &socket, links)?;
     lab.start_services()?;
     println!(
         "==> trafficd with {}{} (interfaces {})",
@@ -223,8 +223,8 @@ fn per_s(n: u64, dt: f64) -> String {
 }
 
 impl Live {
-    fn new(lab: &Lab<'_>) -> Self {
-        #[allow(unsafe_code)]
+    fn new(lab: &Generator<'_>) -> Self {
+        #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
         // SAFETY: isatty has no preconditions.
         let tty =
             unsafe { libc::isatty(1) } == 1 && std::env::var_os("TRAFFIC_DEMO_PLAIN").is_none();
@@ -249,14 +249,14 @@ impl Live {
     }
 
     /// A new chapter: printed as a heading, kept on the live view.
-    fn chapter(&mut self, lab: &mut Lab<'_>, name: &str, narration: &str) {
+    fn chapter(&mut self, lab: &mut Generator<'_>, name: &str, narration: &str) {
         lab.set_phase(name);
         self.narration = narration.to_owned();
         self.drawn = 0; // the heading stays above the next frame
         println!("\n### {name} — {narration}");
     }
 
-    fn show(&mut self, s: &Second, lab: &Lab<'_>) {
+    fn show(&mut self, s: &Second, lab: &Generator<'_>) {
         let mut lines = Vec::new();
         let cpu = s.cpu.map_or_else(|| "-".into(), |c| format!("{c:.2}"));
         lines.push(format!(
@@ -376,10 +376,10 @@ impl Live {
 /// Tick the lab once a second (showing each second) until `done` holds, `max` passes or
 /// Ctrl-C; whether `done` held.
 fn run_until(
-    lab: &mut Lab<'_>,
+    lab: &mut Generator<'_>,
     live: &mut Live,
     max: Duration,
-    mut done: impl FnMut(&Lab<'_>, &Second) -> bool,
+    mut done: impl FnMut(&Generator<'_>, &Second) -> bool,
 ) -> bool {
     let end = Instant::now() + max;
     let mut next = Instant::now() + Duration::from_secs(1);
@@ -402,7 +402,7 @@ fn run_until(
     }
 }
 
-fn run_for(lab: &mut Lab<'_>, live: &mut Live, d: Duration) {
+fn run_for(lab: &mut Generator<'_>, live: &mut Live, d: Duration) {
     let end = Instant::now() + d;
     run_until(lab, live, d + Duration::from_secs(1), |_, _| {
         Instant::now() + Duration::from_millis(500) >= end
@@ -436,7 +436,7 @@ impl Busy {
                 let (stop, duty) = (stop.clone(), duty.clone());
                 threads.push(std::thread::spawn(move || {
                     pin_to_cpu(cpu);
-                    #[allow(unsafe_code)]
+                    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
                     // SAFETY: setpriority on the calling thread (its tid) only.
                     unsafe {
                         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
@@ -504,7 +504,7 @@ fn out_dir() -> Result<PathBuf> {
 fn write_outputs(
     name: &str,
     title: &str,
-    lab: &Lab<'_>,
+    lab: &Generator<'_>,
     report: &Report,
 ) -> Result<(PathBuf, PathBuf)> {
     let dir = out_dir()?;
@@ -581,7 +581,7 @@ pub fn run(bin_dir: &Path, profile_name: Option<&str>, client_links: &str) -> Re
     Ok(())
 }
 
-fn run_profile(lab: &mut Lab<'_>, p: &Profile) -> Result<()> {
+fn run_profile(lab: &mut Generator<'_>, p: &Profile) -> Result<()> {
     let mut live = Live::new(lab);
     live.chapter(lab, &p.name, &p.description);
     let id = lab.start(p, None)?;
@@ -619,7 +619,7 @@ fn print_report(report: &Report) {
 }
 
 /// Sum of a client class's datagrams over the seconds of a phase: (offered, passed).
-fn phase_totals(lab: &Lab<'_>, phase: &str, class: &str) -> (u64, u64) {
+fn phase_totals(lab: &Generator<'_>, phase: &str, class: &str) -> (u64, u64) {
     lab.timeline
         .iter()
         .filter(|s| s.phase == phase)
@@ -627,7 +627,7 @@ fn phase_totals(lab: &Lab<'_>, phase: &str, class: &str) -> (u64, u64) {
         .fold((0, 0), |a, c| (a.0 + c.offered, a.1 + c.passed))
 }
 
-fn story(lab: &mut Lab<'_>, normal: &Profile, burst: &Profile) -> Result<()> {
+fn story(lab: &mut Generator<'_>, normal: &Profile, burst: &Profile) -> Result<()> {
     let mut live = Live::new(lab);
     let mut facts: Vec<String> = Vec::new();
     // Normal traffic carries on under every chapter; it is stopped at the end.
@@ -802,19 +802,19 @@ fn story(lab: &mut Lab<'_>, normal: &Profile, burst: &Profile) -> Result<()> {
     for f in &facts {
         println!("  - {f}");
     }
-    if let Some(web) = report.upstreams.iter().find(|u| u.name == "web") {
-        if let Some((_, s)) = web.by_phase.iter().find(|(p, _)| p == "web fails") {
-            let rst = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.2} ms"));
-            println!(
-                "  - while web was failing: {} connects, {} refused with a RST in p50 {} / p99 {} / max {}, {} timed out",
-                s.attempts,
-                s.reset,
-                rst(s.reset_ms[0]),
-                rst(s.reset_ms[1]),
-                rst(s.reset_ms[2]),
-                s.timeout
-            );
-        }
+    if let Some(web) = report.upstreams.iter().find(|u| u.name == "web")
+        && let Some((_, s)) = web.by_phase.iter().find(|(p, _)| p == "web fails")
+    {
+        let rst = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.2} ms"));
+        println!(
+            "  - while web was failing: {} connects, {} refused with a RST in p50 {} / p99 {} / max {}, {} timed out",
+            s.attempts,
+            s.reset,
+            rst(s.reset_ms[0]),
+            rst(s.reset_ms[1]),
+            rst(s.reset_ms[2]),
+            s.timeout
+        );
     }
     let gate: u64 = lab
         .timeline

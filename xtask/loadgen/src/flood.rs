@@ -458,7 +458,7 @@ pub fn cpu_time_ns(pid: u32) -> Result<u64> {
 
 /// Restrict thread `pid` (0: the calling thread) to the given CPUs.
 pub fn set_affinity(pid: u32, cpus: &[usize]) -> Result<()> {
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it; sched_setaffinity
     // reads it and affects only the thread named by pid.
     let r = unsafe {
@@ -490,7 +490,7 @@ pub struct NetnsGuard {
 pub fn enter(ns: &Netns) -> Result<NetnsGuard> {
     let home = File::open("/proc/thread-self/ns/net").context("open this thread's netns")?;
     let target = File::open(ns.path()).with_context(|| format!("open {}", ns.path().display()))?;
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: setns on a namespace fd we opened; affects only the calling thread.
     let r = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
     if r != 0 {
@@ -502,7 +502,7 @@ pub fn enter(ns: &Netns) -> Result<NetnsGuard> {
 
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
-        #[allow(unsafe_code)]
+        #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
         // SAFETY: as in `enter`, with the fd of the namespace the thread came from.
         let r = unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
         // A thread stuck in a namespace about to be deleted would act on the wrong network:
@@ -518,7 +518,7 @@ impl Drop for NetnsGuard {
 /// Index of interface `name` in the calling thread's network namespace.
 pub fn ifindex(name: &str) -> Result<u32> {
     let c = std::ffi::CString::new(name).context("interface name contains NUL")?;
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: a valid NUL-terminated string.
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if i == 0 {

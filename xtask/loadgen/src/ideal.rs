@@ -468,7 +468,7 @@ pub fn udp_frame_len(v6: bool, payload: usize) -> usize {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a panic is how a test fails
+#[allow(clippy::unwrap_used, reason = "a panic is how a test fails")]
 mod tests {
     use super::*;
 

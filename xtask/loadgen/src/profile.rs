@@ -448,7 +448,7 @@ pub fn find(dir: &Path, name: &str) -> anyhow::Result<Profile> {
 /// Format a duration the way profiles write them.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -1196,18 +1196,18 @@ fn validate(name: String, raw: RawProfile) -> Result<Profile, Vec<Unlocated>> {
             Duration::from_millis(100),
             duration,
         );
-        if let (Some(a), Some(l)) = (at, length) {
-            if a + l > duration {
-                c.err(
-                    d.length.span(),
-                    "degrade.for",
-                    format!(
-                        "ends at {} after the profile ({})",
-                        fmt_duration(a + l),
-                        fmt_duration(duration)
-                    ),
-                );
-            }
+        if let (Some(a), Some(l)) = (at, length)
+            && a + l > duration
+        {
+            c.err(
+                d.length.span(),
+                "degrade.for",
+                format!(
+                    "ends at {} after the profile ({})",
+                    fmt_duration(a + l),
+                    fmt_duration(duration)
+                ),
+            );
         }
         let extra = |c: &mut Check, v: Option<Range<usize>>, k: &str, mode: &str| {
             if let Some(span) = v {

@@ -60,7 +60,7 @@ fn poll_readable(fd: i32, timeout_ms: i32) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: poll on one pollfd we own.
     let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     n > 0

@@ -32,7 +32,7 @@ pub struct PassLink {
 }
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<OwnedFd> {
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: bpf(2) with a zero-initialised attribute buffer of the size we pass; every
     // pointer in it (instructions, license) points to memory that outlives the call.
     let fd = unsafe {
@@ -46,7 +46,7 @@ fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<OwnedFd> {
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: a new descriptor the kernel just returned, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -79,7 +79,7 @@ pub fn attach(ns: &Netns, iface: &str) -> Result<PassLink> {
         let prog = bpf(BPF_PROG_LOAD, &mut attr)
             .map_err(|e| anyhow::anyhow!("load the XDP_PASS program: {e}"))?;
         let name = std::ffi::CString::new(iface.clone())?;
-        #[allow(unsafe_code)]
+        #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
         // SAFETY: if_nametoindex on a NUL-terminated name we own.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
         if ifindex == 0 {

@@ -1,6 +1,6 @@
 //! The shipped load profiles parse and validate, and every validation error names the
 //! file, the line (and column) and the key at fault. No root needed.
-#![allow(clippy::unwrap_used)] // a panic is how a test fails
+#![allow(clippy::unwrap_used, reason = "a panic is how a test fails")]
 
 use std::path::{Path, PathBuf};
 

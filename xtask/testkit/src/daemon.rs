@@ -88,7 +88,7 @@ impl DaemonProcess {
     /// Send a signal.
     pub fn signal(&self, sig: i32) {
         if let Some(pid) = self.pid() {
-            #[allow(unsafe_code)]
+            #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
             // SAFETY: kill(2) on our own child.
             unsafe {
                 libc::kill(pid as i32, sig);

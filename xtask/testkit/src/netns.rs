@@ -36,7 +36,7 @@ pub fn ip(args: &[&str]) -> Result<()> {
 /// Enter the network namespace at `path` on the calling thread.
 fn setns(path: &std::path::Path) -> std::io::Result<()> {
     let f = File::open(path)?;
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: setns on a namespace fd we opened; affects only the calling thread.
     let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
     if r != 0 {
@@ -121,7 +121,7 @@ impl Netns {
         // Opened before fork: between fork and exec only async-signal-safe calls are allowed.
         let ns =
             File::open(self.path()).with_context(|| format!("open {}", self.path().display()))?;
-        #[allow(unsafe_code)]
+        #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
         // SAFETY: the closure only calls setns(2), which is async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
@@ -145,7 +145,7 @@ impl Drop for Netns {
 
 /// Pin the calling thread to one CPU (load generators spread over CPUs on purpose).
 pub fn pin_to_cpu(cpu: usize) {
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity act on it and on
     // the calling thread only.
     unsafe {

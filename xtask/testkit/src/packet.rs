@@ -296,7 +296,7 @@ impl Ext {
             } => {
                 out.extend_from_slice(&[next, 0, *routing_type, *segments_left]);
                 out.extend_from_slice(data);
-                while (out.len() - start) % 8 != 0 {
+                while !(out.len() - start).is_multiple_of(8) {
                     out.push(0);
                 }
                 out[start + 1] = ((out.len() - start) / 8 - 1) as u8;
@@ -312,7 +312,7 @@ impl Ext {
                 out.extend_from_slice(&spi.to_be_bytes());
                 out.extend_from_slice(&seq.to_be_bytes());
                 out.extend_from_slice(icv);
-                while (out.len() - start) % 8 != 0 {
+                while !(out.len() - start).is_multiple_of(8) {
                     out.push(0);
                 }
                 // AH counts 32-bit words minus 2.
@@ -833,11 +833,11 @@ impl Frame {
     pub fn write_to(&self, out: &mut Vec<u8>) -> Layout {
         let start = out.len();
         let mut layout = self.assemble(0, out);
-        if let Some(min) = self.pad_to {
-            if layout.len < min {
-                out.truncate(start);
-                layout = self.assemble(min - layout.len, out);
-            }
+        if let Some(min) = self.pad_to
+            && layout.len < min
+        {
+            out.truncate(start);
+            layout = self.assemble(min - layout.len, out);
         }
         if let Some(max) = self.truncate_to {
             out.truncate(start + max.min(layout.len));
@@ -980,11 +980,11 @@ fn write_ipv6(h: &Ipv6, extra: usize, out: &mut Vec<u8>, frame_start: usize, lay
 
 /// Add `data` as big-endian 16-bit words (odd length: zero-padded) to `sum`, unfolded.
 fn sum_words(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    let (words, rest) = data.as_chunks::<2>();
+    for w in words {
+        sum += u32::from(u16::from_be_bytes(*w));
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = rest {
         sum += u32::from(*last) << 8;
     }
     sum
@@ -994,11 +994,11 @@ fn sum_words(mut sum: u32, data: &[u8]) -> u32 {
 fn checksum_with(initial: u32, data: &[u8]) -> u16 {
     let mut sum = u64::from(initial);
     // Fold wide: sums of long frames may exceed u32 only in theory, but stay exact.
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    let (words, rest) = data.as_chunks::<2>();
+    for w in words {
+        sum += u64::from(u16::from_be_bytes(*w));
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = rest {
         sum += u64::from(*last) << 8;
     }
     while sum >> 16 != 0 {

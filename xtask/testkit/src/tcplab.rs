@@ -52,7 +52,7 @@ fn readable(fd: i32, timeout: Duration) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: poll(2) on one pollfd we own.
     let n = unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) };
     n > 0

@@ -144,7 +144,7 @@ pub struct UdpSink {
 }
 
 fn set_opt(fd: i32, level: i32, name: i32, value: i32) {
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: setsockopt with a pointer to an i32 we own and its size.
     unsafe {
         libc::setsockopt(
@@ -174,7 +174,7 @@ impl UdpSink {
             let (stop, shared) = (stop.clone(), shared.clone());
             let sock = ns.run(move || -> std::io::Result<UdpSocket> {
                 // std has no SO_REUSEPORT: build the socket by hand.
-                #[allow(unsafe_code)]
+                #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
                 // SAFETY: plain socket(2) call.
                 let fd = unsafe {
                     libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)
@@ -182,7 +182,7 @@ impl UdpSink {
                 if fd < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                #[allow(unsafe_code)]
+                #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
                 // SAFETY: we own fd from here on.
                 let sock: UdpSocket = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
                 set_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1);
@@ -195,7 +195,7 @@ impl UdpSink {
                     sin6_addr: libc::in6_addr { s6_addr: [0; 16] },
                     sin6_scope_id: 0,
                 };
-                #[allow(unsafe_code)]
+                #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
                 // SAFETY: bind with a sockaddr_in6 we own and its size.
                 let r = unsafe {
                     libc::bind(
