@@ -7,10 +7,10 @@
 pub mod packet;
 pub mod profile;
 pub mod reference;
-/// Durations and byte sizes, parsed exactly as trafficd parses its config (the same file:
-/// this crate builds before the daemon's toolchain exists, so it cannot depend on it).
-#[path = "../../../traffic-daemon/src/config/units.rs"]
-pub mod units;
+/// Durations, byte sizes and error locations, shared with trafficd's config (the same file:
+/// this crate builds before the daemon's toolchain exists, so it cannot depend on it yet).
+#[path = "../../../traffic-daemon/src/config/syntax.rs"]
+pub mod syntax;
 
 /// Panic with a clear message unless this process can run privileged tests (root, bpffs).
 /// Privileged tests call this first, so they never pass by skipping.
