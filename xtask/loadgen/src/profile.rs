@@ -54,17 +54,11 @@
 //! reset = 0.5            # …and of new connections reset (POST /v1/chaos)
 //! ```
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    ops::Range,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, fmt, ops::Range, path::Path, time::Duration};
 
 use serde::Deserialize;
 use toml::Spanned;
-use traffic_daemon::config::units::parse_duration;
+use traffic_daemon::config::syntax::{self, KeyStyle, Problems, Unlocated};
 
 /// A client class of the generator: which source range a client sends from. The shipped
 /// rules of `config/traffic.toml` put these ranges into the daemon classes named in
@@ -289,35 +283,22 @@ pub struct Degrade {
 impl Profile {
     /// Read and validate a profile file.
     pub fn load(path: &Path) -> Result<Self, ProfileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ProfileError {
-            path: path.to_owned(),
-            problems: vec![Problem {
-                line: 0,
-                column: 0,
-                key: String::new(),
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
-        Self::parse(path, &text)
+        syntax::load(path, |text| Self::parse_text(path, text))
     }
 
     /// Validate profile text read from `path` (the file stem names the profile).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ProfileError> {
+        syntax::parse_file(path, text, |text| Self::parse_text(path, text))
+    }
+
+    fn parse_text(path: &Path, text: &str) -> Result<Self, Vec<Unlocated>> {
         let name = path.file_stem().map_or_else(
             || "profile".to_owned(),
             |s| s.to_string_lossy().into_owned(),
         );
-        let raw = toml::from_str::<RawProfile>(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim().to_owned();
-            let key = key_of_error(text, &span, &message);
-            vec![Unlocated { span, key, message }]
-        });
-        raw.and_then(|raw| validate(name, raw))
-            .map_err(|problems| ProfileError {
-                path: path.to_owned(),
-                problems: problems.into_iter().map(|p| p.locate(text)).collect(),
-            })
+        let raw = toml::from_str::<RawProfile>(text)
+            .map_err(|e| vec![syntax::toml_problem(text, &e, KeyStyle::Path)])?;
+        validate(name, raw)
     }
 
     /// Operations offered per second at profile time `t` (ramps, no pauses).
@@ -458,214 +439,10 @@ pub fn fmt_duration(d: Duration) -> String {
 // ---------------------------------------------------------------------------------------
 // Errors
 
-/// One thing wrong with a profile.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// 1-based; 0 when the problem concerns the whole file.
-    pub line: usize,
-    pub column: usize,
-    /// Dotted key path, e.g. `classes.premium.share` or `workloads[1].timeout`.
-    pub key: String,
-    pub message: String,
-}
-
+/// One thing wrong with a profile (the daemon config's type).
+pub use syntax::Problem;
 /// A profile that cannot be used, with every problem found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProfileError {
-    pub path: PathBuf,
-    pub problems: Vec<Problem>,
-}
-
-impl std::error::Error for ProfileError {}
-
-impl fmt::Display for ProfileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}", self.path.display())?;
-            if p.line > 0 {
-                write!(f, ":{}:{}", p.line, p.column)?;
-            }
-            if !p.key.is_empty() {
-                write!(f, ": {}", p.key)?;
-            }
-            write!(f, ": {}", p.message)?;
-        }
-        Ok(())
-    }
-}
-
-struct Unlocated {
-    span: Range<usize>,
-    key: String,
-    message: String,
-}
-
-impl Unlocated {
-    fn locate(self, text: &str) -> Problem {
-        let (line, column) = line_col(text, self.span.start);
-        Problem {
-            line,
-            column,
-            key: self.key,
-            message: self.message,
-        }
-    }
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
-    (line, column)
-}
-
-fn is_key_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-')
-}
-
-/// The dotted path of the table whose body holds `offset`: `classes.premium`,
-/// `workloads[1]`, or "" at the top level.
-fn table_at(text: &str, offset: usize) -> String {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map_or(0, |nl| nl + 1);
-    let mut header = None;
-    for line in text[..line_start].lines().rev() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            header = Some(l.to_owned());
-            break;
-        }
-    }
-    let Some(h) = header else {
-        return String::new();
-    };
-    if let Some(name) = h.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
-        let name = name.trim();
-        let n = text[..line_start]
-            .lines()
-            .filter(|l| {
-                l.trim()
-                    .strip_prefix("[[")
-                    .and_then(|x| x.split("]]").next())
-                    .is_some_and(|x| x.trim() == name)
-            })
-            .count();
-        format!("{name}[{}]", n.saturating_sub(1))
-    } else {
-        h.trim_start_matches('[')
-            .split(']')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .replace(' ', "")
-    }
-}
-
-/// The key path of the problem at `span`: the table it is in, the inline table around it
-/// if any, and the key on that line (or the missing field the message names).
-fn key_of_error(text: &str, span: &Range<usize>, message: &str) -> String {
-    let offset = span.start.min(text.len());
-    let line_start = text[..offset].rfind('\n').map_or(0, |nl| nl + 1);
-    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    let line = &text[line_start..line_end];
-    let col = offset - line_start;
-    let missing = message
-        .strip_prefix("missing field `")
-        .and_then(|m| m.split('`').next());
-    // A header line: `[classes.premuim]` or `[[workloadz]]`.
-    if line.trim_start().starts_with('[') {
-        let inner = line.trim().trim_start_matches('[');
-        let name = inner.split(']').next().unwrap_or("").trim().to_owned();
-        if let Some(m) = missing {
-            let table = if line.trim_start().starts_with("[[") {
-                table_at(text, line_end.min(text.len()))
-            } else {
-                name
-            };
-            return join(&table, m);
-        }
-        return name;
-    }
-    let table = if span.start == 0 && span.end == 0 {
-        String::new()
-    } else {
-        table_at(text, offset)
-    };
-    // Inline table: the key before the unclosed `{` left of the offset.
-    let before = &line[..col.min(line.len())];
-    let mut prefix = table.clone();
-    if let Some(brace) = before.rfind('{').filter(|&b| !before[b..].contains('}')) {
-        let lhs = before[..brace].trim_end().trim_end_matches('=').trim_end();
-        let k: String = lhs
-            .chars()
-            .rev()
-            .take_while(|&c| is_key_char(c) || c == '.')
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        if !k.is_empty() {
-            prefix = join(&table, &k);
-        }
-        // The key at the offset inside the braces.
-        let rest = &line[col.min(line.len())..];
-        let token: String = rest.chars().take_while(|&c| is_key_char(c)).collect();
-        if let Some(m) = missing {
-            return join(&prefix, m);
-        }
-        if !token.is_empty() && rest[token.len()..].trim_start().starts_with('=') {
-            return join(&prefix, &token);
-        }
-        let inner = &before[brace + 1..];
-        if let Some(eq) = inner.rfind('=') {
-            let k: String = inner[..eq]
-                .trim_end()
-                .chars()
-                .rev()
-                .take_while(|&c| is_key_char(c))
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            return join(&prefix, &k);
-        }
-        return prefix;
-    }
-    if let Some(m) = missing {
-        return join(&table, m);
-    }
-    // `key = value` on this line: the key, whether the offset is on it or on the value.
-    let key: String = line
-        .trim_start()
-        .chars()
-        .take_while(|&c| is_key_char(c) || c == '.')
-        .collect();
-    if !key.is_empty() && line.trim_start()[key.len()..].trim_start().starts_with('=') {
-        // An array element: `sizes = [64, "x"]` → sizes[1].
-        let after_eq = line.find('=').map_or(0, |i| i + 1);
-        if col > after_eq {
-            let value = &line[after_eq..col];
-            if value.trim_start().starts_with('[') && !value.contains(']') {
-                let idx = value.matches(',').count();
-                return join(&table, &format!("{key}[{idx}]"));
-            }
-        }
-        return join(&table, &key);
-    }
-    table
-}
-
-fn join(table: &str, key: &str) -> String {
-    match (table.is_empty(), key.is_empty()) {
-        (true, _) => key.to_owned(),
-        (_, true) => table.to_owned(),
-        _ => format!("{table}.{key}"),
-    }
-}
+pub type ProfileError = syntax::FileError;
 
 // ---------------------------------------------------------------------------------------
 // Raw file
@@ -740,17 +517,15 @@ struct RawDegrade {
     reset: Option<Spanned<f64>>,
 }
 
+/// The shared [`Problems`] collector, with the profile's duration bounds (written the
+/// way profiles write durations).
 struct Check {
-    problems: Vec<Unlocated>,
+    problems: Problems,
 }
 
 impl Check {
     fn err(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Unlocated {
-            span,
-            key: key.into(),
-            message: message.into(),
-        });
+        self.problems.err(span, key, message);
     }
 
     fn duration(
@@ -760,33 +535,24 @@ impl Check {
         min: Duration,
         max: Duration,
     ) -> Option<Duration> {
-        match parse_duration(v.get_ref()) {
-            Err(m) => {
-                self.err(v.span(), key, m);
-                None
-            }
-            Ok(d) if d < min || d > max => {
-                self.err(
-                    v.span(),
-                    key,
-                    format!(
-                        "must be between {} and {}",
-                        fmt_duration(min),
-                        fmt_duration(max)
-                    ),
-                );
-                None
-            }
-            Ok(d) => Some(d),
+        let d = self.problems.duration(v, key)?;
+        if d < min || d > max {
+            self.err(
+                v.span(),
+                key,
+                format!(
+                    "must be between {} and {}",
+                    fmt_duration(min),
+                    fmt_duration(max)
+                ),
+            );
+            return None;
         }
+        Some(d)
     }
 
     fn fraction(&mut self, v: &Spanned<f64>, key: &str) -> f64 {
-        let x = *v.get_ref();
-        if !(0.0..=1.0).contains(&x) || x.is_nan() {
-            self.err(v.span(), key, "must be between 0 and 1");
-        }
-        x
+        self.problems.fraction(v, key)
     }
 }
 
@@ -794,7 +560,7 @@ const MAX_SIZE: u32 = 1452; // no fragments over IPv6 on a 1500-byte link
 
 fn validate(name: String, raw: RawProfile) -> Result<Profile, Vec<Unlocated>> {
     let mut c = Check {
-        problems: Vec::new(),
+        problems: Problems::new(),
     };
     let zero = Duration::ZERO;
     let rate = *raw.rate.get_ref();
@@ -1321,7 +1087,7 @@ fn validate(name: String, raw: RawProfile) -> Result<Profile, Vec<Unlocated>> {
     if c.problems.is_empty() {
         Ok(p)
     } else {
-        Err(c.problems)
+        Err(c.problems.into_vec())
     }
 }
 
