@@ -1,23 +1,27 @@
-//! The daemon's admin API as the generator reads it: requests with a JSON body, and the
+//! The daemon's admin API as the generator reads it, through the daemon's one client
+//! ([`traffic_daemon::api::client`]): requests with a JSON body, and the
 //! few fields of `/v1/status`, `/v1/limits`, `/v1/circuits` and `/v1/counters` the demo
 //! follows, read from `serde_json::Value`.
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde_json::Value;
-use traffic_testkit::http::unix_request as request;
+use traffic_daemon::api::{Client, Message};
+
+/// The admin API client the generator uses on `socket` (10 s read timeout).
+fn client(socket: &Path) -> Client {
+    Client::new(socket).with_timeout(Duration::from_secs(10))
+}
 
 /// GET a JSON document (2xx only).
 pub fn get_json(socket: &Path, path: &str) -> Result<Value> {
-    let (status, body) = request(socket, "GET", path, None)?;
-    if !(200..300).contains(&status) {
-        bail!("GET {path}: {status} {body}");
-    }
-    serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON"))
+    client(socket)
+        .get(path)
+        .with_context(|| format!("GET {path}"))
 }
 
-/// `POST /v1/chaos` on an upstream for `duration`.
+/// `POST /v1/chaos` on an upstream for `duration`; returns the daemon's message.
 pub fn chaos(
     socket: &Path,
     upstream: &str,
@@ -30,24 +34,18 @@ pub fn chaos(
         "drop": drop,
         "reset": reset,
         "duration": format!("{}ms", duration.as_millis().max(1)),
-    })
-    .to_string();
-    let (status, answer) = request(socket, "POST", "/v1/chaos", Some(&body))?;
-    if !(200..300).contains(&status) {
-        bail!("POST /v1/chaos: {status} {answer}");
-    }
-    Ok(serde_json::from_str::<Value>(&answer)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_owned))
-        .unwrap_or(answer))
+    });
+    let answer: Message = client(socket)
+        .post_json("/v1/chaos", &body)
+        .context("POST /v1/chaos")?;
+    Ok(answer.message)
 }
 
 /// `DELETE /v1/chaos`.
 pub fn chaos_stop(socket: &Path) -> Result<()> {
-    let (status, answer) = request(socket, "DELETE", "/v1/chaos", None)?;
-    if !(200..300).contains(&status) {
-        bail!("DELETE /v1/chaos: {status} {answer}");
-    }
+    let _: Value = client(socket)
+        .delete("/v1/chaos")
+        .context("DELETE /v1/chaos")?;
     Ok(())
 }
 

@@ -9,6 +9,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+use traffic_daemon::api::{Client, client::read_response};
+
 use crate::netns::Netns;
 
 /// A running trafficd.
@@ -20,12 +22,12 @@ pub struct DaemonProcess {
     pub log: PathBuf,
 }
 
-/// GET a path on an admin socket; returns (status, body).
-pub fn admin_get(socket: &Path, path: &str) -> Result<(u16, String)> {
-    crate::http::unix_request(socket, "GET", path, None)
-}
-
 impl DaemonProcess {
+    /// The admin API client for this daemon (10 s read timeout).
+    pub fn client(&self) -> Client {
+        Client::new(&self.socket).with_timeout(Duration::from_secs(10))
+    }
+
     /// Start `bin --config config` in `ns`, logging to `log`, and wait until its admin API
     /// answers (polled, up to `timeout`).
     pub fn start(
@@ -70,7 +72,11 @@ impl DaemonProcess {
                     self.log_text()
                 );
             }
-            if let Ok((200, _)) = admin_get(&self.socket, "/v1/status") {
+            if self
+                .client()
+                .request("GET", "/v1/status", None)
+                .is_ok_and(|r| r.status == 200)
+            {
                 return Ok(());
             }
             if Instant::now() > end {
@@ -149,6 +155,7 @@ pub fn http_get(ns: &Netns, addr: std::net::SocketAddr, path: &str) -> Result<(u
             s,
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
         )?;
-        crate::http::read_response(&mut s)
+        let r = read_response(&mut s)?;
+        Ok((r.status, r.body))
     })?
 }

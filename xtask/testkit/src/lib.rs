@@ -5,7 +5,6 @@
 #![deny(unsafe_code)]
 
 pub mod daemon;
-pub mod http;
 pub mod netns;
 pub mod packet;
 pub mod reference;
