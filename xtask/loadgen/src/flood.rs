@@ -216,20 +216,7 @@ impl FloodNet {
     /// The sysfs write goes through `ip netns exec`, which mounts the namespace's own /sys
     /// (a thread that only entered the namespace still sees the caller's sysfs).
     pub fn threaded_napi(&self) -> Result<u32> {
-        let out = self
-            .receiver
-            .command("ethtool")?
-            .args(["-K", &self.rcv_if, "gro", "on"])
-            .stdin(Stdio::null())
-            .output()
-            .context("spawn ethtool")?;
-        if !out.status.success() {
-            bail!(
-                "ethtool -K {} gro on: {}",
-                self.rcv_if,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        self.receiver.gro_on(&self.rcv_if)?;
         let write = format!("echo 1 > /sys/class/net/{}/threaded", self.rcv_if);
         let out = Command::new("ip")
             .args(["netns", "exec", self.receiver.name(), "sh", "-c", &write])

@@ -76,6 +76,24 @@ impl Netns {
         ip(&full)
     }
 
+    /// `ethtool -K DEV gro on` inside the namespace: a veth with GRO runs its NAPI, so XDP_TX
+    /// frames from the peer arrive.
+    pub fn gro_on(&self, dev: &str) -> Result<()> {
+        let out = self
+            .command("ethtool")?
+            .args(["-K", dev, "gro", "on"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("spawn ethtool")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "ethtool -K {dev} gro on: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Write a sysctl inside the namespace (`/proc/sys/...` as seen from it).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));

@@ -18,6 +18,22 @@ use traffic_daemon::dataplane::monotonic_ns;
 
 use crate::netns::{Netns, pin_to_cpu};
 
+/// Read `read` every `every` until two readings agree (in-flight datagrams drained) or
+/// `deadline` passes; the last reading.
+pub fn settle<T: PartialEq>(deadline: Duration, every: Duration, mut read: impl FnMut() -> T) -> T {
+    let end = Instant::now() + deadline;
+    let mut last = read();
+    while Instant::now() < end {
+        std::thread::sleep(every);
+        let now = read();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 /// One paced stream of datagrams from one source address.
 #[derive(Clone, Debug)]
 pub struct UdpFlow {
@@ -256,16 +272,7 @@ impl UdpSink {
     /// Wait until the counts stop changing (all in-flight datagrams drained; polled, with a
     /// deadline), then stop and return the final counts.
     pub fn finish(mut self, deadline: Duration) -> Counts {
-        let end = Instant::now() + deadline;
-        let mut last = self.snapshot();
-        while Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(120));
-            let now = self.snapshot();
-            if now == last {
-                break;
-            }
-            last = now;
-        }
+        settle(deadline, Duration::from_millis(120), || self.snapshot());
         self.stop.store(true, Ordering::Relaxed);
         for t in std::mem::take(&mut self.threads) {
             let _ = t.join();

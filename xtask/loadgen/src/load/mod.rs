@@ -29,7 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::{
@@ -174,6 +174,57 @@ pub fn host_specs() -> Vec<HostSpec> {
         .collect()
 }
 
+/// Prepare the clients' ends of their links for the gate's XDP_TX frames ([`ClientLinks`]);
+/// also lets the clients reuse TIME_WAIT ports. The XDP_PASS links, to keep.
+fn prepare_client_links(
+    topo: &Topology,
+    links: ClientLinks,
+) -> Result<Vec<crate::xdp_pass::PassLink>> {
+    let mut pass_links = Vec::new();
+    for c in ClientClass::ALL {
+        let h = topo
+            .hosts
+            .iter()
+            .find(|h| h.spec.name == c.host())
+            .with_context(|| format!("the topology has no host {} for {c}", c.host()))?;
+        match links {
+            ClientLinks::Plain => {}
+            ClientLinks::Gro => h.ns.gro_on(&h.host_if)?,
+            ClientLinks::XdpPass => pass_links.push(crate::xdp_pass::attach(&h.ns, &h.host_if)?),
+        }
+        // Many short connections from few addresses: reuse TIME_WAIT ports.
+        let _ = h.ns.sysctl("net.ipv4.tcp_tw_reuse", "1");
+    }
+    Ok(pass_links)
+}
+
+/// The TCP upstreams of the daemon config (those the generator can load).
+fn tcp_upstreams(config: &toml::Table) -> Vec<Upstream> {
+    config
+        .get("upstreams")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|u| {
+            u.get("protocol")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("tcp")
+                == "tcp"
+        })
+        .filter_map(|u| {
+            Some(Upstream {
+                name: u.get("name")?.as_str()?.to_owned(),
+                port: u16::try_from(u.get("port")?.as_integer()?).ok()?,
+                kind: if u.get("probe").and_then(toml::Value::as_str) == Some("http") {
+                    Kind::Http
+                } else {
+                    Kind::Echo
+                },
+            })
+        })
+        .collect()
+}
+
 /// Raise the open-file limit to its hard maximum (thousands of source sockets).
 fn raise_nofile() {
     let mut r = libc::rlimit {
@@ -222,59 +273,8 @@ impl<'t> Generator<'t> {
         links: ClientLinks,
     ) -> Result<Self> {
         raise_nofile();
-        let mut pass_links = Vec::new();
-        for c in ClientClass::ALL {
-            let h = topo
-                .hosts
-                .iter()
-                .find(|h| h.spec.name == c.host())
-                .with_context(|| format!("the topology has no host {} for {c}", c.host()))?;
-            match links {
-                ClientLinks::Plain => {}
-                ClientLinks::Gro => {
-                    let out =
-                        h.ns.command("ethtool")?
-                            .args(["-K", &h.host_if, "gro", "on"])
-                            .output()
-                            .context("run ethtool")?;
-                    if !out.status.success() {
-                        bail!(
-                            "ethtool -K {} gro on: {}",
-                            h.host_if,
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        );
-                    }
-                }
-                ClientLinks::XdpPass => {
-                    pass_links.push(crate::xdp_pass::attach(&h.ns, &h.host_if)?)
-                }
-            }
-            // Many short connections from few addresses: reuse TIME_WAIT ports.
-            let _ = h.ns.sysctl("net.ipv4.tcp_tw_reuse", "1");
-        }
-        let upstreams = config
-            .get("upstreams")
-            .and_then(toml::Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|u| {
-                u.get("protocol")
-                    .and_then(toml::Value::as_str)
-                    .unwrap_or("tcp")
-                    == "tcp"
-            })
-            .filter_map(|u| {
-                Some(Upstream {
-                    name: u.get("name")?.as_str()?.to_owned(),
-                    port: u16::try_from(u.get("port")?.as_integer()?).ok()?,
-                    kind: if u.get("probe").and_then(toml::Value::as_str) == Some("http") {
-                        Kind::Http
-                    } else {
-                        Kind::Echo
-                    },
-                })
-            })
-            .collect();
+        let pass_links = prepare_client_links(topo, links)?;
+        let upstreams = tcp_upstreams(config);
         let epoch = Instant::now();
         let board = Arc::new(Board::default());
         Ok(Self {

@@ -2,7 +2,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::{Arc, atomic::Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Result, bail};
@@ -13,6 +13,8 @@ use crate::{
     ideal::{self, Verdict},
     profile::ClientClass,
 };
+
+use traffic_testkit::udp::settle;
 
 use super::{ConnSample, Generator, Mark, Source, percentile, sorted};
 
@@ -129,8 +131,16 @@ fn ms(v: Option<f64>) -> String {
 impl Report {
     /// The report as text: per class, per upstream (and per phase), transitions, levels.
     pub fn render(&self) -> String {
-        use std::fmt::Write as _;
         let mut o = String::new();
+        self.render_classes(&mut o);
+        self.render_upstreams(&mut o);
+        self.render_timeline(&mut o);
+        o
+    }
+
+    /// Per client class: sources, buckets, offered, passed, allowed, the check.
+    fn render_classes(&self, o: &mut String) {
+        use std::fmt::Write as _;
         let _ = writeln!(
             o,
             "per client class (datagrams; {})",
@@ -164,6 +174,11 @@ impl Report {
             o,
             "  (SOURCES = IPv4+IPv6 datagram sources, one bucket each; TCP clients use addresses of their own)"
         );
+    }
+
+    /// Per upstream: outcomes and latencies in total, per phase and per class.
+    fn render_upstreams(&self, o: &mut String) {
+        use std::fmt::Write as _;
         if !self.upstreams.is_empty() {
             let _ = writeln!(o, "\nper upstream (TCP connections; latency in ms)");
             let _ = writeln!(
@@ -198,18 +213,18 @@ impl Report {
                         format!("{}/{}", ms(s.reset_ms[0]), ms(s.reset_ms[1])),
                     );
                 };
-                row(&mut o, &format!("{}:{}", u.name, u.port), &u.total);
+                row(o, &format!("{}:{}", u.name, u.port), &u.total);
                 if u.by_phase.len() > 1 {
                     for (p, s) in &u.by_phase {
                         row(
-                            &mut o,
+                            o,
                             &format!("  {}", p.chars().take(20).collect::<String>()),
                             s,
                         );
                     }
                 }
                 for (c, s) in &u.by_class {
-                    row(&mut o, &format!("  from {c}"), s);
+                    row(o, &format!("  from {c}"), s);
                 }
             }
             if self.skipped_connections > 0 {
@@ -220,6 +235,11 @@ impl Report {
                 );
             }
         }
+    }
+
+    /// Breaker transitions and throttle levels over the run.
+    fn render_timeline(&self, o: &mut String) {
+        use std::fmt::Write as _;
         let _ = writeln!(o, "\nbreaker transitions");
         if self.breaker_transitions.is_empty() {
             let _ = writeln!(o, "  none");
@@ -250,7 +270,6 @@ impl Report {
         if !changes.is_empty() {
             let _ = writeln!(o, "  changes: {}", changes.join(" → "));
         }
-        o
     }
 }
 
@@ -271,16 +290,9 @@ impl Generator<'_> {
         }
         self.restore_services();
         // Drain: until the receivers' counts stop moving (polled, with a deadline).
-        let end = Instant::now() + Duration::from_secs(3);
-        let mut last = self.received();
-        while Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(150));
-            let now = self.received();
-            if now == last {
-                break;
-            }
-            last = now;
-        }
+        settle(Duration::from_secs(3), Duration::from_millis(150), || {
+            self.received()
+        });
         self.tick();
         // "Allowed" per second by send time (the ideal buckets judge a little late).
         let series = self
@@ -314,11 +326,72 @@ impl Generator<'_> {
     }
 
     fn report(&self, received: &HashMap<IpAddr, u64>) -> Report {
-        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        let limits = self.board.all();
         let limits_changes = self.board.history().len().saturating_sub(1);
         let exact = limits_changes == 0;
-        let _ = exact;
+        let classes = self.class_reports(received, limits_changes);
+        let upstreams = self.upstream_reports();
+
+        // Time per level, from the timeline.
+        let mut levels: Vec<(String, f64)> = Vec::new();
+        for s in &self.timeline {
+            match levels.iter_mut().find(|(l, _)| *l == s.level) {
+                Some(e) => e.1 += s.dt,
+                None => levels.push((s.level.clone(), s.dt)),
+            }
+        }
+        let skipped = self
+            .runs
+            .iter()
+            .map(|r| r.skipped.load(Ordering::Relaxed))
+            .sum();
+        let mut marks = self.marks.clone();
+        marks.sort_by(|a, b| a.t.partial_cmp(&b.t).unwrap_or(std::cmp::Ordering::Equal));
+        let mut transitions: Vec<BreakerTransition> = self
+            .transitions
+            .iter()
+            .map(|(t, name, from, to, reason, _)| BreakerTransition {
+                t: *t,
+                upstream: name.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                reason: reason.clone(),
+            })
+            .collect();
+        transitions.sort_by(|a, b| a.t.partial_cmp(&b.t).unwrap_or(std::cmp::Ordering::Equal));
+        Report {
+            duration: self.now(),
+            runs: self
+                .runs
+                .iter()
+                .map(|r| {
+                    (
+                        r.profile.name.clone(),
+                        r.started_at,
+                        r.classes.iter().map(|c| c.to_string()).collect(),
+                    )
+                })
+                .collect(),
+            ok: classes.iter().all(|c| c.ok),
+            classes,
+            upstreams,
+            marks,
+            levels,
+            breaker_transitions: transitions,
+            limits_changes,
+            exact,
+            skipped_connections: skipped,
+        }
+    }
+
+    /// Per client class: sources, buckets (sources masked to the class's aggregation),
+    /// offered, passed and allowed, and the verdict of [`judge`].
+    fn class_reports(
+        &self,
+        received: &HashMap<IpAddr, u64>,
+        limits_changes: usize,
+    ) -> Vec<ClassReport> {
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let limits = self.board.all();
         let mut classes = Vec::new();
         for c in ClientClass::ALL {
             let list: Vec<&Arc<Source>> = sources.iter().filter(|s| s.client == c).collect();
@@ -380,50 +453,17 @@ impl Generator<'_> {
                 }
             }
             r.dropped = r.offered.saturating_sub(r.passed);
-            let (ok, why) = match &verdict {
-                Verdict::Deny => (
-                    r.passed == 0,
-                    if r.passed == 0 {
-                        "deny rule: nothing passed".to_owned()
-                    } else {
-                        format!("deny rule, yet {} passed", r.passed)
-                    },
-                ),
-                Verdict::Allow(_) => (
-                    r.passed == r.offered,
-                    if r.passed == r.offered {
-                        "allow rule: nothing lost".to_owned()
-                    } else {
-                        format!("allow rule, yet {} lost", r.offered - r.passed)
-                    },
-                ),
-                Verdict::Limit(_) => {
-                    let low = r.passed as f64 >= 0.95 * r.allowed as f64;
-                    let high = r.buckets_over == 0;
-                    let why = match (high, low) {
-                        (true, true) => format!(
-                            "within limits ({:.1} % of allowed)",
-                            100.0 * r.passed as f64 / (r.allowed.max(1)) as f64
-                        ),
-                        (false, _) => format!(
-                            "{} bucket(s) passed more than allowed + {slack} (worst by {})",
-                            r.buckets_over, r.worst_excess
-                        ),
-                        (true, false) => format!(
-                            "passed only {:.1} % of allowed (want ≥ 95 %)",
-                            100.0 * r.passed as f64 / r.allowed.max(1) as f64
-                        ),
-                    };
-                    (high && low, why)
-                }
-            };
+            let (ok, why) = judge(&verdict, &r, slack);
             r.ok = ok;
             r.check = why;
             classes.push(r);
         }
         drop(sources);
+        classes
+    }
 
-        // Upstreams.
+    /// Per upstream: connection outcomes in total, per phase and per client class.
+    fn upstream_reports(&self) -> Vec<UpstreamReport> {
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         let mut upstreams = Vec::new();
         for u in &self.upstreams {
@@ -431,117 +471,112 @@ impl Generator<'_> {
             if all.is_empty() {
                 continue;
             }
-            let stats = |set: &[&ConnSample]| -> ConnStats {
-                let mut s = ConnStats {
-                    attempts: set.len() as u64,
-                    ..Default::default()
-                };
-                for c in set {
-                    match c.outcome {
-                        Outcome::Ok => s.ok += 1,
-                        Outcome::Reset => s.reset += 1,
-                        Outcome::Timeout => s.timeout += 1,
-                        Outcome::Error => s.error += 1,
-                    }
-                }
-                let lat = sorted(set.iter().filter_map(|c| c.connect_ms).collect());
-                s.connect_ms = [
-                    percentile(&lat, 50.0),
-                    percentile(&lat, 95.0),
-                    percentile(&lat, 99.0),
-                ];
-                let resets = sorted(
-                    set.iter()
-                        .filter(|c| c.outcome == Outcome::Reset)
-                        .filter_map(|c| c.connect_ms)
-                        .collect(),
-                );
-                s.reset_ms = [
-                    percentile(&resets, 50.0),
-                    percentile(&resets, 99.0),
-                    resets.last().copied(),
-                ];
-                let total = sorted(set.iter().map(|c| c.total_ms).collect());
-                s.total_ms = [
-                    percentile(&total, 50.0),
-                    percentile(&total, 95.0),
-                    percentile(&total, 99.0),
-                ];
-                s
-            };
+
             let mut by_phase = Vec::new();
             for (i, p) in self.phases.iter().enumerate() {
                 let set: Vec<&ConnSample> = all.iter().copied().filter(|c| c.phase == i).collect();
                 if !set.is_empty() {
-                    by_phase.push((p.clone(), stats(&set)));
+                    by_phase.push((p.clone(), conn_stats(&set)));
                 }
             }
             let mut by_class = Vec::new();
             for c in ClientClass::ALL {
                 let set: Vec<&ConnSample> = all.iter().copied().filter(|s| s.client == c).collect();
                 if !set.is_empty() {
-                    by_class.push((c.to_string(), stats(&set)));
+                    by_class.push((c.to_string(), conn_stats(&set)));
                 }
             }
             upstreams.push(UpstreamReport {
                 name: u.name.clone(),
                 port: u.port,
-                total: stats(&all),
+                total: conn_stats(&all),
                 by_phase,
                 by_class,
             });
         }
         drop(conns);
+        upstreams
+    }
+}
 
-        // Time per level, from the timeline.
-        let mut levels: Vec<(String, f64)> = Vec::new();
-        for s in &self.timeline {
-            match levels.iter_mut().find(|(l, _)| *l == s.level) {
-                Some(e) => e.1 += s.dt,
-                None => levels.push((s.level.clone(), s.dt)),
-            }
-        }
-        let skipped = self
-            .runs
-            .iter()
-            .map(|r| r.skipped.load(Ordering::Relaxed))
-            .sum();
-        let mut marks = self.marks.clone();
-        marks.sort_by(|a, b| a.t.partial_cmp(&b.t).unwrap_or(std::cmp::Ordering::Equal));
-        let mut transitions: Vec<BreakerTransition> = self
-            .transitions
-            .iter()
-            .map(|(t, name, from, to, reason, _)| BreakerTransition {
-                t: *t,
-                upstream: name.clone(),
-                from: from.clone(),
-                to: to.clone(),
-                reason: reason.clone(),
-            })
-            .collect();
-        transitions.sort_by(|a, b| a.t.partial_cmp(&b.t).unwrap_or(std::cmp::Ordering::Equal));
-        Report {
-            duration: self.now(),
-            runs: self
-                .runs
-                .iter()
-                .map(|r| {
-                    (
-                        r.profile.name.clone(),
-                        r.started_at,
-                        r.classes.iter().map(|c| c.to_string()).collect(),
-                    )
-                })
-                .collect(),
-            ok: classes.iter().all(|c| c.ok),
-            classes,
-            upstreams,
-            marks,
-            levels,
-            breaker_transitions: transitions,
-            limits_changes,
-            exact,
-            skipped_connections: skipped,
+/// Whether a class got what its rule says (deny: nothing; allow: everything; limit: at
+/// most allowed + `slack` per bucket and at least 95 % of allowed), and why.
+fn judge(verdict: &Verdict, r: &ClassReport, slack: u64) -> (bool, String) {
+    match verdict {
+        Verdict::Deny => (
+            r.passed == 0,
+            if r.passed == 0 {
+                "deny rule: nothing passed".to_owned()
+            } else {
+                format!("deny rule, yet {} passed", r.passed)
+            },
+        ),
+        Verdict::Allow(_) => (
+            r.passed == r.offered,
+            if r.passed == r.offered {
+                "allow rule: nothing lost".to_owned()
+            } else {
+                format!("allow rule, yet {} lost", r.offered - r.passed)
+            },
+        ),
+        Verdict::Limit(_) => {
+            let low = r.passed as f64 >= 0.95 * r.allowed as f64;
+            let high = r.buckets_over == 0;
+            let why = match (high, low) {
+                (true, true) => format!(
+                    "within limits ({:.1} % of allowed)",
+                    100.0 * r.passed as f64 / (r.allowed.max(1)) as f64
+                ),
+                (false, _) => format!(
+                    "{} bucket(s) passed more than allowed + {slack} (worst by {})",
+                    r.buckets_over, r.worst_excess
+                ),
+                (true, false) => format!(
+                    "passed only {:.1} % of allowed (want ≥ 95 %)",
+                    100.0 * r.passed as f64 / r.allowed.max(1) as f64
+                ),
+            };
+            (high && low, why)
         }
     }
+}
+
+/// Outcomes and latency percentiles of a set of connections.
+fn conn_stats(set: &[&ConnSample]) -> ConnStats {
+    let mut s = ConnStats {
+        attempts: set.len() as u64,
+        ..Default::default()
+    };
+    for c in set {
+        match c.outcome {
+            Outcome::Ok => s.ok += 1,
+            Outcome::Reset => s.reset += 1,
+            Outcome::Timeout => s.timeout += 1,
+            Outcome::Error => s.error += 1,
+        }
+    }
+    let lat = sorted(set.iter().filter_map(|c| c.connect_ms).collect());
+    s.connect_ms = [
+        percentile(&lat, 50.0),
+        percentile(&lat, 95.0),
+        percentile(&lat, 99.0),
+    ];
+    let resets = sorted(
+        set.iter()
+            .filter(|c| c.outcome == Outcome::Reset)
+            .filter_map(|c| c.connect_ms)
+            .collect(),
+    );
+    s.reset_ms = [
+        percentile(&resets, 50.0),
+        percentile(&resets, 99.0),
+        resets.last().copied(),
+    ];
+    let total = sorted(set.iter().map(|c| c.total_ms).collect());
+    s.total_ms = [
+        percentile(&total, 50.0),
+        percentile(&total, 95.0),
+        percentile(&total, 99.0),
+    ];
+    s
 }

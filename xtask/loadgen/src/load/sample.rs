@@ -92,7 +92,18 @@ impl Generator<'_> {
             ..Default::default()
         };
 
-        // Daemon: level and limits (from the poller), circuits, counters.
+        self.sample_level(&mut sec);
+        let circuits = self.sample_circuits();
+        self.sample_counters(&mut sec);
+        self.sample_datagrams(&mut sec);
+        self.sample_connections(&mut sec, &circuits);
+        self.timeline.push(sec.clone());
+        sec
+    }
+
+    /// The throttle level and CPU (from the poller, or asked now), the factors and rates in
+    /// force (a level change is marked).
+    fn sample_level(&mut self, sec: &mut Second) {
         let status = self
             .poller
             .status()
@@ -116,6 +127,10 @@ impl Generator<'_> {
                 sec.rates.insert(c.clone(), p.rate_per_sec);
             }
         }
+    }
+
+    /// The breakers: new transitions recorded and marked, the state of each kept.
+    fn sample_circuits(&mut self) -> Vec<admin::Circuit> {
         let circuits = admin::get_json(&self.socket, "/v1/circuits")
             .map(|v| admin::circuits(&v))
             .unwrap_or_default();
@@ -147,6 +162,11 @@ impl Generator<'_> {
             }
             self.last_state.insert(c.name.clone(), c.state.clone());
         }
+        circuits
+    }
+
+    /// The daemon's own per-class counters over the interval.
+    fn sample_counters(&mut self, sec: &mut Second) {
         if let Ok(v) = admin::get_json(&self.socket, "/v1/counters") {
             let totals = admin::counters(&v);
             for (c, (p, d)) in &totals {
@@ -156,8 +176,10 @@ impl Generator<'_> {
             }
             self.last_daemon = totals;
         }
+    }
 
-        // Datagrams per client class.
+    /// Datagrams per client class over the interval: offered, passed, dropped, allowed.
+    fn sample_datagrams(&mut self, sec: &mut Second) {
         let received = self.received();
         let mut sums: BTreeMap<ClientClass, (u64, u64, u64)> = BTreeMap::new();
         for s in self
@@ -187,8 +209,11 @@ impl Generator<'_> {
             );
         }
         self.last_class = sums;
+    }
 
-        // TCP per upstream.
+    /// Per upstream over the interval: breaker state, service behaviour, connection
+    /// outcomes and latency, the gate's RSTs.
+    fn sample_connections(&mut self, sec: &mut Second, circuits: &[admin::Circuit]) {
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         let new = &conns[self.conns_seen.min(conns.len())..];
         for u in &self.upstreams {
@@ -230,7 +255,5 @@ impl Generator<'_> {
         }
         self.conns_seen = conns.len();
         drop(conns);
-        self.timeline.push(sec.clone());
-        sec
     }
 }
