@@ -116,7 +116,7 @@ use traffic_loadgen::{
     flood::{self, FloodNet, GEN_MAC, RCV_MAC, RCV_V4, RCV_V6},
     gen_abi::{self, GenConfig, GenState, LegitStat},
     peers::{self, Hashlimit, NftMeter, SourceLimit},
-    stats::{Bound, Report, rotation},
+    stats::{BenchReport, Bound, rotation},
 };
 use traffic_testkit::packet::Frame;
 
@@ -325,7 +325,7 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-fn common_meta(r: &mut Report, plan: &Plan, cpus: usize) {
+fn common_meta(r: &mut BenchReport, plan: &Plan, cpus: usize) {
     r.meta("quick", plan.quick);
     r.meta("repetitions", plan.reps);
     r.meta("cpus", cpus);
@@ -716,7 +716,7 @@ struct RxSnapshot {
 }
 
 impl Receiver {
-    fn setup(net: &FloodNet, report: &mut Report) -> Result<Receiver> {
+    fn setup(net: &FloodNet, report: &mut BenchReport) -> Result<Receiver> {
         let napi_pid = net
             .threaded_napi()
             .context("threaded NAPI on the receiver")?;
@@ -1074,8 +1074,8 @@ impl TestRunLab {
     }
 }
 
-fn testrun(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
-    let mut report = Report::new(
+fn testrun(bench: &mut BenchObject, plan: &Plan) -> Result<BenchReport> {
+    let mut report = BenchReport::new(
         "testrun",
         "a. program cost through BPF_PROG_TEST_RUN (ns per packet)",
     );
@@ -1291,8 +1291,8 @@ fn veth_config(iface: &str) -> String {
     )
 }
 
-fn veth(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
-    let mut report = Report::new(
+fn veth(bench: &mut BenchObject, plan: &Plan) -> Result<BenchReport> {
+    let mut report = BenchReport::new(
         "veth",
         "b. receive CPU per packet, veth flood from 4096 sources",
     );
@@ -1622,8 +1622,8 @@ fn legit_addr(i: u32) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, (w >> 16) as u16, w as u16, 0, 0, 0, 1)
 }
 
-fn accuracy(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
-    let mut report = Report::new(
+fn accuracy(bench: &mut BenchObject, plan: &Plan) -> Result<BenchReport> {
+    let mut report = BenchReport::new(
         "accuracy",
         "c. limits under a flood from ≥ 10⁶ spoofed sources",
     );

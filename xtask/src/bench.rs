@@ -112,7 +112,7 @@ pub fn run(tc: &Toolchains, opts: &Options) -> Result<()> {
     Ok(())
 }
 
-/// The part of a suite's JSON report (`traffic_loadgen::stats::Report`) this command reads:
+/// The part of a suite's JSON report (`traffic_loadgen::stats::BenchReport`) this command reads:
 /// xtask builds on the machine's stable, so it does not link the load generator.
 #[derive(Deserialize)]
 struct Targets {

@@ -13,7 +13,7 @@ use crate::profile::Request;
 /// How a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum ConnOutcome {
     /// Connected and, if a request was made, answered as expected.
     Ok,
     /// Refused with a RST (by the node's stack or the XDP gate), or reset later.
@@ -24,20 +24,20 @@ pub enum Outcome {
     Error,
 }
 
-impl Outcome {
-    pub const ALL: [Outcome; 4] = [
-        Outcome::Ok,
-        Outcome::Reset,
-        Outcome::Timeout,
-        Outcome::Error,
+impl ConnOutcome {
+    pub const ALL: [ConnOutcome; 4] = [
+        ConnOutcome::Ok,
+        ConnOutcome::Reset,
+        ConnOutcome::Timeout,
+        ConnOutcome::Error,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::Reset => "reset",
-            Outcome::Timeout => "timeout",
-            Outcome::Error => "error",
+            ConnOutcome::Ok => "ok",
+            ConnOutcome::Reset => "reset",
+            ConnOutcome::Timeout => "timeout",
+            ConnOutcome::Error => "error",
         }
     }
 }
@@ -45,7 +45,7 @@ impl Outcome {
 /// The result of one connection.
 #[derive(Clone, Copy, Debug)]
 pub struct Attempt {
-    pub outcome: Outcome,
+    pub outcome: ConnOutcome,
     /// Time to the connect's answer (SYN-ACK or RST); `None` when it timed out.
     pub connect: Option<Duration>,
     /// Time to the end of the exchange.
@@ -98,14 +98,14 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn classify_io(e: &std::io::Error) -> Outcome {
+fn classify_io(e: &std::io::Error) -> ConnOutcome {
     match e.kind() {
         ErrorKind::ConnectionReset
         | ErrorKind::ConnectionAborted
         | ErrorKind::ConnectionRefused
-        | ErrorKind::BrokenPipe => Outcome::Reset,
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => Outcome::Timeout,
-        _ => Outcome::Error,
+        | ErrorKind::BrokenPipe => ConnOutcome::Reset,
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => ConnOutcome::Timeout,
+        _ => ConnOutcome::Error,
     }
 }
 
@@ -134,7 +134,7 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
         )
     };
     if fd < 0 {
-        return fail(Outcome::Error, None);
+        return fail(ConnOutcome::Error, None);
     }
     #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: we own the new descriptor from here on; OwnedFd closes it.
@@ -157,7 +157,7 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
     #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: bind with a sockaddr we built and its length.
     if unsafe { libc::bind(fd, (&raw const sa).cast(), len) } != 0 {
-        return fail(Outcome::Error, None);
+        return fail(ConnOutcome::Error, None);
     }
     let (da, dlen) = sockaddr(dst);
     #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
@@ -166,8 +166,8 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
     if r != 0 {
         match errno() {
             libc::EINPROGRESS => {}
-            libc::ECONNREFUSED => return fail(Outcome::Reset, Some(start.elapsed())),
-            _ => return fail(Outcome::Error, None),
+            libc::ECONNREFUSED => return fail(ConnOutcome::Reset, Some(start.elapsed())),
+            _ => return fail(ConnOutcome::Error, None),
         }
         let mut p = libc::pollfd {
             fd,
@@ -179,7 +179,7 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
         // SAFETY: poll on one pollfd we own.
         let n = unsafe { libc::poll(&mut p, 1, ms) };
         if n == 0 {
-            return fail(Outcome::Timeout, None);
+            return fail(ConnOutcome::Timeout, None);
         }
         let mut err: libc::c_int = 0;
         let mut elen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -197,10 +197,10 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
         match err {
             0 => {}
             libc::ECONNREFUSED | libc::ECONNRESET => {
-                return fail(Outcome::Reset, Some(start.elapsed()));
+                return fail(ConnOutcome::Reset, Some(start.elapsed()));
             }
-            libc::ETIMEDOUT => return fail(Outcome::Timeout, None),
-            _ => return fail(Outcome::Error, Some(start.elapsed())),
+            libc::ETIMEDOUT => return fail(ConnOutcome::Timeout, None),
+            _ => return fail(ConnOutcome::Error, Some(start.elapsed())),
         }
     }
     let connect = start.elapsed();
@@ -212,18 +212,18 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
         total: start.elapsed(),
     };
     if *request == Request::Connect {
-        return done(Outcome::Ok);
+        return done(ConnOutcome::Ok);
     }
     if s.set_nonblocking(false).is_err()
         || s.set_read_timeout(Some(timeout)).is_err()
         || s.set_write_timeout(Some(timeout)).is_err()
     {
-        return done(Outcome::Error);
+        return done(ConnOutcome::Error);
     }
     let _ = s.set_nodelay(true);
     let deadline = Instant::now() + timeout;
     match request {
-        Request::Connect => done(Outcome::Ok),
+        Request::Connect => done(ConnOutcome::Ok),
         Request::Http { path } => {
             if let Err(e) = write!(
                 s,
@@ -235,7 +235,7 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
             let mut buf = [0u8; 2048];
             loop {
                 if Instant::now() >= deadline {
-                    return done(Outcome::Timeout);
+                    return done(ConnOutcome::Timeout);
                 }
                 match s.read(&mut buf) {
                     Ok(0) => break,
@@ -256,11 +256,11 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0);
             if got.is_empty() {
-                done(Outcome::Reset) // closed without an answer
+                done(ConnOutcome::Reset) // closed without an answer
             } else if (200..400).contains(&status) {
-                done(Outcome::Ok)
+                done(ConnOutcome::Ok)
             } else {
-                done(Outcome::Error)
+                done(ConnOutcome::Error)
             }
         }
         Request::Echo { size } => {
@@ -272,21 +272,21 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
             let mut buf = [0u8; 4096];
             while got < payload.len() {
                 if Instant::now() >= deadline {
-                    return done(Outcome::Timeout);
+                    return done(ConnOutcome::Timeout);
                 }
                 match s.read(&mut buf) {
                     Ok(0) => {
                         return done(if got == 0 {
-                            Outcome::Reset
+                            ConnOutcome::Reset
                         } else {
-                            Outcome::Error
+                            ConnOutcome::Error
                         });
                     }
                     Ok(n) => got += n,
                     Err(e) => return done(classify_io(&e)),
                 }
             }
-            done(Outcome::Ok)
+            done(ConnOutcome::Ok)
         }
     }
 }

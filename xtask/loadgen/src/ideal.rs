@@ -25,7 +25,7 @@ use crate::admin::{Bucket, ClassLimits};
 /// What the rules do with a source.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "action", content = "class")]
-pub enum Verdict {
+pub enum SourceRule {
     /// Limited by this class.
     Limit(String),
     /// Passes everything; counted under this class.
@@ -34,20 +34,20 @@ pub enum Verdict {
     Deny,
 }
 
-impl Verdict {
+impl SourceRule {
     /// The daemon class whose limits apply (none for deny).
     pub fn class(&self) -> Option<&str> {
         match self {
-            Verdict::Limit(c) | Verdict::Allow(c) => Some(c),
-            Verdict::Deny => None,
+            SourceRule::Limit(c) | SourceRule::Allow(c) => Some(c),
+            SourceRule::Deny => None,
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
-            Verdict::Limit(c) => c.clone(),
-            Verdict::Allow(c) => format!("{c} (allow)"),
-            Verdict::Deny => "deny rule".into(),
+            SourceRule::Limit(c) => c.clone(),
+            SourceRule::Allow(c) => format!("{c} (allow)"),
+            SourceRule::Deny => "deny rule".into(),
         }
     }
 }
@@ -55,7 +55,7 @@ impl Verdict {
 /// The `[[rules]]` and `daemon.default_class` of a config.
 #[derive(Clone, Debug)]
 pub struct Classifier {
-    rules: Vec<(IpAddr, u8, Verdict)>,
+    rules: Vec<(IpAddr, u8, SourceRule)>,
     default_class: String,
 }
 
@@ -105,11 +105,11 @@ impl Classifier {
                 .and_then(toml::Value::as_str)
                 .unwrap_or("limit")
             {
-                "limit" => Verdict::Limit(
+                "limit" => SourceRule::Limit(
                     class.with_context(|| format!("rules[{i}]: limit without class"))?,
                 ),
-                "allow" => Verdict::Allow(class.unwrap_or_else(|| default_class.clone())),
-                "deny" => Verdict::Deny,
+                "allow" => SourceRule::Allow(class.unwrap_or_else(|| default_class.clone())),
+                "deny" => SourceRule::Deny,
                 other => bail!("rules[{i}].action `{other}`"),
             };
             rules.push((addr, len, verdict));
@@ -121,9 +121,9 @@ impl Classifier {
     }
 
     /// The verdict for a source: the longest matching prefix of its family.
-    pub fn verdict(&self, src: IpAddr) -> Verdict {
+    pub fn verdict(&self, src: IpAddr) -> SourceRule {
         let (v6, bits) = to_bits(src);
-        let mut best: Option<(u8, &Verdict)> = None;
+        let mut best: Option<(u8, &SourceRule)> = None;
         for (addr, len, verdict) in &self.rules {
             let (rv6, rbits) = to_bits(*addr);
             if rv6 != v6 {
@@ -140,7 +140,7 @@ impl Classifier {
             }
         }
         best.map_or_else(
-            || Verdict::Limit(self.default_class.clone()),
+            || SourceRule::Limit(self.default_class.clone()),
             |(_, v)| v.clone(),
         )
     }
@@ -334,7 +334,7 @@ fn sync_slot(slot: &mut Option<Tokens>, b: Option<&Bucket>) {
 /// One source's ideal buckets (owned by the thread that sends for it).
 #[derive(Debug)]
 pub struct IdealSource {
-    verdict: Verdict,
+    verdict: SourceRule,
     packets: Vec<Tokens>,
     bytes: Option<Tokens>,
     admitted: bool,
@@ -343,7 +343,7 @@ pub struct IdealSource {
 }
 
 impl IdealSource {
-    pub fn new(verdict: Verdict) -> Self {
+    pub fn new(verdict: SourceRule) -> Self {
         Self {
             verdict,
             packets: Vec::new(),
@@ -400,9 +400,9 @@ impl IdealSource {
     /// to `now`.
     pub fn judge(&mut self, now: f64, frame_len: usize, board: &Board, shared: &Shared) -> bool {
         let class = match &self.verdict {
-            Verdict::Deny => return false,
-            Verdict::Allow(_) => return true,
-            Verdict::Limit(c) => c.clone(),
+            SourceRule::Deny => return false,
+            SourceRule::Allow(_) => return true,
+            SourceRule::Limit(c) => c.clone(),
         };
         let Some(index) = board.index_at(now) else {
             return true;
@@ -500,15 +500,15 @@ mod tests {
         let cfg: toml::Table = toml::from_str(&text).unwrap();
         let c = Classifier::from_config(&cfg).unwrap();
         let v = |s: &str| c.verdict(s.parse().unwrap());
-        assert_eq!(v("198.18.1.7"), Verdict::Limit("premium".into()));
-        assert_eq!(v("2001:db8:1:5::1"), Verdict::Limit("premium".into()));
-        assert_eq!(v("198.18.2.7"), Verdict::Limit("basic".into()));
-        assert_eq!(v("198.18.200.7"), Verdict::Limit("default".into()));
-        assert_eq!(v("198.19.130.7"), Verdict::Limit("default".into()));
-        assert_eq!(v("198.18.66.7"), Verdict::Deny);
-        assert_eq!(v("2001:db8:66::9"), Verdict::Deny);
-        assert_eq!(v("198.18.0.9"), Verdict::Allow("internal".into()));
-        assert_eq!(v("2001:db8:0:3::1"), Verdict::Allow("internal".into()));
+        assert_eq!(v("198.18.1.7"), SourceRule::Limit("premium".into()));
+        assert_eq!(v("2001:db8:1:5::1"), SourceRule::Limit("premium".into()));
+        assert_eq!(v("198.18.2.7"), SourceRule::Limit("basic".into()));
+        assert_eq!(v("198.18.200.7"), SourceRule::Limit("default".into()));
+        assert_eq!(v("198.19.130.7"), SourceRule::Limit("default".into()));
+        assert_eq!(v("198.18.66.7"), SourceRule::Deny);
+        assert_eq!(v("2001:db8:66::9"), SourceRule::Deny);
+        assert_eq!(v("198.18.0.9"), SourceRule::Allow("internal".into()));
+        assert_eq!(v("2001:db8:0:3::1"), SourceRule::Allow("internal".into()));
     }
 
     #[test]
@@ -516,7 +516,7 @@ mod tests {
         let b = Board::default();
         b.publish(0.0, "none", limits(100.0, 200.0), 10.0);
         let shared = Shared::default();
-        let mut s = IdealSource::new(Verdict::Limit("premium".into()));
+        let mut s = IdealSource::new(SourceRule::Limit("premium".into()));
         // 300 packets at once: the burst passes.
         let passed = (0..300).filter(|_| s.judge(10.0, 100, &b, &shared)).count();
         assert_eq!(passed, 200);

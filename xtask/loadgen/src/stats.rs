@@ -4,7 +4,7 @@
 //! median and on every repetition; a table for people and the same figures as JSON.
 //!
 //! Pure: no clock, no kernel. The benchmark (`traffic-daemon/benches/dataplane.rs`) fills a
-//! [`Report`], `cargo xtask bench` reads the JSON back.
+//! [`BenchReport`], `cargo xtask bench` reads the JSON back.
 
 use std::{fmt::Write as _, path::Path};
 
@@ -126,7 +126,7 @@ pub struct Target {
 
 /// One benchmark's results.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Report {
+pub struct BenchReport {
     /// Short name; the JSON file is `<name>.json`.
     pub name: String,
     /// Title printed above the table.
@@ -139,7 +139,7 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-impl Report {
+impl BenchReport {
     /// An empty report.
     pub fn new(name: &str, title: &str) -> Self {
         Self {
@@ -295,8 +295,8 @@ impl Report {
         Ok(path)
     }
 
-    /// Read a report written by [`Report::write_json`].
-    pub fn read_json(path: &Path) -> Result<Report> {
+    /// Read a report written by [`BenchReport::write_json`].
+    pub fn read_json(path: &Path) -> Result<BenchReport> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn ratios_are_paired_per_repetition() {
-        let mut r = Report::new("t", "t");
+        let mut r = BenchReport::new("t", "t");
         r.figure("a", "ns", "", vec![10.0, 20.0, 30.0]);
         r.figure("b", "ns", "", vec![5.0, 40.0, 10.0]);
         r.ratio("a/b", "a", "b", "");
@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn targets_on_median_and_every_rep() {
-        let mut r = Report::new("t", "t");
+        let mut r = BenchReport::new("t", "t");
         r.figure("x", "ns", "", vec![50.0, 55.0, 70.0]);
         r.target(
             "x small",
@@ -387,12 +387,12 @@ mod tests {
 
     #[test]
     fn json_round_trip() {
-        let mut r = Report::new("t", "title");
+        let mut r = BenchReport::new("t", "title");
         r.meta("reps", 5);
         r.figure("x", "ns", "about", vec![1.0, f64::NAN]);
         let dir = std::env::temp_dir().join(format!("benchstat-{}", std::process::id()));
         let path = r.write_json(&dir).expect("write");
-        let back = Report::read_json(&path).expect("read");
+        let back = BenchReport::read_json(&path).expect("read");
         assert_eq!(back.figures[0].summary, r.figures[0].summary);
         assert!(back.figures[0].samples[1].is_nan());
         let _ = std::fs::remove_dir_all(&dir);

@@ -8,7 +8,7 @@ use std::{
 
 use super::interrupted;
 use crate::{
-    ideal::Verdict,
+    ideal::SourceRule,
     load::{Generator, Second},
     profile::ClientClass,
 };
@@ -36,9 +36,9 @@ impl Live {
             .map(|c| {
                 let v = lab.verdict_of(*c);
                 let shown = match &v {
-                    Verdict::Limit(k) => k.clone(),
-                    Verdict::Allow(_) => "allow".into(),
-                    Verdict::Deny => "deny".into(),
+                    SourceRule::Limit(k) => k.clone(),
+                    SourceRule::Allow(_) => "allow".into(),
+                    SourceRule::Deny => "deny".into(),
                 };
                 (*c, shown, v.class().unwrap_or("-").to_owned())
             })

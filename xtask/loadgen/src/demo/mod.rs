@@ -34,7 +34,7 @@ use traffic_testkit::{
 
 use crate::{
     admin, chart,
-    load::{self, ALLOWED_NOTE, ClientLinks, Generator, Report},
+    load::{self, ALLOWED_NOTE, ClientLinks, Generator, LoadReport},
     profile::{self, Profile},
 };
 
@@ -220,7 +220,7 @@ fn write_outputs(
     name: &str,
     title: &str,
     lab: &Generator<'_>,
-    report: &Report,
+    report: &LoadReport,
 ) -> Result<(PathBuf, PathBuf)> {
     let dir = out_dir()?;
     let classes: Vec<String> = report
@@ -327,7 +327,7 @@ fn run_profile(lab: &mut Generator<'_>, p: &Profile) -> Result<()> {
     Ok(())
 }
 
-fn print_report(report: &Report) {
+fn print_report(report: &LoadReport) {
     println!("\n==> report\n");
     print!("{}", report.render());
     println!("\n  {ALLOWED_NOTE}");

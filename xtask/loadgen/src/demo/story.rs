@@ -12,7 +12,7 @@ use super::{
     print_report, write_outputs,
 };
 use crate::{
-    load::{Generator, Report},
+    load::{Generator, LoadReport},
     profile::{ClientClass, Profile},
     services::Behaviour,
 };
@@ -222,7 +222,7 @@ fn pressure_eases(lab: &mut Generator<'_>, live: &mut Live, facts: &mut Vec<Stri
 }
 
 /// The report, the story in numbers, the chart.
-fn summary(lab: &Generator<'_>, report: &Report, mut facts: Vec<String>) -> Result<()> {
+fn summary(lab: &Generator<'_>, report: &LoadReport, mut facts: Vec<String>) -> Result<()> {
     if let Some(a) = report
         .classes
         .iter()

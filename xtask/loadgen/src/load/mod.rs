@@ -33,8 +33,8 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use crate::{
-    conn::Outcome,
-    ideal::{self, Board, Classifier, Verdict},
+    conn::ConnOutcome,
+    ideal::{self, Board, Classifier, SourceRule},
     profile::{ClientClass, Profile},
     services::{Kind, Services},
 };
@@ -53,7 +53,9 @@ mod udp;
 mod upstreams;
 
 pub use clock::RunClock;
-pub use report::{ALLOWED_NOTE, BreakerTransition, ClassReport, ConnStats, Report, UpstreamReport};
+pub use report::{
+    ALLOWED_NOTE, BreakerTransition, ClassReport, ConnStats, LoadReport, UpstreamReport,
+};
 pub use sample::{ClassSecond, Mark, Second, UpstreamSecond};
 
 use poller::Poller;
@@ -68,7 +70,7 @@ const MAX_PER_TICK: u64 = 256;
 pub struct Source {
     pub addr: IpAddr,
     pub client: ClientClass,
-    pub verdict: Verdict,
+    pub verdict: SourceRule,
     pub run: usize,
     /// A TCP client address (its packets are not judged by the ideal buckets).
     pub tcp: bool,
@@ -86,7 +88,7 @@ pub struct ConnSample {
     pub run: usize,
     pub client: ClientClass,
     pub upstream: String,
-    pub outcome: Outcome,
+    pub outcome: ConnOutcome,
     pub connect_ms: Option<f64>,
     pub total_ms: f64,
     pub phase: usize,
@@ -317,7 +319,7 @@ impl<'t> Generator<'t> {
     }
 
     /// What the config's rules make of a client class's range.
-    pub fn verdict_of(&self, c: ClientClass) -> Verdict {
+    pub fn verdict_of(&self, c: ClientClass) -> SourceRule {
         self.classifier
             .verdict(IpAddr::V4(Ipv4Addr::from(u32::from(c.v4_range().0) + 10)))
     }

@@ -9,8 +9,8 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::{
-    conn::Outcome,
-    ideal::{self, Verdict},
+    conn::ConnOutcome,
+    ideal::{self, SourceRule},
     profile::ClientClass,
 };
 
@@ -19,7 +19,7 @@ use traffic_testkit::udp::settle;
 use super::{ConnSample, Generator, Mark, Source, percentile, sorted};
 
 // ---------------------------------------------------------------------------------------
-// Report
+// LoadReport
 
 /// Outcomes and latencies of a set of connections.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -86,7 +86,7 @@ pub struct BreakerTransition {
 
 /// The final report of a lab.
 #[derive(Clone, Debug, Serialize)]
-pub struct Report {
+pub struct LoadReport {
     pub duration: f64,
     /// (profile, started at, classes).
     pub runs: Vec<(String, f64, Vec<String>)>,
@@ -128,7 +128,7 @@ fn ms(v: Option<f64>) -> String {
     )
 }
 
-impl Report {
+impl LoadReport {
     /// The report as text: per class, per upstream (and per phase), transitions, levels.
     pub fn render(&self) -> String {
         let mut o = String::new();
@@ -276,7 +276,7 @@ impl Report {
 impl Generator<'_> {
     /// Stop everything, wait for the threads and for the receivers to drain, take a last
     /// sample, and build the report.
-    pub fn finish(&mut self) -> Result<Report> {
+    pub fn finish(&mut self) -> Result<LoadReport> {
         self.stop_all();
         let mut errors = Vec::new();
         for r in &mut self.runs {
@@ -325,7 +325,7 @@ impl Generator<'_> {
         Ok(self.report(&received))
     }
 
-    fn report(&self, received: &HashMap<IpAddr, u64>) -> Report {
+    fn report(&self, received: &HashMap<IpAddr, u64>) -> LoadReport {
         let limits_changes = self.board.history().len().saturating_sub(1);
         let exact = limits_changes == 0;
         let classes = self.class_reports(received, limits_changes);
@@ -358,7 +358,7 @@ impl Generator<'_> {
             })
             .collect();
         transitions.sort_by(|a, b| a.t.partial_cmp(&b.t).unwrap_or(std::cmp::Ordering::Equal));
-        Report {
+        LoadReport {
             duration: self.now(),
             runs: self
                 .runs
@@ -403,7 +403,7 @@ impl Generator<'_> {
                 .first()
                 .map(|s| s.verdict.clone())
                 .or_else(|| list.first().map(|s| s.verdict.clone()))
-                .unwrap_or(Verdict::Deny);
+                .unwrap_or(SourceRule::Deny);
             let mut r = ClassReport {
                 client: c,
                 verdict: verdict.describe(),
@@ -501,9 +501,9 @@ impl Generator<'_> {
 
 /// Whether a class got what its rule says (deny: nothing; allow: everything; limit: at
 /// most allowed + `slack` per bucket and at least 95 % of allowed), and why.
-fn judge(verdict: &Verdict, r: &ClassReport, slack: u64) -> (bool, String) {
+fn judge(verdict: &SourceRule, r: &ClassReport, slack: u64) -> (bool, String) {
     match verdict {
-        Verdict::Deny => (
+        SourceRule::Deny => (
             r.passed == 0,
             if r.passed == 0 {
                 "deny rule: nothing passed".to_owned()
@@ -511,7 +511,7 @@ fn judge(verdict: &Verdict, r: &ClassReport, slack: u64) -> (bool, String) {
                 format!("deny rule, yet {} passed", r.passed)
             },
         ),
-        Verdict::Allow(_) => (
+        SourceRule::Allow(_) => (
             r.passed == r.offered,
             if r.passed == r.offered {
                 "allow rule: nothing lost".to_owned()
@@ -519,7 +519,7 @@ fn judge(verdict: &Verdict, r: &ClassReport, slack: u64) -> (bool, String) {
                 format!("allow rule, yet {} lost", r.offered - r.passed)
             },
         ),
-        Verdict::Limit(_) => {
+        SourceRule::Limit(_) => {
             let low = r.passed as f64 >= 0.95 * r.allowed as f64;
             let high = r.buckets_over == 0;
             let why = match (high, low) {
@@ -549,10 +549,10 @@ fn conn_stats(set: &[&ConnSample]) -> ConnStats {
     };
     for c in set {
         match c.outcome {
-            Outcome::Ok => s.ok += 1,
-            Outcome::Reset => s.reset += 1,
-            Outcome::Timeout => s.timeout += 1,
-            Outcome::Error => s.error += 1,
+            ConnOutcome::Ok => s.ok += 1,
+            ConnOutcome::Reset => s.reset += 1,
+            ConnOutcome::Timeout => s.timeout += 1,
+            ConnOutcome::Error => s.error += 1,
         }
     }
     let lat = sorted(set.iter().filter_map(|c| c.connect_ms).collect());
@@ -563,7 +563,7 @@ fn conn_stats(set: &[&ConnSample]) -> ConnStats {
     ];
     let resets = sorted(
         set.iter()
-            .filter(|c| c.outcome == Outcome::Reset)
+            .filter(|c| c.outcome == ConnOutcome::Reset)
             .filter_map(|c| c.connect_ms)
             .collect(),
     );

@@ -7,7 +7,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{admin, conn::Outcome, profile::ClientClass, services::Behaviour};
+use crate::{admin, conn::ConnOutcome, profile::ClientClass, services::Behaviour};
 
 use super::{Generator, canonical, percentile, sorted};
 
@@ -234,10 +234,10 @@ impl Generator<'_> {
             let mut lat = Vec::new();
             for c in new.iter().filter(|c| c.upstream == u.name) {
                 match c.outcome {
-                    Outcome::Ok => us.ok += 1,
-                    Outcome::Reset => us.reset += 1,
-                    Outcome::Timeout => us.timeout += 1,
-                    Outcome::Error => us.error += 1,
+                    ConnOutcome::Ok => us.ok += 1,
+                    ConnOutcome::Reset => us.reset += 1,
+                    ConnOutcome::Timeout => us.timeout += 1,
+                    ConnOutcome::Error => us.error += 1,
                 }
                 lat.extend(c.connect_ms);
             }
