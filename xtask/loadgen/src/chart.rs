@@ -182,7 +182,27 @@ pub fn svg(
         esc(subtitle)
     );
 
-    // Legend (top right).
+    legend(&mut o);
+    let last_top = top0 + (panels as f64 - 1.0) * (PANEL + GAP) + PANEL;
+    markers(&mut o, marks, top0, last_top, t_max);
+
+    let mut top = top0;
+    for c in classes {
+        class_panel(&mut o, top, t_max, c, timeline);
+        top += PANEL + GAP;
+    }
+    throttle_panel(&mut o, top, t_max, timeline);
+    top += PANEL + GAP;
+    for u in upstreams {
+        upstream_panel(&mut o, top, t_max, u, timeline);
+        top += PANEL + GAP;
+    }
+    let _ = writeln!(o, "</svg>");
+    o
+}
+
+/// The legend, top right.
+fn legend(o: &mut String) {
     let legend: [(&str, &str); 8] = [
         (
             "offered/s",
@@ -221,9 +241,10 @@ pub fn svg(
             esc(name)
         );
     }
+}
 
-    let last_top = top0 + (panels as f64 - 1.0) * (PANEL + GAP) + PANEL;
-    // Markers across every panel; marks closer than a label's width share one label.
+/// Marker lines across every panel; marks closer than a label's width share one label.
+fn markers(o: &mut String, marks: &[Mark], top0: f64, last_top: f64, t_max: f64) {
     let f0 = Frame { top: top0, t_max };
     let mut shown: Vec<&Mark> = marks
         .iter()
@@ -266,208 +287,190 @@ pub fn svg(
             c[0].t
         );
     }
+}
 
-    let mut top = top0;
-    // Class panels.
-    for c in classes {
-        let f = Frame { top, t_max };
-        let get = |s: &Second, k: fn(&crate::load::ClassSecond) -> u64| {
-            s.classes
-                .get(c)
-                .map_or(0.0, |x| k(x) as f64 / s.dt.max(1e-3))
-        };
-        let offered: Vec<(f64, f64)> = timeline
-            .iter()
-            .map(|s| (s.t, get(s, |x| x.offered)))
-            .collect();
-        let max = offered.iter().map(|p| p.1).fold(0.0, f64::max);
-        let (max, step) = nice(max * 1.05);
-        let total_o: u64 = timeline
-            .iter()
-            .filter_map(|s| s.classes.get(c))
-            .map(|x| x.offered)
-            .sum();
-        let total_p: u64 = timeline
-            .iter()
-            .filter_map(|s| s.classes.get(c))
-            .map(|x| x.passed)
-            .sum();
-        axes(
-            &mut o,
-            &f,
-            &format!("{c}: {total_p} of {total_o} datagrams passed"),
-            max,
-            step,
-            "datagrams/s",
+/// A client class's panel: offered, allowed, passed and dropped per second.
+fn class_panel(o: &mut String, top: f64, t_max: f64, c: &str, timeline: &[Second]) {
+    let f = Frame { top, t_max };
+    let get = |s: &Second, k: fn(&crate::load::ClassSecond) -> u64| {
+        s.classes
+            .get(c)
+            .map_or(0.0, |x| k(x) as f64 / s.dt.max(1e-3))
+    };
+    let offered: Vec<(f64, f64)> = timeline
+        .iter()
+        .map(|s| (s.t, get(s, |x| x.offered)))
+        .collect();
+    let max = offered.iter().map(|p| p.1).fold(0.0, f64::max);
+    let (max, step) = nice(max * 1.05);
+    let total_o: u64 = timeline
+        .iter()
+        .filter_map(|s| s.classes.get(c))
+        .map(|x| x.offered)
+        .sum();
+    let total_p: u64 = timeline
+        .iter()
+        .filter_map(|s| s.classes.get(c))
+        .map(|x| x.passed)
+        .sum();
+    axes(
+        o,
+        &f,
+        &format!("{c}: {total_p} of {total_o} datagrams passed"),
+        max,
+        step,
+        "datagrams/s",
+    );
+    polyline(
+        o,
+        &f,
+        &offered,
+        max,
+        r##"stroke="#999" stroke-width="1.2" stroke-dasharray="5 3""##,
+    );
+    let allowed: Vec<(f64, f64)> = timeline
+        .iter()
+        .map(|s| (s.t, get(s, |x| x.allowed)))
+        .collect();
+    polyline(
+        o,
+        &f,
+        &allowed,
+        max,
+        r##"stroke="#1d4ed8" stroke-width="1.2" stroke-dasharray="2 2""##,
+    );
+    let passed: Vec<(f64, f64)> = timeline
+        .iter()
+        .map(|s| (s.t, get(s, |x| x.passed)))
+        .collect();
+    polyline(
+        o,
+        &f,
+        &passed,
+        max,
+        r##"stroke="#2b9348" stroke-width="2""##,
+    );
+    let dropped: Vec<(f64, f64)> = timeline
+        .iter()
+        .map(|s| (s.t, get(s, |x| x.dropped)))
+        .collect();
+    polyline(
+        o,
+        &f,
+        &dropped,
+        max,
+        r##"stroke="#d62828" stroke-width="2""##,
+    );
+}
+
+/// The throttle panel: level as steps, CPU reading as a thin line (both on 0–4 / 0–1).
+fn throttle_panel(o: &mut String, top: f64, t_max: f64, timeline: &[Second]) {
+    let f = Frame { top, t_max };
+    axes(
+        o,
+        &f,
+        "throttle level (steps) and CPU reading (thin, 0–1 on the same scale)",
+        4.0,
+        1.0,
+        "level",
+    );
+    for (i, l) in LEVELS.iter().enumerate() {
+        let y = f.y(i as f64, 4.0);
+        // The top label sits below its line, clear of the panel's title.
+        let y = if i == 4 { y + 10.0 } else { y - 2.0 };
+        let _ = writeln!(
+            o,
+            r##"<text x="{:.1}" y="{y:.1}" font-size="9" fill="#7b2cbf">{l}</text>"##,
+            LEFT + 3.0
         );
-        polyline(
-            &mut o,
-            &f,
-            &offered,
-            max,
-            r##"stroke="#999" stroke-width="1.2" stroke-dasharray="5 3""##,
-        );
-        let allowed: Vec<(f64, f64)> = timeline
-            .iter()
-            .map(|s| (s.t, get(s, |x| x.allowed)))
-            .collect();
-        polyline(
-            &mut o,
-            &f,
-            &allowed,
-            max,
-            r##"stroke="#1d4ed8" stroke-width="1.2" stroke-dasharray="2 2""##,
-        );
-        let passed: Vec<(f64, f64)> = timeline
-            .iter()
-            .map(|s| (s.t, get(s, |x| x.passed)))
-            .collect();
-        polyline(
-            &mut o,
-            &f,
-            &passed,
-            max,
-            r##"stroke="#2b9348" stroke-width="2""##,
-        );
-        let dropped: Vec<(f64, f64)> = timeline
-            .iter()
-            .map(|s| (s.t, get(s, |x| x.dropped)))
-            .collect();
-        polyline(
-            &mut o,
-            &f,
-            &dropped,
-            max,
-            r##"stroke="#d62828" stroke-width="2""##,
-        );
-        top += PANEL + GAP;
     }
-
-    // Throttle panel: level as steps, CPU reading as a thin line (both on 0–4 / 0–1).
-    {
-        let f = Frame { top, t_max };
-        axes(
-            &mut o,
-            &f,
-            "throttle level (steps) and CPU reading (thin, 0–1 on the same scale)",
-            4.0,
-            1.0,
-            "level",
-        );
-        for (i, l) in LEVELS.iter().enumerate() {
-            let y = f.y(i as f64, 4.0);
-            // The top label sits below its line, clear of the panel's title.
-            let y = if i == 4 { y + 10.0 } else { y - 2.0 };
-            let _ = writeln!(
-                o,
-                r##"<text x="{:.1}" y="{y:.1}" font-size="9" fill="#7b2cbf">{l}</text>"##,
-                LEFT + 3.0
-            );
+    let mut pts = Vec::new();
+    let mut prev: Option<f64> = None;
+    for s in timeline {
+        let v = LEVELS.iter().position(|l| *l == s.level).unwrap_or(0) as f64;
+        if let Some(p) = prev {
+            pts.push((s.t - s.dt, p));
         }
-        let mut pts = Vec::new();
-        let mut prev: Option<f64> = None;
-        for s in timeline {
-            let v = LEVELS.iter().position(|l| *l == s.level).unwrap_or(0) as f64;
-            if let Some(p) = prev {
-                pts.push((s.t - s.dt, p));
-            }
-            pts.push((s.t - s.dt, v));
-            pts.push((s.t, v));
-            prev = Some(v);
-        }
-        polyline(
-            &mut o,
-            &f,
-            &pts,
-            4.0,
-            r##"stroke="#7b2cbf" stroke-width="2.2""##,
-        );
-        let cpu: Vec<(f64, f64)> = timeline
-            .iter()
-            .filter_map(|s| s.cpu.map(|c| (s.t, c * 4.0)))
-            .collect();
-        polyline(
-            &mut o,
-            &f,
-            &cpu,
-            4.0,
-            r##"stroke="#f77f00" stroke-width="1""##,
-        );
-        top += PANEL + GAP;
+        pts.push((s.t - s.dt, v));
+        pts.push((s.t, v));
+        prev = Some(v);
     }
+    polyline(o, &f, &pts, 4.0, r##"stroke="#7b2cbf" stroke-width="2.2""##);
+    let cpu: Vec<(f64, f64)> = timeline
+        .iter()
+        .filter_map(|s| s.cpu.map(|c| (s.t, c * 4.0)))
+        .collect();
+    polyline(o, &f, &cpu, 4.0, r##"stroke="#f77f00" stroke-width="1""##);
+}
 
-    // Upstream panels: outcomes per second over the breaker state.
-    for u in upstreams {
-        let f = Frame { top, t_max };
-        let per = |s: &Second, k: fn(&crate::load::UpstreamSecond) -> u64| {
-            s.upstreams
-                .get(u)
-                .map_or(0.0, |x| k(x) as f64 / s.dt.max(1e-3))
+/// An upstream's panel: outcomes per second over the breaker state.
+fn upstream_panel(o: &mut String, top: f64, t_max: f64, u: &str, timeline: &[Second]) {
+    let f = Frame { top, t_max };
+    let per = |s: &Second, k: fn(&crate::load::UpstreamSecond) -> u64| {
+        s.upstreams
+            .get(u)
+            .map_or(0.0, |x| k(x) as f64 / s.dt.max(1e-3))
+    };
+    let max = timeline
+        .iter()
+        .map(|s| per(s, |x| x.ok + x.reset + x.timeout + x.error))
+        .fold(0.0, f64::max);
+    let (max, step) = nice(max * 1.05);
+    axes(
+        o,
+        &f,
+        &format!(
+            "upstream {u}: connections/s — ok (green), reset (orange), timeout (red), error (brown); shading = breaker open / half-open"
+        ),
+        max,
+        step,
+        "conns/s",
+    );
+    for s in timeline {
+        let state = s.upstreams.get(u).map_or("", |x| x.state.as_str());
+        let fill = match state {
+            "open" => "#fde2e2",
+            "half_open" => "#fff3c4",
+            _ => continue,
         };
-        let max = timeline
-            .iter()
-            .map(|s| per(s, |x| x.ok + x.reset + x.timeout + x.error))
-            .fold(0.0, f64::max);
-        let (max, step) = nice(max * 1.05);
-        axes(
-            &mut o,
-            &f,
-            &format!(
-                "upstream {u}: connections/s — ok (green), reset (orange), timeout (red), error (brown); shading = breaker open / half-open"
-            ),
-            max,
-            step,
-            "conns/s",
+        let (x0, x1) = (f.x(s.t - s.dt), f.x(s.t));
+        let _ = writeln!(
+            o,
+            r#"<rect x="{x0:.1}" y="{top:.1}" width="{:.1}" height="{PANEL}" fill="{fill}" opacity="0.9"/>"#,
+            (x1 - x0).max(0.5)
         );
-        for s in timeline {
-            let state = s.upstreams.get(u).map_or("", |x| x.state.as_str());
-            let fill = match state {
-                "open" => "#fde2e2",
-                "half_open" => "#fff3c4",
-                _ => continue,
-            };
-            let (x0, x1) = (f.x(s.t - s.dt), f.x(s.t));
-            let _ = writeln!(
-                o,
-                r#"<rect x="{x0:.1}" y="{top:.1}" width="{:.1}" height="{PANEL}" fill="{fill}" opacity="0.9"/>"#,
-                (x1 - x0).max(0.5)
-            );
-        }
-        for (k, color) in [
-            (0usize, "#2b9348"),
-            (1, "#f77f00"),
-            (2, "#d62828"),
-            (3, "#8d5524"),
-        ] {
-            let pts: Vec<(f64, f64)> = timeline
-                .iter()
-                .map(|s| {
-                    let v = per(
-                        s,
-                        match k {
-                            0 => |x| x.ok,
-                            1 => |x| x.reset,
-                            2 => |x| x.timeout,
-                            _ => |x| x.error,
-                        },
-                    );
-                    (s.t, v)
-                })
-                .collect();
-            if pts.iter().any(|p| p.1 > 0.0) {
-                polyline(
-                    &mut o,
-                    &f,
-                    &pts,
-                    max,
-                    &format!(r#"stroke="{color}" stroke-width="1.8""#),
+    }
+    for (k, color) in [
+        (0usize, "#2b9348"),
+        (1, "#f77f00"),
+        (2, "#d62828"),
+        (3, "#8d5524"),
+    ] {
+        let pts: Vec<(f64, f64)> = timeline
+            .iter()
+            .map(|s| {
+                let v = per(
+                    s,
+                    match k {
+                        0 => |x| x.ok,
+                        1 => |x| x.reset,
+                        2 => |x| x.timeout,
+                        _ => |x| x.error,
+                    },
                 );
-            }
+                (s.t, v)
+            })
+            .collect();
+        if pts.iter().any(|p| p.1 > 0.0) {
+            polyline(
+                o,
+                &f,
+                &pts,
+                max,
+                &format!(r#"stroke="{color}" stroke-width="1.8""#),
+            );
         }
-        top += PANEL + GAP;
     }
-    let _ = writeln!(o, "</svg>");
-    o
 }
 
 #[cfg(test)]
