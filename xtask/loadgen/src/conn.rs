@@ -114,11 +114,50 @@ fn classify_io(e: &std::io::Error) -> ConnOutcome {
 /// connect and again after the start of the request.
 pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duration) -> Attempt {
     let start = Instant::now();
-    let fail = |outcome, connect| Attempt {
+    let mut s = match connect_from(src, dst, timeout, start) {
+        Ok(s) => s,
+        Err((outcome, connect)) => {
+            return Attempt {
+                outcome,
+                connect,
+                total: start.elapsed(),
+            };
+        }
+    };
+    let connect = start.elapsed();
+    let done = |outcome| Attempt {
         outcome,
-        connect,
+        connect: Some(connect),
         total: start.elapsed(),
     };
+    if *request == Request::Connect {
+        return done(ConnOutcome::Ok);
+    }
+    if s.set_nonblocking(false).is_err()
+        || s.set_read_timeout(Some(timeout)).is_err()
+        || s.set_write_timeout(Some(timeout)).is_err()
+    {
+        return done(ConnOutcome::Error);
+    }
+    let _ = s.set_nodelay(true);
+    let deadline = Instant::now() + timeout;
+    done(match request {
+        Request::Connect => ConnOutcome::Ok,
+        Request::Http { path } => http_exchange(&mut s, path, deadline),
+        Request::Echo { size } => echo_exchange(&mut s, *size, deadline),
+    })
+}
+
+/// A non-blocking connect from `src` (bound, port picked at connect) to `dst`, waited for
+/// up to `timeout`: the connected stream, or the outcome and (when answered) the time to
+/// the answer.
+fn connect_from(
+    src: IpAddr,
+    dst: SocketAddr,
+    timeout: Duration,
+    start: Instant,
+) -> Result<TcpStream, (ConnOutcome, Option<Duration>)> {
+    let fail = |outcome, connect| Err((outcome, connect));
     let family = if dst.is_ipv6() {
         libc::AF_INET6
     } else {
@@ -203,90 +242,75 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
             _ => return fail(ConnOutcome::Error, Some(start.elapsed())),
         }
     }
-    let connect = start.elapsed();
-    let mut s = TcpStream::from(owned);
+    let s = TcpStream::from(owned);
     debug_assert_eq!(s.as_raw_fd(), fd);
-    let done = |outcome| Attempt {
-        outcome,
-        connect: Some(connect),
-        total: start.elapsed(),
-    };
-    if *request == Request::Connect {
-        return done(ConnOutcome::Ok);
+    Ok(s)
+}
+
+/// GET `path`; a 2xx or 3xx answer is ok, a close without an answer a reset.
+fn http_exchange(s: &mut TcpStream, path: &str, deadline: Instant) -> ConnOutcome {
+    if let Err(e) = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n"
+    ) {
+        return classify_io(&e);
     }
-    if s.set_nonblocking(false).is_err()
-        || s.set_read_timeout(Some(timeout)).is_err()
-        || s.set_write_timeout(Some(timeout)).is_err()
-    {
-        return done(ConnOutcome::Error);
-    }
-    let _ = s.set_nodelay(true);
-    let deadline = Instant::now() + timeout;
-    match request {
-        Request::Connect => done(ConnOutcome::Ok),
-        Request::Http { path } => {
-            if let Err(e) = write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n"
-            ) {
-                return done(classify_io(&e));
-            }
-            let mut got = Vec::new();
-            let mut buf = [0u8; 2048];
-            loop {
-                if Instant::now() >= deadline {
-                    return done(ConnOutcome::Timeout);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    loop {
+        if Instant::now() >= deadline {
+            return ConnOutcome::Timeout;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                // An answer already complete counts, whatever happens after it.
+                if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
                 }
-                match s.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                    Err(e) => {
-                        // An answer already complete counts, whatever happens after it.
-                        if got.windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                        return done(classify_io(&e));
-                    }
-                }
-            }
-            let text = String::from_utf8_lossy(&got);
-            let status: u16 = text
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            if got.is_empty() {
-                done(ConnOutcome::Reset) // closed without an answer
-            } else if (200..400).contains(&status) {
-                done(ConnOutcome::Ok)
-            } else {
-                done(ConnOutcome::Error)
+                return classify_io(&e);
             }
         }
-        Request::Echo { size } => {
-            let payload = vec![0x61u8; (*size).max(1)];
-            if let Err(e) = s.write_all(&payload) {
-                return done(classify_io(&e));
+    }
+    let text = String::from_utf8_lossy(&got);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    if got.is_empty() {
+        ConnOutcome::Reset // closed without an answer
+    } else if (200..400).contains(&status) {
+        ConnOutcome::Ok
+    } else {
+        ConnOutcome::Error
+    }
+}
+
+/// Send `size` bytes and read them back.
+fn echo_exchange(s: &mut TcpStream, size: usize, deadline: Instant) -> ConnOutcome {
+    let payload = vec![0x61u8; size.max(1)];
+    if let Err(e) = s.write_all(&payload) {
+        return classify_io(&e);
+    }
+    let mut got = 0usize;
+    let mut buf = [0u8; 4096];
+    while got < payload.len() {
+        if Instant::now() >= deadline {
+            return ConnOutcome::Timeout;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => {
+                return if got == 0 {
+                    ConnOutcome::Reset
+                } else {
+                    ConnOutcome::Error
+                };
             }
-            let mut got = 0usize;
-            let mut buf = [0u8; 4096];
-            while got < payload.len() {
-                if Instant::now() >= deadline {
-                    return done(ConnOutcome::Timeout);
-                }
-                match s.read(&mut buf) {
-                    Ok(0) => {
-                        return done(if got == 0 {
-                            ConnOutcome::Reset
-                        } else {
-                            ConnOutcome::Error
-                        });
-                    }
-                    Ok(n) => got += n,
-                    Err(e) => return done(classify_io(&e)),
-                }
-            }
-            done(ConnOutcome::Ok)
+            Ok(n) => got += n,
+            Err(e) => return classify_io(&e),
         }
     }
+    ConnOutcome::Ok
 }
