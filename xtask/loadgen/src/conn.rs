@@ -151,6 +151,8 @@ pub fn attempt(src: IpAddr, dst: SocketAddr, request: &Request, timeout: Duratio
 /// A non-blocking connect from `src` (bound, port picked at connect) to `dst`, waited for
 /// up to `timeout`: the connected stream, or the outcome and (when answered) the time to
 /// the answer.
+// Long on purpose: one libc call after another on the same descriptor (socket, option,
+// bind, connect, poll, SO_ERROR), each with its SAFETY comment, read top to bottom.
 fn connect_from(
     src: IpAddr,
     dst: SocketAddr,

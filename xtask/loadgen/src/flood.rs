@@ -98,93 +98,19 @@ impl FloodNet {
             }
         }
         let (g, r) = (&self.gen_if, &self.rcv_if);
-        self.sender.ip(&[
-            "link",
-            "add",
-            g,
-            "address",
-            &mac_str(GEN_MAC),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            r,
-            "address",
-            &mac_str(RCV_MAC),
-            "netns",
-            self.receiver.name(),
-        ])?;
-        self.sender
-            .ip(&["addr", "add", &format!("{GEN_V4}/30"), "dev", g])?;
-        self.sender.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{GEN_V6}/64"),
-            "dev",
-            g,
-            "nodad",
-        ])?;
-        self.receiver
-            .ip(&["addr", "add", &format!("{RCV_V4}/30"), "dev", r])?;
-        self.receiver.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{RCV_V6}/64"),
-            "dev",
-            r,
-            "nodad",
-        ])?;
-        self.sender.ip(&["link", "set", g, "up"])?;
-        self.receiver.ip(&["link", "set", r, "up"])?;
         let (rmac, gmac) = (mac_str(RCV_MAC), mac_str(GEN_MAC));
-        self.sender.ip(&[
-            "neigh",
-            "add",
-            &RCV_V4.to_string(),
-            "lladdr",
-            &rmac,
-            "dev",
-            g,
-            "nud",
-            "permanent",
-        ])?;
-        self.sender.ip(&[
-            "-6",
-            "neigh",
-            "add",
-            &RCV_V6.to_string(),
-            "lladdr",
-            &rmac,
-            "dev",
-            g,
-            "nud",
-            "permanent",
-        ])?;
-        self.receiver.ip(&[
-            "neigh",
-            "add",
-            &GEN_V4.to_string(),
-            "lladdr",
-            &gmac,
-            "dev",
-            r,
-            "nud",
-            "permanent",
-        ])?;
-        self.receiver.ip(&[
-            "-6",
-            "neigh",
-            "add",
-            &GEN_V6.to_string(),
-            "lladdr",
-            &gmac,
-            "dev",
-            r,
-            "nud",
-            "permanent",
-        ])?;
+        self.sender
+            .veth_pair((g, &gmac), (r, &rmac), &self.receiver)?;
+        self.sender
+            .addresses_up(g, &format!("{GEN_V4}/30"), &format!("{GEN_V6}/64"))?;
+        self.receiver
+            .addresses_up(r, &format!("{RCV_V4}/30"), &format!("{RCV_V6}/64"))?;
+        for addr in [RCV_V4.to_string(), RCV_V6.to_string()] {
+            self.sender.permanent_neighbour(&addr, &rmac, g)?;
+        }
+        for addr in [GEN_V4.to_string(), GEN_V6.to_string()] {
+            self.receiver.permanent_neighbour(&addr, &gmac, r)?;
+        }
         // Replies (ICMP errors for the stack's unreachable port) go back to the generator,
         // like a node's default route; the generator drops them (it forwards nothing).
         self.receiver.ip(&[

@@ -76,6 +76,55 @@ impl Netns {
         ip(&full)
     }
 
+    /// A veth pair: `local` (with `local_mac`) here, `peer` (with `peer_mac`) in `peer_ns`.
+    pub fn veth_pair(
+        &self,
+        (local, local_mac): (&str, &str),
+        (peer, peer_mac): (&str, &str),
+        peer_ns: &Netns,
+    ) -> Result<()> {
+        self.ip(&[
+            "link",
+            "add",
+            local,
+            "address",
+            local_mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "address",
+            peer_mac,
+            "netns",
+            peer_ns.name(),
+        ])
+    }
+
+    /// Give `dev` an IPv4 and an IPv6 address (CIDR; the IPv6 one without DAD) and set it up.
+    pub fn addresses_up(&self, dev: &str, v4: &str, v6: &str) -> Result<()> {
+        self.ip(&["addr", "add", v4, "dev", dev])?;
+        self.ip(&["-6", "addr", "add", v6, "dev", dev, "nodad"])?;
+        self.ip(&["link", "set", dev, "up"])
+    }
+
+    /// A permanent neighbour entry (IPv4 or IPv6, by the address): no ARP/ND on the link.
+    pub fn permanent_neighbour(&self, addr: &str, mac: &str, dev: &str) -> Result<()> {
+        let family = if addr.contains(':') { "-6" } else { "-4" };
+        self.ip(&[
+            family,
+            "neigh",
+            "add",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])
+    }
+
     /// `ethtool -K DEV gro on` inside the namespace: a veth with GRO runs its NAPI, so XDP_TX
     /// frames from the peer arrive.
     pub fn gro_on(&self, dev: &str) -> Result<()> {

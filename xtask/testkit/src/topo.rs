@@ -102,23 +102,6 @@ fn quiet_ipv6(ns: &Netns) -> Result<()> {
     Ok(())
 }
 
-/// A permanent neighbour entry (IPv4 or IPv6, by the address) in `ns`.
-fn permanent_neighbour(ns: &Netns, addr: &str, mac: &str, dev: &str) -> Result<()> {
-    let family = if addr.contains(':') { "-6" } else { "-4" };
-    ns.ip(&[
-        family,
-        "neigh",
-        "add",
-        addr,
-        "lladdr",
-        mac,
-        "dev",
-        dev,
-        "nud",
-        "permanent",
-    ])
-}
-
 fn mac(k: usize, side: u8) -> String {
     format!(
         "02:7f:{:02x}:{:02x}:00:{side:02x}",
@@ -167,55 +150,21 @@ impl Topology {
         let node_if = format!("{}n{k}", self.tag);
         let host_if = format!("{}h{k}", self.tag);
         let (nmac, hmac) = (mac(k, 1), mac(k, 2));
-        self.node.ip(&[
-            "link",
-            "add",
-            &node_if,
-            "address",
-            &nmac,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &host_if,
-            "address",
-            &hmac,
-            "netns",
-            ns.name(),
-        ])?;
+        self.node
+            .veth_pair((&node_if, &nmac), (&host_if, &hmac), &ns)?;
         let (n4, h4) = (format!("198.19.{k}.1"), format!("198.19.{k}.2"));
         let (n6, h6) = (
             format!("2001:db8:ffff:{k:x}::1"),
             format!("2001:db8:ffff:{k:x}::2"),
         );
         let node = &self.node;
-        node.ip(&["addr", "add", &format!("{n4}/30"), "dev", &node_if])?;
-        node.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{n6}/64"),
-            "dev",
-            &node_if,
-            "nodad",
-        ])?;
-        node.ip(&["link", "set", &node_if, "up"])?;
-        ns.ip(&["addr", "add", &format!("{h4}/30"), "dev", &host_if])?;
-        ns.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{h6}/64"),
-            "dev",
-            &host_if,
-            "nodad",
-        ])?;
-        ns.ip(&["link", "set", &host_if, "up"])?;
+        node.addresses_up(&node_if, &format!("{n4}/30"), &format!("{n6}/64"))?;
+        ns.addresses_up(&host_if, &format!("{h4}/30"), &format!("{h6}/64"))?;
         // Static neighbours: no ARP/ND on the links.
-        permanent_neighbour(node, &h4, &hmac, &node_if)?;
-        permanent_neighbour(node, &h6, &hmac, &node_if)?;
-        permanent_neighbour(&ns, &n4, &nmac, &host_if)?;
-        permanent_neighbour(&ns, &n6, &nmac, &host_if)?;
+        node.permanent_neighbour(&h4, &hmac, &node_if)?;
+        node.permanent_neighbour(&h6, &hmac, &node_if)?;
+        ns.permanent_neighbour(&n4, &nmac, &host_if)?;
+        ns.permanent_neighbour(&n6, &nmac, &host_if)?;
         // The host's source range is local to it (AnyIP) and routed back by the node.
         let r4 = format!("{}/{}", spec.v4.0, spec.v4.1);
         let r6 = format!("{}/{}", spec.v6.0, spec.v6.1);
