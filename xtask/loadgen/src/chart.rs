@@ -321,46 +321,23 @@ fn class_panel(o: &mut String, top: f64, t_max: f64, c: &str, timeline: &[Second
         step,
         "datagrams/s",
     );
-    polyline(
-        o,
-        &f,
-        &offered,
-        max,
-        r##"stroke="#999" stroke-width="1.2" stroke-dasharray="5 3""##,
-    );
-    let allowed: Vec<(f64, f64)> = timeline
-        .iter()
-        .map(|s| (s.t, get(s, |x| x.allowed)))
-        .collect();
-    polyline(
-        o,
-        &f,
-        &allowed,
-        max,
-        r##"stroke="#1d4ed8" stroke-width="1.2" stroke-dasharray="2 2""##,
-    );
-    let passed: Vec<(f64, f64)> = timeline
-        .iter()
-        .map(|s| (s.t, get(s, |x| x.passed)))
-        .collect();
-    polyline(
-        o,
-        &f,
-        &passed,
-        max,
-        r##"stroke="#2b9348" stroke-width="2""##,
-    );
-    let dropped: Vec<(f64, f64)> = timeline
-        .iter()
-        .map(|s| (s.t, get(s, |x| x.dropped)))
-        .collect();
-    polyline(
-        o,
-        &f,
-        &dropped,
-        max,
-        r##"stroke="#d62828" stroke-width="2""##,
-    );
+    type Field = fn(&crate::load::ClassSecond) -> u64;
+    let series: [(Field, &str); 4] = [
+        (
+            |x| x.offered,
+            r##"stroke="#999" stroke-width="1.2" stroke-dasharray="5 3""##,
+        ),
+        (
+            |x| x.allowed,
+            r##"stroke="#1d4ed8" stroke-width="1.2" stroke-dasharray="2 2""##,
+        ),
+        (|x| x.passed, r##"stroke="#2b9348" stroke-width="2""##),
+        (|x| x.dropped, r##"stroke="#d62828" stroke-width="2""##),
+    ];
+    for (field, style) in series {
+        let points: Vec<(f64, f64)> = timeline.iter().map(|s| (s.t, get(s, field))).collect();
+        polyline(o, &f, &points, max, style);
+    }
 }
 
 /// The throttle panel: level as steps, CPU reading as a thin line (both on 0–4 / 0–1).
