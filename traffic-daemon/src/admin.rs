@@ -1,14 +1,10 @@
 //! The admin API: HTTP + JSON on a Unix socket, versioned paths under `/v1/`.
 //!
-//! The server side runs inside `trafficd`; [`Client`] is the blocking client `trafficctl`
-//! uses (a few lines of HTTP/1.1, no extra runtime).
+//! The server side, inside `trafficd`; the client is [`crate::api::client`].
 
 use std::{
-    io::{Read as _, Write as _},
     os::unix::{fs::PermissionsExt as _, net::UnixStream},
-    path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use axum::{
@@ -18,15 +14,13 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 
-use crate::{config::AdminConfig, daemon::Shared};
-
-/// Body of every error response.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ApiError {
-    pub error: String,
-}
+use crate::{
+    api::{ApiError, Message},
+    config::AdminConfig,
+    daemon::Shared,
+};
 
 struct Failure(StatusCode, String);
 
@@ -53,12 +47,6 @@ impl From<tokio::task::JoinError> for Failure {
     fn from(e: tokio::task::JoinError) -> Self {
         Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
-}
-
-/// A one-line answer to an operation.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Message {
-    pub message: String,
 }
 
 /// Bind the admin socket: create its directory, replace a stale socket, set its mode and
@@ -230,178 +218,4 @@ async fn reload(State(s): State<Arc<Shared>>) -> Result<Json<crate::daemon::Appl
         .await?
         .map(Json)
         .map_err(|e| Failure(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
-}
-
-/// Why a request to the daemon failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error(
-        "trafficd is not running (no admin socket at {path}); start it with `systemctl start trafficd`"
-    )]
-    NotRunning { path: PathBuf },
-    #[error(
-        "permission denied on {path}: run as root or as a member of the socket's group (`traffic` by default)"
-    )]
-    Permission { path: PathBuf },
-    #[error("cannot reach trafficd at {path}: {source}")]
-    Unreachable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("trafficd answered {status}: {message}")]
-    Api { status: u16, message: String },
-    #[error("unexpected answer from trafficd: {0}")]
-    Protocol(String),
-}
-
-impl ClientError {
-    /// Whether the daemon could not be reached at all (exit code 3).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            Self::NotRunning { .. } | Self::Permission { .. } | Self::Unreachable { .. }
-        )
-    }
-}
-
-/// A blocking admin API client.
-pub struct Client {
-    socket: PathBuf,
-    timeout: Duration,
-}
-
-impl Client {
-    pub fn new(socket: &Path) -> Self {
-        Self {
-            socket: socket.to_owned(),
-            timeout: Duration::from_secs(30),
-        }
-    }
-
-    /// GET a JSON document.
-    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.request("GET", path, None)
-    }
-
-    /// POST without a body, decode the JSON answer.
-    pub fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.request("POST", path, None)
-    }
-
-    /// POST a JSON body, decode the JSON answer.
-    pub fn post_json<T: DeserializeOwned, B: Serialize>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, ClientError> {
-        let body = serde_json::to_string(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.request("POST", path, Some(&body))
-    }
-
-    /// DELETE, decode the JSON answer.
-    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.request("DELETE", path, None)
-    }
-
-    fn request<T: DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-    ) -> Result<T, ClientError> {
-        let mut stream = UnixStream::connect(&self.socket).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                ClientError::NotRunning {
-                    path: self.socket.clone(),
-                }
-            }
-            std::io::ErrorKind::PermissionDenied => ClientError::Permission {
-                path: self.socket.clone(),
-            },
-            _ => ClientError::Unreachable {
-                path: self.socket.clone(),
-                source: e,
-            },
-        })?;
-        let io = |e| ClientError::Unreachable {
-            path: self.socket.clone(),
-            source: e,
-        };
-        stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
-        let body = body.unwrap_or("");
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: trafficd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .map_err(io)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).map_err(io)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| ClientError::Protocol("no HTTP header".into()))?;
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ClientError::Protocol(format!("bad status line in {head:?}")))?;
-        let chunked = head.lines().any(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("transfer-encoding: chunked")
-        });
-        let body = if chunked {
-            dechunk(body)?
-        } else {
-            body.to_owned()
-        };
-        if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<ApiError>(&body)
-                .map(|e| e.error)
-                .unwrap_or(body);
-            return Err(ClientError::Api { status, message });
-        }
-        serde_json::from_str(&body).map_err(|e| ClientError::Protocol(format!("{e}: {body}")))
-    }
-}
-
-fn dechunk(mut s: &str) -> Result<String, ClientError> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s
-            .split_once("\r\n")
-            .ok_or_else(|| ClientError::Protocol("bad chunk".into()))?;
-        let n = usize::from_str_radix(size.trim(), 16)
-            .map_err(|_| ClientError::Protocol("bad chunk size".into()))?;
-        if n == 0 {
-            return Ok(out);
-        }
-        if rest.len() < n {
-            return Err(ClientError::Protocol("short chunk".into()));
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dechunks() {
-        assert_eq!(
-            dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
-            "abcde"
-        );
-        assert!(dechunk("zz\r\n").is_err());
-    }
-
-    #[test]
-    fn missing_socket_is_not_running() {
-        let c = Client::new(Path::new("/nonexistent/traffic/admin.sock"));
-        let e = c.get::<serde_json::Value>("/v1/status").unwrap_err();
-        assert!(e.is_unreachable());
-        assert!(e.to_string().contains("not running"), "{e}");
-    }
 }

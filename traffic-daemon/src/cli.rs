@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use crate::{
-    admin::{Client, ClientError},
+    api::{Client, ClientError},
     config::{self, Config},
     daemon::{Applied, StatusReport},
     exit,
@@ -284,7 +284,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 out,
                 err,
                 cli.json,
-                client.post::<crate::admin::Message>(&path),
+                client.post::<crate::api::Message>(&path),
             )
         }
         Command::Chaos {
@@ -308,14 +308,14 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 out,
                 err,
                 cli.json,
-                client.post_json::<crate::admin::Message, _>("/v1/chaos", &req),
+                client.post_json::<crate::api::Message, _>("/v1/chaos", &req),
             )
         }
         Command::Chaos { op: ChaosOp::Stop } => message(
             out,
             err,
             cli.json,
-            client.delete::<crate::admin::Message>("/v1/chaos"),
+            client.delete::<crate::api::Message>("/v1/chaos"),
         ),
         Command::Completions { shell } => match crate::manual::write_completions(*shell, out) {
             Ok(()) => exit::OK,
@@ -360,7 +360,7 @@ fn message(
     out: &mut dyn Write,
     err: &mut dyn Write,
     json: bool,
-    r: Result<crate::admin::Message, ClientError>,
+    r: Result<crate::api::Message, ClientError>,
 ) -> u8 {
     match r {
         Ok(m) => {

@@ -750,8 +750,8 @@ impl Core {
         if !(0.0..=1.0).contains(&req.drop) || !(0.0..=1.0).contains(&req.reset) {
             return bad("drop and reset are fractions between 0 and 1");
         }
-        let duration =
-            crate::config::units::parse_duration(&req.duration).map_err(DaemonError::BadRequest)?;
+        let duration = crate::config::syntax::parse_duration(&req.duration)
+            .map_err(DaemonError::BadRequest)?;
         if duration.is_zero() || duration > Duration::from_secs(3600) {
             return bad("duration must be between 1ms and 1h: chaos always expires");
         }
@@ -785,7 +785,7 @@ impl Core {
             "chaos on {what}: drop {:.0}%, reset {:.0}% of new connections, for {}",
             req.drop * 100.0,
             req.reset * 100.0,
-            crate::config::units::format_duration(duration)
+            crate::config::syntax::format_duration(duration)
         ))
     }
 

@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -24,7 +24,7 @@ use traffic_common::{
     Reason, counter_index, v4_mapped,
 };
 use traffic_daemon::dataplane::Dataplane as _;
-use traffic_lab::packet::Frame;
+use traffic_testkit::packet::Frame;
 
 // ---------------------------------------------------------------------------------------
 // Harness (shared: support::bpf)
@@ -115,7 +115,7 @@ fn key4(class: u32, a: Ipv4Addr) -> BucketKey {
 }
 
 fn require() {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"

@@ -44,7 +44,7 @@ use traffic_daemon::{
     policy::breaker::BreakerState,
     upstream::{CircuitReport, CircuitsReport, Shedding},
 };
-use traffic_lab::{
+use traffic_testkit::{
     daemon::DaemonProcess,
     tcplab::{Connect, TcpServer, connect_in, connect_many, echo_roundtrip, http_status},
     topo::{Host, HostSpec, SERVICE_V4, SERVICE_V6, Topology, unique_tag},

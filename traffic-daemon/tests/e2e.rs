@@ -14,7 +14,7 @@ use std::{
 
 use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
 use traffic_daemon::report::CountersReport;
-use traffic_lab::{
+use traffic_testkit::{
     daemon::DaemonProcess,
     netns::online_cpus,
     topo::{HostSpec, SERVICE_V4, SERVICE_V6, Topology, unique_tag},

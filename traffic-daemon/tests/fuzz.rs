@@ -1,6 +1,6 @@
 //! Hostile frames: a bounded, seeded, reproducible fuzz run of the XDP program through
 //! BPF_PROG_TEST_RUN, held against the userspace reference classifier
-//! (`traffic_lab::reference`, written from the parsing rules, not from the eBPF code).
+//! (`traffic_testkit::reference`, written from the parsing rules, not from the eBPF code).
 //!
 //! With limits out of the way (classes without limits, enforce mode, no port rules) a
 //! frame's verdict depends only on its bytes, so for every frame:
@@ -54,7 +54,7 @@ use traffic_daemon::{
     config::{RuleAction, RuleSpec},
     dataplane::Dataplane as _,
 };
-use traffic_lab::{
+use traffic_testkit::{
     packet::{Ext, Frame, Transport, ethertype, ip_proto, tcp_flags},
     reference::{self, Action, Parsed, Rule, RuleSet, Verdict},
 };
@@ -187,7 +187,7 @@ impl Lab {
 }
 
 /// The counter slot and XDP action the reference's verdict stands for (see the table in
-/// `traffic_lab::reference`).
+/// `traffic_testkit::reference`).
 fn expected(v: Verdict) -> (usize, u32) {
     let (row, reason) = match v {
         Verdict::NonIp => (UNCLASSIFIED, Reason::NonIp),
@@ -438,7 +438,7 @@ fn structured(rng: &mut Rng, sources: &Sources) -> Frame {
 }
 
 fn ip_frame(rng: &mut Rng, mut f: Frame) -> Frame {
-    let v6 = matches!(f.network, traffic_lab::packet::Network::Ipv6(_));
+    let v6 = matches!(f.network, traffic_testkit::packet::Network::Ipv6(_));
     // L4 first: the IP setters below keep it.
     let dport = if rng.one_in(2) {
         *rng.pick(&GATED_PORTS)
@@ -909,7 +909,7 @@ fn fuzz(lab: &Lab, rules: &RuleSet, seed: u64, frames: u64, check: Check) -> Res
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn hostile_frames_match_the_reference_classifier() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -958,7 +958,7 @@ admission = { rate = 1, per = "1m", burst = 5 }
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn hostile_frames_through_gates_limits_and_resets_never_abort() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"

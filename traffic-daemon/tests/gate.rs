@@ -43,7 +43,7 @@ use traffic_daemon::{
     dataplane::Dataplane as _,
     plan::{Desired, Write, diff},
 };
-use traffic_lab::packet::{
+use traffic_testkit::packet::{
     Ext, Frame, Transport, internet_checksum, ip_proto, l4_checksum, tcp_flags,
 };
 

@@ -23,7 +23,7 @@ use anyhow::{Result, bail};
 use support::bpf::{Lab, NODE4, NODE6, Slot, XDP_DROP, XDP_PASS, verdict_problems};
 use traffic_common::{GLOBAL_MONITOR, Reason, UNCLASSIFIED, v4_mapped};
 use traffic_daemon::dataplane::Dataplane as _;
-use traffic_lab::packet::{Ext, Frame, ethertype, ip_proto, tcp_flags};
+use traffic_testkit::packet::{Ext, Frame, ethertype, ip_proto, tcp_flags};
 
 // ---------------------------------------------------------------------------------------
 // Harness
@@ -199,7 +199,7 @@ class = "limited"
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn parse_cases() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -565,7 +565,7 @@ fn parse_cases() -> Result<()> {
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn verdicts_by_source() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -699,7 +699,7 @@ fn verdicts_by_source() -> Result<()> {
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn burst_then_packet_rate_drops() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -744,7 +744,7 @@ fn burst_then_packet_rate_drops() -> Result<()> {
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn second_source_gets_its_own_bucket() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -798,7 +798,7 @@ fn second_source_gets_its_own_bucket() -> Result<()> {
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn non_first_fragments_and_cut_l4_are_limited_by_source() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -902,7 +902,7 @@ fn non_first_fragments_and_cut_l4_are_limited_by_source() -> Result<()> {
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn aggregate_v6_prefix_shares_a_bucket() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -959,7 +959,7 @@ class = "agg"
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn aggregate_v4_prefix_shares_a_bucket() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -1015,7 +1015,7 @@ class = "agg"
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn byte_limit_drops_with_byte_rate() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -1070,7 +1070,7 @@ class = "bytes"
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn global_monitor_mode_counts_would_drops_and_passes() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -1166,7 +1166,7 @@ action = "deny"
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn class_monitor_mode_counts_would_drops_and_passes() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -1259,7 +1259,7 @@ action = "deny"
 #[test]
 #[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
 fn unconfigured_program_passes_everything() -> Result<()> {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"

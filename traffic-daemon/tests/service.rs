@@ -18,7 +18,7 @@ use traffic_daemon::{
     daemon::StatusReport,
     report::{CountersReport, LimitsReport, SourcesReport},
 };
-use traffic_lab::{
+use traffic_testkit::{
     daemon::{DaemonProcess, http_get},
     netns::Netns,
     topo::{HostSpec, SERVICE_V4, Topology, unique_tag},

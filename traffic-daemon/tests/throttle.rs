@@ -23,7 +23,7 @@ use aya::maps::{Array, Map, MapData};
 use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
 use traffic_common::{ClassConfig, map_names};
 use traffic_daemon::{daemon::StatusReport, policy::throttle::ThrottleStatus};
-use traffic_lab::{
+use traffic_testkit::{
     daemon::DaemonProcess,
     topo::{HostSpec, SERVICE_V4, Topology, unique_tag},
     udp::{UdpFlow, UdpSink, send_flow},
@@ -338,7 +338,7 @@ fn real_cpu_load_raises_the_level() {
         .map(|cpu| {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                traffic_lab::netns::pin_to_cpu(cpu);
+                traffic_testkit::netns::pin_to_cpu(cpu);
                 let end = Instant::now() + Duration::from_secs(10);
                 let mut x = 0u64;
                 while !stop.load(Ordering::Relaxed) && Instant::now() < end {

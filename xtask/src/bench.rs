@@ -3,7 +3,7 @@
 //! The measuring lives in the `traffic-bench` crate (`xtask/bench`; it needs aya, which
 //! xtask does not depend on); the generator programs are the `traffic-ebpf-bench` eBPF object
 //! (`traffic-ebpf/bench`), which that crate builds and embeds; the peers' rule sets, the
-//! flood namespaces and the statistics are in `traffic_lab::{peers, flood, benchstat}`. This
+//! flood namespaces and the statistics are in `traffic_loadgen::{peers, flood, stats}`. This
 //! command builds and runs it (release) with the pinned toolchain, as root, then reads the
 //! JSON it wrote back and prints the verdict on every target in one place.
 //!
@@ -21,7 +21,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
-use traffic_lab::benchstat::Report;
+use serde::Deserialize;
 
 use crate::{toolchains::Toolchains, util};
 
@@ -80,7 +80,7 @@ pub fn run(tc: &Toolchains, opts: &Options) -> Result<()> {
     let mut missed = 0;
     for s in &suites {
         let path = dir.join(format!("{s}.json"));
-        let report = Report::read_json(&path)
+        let report = read_targets(&path)
             .with_context(|| format!("the benchmark wrote no {}", path.display()))?;
         for t in &report.targets {
             let verdict = match (t.met, t.met_every_rep) {
@@ -91,9 +91,7 @@ pub fn run(tc: &Toolchains, opts: &Options) -> Result<()> {
                     "MISSED"
                 }
             };
-            let median = t
-                .median
-                .map_or("-".to_owned(), traffic_lab::benchstat::fmt_num);
+            let median = t.median.map_or("-".to_owned(), |m| format!("{m:.1}"));
             println!("{s:>9}: {verdict}: {} (median {median})", t.name);
         }
         println!("{s:>9}: {}", path.display());
@@ -105,6 +103,27 @@ pub fn run(tc: &Toolchains, opts: &Options) -> Result<()> {
         println!("{missed} target(s) missed; the figures are in the JSON files above");
     }
     Ok(())
+}
+
+/// The part of a suite's JSON report (`traffic_loadgen::stats::BenchReport`) this command reads:
+/// xtask builds on the machine's stable, so it does not link the load generator.
+#[derive(Deserialize)]
+struct Targets {
+    targets: Vec<TargetVerdict>,
+}
+
+/// One target of a report: its name, median, and whether it was met.
+#[derive(Deserialize)]
+struct TargetVerdict {
+    name: String,
+    median: Option<f64>,
+    met: bool,
+    met_every_rep: bool,
+}
+
+fn read_targets(path: &std::path::Path) -> Result<Targets> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(serde_json::from_str(&text)?)
 }
 
 /// `<target>/bench`, where the JSON files go.

@@ -109,10 +109,7 @@ fn main() -> Result<()> {
         } => {
             setup::run(&tc)?;
             let bin = build(&tc, false)?;
-            match profile {
-                Some(name) if check => demo::check_profile(&bin, &name),
-                _ => demo::run(&bin, profile.as_deref(), &client_links),
-            }
+            demo::run(&tc, &bin, profile.as_deref(), check, &client_links)
         }
         Cmd::Install { prefix } => install::install(&tc, &prefix),
         Cmd::Uninstall { prefix } => install::uninstall(&prefix),

@@ -42,59 +42,10 @@ pub enum Layer {
 pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
     let mut summary = Vec::new();
     if matches!(layer, Layer::Unit | Layer::All) {
-        let t = Instant::now();
-        println!("==> unit layer (AYA_BUILD_SKIP=1, no root needed)");
-        println!(
-            "    (tests listed as `ignored` here need root and the eBPF object: the privileged \
-             layer below runs every one of them, and fails if it cannot)"
-        );
-        let mut c = util::cargo(tc);
-        c.args(["test", "--workspace"]).env("AYA_BUILD_SKIP", "1");
-        if let Some(f) = filter {
-            c.arg(f);
-        }
-        util::run(&mut c)?;
-        summary.push(format!(
-            "unit        ok  {:>6.1}s",
-            t.elapsed().as_secs_f64()
-        ));
+        summary.push(unit(tc, filter)?);
     }
     if matches!(layer, Layer::Privileged | Layer::All) {
-        if !util::is_root() {
-            let msg = "PRIVILEGED LAYERS DID NOT RUN: contract, program (BPF_PROG_TEST_RUN), end-to-end tests, the packaging checks and the service layer need root. Run `sudo cargo xtask test`.";
-            eprintln!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-            eprintln!("!! {msg}");
-            eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                bail!("{msg} (CI=true: a skipped layer is a failure)");
-            }
-        } else {
-            let t = Instant::now();
-            println!("==> privileged layer (real eBPF object, root, one test at a time)");
-            let mut c = util::cargo(tc);
-            c.args(["test", "--workspace", "--tests"]);
-            if let Some(f) = filter {
-                c.arg(f);
-            }
-            c.args(["--", "--ignored", "--test-threads=1"]);
-            util::run(&mut c)?;
-            summary.push(format!(
-                "privileged  ok  {:>6.1}s",
-                t.elapsed().as_secs_f64()
-            ));
-            // A short load profile through trafficd (pressure signals off), its report
-            // checked against what the limits allow. Skipped when a filter names other tests.
-            if filter.is_none_or(|f| "profile_run".contains(f)) {
-                let t = Instant::now();
-                println!("==> profile run (config/profiles/smoke.toml through trafficd; root)");
-                let bin = crate::build(tc, false)?;
-                crate::demo::check_profile(&bin, "smoke")?;
-                summary.push(format!(
-                    "profile run ok  {:>6.1}s",
-                    t.elapsed().as_secs_f64()
-                ));
-            }
-        }
+        summary.extend(privileged(tc, filter)?);
     }
     let package = layer == Layer::Package || (layer == Layer::All && filter.is_none());
     if package && util::is_root() {
@@ -129,4 +80,66 @@ pub fn run(tc: &Toolchains, layer: Layer, filter: Option<&str>) -> Result<()> {
         println!("    {s}");
     }
     Ok(())
+}
+
+/// The unit layer; its summary line.
+fn unit(tc: &Toolchains, filter: Option<&str>) -> Result<String> {
+    let t = Instant::now();
+    println!("==> unit layer (AYA_BUILD_SKIP=1, no root needed)");
+    println!(
+        "    (tests listed as `ignored` here need root and the eBPF object: the privileged \
+         layer below runs every one of them, and fails if it cannot)"
+    );
+    let mut c = util::cargo(tc);
+    c.args(["test", "--workspace"]).env("AYA_BUILD_SKIP", "1");
+    if let Some(f) = filter {
+        c.arg(f);
+    }
+    util::run(&mut c)?;
+    Ok(format!(
+        "unit        ok  {:>6.1}s",
+        t.elapsed().as_secs_f64()
+    ))
+}
+
+/// The privileged layer and the profile run (root; loud, and a failure under `CI=true`,
+/// without it); their summary lines.
+fn privileged(tc: &Toolchains, filter: Option<&str>) -> Result<Vec<String>> {
+    if !util::is_root() {
+        let msg = "PRIVILEGED LAYERS DID NOT RUN: contract, program (BPF_PROG_TEST_RUN), end-to-end tests, the packaging checks and the service layer need root. Run `sudo cargo xtask test`.";
+        eprintln!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+        eprintln!("!! {msg}");
+        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            bail!("{msg} (CI=true: a skipped layer is a failure)");
+        }
+        return Ok(Vec::new());
+    }
+    let mut summary = Vec::new();
+    let t = Instant::now();
+    println!("==> privileged layer (real eBPF object, root, one test at a time)");
+    let mut c = util::cargo(tc);
+    c.args(["test", "--workspace", "--tests"]);
+    if let Some(f) = filter {
+        c.arg(f);
+    }
+    c.args(["--", "--ignored", "--test-threads=1"]);
+    util::run(&mut c)?;
+    summary.push(format!(
+        "privileged  ok  {:>6.1}s",
+        t.elapsed().as_secs_f64()
+    ));
+    // A short load profile through trafficd (pressure signals off), its report checked
+    // against what the limits allow. Skipped when a filter names other tests.
+    if filter.is_none_or(|f| "profile_run".contains(f)) {
+        let t = Instant::now();
+        println!("==> profile run (config/profiles/smoke.toml through trafficd; root)");
+        let bin = crate::build(tc, false)?;
+        crate::demo::check_profile(tc, &bin, "smoke")?;
+        summary.push(format!(
+            "profile run ok  {:>6.1}s",
+            t.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(summary)
 }

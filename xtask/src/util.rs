@@ -80,7 +80,7 @@ pub fn output(cmd: &mut Command) -> Result<String> {
 
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
-    #[allow(unsafe_code)]
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: geteuid has no preconditions.
     unsafe {
         libc::geteuid() == 0

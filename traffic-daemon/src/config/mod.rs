@@ -6,12 +6,10 @@
 //! this code, and a reload validates the new file completely before anything is applied.
 
 mod raw;
-pub mod units;
+pub mod syntax;
 
 use std::{
-    fmt,
     net::{IpAddr, SocketAddr},
-    ops::Range,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -185,26 +183,12 @@ impl RuleSpec {
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            problems: vec![Problem {
-                line: 0,
-                column: 0,
-                key: String::new(),
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
-        Self::parse(path, &text)
+        syntax::load(path, |text| parse_text(path, text))
     }
 
     /// Validate config text read from `path` (used in messages only).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        raw::parse(text)
-            .and_then(|raw| raw::validate(path, raw))
-            .map_err(|problems| ConfigError {
-                path: path.to_owned(),
-                problems: problems.into_iter().map(|p| p.locate(text)).collect(),
-            })
+        syntax::parse_file(path, text, |text| parse_text(path, text))
     }
 
     /// Index of a class by name.
@@ -218,74 +202,13 @@ impl Config {
     }
 }
 
-/// A problem before it is located in the text: a byte span and the key at fault.
-#[derive(Debug)]
-pub(crate) struct Unlocated {
-    pub span: Option<Range<usize>>,
-    pub key: String,
-    pub message: String,
+fn parse_text(path: &Path, text: &str) -> Result<Config, Vec<syntax::Unlocated>> {
+    raw::parse(text).and_then(|raw| raw::validate(path, raw))
 }
 
-impl Unlocated {
-    fn locate(self, text: &str) -> Problem {
-        let (line, column) = match self.span {
-            Some(span) => line_col(text, span.start),
-            None => (0, 0),
-        };
-        Problem {
-            line,
-            column,
-            key: self.key,
-            message: self.message,
-        }
-    }
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
-    (line, column)
-}
-
-/// One thing wrong with a config file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    /// 1-based line, 0 when the problem concerns the whole file.
-    pub line: usize,
-    /// 1-based column.
-    pub column: usize,
-    /// Dotted key path, e.g. `classes.premium.packets[0].rate`.
-    pub key: String,
-    pub message: String,
-}
-
-/// A config file that cannot be used, with every problem found.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
-pub struct ConfigError {
-    pub path: PathBuf,
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}", self.path.display())?;
-            if p.line > 0 {
-                write!(f, ":{}:{}", p.line, p.column)?;
-            }
-            if !p.key.is_empty() {
-                write!(f, ": {}", p.key)?;
-            }
-            write!(f, ": {}", p.message)?;
-        }
-        Ok(())
-    }
-}
+/// A config file that cannot be used, with every problem found (file, line, column, key).
+pub type ConfigError = syntax::FileError;
+pub use syntax::Problem;
 
 #[cfg(test)]
 mod tests;

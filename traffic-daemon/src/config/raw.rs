@@ -17,7 +17,8 @@ use toml::Spanned;
 
 use super::{
     AdminConfig, ClassSpec, Config, DaemonConfig, MetricsConfig, PortSpec, RateLimit, RuleSpec,
-    Unlocated, UpstreamSpec, units,
+    UpstreamSpec,
+    syntax::{self, KeyStyle, Problems, Unlocated},
 };
 use crate::{
     policy::{
@@ -423,76 +424,30 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 
 /// Parse the text into raw structs; a syntax or type error becomes one located problem.
 pub(super) fn parse(text: &str) -> Result<RawConfig, Vec<Unlocated>> {
-    toml::from_str::<RawConfig>(text).map_err(|e| {
-        let span = e.span();
-        // An empty span at 0 is the document itself (a missing top-level table): no key.
-        let key = span
-            .as_ref()
-            .filter(|s| *s != &(0..0))
-            .map(|s| key_at(text, s.start))
-            .unwrap_or_default();
-        vec![Unlocated {
-            span,
-            key,
-            message: e.message().trim().to_owned(),
-        }]
-    })
+    toml::from_str::<RawConfig>(text)
+        .map_err(|e| vec![syntax::toml_problem(text, &e, KeyStyle::Bare)])
 }
 
-/// The bare key or table name starting at `offset`, for error messages. When `offset` is on
-/// a value (wrong type, unknown variant), the key it is assigned to on that line.
-fn key_at(text: &str, offset: usize) -> String {
-    let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map_or(0, |nl| nl + 1);
-    let rest = text[offset..].trim_start_matches(['[', ' ']);
-    let token: String = rest.chars().take_while(|&c| is_key(c)).collect();
-    let after = rest[token.len()..].trim_start();
-    let header = after.starts_with(']')
-        && text[line_start..offset]
-            .trim_matches(['[', ' ', '\t'])
-            .is_empty();
-    if !token.is_empty() && (after.starts_with('=') || header) {
-        return token;
-    }
-    match text[line_start..offset].rfind('=') {
-        Some(eq) => {
-            let lhs = text[line_start..line_start + eq].trim_end();
-            lhs[lhs.trim_end_matches(is_key).len()..].to_owned()
-        }
-        None => String::new(),
-    }
-}
-
-/// Collects problems while validating.
+/// Collects problems while validating: the shared checks of [`Problems`] plus the config's
+/// rate and size checks.
 struct Check {
-    problems: Vec<Unlocated>,
+    problems: Problems,
 }
 
 impl Check {
     fn err(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Unlocated {
-            span: Some(span),
-            key: key.into(),
-            message: message.into(),
-        });
+        self.problems.err(span, key, message);
     }
 
     fn duration(&mut self, v: &Spanned<String>, key: &str) -> Option<std::time::Duration> {
-        match units::parse_duration(v.get_ref()) {
-            Ok(d) => Some(d),
-            Err(m) => {
-                self.err(v.span(), key, m);
-                None
-            }
-        }
+        self.problems.duration(v, key)
     }
 
     fn size(&mut self, v: &Spanned<Size>, key: &str) -> Option<u64> {
         let parsed = match v.get_ref() {
             Size::Int(i) if *i >= 0 => Ok(*i as u64),
             Size::Int(_) => Err("must not be negative".to_owned()),
-            Size::Text(s) => units::parse_bytes(s),
+            Size::Text(s) => syntax::parse_bytes(s),
         };
         match parsed {
             Ok(b) => Some(b),
@@ -665,7 +620,7 @@ pub fn mask_addr(addr: IpAddr, len: u8) -> IpAddr {
 /// Validate raw structs into a [`Config`], collecting every problem.
 pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unlocated>> {
     let mut c = Check {
-        problems: Vec::new(),
+        problems: Problems::new(),
     };
     let daemon_span = raw.daemon.span();
     let d = raw.daemon.into_inner();
@@ -1224,7 +1179,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
 
     if !c.problems.is_empty() {
-        return Err(c.problems);
+        return Err(c.problems.into_vec());
     }
     Ok(Config {
         source: path.to_owned(),
@@ -1411,7 +1366,7 @@ fn breaker_overrides(c: &mut Check, b: &RawBreaker, table: &str) -> BreakerOverr
             );
             None
         }
-        RawWindow::Time(t) => match units::parse_duration(t) {
+        RawWindow::Time(t) => match syntax::parse_duration(t) {
             Ok(d) => Some(Window::Time(d)),
             Err(m) => {
                 c.err(w.span(), format!("{table}.window"), m);

@@ -50,7 +50,7 @@ impl Drop for TempDir {
 
 /// Fail loudly unless the privileged layer can run: root, bpffs, a real eBPF object.
 pub fn require_privileged() {
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     assert!(
         traffic_daemon::ebpf_available(),
         "this build has no eBPF object (AYA_BUILD_SKIP=1): privileged tests need `cargo xtask test`"

@@ -10,9 +10,9 @@ use anyhow::{Context as _, Result, ensure};
 use traffic_common::{BucketKey, Reason};
 use traffic_daemon::dataplane::Dataplane as _;
 use traffic_ebpf_bench::{self as gen_abi, GenConfig, GenState, LegitStat};
-use traffic_lab::{
-    benchstat::{Bound, Report, rotation},
+use traffic_loadgen::{
     flood::{self, FloodNet},
+    stats::{BenchReport as Report, Bound, rotation},
 };
 
 use crate::{
@@ -81,7 +81,7 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         "accuracy",
         "c. limits under a flood from ≥ 10⁶ spoofed sources",
     );
-    let net = FloodNet::create(&traffic_lab::topo::unique_tag())
+    let net = FloodNet::create(&traffic_testkit::topo::unique_tag())
         .context("create the flood namespaces")?;
     let rx = Receiver::setup(&net, &mut report)?;
     let mut with = Traffic::load("acc-adm", &accuracy_config(&net.rcv_if, true), true)?;
@@ -130,7 +130,7 @@ fn name(admission: bool) -> &'static str {
 /// sources then evict others, and lookups of new sources miss a cold table. Returns the
 /// buckets the map then holds.
 fn fill_like_a_long_flood(bench: &mut BenchObject, with: &mut Traffic, iface: &str) -> Result<u64> {
-    let all: Vec<usize> = (0..traffic_lab::netns::online_cpus()).collect();
+    let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
     flood::set_affinity(0, &[GEN_CPU])?;
     let filled = with.slot("default").and_then(|slot| {
         fill_buckets(
@@ -380,7 +380,7 @@ struct LegitSeen {
 /// What each legitimate source sent, what reached the program and what passed.
 fn legit_seen(
     legit: &[LegitStat],
-    counts: &traffic_lab::udp::Counts,
+    counts: &traffic_testkit::udp::Counts,
     (before, after): (&LegitBuckets, &LegitBuckets),
     slot: u32,
     lag: f64,
@@ -473,7 +473,7 @@ fn track_legit(traffic: &Traffic, slot: u32) -> Result<LegitBuckets> {
 
 /// What one flood left behind: the sink's counts, the receiver's and the class's counters.
 struct Flood {
-    counts: traffic_lab::udp::Counts,
+    counts: traffic_testkit::udp::Counts,
     rx: RxDelta,
     state: GenState,
     /// Seconds from the generator's end until the receiver was idle.
@@ -493,7 +493,7 @@ fn flood_once(
     slot: u32,
     plan: &Plan,
 ) -> Result<Flood> {
-    let sink = traffic_lab::udp::UdpSink::start(&net.receiver, FLOOD_PORT, 1)?;
+    let sink = traffic_testkit::udp::UdpSink::start(&net.receiver, FLOOD_PORT, 1)?;
     let stats_before = traffic.class_stats(slot)?;
     let over_before = traffic.counter(slot, Reason::Overflow)?.packets;
     let full_before = traffic.counter(slot, Reason::MapFull)?.packets;
@@ -530,8 +530,8 @@ fn flood_once(
 
 /// The run's figures from the flood and the legitimate sources.
 fn summarise(f: &Flood, seen: &LegitSeen) -> Result<AccuracyRun> {
-    let min_of = |v: &[f64]| traffic_lab::benchstat::summarize(v).map_or(f64::NAN, |s| s.min);
-    let kept = traffic_lab::benchstat::summarize(&seen.kept).context("no legitimate sources")?;
+    let min_of = |v: &[f64]| traffic_loadgen::stats::summarize(v).map_or(f64::NAN, |s| s.min);
+    let kept = traffic_loadgen::stats::summarize(&seen.kept).context("no legitimate sources")?;
     let total: u64 = f.counts.values().sum();
     let st = &f.state;
     let span = span_secs(st);

@@ -20,7 +20,7 @@ use traffic_daemon::{
     plan::{Slots, desired, diff},
 };
 use traffic_ebpf_bench::{self as gen_abi, GenConfig, GenState, LegitStat};
-use traffic_lab::flood::{self, FloodNet};
+use traffic_loadgen::flood::{self, FloodNet};
 
 use crate::MAX_SOURCES;
 

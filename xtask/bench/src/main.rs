@@ -49,7 +49,7 @@
 //!
 //! # b. `veth`: receive CPU per packet under a veth flood
 //!
-//! See `traffic_lab::flood`. A generator namespace runs `gen_flood` with test-run in
+//! See `traffic_loadgen::flood`. A generator namespace runs `gen_flood` with test-run in
 //! live-frames mode on its veth end, pinned to CPU 0: every frame gets one of 4096 IPv4
 //! sources and is sent with XDP_TX to the receiver namespace, whose veth has threaded NAPI
 //! pinned to CPU 1. The receive cost is the NAPI thread's CPU time (`/proc/PID/schedstat`)
@@ -62,8 +62,8 @@
 //! - `traffic`: the traffic program attached through the daemon's own adapter (`Kernel`)
 //!   with a config of that limit — what trafficd enforces, without trafficd's user-space
 //!   loop on the measured CPU;
-//! - `nft`: an nftables netdev-ingress per-source meter (`traffic_lab::peers`);
-//! - `iptables`: iptables hashlimit in raw PREROUTING (`traffic_lab::peers`).
+//! - `nft`: an nftables netdev-ingress per-source meter (`traffic_loadgen::peers`);
+//! - `iptables`: iptables hashlimit in raw PREROUTING (`traffic_loadgen::peers`).
 //!
 //! Also measured per limiter: packets that reached the UDP layer (`/proc/net/snmp` of the
 //! receiver) against 4096 × (rate·t + burst), t the generator's span.
@@ -101,7 +101,7 @@ mod veth;
 use std::{process::ExitCode, time::Instant};
 
 use anyhow::{Result, ensure};
-use traffic_lab::benchstat::Report;
+use traffic_loadgen::stats::BenchReport as Report;
 
 use crate::{
     args::{Plan, Suite, parse_args},
@@ -144,13 +144,13 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args = parse_args()?;
-    traffic_lab::require_privileged();
+    traffic_testkit::require_privileged();
     ensure!(
         traffic_daemon::ebpf_available() && !BENCH_OBJECT.is_empty(),
         "this build has no eBPF objects (AYA_BUILD_SKIP=1): build the bench with the eBPF toolchain (`cargo xtask bench`)"
     );
     remove_stale_pins();
-    let cpus = traffic_lab::netns::online_cpus();
+    let cpus = traffic_testkit::netns::online_cpus();
     let started = Instant::now();
     println!(
         "dataplane bench: {} repetitions{}, {cpus} CPUs, JSON to {}",

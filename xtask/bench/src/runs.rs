@@ -9,11 +9,11 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
 use traffic_ebpf_bench::{self as gen_abi, GenState};
-use traffic_lab::{
-    benchstat::Report,
+use traffic_loadgen::{
     flood::{self, FloodNet, GEN_MAC, RCV_MAC, RCV_V4, RCV_V6},
-    packet::Frame,
+    stats::BenchReport as Report,
 };
+use traffic_testkit::packet::Frame;
 
 use crate::{FLOOD_PORT, GEN_BATCH, GEN_CHUNK, GEN_CPU, RCV_CPU, load::BenchObject};
 
@@ -70,7 +70,7 @@ pub(crate) fn generate(
     max_frames: u64,
     max_time: Duration,
 ) -> Result<Sent> {
-    let all: Vec<usize> = (0..traffic_lab::netns::online_cpus()).collect();
+    let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
     flood::set_affinity(0, &[GEN_CPU])?;
     let result = (|| {
         let _in = flood::enter(&net.sender)?;
@@ -116,7 +116,7 @@ impl Receiver {
         let napi_pid = net
             .threaded_napi()
             .context("threaded NAPI on the receiver")?;
-        if traffic_lab::netns::online_cpus() > RCV_CPU {
+        if traffic_testkit::netns::online_cpus() > RCV_CPU {
             flood::set_affinity(napi_pid, &[RCV_CPU]).context("pin the NAPI thread")?;
             report.meta("napi_cpu", RCV_CPU);
         } else {

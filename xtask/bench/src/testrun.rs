@@ -8,11 +8,11 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use traffic_daemon::dataplane::Dataplane as _;
 use traffic_ebpf_bench::{self as gen_abi, GenConfig};
-use traffic_lab::{
-    benchstat::{Bound, Report, rotation},
+use traffic_loadgen::{
     flood::{self, RCV_V4},
-    packet::Frame,
+    stats::{BenchReport as Report, Bound, rotation},
 };
+use traffic_testkit::packet::Frame;
 
 use crate::{
     GEN_CPU, MAX_SOURCES, XDP_ABORTED, XDP_DROP, XDP_PASS,
@@ -305,7 +305,7 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
     let unprotected = Traffic::load("testrun-lru", TESTRUN_CONFIG, true)?;
     let guarded = traffic.slot("guarded")?;
     let open = traffic.slot("open")?;
-    let all: Vec<usize> = (0..traffic_lab::netns::online_cpus()).collect();
+    let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
     flood::set_affinity(0, &[GEN_CPU])?;
     let filled = fill_buckets(
         bench,

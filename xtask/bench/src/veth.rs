@@ -6,10 +6,10 @@ use anyhow::{Context as _, Result};
 use aya::programs::XdpMode;
 use traffic_common::Reason;
 use traffic_ebpf_bench::{self as gen_abi, GenConfig};
-use traffic_lab::{
-    benchstat::{Bound, Report, rotation},
+use traffic_loadgen::{
     flood::{self, FloodNet},
     peers::{self, Hashlimit, NftMeter, SourceLimit},
+    stats::{BenchReport as Report, Bound, rotation},
 };
 
 use crate::{
@@ -79,7 +79,7 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         "veth",
         "b. receive CPU per packet, veth flood from 4096 sources",
     );
-    let net = FloodNet::create(&traffic_lab::topo::unique_tag())
+    let net = FloodNet::create(&traffic_testkit::topo::unique_tag())
         .context("create the flood namespaces")?;
     let rx = Receiver::setup(&net, &mut report)?;
     let traffic = Traffic::load("veth", &veth_config(&net.rcv_if), false)?;
