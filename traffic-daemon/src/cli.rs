@@ -9,11 +9,11 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use crate::{
+    api::report::{self, CountersReport},
+    api::{Applied, StatusReport},
     api::{Client, ClientError},
     config::{self, Config},
-    daemon::{Applied, StatusReport},
     exit,
-    report::{self, CountersReport},
 };
 
 /// Inspect and control trafficd.
@@ -285,7 +285,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                     duration,
                 },
         } => {
-            let req = crate::daemon::ChaosRequest {
+            let req = crate::api::ChaosRequest {
                 upstream: upstream.clone(),
                 class: class.clone(),
                 drop: *drop,
@@ -316,7 +316,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         }
         Command::Source {
             op: SourceOp::Reset { addr },
-        } => match client.post::<crate::admin::ResetAnswer>(&format!("/v1/sources/{addr}/reset")) {
+        } => match client.post::<crate::api::ResetAnswer>(&format!("/v1/sources/{addr}/reset")) {
             Ok(a) => {
                 print(out, cli.json, &a, |a| {
                     format!("{addr}: {} bucket(s) removed\n", a.removed)

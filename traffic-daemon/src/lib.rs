@@ -5,19 +5,17 @@
 #![deny(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
-pub mod daemon;
 pub mod dataplane;
+pub mod engine;
 pub mod exit;
-pub mod metrics;
-pub mod notify;
+pub mod ops;
 pub mod plan;
 pub mod policy;
 pub mod pressure;
-pub mod report;
+pub mod serve;
 pub mod sockdiag;
 pub mod upstream;
 

@@ -40,7 +40,7 @@ use aya::{
 use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
 use traffic_common::{PROGRAM_NAME, map_names};
 use traffic_daemon::{
-    daemon::StatusReport,
+    api::StatusReport,
     policy::breaker::BreakerState,
     upstream::{CircuitReport, CircuitsReport, Shedding},
 };

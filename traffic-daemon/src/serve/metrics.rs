@@ -6,7 +6,7 @@ use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 
-use crate::daemon::Shared;
+use super::runtime::Shared;
 
 /// A metric family being written.
 pub struct Exposition {
@@ -117,7 +117,7 @@ impl Exposition {
 }
 
 /// Render every family from the daemon's state.
-pub fn render(core: &crate::daemon::Core) -> String {
+pub fn render(core: &mut crate::engine::Core) -> String {
     let mut e = Exposition::new();
     let status = core.status();
     e.family(
@@ -591,7 +591,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn scrape(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let text = s.lock().metrics();
+    let text = render(&mut s.lock());
     (
         [(
             header::CONTENT_TYPE,

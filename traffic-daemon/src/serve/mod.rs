@@ -1,0 +1,7 @@
+//! The daemon as a process: the event loop ([`runtime`]), the admin API server
+//! ([`admin`]), the Prometheus listener ([`metrics`]) and systemd notifications ([`notify`]).
+
+pub mod admin;
+pub mod metrics;
+pub mod notify;
+pub mod runtime;

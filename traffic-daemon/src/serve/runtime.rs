@@ -1,0 +1,176 @@
+//! [`run`]: the event loop around the engine (signals, admin API, metrics, periodic
+//! summary, pressure, control tick, probes).
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use super::{admin, metrics, notify};
+use crate::{
+    api::Applied,
+    config::{Config, ConfigError},
+    dataplane::{Dataplane, DataplaneError},
+    engine::{Core, EngineError},
+    ops::OpError,
+};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("admin socket {path}: {source}")]
+    Admin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<EngineError> for DaemonError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Config(e) => Self::Config(e),
+            EngineError::Dataplane(e) => Self::Dataplane(e),
+        }
+    }
+}
+
+/// State shared by the event loop and the admin API.
+pub struct Shared {
+    pub core: Mutex<Core>,
+    pub config_path: PathBuf,
+}
+
+impl Shared {
+    /// Lock the core; a panic in another holder does not make the daemon unusable.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reload from the config path (SIGHUP and the admin API share this).
+    pub fn reload(&self) -> Result<Applied, OpError> {
+        notify::reloading();
+        let r = self.lock().reload_from(&self.config_path);
+        notify::ready();
+        r
+    }
+}
+
+/// Period of the control loop (breakers, passive signal, bulkheads).
+pub const CONTROL_TICK: Duration = Duration::from_millis(100);
+
+/// Run the daemon until `shutdown` resolves. `make_dataplane` opens the real (or fake)
+/// dataplane once the config is known.
+pub async fn run<F>(
+    config_path: PathBuf,
+    make_dataplane: F,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError>
+where
+    F: FnOnce(&Config) -> Result<Box<dyn Dataplane>, DaemonError>,
+{
+    let config = Config::load(&config_path)?;
+    let dp = make_dataplane(&config)?;
+    let mut core = Core::new(config, dp)?;
+    core.attach_all()?;
+    let admin_cfg = core.config.admin.clone();
+    let metrics_addr = core.config.metrics.listen;
+    let summary_every = core.config.daemon.summary_interval;
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core),
+        config_path,
+    });
+
+    // Before anything can report readiness: SIGHUP's default action would kill us.
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Other(e.to_string()))?;
+    let admin_listener = admin::bind(&admin_cfg).map_err(|source| DaemonError::Admin {
+        path: admin_cfg.socket.clone(),
+        source,
+    })?;
+    let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone()));
+    let metrics_task = match metrics_addr {
+        Some(addr) => {
+            let l = metrics::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Other(format!("metrics listener {addr}: {e}")))?;
+            info!(%addr, "metrics listening");
+            Some(tokio::spawn(metrics::serve(l, shared.clone())))
+        }
+        None => None,
+    };
+    notify::ready();
+    info!(socket = %admin_cfg.socket.display(), "trafficd ready");
+
+    let mut summary = tokio::time::interval(summary_every);
+    summary.tick().await;
+    let watchdog = notify::watchdog_interval();
+    let mut watchdog_tick =
+        tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
+    // The control loop: breakers, passive signals, bulkheads and chaos, written to the maps.
+    let pressure_every = shared.lock().config.pressure.interval;
+    let mut pressure = tokio::time::interval(pressure_every);
+    pressure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut control = tokio::time::interval(CONTROL_TICK);
+    control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (probe_tx, mut probe_rx) =
+        tokio::sync::mpsc::channel::<(String, crate::upstream::ProbeResult)>(64);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = hup.recv() => {
+                let _ = shared.reload();
+            }
+            _ = summary.tick() => shared.lock().log_summary(),
+            _ = watchdog_tick.tick(), if watchdog.is_some() => notify::watchdog(),
+            _ = pressure.tick() => {
+                if let Err(e) = shared.lock().pressure_tick() {
+                    warn!(error = %e, "applying the throttle level failed");
+                }
+            }
+            _ = control.tick() => {
+                let due = {
+                    let mut core = shared.lock();
+                    if let Err(e) = core.control_tick() {
+                        warn!(error = %e, "control tick failed");
+                    }
+                    core.due_probes()
+                };
+                for job in due {
+                    let tx = probe_tx.clone();
+                    tokio::spawn(async move {
+                        let r = crate::upstream::probe(job.kind, job.addr, &job.path, job.timeout).await;
+                        let _ = tx.send((job.upstream, r)).await;
+                    });
+                }
+            }
+            Some((name, r)) = probe_rx.recv() => {
+                let mut core = shared.lock();
+                core.probe_done(&name, r);
+                // Apply a transition the probe caused right away, not at the next tick.
+                if let Err(e) = core.apply_pending() {
+                    warn!(error = %e, "applying a probe result failed");
+                }
+            }
+        }
+    }
+    notify::stopping();
+    info!("shutting down");
+    admin_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    let _ = std::fs::remove_file(&admin_cfg.socket);
+    shared.lock().shutdown();
+    Ok(())
+}
