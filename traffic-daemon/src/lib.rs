@@ -16,6 +16,7 @@ pub mod plan;
 pub mod policy;
 pub mod pressure;
 pub mod serve;
+pub mod setting;
 pub mod sockdiag;
 pub mod upstream;
 

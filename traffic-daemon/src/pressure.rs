@@ -31,7 +31,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::throttle::SettingError;
+use crate::setting::SettingError;
 
 /// Where the kernel's files live; tests use a directory of their own.
 pub const DEFAULT_ROOT: &str = "/proc";

@@ -16,7 +16,9 @@ use std::{
 
 use serde::Serialize;
 
-pub use raw::{AttachMode, GateAction, Mode, OnExit, Priority, ProbeKind, Protocol, RuleAction};
+/// Class priority lives with the throttle that weighs it; re-exported as a config word.
+pub use crate::policy::throttle::Priority;
+pub use raw::{AttachMode, GateAction, Mode, OnExit, ProbeKind, Protocol, RuleAction};
 
 use crate::policy::breaker::{BreakerOverrides, BreakerSettings};
 

@@ -23,9 +23,10 @@ use super::{
 use crate::{
     policy::{
         breaker::{Backoff, BreakerOverrides, BreakerSettings, Window},
-        throttle::{PriorityMultipliers, SettingError, Thresholds, ThrottleSettings},
+        throttle::{Priority, PriorityMultipliers, Thresholds, ThrottleSettings},
     },
     pressure::{PerResource, PressureSettings, Signal},
+    setting::SettingError,
 };
 
 /// `[daemon] attach`: how the XDP program is attached.
@@ -59,17 +60,6 @@ pub enum OnExit {
     Detach,
     /// Keep the pinned program attached and enforcing with the last limits.
     Keep,
-}
-
-/// Class priority: how much of its limits a class keeps under pressure.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Priority {
-    Critical,
-    High,
-    #[default]
-    Normal,
-    Low,
 }
 
 /// What a source rule does.
@@ -1424,7 +1414,7 @@ fn check_breaker(
 ) {
     if let Err(errors) = s.validate() {
         for e in errors {
-            let span = match e.key {
+            let span = match e.key.as_str() {
                 "window" => b.window.as_ref().map(|v| v.span()),
                 "error_threshold" => b.error_threshold.as_ref().map(|v| v.span()),
                 "min_requests" => b.min_requests.as_ref().map(|v| v.span()),

@@ -37,6 +37,8 @@ use std::{collections::VecDeque, fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 use traffic_common::Gate;
 
+use crate::setting::SettingError;
+
 /// Names of the built-in group presets ([`BreakerOverrides::preset`]).
 pub const GROUP_PRESETS: [&str; 2] = ["critical", "non_critical"];
 
@@ -220,16 +222,6 @@ impl Default for BreakerSettings {
     }
 }
 
-/// One setting that cannot be used.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct SettingsError {
-    /// Key relative to the breaker's table (`[breaker]` or `[breaker.groups.NAME]`), in the
-    /// config file's spelling: `error_threshold`, `backoff_factor`, `backoff_cap`, …
-    pub key: &'static str,
-    pub message: String,
-}
-
 impl BreakerSettings {
     /// The defaults with the built-in preset `name` on top; `None` if there is no such
     /// preset.
@@ -253,10 +245,10 @@ impl BreakerSettings {
     }
 
     /// Every problem with these settings (ranges and cross-field checks).
-    pub fn validate(&self) -> Result<(), Vec<SettingsError>> {
+    pub fn validate(&self) -> Result<(), Vec<SettingError>> {
         let mut errors = Vec::new();
         let mut err = |key: &'static str, message: String| {
-            errors.push(SettingsError { key, message });
+            errors.push(SettingError::new(key, message));
         };
         match self.window {
             Window::Count(n) => {
@@ -2085,7 +2077,7 @@ mod tests {
             .validate()
             .expect_err("invalid")
             .iter()
-            .map(|e| e.key)
+            .map(|e| e.key.clone())
             .collect();
         assert_eq!(
             keys,

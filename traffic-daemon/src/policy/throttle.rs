@@ -21,8 +21,8 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::Priority,
     pressure::{PerResource, Resource},
+    setting::SettingError,
 };
 
 /// Throttle level, ordered by severity.
@@ -83,22 +83,15 @@ impl fmt::Display for Level {
     }
 }
 
-/// A setting out of range, with its key path (e.g. `throttle.thresholds.cpu`) so the config
-/// loader can point at the line.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct SettingError {
-    pub key: String,
-    pub message: String,
-}
-
-impl SettingError {
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
+/// Class priority: how much of its limits a class keeps under pressure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Critical,
+    High,
+    #[default]
+    Normal,
+    Low,
 }
 
 /// One value per throttling level (the NONE level has none: it is "no throttle").

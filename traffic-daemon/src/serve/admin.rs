@@ -16,7 +16,7 @@ use axum::{
 };
 use serde::Deserialize;
 
-use super::runtime::Shared;
+use super::Shared;
 use crate::{
     api::{ApiError, Message, ResetAnswer},
     config::AdminConfig,

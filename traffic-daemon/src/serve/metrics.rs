@@ -6,7 +6,7 @@ use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 
-use super::runtime::Shared;
+use super::Shared;
 
 /// A metric family being written.
 pub struct Exposition {

@@ -5,3 +5,6 @@ pub mod admin;
 pub mod metrics;
 pub mod notify;
 pub mod runtime;
+mod shared;
+
+pub use shared::Shared;

@@ -11,13 +11,11 @@ use std::{
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use super::{admin, metrics, notify};
+use super::{Shared, admin, metrics, notify};
 use crate::{
-    api::Applied,
     config::{Config, ConfigError},
     dataplane::{Dataplane, DataplaneError},
     engine::{Core, EngineError},
-    ops::OpError,
 };
 
 /// Why the daemon could not run.
@@ -42,27 +40,6 @@ impl From<EngineError> for DaemonError {
             EngineError::Config(e) => Self::Config(e),
             EngineError::Dataplane(e) => Self::Dataplane(e),
         }
-    }
-}
-
-/// State shared by the event loop and the admin API.
-pub struct Shared {
-    pub core: Mutex<Core>,
-    pub config_path: PathBuf,
-}
-
-impl Shared {
-    /// Lock the core; a panic in another holder does not make the daemon unusable.
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Reload from the config path (SIGHUP and the admin API share this).
-    pub fn reload(&self) -> Result<Applied, OpError> {
-        notify::reloading();
-        let r = self.lock().reload_from(&self.config_path);
-        notify::ready();
-        r
     }
 }
 
