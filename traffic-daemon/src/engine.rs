@@ -9,7 +9,6 @@ use std::{
 };
 
 use tracing::{error, info, warn};
-use traffic_common::PortRule;
 
 use crate::{
     api::{Applied, InterfaceStatus, ReloadStatus},
@@ -157,42 +156,20 @@ impl Core {
         }
     }
 
-    /// The port rules the kernel should hold: `[[ports]]` merged with the upstreams' gates.
-    fn port_rules(&self) -> BTreeMap<(u16, u8), PortRule> {
-        let now_ns = self.dp.now_ns();
-        let mut out: BTreeMap<(u16, u8), PortRule> = BTreeMap::new();
-        for p in &self.config.ports {
-            let key = (p.port, p.protocol.number());
-            let rule = out.entry(key).or_default();
-            rule.slot = self.port_slots.get(&key).copied().unwrap_or(0);
-            if let Some(ci) = p.class {
-                rule.flags |= traffic_common::PORT_CLASS_OVERRIDE;
-                rule.class = self.slots.slot_of_index(&self.config, ci);
-            }
-            if let Some(l) = &p.new_connections {
-                rule.syn_limit = crate::policy::limits::packet_gcra(l);
-            }
-        }
-        for u in &self.upstreams {
-            let key = (u.spec.port, u.spec.protocol.number());
-            let rule = out.entry(key).or_default();
-            rule.slot = self.port_slots.get(&key).copied().unwrap_or(0);
-            u.apply_to(rule, now_ns);
-        }
-        out
-    }
-
+    /// What the maps should hold now: the config, the throttle factors, the upstreams'
+    /// gates and the chaos in force (all planned in [`plan`]).
     fn desired(&self) -> Desired {
-        let mut want = plan::desired(&self.config, &self.slots, |i| self.factor(i));
-        let now_ns = self.dp.now_ns();
-        for (name, c) in &self.class_chaos {
-            if let Some(slot) = self.slots.slot_of(name)
-                && c.active(now_ns)
-            {
-                want.classes[slot as usize].chaos = c.kernel();
-            }
-        }
-        want.with_ports(self.port_rules())
+        plan::desired_live(
+            &self.config,
+            &self.slots,
+            |i| self.factor(i),
+            &plan::Live {
+                port_slots: &self.port_slots,
+                upstreams: &self.upstreams,
+                class_chaos: &self.class_chaos,
+                now_ns: self.dp.now_ns(),
+            },
+        )
     }
 
     pub(crate) fn apply_desired(&mut self) -> Result<Applied, EngineError> {
