@@ -62,7 +62,7 @@ where
     core.attach_all()?;
     let admin_cfg = core.config.admin.clone();
     let metrics_addr = core.config.metrics.listen;
-    let summary_every = core.config.daemon.summary_interval;
+    let mut periodic = Periodic::new(&core.config);
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         config_path,
@@ -88,15 +88,11 @@ where
     notify::ready();
     info!(socket = %admin_cfg.socket.display(), "trafficd ready");
 
-    let mut summary = tokio::time::interval(summary_every);
-    summary.tick().await;
+    periodic.summary.tick().await;
     let watchdog = notify::watchdog_interval();
     let mut watchdog_tick =
         tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
     // The control loop: breakers, passive signals, bulkheads and chaos, written to the maps.
-    let pressure_every = shared.lock().config.pressure.interval;
-    let mut pressure = tokio::time::interval(pressure_every);
-    pressure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut control = tokio::time::interval(CONTROL_TICK);
     control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (probe_tx, mut probe_rx) =
@@ -108,9 +104,9 @@ where
             _ = hup.recv() => {
                 let _ = shared.reload();
             }
-            _ = summary.tick() => shared.lock().log_summary(),
+            _ = periodic.summary.tick() => shared.lock().log_summary(),
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify::watchdog(),
-            _ = pressure.tick() => {
+            _ = periodic.pressure.tick() => {
                 if let Err(e) = shared.lock().pressure_tick() {
                     warn!(error = %e, "applying the throttle level failed");
                 }
@@ -121,6 +117,8 @@ where
                     if let Err(e) = core.control_tick() {
                         warn!(error = %e, "control tick failed");
                     }
+                    // A reload (SIGHUP or the admin API) may have changed the periods.
+                    periodic.retune(&core.config);
                     core.due_probes()
                 };
                 for job in due {
@@ -150,4 +148,70 @@ where
     let _ = std::fs::remove_file(&admin_cfg.socket);
     shared.lock().shutdown();
     Ok(())
+}
+
+/// The loop's periods that the config sets (`daemon.summary_interval`,
+/// `pressure.interval`). Checked on every control tick, so a reload changes them within
+/// [`CONTROL_TICK`] wherever it came from.
+struct Periodic {
+    summary: tokio::time::Interval,
+    pressure: tokio::time::Interval,
+}
+
+impl Periodic {
+    fn new(config: &Config) -> Self {
+        let mut pressure = tokio::time::interval(config.pressure.interval);
+        pressure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            summary: tokio::time::interval(config.daemon.summary_interval),
+            pressure,
+        }
+    }
+
+    /// Restart an interval whose period the config changed (its next tick is one new
+    /// period away). Returns whether anything changed.
+    fn retune(&mut self, config: &Config) -> bool {
+        let mut changed = false;
+        let summary = config.daemon.summary_interval;
+        if self.summary.period() != summary {
+            info!(every = ?summary, "summary interval changed");
+            self.summary = tokio::time::interval_at(tokio::time::Instant::now() + summary, summary);
+            changed = true;
+        }
+        let pressure = config.pressure.interval;
+        if self.pressure.period() != pressure {
+            info!(every = ?pressure, "pressure sampling interval changed");
+            self.pressure =
+                tokio::time::interval_at(tokio::time::Instant::now() + pressure, pressure);
+            self.pressure
+                .set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            changed = true;
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, time::Duration};
+
+    use super::*;
+
+    const CONFIG: &str = "[daemon]\ninterfaces = [\"veth0\"]\n[classes.default]\n";
+
+    #[tokio::test]
+    async fn reload_retunes_summary_and_pressure_intervals() {
+        let before = Config::parse(Path::new("t.toml"), CONFIG).unwrap();
+        let mut p = Periodic::new(&before);
+        assert!(!p.retune(&before), "same config, same periods");
+        let text = format!(
+            "{}summary_interval = \"7s\"\n[pressure]\ninterval = \"3s\"\n",
+            CONFIG.replace("[classes.default]\n", "")
+        ) + "[classes.default]\n";
+        let after = Config::parse(Path::new("t.toml"), &text).unwrap();
+        assert!(p.retune(&after));
+        assert_eq!(p.summary.period(), Duration::from_secs(7));
+        assert_eq!(p.pressure.period(), Duration::from_secs(3));
+        assert!(!p.retune(&after));
+    }
 }
