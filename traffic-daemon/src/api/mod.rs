@@ -4,6 +4,7 @@
 //! share these, so a JSON shape is defined once.
 
 pub mod client;
+pub mod render;
 pub mod report;
 
 pub use client::{Client, ClientError, Response};

@@ -1,0 +1,117 @@
+//! Text renderings of `/v1/status` and `/v1/throttle` for `trafficctl` (the other
+//! reports render in [`super::report`]). Pure functions of the API types, so their output is
+//! tested without a daemon.
+
+use std::fmt::Write as _;
+
+use super::StatusReport;
+use crate::policy::throttle::ThrottleStatus;
+
+/// The throttle section of `trafficctl status` and `trafficctl throttle`.
+pub fn render_throttle(t: &ThrottleStatus) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "throttle level: {} for {:.0}s (rate ×{:.2}, {} transitions){}",
+        t.level,
+        t.time_in_level_seconds,
+        t.multiplier,
+        t.transitions,
+        t.max_connections
+            .map(|m| format!(", at most {m} connections per upstream"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        o,
+        "{:<8} {:>8} {:>9}  {:<28} RELEASE BELOW",
+        "RESOURCE", "READING", "REACHES", "THRESHOLDS (low/med/high/crit)"
+    );
+    for r in &t.resources {
+        let _ = writeln!(
+            o,
+            "{:<8} {:>8} {:>9}  {:<28} {}",
+            r.resource.as_str(),
+            r.ratio.map_or("-".to_owned(), |v| format!("{v:.3}")),
+            r.reaches.as_str(),
+            format!(
+                "{:.2}/{:.2}/{:.2}/{:.2}",
+                r.thresholds.low, r.thresholds.medium, r.thresholds.high, r.thresholds.critical
+            ),
+            r.release_below
+                .map_or("-".to_owned(), |v| format!("{v:.2}")),
+        );
+    }
+    o
+}
+
+/// The `trafficctl status` text.
+pub fn render_status(s: &StatusReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "trafficd {} (ABI {}), pid {}, up {}s",
+        s.version, s.abi_version, s.pid, s.uptime_seconds
+    );
+    let _ = writeln!(o, "config:     {}", s.config_path.display());
+    let _ = writeln!(
+        o,
+        "mode:       {:?}, on exit: {:?}{}",
+        s.mode,
+        s.on_exit,
+        if s.adopted_pinned_state {
+            ", state adopted from pins"
+        } else {
+            ""
+        }
+    );
+    let ifaces: Vec<String> = s
+        .interfaces
+        .iter()
+        .map(|i| format!("{} ({:?})", i.name, i.mode))
+        .collect();
+    let _ = writeln!(o, "interfaces: {}", ifaces.join(", "));
+    let _ = writeln!(o, "rules:      {}", s.rules);
+    let _ = writeln!(
+        o,
+        "reloads:    {} ok, {} failed{}",
+        s.reload.succeeded,
+        s.reload.failed,
+        s.reload
+            .last_error
+            .as_ref()
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default()
+    );
+    for c in &s.chaos {
+        let _ = writeln!(
+            o,
+            "CHAOS:      {} drop {:.0}%, reset {:.0}%, expires in {:.0}s",
+            c.target,
+            c.drop_ratio * 100.0,
+            c.reset_ratio * 100.0,
+            c.expires_in_seconds
+        );
+    }
+    if let Some(t) = &s.throttle {
+        let _ = writeln!(o);
+        o.push_str(&render_throttle(t));
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{:<14} {:>4} {:<8} {:<9} LIMITED",
+        "CLASS", "SLOT", "MODE", "PRIORITY"
+    );
+    for c in &s.classes {
+        let _ = writeln!(
+            o,
+            "{:<14} {:>4} {:<8} {:<9} {}",
+            c.name,
+            c.slot,
+            format!("{:?}", c.mode).to_lowercase(),
+            format!("{:?}", c.priority).to_lowercase(),
+            if c.limited { "yes" } else { "no" }
+        );
+    }
+    o
+}
