@@ -268,7 +268,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             json,
             out,
             err,
-            crate::upstream::render_circuits,
+            crate::api::render::render_circuits,
         ),
         Command::Circuit { op } => {
             let path = match op {

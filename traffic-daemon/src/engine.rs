@@ -16,8 +16,8 @@ use crate::{
     dataplane::{Dataplane, DataplaneError},
     plan::{self, Desired, Slots},
     policy::throttle::Throttle,
+    policy::upstream::{ChaosSetting, Upstream},
     pressure::Sampler,
-    upstream::{ChaosSetting, Upstream},
 };
 
 /// Why applying a config failed: it is invalid, or the kernel refused a write.

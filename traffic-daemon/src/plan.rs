@@ -14,7 +14,7 @@ use traffic_common::{
 use crate::{
     config::{Config, Mode, RuleAction},
     policy::limits,
-    upstream::{ChaosSetting, Upstream},
+    policy::upstream::{ChaosSetting, Upstream},
 };
 
 /// Class name → kernel slot, kept stable across reloads so buckets and counters of a class

@@ -1,10 +1,10 @@
-//! Text renderings of `/v1/status` and `/v1/throttle` for `trafficctl` (the other
+//! Text renderings of `/v1/status`, `/v1/throttle` and `/v1/circuits` for `trafficctl` (the other
 //! reports render in [`super::report`]). Pure functions of the API types, so their output is
 //! tested without a daemon.
 
 use std::fmt::Write as _;
 
-use super::StatusReport;
+use super::{StatusReport, circuits::CircuitsReport};
 use crate::policy::throttle::ThrottleStatus;
 
 /// The throttle section of `trafficctl status` and `trafficctl throttle`.
@@ -112,6 +112,79 @@ pub fn render_status(s: &StatusReport) -> String {
             format!("{:?}", c.priority).to_lowercase(),
             if c.limited { "yes" } else { "no" }
         );
+    }
+    o
+}
+
+/// The `trafficctl circuits` table.
+pub fn render_circuits(r: &CircuitsReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<12} {:>9} {:<9} {:>8} {:>6} {:>9} {:<18} {:>11} {:>7} {:>7} {:>6}",
+        "UPSTREAM",
+        "PORT",
+        "STATE",
+        "FOR",
+        "ERR%",
+        "REQUESTS",
+        "LAST PROBE",
+        "CONNS",
+        "GATED",
+        "RESETS",
+        "SHED"
+    );
+    for u in &r.upstreams {
+        let probe = match &u.last_probe {
+            None => "-".to_owned(),
+            Some(p) if p.ok => format!("ok {:.1}ms", p.latency_seconds * 1000.0),
+            Some(p) => format!("FAIL {}", p.error.as_deref().unwrap_or("?"))
+                .chars()
+                .take(18)
+                .collect(),
+        };
+        let conns = match (u.established, u.max_connections) {
+            (Some(e), Some(m)) => format!("{e}/{m}"),
+            (Some(e), None) => e.to_string(),
+            _ => "-".to_owned(),
+        };
+        let mut state = u.breaker.state.as_str().to_owned();
+        if u.breaker.forced {
+            state.push('!');
+        }
+        let _ = writeln!(
+            o,
+            "{:<12} {:>9} {:<9} {:>7.0}s {:>6.1} {:>9} {:<18} {:>11} {:>7} {:>7} {:>6}",
+            u.name,
+            format!("{}/{}", u.protocol, u.port),
+            state,
+            u.breaker.time_in_state_seconds,
+            u.breaker.error_rate_ratio * 100.0,
+            u.breaker.window_requests,
+            probe,
+            conns,
+            u.gate.gated,
+            u.gate.resets,
+            u.gate.shed,
+        );
+        if let Some(s) = u.shedding {
+            let _ = writeln!(o, "  shedding new connections: {s:?}");
+        }
+        if let Some(c) = &u.chaos {
+            let _ = writeln!(
+                o,
+                "  chaos: drop {:.0}%, reset {:.0}%",
+                c.drop_ratio * 100.0,
+                c.reset_ratio * 100.0
+            );
+        }
+        for t in u.transitions.iter().rev().take(3) {
+            let _ = writeln!(
+                o,
+                "  at {:>7.1}s  {} → {}: {}",
+                t.at_seconds, t.from, t.to, t.reason
+            );
+        }
     }
     o
 }

@@ -8,7 +8,7 @@ use super::OpError;
 use crate::{
     api::{ChaosRequest, ChaosStatus},
     engine::Core,
-    upstream::ChaosSetting,
+    policy::upstream::ChaosSetting,
 };
 
 impl Core {

@@ -1,7 +1,7 @@
 //! Breakers by hand (`trafficctl circuit open|reset`) and the circuits report.
 
 use super::OpError;
-use crate::{engine::Core, upstream::Upstream};
+use crate::{engine::Core, policy::upstream::Upstream};
 
 impl Core {
     fn upstream_by_port(&mut self, port: u16) -> Result<&mut Upstream, OpError> {
@@ -34,14 +34,14 @@ impl Core {
     }
 
     /// `GET /v1/circuits`.
-    pub fn circuits(&self) -> Result<crate::upstream::CircuitsReport, OpError> {
+    pub fn circuits(&self) -> Result<crate::api::circuits::CircuitsReport, OpError> {
         let now = self.now();
         let stats = self.dp.port_stats()?;
         let (mult, level_max) = self.level_bulkhead();
         let upstreams = self
             .upstreams
             .iter()
-            .map(|u| crate::upstream::CircuitReport {
+            .map(|u| crate::api::circuits::CircuitReport {
                 name: u.spec.name.clone(),
                 port: u.spec.port,
                 protocol: u.spec.protocol.as_str().to_owned(),
@@ -68,6 +68,6 @@ impl Core {
                 transitions: u.transitions.iter().cloned().collect(),
             })
             .collect();
-        Ok(crate::upstream::CircuitsReport { upstreams })
+        Ok(crate::api::circuits::CircuitsReport { upstreams })
     }
 }

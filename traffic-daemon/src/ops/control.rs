@@ -114,7 +114,7 @@ impl Core {
     }
 
     /// A probe finished.
-    pub fn probe_done(&mut self, name: &str, r: crate::upstream::ProbeResult) {
+    pub fn probe_done(&mut self, name: &str, r: crate::policy::upstream::ProbeResult) {
         let now = self.now();
         if let Some(u) = self.upstreams.iter_mut().find(|u| u.spec.name == name) {
             u.probe_done(r, now);

@@ -166,7 +166,7 @@ async fn reset_source(
 
 async fn circuits(
     State(s): State<Arc<Shared>>,
-) -> Result<Json<crate::upstream::CircuitsReport>, Failure> {
+) -> Result<Json<crate::api::circuits::CircuitsReport>, Failure> {
     Ok(Json(s.lock().circuits()?))
 }
 

@@ -420,7 +420,7 @@ pub fn render(core: &mut crate::engine::Core) -> String {
             "Latency of successful probes.",
         );
         for u in &circuits.upstreams {
-            let buckets: Vec<(f64, u64)> = crate::upstream::LATENCY_BUCKETS
+            let buckets: Vec<(f64, u64)> = crate::policy::upstream::LATENCY_BUCKETS
                 .iter()
                 .copied()
                 .zip(

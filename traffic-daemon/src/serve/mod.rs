@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod metrics;
 pub mod notify;
+pub mod probe;
 pub mod runtime;
 mod shared;
 

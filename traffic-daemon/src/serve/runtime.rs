@@ -96,7 +96,7 @@ where
     let mut control = tokio::time::interval(CONTROL_TICK);
     control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (probe_tx, mut probe_rx) =
-        tokio::sync::mpsc::channel::<(String, crate::upstream::ProbeResult)>(64);
+        tokio::sync::mpsc::channel::<(String, crate::policy::upstream::ProbeResult)>(64);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -124,7 +124,7 @@ where
                 for job in due {
                     let tx = probe_tx.clone();
                     tokio::spawn(async move {
-                        let r = crate::upstream::probe(job.kind, job.addr, &job.path, job.timeout).await;
+                        let r = super::probe::probe(job.kind, job.addr, &job.path, job.timeout).await;
                         let _ = tx.send((job.upstream, r)).await;
                     });
                 }
