@@ -3,7 +3,10 @@
 //! Pure decision code in the middle (`config`, `policy`, `plan`), thin adapters at the edge
 //! (`dataplane` is the only module that touches aya; `admin` and `metrics` serve HTTP).
 #![deny(unsafe_code)]
-#![cfg_attr(test, allow(clippy::unwrap_used))]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, reason = "a panic is how a test fails")
+)]
 
 pub mod api;
 pub mod cli;

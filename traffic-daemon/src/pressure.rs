@@ -920,7 +920,7 @@ fn read_needed(path: &Path, needed: bool) -> Result<Option<String>, SampleError>
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a panic is how a test fails
+#[allow(clippy::unwrap_used, reason = "a panic is how a test fails")]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
