@@ -702,16 +702,6 @@ impl Sampler {
         &self.root
     }
 
-    pub fn signals(&self) -> &PerResource<Signal> {
-        &self.signal
-    }
-
-    /// Change the signals (on reload) without losing the baseline. A new root starts over:
-    /// use a new `Sampler`.
-    pub fn set_signals(&mut self, signal: PerResource<Signal>) {
-        self.signal = signal;
-    }
-
     /// Read every file and compute the readings. `now` is monotonic (e.g. time since the
     /// daemon started); `now` not after the previous sample gives no deltas.
     pub fn sample(&mut self, now: Duration) -> Result<Sample, SampleError> {
@@ -1684,27 +1674,6 @@ mod tests {
         let x = s.sample(secs(5.0)).unwrap();
         assert_eq!(x.elapsed, None);
         assert_eq!(x.get(Resource::Cpu).used, Signal::PsiSomeAvg10);
-    }
-
-    #[test]
-    fn signals_change_without_losing_the_baseline() {
-        let root = Root::new();
-        root.psi("cpu", 0.0, 0, None);
-        let mut s = root.sampler(PerResource {
-            cpu: Signal::PsiSomeAvg10,
-            memory: Signal::Off,
-            io: Signal::Off,
-        });
-        s.sample(secs(1.0)).unwrap();
-        s.set_signals(PerResource {
-            cpu: Signal::PsiSomeDelta,
-            memory: Signal::Off,
-            io: Signal::Off,
-        });
-        root.psi("cpu", 0.0, 400_000, None);
-        let x = s.sample(secs(2.0)).unwrap();
-        assert_eq!(x.get(Resource::Cpu).used, Signal::PsiSomeDelta);
-        assert!(close(x.get(Resource::Cpu).ratio, 0.4));
     }
 
     /// The real /proc parses, and every reading is a ratio.

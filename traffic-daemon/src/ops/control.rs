@@ -15,7 +15,7 @@ impl Core {
     /// limits at once.
     pub fn pressure_tick(
         &mut self,
-    ) -> Result<Option<crate::policy::throttle::Transition>, OpError> {
+    ) -> Result<Option<crate::policy::throttle::LevelChange>, OpError> {
         let now = self.now();
         let sample = match self.sampler.sample(now) {
             Ok(s) => s,

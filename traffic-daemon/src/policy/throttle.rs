@@ -440,7 +440,7 @@ pub fn class_factor(level: Level, priority: Priority, settings: &ThrottleSetting
 
 /// A change of level.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
-pub struct Transition {
+pub struct LevelChange {
     pub from: Level,
     pub to: Level,
     /// Monotonic time of the change, as passed to [`Throttle::update`].
@@ -454,13 +454,13 @@ pub struct Transition {
     pub ratio: f64,
 }
 
-impl Transition {
+impl LevelChange {
     pub fn is_raise(&self) -> bool {
         self.to > self.from
     }
 }
 
-impl fmt::Display for Transition {
+impl fmt::Display for LevelChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -497,7 +497,7 @@ pub struct ThrottleStatus {
     pub transitions: u64,
     pub multiplier: f64,
     pub max_connections: Option<u32>,
-    pub last_transition: Option<Transition>,
+    pub last_transition: Option<LevelChange>,
     pub resources: Vec<ResourceStatus>,
 }
 
@@ -509,7 +509,7 @@ pub struct Throttle {
     since: Duration,
     transitions: u64,
     last: PerResource<Option<f64>>,
-    last_transition: Option<Transition>,
+    last_transition: Option<LevelChange>,
 }
 
 impl Throttle {
@@ -529,7 +529,7 @@ impl Throttle {
     /// [`Sample::ratios`](crate::pressure::Sample::ratios)); returns the change of level, if
     /// any. Resources missing from `readings` (not sampled) and non-finite ratios take no
     /// part: they neither raise nor hold a level. With no usable reading nothing changes.
-    pub fn update(&mut self, now: Duration, readings: &[(Resource, f64)]) -> Option<Transition> {
+    pub fn update(&mut self, now: Duration, readings: &[(Resource, f64)]) -> Option<LevelChange> {
         let mut current: PerResource<Option<f64>> = PerResource::default();
         for &(r, v) in readings {
             if v.is_finite() {
@@ -572,8 +572,8 @@ impl Throttle {
         released.then(|| self.enter(now, lower, cause, ratio))
     }
 
-    fn enter(&mut self, now: Duration, to: Level, cause: Resource, ratio: f64) -> Transition {
-        let t = Transition {
+    fn enter(&mut self, now: Duration, to: Level, cause: Resource, ratio: f64) -> LevelChange {
+        let t = LevelChange {
             from: self.level,
             to,
             at: now,
@@ -605,7 +605,7 @@ impl Throttle {
         self.transitions
     }
 
-    pub fn last_transition(&self) -> Option<&Transition> {
+    pub fn last_transition(&self) -> Option<&LevelChange> {
         self.last_transition.as_ref()
     }
 
@@ -754,7 +754,7 @@ mod tests {
                 None => assert_eq!(want, Level::None),
                 Some(tr) => assert_eq!(
                     tr,
-                    Transition {
+                    LevelChange {
                         from: Level::None,
                         to: want,
                         at: s(1.0),
