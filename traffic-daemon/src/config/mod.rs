@@ -7,6 +7,7 @@
 
 mod raw;
 pub mod syntax;
+mod validate;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -200,7 +201,7 @@ impl Config {
 }
 
 fn parse_text(path: &Path, text: &str) -> Result<Config, Vec<syntax::Unlocated>> {
-    raw::parse(text).and_then(|raw| raw::validate(path, raw))
+    raw::parse(text).and_then(|raw| validate::validate(path, raw))
 }
 
 /// A config file that cannot be used, with every problem found (file, line, column, key).
