@@ -1,5 +1,5 @@
 //! Operations on the engine: what the admin API, the control loop and the reports ask of
-//! [`Core`]. Each file is an `impl Core` block for one concern. Errors are [`OpError`]s,
+//! [`Core`](crate::engine::Core). Each file is an `impl Core` block for one concern. Errors are [`OpError`]s,
 //! which say what went wrong, not which HTTP status it is (that mapping is `serve::admin`'s).
 
 mod chaos;

@@ -285,6 +285,8 @@ impl Default for ThrottleSettings {
 
 impl ThrottleSettings {
     /// Range and order checks; every error names its key (`throttle.…`).
+    /// Long (about 125 lines) because it is a flat list of independent range and ordering
+    /// checks, one per setting, in the order of the config file.
     pub fn validate(&self) -> Result<(), Vec<SettingError>> {
         let mut errors = Vec::new();
         let mut err = |key: String, message: String| errors.push(SettingError { key, message });

@@ -22,8 +22,8 @@
 //! The files are small procfs reads that do not block on anything; the daemon may call
 //! [`Sampler::sample`] from its loop directly or from `spawn_blocking`.
 //!
-//! Files: the vocabulary here (resources, signals, intervals), [`settings`], the procfs
-//! parsers in [`procfs`] and [`disks`], and the stateful [`Sampler`] in [`sampler`].
+//! Files: the vocabulary here (resources, signals, intervals), `settings`, the procfs
+//! parsers in `procfs` and `disks`, and the stateful [`Sampler`] in `sampler`.
 
 mod disks;
 mod procfs;

@@ -158,6 +158,9 @@ impl Sampler {
 
     /// Read every file and compute the readings. `now` is monotonic (e.g. time since the
     /// daemon started); `now` not after the previous sample gives no deltas.
+    ///
+    /// About 120 lines: it reads each source once (PSI files, stat, meminfo, diskstats or
+    /// sysinfo) and only then resolves the three readings, so one sample sees one moment.
     pub fn sample(&mut self, now: Duration) -> Result<Sample, SampleError> {
         let prev = self.prev.as_ref();
         let elapsed = prev

@@ -48,6 +48,9 @@ pub const CONTROL_TICK: Duration = Duration::from_millis(100);
 
 /// Run the daemon until `shutdown` resolves. `make_dataplane` opens the real (or fake)
 /// dataplane once the config is known.
+///
+/// About 100 lines: start-up in order (config, dataplane, attach, listeners, readiness),
+/// the one `select!` loop, and shutdown; each branch is one call into the engine.
 pub async fn run<F>(
     config_path: PathBuf,
     make_dataplane: F,

@@ -14,6 +14,8 @@ use crate::{
 
 /// `[pressure]` and `[throttle]` over their defaults; the policy's own validation reports
 /// at the key that set the value.
+/// Long (about 100 lines) because it is a flat list of optional keys, each merged over its
+/// default and remembered with its span; a split would only move the list.
 pub(super) fn pressure_and_throttle(
     c: &mut Check,
     p: Option<&Spanned<RawPressure>>,

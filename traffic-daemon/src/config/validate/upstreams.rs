@@ -51,163 +51,177 @@ pub(super) fn upstreams(
 ) -> Vec<UpstreamSpec> {
     let mut upstreams: Vec<UpstreamSpec> = Vec::new();
     for (i, u) in raw.iter().enumerate() {
-        let key = format!("upstreams[{i}]");
-        let ru = u.get_ref();
-        let name = ru.name.get_ref().clone();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
-        {
-            c.err(
-                ru.name.span(),
-                format!("{key}.name"),
-                "upstream names use letters, digits, `_` and `-`",
-            );
+        if let Some(spec) = upstream(c, i, u, &upstreams, breaker_defaults, groups) {
+            upstreams.push(spec);
         }
-        if upstreams.iter().any(|o| o.name == name) {
-            c.err(
-                ru.name.span(),
-                format!("{key}.name"),
-                format!("`{name}` is defined twice"),
-            );
-        }
-        let Some(port) = port_number(c, &ru.port, &format!("{key}.port")) else {
-            continue;
-        };
-        if upstreams
-            .iter()
-            .any(|o| o.port == port && o.protocol == ru.protocol)
-        {
-            c.err(
-                ru.port.span(),
-                format!("{key}.port"),
-                format!(
-                    "{}/{port} already belongs to another upstream",
-                    ru.protocol.as_str()
-                ),
-            );
-        }
-        let address = match &ru.address {
-            None => std::net::IpAddr::from([127, 0, 0, 1]),
-            Some(a) => match a.get_ref().parse() {
-                Ok(ip) => ip,
-                Err(_) => {
-                    c.err(
-                        a.span(),
-                        format!("{key}.address"),
-                        format!("`{}` is not an IP address", a.get_ref()),
-                    );
-                    continue;
-                }
-            },
-        };
-        if ru.probe != crate::config::ProbeKind::None && ru.protocol == Protocol::Udp {
-            c.err(u.span(), format!("{key}.probe"), "UDP upstreams cannot be probed: set probe = \"none\" (the passive ICMP signal still works)");
-        }
-        let path = match &ru.path {
-            Some(p) if !p.get_ref().starts_with('/') => {
-                c.err(p.span(), format!("{key}.path"), "must start with `/`");
-                String::new()
-            }
-            Some(p) => p.get_ref().clone(),
-            None => "/".to_owned(),
-        };
-        if ru.path.is_some() && ru.probe != crate::config::ProbeKind::Http {
-            c.err(
-                u.span(),
-                format!("{key}.path"),
-                "only used with probe = \"http\"",
-            );
-        }
-        let interval = ru
-            .interval
-            .as_ref()
-            .and_then(|v| c.duration(v, &format!("{key}.interval")))
-            .unwrap_or(std::time::Duration::from_secs(1));
-        let timeout = ru
-            .timeout
-            .as_ref()
-            .and_then(|v| c.duration(v, &format!("{key}.timeout")))
-            .unwrap_or(std::time::Duration::from_millis(500));
-        if interval < std::time::Duration::from_millis(100) {
-            c.err(
-                ru.interval.as_ref().map_or(u.span(), |v| v.span()),
-                format!("{key}.interval"),
-                "must be at least 100ms",
-            );
-        }
-        if timeout.is_zero() || timeout > interval {
-            c.err(
-                ru.timeout.as_ref().map_or(u.span(), |v| v.span()),
-                format!("{key}.timeout"),
-                "must be more than 0 and at most the interval",
-            );
-        }
-        let group = ru.group.as_ref().map(|g| g.get_ref().clone());
-        let group_overrides = match &ru.group {
-            None => None,
-            Some(g) => match groups.iter().find(|(n, _)| n == g.get_ref()) {
-                Some((_, o)) => Some(*o),
-                None if BreakerOverrides::preset(g.get_ref()).is_some() => None,
-                None => {
-                    c.err(g.span(), format!("{key}.group"), format!("no breaker group `{}` (define [breaker.groups.{}] or use critical / non_critical)", g.get_ref(), g.get_ref()));
-                    None
-                }
-            },
-        };
-        let mut breaker =
-            breaker_defaults.resolve(group.as_deref().unwrap_or(""), group_overrides.as_ref());
-        let own = RawBreaker {
-            backoff: ru.backoff.clone(),
-            backoff_factor: ru.backoff_factor.clone(),
-            backoff_cap: ru.backoff_cap.clone(),
-            ..RawBreaker::default()
-        };
-        breaker = breaker_overrides(c, &own, &key).apply(&breaker);
-        check_breaker(c, &breaker, &own, u.span(), &key);
-        let max_connections = match &ru.max_connections {
-            None => None,
-            Some(m) if (1..=1_000_000).contains(m.get_ref()) => Some(*m.get_ref() as u32),
-            Some(m) => {
-                c.err(
-                    m.span(),
-                    format!("{key}.max_connections"),
-                    "must be between 1 and 1000000",
-                );
-                None
-            }
-        };
-        let accept_queue_ratio = match &ru.accept_queue_ratio {
-            None => 0.9,
-            Some(r) if (0.0..=1.0).contains(r.get_ref()) => *r.get_ref(),
-            Some(r) => {
-                c.err(
-                    r.span(),
-                    format!("{key}.accept_queue_ratio"),
-                    "must be between 0 (off) and 1",
-                );
-                0.9
-            }
-        };
-        upstreams.push(UpstreamSpec {
-            name,
-            port,
-            protocol: ru.protocol,
-            address,
-            probe: ru.probe,
-            path,
-            interval,
-            timeout,
-            group,
-            breaker,
-            gate: ru.gate,
-            max_connections,
-            accept_queue_ratio,
-            passive: ru.passive.unwrap_or(true),
-        });
     }
     upstreams
+}
+
+/// `[[upstreams]]` number `i`; `None` when it cannot be used at all (no port, no address).
+/// Long because it is a flat list of independent key checks, each a few lines; splitting it
+/// would only move the list.
+fn upstream(
+    c: &mut Check,
+    i: usize,
+    u: &Spanned<RawUpstream>,
+    existing: &[UpstreamSpec],
+    breaker_defaults: &BreakerSettings,
+    groups: &Groups,
+) -> Option<UpstreamSpec> {
+    let key = format!("upstreams[{i}]");
+    let ru = u.get_ref();
+    let name = ru.name.get_ref().clone();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+    {
+        c.err(
+            ru.name.span(),
+            format!("{key}.name"),
+            "upstream names use letters, digits, `_` and `-`",
+        );
+    }
+    if existing.iter().any(|o| o.name == name) {
+        c.err(
+            ru.name.span(),
+            format!("{key}.name"),
+            format!("`{name}` is defined twice"),
+        );
+    }
+    let port = port_number(c, &ru.port, &format!("{key}.port"))?;
+    if existing
+        .iter()
+        .any(|o| o.port == port && o.protocol == ru.protocol)
+    {
+        c.err(
+            ru.port.span(),
+            format!("{key}.port"),
+            format!(
+                "{}/{port} already belongs to another upstream",
+                ru.protocol.as_str()
+            ),
+        );
+    }
+    let address = match &ru.address {
+        None => std::net::IpAddr::from([127, 0, 0, 1]),
+        Some(a) => match a.get_ref().parse() {
+            Ok(ip) => ip,
+            Err(_) => {
+                c.err(
+                    a.span(),
+                    format!("{key}.address"),
+                    format!("`{}` is not an IP address", a.get_ref()),
+                );
+                return None;
+            }
+        },
+    };
+    if ru.probe != crate::config::ProbeKind::None && ru.protocol == Protocol::Udp {
+        c.err(u.span(), format!("{key}.probe"), "UDP upstreams cannot be probed: set probe = \"none\" (the passive ICMP signal still works)");
+    }
+    let path = match &ru.path {
+        Some(p) if !p.get_ref().starts_with('/') => {
+            c.err(p.span(), format!("{key}.path"), "must start with `/`");
+            String::new()
+        }
+        Some(p) => p.get_ref().clone(),
+        None => "/".to_owned(),
+    };
+    if ru.path.is_some() && ru.probe != crate::config::ProbeKind::Http {
+        c.err(
+            u.span(),
+            format!("{key}.path"),
+            "only used with probe = \"http\"",
+        );
+    }
+    let interval = ru
+        .interval
+        .as_ref()
+        .and_then(|v| c.duration(v, &format!("{key}.interval")))
+        .unwrap_or(std::time::Duration::from_secs(1));
+    let timeout = ru
+        .timeout
+        .as_ref()
+        .and_then(|v| c.duration(v, &format!("{key}.timeout")))
+        .unwrap_or(std::time::Duration::from_millis(500));
+    if interval < std::time::Duration::from_millis(100) {
+        c.err(
+            ru.interval.as_ref().map_or(u.span(), |v| v.span()),
+            format!("{key}.interval"),
+            "must be at least 100ms",
+        );
+    }
+    if timeout.is_zero() || timeout > interval {
+        c.err(
+            ru.timeout.as_ref().map_or(u.span(), |v| v.span()),
+            format!("{key}.timeout"),
+            "must be more than 0 and at most the interval",
+        );
+    }
+    let group = ru.group.as_ref().map(|g| g.get_ref().clone());
+    let group_overrides = match &ru.group {
+        None => None,
+        Some(g) => match groups.iter().find(|(n, _)| n == g.get_ref()) {
+            Some((_, o)) => Some(*o),
+            None if BreakerOverrides::preset(g.get_ref()).is_some() => None,
+            None => {
+                c.err(g.span(), format!("{key}.group"), format!("no breaker group `{}` (define [breaker.groups.{}] or use critical / non_critical)", g.get_ref(), g.get_ref()));
+                None
+            }
+        },
+    };
+    let mut breaker =
+        breaker_defaults.resolve(group.as_deref().unwrap_or(""), group_overrides.as_ref());
+    let own = RawBreaker {
+        backoff: ru.backoff.clone(),
+        backoff_factor: ru.backoff_factor.clone(),
+        backoff_cap: ru.backoff_cap.clone(),
+        ..RawBreaker::default()
+    };
+    breaker = breaker_overrides(c, &own, &key).apply(&breaker);
+    check_breaker(c, &breaker, &own, u.span(), &key);
+    let max_connections = match &ru.max_connections {
+        None => None,
+        Some(m) if (1..=1_000_000).contains(m.get_ref()) => Some(*m.get_ref() as u32),
+        Some(m) => {
+            c.err(
+                m.span(),
+                format!("{key}.max_connections"),
+                "must be between 1 and 1000000",
+            );
+            None
+        }
+    };
+    let accept_queue_ratio = match &ru.accept_queue_ratio {
+        None => 0.9,
+        Some(r) if (0.0..=1.0).contains(r.get_ref()) => *r.get_ref(),
+        Some(r) => {
+            c.err(
+                r.span(),
+                format!("{key}.accept_queue_ratio"),
+                "must be between 0 (off) and 1",
+            );
+            0.9
+        }
+    };
+    Some(UpstreamSpec {
+        name,
+        port,
+        protocol: ru.protocol,
+        address,
+        probe: ru.probe,
+        path,
+        interval,
+        timeout,
+        group,
+        breaker,
+        gate: ru.gate,
+        max_connections,
+        accept_queue_ratio,
+        passive: ru.passive.unwrap_or(true),
+    })
 }
 
 /// The settings a breaker table sets, as overrides of what it inherits.

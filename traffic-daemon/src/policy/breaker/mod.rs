@@ -33,8 +33,8 @@
 //! [`BreakerSettings::resolve`].
 
 //!
-//! Files: [`settings`] (what `[breaker]` configures), [`window`] (the sliding window of
-//! outcomes), [`machine`] (the state machine); the vocabulary they share is here.
+//! Files: `settings` (what `[breaker]` configures), `window` (the sliding window of
+//! outcomes), `machine` (the state machine); the vocabulary they share is here.
 
 mod machine;
 mod settings;

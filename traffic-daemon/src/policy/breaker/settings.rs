@@ -136,6 +136,8 @@ impl BreakerSettings {
     }
 
     /// Every problem with these settings (ranges and cross-field checks).
+    /// Long (about 100 lines) because it is a flat list of independent range checks, one
+    /// per setting, in the order of the config file.
     pub fn validate(&self) -> Result<(), Vec<SettingError>> {
         let mut errors = Vec::new();
         let mut err = |key: &'static str, message: String| {
