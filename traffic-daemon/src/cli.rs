@@ -9,11 +9,14 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use crate::{
-    api::{Client, ClientError},
+    api::{
+        Applied, Client, ClientError, Message,
+        render::{render_status, render_throttle},
+        report,
+    },
     config::{self, Config},
-    daemon::{Applied, StatusReport},
     exit,
-    report::{self, CountersReport},
+    policy::throttle::ThrottleStatus,
 };
 
 /// trafficctl — inspect and control trafficd, the traffic daemon, through its admin socket;
@@ -176,116 +179,115 @@ fn client_failure(err: &mut dyn Write, e: &ClientError) -> u8 {
     }
 }
 
+/// What `check-config` reports for a valid file.
+#[derive(Serialize)]
+struct ConfigSummary<'a> {
+    valid: bool,
+    path: &'a std::path::Path,
+    classes: usize,
+    rules: usize,
+}
+
+fn check_config(
+    file: Option<&PathBuf>,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let path = file
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    match Config::load(&path) {
+        Ok(c) => {
+            let summary = ConfigSummary {
+                valid: true,
+                path: &path,
+                classes: c.classes.len(),
+                rules: c.rules.len(),
+            };
+            print(out, json, &summary, |o| {
+                format!(
+                    "{}: valid ({} classes, {} rules)\n",
+                    o.path.display(),
+                    o.classes,
+                    o.rules
+                )
+            });
+            exit::OK
+        }
+        Err(e) => {
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"valid": false, "path": e.path, "problems": e.problems})
+                );
+            }
+            let _ = writeln!(err, "{e}");
+            exit::USAGE
+        }
+    }
+}
+
+/// Print a document the daemon answered, or say why there is none.
+fn show<T: Serialize>(
+    r: Result<T, ClientError>,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    human: impl FnOnce(&T) -> String,
+) -> u8 {
+    match r {
+        Ok(v) => {
+            print(out, json, &v, human);
+            exit::OK
+        }
+        Err(e) => client_failure(err, &e),
+    }
+}
+
 /// Run a parsed command.
 pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let client = Client::new(&cli.socket);
+    let json = cli.json;
     match &cli.command {
-        Command::CheckConfig { file } => {
-            let path = file
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-            match Config::load(&path) {
-                Ok(c) => {
-                    #[derive(Serialize)]
-                    struct Ok<'a> {
-                        valid: bool,
-                        path: &'a std::path::Path,
-                        classes: usize,
-                        rules: usize,
-                    }
-                    let ok = Ok {
-                        valid: true,
-                        path: &path,
-                        classes: c.classes.len(),
-                        rules: c.rules.len(),
-                    };
-                    print(out, cli.json, &ok, |o| {
-                        format!(
-                            "{}: valid ({} classes, {} rules)\n",
-                            o.path.display(),
-                            o.classes,
-                            o.rules
-                        )
-                    });
-                    exit::OK
-                }
-                Err(e) => {
-                    if cli.json {
-                        let _ = writeln!(
-                            out,
-                            "{}",
-                            serde_json::json!({"valid": false, "path": e.path, "problems": e.problems})
-                        );
-                    }
-                    let _ = writeln!(err, "{e}");
-                    exit::USAGE
-                }
-            }
-        }
-        Command::Status => match client.get::<StatusReport>("/v1/status") {
-            Ok(s) => {
-                print(out, cli.json, &s, render_status);
-                exit::OK
-            }
-            Err(e) => client_failure(err, &e),
-        },
-        Command::Counters => match client.get::<CountersReport>("/v1/counters") {
-            Ok(c) => {
-                print(out, cli.json, &c, report::render_counters);
-                exit::OK
-            }
-            Err(e) => client_failure(err, &e),
-        },
-        Command::Reload => match client.post::<Applied>("/v1/reload") {
-            Ok(a) => {
-                print(out, cli.json, &a, |a| {
-                    format!("reloaded: {} map entries written\n", a.writes)
-                });
-                exit::OK
-            }
-            Err(ClientError::Api { message, .. }) => {
-                let _ = writeln!(
-                    err,
-                    "trafficctl: reload refused, the running configuration stays:\n{message}"
-                );
-                exit::USAGE
-            }
-            Err(e) => client_failure(err, &e),
-        },
-        Command::Limits => match client.get::<report::LimitsReport>("/v1/limits") {
-            Ok(l) => {
-                print(out, cli.json, &l, report::render_limits);
-                exit::OK
-            }
-            Err(e) => client_failure(err, &e),
-        },
-        Command::Sources { top } => {
-            match client.get::<report::SourcesReport>(&format!("/v1/sources?top={top}")) {
-                Ok(s) => {
-                    print(out, cli.json, &s, report::render_sources);
-                    exit::OK
-                }
-                Err(e) => client_failure(err, &e),
-            }
-        }
-        Command::Circuits => match client.get::<crate::upstream::CircuitsReport>("/v1/circuits") {
-            Ok(c) => {
-                print(out, cli.json, &c, crate::upstream::render_circuits);
-                exit::OK
-            }
-            Err(e) => client_failure(err, &e),
-        },
+        Command::CheckConfig { file } => check_config(file.as_ref(), json, out, err),
+        Command::Status => show(client.get("/v1/status"), json, out, err, render_status),
+        Command::Counters => show(
+            client.get("/v1/counters"),
+            json,
+            out,
+            err,
+            report::render_counters,
+        ),
+        Command::Reload => reload(&client, json, out, err),
+        Command::Limits => show(
+            client.get("/v1/limits"),
+            json,
+            out,
+            err,
+            report::render_limits,
+        ),
+        Command::Sources { top } => show(
+            client.get(&format!("/v1/sources?top={top}")),
+            json,
+            out,
+            err,
+            report::render_sources,
+        ),
+        Command::Circuits => show(
+            client.get("/v1/circuits"),
+            json,
+            out,
+            err,
+            crate::api::render::render_circuits,
+        ),
         Command::Circuit { op } => {
             let path = match op {
                 CircuitOp::Open { port } => format!("/v1/circuits/{port}/open"),
                 CircuitOp::Reset { port } => format!("/v1/circuits/{port}/reset"),
             };
-            message(
-                out,
-                err,
-                cli.json,
-                client.post::<crate::api::Message>(&path),
-            )
+            message(out, err, json, client.post(&path))
         }
         Command::Chaos {
             op:
@@ -297,25 +299,22 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                     duration,
                 },
         } => {
-            let req = crate::daemon::ChaosRequest {
+            let req = crate::api::ChaosRequest {
                 upstream: upstream.clone(),
                 class: class.clone(),
                 drop: *drop,
                 reset: *reset,
                 duration: duration.clone(),
             };
-            message(
-                out,
-                err,
-                cli.json,
-                client.post_json::<crate::api::Message, _>("/v1/chaos", &req),
-            )
+            message(out, err, json, client.post_json("/v1/chaos", &req))
         }
-        Command::Chaos { op: ChaosOp::Stop } => message(
+        Command::Chaos { op: ChaosOp::Stop } => message(out, err, json, client.delete("/v1/chaos")),
+        Command::Throttle => show(
+            client.get::<ThrottleStatus>("/v1/throttle"),
+            json,
             out,
             err,
-            cli.json,
-            client.delete::<crate::api::Message>("/v1/chaos"),
+            render_throttle,
         ),
         Command::Completions { shell } => match crate::manual::write_completions(*shell, out) {
             Ok(()) => exit::OK,
@@ -333,26 +332,36 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 exit::FAILURE
             }
         },
-        Command::Throttle => {
-            match client.get::<crate::policy::throttle::ThrottleStatus>("/v1/throttle") {
-                Ok(t) => {
-                    print(out, cli.json, &t, render_throttle);
-                    exit::OK
-                }
-                Err(e) => client_failure(err, &e),
-            }
-        }
         Command::Source {
             op: SourceOp::Reset { addr },
-        } => match client.post::<crate::admin::ResetAnswer>(&format!("/v1/sources/{addr}/reset")) {
-            Ok(a) => {
-                print(out, cli.json, &a, |a| {
-                    format!("{addr}: {} bucket(s) removed\n", a.removed)
-                });
-                exit::OK
-            }
-            Err(e) => client_failure(err, &e),
-        },
+        } => show(
+            client.post::<crate::api::ResetAnswer>(&format!("/v1/sources/{addr}/reset")),
+            json,
+            out,
+            err,
+            |a| format!("{addr}: {} bucket(s) removed\n", a.removed),
+        ),
+    }
+}
+
+/// `trafficctl reload`: a refused config is a usage error (exit 2), with the daemon's
+/// problems listed.
+fn reload(client: &Client, json: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    match client.post::<Applied>("/v1/reload") {
+        Ok(a) => {
+            print(out, json, &a, |a| {
+                format!("reloaded: {} map entries written\n", a.writes)
+            });
+            exit::OK
+        }
+        Err(ClientError::Api { message, .. }) => {
+            let _ = writeln!(
+                err,
+                "trafficctl: reload refused, the running configuration stays:\n{message}"
+            );
+            exit::USAGE
+        }
+        Err(e) => client_failure(err, &e),
     }
 }
 
@@ -360,7 +369,7 @@ fn message(
     out: &mut dyn Write,
     err: &mut dyn Write,
     json: bool,
-    r: Result<crate::api::Message, ClientError>,
+    r: Result<Message, ClientError>,
 ) -> u8 {
     match r {
         Ok(m) => {
@@ -373,124 +382,4 @@ fn message(
         }
         Err(e) => client_failure(err, &e),
     }
-}
-
-/// The throttle section of `trafficctl status` and `trafficctl throttle`.
-pub fn render_throttle(t: &crate::policy::throttle::ThrottleStatus) -> String {
-    use std::fmt::Write as _;
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "throttle level: {} for {:.0}s (rate ×{:.2}, {} transitions){}",
-        t.level,
-        t.time_in_level_seconds,
-        t.multiplier,
-        t.transitions,
-        t.max_connections
-            .map(|m| format!(", at most {m} connections per upstream"))
-            .unwrap_or_default()
-    );
-    let _ = writeln!(
-        o,
-        "{:<8} {:>8} {:>9}  {:<28} RELEASE BELOW",
-        "RESOURCE", "READING", "REACHES", "THRESHOLDS (low/med/high/crit)"
-    );
-    for r in &t.resources {
-        let _ = writeln!(
-            o,
-            "{:<8} {:>8} {:>9}  {:<28} {}",
-            r.resource.as_str(),
-            r.ratio.map_or("-".to_owned(), |v| format!("{v:.3}")),
-            r.reaches.as_str(),
-            format!(
-                "{:.2}/{:.2}/{:.2}/{:.2}",
-                r.thresholds.low, r.thresholds.medium, r.thresholds.high, r.thresholds.critical
-            ),
-            r.release_below
-                .map_or("-".to_owned(), |v| format!("{v:.2}")),
-        );
-    }
-    o
-}
-
-/// How the config file spells an enum value (`enforce`, `detach`): its serde name, not
-/// its Rust name.
-pub(crate) fn config_word<T: Serialize + std::fmt::Debug>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => format!("{v:?}").to_lowercase(),
-    }
-}
-
-/// The `trafficctl status` text.
-pub fn render_status(s: &StatusReport) -> String {
-    use std::fmt::Write as _;
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "trafficd {} (ABI {}), pid {}, up {}s",
-        s.version, s.abi_version, s.pid, s.uptime_seconds
-    );
-    let _ = writeln!(o, "config:     {}", s.config_path.display());
-    let _ = writeln!(
-        o,
-        "mode:       {}, on exit: {}{}",
-        config_word(&s.mode),
-        config_word(&s.on_exit),
-        if s.adopted_pinned_state {
-            ", state adopted from pins"
-        } else {
-            ""
-        }
-    );
-    let ifaces: Vec<String> = s
-        .interfaces
-        .iter()
-        .map(|i| format!("{} ({})", i.name, config_word(&i.mode)))
-        .collect();
-    let _ = writeln!(o, "interfaces: {}", ifaces.join(", "));
-    let _ = writeln!(o, "rules:      {}", s.rules);
-    let _ = writeln!(
-        o,
-        "reloads:    {} ok, {} failed{}",
-        s.reload.succeeded,
-        s.reload.failed,
-        s.reload
-            .last_error
-            .as_ref()
-            .map(|e| format!("; last error: {e}"))
-            .unwrap_or_default()
-    );
-    for c in &s.chaos {
-        let _ = writeln!(
-            o,
-            "CHAOS:      {} drop {:.0}%, reset {:.0}%, expires in {:.0}s",
-            c.target,
-            c.drop_ratio * 100.0,
-            c.reset_ratio * 100.0,
-            c.expires_in_seconds
-        );
-    }
-    if let Some(t) = &s.throttle {
-        let _ = writeln!(o);
-        o.push_str(&render_throttle(t));
-    }
-    let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "{:<14} {:>4} {:<8} {:<9} LIMITED",
-        "CLASS", "SLOT", "MODE", "PRIORITY"
-    );
-    for c in &s.classes {
-        let _ = writeln!(
-            o,
-            "{:<14} {:>4} {:<8} {:<9} {}",
-            c.name,
-            c.slot,
-            config_word(&c.mode),
-            config_word(&c.priority),
-            if c.limited { "yes" } else { "no" }
-        );
-    }
-    o
 }

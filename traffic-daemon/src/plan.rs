@@ -1,7 +1,8 @@
 //! What the kernel maps should hold, and the smallest ordered set of writes to get there.
 //!
-//! Pure: the daemon computes a [`Desired`] state from the config (and, later, the throttle
-//! level), diffs it against what it last applied, and hands the writes to the dataplane.
+//! Pure: the engine computes a [`Desired`] state from the config, the throttle factors and
+//! its live overlays ([`Live`]: upstream gates, chaos), diffs it against what it last
+//! applied, and hands the writes to the dataplane. This is the only builder of `Desired`.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -13,6 +14,7 @@ use traffic_common::{
 use crate::{
     config::{Config, Mode, RuleAction},
     policy::limits,
+    policy::upstream::{ChaosSetting, Upstream},
 };
 
 /// Class name → kernel slot, kept stable across reloads so buckets and counters of a class
@@ -203,6 +205,65 @@ pub fn rules_generation(rules: &BTreeMap<RuleKey, Rule>) -> u32 {
         eat(&rule.class.to_le_bytes());
     }
     h.max(1)
+}
+
+/// The engine's runtime state that the kernel maps reflect besides the config.
+pub struct Live<'a> {
+    /// Stable statistics slot per (port, protocol) port rule.
+    pub port_slots: &'a BTreeMap<(u16, u8), u32>,
+    /// Upstreams in config order, each with its breaker's gate and bulkhead.
+    pub upstreams: &'a [Upstream],
+    /// Fault injection on classes, by class name.
+    pub class_chaos: &'a BTreeMap<String, ChaosSetting>,
+    /// The kernel's clock (chaos expiry, half-open trial pacing).
+    pub now_ns: u64,
+}
+
+/// [`desired`] with the live overlays: class chaos in force, and the port rules
+/// (`[[ports]]` merged with the upstreams' gates).
+pub fn desired_live(
+    config: &Config,
+    slots: &Slots,
+    factor: impl Fn(usize) -> f64,
+    live: &Live<'_>,
+) -> Desired {
+    let mut want = desired(config, slots, factor);
+    for (name, c) in live.class_chaos {
+        if let Some(slot) = slots.slot_of(name)
+            && c.active(live.now_ns)
+        {
+            want.classes[slot as usize].chaos = c.kernel();
+        }
+    }
+    want.with_ports(port_rules(config, slots, live))
+}
+
+/// The port rules the kernel should hold: `[[ports]]` merged with the upstreams' gates.
+pub fn port_rules(
+    config: &Config,
+    slots: &Slots,
+    live: &Live<'_>,
+) -> BTreeMap<(u16, u8), PortRule> {
+    let mut out: BTreeMap<(u16, u8), PortRule> = BTreeMap::new();
+    for p in &config.ports {
+        let key = (p.port, p.protocol.number());
+        let rule = out.entry(key).or_default();
+        rule.slot = live.port_slots.get(&key).copied().unwrap_or(0);
+        if let Some(ci) = p.class {
+            rule.flags |= traffic_common::PORT_CLASS_OVERRIDE;
+            rule.class = slots.slot_of_index(config, ci);
+        }
+        if let Some(l) = &p.new_connections {
+            rule.syn_limit = limits::packet_gcra(l);
+        }
+    }
+    for u in live.upstreams {
+        let key = (u.spec.port, u.spec.protocol.number());
+        let rule = out.entry(key).or_default();
+        rule.slot = live.port_slots.get(&key).copied().unwrap_or(0);
+        u.apply_to(rule, live.now_ns);
+    }
+    out
 }
 
 impl Desired {
@@ -435,5 +496,37 @@ action = "deny"
             .position(|w| matches!(w, Write::Class(s, c) if *s == premium && c.flags == 0))
             .unwrap();
         assert!(remove < deact, "rules go before their class: {w:?}");
+    }
+
+    #[test]
+    fn live_overlays_add_class_chaos_in_force_and_port_rules() {
+        let c = cfg(&format!(
+            "{BASE}[[ports]]\nport = 8080\nclass = \"premium\"\n"
+        ));
+        let slots = Slots::default().assign(&c);
+        let premium = slots.slot_of("premium").unwrap() as usize;
+        let port_slots = BTreeMap::from([((8080, traffic_common::proto::TCP), 3)]);
+        let chaos = ChaosSetting {
+            drop_ratio: 0.5,
+            reset_ratio: 0.0,
+            until_ns: 1_000,
+        };
+        let class_chaos = BTreeMap::from([("premium".to_owned(), chaos)]);
+        let live = |now_ns| Live {
+            port_slots: &port_slots,
+            upstreams: &[],
+            class_chaos: &class_chaos,
+            now_ns,
+        };
+        let want = desired_live(&c, &slots, |_| 1.0, &live(500));
+        assert_eq!(want.classes[premium].chaos, chaos.kernel());
+        let rule = want.ports[&(8080, traffic_common::proto::TCP)];
+        assert_eq!(rule.slot, 3);
+        assert_ne!(rule.flags & traffic_common::PORT_CLASS_OVERRIDE, 0);
+        assert_eq!(rule.class, premium as u32);
+        assert_ne!(want.global.flags & GLOBAL_HAS_PORTS, 0);
+        // Expired chaos is not planned.
+        let later = desired_live(&c, &slots, |_| 1.0, &live(2_000));
+        assert_eq!(later.classes[premium].chaos, Default::default());
     }
 }

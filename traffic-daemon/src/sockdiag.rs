@@ -234,7 +234,10 @@ fn parse_dump(buf: &[u8], seq: u32, counts: &mut HashMap<u16, PortSockets>) -> i
 
 /// A sock_diag netlink socket in the calling thread's network namespace.
 fn open() -> io::Result<OwnedFd> {
-    #[allow(unsafe_code)]
+    #[allow(
+        unsafe_code,
+        reason = "a libc call; the SAFETY comment below says why it is sound"
+    )]
     // SAFETY: socket(2) takes no pointers.
     let fd = unsafe {
         libc::socket(
@@ -246,7 +249,10 @@ fn open() -> io::Result<OwnedFd> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    #[allow(unsafe_code)]
+    #[allow(
+        unsafe_code,
+        reason = "a libc call; the SAFETY comment below says why it is sound"
+    )]
     // SAFETY: fd is a new descriptor that nothing else owns; OwnedFd closes it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -254,7 +260,10 @@ fn open() -> io::Result<OwnedFd> {
 /// Sends one request to the kernel (an unconnected netlink socket sends to port id 0).
 fn send(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
     loop {
-        #[allow(unsafe_code)]
+        #[allow(
+            unsafe_code,
+            reason = "a libc call; the SAFETY comment below says why it is sound"
+        )]
         // SAFETY: the kernel reads msg.len() bytes from a live slice.
         let n = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
         match n {
@@ -279,12 +288,18 @@ fn send(fd: &OwnedFd, msg: &[u8]) -> io::Result<()> {
 /// kernel (any local process may send to our port id; that is dropped, not parsed).
 fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     loop {
-        #[allow(unsafe_code)]
+        #[allow(
+            unsafe_code,
+            reason = "a libc call; the SAFETY comment below says why it is sound"
+        )]
         // SAFETY: all-zero is a valid sockaddr_nl (plain integers).
         let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         let mut from_len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
         // MSG_TRUNC: the datagram's real length, to detect one larger than `buf`.
-        #[allow(unsafe_code)]
+        #[allow(
+            unsafe_code,
+            reason = "a libc call; the SAFETY comment below says why it is sound"
+        )]
         // SAFETY: the kernel writes at most buf.len() bytes into buf and at most from_len
         // bytes into from, both live and exclusively borrowed for the call.
         let n = unsafe {
@@ -317,7 +332,7 @@ fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test fails")]
 mod tests {
     use std::{
         io::ErrorKind,

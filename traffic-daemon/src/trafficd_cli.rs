@@ -58,7 +58,7 @@ mod tests {
     /// `trafficctl status` prints the words of the config file.
     #[test]
     fn status_uses_config_words() {
-        use crate::cli::config_word;
+        use crate::api::render::config_word;
         assert_eq!(config_word(&Mode::Enforce), "enforce");
         assert_eq!(config_word(&Mode::Monitor), "monitor");
         assert_eq!(config_word(&OnExit::Detach), "detach");

@@ -40,9 +40,11 @@ use aya::{
 use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
 use traffic_common::{PROGRAM_NAME, map_names};
 use traffic_daemon::{
-    daemon::StatusReport,
-    policy::breaker::BreakerState,
-    upstream::{CircuitReport, CircuitsReport, Shedding},
+    api::{
+        StatusReport,
+        circuits::{CircuitReport, CircuitsReport},
+    },
+    policy::{breaker::BreakerState, upstream::Shedding},
 };
 use traffic_testkit::{
     daemon::DaemonProcess,

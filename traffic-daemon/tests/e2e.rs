@@ -13,7 +13,7 @@ use std::{
 };
 
 use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
-use traffic_daemon::report::CountersReport;
+use traffic_daemon::api::report::CountersReport;
 use traffic_testkit::{
     daemon::DaemonProcess,
     netns::online_cpus,
@@ -300,7 +300,7 @@ fn limits_hold_per_class_for_ipv4_and_ipv6_on_both_cpus() {
             .expect("pinned counters");
         let arr: PerCpuArray<_, traffic_common::Counter> =
             PerCpuArray::try_from(Map::PerCpuArray(md)).unwrap();
-        let status: traffic_daemon::daemon::StatusReport = serde_json::from_str(
+        let status: traffic_daemon::api::StatusReport = serde_json::from_str(
             &trafficctl(&["--socket", socket.to_str().unwrap(), "status", "--json"]).1,
         )
         .unwrap();

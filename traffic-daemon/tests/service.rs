@@ -15,8 +15,8 @@ use std::{
 
 use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
 use traffic_daemon::{
-    daemon::StatusReport,
-    report::{CountersReport, LimitsReport, SourcesReport},
+    api::StatusReport,
+    api::report::{CountersReport, LimitsReport, SourcesReport},
 };
 use traffic_testkit::{
     daemon::{DaemonProcess, http_get},

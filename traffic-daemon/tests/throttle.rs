@@ -22,7 +22,7 @@ use std::{
 use aya::maps::{Array, Map, MapData};
 use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
 use traffic_common::{ClassConfig, map_names};
-use traffic_daemon::{daemon::StatusReport, policy::throttle::ThrottleStatus};
+use traffic_daemon::{api::StatusReport, policy::throttle::ThrottleStatus};
 use traffic_testkit::{
     daemon::DaemonProcess,
     topo::{HostSpec, SERVICE_V4, Topology, unique_tag},
@@ -376,7 +376,7 @@ fn real_cpu_load_raises_the_level() {
         cpu.ratio
     );
     assert!(cpu.ratio.unwrap_or(0.0) >= low);
-    let limits: traffic_daemon::report::LimitsReport = ctl(&socket, &["limits"]);
+    let limits: traffic_daemon::api::report::LimitsReport = ctl(&socket, &["limits"]);
     let premium = limits
         .classes
         .iter()

@@ -1,16 +1,16 @@
 //! trafficd: the traffic daemon. Parses flags, sets up logging, maps errors to exit codes;
-//! everything else is `traffic_daemon::daemon::run`.
+//! everything else is `traffic_daemon::serve::runtime::run`.
 use std::process::ExitCode;
 
 use clap::Parser;
 use traffic_daemon::{
     config::Config,
-    daemon::{self, DaemonError},
     dataplane::{
         Dataplane,
         kernel::{Kernel, LoadOptions},
     },
     exit, logging,
+    serve::runtime::{self, DaemonError},
     trafficd_cli::Args,
 };
 
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         let shutdown = shutdown_signal()
             .map_err(|e| DaemonError::Other(format!("cannot handle signals: {e}")))?;
-        daemon::run(args.config, move |c| open_kernel(c, fresh), shutdown).await
+        runtime::run(args.config, move |c| open_kernel(c, fresh), shutdown).await
     });
     match result {
         Ok(()) => ExitCode::from(exit::OK),

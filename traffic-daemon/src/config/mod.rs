@@ -7,6 +7,7 @@
 
 mod raw;
 pub mod syntax;
+mod validate;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -16,7 +17,9 @@ use std::{
 
 use serde::Serialize;
 
-pub use raw::{AttachMode, GateAction, Mode, OnExit, Priority, ProbeKind, Protocol, RuleAction};
+/// Class priority lives with the throttle that weighs it; re-exported as a config word.
+pub use crate::policy::throttle::Priority;
+pub use raw::{AttachMode, GateAction, Mode, OnExit, ProbeKind, Protocol, RuleAction};
 
 use crate::policy::breaker::{BreakerOverrides, BreakerSettings};
 
@@ -203,7 +206,7 @@ impl Config {
 }
 
 fn parse_text(path: &Path, text: &str) -> Result<Config, Vec<syntax::Unlocated>> {
-    raw::parse(text).and_then(|raw| raw::validate(path, raw))
+    raw::parse(text).and_then(|raw| validate::validate(path, raw))
 }
 
 /// A config file that cannot be used, with every problem found (file, line, column, key).

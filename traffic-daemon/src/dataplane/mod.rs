@@ -105,7 +105,10 @@ pub fn monotonic_ns() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    #[allow(unsafe_code)]
+    #[allow(
+        unsafe_code,
+        reason = "a libc call; the SAFETY comment below says why it is sound"
+    )]
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe {
         libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);

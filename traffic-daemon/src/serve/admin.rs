@@ -14,12 +14,14 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use super::Shared;
 use crate::{
-    api::{ApiError, Message},
+    api::{ApiError, Message, ResetAnswer},
     config::AdminConfig,
-    daemon::Shared,
+    engine::EngineError,
+    ops::OpError,
 };
 
 struct Failure(StatusCode, String);
@@ -30,14 +32,14 @@ impl IntoResponse for Failure {
     }
 }
 
-impl From<crate::daemon::DaemonError> for Failure {
-    fn from(e: crate::daemon::DaemonError) -> Self {
-        use crate::daemon::DaemonError as E;
+/// The one place operation errors get HTTP meanings.
+impl From<OpError> for Failure {
+    fn from(e: OpError) -> Self {
         let code = match &e {
-            E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::BadRequest(_) => StatusCode::BAD_REQUEST,
-            E::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+            OpError::NotFound(_) => StatusCode::NOT_FOUND,
+            OpError::Invalid(_) => StatusCode::BAD_REQUEST,
+            OpError::Engine(EngineError::Config(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            OpError::Engine(EngineError::Dataplane(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Failure(code, e.to_string())
     }
@@ -119,19 +121,19 @@ pub async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
     }
 }
 
-async fn status(State(s): State<Arc<Shared>>) -> Json<crate::daemon::StatusReport> {
+async fn status(State(s): State<Arc<Shared>>) -> Json<crate::api::StatusReport> {
     Json(s.lock().status())
 }
 
 async fn counters(
     State(s): State<Arc<Shared>>,
-) -> Result<Json<crate::report::CountersReport>, Failure> {
+) -> Result<Json<crate::api::report::CountersReport>, Failure> {
     Ok(Json(s.lock().counters()?))
 }
 
 async fn limits(
     State(s): State<Arc<Shared>>,
-) -> Result<Json<crate::report::LimitsReport>, Failure> {
+) -> Result<Json<crate::api::report::LimitsReport>, Failure> {
     Ok(Json(s.lock().limits()?))
 }
 
@@ -143,14 +145,8 @@ struct TopQuery {
 async fn sources(
     State(s): State<Arc<Shared>>,
     axum::extract::Query(q): axum::extract::Query<TopQuery>,
-) -> Result<Json<crate::report::SourcesReport>, Failure> {
+) -> Result<Json<crate::api::report::SourcesReport>, Failure> {
     Ok(Json(s.lock().top_sources(q.top.unwrap_or(20))?))
-}
-
-/// Answer of `POST /v1/sources/{addr}/reset`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ResetAnswer {
-    pub removed: usize,
 }
 
 async fn reset_source(
@@ -170,7 +166,7 @@ async fn reset_source(
 
 async fn circuits(
     State(s): State<Arc<Shared>>,
-) -> Result<Json<crate::upstream::CircuitsReport>, Failure> {
+) -> Result<Json<crate::api::circuits::CircuitsReport>, Failure> {
     Ok(Json(s.lock().circuits()?))
 }
 
@@ -194,7 +190,7 @@ async fn circuit_reset(
 
 async fn chaos_start(
     State(s): State<Arc<Shared>>,
-    Json(req): Json<crate::daemon::ChaosRequest>,
+    Json(req): Json<crate::api::ChaosRequest>,
 ) -> Result<Json<Message>, Failure> {
     Ok(Json(Message {
         message: s.lock().chaos_start(&req)?,
@@ -212,7 +208,7 @@ async fn throttle(State(s): State<Arc<Shared>>) -> Json<crate::policy::throttle:
     Json(core.throttle_status())
 }
 
-async fn reload(State(s): State<Arc<Shared>>) -> Result<Json<crate::daemon::Applied>, Failure> {
+async fn reload(State(s): State<Arc<Shared>>) -> Result<Json<crate::api::Applied>, Failure> {
     let shared = s.clone();
     tokio::task::spawn_blocking(move || shared.reload())
         .await?

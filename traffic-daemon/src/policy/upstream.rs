@@ -1,25 +1,20 @@
-//! The node's upstream services: active probes (TCP connect or HTTP GET), the passive signal
-//! from TC egress, socket statistics for the bulkhead, and each upstream's breaker. The
-//! decisions are the pure `policy::breaker`; this module gathers their inputs and turns the
-//! result into the port rule the XDP gate enforces.
+//! The node's upstream services at run time: each upstream's breaker fed by probe results
+//! and the passive signal from TC egress, its bulkhead fed by socket statistics, and the
+//! port rule the XDP gate enforces. No I/O here: the probes run in `serve::probe`, socket
+//! statistics come from `sockdiag`, and time is an argument.
 
 use std::{
     collections::VecDeque,
-    net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
-};
-use traffic_common::{Chaos, EgressStats, Gate, PORT_GATE_RESET, PORT_SHED, PortRule, PortStats};
+use traffic_common::{Chaos, EgressStats, Gate, PORT_GATE_RESET, PORT_SHED, PortRule};
 
 use crate::{
     config::{GateAction, ProbeKind, UpstreamSpec},
     policy::{
-        breaker::{Breaker, BreakerSnapshot, GateState, Outcome, Transition},
+        breaker::{Breaker, GateState, Outcome, Transition},
         limits,
     },
     sockdiag::PortSockets,
@@ -44,63 +39,6 @@ pub struct ProbeResult {
     pub latency_seconds: f64,
     /// Why it failed.
     pub error: Option<String>,
-}
-
-/// Run one probe of an upstream.
-pub async fn probe(
-    kind: ProbeKind,
-    addr: SocketAddr,
-    path: &str,
-    timeout: Duration,
-) -> ProbeResult {
-    let start = Instant::now();
-    let result = tokio::time::timeout(timeout, async {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-        if kind != ProbeKind::Http {
-            return Ok(());
-        }
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: trafficd-probe\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
-        let mut buf = [0u8; 64];
-        let mut n = 0;
-        while n < 12 {
-            let got = s.read(&mut buf[n..]).await.map_err(|e| format!("read: {e}"))?;
-            if got == 0 {
-                break;
-            }
-            n += got;
-        }
-        let line = String::from_utf8_lossy(&buf[..n]);
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("not an HTTP answer: {:?}", line.lines().next().unwrap_or("")))?;
-        if (200..400).contains(&status) {
-            Ok(())
-        } else {
-            Err(format!("HTTP {status}"))
-        }
-    })
-    .await;
-    let latency_seconds = start.elapsed().as_secs_f64();
-    match result {
-        Ok(Ok(())) => ProbeResult {
-            ok: true,
-            latency_seconds,
-            error: None,
-        },
-        Ok(Err(e)) => ProbeResult {
-            ok: false,
-            latency_seconds,
-            error: Some(e),
-        },
-        Err(_) => ProbeResult {
-            ok: false,
-            latency_seconds,
-            error: Some(format!("timeout after {timeout:?}")),
-        },
-    }
 }
 
 /// Why new connections are being shed.
@@ -171,26 +109,27 @@ pub struct TransitionRecord {
     pub reason: String,
 }
 
-/// One upstream at run time.
+/// One upstream at run time. Fields are `pub(crate)`: the engine's operations and reports
+/// read them; nothing outside the daemon does.
 pub struct Upstream {
-    pub spec: UpstreamSpec,
+    pub(crate) spec: UpstreamSpec,
     /// Slot of its port rule (statistics index).
-    pub slot: u32,
-    pub breaker: Breaker,
-    pub last_probe: Option<ProbeResult>,
-    pub probes_ok: u64,
-    pub probes_failed: u64,
-    pub latency: Histogram,
-    pub sockets: Option<PortSockets>,
-    pub shedding: Option<Shedding>,
-    pub chaos: Option<ChaosSetting>,
-    pub next_probe: Instant,
-    pub probing: bool,
+    pub(crate) slot: u32,
+    pub(crate) breaker: Breaker,
+    pub(crate) last_probe: Option<ProbeResult>,
+    pub(crate) probes_ok: u64,
+    pub(crate) probes_failed: u64,
+    pub(crate) latency: Histogram,
+    pub(crate) sockets: Option<PortSockets>,
+    pub(crate) shedding: Option<Shedding>,
+    pub(crate) chaos: Option<ChaosSetting>,
+    pub(crate) next_probe: Instant,
+    pub(crate) probing: bool,
     last_egress: Option<EgressStats>,
-    pub passive_successes: u64,
-    pub passive_failures: u64,
-    pub transitions: VecDeque<TransitionRecord>,
-    pub transitions_by_reason: std::collections::BTreeMap<String, u64>,
+    pub(crate) passive_successes: u64,
+    pub(crate) passive_failures: u64,
+    pub(crate) transitions: VecDeque<TransitionRecord>,
+    pub(crate) transitions_by_reason: std::collections::BTreeMap<String, u64>,
 }
 
 impl Upstream {
@@ -300,8 +239,8 @@ impl Upstream {
         };
         self.passive_successes += ok;
         self.passive_failures += bad;
-        // Failures first: a burst of refusals should not be hidden by earlier successes in
-        // the same tick when counting consecutive failures.
+        // Successes first, failures last: the order within a tick is lost, and a burst of
+        // refusals must still count as consecutive failures, not be reset by the successes.
         for _ in 0..ok {
             if let Some(t) = self.breaker.record(now, Outcome::Success) {
                 self.note(&t);
@@ -387,136 +326,155 @@ impl Upstream {
     }
 }
 
-/// `GET /v1/circuits`: one upstream.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CircuitReport {
-    pub name: String,
-    pub port: u16,
-    pub protocol: String,
-    pub group: Option<String>,
-    pub probe: ProbeKind,
-    pub breaker: BreakerSnapshot,
-    pub last_probe: Option<ProbeResult>,
-    pub probes_ok: u64,
-    pub probes_failed: u64,
-    pub passive_successes: u64,
-    pub passive_failures: u64,
-    pub latency: Histogram,
-    pub established: Option<u32>,
-    pub accept_queue: Option<u32>,
-    pub backlog: Option<u32>,
-    /// Concurrency cap at the current throttle level.
-    pub max_connections: Option<u32>,
-    pub shedding: Option<Shedding>,
-    pub chaos: Option<ChaosSetting>,
-    pub gate: GateStats,
-    pub transitions: Vec<TransitionRecord>,
-}
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
 
-/// What the XDP gate did on the upstream's port (from `PortStats`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GateStats {
-    pub syns: u64,
-    pub gated: u64,
-    pub resets: u64,
-    pub shed: u64,
-    pub chaos_dropped: u64,
-    pub chaos_reset: u64,
-    pub syn_limited: u64,
-    pub trials: u64,
-}
+    use super::*;
+    use crate::{config::Config, policy::breaker::BreakerState};
 
-impl From<PortStats> for GateStats {
-    fn from(p: PortStats) -> Self {
-        Self {
-            syns: p.syns,
-            gated: p.gated,
-            resets: p.resets,
-            shed: p.shed,
-            chaos_dropped: p.chaos_dropped,
-            chaos_reset: p.chaos_reset,
-            syn_limited: p.syn_limited,
-            trials: p.trials,
-        }
-    }
-}
-
-/// `GET /v1/circuits`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CircuitsReport {
-    pub upstreams: Vec<CircuitReport>,
-}
-
-/// The `trafficctl circuits` table.
-pub fn render_circuits(r: &CircuitsReport) -> String {
-    use std::fmt::Write as _;
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "{:<12} {:>9} {:<9} {:>8} {:>6} {:>9} {:<18} {:>11} {:>7} {:>7} {:>6}",
-        "UPSTREAM",
-        "PORT",
-        "STATE",
-        "FOR",
-        "ERR%",
-        "REQUESTS",
-        "LAST PROBE",
-        "CONNS",
-        "GATED",
-        "RESETS",
-        "SHED"
-    );
-    for u in &r.upstreams {
-        let probe = match &u.last_probe {
-            None => "-".to_owned(),
-            Some(p) if p.ok => format!("ok {:.1}ms", p.latency_seconds * 1000.0),
-            Some(p) => format!("FAIL {}", p.error.as_deref().unwrap_or("?"))
-                .chars()
-                .take(18)
-                .collect(),
-        };
-        let conns = match (u.established, u.max_connections) {
-            (Some(e), Some(m)) => format!("{e}/{m}"),
-            (Some(e), None) => e.to_string(),
-            _ => "-".to_owned(),
-        };
-        let mut state = u.breaker.state.as_str().to_owned();
-        if u.breaker.forced {
-            state.push('!');
-        }
-        let _ = writeln!(
-            o,
-            "{:<12} {:>9} {:<9} {:>7.0}s {:>6.1} {:>9} {:<18} {:>11} {:>7} {:>7} {:>6}",
-            u.name,
-            format!("{}/{}", u.protocol, u.port),
-            state,
-            u.breaker.time_in_state_seconds,
-            u.breaker.error_rate_ratio * 100.0,
-            u.breaker.window_requests,
-            probe,
-            conns,
-            u.gate.gated,
-            u.gate.resets,
-            u.gate.shed,
+    /// An upstream opening after 3 consecutive failures (count window of 10), TCP probes,
+    /// a bulkhead of 10 connections and an accept-queue limit of half the backlog.
+    fn upstream(extra: &str) -> Upstream {
+        let text = format!(
+            "[daemon]\ninterfaces = [\"eth0\"]\n[classes.default]\n\
+             [breaker]\nwindow = 10\nconsecutive_failures = 3\n\
+             [[upstreams]]\nname = \"web\"\nport = 8080\nprobe = \"tcp\"\n\
+             max_connections = 10\naccept_queue_ratio = 0.5\n{extra}"
         );
-        if let Some(s) = u.shedding {
-            let _ = writeln!(o, "  shedding new connections: {s:?}");
-        }
-        if let Some(c) = &u.chaos {
-            let _ = writeln!(
-                o,
-                "  chaos: drop {:.0}%, reset {:.0}%",
-                c.drop_ratio * 100.0,
-                c.reset_ratio * 100.0
-            );
-        }
-        for t in u.transitions.iter().rev().take(3) {
-            let _ = writeln!(
-                o,
-                "  at {:>7.1}s  {} → {}: {}",
-                t.at_seconds, t.from, t.to, t.reason
-            );
+        let c = Config::parse(Path::new("t.toml"), &text).unwrap();
+        Upstream::new(c.upstreams[0].clone(), 2, Duration::ZERO)
+    }
+
+    fn fail() -> ProbeResult {
+        ProbeResult {
+            ok: false,
+            latency_seconds: 0.5,
+            error: Some("connect: refused".into()),
         }
     }
-    o
+
+    fn egress(syn_acks: u64, resets: u64) -> EgressStats {
+        EgressStats {
+            syn_acks,
+            resets,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn probe_failures_open_the_breaker_and_close_the_gate() {
+        let mut u = upstream("");
+        let wall = Instant::now();
+        assert!(u.probe_due(wall, Duration::ZERO));
+        for i in 1..=3 {
+            u.probe_done(fail(), Duration::from_secs(i));
+        }
+        assert_eq!(u.probes_failed, 3);
+        assert_eq!(u.breaker.state(), BreakerState::Open);
+        assert_eq!(u.transitions.len(), 1);
+        assert_eq!(u.transitions[0].to, "open");
+        // An open breaker probes no more until its timeout; the port rule gates.
+        assert!(!u.probe_due(wall + Duration::from_secs(5), Duration::from_secs(4)));
+        let mut rule = PortRule::default();
+        u.apply_to(&mut rule, 0);
+        assert_eq!(rule.gate, Gate::Open as u32);
+    }
+
+    #[test]
+    fn successes_record_latency_and_wait_for_the_interval() {
+        let mut u = upstream("");
+        u.probe_done(
+            ProbeResult {
+                ok: true,
+                latency_seconds: 0.002,
+                error: None,
+            },
+            Duration::ZERO,
+        );
+        assert_eq!((u.probes_ok, u.latency.count), (1, 1));
+        assert_eq!(u.latency.buckets[1], 0, "2 ms is above the 1 ms bucket");
+        assert_eq!(u.latency.buckets[2], 1);
+        assert!(
+            !u.probe_due(Instant::now(), Duration::ZERO),
+            "next probe after `interval`"
+        );
+    }
+
+    #[test]
+    fn passive_refusals_after_successes_still_open() {
+        let mut u = upstream("");
+        u.passive(egress(0, 0), Duration::ZERO); // the first reading is the baseline
+        u.passive(egress(5, 3), Duration::from_secs(1));
+        assert_eq!((u.passive_successes, u.passive_failures), (5, 3));
+        assert_eq!(u.breaker.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn passive_signal_is_bounded_per_tick_and_can_be_off() {
+        let mut u = upstream("");
+        u.passive(egress(0, 0), Duration::ZERO);
+        u.passive(egress(10 * MAX_PASSIVE_PER_TICK, 0), Duration::from_secs(1));
+        assert_eq!(u.passive_successes, MAX_PASSIVE_PER_TICK);
+        let mut off = upstream("passive = false\n");
+        off.passive(egress(0, 0), Duration::ZERO);
+        off.passive(egress(0, 50), Duration::from_secs(1));
+        assert_eq!(off.passive_failures, 0);
+        assert_eq!(off.breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn bulkhead_sheds_on_connections_or_accept_queue() {
+        let mut u = upstream("");
+        let sockets = |established, accept_queue| PortSockets {
+            port: 8080,
+            established,
+            listeners: 1,
+            accept_queue,
+            backlog: 100,
+        };
+        u.bulkhead(Some(sockets(10, 0)), u.cap(1.0, None));
+        assert_eq!(u.shedding, Some(Shedding::Connections));
+        u.bulkhead(Some(sockets(3, 50)), u.cap(1.0, None));
+        assert_eq!(u.shedding, Some(Shedding::AcceptQueue));
+        u.bulkhead(Some(sockets(3, 10)), u.cap(1.0, None));
+        assert_eq!(u.shedding, None);
+        let mut rule = PortRule::default();
+        u.bulkhead(Some(sockets(10, 0)), u.cap(1.0, None));
+        u.apply_to(&mut rule, 0);
+        assert_ne!(rule.flags & PORT_SHED, 0);
+    }
+
+    #[test]
+    fn cap_scales_with_the_level_and_takes_the_level_maximum() {
+        let u = upstream("");
+        assert_eq!(u.cap(1.0, None), Some(10));
+        assert_eq!(u.cap(0.25, None), Some(3), "rounded up");
+        assert_eq!(u.cap(0.01, None), Some(1), "never 0");
+        assert_eq!(u.cap(1.0, Some(4)), Some(4));
+        let mut unbounded = upstream("");
+        unbounded.spec.max_connections = None;
+        assert_eq!(
+            unbounded.cap(0.5, Some(4)),
+            None,
+            "no bulkhead, no level cap"
+        );
+    }
+
+    #[test]
+    fn chaos_is_in_the_rule_only_while_active() {
+        let mut u = upstream("gate = \"reset\"\n");
+        u.chaos = Some(ChaosSetting {
+            drop_ratio: 1.0,
+            reset_ratio: 0.0,
+            until_ns: 100,
+        });
+        let mut rule = PortRule::default();
+        u.apply_to(&mut rule, 50);
+        assert_eq!(rule.chaos, u.chaos.unwrap().kernel());
+        assert_ne!(rule.flags & PORT_GATE_RESET, 0);
+        let mut later = PortRule::default();
+        u.apply_to(&mut later, 200);
+        assert_eq!(later.chaos, Chaos::default());
+    }
 }

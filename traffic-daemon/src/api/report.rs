@@ -25,14 +25,14 @@ impl Totals {
 /// What happened to the packets counted under a reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum PacketOutcome {
     Pass,
     Drop,
     /// A drop reason in monitor mode: counted, passed.
     WouldDrop,
 }
 
-impl Outcome {
+impl PacketOutcome {
     pub fn name(self) -> &'static str {
         match self {
             Self::Pass => "pass",
@@ -46,7 +46,7 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReasonCount {
     pub reason: String,
-    pub outcome: Outcome,
+    pub outcome: PacketOutcome,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -103,14 +103,14 @@ pub fn counters_report(raw: &[Counter], slots: &Slots) -> CountersReport {
                     continue;
                 }
                 let outcome = match (reason.is_drop(), monitored) {
-                    (false, _) => Outcome::Pass,
-                    (true, false) => Outcome::Drop,
-                    (true, true) => Outcome::WouldDrop,
+                    (false, _) => PacketOutcome::Pass,
+                    (true, false) => PacketOutcome::Drop,
+                    (true, true) => PacketOutcome::WouldDrop,
                 };
                 match outcome {
-                    Outcome::Pass => c.passed.add(v),
-                    Outcome::Drop => c.dropped.add(v),
-                    Outcome::WouldDrop => {
+                    PacketOutcome::Pass => c.passed.add(v),
+                    PacketOutcome::Drop => c.dropped.add(v),
+                    PacketOutcome::WouldDrop => {
                         // Would-drops were passed too.
                         c.would_drop.add(v);
                         c.passed.add(v);

@@ -1,0 +1,404 @@
+//! The engine: [`Core`] holds the config, the kernel slots, what was last applied and the
+//! dataplane, and applies changes (writing only what changed, rescaling buckets whose limits
+//! move). Operations on it (admin commands, control ticks, reports) live in [`crate::ops`];
+//! the event loop and the servers in [`crate::serve`].
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tracing::{error, info, warn};
+
+use crate::{
+    api::{Applied, InterfaceStatus, ReloadStatus},
+    config::{Config, ConfigError, OnExit},
+    dataplane::{Dataplane, DataplaneError},
+    plan::{self, Desired, Slots},
+    policy::throttle::Throttle,
+    policy::upstream::{ChaosSetting, Upstream},
+    pressure::Sampler,
+};
+
+/// Why applying a config failed: it is invalid, or the kernel refused a write.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+}
+
+/// Config + dataplane, with the bookkeeping to write only what changed.
+///
+/// Fields are `pub(crate)` so the operations in [`crate::ops`] (each an `impl Core` block in
+/// its own file) can reach them; nothing outside the crate sees them.
+pub struct Core {
+    pub(crate) config: Config,
+    pub(crate) slots: Slots,
+    pub(crate) applied: Desired,
+    pub(crate) dp: Box<dyn Dataplane>,
+    pub(crate) started: Instant,
+    pub(crate) interfaces: Vec<InterfaceStatus>,
+    pub(crate) reload: ReloadStatus,
+    /// Tracked sources per slot and when they were counted (walking a full bucket map is
+    /// slow; see `tracked_sources`).
+    pub(crate) sources_cache: Option<(Instant, Vec<u64>)>,
+    /// Upstreams in config order.
+    pub(crate) upstreams: Vec<Upstream>,
+    /// Stable statistics slot per (port, protocol) port rule.
+    pub(crate) port_slots: BTreeMap<(u16, u8), u32>,
+    /// Fault injection on classes, by class name.
+    pub(crate) class_chaos: BTreeMap<String, ChaosSetting>,
+    /// Node pressure → throttle level.
+    pub(crate) throttle: Throttle,
+    pub(crate) sampler: Sampler,
+    /// Buckets rewritten by the last rescale (limits changed: level or reload).
+    pub(crate) last_rescale: usize,
+    /// Total buckets rewritten by rescales.
+    pub(crate) rescaled_total: u64,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+impl Core {
+    /// Take over a dataplane (fresh or adopted from pins) and apply `config` to it.
+    pub fn new(config: Config, dp: Box<dyn Dataplane>) -> Result<Self, EngineError> {
+        let current = dp.read_state()?;
+        // Adopted maps carry the slot of every class name; keep them so buckets and
+        // counters stay with their class across restarts.
+        let slots = Slots::from_names(&current.names).assign(&config);
+        // Likewise port-rule slots, so gate statistics continue.
+        let port_slots = current.ports.iter().map(|(k, r)| (*k, r.slot)).collect();
+        let throttle = Throttle::new(config.throttle.clone(), Duration::ZERO);
+        let sampler = Sampler::from_settings(&config.pressure);
+        let mut core = Self {
+            config,
+            slots,
+            applied: current,
+            dp,
+            started: Instant::now(),
+            interfaces: Vec::new(),
+            reload: ReloadStatus::default(),
+            sources_cache: None,
+            upstreams: Vec::new(),
+            port_slots,
+            class_chaos: BTreeMap::new(),
+            throttle,
+            sampler,
+            last_rescale: 0,
+            rescaled_total: 0,
+        };
+        core.sync_upstreams();
+        let applied = core.apply_desired()?;
+        info!(
+            writes = applied.writes,
+            adopted = core.dp.adopted(),
+            "limits applied"
+        );
+        info!(
+            root = %core.sampler.root().display(),
+            utilisation = if core.sampler.uses_sysinfo() { "sysinfo" } else { "files" },
+            "pressure sampling"
+        );
+        core.reload.last_success_unix = Some(unix_now());
+        Ok(core)
+    }
+
+    /// Monotonic time since start: the clock of the breakers.
+    pub fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Keep `upstreams` in step with the config: existing breakers keep their state.
+    fn sync_upstreams(&mut self) {
+        let now = self.now();
+        let keys: Vec<(u16, u8)> = self
+            .config
+            .ports
+            .iter()
+            .map(|p| (p.port, p.protocol.number()))
+            .chain(
+                self.config
+                    .upstreams
+                    .iter()
+                    .map(|u| (u.port, u.protocol.number())),
+            )
+            .collect();
+        // Slots: keep the ones we have, give new rules the lowest free slot.
+        self.port_slots.retain(|k, _| keys.contains(k));
+        for k in &keys {
+            if !self.port_slots.contains_key(k) {
+                let used: std::collections::BTreeSet<u32> =
+                    self.port_slots.values().copied().collect();
+                let free = (0..traffic_common::MAX_PORTS)
+                    .find(|s| !used.contains(s))
+                    .unwrap_or(0);
+                self.port_slots.insert(*k, free);
+            }
+        }
+        let mut old: Vec<Upstream> = std::mem::take(&mut self.upstreams);
+        for spec in self.config.upstreams.clone() {
+            let slot = self.port_slots[&(spec.port, spec.protocol.number())];
+            let u = match old.iter().position(|u| u.spec.name == spec.name) {
+                Some(i) => {
+                    let mut u = old.swap_remove(i);
+                    u.slot = slot;
+                    u.reconfigure(spec);
+                    u
+                }
+                None => Upstream::new(spec, slot, now),
+            };
+            self.upstreams.push(u);
+        }
+    }
+
+    /// What the maps should hold now: the config, the throttle factors, the upstreams'
+    /// gates and the chaos in force (all planned in [`plan`]).
+    fn desired(&self) -> Desired {
+        plan::desired_live(
+            &self.config,
+            &self.slots,
+            |i| self.factor(i),
+            &plan::Live {
+                port_slots: &self.port_slots,
+                upstreams: &self.upstreams,
+                class_chaos: &self.class_chaos,
+                now_ns: self.dp.now_ns(),
+            },
+        )
+    }
+
+    pub(crate) fn apply_desired(&mut self) -> Result<Applied, EngineError> {
+        let want = self.desired();
+        let writes = plan::diff(Some(&self.applied), &want);
+        if writes.is_empty() {
+            return Ok(Applied { writes: 0 });
+        }
+        // Classes whose limits change get their buckets rescaled so no token is granted:
+        // loosened classes before the new limits are written (until then the old, tighter
+        // limits see a smaller debt allowance), tightened ones after.
+        let (loosened, tightened) = self.limit_changes(&want);
+        let mut touched = self.rescale_buckets(&loosened, &want)?;
+        self.dp.apply(&writes)?;
+        touched += self.rescale_buckets(&tightened, &want)?;
+        if !loosened.is_empty() || !tightened.is_empty() {
+            self.last_rescale = touched;
+            self.rescaled_total += touched as u64;
+            info!(
+                buckets = touched,
+                "limits changed: buckets rescaled, none refilled"
+            );
+        }
+        self.applied = want;
+        Ok(Applied {
+            writes: writes.len(),
+        })
+    }
+
+    /// Slots of active classes whose limits change, split into loosened and tightened.
+    fn limit_changes(&self, want: &Desired) -> (Vec<u32>, Vec<u32>) {
+        let (mut loose, mut tight) = (Vec::new(), Vec::new());
+        for (slot, (old, new)) in self.applied.classes.iter().zip(&want.classes).enumerate() {
+            if old.flags == 0 || new.flags == 0 {
+                continue;
+            }
+            if old.packets == new.packets && old.bytes == new.bytes {
+                continue;
+            }
+            // Compare the first limit's rate (or the byte limit's): a larger interval is a
+            // tighter limit.
+            let (o, n) = if old.packet_limits > 0 && new.packet_limits > 0 {
+                (old.packets[0].interval, new.packets[0].interval)
+            } else {
+                (old.bytes.interval, new.bytes.interval)
+            };
+            if n < o {
+                loose.push(slot as u32);
+            } else {
+                tight.push(slot as u32);
+            }
+        }
+        (loose, tight)
+    }
+
+    /// Rewrite the buckets of `slots` for the limits in `want`, keeping their tokens.
+    fn rescale_buckets(&mut self, slots: &[u32], want: &Desired) -> Result<usize, EngineError> {
+        if slots.is_empty() {
+            return Ok(0);
+        }
+        let now = self.dp.now_ns();
+        let mut touched = 0;
+        for (key, mut b) in self.dp.buckets()? {
+            if !slots.contains(&key.class) {
+                continue;
+            }
+            let old = &self.applied.classes[key.class as usize];
+            let new = &want.classes[key.class as usize];
+            let before = b;
+            for i in 0..traffic_common::MAX_PACKET_LIMITS {
+                b.tat[i] = crate::policy::limits::rescale_tat(
+                    b.tat[i],
+                    &old.packets[i],
+                    &new.packets[i],
+                    now,
+                    0,
+                );
+            }
+            let bi = traffic_common::BYTE_LIMIT_SLOT;
+            b.tat[bi] = crate::policy::limits::rescale_tat(
+                b.tat[bi],
+                &old.bytes,
+                &new.bytes,
+                now,
+                traffic_common::BYTE_INTERVAL_SHIFT,
+            );
+            if b != before {
+                self.dp.set_bucket(&key, &b)?;
+                touched += 1;
+            }
+        }
+        Ok(touched)
+    }
+
+    /// Attach to every configured interface.
+    pub fn attach_all(&mut self) -> Result<(), EngineError> {
+        for iface in self.config.daemon.interfaces.clone() {
+            let keep = self.config.daemon.on_exit == OnExit::Keep;
+            let mode = self.dp.attach(&iface, self.config.daemon.attach, keep)?;
+            info!(interface = %iface, ?mode, "attached");
+            self.interfaces.push(InterfaceStatus { name: iface, mode });
+        }
+        Ok(())
+    }
+
+    /// Apply a new, already validated config. Interface changes need a restart.
+    pub fn apply_config(&mut self, new: Config) -> Result<Applied, EngineError> {
+        if new.daemon.interfaces != self.config.daemon.interfaces
+            || new.daemon.pin_dir != self.config.daemon.pin_dir
+            || new.daemon.max_sources != self.config.daemon.max_sources
+            || new.admin != self.config.admin
+            || new.metrics != self.config.metrics
+        {
+            warn!(
+                "daemon.interfaces, daemon.pin_dir, daemon.max_sources, [admin] and [metrics] take effect on restart"
+            );
+        }
+        let old = (self.config.clone(), self.slots.clone());
+        self.slots = self.slots.assign(&new);
+        self.throttle.set_settings(new.throttle.clone());
+        if new.pressure != self.config.pressure {
+            self.sampler = Sampler::from_settings(&new.pressure);
+        }
+        self.config = new;
+        self.sync_upstreams();
+        match self.apply_desired() {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                // Keep the running config as the reference for the next attempt.
+                (self.config, self.slots) = old;
+                self.throttle.set_settings(self.config.throttle.clone());
+                self.sync_upstreams();
+                Err(e)
+            }
+        }
+    }
+
+    /// Multiplier for config class `index`: the level's multiplier weighted by the class's
+    /// priority (1.0 at level NONE).
+    pub fn factor(&self, index: usize) -> f64 {
+        self.throttle
+            .class_factor(self.config.classes[index].priority)
+    }
+
+    /// Write what changed since the last write (e.g. after a probe result).
+    pub fn apply_pending(&mut self) -> Result<Applied, EngineError> {
+        self.apply_desired()
+    }
+
+    /// Stop: detach, or pin the links and leave the program enforcing.
+    pub fn shutdown(&mut self) {
+        match self.config.daemon.on_exit {
+            OnExit::Detach => {
+                self.dp.detach_all();
+                info!("detached; traffic is no longer filtered");
+            }
+            OnExit::Keep => match self.dp.keep_attached() {
+                Ok(()) => info!("links pinned; the program keeps enforcing the last limits"),
+                Err(e) => {
+                    error!(error = %e, "cannot keep the program attached; detaching");
+                    self.dp.detach_all();
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::fake::Fake;
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+[daemon]
+interfaces = ["veth0", "veth1"]
+[classes.default]
+packets = { rate = 100, burst = 200 }
+[classes.premium]
+packets = { rate = 1000 }
+[[rules]]
+cidr = "198.18.1.0/24"
+class = "premium"
+"#;
+
+    fn core(text: &str) -> Core {
+        let c = Config::parse(Path::new("t.toml"), text).unwrap();
+        Core::new(c, Box::new(Fake::default())).unwrap()
+    }
+
+    #[test]
+    fn new_applies_and_attaches() {
+        let mut c = core(CONFIG);
+        c.attach_all().unwrap();
+        let s = c.status();
+        assert_eq!(s.interfaces.len(), 2);
+        assert_eq!(s.classes.len(), 2);
+        assert_eq!(s.rules, 1);
+        assert!(c.counters().unwrap().class("premium").is_some());
+    }
+
+    #[test]
+    fn reload_with_bad_file_keeps_running_config() {
+        let dir = std::env::temp_dir().join(format!("trf-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("traffic.toml");
+        std::fs::write(&path, CONFIG).unwrap();
+        let mut c = core(CONFIG);
+        std::fs::write(&path, CONFIG.replace("rate = 1000", "rate = -5")).unwrap();
+        let err = c.reload_from(&path).unwrap_err().to_string();
+        assert!(err.contains("classes.premium.packets[0].rate"), "{err}");
+        assert_eq!(c.reload.failed, 1);
+        assert_eq!(c.config.classes[1].packets[0].rate_per_sec, 1000.0);
+        std::fs::write(&path, CONFIG.replace("rate = 1000", "rate = 2000")).unwrap();
+        let ok = c.reload_from(&path).unwrap();
+        assert_eq!(ok.writes, 1, "only the premium class changed");
+        assert_eq!(c.reload.succeeded, 1);
+        assert!(c.reload.last_error.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shutdown_follows_on_exit() {
+        let mut c = core(CONFIG);
+        c.attach_all().unwrap();
+        c.shutdown();
+        let mut k = core(&CONFIG.replace("[daemon]", "[daemon]\non_exit = \"keep\""));
+        k.attach_all().unwrap();
+        k.shutdown();
+        assert_eq!(k.status().on_exit, OnExit::Keep);
+    }
+}

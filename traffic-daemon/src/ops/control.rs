@@ -1,0 +1,135 @@
+//! The periodic work: pressure samples move the throttle level; the control tick runs
+//! breaker timeouts, the passive signal, bulkheads and chaos expiry; probes are handed out
+//! and their results taken back.
+
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::OpError;
+use crate::config::ProbeKind;
+use crate::{api::Applied, engine::Core};
+
+impl Core {
+    /// Sample the node's pressure and move the throttle level; a level change rewrites the
+    /// limits at once.
+    pub fn pressure_tick(
+        &mut self,
+    ) -> Result<Option<crate::policy::throttle::LevelChange>, OpError> {
+        let now = self.now();
+        let sample = match self.sampler.sample(now) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "pressure sample failed; level unchanged");
+                return Ok(None);
+            }
+        };
+        let t = self.throttle.update(now, &sample.ratios());
+        if let Some(t) = &t {
+            if t.is_raise() {
+                warn!("{t}");
+            } else {
+                info!("{t}");
+            }
+            let a = self.apply_desired()?;
+            info!(writes = a.writes, level = %self.throttle.level(), "limits rewritten for the new level");
+        }
+        Ok(t)
+    }
+
+    /// The throttle's state.
+    pub fn throttle_status(&self) -> crate::policy::throttle::ThrottleStatus {
+        self.throttle.status(self.now())
+    }
+
+    /// One control tick: breaker timeouts, the passive signal, bulkheads, chaos expiry, then
+    /// write whatever changed.
+    pub fn control_tick(&mut self) -> Result<Applied, OpError> {
+        let now = self.now();
+        let now_ns = self.dp.now_ns();
+        let egress = self.dp.egress_stats().unwrap_or_default();
+        let ports: Vec<u16> = self
+            .upstreams
+            .iter()
+            .filter(|u| u.spec.protocol == crate::config::Protocol::Tcp)
+            .map(|u| u.spec.port)
+            .collect();
+        let sockets = if ports.is_empty() {
+            Vec::new()
+        } else {
+            crate::sockdiag::port_sockets(&ports).unwrap_or_else(|e| {
+                warn!(error = %e, "sock_diag failed; bulkheads see no connections");
+                Vec::new()
+            })
+        };
+        let (mult, level_max) = self.level_bulkhead();
+        for u in &mut self.upstreams {
+            if let Some(t) = u.breaker.poll(now) {
+                u.note(&t);
+            }
+            if let Some(e) = egress.get(u.slot as usize) {
+                u.passive(*e, now);
+            }
+            let s = sockets.iter().find(|s| s.port == u.spec.port).cloned();
+            let cap = u.cap(mult, level_max);
+            u.bulkhead(s, cap);
+            if u.chaos.is_some_and(|c| !c.active(now_ns)) {
+                info!(upstream = %u.spec.name, "chaos expired");
+                u.chaos = None;
+            }
+        }
+        self.class_chaos.retain(|name, c| {
+            let live = c.active(now_ns);
+            if !live {
+                info!(class = %name, "chaos expired");
+            }
+            live
+        });
+        Ok(self.apply_desired()?)
+    }
+
+    /// The rate multiplier and connection cap of the current throttle level.
+    pub fn level_bulkhead(&self) -> (f64, Option<u32>) {
+        (self.throttle.multiplier(), self.throttle.max_connections())
+    }
+
+    /// Probes that are due now (each upstream marked as probing until its result is back).
+    pub fn due_probes(&mut self) -> Vec<ProbeJob> {
+        let now = self.now();
+        let wall = Instant::now();
+        let mut out = Vec::new();
+        for u in &mut self.upstreams {
+            if u.probe_due(wall, now) {
+                u.probing = true;
+                out.push(ProbeJob {
+                    upstream: u.spec.name.clone(),
+                    kind: u.spec.probe,
+                    addr: std::net::SocketAddr::new(u.spec.address, u.spec.port),
+                    path: u.spec.path.clone(),
+                    timeout: u.spec.timeout,
+                });
+            }
+        }
+        out
+    }
+
+    /// A probe finished.
+    pub fn probe_done(&mut self, name: &str, r: crate::policy::upstream::ProbeResult) {
+        let now = self.now();
+        if let Some(u) = self.upstreams.iter_mut().find(|u| u.spec.name == name) {
+            u.probe_done(r, now);
+        }
+    }
+}
+
+/// One probe to run off the lock; its result goes back through [`Core::probe_done`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeJob {
+    /// Upstream name, to hand the result back.
+    pub upstream: String,
+    pub kind: ProbeKind,
+    pub addr: std::net::SocketAddr,
+    /// HTTP path for HTTP probes.
+    pub path: String,
+    pub timeout: Duration,
+}

@@ -1,0 +1,367 @@
+//! [`Sampler`]: reads the files (or sysinfo) and turns them into one reading per resource.
+
+use std::{
+    collections::BTreeMap,
+    fmt, io,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    CpuTimes, DEFAULT_ROOT, ParseError, PerResource, PressureSettings, Psi, Resource, Signal,
+    io_devices, parse_diskstats, parse_meminfo, parse_proc_stat_cpu, parse_psi,
+};
+
+/// Why a sample failed. Always names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: {source}", path.display())]
+    Parse { path: PathBuf, source: ParseError },
+}
+
+impl SampleError {
+    /// The file at fault.
+    pub fn path(&self) -> &Path {
+        match self {
+            SampleError::Read { path, .. } | SampleError::Parse { path, .. } => path,
+        }
+    }
+}
+
+/// One resource's reading.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Reading {
+    pub resource: Resource,
+    /// The configured signal.
+    pub requested: Signal,
+    /// The signal `ratio` came from (never `Auto`; differs from `requested` on a fallback).
+    pub used: Signal,
+    /// What the throttle compares with its thresholds, `0..=1`.
+    pub ratio: f64,
+    /// The PSI file as read; `None` without PSI (or when the resource is `off`).
+    pub psi: Option<Psi>,
+    /// `some` Δtotal / Δwall over the last interval; `None` on the first sample.
+    pub psi_some_delta_ratio: Option<f64>,
+    /// `full` Δtotal / Δwall over the last interval.
+    pub psi_full_delta_ratio: Option<f64>,
+    /// Utilisation, when its file was there and (for CPU and IO) an interval has passed.
+    pub utilisation_ratio: Option<f64>,
+}
+
+/// One sample of all resources.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Sample {
+    /// Monotonic time of the sample, as passed to [`Sampler::sample`].
+    pub at: Duration,
+    /// Time since the previous successful sample; `None` on the first (no deltas).
+    pub elapsed: Option<Duration>,
+    /// Cpu, memory, io.
+    pub readings: PerResource<Reading>,
+}
+
+impl Sample {
+    pub fn get(&self, r: Resource) -> &Reading {
+        self.readings.get(r)
+    }
+
+    /// `(resource, ratio)` of every sampled resource (not those set to `off`), the input of
+    /// [`Throttle::update`](crate::policy::throttle::Throttle::update).
+    pub fn ratios(&self) -> Vec<(Resource, f64)> {
+        self.readings
+            .iter()
+            .filter(|(_, r)| r.used != Signal::Off)
+            .map(|(res, r)| (res, r.ratio))
+            .collect()
+    }
+}
+
+/// Counters kept from the last successful sample.
+#[derive(Clone, Debug, Default)]
+struct Baseline {
+    at: Duration,
+    /// `some` and `full` totals per resource.
+    psi: PerResource<Option<(u64, Option<u64>)>>,
+    cpu: Option<CpuTimes>,
+    /// `io_ticks` of the whole disks.
+    disks: Option<BTreeMap<String, u64>>,
+}
+
+/// Samples pressure from the files under a root directory. Stateful only for deltas.
+///
+/// - PSI files that do not exist (or that the kernel refuses with `EOPNOTSUPP`, as with
+///   `psi=0` on the command line) mean "no PSI" for that resource.
+/// - `stat`, `meminfo` and `diskstats` are read when present; a missing one is an error only
+///   when a reading needs it (no PSI, or `utilisation` chosen).
+/// - A file that exists but does not parse is always an error.
+/// - The first sample has no deltas: `*_delta` signals fall back to `avg10`, and CPU and IO
+///   utilisation read 0 (with `utilisation_ratio: None`) — the next sample, one interval
+///   later, is complete. Since-boot averages would be no better than nothing.
+/// - A failed sample leaves the baseline alone, so the next deltas span the gap.
+pub struct Sampler {
+    root: PathBuf,
+    signal: PerResource<Signal>,
+    prev: Option<Baseline>,
+    /// CPU and memory utilisation when `root` is the real `/proc`.
+    system: Option<sysinfo::System>,
+}
+
+impl fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sampler")
+            .field("root", &self.root)
+            .field("signal", &self.signal)
+            .field("prev", &self.prev)
+            .field("sysinfo", &self.system.is_some())
+            .finish()
+    }
+}
+
+/// CPU usage and RAM only: what the utilisation signals need.
+fn sysinfo_kinds() -> sysinfo::RefreshKind {
+    sysinfo::RefreshKind::nothing()
+        .with_cpu(sysinfo::CpuRefreshKind::nothing().with_usage())
+        .with_memory(sysinfo::MemoryRefreshKind::nothing().with_ram())
+}
+
+impl Sampler {
+    pub fn new(root: impl Into<PathBuf>, signal: PerResource<Signal>) -> Self {
+        let root = root.into();
+        // sysinfo cannot be pointed elsewhere; if it cannot start, the files serve.
+        let system = (root == Path::new(DEFAULT_ROOT))
+            .then(|| sysinfo::System::new_with_specifics(sysinfo_kinds()).ok())
+            .flatten();
+        Self {
+            root,
+            signal,
+            prev: None,
+            system,
+        }
+    }
+
+    /// Whether CPU and memory utilisation come from sysinfo (else from `stat`/`meminfo`).
+    pub fn uses_sysinfo(&self) -> bool {
+        self.system.is_some()
+    }
+
+    /// From the `[pressure]` settings.
+    pub fn from_settings(s: &PressureSettings) -> Self {
+        Self::new(s.root.clone(), s.signal)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Read every file and compute the readings. `now` is monotonic (e.g. time since the
+    /// daemon started); `now` not after the previous sample gives no deltas.
+    ///
+    /// About 120 lines: it reads each source once (PSI files, stat, meminfo, diskstats or
+    /// sysinfo) and only then resolves the three readings, so one sample sees one moment.
+    pub fn sample(&mut self, now: Duration) -> Result<Sample, SampleError> {
+        let prev = self.prev.as_ref();
+        let elapsed = prev
+            .and_then(|p| now.checked_sub(p.at))
+            .filter(|e| !e.is_zero());
+        let mut next = Baseline {
+            at: now,
+            ..Baseline::default()
+        };
+
+        let mut psi: PerResource<Option<Psi>> = PerResource::default();
+        let mut deltas: PerResource<(Option<f64>, Option<f64>)> = PerResource::default();
+        for r in Resource::ALL {
+            if *self.signal.get(r) == Signal::Off {
+                continue;
+            }
+            let path = self.root.join(r.psi_path());
+            let Some(text) = read_optional(&path)? else {
+                continue;
+            };
+            let p = parse_psi(&text).map_err(|source| SampleError::Parse {
+                path: path.clone(),
+                source,
+            })?;
+            let totals = (p.some.total_us, p.full.map(|f| f.total_us));
+            if let (Some(e), Some(Some((some0, full0)))) = (elapsed, prev.map(|b| b.psi.get(r))) {
+                let ratio = |now_us: u64, then_us: u64| {
+                    (now_us.saturating_sub(then_us) as f64 / e.as_micros() as f64).clamp(0.0, 1.0)
+                };
+                let some = ratio(totals.0, *some0);
+                let full = totals.1.zip(*full0).map(|(n, t)| ratio(n, t));
+                *deltas.get_mut(r) = (Some(some), full);
+            }
+            *next.psi.get_mut(r) = Some(totals);
+            *psi.get_mut(r) = Some(p);
+        }
+
+        let needs_util = |r: Resource| {
+            let (sd, fd) = *deltas.get(r);
+            resolve(*self.signal.get(r), psi.get(r).as_ref(), sd, fd, None).0 == Signal::Utilisation
+        };
+        let mut util: PerResource<Option<f64>> = PerResource::default();
+
+        if let Some(system) = &mut self.system {
+            // The same definitions as the file parsers below, from sysinfo's own refreshes
+            // (its first one happened when the sampler was made, so deltas start there).
+            if *self.signal.get(Resource::Cpu) != Signal::Off {
+                system.refresh_cpu_usage();
+                util.cpu = elapsed
+                    .and(prev)
+                    .map(|_| (f64::from(system.global_cpu_usage()) / 100.0).clamp(0.0, 1.0));
+            }
+            if *self.signal.get(Resource::Memory) != Signal::Off {
+                system.refresh_memory_specifics(sysinfo::MemoryRefreshKind::nothing().with_ram());
+                let total = system.total_memory();
+                if total > 0 {
+                    util.memory =
+                        Some((system.used_memory() as f64 / total as f64).clamp(0.0, 1.0));
+                }
+            }
+        } else {
+            if *self.signal.get(Resource::Cpu) != Signal::Off {
+                let path = self.root.join("stat");
+                if let Some(text) = read_needed(&path, needs_util(Resource::Cpu))? {
+                    let cpu = parse_proc_stat_cpu(&text)
+                        .map_err(|source| SampleError::Parse { path, source })?;
+                    util.cpu = elapsed
+                        .and(prev.and_then(|p| p.cpu))
+                        .and_then(|before| cpu.utilisation_since(&before));
+                    next.cpu = Some(cpu);
+                }
+            }
+            if *self.signal.get(Resource::Memory) != Signal::Off {
+                let path = self.root.join("meminfo");
+                if let Some(text) = read_needed(&path, needs_util(Resource::Memory))? {
+                    let mem = parse_meminfo(&text)
+                        .map_err(|source| SampleError::Parse { path, source })?;
+                    util.memory = Some(mem.utilisation());
+                }
+            }
+        }
+        if *self.signal.get(Resource::Io) != Signal::Off {
+            let path = self.root.join("diskstats");
+            if let Some(text) = read_needed(&path, needs_util(Resource::Io))? {
+                let stats =
+                    parse_diskstats(&text).map_err(|source| SampleError::Parse { path, source })?;
+                let disks: BTreeMap<String, u64> = io_devices(&stats)
+                    .map(|d| (d.name.clone(), d.io_ticks_ms))
+                    .collect();
+                if let (Some(e), Some(before)) = (elapsed, prev.and_then(|p| p.disks.as_ref())) {
+                    util.io = Some(io_utilisation(before, &disks, e));
+                }
+                next.disks = Some(disks);
+            }
+        }
+
+        let readings = PerResource::from_fn(|r| {
+            let requested = *self.signal.get(r);
+            let (sd, fd) = *deltas.get(r);
+            let p = *psi.get(r);
+            let u = *util.get(r);
+            let (used, ratio) = resolve(requested, p.as_ref(), sd, fd, u);
+            Reading {
+                resource: r,
+                requested,
+                used,
+                ratio,
+                psi: p,
+                psi_some_delta_ratio: sd,
+                psi_full_delta_ratio: fd,
+                utilisation_ratio: u,
+            }
+        });
+        self.prev = Some(next);
+        Ok(Sample {
+            at: now,
+            elapsed,
+            readings,
+        })
+    }
+}
+
+/// Busiest disk's share of `elapsed` with I/O in flight; disks absent from either sample
+/// (hot-plugged) are skipped, and a counter that went backwards counts as idle.
+fn io_utilisation(
+    before: &BTreeMap<String, u64>,
+    now: &BTreeMap<String, u64>,
+    elapsed: Duration,
+) -> f64 {
+    let wall_ms = elapsed.as_secs_f64() * 1000.0;
+    now.iter()
+        .filter_map(|(name, ticks)| {
+            let t0 = before.get(name)?;
+            Some(ticks.saturating_sub(*t0) as f64 / wall_ms)
+        })
+        .fold(0.0, f64::max)
+        .clamp(0.0, 1.0)
+}
+
+/// The signal a reading ends up using and its ratio (see [`Signal`] for the fallbacks).
+pub(super) fn resolve(
+    requested: Signal,
+    psi: Option<&Psi>,
+    some_delta: Option<f64>,
+    full_delta: Option<f64>,
+    util: Option<f64>,
+) -> (Signal, f64) {
+    let utilisation = (Signal::Utilisation, util.unwrap_or(0.0));
+    let full = psi.and_then(|p| p.full);
+    let (used, ratio) = match (requested, psi) {
+        (Signal::Off, _) => (Signal::Off, 0.0),
+        (Signal::Utilisation, _) | (_, None) => utilisation,
+        (Signal::Auto, Some(p)) => match some_delta {
+            Some(d) if d > p.some.avg10_ratio => (Signal::PsiSomeDelta, d),
+            _ => (Signal::PsiSomeAvg10, p.some.avg10_ratio),
+        },
+        (Signal::PsiSomeAvg10, Some(p)) => (Signal::PsiSomeAvg10, p.some.avg10_ratio),
+        (Signal::PsiSomeDelta, Some(p)) => match some_delta {
+            Some(d) => (Signal::PsiSomeDelta, d),
+            None => (Signal::PsiSomeAvg10, p.some.avg10_ratio),
+        },
+        (Signal::PsiFullAvg10, Some(_)) => match full {
+            Some(f) => (Signal::PsiFullAvg10, f.avg10_ratio),
+            None => utilisation,
+        },
+        (Signal::PsiFullDelta, Some(_)) => match (full_delta, full) {
+            (Some(d), _) => (Signal::PsiFullDelta, d),
+            (None, Some(f)) => (Signal::PsiFullAvg10, f.avg10_ratio),
+            (None, None) => utilisation,
+        },
+    };
+    (used, ratio.clamp(0.0, 1.0))
+}
+
+/// The file's text; `None` when it does not exist or the kernel does not support it.
+fn read_optional(path: &Path) -> Result<Option<String>, SampleError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+        {
+            Ok(None)
+        }
+        Err(source) => Err(SampleError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Like [`read_optional`], but a missing file is an error when `needed`.
+fn read_needed(path: &Path, needed: bool) -> Result<Option<String>, SampleError> {
+    match read_optional(path)? {
+        None if needed => Err(SampleError::Read {
+            path: path.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::NotFound,
+                "not found, and utilisation needs it",
+            ),
+        }),
+        other => Ok(other),
+    }
+}

@@ -1,0 +1,631 @@
+//! Prometheus exposition (text format 0.0.4), rendered from the daemon's state on each
+//! scrape. Names are `traffic_*` in base units; no label ever carries a source address, so
+//! the series count is bounded by classes × reasons and upstreams.
+
+use std::{fmt::Write as _, net::SocketAddr, sync::Arc};
+
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+
+use super::Shared;
+use crate::{
+    api::{
+        ReloadStatus,
+        circuits::{CircuitReport, CircuitsReport},
+        report::{ClassLimits, CountersReport, EffectiveLimit, LimitsReport},
+    },
+    engine::Core,
+    policy::{
+        breaker::BreakerState,
+        throttle::ThrottleStatus,
+        upstream::{LATENCY_BUCKETS, Upstream},
+    },
+};
+
+/// Labels of one sample: names are fixed, values come from the state.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// A metric family being written.
+pub struct Exposition {
+    out: String,
+}
+
+/// Metric types.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn number(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else if v.is_nan() {
+        "NaN".into()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+impl Default for Exposition {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Exposition {
+    pub fn new() -> Self {
+        Self { out: String::new() }
+    }
+
+    /// Start a family: `# HELP` and `# TYPE` lines.
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
+        let _ = writeln!(self.out, "# HELP {name} {}", help.replace('\n', " "));
+        let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
+        self
+    }
+
+    /// One sample with labels.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {}", number(value));
+        self
+    }
+
+    /// A histogram's samples from cumulative bucket counts (upper bounds ascending).
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        buckets: &[(f64, u64)],
+        count: u64,
+        sum: f64,
+    ) -> &mut Self {
+        for (le, n) in buckets {
+            let le = number(*le);
+            let mut l: Vec<(&str, &str)> = labels.to_vec();
+            l.push(("le", &le));
+            self.sample(&format!("{name}_bucket"), &l, *n as f64);
+        }
+        let mut l: Vec<(&str, &str)> = labels.to_vec();
+        l.push(("le", "+Inf"));
+        self.sample(&format!("{name}_bucket"), &l, count as f64);
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, count as f64);
+        self
+    }
+
+    /// A whole family: `# HELP`, `# TYPE`, then one sample per row (none is fine: the
+    /// family is still announced, as Prometheus expects for a known metric).
+    pub fn rows(
+        &mut self,
+        name: &str,
+        kind: Kind,
+        help: &str,
+        rows: impl IntoIterator<Item = (Labels, f64)>,
+    ) -> &mut Self {
+        self.family(name, kind, help);
+        for (labels, value) in rows {
+            let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            self.sample(name, &l, value);
+        }
+        self
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// Render every family from the daemon's state, in a fixed order.
+pub fn render(core: &mut Core) -> String {
+    let mut e = Exposition::new();
+    let status = core.status();
+    e.family(
+        "traffic_build_info",
+        Kind::Gauge,
+        "Build of the running trafficd (value is always 1).",
+    )
+    .sample(
+        "traffic_build_info",
+        &[
+            ("version", &status.version),
+            ("abi", &status.abi_version.to_string()),
+        ],
+        1.0,
+    );
+    e.family(
+        "traffic_uptime_seconds",
+        Kind::Gauge,
+        "Seconds since trafficd started.",
+    )
+    .sample("traffic_uptime_seconds", &[], status.uptime_seconds as f64);
+    match core.counters() {
+        Ok(counters) => packets(&mut e, &counters),
+        Err(err) => tracing::warn!(error = %err, "metrics: cannot read counters"),
+    }
+    if let Ok(limits) = core.limits() {
+        class_limits(&mut e, &limits);
+    }
+    throttle(&mut e, &core.throttle_status(), core.rescaled_total);
+    if let Ok(circuits) = core.circuits() {
+        breakers(&mut e, &circuits, &core.upstreams);
+        upstreams(&mut e, &circuits);
+    }
+    e.rows(
+        "traffic_chaos_active",
+        Kind::Gauge,
+        "Fault injections in force (1 per target).",
+        status
+            .chaos
+            .iter()
+            .map(|c| (vec![("target", c.target.clone())], 1.0)),
+    );
+    reloads(&mut e, &status.reload);
+    e.finish()
+}
+
+fn class(name: &str) -> Labels {
+    vec![("class", name.to_owned())]
+}
+
+fn upstream(name: &str) -> Labels {
+    vec![("upstream", name.to_owned())]
+}
+
+fn with(mut labels: Labels, key: &'static str, value: &str) -> Labels {
+    labels.push((key, value.to_owned()));
+    labels
+}
+
+/// Packets and bytes by class, outcome and reason.
+fn packets(e: &mut Exposition, counters: &CountersReport) {
+    let by_reason = |bytes: bool| {
+        counters.classes.iter().flat_map(move |c| {
+            c.reasons.iter().map(move |r| {
+                let labels = with(
+                    with(class(&c.class), "outcome", r.outcome.name()),
+                    "reason",
+                    &r.reason,
+                );
+                (labels, if bytes { r.bytes } else { r.packets } as f64)
+            })
+        })
+    };
+    e.rows(
+        "traffic_packets_total",
+        Kind::Counter,
+        "Packets seen by the XDP program by class, outcome (pass, drop, would_drop) and reason.",
+        by_reason(false),
+    );
+    e.rows(
+        "traffic_bytes_total",
+        Kind::Counter,
+        "Bytes (whole frames) seen by the XDP program by class, outcome and reason.",
+        by_reason(true),
+    );
+}
+
+/// Effective limits and source admission per class.
+fn class_limits(e: &mut Exposition, limits: &LimitsReport) {
+    let per_class =
+        |f: fn(&ClassLimits) -> f64| limits.classes.iter().map(move |c| (class(&c.class), f(c)));
+    let per_packet_limit = |f: fn(&EffectiveLimit) -> f64| {
+        limits.classes.iter().flat_map(move |c| {
+            c.packets
+                .iter()
+                .enumerate()
+                .map(move |(i, l)| (with(class(&c.class), "limit", &i.to_string()), f(l)))
+        })
+    };
+    e.rows(
+        "traffic_class_limit_factor_ratio",
+        Kind::Gauge,
+        "Multiplier applied to the class's configured limits (1 without pressure).",
+        per_class(|c| c.factor),
+    );
+    e.rows(
+        "traffic_class_packet_rate_limit",
+        Kind::Gauge,
+        "Effective packets per second allowed per source, per stacked limit.",
+        per_packet_limit(|l| l.rate_per_sec),
+    );
+    e.rows(
+        "traffic_class_packet_burst_limit",
+        Kind::Gauge,
+        "Effective packet burst per source, per stacked limit.",
+        per_packet_limit(|l| l.burst as f64),
+    );
+    e.rows(
+        "traffic_class_byte_rate_limit",
+        Kind::Gauge,
+        "Effective bytes per second allowed per source.",
+        limits
+            .classes
+            .iter()
+            .filter_map(|c| c.bytes.as_ref().map(|b| (class(&c.class), b.rate_per_sec))),
+    );
+    e.rows(
+        "traffic_tracked_sources",
+        Kind::Gauge,
+        "Sources with their own bucket, per class.",
+        per_class(|c| c.tracked_sources as f64),
+    );
+    e.rows(
+        "traffic_admitted_sources_total",
+        Kind::Counter,
+        "New sources that got their own bucket.",
+        per_class(|c| c.admitted as f64),
+    );
+    e.rows(
+        "traffic_overflow_packets_total",
+        Kind::Counter,
+        "Packets of sources over the admission budget, charged to the class's overflow bucket.",
+        per_class(|c| c.overflowed as f64),
+    );
+    e.rows(
+        "traffic_map_full_total",
+        Kind::Counter,
+        "Bucket inserts the source table refused (charged to the overflow bucket).",
+        per_class(|c| c.map_full as f64),
+    );
+}
+
+/// The throttle level, its readings and thresholds, and bucket rescales.
+fn throttle(e: &mut Exposition, t: &ThrottleStatus, rescaled_total: u64) {
+    e.rows(
+        "traffic_throttle_level",
+        Kind::Gauge,
+        "Throttle level: 0 none, 1 low, 2 medium, 3 high, 4 critical.",
+        [(vec![], f64::from(t.level.severity()))],
+    );
+    e.rows(
+        "traffic_throttle_multiplier_ratio",
+        Kind::Gauge,
+        "Rate multiplier of the current level (before class priority).",
+        [(vec![], t.multiplier)],
+    );
+    e.rows(
+        "traffic_throttle_transitions_total",
+        Kind::Counter,
+        "Throttle level changes.",
+        [(vec![], t.transitions as f64)],
+    );
+    let resource = |r: &str| vec![("resource", r.to_owned())];
+    e.rows(
+        "traffic_pressure_ratio",
+        Kind::Gauge,
+        "Last pressure reading per resource (the configured signal), 0–1.",
+        t.resources
+            .iter()
+            .filter_map(|r| r.ratio.map(|v| (resource(r.resource.as_str()), v))),
+    );
+    e.rows(
+        "traffic_pressure_threshold_ratio",
+        Kind::Gauge,
+        "Reading at which each throttle level starts, per resource.",
+        t.resources.iter().flat_map(|r| {
+            [
+                ("low", r.thresholds.low),
+                ("medium", r.thresholds.medium),
+                ("high", r.thresholds.high),
+                ("critical", r.thresholds.critical),
+            ]
+            .map(|(level, v)| (with(resource(r.resource.as_str()), "level", level), v))
+        }),
+    );
+    e.rows(
+        "traffic_rescaled_buckets_total",
+        Kind::Counter,
+        "Buckets rewritten to keep their tokens when limits changed.",
+        [(vec![], rescaled_total as f64)],
+    );
+}
+
+/// Breaker states, transitions, error ratios, probes and their latency.
+fn breakers(e: &mut Exposition, circuits: &CircuitsReport, live: &[Upstream]) {
+    e.rows(
+        "traffic_breaker_state",
+        Kind::Gauge,
+        "1 for the breaker's current state (closed, open, half_open), 0 for the others.",
+        circuits.upstreams.iter().flat_map(|u| {
+            BreakerState::ALL.map(|st| {
+                let on = if st == u.breaker.state { 1.0 } else { 0.0 };
+                (with(upstream(&u.name), "state", st.as_str()), on)
+            })
+        }),
+    );
+    e.rows(
+        "traffic_breaker_transitions_total",
+        Kind::Counter,
+        "Breaker state changes (and operator actions) by reason.",
+        live.iter().flat_map(|u| {
+            u.transitions_by_reason
+                .iter()
+                .map(|(reason, n)| (with(upstream(&u.spec.name), "reason", reason), *n as f64))
+        }),
+    );
+    e.rows(
+        "traffic_breaker_error_ratio",
+        Kind::Gauge,
+        "Share of failed outcomes in the breaker's window.",
+        circuits
+            .upstreams
+            .iter()
+            .map(|u| (upstream(&u.name), u.breaker.error_rate_ratio)),
+    );
+    let results = |ok: fn(&CircuitReport) -> u64, failed: fn(&CircuitReport) -> u64| {
+        circuits.upstreams.iter().flat_map(move |u| {
+            [("success", ok(u)), ("failure", failed(u))]
+                .map(|(result, n)| (with(upstream(&u.name), "result", result), n as f64))
+        })
+    };
+    e.rows(
+        "traffic_probes_total",
+        Kind::Counter,
+        "Active probes by result.",
+        results(|u| u.probes_ok, |u| u.probes_failed),
+    );
+    e.family(
+        "traffic_probe_duration_seconds",
+        Kind::Histogram,
+        "Latency of successful probes.",
+    );
+    for u in &circuits.upstreams {
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .zip(
+                u.latency
+                    .buckets
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(0)),
+            )
+            .collect();
+        e.histogram(
+            "traffic_probe_duration_seconds",
+            &[("upstream", &u.name)],
+            &buckets,
+            u.latency.count,
+            u.latency.sum,
+        );
+    }
+    e.rows(
+        "traffic_passive_outcomes_total",
+        Kind::Counter,
+        "Handshakes seen leaving the upstream's port: accepted (SYN-ACK) or refused (RST, ICMP unreachable).",
+        results(|u| u.passive_successes, |u| u.passive_failures),
+    );
+}
+
+/// Bulkheads and what the XDP gate did on each upstream's port.
+fn upstreams(e: &mut Exposition, circuits: &CircuitsReport) {
+    let each = |f: fn(&CircuitReport) -> Option<u32>| {
+        circuits
+            .upstreams
+            .iter()
+            .filter_map(move |u| f(u).map(|n| (upstream(&u.name), f64::from(n))))
+    };
+    e.rows(
+        "traffic_upstream_connections",
+        Kind::Gauge,
+        "Established connections to the upstream's port.",
+        each(|u| u.established),
+    );
+    e.rows(
+        "traffic_upstream_max_connections",
+        Kind::Gauge,
+        "Bulkhead: connections allowed at the current throttle level.",
+        each(|u| u.max_connections),
+    );
+    e.rows(
+        "traffic_upstream_accept_queue",
+        Kind::Gauge,
+        "Connections waiting in the upstream's accept queue.",
+        each(|u| u.accept_queue),
+    );
+    e.rows(
+        "traffic_upstream_shedding",
+        Kind::Gauge,
+        "1 while the bulkhead sheds new connections.",
+        circuits.upstreams.iter().map(|u| {
+            let on = if u.shedding.is_some() { 1.0 } else { 0.0 };
+            (upstream(&u.name), on)
+        }),
+    );
+    e.rows(
+        "traffic_gate_connections_total",
+        Kind::Counter,
+        "What the XDP gate did with new connections to the upstream's port.",
+        circuits.upstreams.iter().flat_map(|u| {
+            let g = &u.gate;
+            [
+                ("seen", g.syns),
+                ("gated", g.gated),
+                ("reset_sent", g.resets),
+                ("shed", g.shed),
+                ("trial", g.trials),
+                ("syn_limited", g.syn_limited),
+                ("chaos_dropped", g.chaos_dropped),
+                ("chaos_reset", g.chaos_reset),
+            ]
+            .map(|(action, n)| (with(upstream(&u.name), "action", action), n as f64))
+        }),
+    );
+}
+
+/// Reload counts and the last reload's result.
+fn reloads(e: &mut Exposition, r: &ReloadStatus) {
+    e.rows(
+        "traffic_config_reloads_total",
+        Kind::Counter,
+        "Configuration reloads by result.",
+        [("success", r.succeeded), ("failure", r.failed)]
+            .map(|(result, n)| (vec![("result", result.to_owned())], n as f64)),
+    );
+    e.rows(
+        "traffic_config_last_reload_successful",
+        Kind::Gauge,
+        "1 if the last reload attempt succeeded (or none was made), 0 if it failed.",
+        [(vec![], if r.last_error.is_none() { 1.0 } else { 0.0 })],
+    );
+    e.rows(
+        "traffic_config_last_reload_success_timestamp_seconds",
+        Kind::Gauge,
+        "Unix time of the last successful (re)load.",
+        [(vec![], r.last_success_unix.unwrap_or(0) as f64)],
+    );
+}
+
+/// The `/metrics` route.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(shared)
+}
+
+async fn scrape(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let text = render(&mut s.lock());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// Serve `/metrics` on `addr` until the task is aborted.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    if let Err(e) = axum::serve(listener, router(shared)).await {
+        tracing::error!(error = %e, "metrics listener stopped");
+    }
+}
+
+/// The message of a failed metrics bind. It stops trafficd before READY (the start fails
+/// visibly, rather than the node running unscraped without anyone noticing); it names the
+/// port and the key to change.
+pub fn bind_failure(addr: SocketAddr, config: &std::path::Path, e: &std::io::Error) -> String {
+    format!(
+        "metrics listener: cannot listen on {addr} (port {port}): {e}. Another program may \
+         use port {port}: set `listen` in the [metrics] section of {config} to a free \
+         address, or `enabled = false` there to run without metrics",
+        port = addr.port(),
+        config = config.display()
+    )
+}
+
+/// Bind the metrics listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_families_samples_and_histograms() {
+        let mut e = Exposition::new();
+        e.family("traffic_packets_total", Kind::Counter, "Packets.")
+            .sample(
+                "traffic_packets_total",
+                &[("class", "pre\"mium"), ("outcome", "pass")],
+                12.0,
+            );
+        e.family(
+            "traffic_probe_duration_seconds",
+            Kind::Histogram,
+            "Probe latency.",
+        )
+        .histogram(
+            "traffic_probe_duration_seconds",
+            &[("upstream", "web")],
+            &[(0.005, 1), (0.01, 3)],
+            4,
+            0.0315,
+        );
+        let t = e.finish();
+        assert!(t.contains("# TYPE traffic_packets_total counter\n"));
+        assert!(t.contains("traffic_packets_total{class=\"pre\\\"mium\",outcome=\"pass\"} 12\n"));
+        assert!(
+            t.contains("traffic_probe_duration_seconds_bucket{upstream=\"web\",le=\"0.005\"} 1\n")
+        );
+        assert!(
+            t.contains("traffic_probe_duration_seconds_bucket{upstream=\"web\",le=\"+Inf\"} 4\n")
+        );
+        assert!(t.contains("traffic_probe_duration_seconds_sum{upstream=\"web\"} 0.0315\n"));
+        assert!(t.contains("traffic_probe_duration_seconds_count{upstream=\"web\"} 4\n"));
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(number(1.0), "1");
+        assert_eq!(number(0.25), "0.25");
+        assert_eq!(number(f64::INFINITY), "+Inf");
+    }
+
+    /// The whole exposition of a daemon with every kind of family, against a stored copy:
+    /// metric names, help texts, label order and number formatting are an interface
+    /// (dashboards, alerts, `promtool check metrics` in the tests).
+    #[test]
+    fn exposition_is_stable() {
+        let text = "[daemon]\ninterfaces = [\"veth0\"]\n[classes.default]\npackets = [{ rate = 100, burst = 200 }, { rate = 1000, per = \"1m\" }]\nbytes = { rate = \"1MB\" }\n[classes.premium]\npackets = { rate = 1000 }\nadmission = { rate = 10 }\noverflow = { rate = 50 }\n[[rules]]\ncidr = \"198.18.1.0/24\"\nclass = \"premium\"\n[[upstreams]]\nname = \"web\"\nport = 8080\nprobe = \"tcp\"\nmax_connections = 10\n[[upstreams]]\nname = \"api\"\nport = 8081\nprobe = \"none\"\n";
+        let c = crate::config::Config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let mut core = Core::new(c, Box::new(crate::dataplane::fake::Fake::default())).unwrap();
+        let ok = crate::policy::upstream::ProbeResult {
+            ok: true,
+            latency_seconds: 0.003,
+            error: None,
+        };
+        core.probe_done("web", ok);
+        let out: String = render(&mut core)
+            .lines()
+            .map(|l| {
+                if l.starts_with("traffic_config_last_reload_success_timestamp_seconds ") {
+                    "traffic_config_last_reload_success_timestamp_seconds TIMESTAMP".to_owned()
+                } else if let Some(rest) = l.strip_prefix("traffic_build_info{version=\"") {
+                    let after = rest.split_once('"').map_or("", |(_, a)| a);
+                    format!("traffic_build_info{{version=\"VERSION\"{after}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
+        assert_eq!(out, include_str!("metrics.golden.txt"));
+    }
+}

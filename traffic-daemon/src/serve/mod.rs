@@ -1,0 +1,11 @@
+//! The daemon as a process: the event loop ([`runtime`]), the admin API server
+//! ([`admin`]), the Prometheus listener ([`metrics`]) and systemd notifications ([`notify`]).
+
+pub mod admin;
+pub mod metrics;
+pub mod notify;
+pub mod probe;
+pub mod runtime;
+mod shared;
+
+pub use shared::Shared;

@@ -1,0 +1,221 @@
+//! [`run`]: the event loop around the engine (signals, admin API, metrics, periodic
+//! summary, pressure, control tick, probes).
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use super::{Shared, admin, metrics, notify};
+use crate::{
+    config::{Config, ConfigError},
+    dataplane::{Dataplane, DataplaneError},
+    engine::{Core, EngineError},
+};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("admin socket {path}: {source}")]
+    Admin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<EngineError> for DaemonError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Config(e) => Self::Config(e),
+            EngineError::Dataplane(e) => Self::Dataplane(e),
+        }
+    }
+}
+
+/// Period of the control loop (breakers, passive signal, bulkheads).
+pub const CONTROL_TICK: Duration = Duration::from_millis(100);
+
+/// Run the daemon until `shutdown` resolves. `make_dataplane` opens the real (or fake)
+/// dataplane once the config is known.
+///
+/// About 100 lines: start-up in order (config, dataplane, attach, listeners, readiness),
+/// the one `select!` loop, and shutdown; each branch is one call into the engine.
+pub async fn run<F>(
+    config_path: PathBuf,
+    make_dataplane: F,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError>
+where
+    F: FnOnce(&Config) -> Result<Box<dyn Dataplane>, DaemonError>,
+{
+    let config = Config::load(&config_path)?;
+    let dp = make_dataplane(&config)?;
+    let mut core = Core::new(config, dp)?;
+    core.attach_all()?;
+    let admin_cfg = core.config.admin.clone();
+    let metrics_addr = core.config.metrics.listen;
+    let mut periodic = Periodic::new(&core.config);
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core),
+        config_path,
+    });
+
+    // Before anything can report readiness: SIGHUP's default action would kill us.
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Other(e.to_string()))?;
+    let admin_listener = admin::bind(&admin_cfg).map_err(|source| DaemonError::Admin {
+        path: admin_cfg.socket.clone(),
+        source,
+    })?;
+    let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone()));
+    let metrics_task = match metrics_addr {
+        Some(addr) => {
+            let l = metrics::bind(addr).await.map_err(|e| {
+                // Stops the daemon before READY: see `metrics::bind_failure`.
+                DaemonError::Other(metrics::bind_failure(addr, &shared.config_path, &e))
+            })?;
+            info!(%addr, "metrics listening");
+            Some(tokio::spawn(metrics::serve(l, shared.clone())))
+        }
+        None => None,
+    };
+    notify::ready();
+    info!(socket = %admin_cfg.socket.display(), "trafficd ready");
+
+    periodic.summary.tick().await;
+    let watchdog = notify::watchdog_interval();
+    let mut watchdog_tick =
+        tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
+    // The control loop: breakers, passive signals, bulkheads and chaos, written to the maps.
+    let mut control = tokio::time::interval(CONTROL_TICK);
+    control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (probe_tx, mut probe_rx) =
+        tokio::sync::mpsc::channel::<(String, crate::policy::upstream::ProbeResult)>(64);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = hup.recv() => {
+                let _ = shared.reload();
+            }
+            _ = periodic.summary.tick() => shared.lock().log_summary(),
+            _ = watchdog_tick.tick(), if watchdog.is_some() => notify::watchdog(),
+            _ = periodic.pressure.tick() => {
+                if let Err(e) = shared.lock().pressure_tick() {
+                    warn!(error = %e, "applying the throttle level failed");
+                }
+            }
+            _ = control.tick() => {
+                let due = {
+                    let mut core = shared.lock();
+                    if let Err(e) = core.control_tick() {
+                        warn!(error = %e, "control tick failed");
+                    }
+                    // A reload (SIGHUP or the admin API) may have changed the periods.
+                    periodic.retune(&core.config);
+                    core.due_probes()
+                };
+                for job in due {
+                    let tx = probe_tx.clone();
+                    tokio::spawn(async move {
+                        let r = super::probe::probe(job.kind, job.addr, &job.path, job.timeout).await;
+                        let _ = tx.send((job.upstream, r)).await;
+                    });
+                }
+            }
+            Some((name, r)) = probe_rx.recv() => {
+                let mut core = shared.lock();
+                core.probe_done(&name, r);
+                // Apply a transition the probe caused right away, not at the next tick.
+                if let Err(e) = core.apply_pending() {
+                    warn!(error = %e, "applying a probe result failed");
+                }
+            }
+        }
+    }
+    notify::stopping();
+    info!("shutting down");
+    admin_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    let _ = std::fs::remove_file(&admin_cfg.socket);
+    shared.lock().shutdown();
+    Ok(())
+}
+
+/// The loop's periods that the config sets (`daemon.summary_interval`,
+/// `pressure.interval`). Checked on every control tick, so a reload changes them within
+/// [`CONTROL_TICK`] wherever it came from.
+struct Periodic {
+    summary: tokio::time::Interval,
+    pressure: tokio::time::Interval,
+}
+
+impl Periodic {
+    fn new(config: &Config) -> Self {
+        let mut pressure = tokio::time::interval(config.pressure.interval);
+        pressure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            summary: tokio::time::interval(config.daemon.summary_interval),
+            pressure,
+        }
+    }
+
+    /// Restart an interval whose period the config changed (its next tick is one new
+    /// period away). Returns whether anything changed.
+    fn retune(&mut self, config: &Config) -> bool {
+        let mut changed = false;
+        let summary = config.daemon.summary_interval;
+        if self.summary.period() != summary {
+            info!(every = ?summary, "summary interval changed");
+            self.summary = tokio::time::interval_at(tokio::time::Instant::now() + summary, summary);
+            changed = true;
+        }
+        let pressure = config.pressure.interval;
+        if self.pressure.period() != pressure {
+            info!(every = ?pressure, "pressure sampling interval changed");
+            self.pressure =
+                tokio::time::interval_at(tokio::time::Instant::now() + pressure, pressure);
+            self.pressure
+                .set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            changed = true;
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, time::Duration};
+
+    use super::*;
+
+    const CONFIG: &str = "[daemon]\ninterfaces = [\"veth0\"]\n[classes.default]\n";
+
+    #[tokio::test]
+    async fn reload_retunes_summary_and_pressure_intervals() {
+        let before = Config::parse(Path::new("t.toml"), CONFIG).unwrap();
+        let mut p = Periodic::new(&before);
+        assert!(!p.retune(&before), "same config, same periods");
+        let text = format!(
+            "{}summary_interval = \"7s\"\n[pressure]\ninterval = \"3s\"\n",
+            CONFIG.replace("[classes.default]\n", "")
+        ) + "[classes.default]\n";
+        let after = Config::parse(Path::new("t.toml"), &text).unwrap();
+        assert!(p.retune(&after));
+        assert_eq!(p.summary.period(), Duration::from_secs(7));
+        assert_eq!(p.pressure.period(), Duration::from_secs(3));
+        assert!(!p.retune(&after));
+    }
+}

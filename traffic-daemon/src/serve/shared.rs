@@ -1,0 +1,27 @@
+//! [`Shared`]: the engine behind one lock, as the event loop and the servers hold it.
+
+use std::{path::PathBuf, sync::Mutex};
+
+use super::notify;
+use crate::{api::Applied, engine::Core, ops::OpError};
+
+/// State shared by the event loop and the admin API.
+pub struct Shared {
+    pub core: Mutex<Core>,
+    pub config_path: PathBuf,
+}
+
+impl Shared {
+    /// Lock the core; a panic in another holder does not make the daemon unusable.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reload from the config path (SIGHUP and the admin API share this).
+    pub fn reload(&self) -> Result<Applied, OpError> {
+        notify::reloading();
+        let r = self.lock().reload_from(&self.config_path);
+        notify::ready();
+        r
+    }
+}
