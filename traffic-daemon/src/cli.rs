@@ -5,7 +5,7 @@
 
 use std::{io::Write, path::PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::{
@@ -316,11 +316,16 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             err,
             render_throttle,
         ),
-        Command::Completions { shell } => match crate::manual::write_completions(*shell, out) {
-            Ok(()) => exit::OK,
-            Err(_) => exit::FAILURE,
-        },
-        Command::Manpages { dir } => match crate::manual::write_man_pages(dir) {
+        Command::Completions { shell } => {
+            match crate::manual::write_completions(*shell, Cli::command(), out) {
+                Ok(()) => exit::OK,
+                Err(_) => exit::FAILURE,
+            }
+        }
+        Command::Manpages { dir } => match crate::manual::write_man_pages(
+            dir,
+            [crate::trafficd_cli::Args::command(), Cli::command()],
+        ) {
             Ok(files) => {
                 for f in files {
                     let _ = writeln!(out, "{}", f.display());
@@ -381,5 +386,45 @@ fn message(
             exit::USAGE
         }
         Err(e) => client_failure(err, &e),
+    }
+}
+
+#[cfg(test)]
+mod manual_tests {
+    use clap::CommandFactory as _;
+
+    use crate::{
+        cli::Cli,
+        manual::{Shell, write_completions, write_man_pages},
+        trafficd_cli::Args,
+    };
+
+    #[test]
+    fn man_pages_name_their_commands() {
+        let dir = std::env::temp_dir().join(format!("trf-man-{}", std::process::id()));
+        let files = write_man_pages(&dir, [Args::command(), Cli::command()]).unwrap();
+        assert_eq!(files.len(), 2);
+        let d = std::fs::read_to_string(dir.join("trafficd.8")).unwrap();
+        assert!(d.contains(".TH trafficd 8"), "{d}");
+        assert!(d.contains("\\-\\-log\\-format"), "{d}");
+        let c = std::fs::read_to_string(dir.join("trafficctl.8")).unwrap();
+        assert!(c.contains(".TH trafficctl 8"), "{c}");
+        assert!(c.contains("check\\-config"), "{c}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn completions_for_every_shell() {
+        for (shell, marker) in [
+            (Shell::Bash, "complete -F"),
+            (Shell::Zsh, "#compdef trafficctl"),
+            (Shell::Fish, "complete -c trafficctl"),
+        ] {
+            let mut out = Vec::new();
+            write_completions(shell, Cli::command(), &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains(marker), "{shell}: {text}");
+            assert!(text.contains("check-config"), "{shell}");
+        }
     }
 }

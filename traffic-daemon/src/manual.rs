@@ -4,19 +4,19 @@
 
 use std::{io::Write, path::Path};
 
-use clap::CommandFactory as _;
-
 /// The shells `trafficctl completions` knows.
 pub use clap_complete::Shell;
 
-/// Write `trafficd.8` and `trafficctl.8` (roff) into `dir`.
-pub fn write_man_pages(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+/// Write one section-8 page per command (`trafficd.8`, `trafficctl.8`: roff) into `dir`.
+/// The commands come from the callers (the CLI passes both binaries' definitions), so this
+/// module depends on clap only.
+pub fn write_man_pages(
+    dir: &Path,
+    commands: impl IntoIterator<Item = clap::Command>,
+) -> std::io::Result<Vec<std::path::PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
-    for cmd in [
-        crate::trafficd_cli::Args::command(),
-        crate::cli::Cli::command(),
-    ] {
+    for cmd in commands {
         let path = dir.join(format!("{}.8", cmd.get_name()));
         let mut buf = Vec::new();
         clap_mangen::Man::new(cmd)
@@ -31,45 +31,14 @@ pub fn write_man_pages(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     Ok(written)
 }
 
-/// The completion script of trafficctl for `shell`. Rendered into memory first: the
-/// generator panics on a write error (a closed pipe), a plain write does not.
-pub fn write_completions(shell: Shell, out: &mut dyn Write) -> std::io::Result<()> {
-    let mut cmd = crate::cli::Cli::command();
+/// The completion script of `cmd` (trafficctl's) for `shell`. Rendered into memory first:
+/// the generator panics on a write error (a closed pipe), a plain write does not.
+pub fn write_completions(
+    shell: Shell,
+    mut cmd: clap::Command,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, "trafficctl", &mut buf);
     out.write_all(&buf)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn man_pages_name_their_commands() {
-        let dir = std::env::temp_dir().join(format!("trf-man-{}", std::process::id()));
-        let files = write_man_pages(&dir).unwrap();
-        assert_eq!(files.len(), 2);
-        let d = std::fs::read_to_string(dir.join("trafficd.8")).unwrap();
-        assert!(d.contains(".TH trafficd 8"), "{d}");
-        assert!(d.contains("\\-\\-log\\-format"), "{d}");
-        let c = std::fs::read_to_string(dir.join("trafficctl.8")).unwrap();
-        assert!(c.contains(".TH trafficctl 8"), "{c}");
-        assert!(c.contains("check\\-config"), "{c}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn completions_for_every_shell() {
-        for (shell, marker) in [
-            (Shell::Bash, "complete -F"),
-            (Shell::Zsh, "#compdef trafficctl"),
-            (Shell::Fish, "complete -c trafficctl"),
-        ] {
-            let mut out = Vec::new();
-            write_completions(shell, &mut out).unwrap();
-            let text = String::from_utf8(out).unwrap();
-            assert!(text.contains(marker), "{shell}: {text}");
-            assert!(text.contains("check-config"), "{shell}");
-        }
-    }
 }

@@ -10,12 +10,10 @@ use traffic_common::{
 };
 
 use crate::{
-    limit,
+    bucket,
     maps::{TRF_BUCKETS, TRF_CLASS_STATE, TRF_CLASS_STATS, TRF_SEEN},
 };
 
-/// `BPF_NOEXIST`: insert only if the key is absent.
-pub const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = 17;
 
 /// Whether a bucket key — its masked address as words, and its class — may have a bucket
@@ -57,7 +55,7 @@ pub fn admit(
         // SAFETY: `state` is a value of an array map, looked up above; its words are only
         // changed atomically.
         || unsafe {
-            limit::charge(
+            bucket::charge(
                 &raw mut (*state).admit_tat,
                 &cc.admission,
                 cc.admission.interval,
@@ -66,8 +64,8 @@ pub fn admit(
         };
     let mut reason = Reason::Overflow;
     if admitted {
-        let fresh = limit::fresh_bucket();
-        match TRF_BUCKETS.insert(key, &fresh, BPF_NOEXIST) {
+        let fresh = bucket::fresh_bucket();
+        match TRF_BUCKETS.insert(key, &fresh, bucket::BPF_NOEXIST) {
             Ok(()) => {
                 mark_tracked(key);
                 if let Some(s) = stats {
@@ -99,7 +97,7 @@ pub fn admit(
     if cc.overflow.interval != 0
         // SAFETY: as for the admission budget above.
         && unsafe {
-            limit::charge(
+            bucket::charge(
                 &raw mut (*state).overflow_tat,
                 &cc.overflow,
                 cc.overflow.interval,

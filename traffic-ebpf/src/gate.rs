@@ -8,11 +8,10 @@ use traffic_common::{
 use traffic_ebpf::{parse::Ip, verdict::Refusal};
 
 use crate::{
-    admission::BPF_NOEXIST,
+    bucket::{self, BPF_NOEXIST},
     chaos,
     clock::Clock,
     count::PortCounters,
-    limit,
     maps::{TRF_BUCKETS, TRF_PORTS},
 };
 
@@ -109,7 +108,7 @@ fn breaker_refuses(pr: PortRuleRef, clock: &mut Clock, stats: PortCounters) -> b
         // SAFETY: a word of a port rule looked up in this invocation; only accessed
         // atomically.
         && unsafe {
-            limit::charge(
+            bucket::charge(
                 pr.half_open_tat(),
                 &rule.half_open,
                 rule.half_open.interval,
@@ -126,8 +125,8 @@ fn breaker_refuses(pr: PortRuleRef, clock: &mut Clock, stats: PortCounters) -> b
 /// refused: a full map never fails open.
 #[inline(always)]
 fn new_connection_allowed(ip: &Ip, rule: &PortRule, cc: &ClassConfig, clock: &mut Clock) -> bool {
-    let key = limit::bucket_key(
-        limit::masked(ip.src, if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 }),
+    let key = bucket::bucket_key(
+        bucket::masked(ip.src, if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 }),
         PORT_BUCKET | rule.slot,
     );
     let key = &key.0;
@@ -135,7 +134,7 @@ fn new_connection_allowed(ip: &Ip, rule: &PortRule, cc: &ClassConfig, clock: &mu
     let b = match TRF_BUCKETS.get_ptr_mut(key) {
         Some(b) => Some(b),
         None => {
-            let fresh = limit::fresh_bucket();
+            let fresh = bucket::fresh_bucket();
             let _ = TRF_BUCKETS.insert(key, &fresh, BPF_NOEXIST);
             TRF_BUCKETS.get_ptr_mut(key)
         }
@@ -144,7 +143,7 @@ fn new_connection_allowed(ip: &Ip, rule: &PortRule, cc: &ClassConfig, clock: &mu
         // SAFETY: a bucket looked up in this invocation; its words are only changed
         // atomically.
         Some(b) => unsafe {
-            limit::charge(
+            bucket::charge(
                 &raw mut (*b).tat[0],
                 &rule.syn_limit,
                 rule.syn_limit.interval,

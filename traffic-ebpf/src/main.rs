@@ -10,6 +10,7 @@
 )]
 
 mod admission;
+mod bucket;
 mod chaos;
 mod classify;
 mod clock;
