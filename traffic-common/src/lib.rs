@@ -645,7 +645,7 @@ macro_rules! assert_layout {
         )*
         /// `aya::Pod` for every shared type (user space only).
         #[cfg(feature = "user")]
-        #[allow(unsafe_code)]
+        #[allow(unsafe_code, reason = "aya::Pod is an unsafe trait: the impls below vouch for the layouts")]
         mod user_pod {
             $(
                 // SAFETY: #[repr(C)], fixed-width fields, explicit padding, bytemuck::Pod
