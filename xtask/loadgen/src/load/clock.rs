@@ -1,3 +1,5 @@
+//! The run's clock: time since the start of the load, shared by the workers and the sampler.
+
 use std::{
     sync::Mutex,
     time::{Duration, Instant},

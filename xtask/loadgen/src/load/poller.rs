@@ -1,3 +1,6 @@
+//! A thread that polls the daemon's admin API once a second while the load runs (levels,
+//! breakers, counters), stopped by its guard.
+
 use std::{
     path::Path,
     sync::{

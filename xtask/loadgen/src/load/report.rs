@@ -1,3 +1,6 @@
+//! The final report of a run: per class offered / passed / dropped against what the limits
+//! allowed, per upstream connect outcomes and latency percentiles, breaker transitions.
+
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,

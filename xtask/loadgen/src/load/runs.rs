@@ -1,3 +1,6 @@
+//! Running a profile: starting the UDP and TCP workers, pacing them along the profile's
+//! ramp, stopping them by deadline or interruption.
+
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{

@@ -1,3 +1,6 @@
+//! One sample per second of the run (per class and per upstream), for the live view and the
+//! chart.
+
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,

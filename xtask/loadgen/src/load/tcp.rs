@@ -1,3 +1,6 @@
+//! TCP connections of a run: a dispatcher that hands out connection slots at the profile's
+//! rate and the workers that open them from client addresses.
+
 use std::{
     net::{IpAddr, SocketAddr},
     sync::{

@@ -1,3 +1,5 @@
+//! UDP datagrams of a run: one paced job per client class and source address.
+
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr, UdpSocket},

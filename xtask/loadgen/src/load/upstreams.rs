@@ -1,3 +1,6 @@
+//! The upstream services of a run and the degradation a profile asks for (a stopped or
+//! failing service).
+
 use anyhow::{Context as _, Result};
 
 use crate::{
