@@ -84,18 +84,7 @@ pub fn lintian(deb: &Path) -> Result<()> {
             "lintian is missing: apt-get install lintian (as root), or run this as root"
         );
         println!("package: lintian … installing");
-        util::run(
-            Command::new("apt-get")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null())
-                .args([
-                    "-y",
-                    "--no-install-recommends",
-                    "-o",
-                    "DPkg::Lock::Timeout=300",
-                ])
-                .args(["install", "lintian"]),
-        )?;
+        util::run(crate::setup::apt_get().args(["install", "lintian"]))?;
     }
     let out = Command::new("lintian")
         .args(["--fail-on", "error,warning", "--tag-display-limit", "0"])

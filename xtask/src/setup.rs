@@ -254,7 +254,7 @@ fn ensure_debian_packages(tc: &Toolchains) -> Result<()> {
 }
 
 /// An `apt-get` that never asks: no terminal, no prompts, waits for a held dpkg lock.
-fn apt_get() -> Command {
+pub(crate) fn apt_get() -> Command {
     let mut c = Command::new("apt-get");
     c.env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null())
