@@ -266,6 +266,11 @@ fn check_scripts(control: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The `.deb` as dpkg sees it: fields, conffiles, contents and modes, maintainer scripts,
+/// its binaries run from the extracted tree.
+///
+/// About 100 lines: a flat list of independent checks on one extracted package, in the
+/// order a reviewer reads a package; each is a few lines and names what it found.
 fn check_deb(deb: &Path, tmp: &Path) -> Result<()> {
     // Control fields.
     let field = |name: &str| dpkg_deb(&["-f", name], deb).map(|s| s.trim().to_owned());

@@ -427,6 +427,9 @@ fn trailing_key(s: &str) -> &str {
 
 /// The key path of the problem at `span`: the table it is in, the inline table around it
 /// if any, and the key on that line (or the missing field the message names).
+///
+/// About 90 lines: one backward scan over the text (table header, enclosing inline tables,
+/// the key on the line) that has to keep its position between the steps.
 pub fn key_path_at(text: &str, span: &Range<usize>, message: &str) -> String {
     let offset = span.start.min(text.len());
     let line_start = text[..offset].rfind('\n').map_or(0, |nl| nl + 1);
