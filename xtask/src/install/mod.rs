@@ -258,7 +258,7 @@ pub fn deb(tc: &Toolchains) -> Result<PathBuf> {
 
 /// What happened to one file.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum FileOutcome {
     Written(PathBuf),
     /// An existing config, left as it was.
     Kept(PathBuf),
@@ -269,7 +269,7 @@ pub enum Outcome {
 /// Copy [`FILES`] under `prefix`: binaries from `bin_dir`, the rest from the checkout at
 /// `repo`. Every file is written to a temporary name and renamed, so a running trafficd is
 /// never overwritten in place. The config is written only if no file is at its path.
-pub fn install_files(bin_dir: &Path, repo: &Path, prefix: &Path) -> Result<Vec<Outcome>> {
+pub fn install_files(bin_dir: &Path, repo: &Path, prefix: &Path) -> Result<Vec<FileOutcome>> {
     let mut out = Vec::new();
     for f in FILES {
         let src = source_path(f.source, bin_dir, repo);
@@ -280,12 +280,12 @@ pub fn install_files(bin_dir: &Path, repo: &Path, prefix: &Path) -> Result<Vec<O
                  one is config/traffic.toml)",
                 dest.display()
             );
-            out.push(Outcome::Kept(dest));
+            out.push(FileOutcome::Kept(dest));
             continue;
         }
         copy_file(&src, &dest, f.mode)?;
         println!("install: wrote   {} ({:04o})", dest.display(), f.mode);
-        out.push(Outcome::Written(dest));
+        out.push(FileOutcome::Written(dest));
     }
     Ok(out)
 }
@@ -313,7 +313,7 @@ fn copy_file(src: &Path, dest: &Path, mode: u32) -> Result<()> {
 
 /// Remove what [`install_files`] wrote, except the config; the doc directory goes too if
 /// empty, and the unit's enablement link if there is one.
-pub fn uninstall_files(prefix: &Path) -> Result<Vec<Outcome>> {
+pub fn uninstall_files(prefix: &Path) -> Result<Vec<FileOutcome>> {
     let mut out = Vec::new();
     let link = prefix.join(ENABLE_LINK);
     if fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -325,11 +325,11 @@ pub fn uninstall_files(prefix: &Path) -> Result<Vec<Outcome>> {
         match fs::remove_file(&path) {
             Ok(()) => {
                 println!("uninstall: removed {}", path.display());
-                out.push(Outcome::Removed(path));
+                out.push(FileOutcome::Removed(path));
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 println!("uninstall: absent  {}", path.display());
-                out.push(Outcome::Absent(path));
+                out.push(FileOutcome::Absent(path));
             }
             Err(e) => return Err(e).with_context(|| format!("remove {}", path.display())),
         }
@@ -346,7 +346,7 @@ pub fn uninstall_files(prefix: &Path) -> Result<Vec<Outcome>> {
                 .map_or(config.clone(), Path::to_owned)
                 .display()
         );
-        out.push(Outcome::Kept(config));
+        out.push(FileOutcome::Kept(config));
     }
     Ok(out)
 }

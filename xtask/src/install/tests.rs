@@ -34,7 +34,7 @@ fn install_layout_into_a_prefix() {
     let prefix = tmp.0.join("root");
     let out = install_files(&bin, &util::root(), &prefix).unwrap();
     assert!(
-        out.iter().all(|o| matches!(o, Outcome::Written(_))),
+        out.iter().all(|o| matches!(o, FileOutcome::Written(_))),
         "{out:?}"
     );
     for f in FILES {
@@ -79,7 +79,7 @@ fn existing_config_is_not_overwritten() {
     fs::write(&config, "# the operator's config\n").unwrap();
     fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
     let out = install_files(&bin, &util::root(), &prefix).unwrap();
-    assert!(out.contains(&Outcome::Kept(config.clone())), "{out:?}");
+    assert!(out.contains(&FileOutcome::Kept(config.clone())), "{out:?}");
     assert_eq!(
         fs::read_to_string(&config).unwrap(),
         "# the operator's config\n"
@@ -111,18 +111,21 @@ fn uninstall_removes_everything_but_the_config() {
     let out = uninstall_files(&prefix).unwrap();
     assert_eq!(
         out.iter()
-            .filter(|o| matches!(o, Outcome::Removed(_)))
+            .filter(|o| matches!(o, FileOutcome::Removed(_)))
             .count(),
         FILES.len() - 1
     );
-    assert!(out.contains(&Outcome::Kept(prefix.join(CONFIG))), "{out:?}");
+    assert!(
+        out.contains(&FileOutcome::Kept(prefix.join(CONFIG))),
+        "{out:?}"
+    );
     assert_eq!(regular_files(&prefix).unwrap(), [PathBuf::from(CONFIG)]);
     assert!(!prefix.join(DOC_DIR).exists(), "doc directory left");
     // Idempotent: a second uninstall finds nothing and still keeps the config.
     let out = uninstall_files(&prefix).unwrap();
     assert!(
         out.iter()
-            .all(|o| matches!(o, Outcome::Absent(_) | Outcome::Kept(_))),
+            .all(|o| matches!(o, FileOutcome::Absent(_) | FileOutcome::Kept(_))),
         "{out:?}"
     );
     assert!(prefix.join(CONFIG).is_file());

@@ -1,8 +1,8 @@
 //! A reference classifier: what the traffic XDP program must decide about a frame, in plain
-//! Rust, written from the parsing and classification rules of the design (DESIGN.md,
-//! "Data plane") and not from the eBPF code. The fuzz test (traffic-daemon/tests/fuzz.rs)
-//! runs the same bytes through both and holds them against each other: any disagreement is
-//! a bug on one side, found by reading the rules again.
+//! Rust, written from the parsing and classification rules stated below (the data-plane
+//! rules of the design, restated here so this file stands on its own) and not from the eBPF
+//! code. The fuzz test runs the same bytes through both and holds them against each other:
+//! any disagreement is a bug on one side, found by reading the rules again.
 //!
 //! Scope: the verdict with limits out of the way — classes without packet or byte limits,
 //! no port rules, enforce mode. Then every IP packet's verdict depends only on its source
