@@ -9,18 +9,16 @@
 //! guard even when the test panics. Run one at a time through `cargo xtask test`, or:
 //!
 //! ```text
-//! cargo test -p traffic-daemon --test program -- --ignored --test-threads=1
+//! cargo test -p traffic-daemon --test privileged -- program::
 //! ```
 //!
 //! Limits use a rate of 1/s so no token refills while a test runs: the outcomes do not
 //! depend on timing.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::support::bpf::{Lab, NODE4, NODE6, Slot, XDP_DROP, XDP_PASS, verdict_problems};
 use anyhow::{Result, bail};
-use support::bpf::{Lab, NODE4, NODE6, Slot, XDP_DROP, XDP_PASS, verdict_problems};
 use traffic_common::{GLOBAL_MONITOR, Reason, UNCLASSIFIED, v4_mapped};
 use traffic_daemon::dataplane::Dataplane as _;
 use traffic_testkit::packet::{Ext, Frame, ethertype, ip_proto, tcp_flags};
@@ -35,20 +33,6 @@ impl Lab {
         let (action, moved) = self.run(&case.frame)?;
         let wrong = verdict_problems(case.frame.len(), action, &moved, case.action, case.slot);
         Ok((!wrong.is_empty()).then(|| format!("{}: {}", case.name, wrong.join("; "))))
-    }
-
-    /// Run a case and fail the test right away if it went wrong.
-    fn expect(&self, name: &str, frame: &[u8], action: u32, slot: Slot) -> Result<()> {
-        let case = Case {
-            name: name.to_owned(),
-            frame: frame.to_vec(),
-            action,
-            slot,
-        };
-        if let Some(problem) = self.check(&case)? {
-            bail!("{problem}");
-        }
-        Ok(())
     }
 
     /// Run every case (in order, on shared state) and report all that went wrong.
@@ -196,10 +180,7 @@ class = "limited"
 // Parsing
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn parse_cases() -> Result<()> {
-    traffic_testkit::require_privileged();
+pub fn parse_cases() -> Result<()> {
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -562,10 +543,7 @@ fn parse_cases() -> Result<()> {
 // Classification
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn verdicts_by_source() -> Result<()> {
-    traffic_testkit::require_privileged();
+pub fn verdicts_by_source() -> Result<()> {
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -696,10 +674,7 @@ fn verdicts_by_source() -> Result<()> {
 // Limits
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn burst_then_packet_rate_drops() -> Result<()> {
-    traffic_testkit::require_privileged();
+pub fn burst_then_packet_rate_drops() -> Result<()> {
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -741,10 +716,7 @@ fn burst_then_packet_rate_drops() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn second_source_gets_its_own_bucket() -> Result<()> {
-    traffic_testkit::require_privileged();
+pub fn second_source_gets_its_own_bucket() -> Result<()> {
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -795,10 +767,7 @@ fn second_source_gets_its_own_bucket() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn non_first_fragments_and_cut_l4_are_limited_by_source() -> Result<()> {
-    traffic_testkit::require_privileged();
+pub fn non_first_fragments_and_cut_l4_are_limited_by_source() -> Result<()> {
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -899,10 +868,7 @@ fn non_first_fragments_and_cut_l4_are_limited_by_source() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn aggregate_v6_prefix_shares_a_bucket() -> Result<()> {
-    traffic_testkit::require_privileged();
+pub fn aggregate_v6_prefix_shares_a_bucket() -> Result<()> {
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -956,10 +922,7 @@ class = "agg"
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn aggregate_v4_prefix_shares_a_bucket() -> Result<()> {
-    traffic_testkit::require_privileged();
+pub fn aggregate_v4_prefix_shares_a_bucket() -> Result<()> {
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -1012,10 +975,7 @@ class = "agg"
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn byte_limit_drops_with_byte_rate() -> Result<()> {
-    traffic_testkit::require_privileged();
+pub fn byte_limit_drops_with_byte_rate() -> Result<()> {
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -1067,10 +1027,7 @@ class = "bytes"
 // Modes
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn global_monitor_mode_counts_would_drops_and_passes() -> Result<()> {
-    traffic_testkit::require_privileged();
+pub fn global_monitor_mode_counts_would_drops_and_passes() -> Result<()> {
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -1163,10 +1120,7 @@ action = "deny"
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn class_monitor_mode_counts_would_drops_and_passes() -> Result<()> {
-    traffic_testkit::require_privileged();
+pub fn class_monitor_mode_counts_would_drops_and_passes() -> Result<()> {
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
@@ -1256,10 +1210,7 @@ action = "deny"
     lab.table(&cases)
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn unconfigured_program_passes_everything() -> Result<()> {
-    traffic_testkit::require_privileged();
+pub fn unconfigured_program_passes_everything() -> Result<()> {
     assert!(
         traffic_daemon::ebpf_available(),
         "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
