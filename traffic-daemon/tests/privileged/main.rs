@@ -16,6 +16,9 @@
 //! cargo test -p traffic-daemon --test privileged -- --list   # no root needed
 //! ```
 //!
+//! `cargo clippy --all-targets` skips a `test = false` target too: lint it with `--test
+//! privileged`.
+//!
 //! The harness is `libtest-mimic`: the usual libtest flags (a name filter, `--exact`,
 //! `--nocapture`, `--list`); `--test-threads` is forced to 1.
 #![allow(clippy::unwrap_used, reason = "a case fails by panicking")]
