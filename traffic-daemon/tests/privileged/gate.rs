@@ -168,6 +168,42 @@ impl Lab {
     }
 }
 
+/// One row of a gate table: description, input frame, the action it must get, the one
+/// counter slot it must move and the exact change of the port statistics per rule slot.
+struct Row {
+    name: String,
+    frame: Vec<u8>,
+    action: u32,
+    slot: Slot,
+    stats: Vec<(u32, PortStats)>,
+}
+
+fn row(
+    name: impl Into<String>,
+    frame: Vec<u8>,
+    action: u32,
+    slot: Slot,
+    stats: &[(u32, PortStats)],
+) -> Row {
+    Row {
+        name: name.into(),
+        frame,
+        action,
+        slot,
+        stats: stats.to_vec(),
+    }
+}
+
+impl Lab {
+    /// Run the rows in order on the lab's shared state; stop at the first that goes wrong.
+    fn rows(&self, rows: &[Row]) -> Result<()> {
+        for r in rows {
+            self.expect_ports(&r.name, &r.frame, r.action, r.slot, &r.stats)?;
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Frames, rules, statistics
 // ---------------------------------------------------------------------------------------
@@ -287,27 +323,31 @@ pub fn closed_gate_passes_everything() -> Result<()> {
         (WEB, proto::TCP, rule(0, Gate::Closed, PORT_GATE_RESET)),
         (DNS, proto::UDP, rule(1, Gate::Closed, 0)),
     ])?;
-    let d = lab.class("default");
-    for src in clients() {
-        let pass = Slot::new(d, Reason::Pass);
-        lab.expect_ports(
-            &format!("{src} SYN"),
-            &syn(src, WEB),
-            XDP_PASS,
-            pass,
-            &[(0, seen_syn())],
-        )?;
-        lab.expect_ports(&format!("{src} ACK"), &ack(src, WEB), XDP_PASS, pass, &[])?;
-        lab.expect_ports(&format!("{src} UDP"), &udp(src, DNS), XDP_PASS, pass, &[])?;
-        lab.expect_ports(
-            &format!("{src} SYN elsewhere"),
-            &syn(src, OTHER),
-            XDP_PASS,
-            pass,
-            &[],
-        )?;
-    }
-    Ok(())
+    let pass = Slot::new(lab.class("default"), Reason::Pass);
+    let rows: Vec<Row> = clients()
+        .into_iter()
+        .flat_map(|src| {
+            [
+                row(
+                    format!("{src} SYN"),
+                    syn(src, WEB),
+                    XDP_PASS,
+                    pass,
+                    &[(0, seen_syn())],
+                ),
+                row(format!("{src} ACK"), ack(src, WEB), XDP_PASS, pass, &[]),
+                row(format!("{src} UDP"), udp(src, DNS), XDP_PASS, pass, &[]),
+                row(
+                    format!("{src} SYN elsewhere"),
+                    syn(src, OTHER),
+                    XDP_PASS,
+                    pass,
+                    &[],
+                ),
+            ]
+        })
+        .collect();
+    lab.rows(&rows)
 }
 
 pub fn open_gate_refuses_new_connections_only() -> Result<()> {
@@ -319,21 +359,24 @@ pub fn open_gate_refuses_new_connections_only() -> Result<()> {
     ])?;
     let d = lab.class("default");
     let pass = Slot::new(d, Reason::Pass);
+    let gate = Slot::new(d, Reason::Gate);
+    let mut rows = Vec::new();
     for src in clients() {
-        lab.expect_ports(
-            &format!("{src} SYN, drop gate"),
-            &syn(src, WEB),
+        rows.push(row(
+            format!("{src} SYN, drop gate"),
+            syn(src, WEB),
             XDP_DROP,
-            Slot::new(d, Reason::Gate),
+            gate,
             &[(0, gated(false))],
-        )?;
-        lab.expect_ports(
-            &format!("{src} SYN, reset gate"),
-            &syn(src, TLS),
+        ));
+        let reset = Slot::new(d, Reason::GateReset);
+        rows.push(row(
+            format!("{src} SYN, reset gate"),
+            syn(src, TLS),
             XDP_TX,
-            Slot::new(d, Reason::GateReset),
+            reset,
             &[(1, gated(true))],
-        )?;
+        ));
         // Established flows and everything else that is not a new connection pass.
         for (what, flags) in [
             ("ACK", tcp_flags::ACK),
@@ -344,40 +387,51 @@ pub fn open_gate_refuses_new_connections_only() -> Result<()> {
         ] {
             for port in [WEB, TLS] {
                 let f = tcp(src, port, flags).build();
-                lab.expect_ports(&format!("{src} {what} to {port}"), &f, XDP_PASS, pass, &[])?;
+                rows.push(row(
+                    format!("{src} {what} to {port}"),
+                    f,
+                    XDP_PASS,
+                    pass,
+                    &[],
+                ));
             }
         }
-        // UDP to an open UDP port is refused, and never with a RST.
-        lab.expect_ports(
-            &format!("{src} UDP"),
-            &udp(src, DNS),
-            XDP_DROP,
-            Slot::new(d, Reason::Gate),
-            &[(2, PortStats { gated: 1, ..ps() })],
-        )?;
-        // The rules are per (port, protocol): UDP to the TCP ports and TCP to the UDP port pass.
-        lab.expect_ports(
-            &format!("{src} UDP to a TCP rule"),
-            &udp(src, TLS),
-            XDP_PASS,
-            pass,
-            &[],
-        )?;
-        lab.expect_ports(
-            &format!("{src} SYN to a UDP rule"),
-            &syn(src, DNS),
-            XDP_PASS,
-            pass,
-            &[],
-        )?;
-        lab.expect_ports(
-            &format!("{src} SYN elsewhere"),
-            &syn(src, OTHER),
-            XDP_PASS,
-            pass,
-            &[],
-        )?;
+        let udp_gated = PortStats { gated: 1, ..ps() };
+        rows.extend([
+            // UDP to an open UDP port is refused, and never with a RST.
+            row(
+                format!("{src} UDP"),
+                udp(src, DNS),
+                XDP_DROP,
+                gate,
+                &[(2, udp_gated)],
+            ),
+            // The rules are per (port, protocol): UDP to the TCP ports and TCP to the UDP
+            // port pass.
+            row(
+                format!("{src} UDP to a TCP rule"),
+                udp(src, TLS),
+                XDP_PASS,
+                pass,
+                &[],
+            ),
+            row(
+                format!("{src} SYN to a UDP rule"),
+                syn(src, DNS),
+                XDP_PASS,
+                pass,
+                &[],
+            ),
+            row(
+                format!("{src} SYN elsewhere"),
+                syn(src, OTHER),
+                XDP_PASS,
+                pass,
+                &[],
+            ),
+        ]);
     }
+    lab.rows(&rows)?;
     // Without the global flag the port table is not consulted at all.
     let mut g = lab.applied().global;
     g.flags &= !GLOBAL_HAS_PORTS;

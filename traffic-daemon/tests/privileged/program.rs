@@ -181,10 +181,6 @@ class = "limited"
 // ---------------------------------------------------------------------------------------
 
 pub fn parse_cases() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
     let lab = Lab::configured("parse", PARSE_CONFIG)?;
     let pass = Slot::new(lab.class("default"), Reason::Pass);
     let malformed = Slot::new(UNCLASSIFIED, Reason::Malformed);
@@ -544,10 +540,6 @@ pub fn parse_cases() -> Result<()> {
 // ---------------------------------------------------------------------------------------
 
 pub fn verdicts_by_source() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
     let lab = Lab::configured("verdicts", VERDICT_CONFIG)?;
     let (internal, limited, default) = (
         lab.class("internal"),
@@ -675,10 +667,6 @@ pub fn verdicts_by_source() -> Result<()> {
 // ---------------------------------------------------------------------------------------
 
 pub fn burst_then_packet_rate_drops() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
     let lab = Lab::configured("burst", LIMITED_CONFIG)?;
     let limited = lab.class("limited");
     for src in [
@@ -717,10 +705,6 @@ pub fn burst_then_packet_rate_drops() -> Result<()> {
 }
 
 pub fn second_source_gets_its_own_bucket() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
     let lab = Lab::configured("second-source", LIMITED_CONFIG)?;
     let limited = lab.class("limited");
     let first = udp_from(v4(198, 18, 1, 1).into()).build();
@@ -768,10 +752,6 @@ pub fn second_source_gets_its_own_bucket() -> Result<()> {
 }
 
 pub fn non_first_fragments_and_cut_l4_are_limited_by_source() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
     let lab = Lab::configured("fragments", LIMITED_CONFIG)?;
     let limited = lab.class("limited");
     let (s4, s6) = (v4(198, 18, 1, 7), v6("2001:db8:1::7"));
@@ -868,118 +848,96 @@ pub fn non_first_fragments_and_cut_l4_are_limited_by_source() -> Result<()> {
     Ok(())
 }
 
-pub fn aggregate_v6_prefix_shares_a_bucket() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
+/// One aggregation case: a class whose buckets are keyed by a prefix, two addresses of one
+/// prefix that must share a bucket of 5, an address of the next prefix with its own, and
+/// the bucket keys that must result.
+struct Aggregate {
+    lab: &'static str,
+    /// The class's aggregation key, e.g. `aggregate_v6 = 64`.
+    setting: &'static str,
+    cidr: &'static str,
+    /// The prefix as named in case descriptions, e.g. `/64`.
+    prefix: &'static str,
+    shared: [IpAddr; 2],
+    other: IpAddr,
+    keys: [[u8; 16]; 2],
+}
+
+fn aggregate_prefix_shares_a_bucket(spec: &Aggregate) -> Result<()> {
+    let config = format!(
+        "[daemon]\ninterfaces = [\"lo\"]\n[classes.agg]\npackets = {{ rate = 1, burst = 5 }}\n{}\n\
+         [classes.default]\n[[rules]]\ncidr = \"{}\"\nclass = \"agg\"\n",
+        spec.setting, spec.cidr
     );
-    let lab = Lab::configured(
-        "aggregate-v6",
-        r#"
-[daemon]
-interfaces = ["lo"]
-[classes.agg]
-packets = { rate = 1, burst = 5 }
-aggregate_v6 = 64
-[classes.default]
-[[rules]]
-cidr = "2001:db8:64::/48"
-class = "agg"
-"#,
-    )?;
+    let lab = Lab::configured(spec.lab, &config)?;
     let agg = lab.class("agg");
-    let a1 = udp_from(v6("2001:db8:64:1::1").into()).build();
-    let a2 = udp_from(v6("2001:db8:64:1:ffff:ffff:ffff:ffff").into()).build();
-    let b = udp_from(v6("2001:db8:64:2::1").into()).build();
-    // Both addresses of one /64 draw on one bucket of 5.
-    for (i, f) in [&a1, &a2, &a1, &a2, &a1].into_iter().enumerate() {
-        lab.expect(
-            &format!("shared /64 #{}", i + 1),
-            f,
-            XDP_PASS,
-            Slot::new(agg, Reason::Pass),
-        )?;
-    }
-    lab.expect(
-        "second address of the exhausted /64",
-        &a2,
-        XDP_DROP,
-        Slot::new(agg, Reason::PacketRate),
-    )?;
-    lab.expect(
-        "first address of the exhausted /64",
-        &a1,
-        XDP_DROP,
-        Slot::new(agg, Reason::PacketRate),
-    )?;
-    lab.expect("another /64", &b, XDP_PASS, Slot::new(agg, Reason::Pass))?;
+    let p = spec.prefix;
+    let [a1, a2] = spec.shared.map(|a| udp_from(a).build());
+    let b = udp_from(spec.other).build();
+    let pass = Slot::new(agg, Reason::Pass);
+    let over = Slot::new(agg, Reason::PacketRate);
+    // Both addresses of one prefix draw on one bucket of 5.
+    let mut cases: Vec<Case> = [&a1, &a2, &a1, &a2, &a1]
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            case(
+                &format!("shared {p} #{}", i + 1),
+                f.as_slice(),
+                XDP_PASS,
+                pass,
+            )
+        })
+        .collect();
+    cases.extend([
+        case(
+            &format!("second address of the exhausted {p}"),
+            a2,
+            XDP_DROP,
+            over,
+        ),
+        case(
+            &format!("first address of the exhausted {p}"),
+            a1,
+            XDP_DROP,
+            over,
+        ),
+        case(&format!("another {p}"), b, XDP_PASS, pass),
+    ]);
+    lab.table(&cases)?;
     let keys: Vec<[u8; 16]> = lab.buckets_of(agg)?.iter().map(|(k, _)| k.addr).collect();
-    assert_eq!(
-        keys,
-        [key6("2001:db8:64:1::"), key6("2001:db8:64:2::")],
-        "one bucket per /64"
-    );
+    assert_eq!(keys, spec.keys, "one bucket per {p}");
     Ok(())
+}
+
+pub fn aggregate_v6_prefix_shares_a_bucket() -> Result<()> {
+    aggregate_prefix_shares_a_bucket(&Aggregate {
+        lab: "aggregate-v6",
+        setting: "aggregate_v6 = 64",
+        cidr: "2001:db8:64::/48",
+        prefix: "/64",
+        shared: [
+            v6("2001:db8:64:1::1").into(),
+            v6("2001:db8:64:1:ffff:ffff:ffff:ffff").into(),
+        ],
+        other: v6("2001:db8:64:2::1").into(),
+        keys: [key6("2001:db8:64:1::"), key6("2001:db8:64:2::")],
+    })
 }
 
 pub fn aggregate_v4_prefix_shares_a_bucket() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
-    let lab = Lab::configured(
-        "aggregate-v4",
-        r#"
-[daemon]
-interfaces = ["lo"]
-[classes.agg]
-packets = { rate = 1, burst = 5 }
-aggregate_v4 = 24
-[classes.default]
-[[rules]]
-cidr = "198.18.24.0/23"
-class = "agg"
-"#,
-    )?;
-    let agg = lab.class("agg");
-    let a1 = udp_from(v4(198, 18, 24, 1).into()).build();
-    let a2 = udp_from(v4(198, 18, 24, 254).into()).build();
-    let b = udp_from(v4(198, 18, 25, 1).into()).build();
-    for (i, f) in [&a1, &a2, &a1, &a2, &a1].into_iter().enumerate() {
-        lab.expect(
-            &format!("shared /24 #{}", i + 1),
-            f,
-            XDP_PASS,
-            Slot::new(agg, Reason::Pass),
-        )?;
-    }
-    lab.expect(
-        "second address of the exhausted /24",
-        &a2,
-        XDP_DROP,
-        Slot::new(agg, Reason::PacketRate),
-    )?;
-    lab.expect(
-        "first address of the exhausted /24",
-        &a1,
-        XDP_DROP,
-        Slot::new(agg, Reason::PacketRate),
-    )?;
-    lab.expect("another /24", &b, XDP_PASS, Slot::new(agg, Reason::Pass))?;
-    let keys: Vec<[u8; 16]> = lab.buckets_of(agg)?.iter().map(|(k, _)| k.addr).collect();
-    assert_eq!(
-        keys,
-        [v4_mapped([198, 18, 24, 0]), v4_mapped([198, 18, 25, 0])],
-        "one bucket per /24"
-    );
-    Ok(())
+    aggregate_prefix_shares_a_bucket(&Aggregate {
+        lab: "aggregate-v4",
+        setting: "aggregate_v4 = 24",
+        cidr: "198.18.24.0/23",
+        prefix: "/24",
+        shared: [v4(198, 18, 24, 1).into(), v4(198, 18, 24, 254).into()],
+        other: v4(198, 18, 25, 1).into(),
+        keys: [v4_mapped([198, 18, 24, 0]), v4_mapped([198, 18, 25, 0])],
+    })
 }
 
 pub fn byte_limit_drops_with_byte_rate() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
     let lab = Lab::configured(
         "bytes",
         r#"
@@ -1028,10 +986,6 @@ class = "bytes"
 // ---------------------------------------------------------------------------------------
 
 pub fn global_monitor_mode_counts_would_drops_and_passes() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
     let lab = Lab::configured(
         "monitor-global",
         r#"
@@ -1121,10 +1075,6 @@ action = "deny"
 }
 
 pub fn class_monitor_mode_counts_would_drops_and_passes() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
     let lab = Lab::configured(
         "monitor-class",
         r#"
@@ -1211,10 +1161,6 @@ action = "deny"
 }
 
 pub fn unconfigured_program_passes_everything() -> Result<()> {
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
     let lab = Lab::unconfigured("unconfigured")?;
     assert_eq!(
         lab.kernel.global()?.abi_version,
