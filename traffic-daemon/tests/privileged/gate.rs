@@ -545,33 +545,39 @@ pub fn bulkhead_sheds_new_connections_only() -> Result<()> {
         resets: u64::from(reset),
         ..ps()
     };
-    for src in clients() {
-        lab.expect_ports(
-            &format!("{src} SYN shed"),
-            &syn(src, WEB),
-            XDP_DROP,
-            Slot::new(d, Reason::Bulkhead),
-            &[(0, shed(false))],
-        )?;
-        lab.expect_ports(
-            &format!("{src} SYN shed with RST"),
-            &syn(src, TLS),
-            XDP_TX,
-            Slot::new(d, Reason::Bulkhead),
-            &[(1, shed(true))],
-        )?;
-        lab.expect_ports(&format!("{src} ACK"), &ack(src, WEB), XDP_PASS, pass, &[])?;
-        lab.expect_ports(&format!("{src} ACK"), &ack(src, TLS), XDP_PASS, pass, &[])?;
-        // An open gate refuses before the bulkhead sheds.
-        lab.expect_ports(
-            &format!("{src} SYN open and shed"),
-            &syn(src, SSH),
-            XDP_DROP,
-            Slot::new(d, Reason::Gate),
-            &[(2, gated(false))],
-        )?;
-    }
-    Ok(())
+    let (bulkhead, gate) = (Slot::new(d, Reason::Bulkhead), Slot::new(d, Reason::Gate));
+    let rows: Vec<Row> = clients()
+        .into_iter()
+        .flat_map(|src| {
+            [
+                row(
+                    format!("{src} SYN shed"),
+                    syn(src, WEB),
+                    XDP_DROP,
+                    bulkhead,
+                    &[(0, shed(false))],
+                ),
+                row(
+                    format!("{src} SYN shed with RST"),
+                    syn(src, TLS),
+                    XDP_TX,
+                    bulkhead,
+                    &[(1, shed(true))],
+                ),
+                row(format!("{src} ACK"), ack(src, WEB), XDP_PASS, pass, &[]),
+                row(format!("{src} ACK"), ack(src, TLS), XDP_PASS, pass, &[]),
+                // An open gate refuses before the bulkhead sheds.
+                row(
+                    format!("{src} SYN open and shed"),
+                    syn(src, SSH),
+                    XDP_DROP,
+                    gate,
+                    &[(2, gated(false))],
+                ),
+            ]
+        })
+        .collect();
+    lab.rows(&rows)
 }
 
 pub fn per_source_new_connection_limit() -> Result<()> {
@@ -674,50 +680,52 @@ pub fn class_override_counts_in_the_overriding_class() -> Result<()> {
             },
         ),
     ])?;
-    for src in clients() {
-        lab.expect_ports(
-            &format!("{src} SYN"),
-            &syn(src, WEB),
-            XDP_PASS,
-            Slot::new(o, Reason::Pass),
-            &[(0, seen_syn())],
-        )?;
-        lab.expect_ports(
-            &format!("{src} ACK"),
-            &ack(src, WEB),
-            XDP_PASS,
-            Slot::new(o, Reason::Pass),
-            &[],
-        )?;
-        lab.expect_ports(
-            &format!("{src} UDP to the port"),
-            &udp(src, WEB),
-            XDP_PASS,
-            Slot::new(d, Reason::Pass),
-            &[],
-        )?;
-        lab.expect_ports(
-            &format!("{src} SYN elsewhere"),
-            &syn(src, OTHER),
-            XDP_PASS,
-            Slot::new(d, Reason::Pass),
-            &[],
-        )?;
-        lab.expect_ports(
-            &format!("{src} SYN gated"),
-            &syn(src, TLS),
-            XDP_DROP,
-            Slot::new(o, Reason::Gate),
-            &[(1, gated(false))],
-        )?;
-        lab.expect_ports(
-            &format!("{src} SYN, override to an empty slot"),
-            &syn(src, SSH),
-            XDP_PASS,
-            Slot::new(d, Reason::Pass),
-            &[(2, seen_syn())],
-        )?;
-    }
+    let (d_pass, o_pass) = (Slot::new(d, Reason::Pass), Slot::new(o, Reason::Pass));
+    let o_gate = Slot::new(o, Reason::Gate);
+    let rows: Vec<Row> = clients()
+        .into_iter()
+        .flat_map(|src| {
+            [
+                row(
+                    format!("{src} SYN"),
+                    syn(src, WEB),
+                    XDP_PASS,
+                    o_pass,
+                    &[(0, seen_syn())],
+                ),
+                row(format!("{src} ACK"), ack(src, WEB), XDP_PASS, o_pass, &[]),
+                row(
+                    format!("{src} UDP to the port"),
+                    udp(src, WEB),
+                    XDP_PASS,
+                    d_pass,
+                    &[],
+                ),
+                row(
+                    format!("{src} SYN elsewhere"),
+                    syn(src, OTHER),
+                    XDP_PASS,
+                    d_pass,
+                    &[],
+                ),
+                row(
+                    format!("{src} SYN gated"),
+                    syn(src, TLS),
+                    XDP_DROP,
+                    o_gate,
+                    &[(1, gated(false))],
+                ),
+                row(
+                    format!("{src} SYN, override to an empty slot"),
+                    syn(src, SSH),
+                    XDP_PASS,
+                    d_pass,
+                    &[(2, seen_syn())],
+                ),
+            ]
+        })
+        .collect();
+    lab.rows(&rows)?;
     Ok(())
 }
 

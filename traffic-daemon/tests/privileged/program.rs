@@ -709,32 +709,26 @@ pub fn second_source_gets_its_own_bucket() -> Result<()> {
     let limited = lab.class("limited");
     let first = udp_from(v4(198, 18, 1, 1).into()).build();
     let second = udp_from(v4(198, 18, 1, 2).into()).build();
-    for i in 1..=5 {
-        lab.expect(
-            &format!("first source #{i}"),
-            &first,
-            XDP_PASS,
-            Slot::new(limited, Reason::Pass),
-        )?;
-    }
-    lab.expect(
-        "first source exhausted",
-        &first,
-        XDP_DROP,
-        Slot::new(limited, Reason::PacketRate),
-    )?;
-    lab.expect(
-        "second source, own bucket",
-        &second,
-        XDP_PASS,
+    let (pass, over) = (
         Slot::new(limited, Reason::Pass),
-    )?;
-    lab.expect(
-        "first source still exhausted",
-        &first,
-        XDP_DROP,
         Slot::new(limited, Reason::PacketRate),
-    )?;
+    );
+    let mut cases: Vec<Case> = (1..=5)
+        .map(|i| {
+            case(
+                &format!("first source #{i}"),
+                first.as_slice(),
+                XDP_PASS,
+                pass,
+            )
+        })
+        .collect();
+    cases.extend([
+        case("first source exhausted", first.as_slice(), XDP_DROP, over),
+        case("second source, own bucket", second, XDP_PASS, pass),
+        case("first source still exhausted", first, XDP_DROP, over),
+    ]);
+    lab.table(&cases)?;
     let buckets = lab.buckets_of(limited)?;
     let summary: Vec<([u8; 16], u64, u64)> = buckets
         .iter()
@@ -961,22 +955,20 @@ class = "bytes"
     ] {
         let frame = udp_from(src).pad_to(1000).build();
         assert_eq!(frame.len(), 1000);
-        for i in 1..=2 {
-            lab.expect(
-                &format!("{src} 1000-byte frame #{i}"),
-                &frame,
-                XDP_PASS,
-                Slot::new(bytes, Reason::Pass),
-            )?;
-        }
-        for i in 3..=4 {
-            lab.expect(
-                &format!("{src} 1000-byte frame #{i}"),
-                &frame,
-                XDP_DROP,
-                Slot::new(bytes, Reason::ByteRate),
-            )?;
-        }
+        // Two frames fill the 2 KB burst; the next two are over the byte rate.
+        let cases: Vec<Case> = [
+            (1, XDP_PASS, Reason::Pass),
+            (2, XDP_PASS, Reason::Pass),
+            (3, XDP_DROP, Reason::ByteRate),
+            (4, XDP_DROP, Reason::ByteRate),
+        ]
+        .into_iter()
+        .map(|(i, action, reason)| {
+            let name = format!("{src} 1000-byte frame #{i}");
+            case(&name, frame.as_slice(), action, Slot::new(bytes, reason))
+        })
+        .collect();
+        lab.table(&cases)?;
     }
     Ok(())
 }
