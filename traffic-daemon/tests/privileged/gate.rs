@@ -598,44 +598,49 @@ pub fn per_source_new_connection_limit() -> Result<()> {
         syn_limited: 1,
         ..ps()
     };
+    let over = Slot::new(d, Reason::PortRate);
+    let mut rows = Vec::new();
     for (a, b) in [
         (IpAddr::V4(A4), IpAddr::V4(B4)),
         (IpAddr::V6(A6), IpAddr::V6(B6)),
     ] {
         for i in 0..3 {
-            lab.expect_ports(
-                &format!("{a} SYN {i}"),
-                &syn(a, SSH),
+            rows.push(row(
+                format!("{a} SYN {i}"),
+                syn(a, SSH),
                 XDP_PASS,
                 pass,
                 &[(0, seen_syn())],
-            )?;
+            ));
         }
         for i in 3..5 {
-            lab.expect_ports(
-                &format!("{a} SYN {i}"),
-                &syn(a, SSH),
+            rows.push(row(
+                format!("{a} SYN {i}"),
+                syn(a, SSH),
                 XDP_DROP,
-                Slot::new(d, Reason::PortRate),
+                over,
                 &[(0, limited)],
-            )?;
+            ));
         }
-        lab.expect_ports(&format!("{a} ACK"), &ack(a, SSH), XDP_PASS, pass, &[])?;
-        lab.expect_ports(
-            &format!("{a} SYN to another port"),
-            &syn(a, OTHER),
-            XDP_PASS,
-            pass,
-            &[],
-        )?;
-        lab.expect_ports(
-            &format!("{b} SYN"),
-            &syn(b, SSH),
-            XDP_PASS,
-            pass,
-            &[(0, seen_syn())],
-        )?;
+        rows.extend([
+            row(format!("{a} ACK"), ack(a, SSH), XDP_PASS, pass, &[]),
+            row(
+                format!("{a} SYN to another port"),
+                syn(a, OTHER),
+                XDP_PASS,
+                pass,
+                &[],
+            ),
+            row(
+                format!("{b} SYN"),
+                syn(b, SSH),
+                XDP_PASS,
+                pass,
+                &[(0, seen_syn())],
+            ),
+        ]);
     }
+    lab.rows(&rows)?;
     // The limit lives in its own buckets, apart from the class's.
     let port_buckets = lab
         .kernel
@@ -910,66 +915,70 @@ pub fn monitor_mode_passes_gated_connections_and_counts_them() -> Result<()> {
         (DNS, proto::UDP, rule(3, Gate::Open, 0)),
     ])?;
     let d = lab.class("default");
-    for src in clients() {
-        // Would have been reset: passes, counted in the monitor twin, no RST sent.
-        lab.expect_ports(
-            &format!("{src} SYN, open"),
-            &syn(src, WEB),
-            XDP_PASS,
-            Slot::monitored(d, Reason::GateReset),
-            &[(0, gated(false))],
-        )?;
-        lab.expect_ports(
-            &format!("{src} SYN, shed"),
-            &syn(src, TLS),
-            XDP_PASS,
-            Slot::monitored(d, Reason::Bulkhead),
-            &[(
-                1,
-                PortStats {
-                    syns: 1,
-                    shed: 1,
-                    ..ps()
-                },
-            )],
-        )?;
-        lab.expect_ports(
-            &format!("{src} SYN 1, limited"),
-            &syn(src, SSH),
-            XDP_PASS,
-            Slot::new(d, Reason::Pass),
-            &[(2, seen_syn())],
-        )?;
-        lab.expect_ports(
-            &format!("{src} SYN 2, limited"),
-            &syn(src, SSH),
-            XDP_PASS,
-            Slot::monitored(d, Reason::PortRate),
-            &[(
-                2,
-                PortStats {
-                    syns: 1,
-                    syn_limited: 1,
-                    ..ps()
-                },
-            )],
-        )?;
-        lab.expect_ports(
-            &format!("{src} UDP, open"),
-            &udp(src, DNS),
-            XDP_PASS,
-            Slot::monitored(d, Reason::Gate),
-            &[(3, PortStats { gated: 1, ..ps() })],
-        )?;
-        lab.expect_ports(
-            &format!("{src} ACK, open"),
-            &ack(src, WEB),
-            XDP_PASS,
-            Slot::new(d, Reason::Pass),
-            &[],
-        )?;
-    }
-    Ok(())
+    let pass = Slot::new(d, Reason::Pass);
+    let m = |reason| Slot::monitored(d, reason);
+    let shed = PortStats {
+        syns: 1,
+        shed: 1,
+        ..ps()
+    };
+    let limited = PortStats {
+        syns: 1,
+        syn_limited: 1,
+        ..ps()
+    };
+    let udp_gated = PortStats { gated: 1, ..ps() };
+    let rows: Vec<Row> = clients()
+        .into_iter()
+        .flat_map(|src| {
+            [
+                // Would have been reset: passes, counted in the monitor twin, no RST sent.
+                row(
+                    format!("{src} SYN, open"),
+                    syn(src, WEB),
+                    XDP_PASS,
+                    m(Reason::GateReset),
+                    &[(0, gated(false))],
+                ),
+                row(
+                    format!("{src} SYN, shed"),
+                    syn(src, TLS),
+                    XDP_PASS,
+                    m(Reason::Bulkhead),
+                    &[(1, shed)],
+                ),
+                row(
+                    format!("{src} SYN 1, limited"),
+                    syn(src, SSH),
+                    XDP_PASS,
+                    pass,
+                    &[(2, seen_syn())],
+                ),
+                row(
+                    format!("{src} SYN 2, limited"),
+                    syn(src, SSH),
+                    XDP_PASS,
+                    m(Reason::PortRate),
+                    &[(2, limited)],
+                ),
+                row(
+                    format!("{src} UDP, open"),
+                    udp(src, DNS),
+                    XDP_PASS,
+                    m(Reason::Gate),
+                    &[(3, udp_gated)],
+                ),
+                row(
+                    format!("{src} ACK, open"),
+                    ack(src, WEB),
+                    XDP_PASS,
+                    pass,
+                    &[],
+                ),
+            ]
+        })
+        .collect();
+    lab.rows(&rows)
 }
 
 /// Monitor mode should count what enforcing would do: a half-open gate admits its budget
