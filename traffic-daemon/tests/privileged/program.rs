@@ -674,22 +674,27 @@ pub fn burst_then_packet_rate_drops() -> Result<()> {
         IpAddr::from(v6("2001:db8:1::1")),
     ] {
         let frame = udp_from(src).build();
-        for i in 1..=5 {
-            lab.expect(
-                &format!("{src} #{i} (within the burst)"),
-                &frame,
-                XDP_PASS,
-                Slot::new(limited, Reason::Pass),
-            )?;
-        }
-        for i in 6..=8 {
-            lab.expect(
-                &format!("{src} #{i} (over the burst)"),
-                &frame,
-                XDP_DROP,
-                Slot::new(limited, Reason::PacketRate),
-            )?;
-        }
+        let (pass, over) = (
+            Slot::new(limited, Reason::Pass),
+            Slot::new(limited, Reason::PacketRate),
+        );
+        let cases: Vec<Case> = (1..=8)
+            .map(|i| match i {
+                1..=5 => case(
+                    &format!("{src} #{i} (within the burst)"),
+                    frame.as_slice(),
+                    XDP_PASS,
+                    pass,
+                ),
+                _ => case(
+                    &format!("{src} #{i} (over the burst)"),
+                    frame.as_slice(),
+                    XDP_DROP,
+                    over,
+                ),
+            })
+            .collect();
+        lab.table(&cases)?;
     }
     let buckets = lab.buckets_of(limited)?;
     let keys: Vec<[u8; 16]> = buckets.iter().map(|(k, _)| k.addr).collect();
@@ -825,18 +830,24 @@ pub fn non_first_fragments_and_cut_l4_are_limited_by_source() -> Result<()> {
                 .build(),
         ),
     ];
+    let (pass, over) = (
+        Slot::new(limited, Reason::Pass),
+        Slot::new(limited, Reason::PacketRate),
+    );
     for frames in [&v4_frames, &v6_frames] {
-        for (name, frame) in frames.iter() {
-            lab.expect(name, frame, XDP_PASS, Slot::new(limited, Reason::Pass))?;
-        }
-        for (name, frame) in frames.iter() {
-            lab.expect(
+        // The five fill the source's burst of 5; the same five again are over it.
+        let within = frames
+            .iter()
+            .map(|(name, frame)| case(name, frame.as_slice(), XDP_PASS, pass));
+        let beyond = frames.iter().map(|(name, frame)| {
+            case(
                 &format!("{name}, over the burst"),
-                frame,
+                frame.as_slice(),
                 XDP_DROP,
-                Slot::new(limited, Reason::PacketRate),
-            )?;
-        }
+                over,
+            )
+        });
+        lab.table(&within.chain(beyond).collect::<Vec<_>>())?;
     }
     assert_eq!(lab.buckets_of(limited)?.len(), 2, "one bucket per source");
     Ok(())
