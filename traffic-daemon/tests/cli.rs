@@ -1,16 +1,48 @@
 //! trafficctl's contract with scripts and operators, through the real binary: exit codes
 //! 0 ok, 1 failure, 2 usage or invalid config, 3 daemon unreachable, and a message that says
-//! what to do when the daemon is not running or the caller may not use its socket.
+//! what to do when the daemon is not running.
 //!
-//! Everything but the permission test runs without root (unit layer). The permission test
-//! needs root to run trafficctl as another user, so it is privileged like the others.
-#![allow(clippy::unwrap_used)] // a test fails by panicking
+//! All of these run without root (unit layer). The permission test (a caller who may not use
+//! the socket) needs root to run trafficctl as another user: it is a case of the privileged
+//! binary (tests/privileged/cli.rs).
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
-mod support;
+use std::path::PathBuf;
 
-use std::{os::unix::fs::PermissionsExt as _, os::unix::process::CommandExt as _};
+/// A scratch directory, removed on drop.
+struct TempDir(PathBuf);
 
-use support::{TempDir, require_privileged, trafficctl};
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("trf-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// trafficctl run with `args`: (exit code, stdout, stderr).
+fn trafficctl(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trafficctl"))
+        .args(args)
+        .output()
+        .expect("run trafficctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 const OK: i32 = 0;
 const USAGE: i32 = 2;
@@ -121,33 +153,4 @@ fn check_config_exits_0_for_the_shipped_file_and_2_naming_file_line_and_key() {
     let (code, _, err) = trafficctl(&["check-config", missing.to_str().unwrap()]);
     assert_eq!(code, USAGE, "{err}");
     assert!(err.contains("missing.toml"), "{err}");
-}
-
-#[test]
-#[ignore = "privileged: needs root to run trafficctl as another user; run `cargo xtask test`"]
-fn a_caller_without_access_to_the_socket_is_told_so() {
-    require_privileged();
-    let tmp = TempDir::new("cli-perm");
-    // The directory is the caller's to enter; the socket is root's, mode 0660, as shipped.
-    std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = tmp.path("admin.sock");
-    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
-    // A copy of the binary the other user can execute wherever the build tree lives.
-    let exe = tmp.path("trafficctl");
-    std::fs::copy(env!("CARGO_BIN_EXE_trafficctl"), &exe).unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-
-    let out = std::process::Command::new(&exe)
-        .args(["--socket", path.to_str().unwrap(), "status"])
-        .uid(65534) // nobody
-        .gid(65534)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(UNREACHABLE), "{err}");
-    assert!(
-        err.contains("permission denied") && err.contains("group"),
-        "the message says what to do: {err}"
-    );
 }

@@ -1,7 +1,7 @@
 //! The shipped unit, checked by systemd's own tools: `systemd-analyze verify` with no output
 //! at all, and `systemd-analyze security --offline=yes` at an exposure of at most 2.5.
 //! (systemd is not PID 1 on the test machines, so the unit cannot be started here.)
-#![allow(clippy::unwrap_used)] // a test fails by panicking
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::{path::PathBuf, process::Command};
 

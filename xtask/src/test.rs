@@ -1,11 +1,15 @@
 //! `cargo xtask test`: every test layer.
 //!
 //! 1. unit — `cargo test --workspace` built with `AYA_BUILD_SKIP=1`: no root, no eBPF
-//!    toolchain; the privileged tests show up as ignored. The eBPF crates' libraries (header
+//!    toolchain. The privileged tests are not part of it: they are one binary,
+//!    `traffic-daemon/tests/privileged/`, declared `test = false` so that only a run that
+//!    names it builds and runs it. The eBPF crates' libraries (header
 //!    walk, checksums, GCRA arithmetic, the bench ABI) are tested here on the host; their
 //!    programs (bins, bpf only) are never built by `cargo test`.
-//! 2. privileged — the ignored tests (contract, program, end-to-end, …) with the real eBPF
-//!    object, as root, one at a time (they share kernel state).
+//! 2. privileged — the privileged binary (`cargo test -p traffic-daemon --test privileged`:
+//!    contract, program, gate, fuzz, end-to-end, …) with the real eBPF object, as root; it
+//!    checks root, bpffs and the object once and runs its cases one at a time (they share
+//!    kernel state). A filter is a substring of `module::case` names.
 //!    Then a short profile run (`config/profiles/smoke.toml`, the load generator against
 //!    trafficd with the pressure signals off) whose report must agree with the limits.
 //! 3. package — as root: `cargo xtask install --prefix <tmp>` and `uninstall` end to end
@@ -87,8 +91,8 @@ fn unit(tc: &Toolchains, filter: Option<&str>) -> Result<String> {
     let t = Instant::now();
     println!("==> unit layer (AYA_BUILD_SKIP=1, no root needed)");
     println!(
-        "    (tests listed as `ignored` here need root and the eBPF object: the privileged \
-         layer below runs every one of them, and fails if it cannot)"
+        "    (the privileged tests are not built here: they need root and the eBPF object; \
+         `--layer privileged` runs them, and fails if it cannot)"
     );
     let mut c = util::cargo(tc);
     c.args(["test", "--workspace"]).env("AYA_BUILD_SKIP", "1");
@@ -118,12 +122,12 @@ fn privileged(tc: &Toolchains, filter: Option<&str>) -> Result<Vec<String>> {
     let mut summary = Vec::new();
     let t = Instant::now();
     println!("==> privileged layer (real eBPF object, root, one test at a time)");
+    // The one binary of privileged cases; it forces one test thread itself.
     let mut c = util::cargo(tc);
-    c.args(["test", "--workspace", "--tests"]);
+    c.args(["test", "-p", "traffic-daemon", "--test", "privileged", "--"]);
     if let Some(f) = filter {
         c.arg(f);
     }
-    c.args(["--", "--ignored", "--test-threads=1"]);
     util::run(&mut c)?;
     summary.push(format!(
         "privileged  ok  {:>6.1}s",

@@ -2,9 +2,6 @@
 //! refuses bad files; a restart adopts the pinned maps (buckets keep their tokens, counters
 //! continue) for both `on_exit` settings, even after kill -9; a pinned layout from another
 //! ABI is refused; Prometheus scrapes the metrics.
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-mod support;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -13,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
+use crate::support::{PinDir, TempDir, trafficctl, trafficd};
 use traffic_daemon::{
     api::StatusReport,
     api::report::{CountersReport, LimitsReport, SourcesReport},
@@ -159,10 +156,7 @@ fn premium_passed(rig: &Rig) -> u64 {
     c.class("premium").map_or(0, |p| p.passed.packets)
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn reload_applies_atomically_keeps_tokens_and_refuses_bad_files() {
-    require_privileged();
+pub fn reload_applies_atomically_keeps_tokens_and_refuses_bad_files() {
     let rig = Rig::new("reload");
     // A slow refill so tokens do not come back during the test.
     rig.write_config("{ rate = 10, per = \"1m\", burst = 20 }", "detach");
@@ -251,10 +245,7 @@ fn reload_applies_atomically_keeps_tokens_and_refuses_bad_files() {
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn kill9_with_detach_fails_open_and_a_restart_adopts_the_state() {
-    require_privileged();
+pub fn kill9_with_detach_fails_open_and_a_restart_adopts_the_state() {
     let rig = Rig::new("detach");
     rig.write_config("{ rate = 1, per = \"1m\", burst = 20 }", "detach");
     let mut d = rig.start();
@@ -289,10 +280,7 @@ fn kill9_with_detach_fails_open_and_a_restart_adopts_the_state() {
     assert!(!rig.topo.xdp_attached(&rig.iface()).unwrap());
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn kill9_with_keep_keeps_enforcing_and_a_restart_takes_over() {
-    require_privileged();
+pub fn kill9_with_keep_keeps_enforcing_and_a_restart_takes_over() {
     let rig = Rig::new("keep");
     rig.write_config("{ rate = 1, per = \"1m\", burst = 20 }", "keep");
     let mut d = rig.start();
@@ -337,11 +325,8 @@ fn kill9_with_keep_keeps_enforcing_and_a_restart_takes_over() {
     });
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn pinned_maps_from_another_abi_are_refused() {
+pub fn pinned_maps_from_another_abi_are_refused() {
     use aya::maps::{Array, Map, MapData};
-    require_privileged();
     let rig = Rig::new("abi");
     rig.write_config("{ rate = 100 }", "detach");
     let mut d = rig.start();
@@ -391,10 +376,7 @@ fn start_prometheus(ns: &Netns, dir: &Path) -> std::process::Child {
         .expect("prometheus (Debian package `prometheus`, installed by `cargo xtask setup`)")
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn prometheus_scrapes_the_metrics() {
-    require_privileged();
+pub fn prometheus_scrapes_the_metrics() {
     let rig = Rig::new("prom");
     rig.write_config("{ rate = 10, per = \"1m\", burst = 20 }", "detach");
     let mut d = rig.start();
@@ -490,11 +472,8 @@ fn prometheus_scrapes_the_metrics() {
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn systemd_notifications_ready_reloading_stopping_and_watchdog() {
+pub fn systemd_notifications_ready_reloading_stopping_and_watchdog() {
     use std::os::unix::net::UnixDatagram;
-    require_privileged();
     let rig = Rig::new("notify");
     rig.write_config("{ rate = 100 }", "detach");
     let notify_path = rig.tmp.path("notify.sock");

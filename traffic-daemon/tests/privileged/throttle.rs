@@ -5,9 +5,6 @@
 //!    rising, the traffic from a client namespace follows, and both recover when it falls.
 //! 2. Real CPU load (busy threads, bounded in time) raises the real CPU reading over a
 //!    threshold the test sets, and the level rises.
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-mod support;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -19,8 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::{PinDir, TempDir, trafficctl, trafficd};
 use aya::maps::{Array, Map, MapData};
-use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
 use traffic_common::{ClassConfig, map_names};
 use traffic_daemon::{api::StatusReport, policy::throttle::ThrottleStatus};
 use traffic_testkit::{
@@ -123,10 +120,7 @@ fn rate_over(sink: &UdpSink, src: IpAddr, window: Duration) -> f64 {
     (after - before) as f64 / t.elapsed().as_secs_f64()
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn pressure_from_a_source_directory_rescales_kernel_limits_and_traffic() {
-    require_privileged();
+pub fn pressure_from_a_source_directory_rescales_kernel_limits_and_traffic() {
     let topo = topology();
     let pins = PinDir::new("throttle");
     let tmp = TempDir::new("throttle");
@@ -292,10 +286,7 @@ fn cpu_utilisation(d: Duration) -> f64 {
     1.0 - (i1 - i0) as f64 / (t1 - t0).max(1) as f64
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn real_cpu_load_raises_the_level() {
-    require_privileged();
+pub fn real_cpu_load_raises_the_level() {
     let idle = cpu_utilisation(Duration::from_millis(500));
     assert!(
         idle < 0.8,

@@ -29,10 +29,8 @@
 //! build on 2 cores: both runs take ~11 s.
 //!
 //! ```text
-//! cargo test -p traffic-daemon --test fuzz -- --ignored --nocapture
+//! cargo test -p traffic-daemon --test privileged -- fuzz:: --nocapture
 //! ```
-
-mod support;
 
 use std::{
     collections::BTreeMap,
@@ -41,11 +39,11 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
-use support::bpf::{
+use crate::support::bpf::{
     Lab, NODE4, NODE6, SOURCES, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, action_name, describe,
     moved,
 };
+use anyhow::{Context as _, Result, bail, ensure};
 use traffic_common::{
     COUNTERS_ENTRIES, Chaos, Counter, Gate, Limit, MONITOR_OFFSET, PORT_CLASS_OVERRIDE,
     PORT_GATE_RESET, PORT_SHED, PortRule, REASON_SLOTS, Reason, UNCLASSIFIED, counter_index,
@@ -906,14 +904,7 @@ fn fuzz(lab: &Lab, rules: &RuleSet, seed: u64, frames: u64, check: Check) -> Res
     Ok(tally)
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn hostile_frames_match_the_reference_classifier() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
+pub fn hostile_frames_match_the_reference_classifier() -> Result<()> {
     let seed = env_u64("TRAFFIC_FUZZ_SEED", DEFAULT_SEED)?;
     let frames = env_u64("TRAFFIC_FUZZ_FRAMES", DEFAULT_FRAMES)?;
     let lab = Lab::configured("fuzz", &format!("{HEAD}{CLASSES}{RULES}"))?;
@@ -955,14 +946,7 @@ admission = { rate = 1, per = "1m", burst = 5 }
 [classes.quarantine]
 "#;
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn hostile_frames_through_gates_limits_and_resets_never_abort() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
+pub fn hostile_frames_through_gates_limits_and_resets_never_abort() -> Result<()> {
     let seed = env_u64("TRAFFIC_FUZZ_SEED", DEFAULT_SEED)?;
     let frames = env_u64("TRAFFIC_FUZZ_FRAMES", DEFAULT_FRAMES)? / 4;
     let now = traffic_daemon::dataplane::monotonic_ns();

@@ -18,10 +18,8 @@
 //! Privileged and stateful: one at a time through `cargo xtask test`, or
 //!
 //! ```text
-//! cargo test -p traffic-daemon --test circuits -- --ignored --test-threads=1 --nocapture
+//! cargo test -p traffic-daemon --test privileged -- circuits:: --nocapture
 //! ```
-
-mod support;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -33,11 +31,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::{PinDir, TempDir, trafficctl, trafficd};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{Xdp, XdpMode},
 };
-use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
 use traffic_common::{PROGRAM_NAME, map_names};
 use traffic_daemon::{
     api::{
@@ -390,10 +388,7 @@ fn assert_transition(c: &CircuitReport, index: usize, from: &str, to: &str, reas
 
 const API: u16 = 18081;
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn stopped_server_opens_the_breaker_and_the_gate_refuses_fast() {
-    require_privileged();
+pub fn stopped_server_opens_the_breaker_and_the_gate_refuses_fast() {
     let rig = Rig::start(
         "circ-stop",
         &upstream("api", API, &format!("{TCP_PROBE}\ngate = \"reset\"")),
@@ -472,10 +467,7 @@ fn stopped_server_opens_the_breaker_and_the_gate_refuses_fast() {
     drop(server);
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn reset_gate_fails_fast_drop_gate_makes_clients_wait() {
-    require_privileged();
+pub fn reset_gate_fails_fast_drop_gate_makes_clients_wait() {
     const FAST: u16 = 18082;
     const SLOW: u16 = 18083;
     let rig = Rig::start(
@@ -545,10 +537,7 @@ fn reset_gate_fails_fast_drop_gate_makes_clients_wait() {
     );
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn http_500_trips_the_http_breaker() {
-    require_privileged();
+pub fn http_500_trips_the_http_breaker() {
     const WEB: u16 = 18084;
     let rig = Rig::start(
         "circ-http",
@@ -598,10 +587,7 @@ fn http_500_trips_the_http_breaker() {
 // Bulkhead
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn bulkhead_sheds_past_max_connections() {
-    require_privileged();
+pub fn bulkhead_sheds_past_max_connections() {
     const POOL: u16 = 18085;
     const K: usize = 4;
     // No probes: their connections would count against the cap for a moment.
@@ -668,10 +654,7 @@ fn binomial_bounds(n: u64, p: f64, sigmas: f64) -> (u64, u64) {
     )
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn chaos_drops_about_half_and_expires() {
-    require_privileged();
+pub fn chaos_drops_about_half_and_expires() {
     const DNS: u16 = 15353;
     let rig = Rig::start(
         "circ-chaos",
@@ -833,10 +816,7 @@ fn chaos_drops_about_half_and_expires() {
 // The passive signal
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn refusals_seen_at_tc_egress_open_the_breaker_without_probes() {
-    require_privileged();
+pub fn refusals_seen_at_tc_egress_open_the_breaker_without_probes() {
     const QUIET: u16 = 18086;
     const QUIET_UDP: u16 = 15354;
     let rig = Rig::start(

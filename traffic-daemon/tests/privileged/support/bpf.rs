@@ -177,6 +177,17 @@ impl Lab {
         Ok((action, moved))
     }
 
+    /// Run one frame and fail unless it got `action` and moved exactly `slot` by one packet
+    /// and the frame's bytes.
+    pub fn expect(&self, name: &str, frame: &[u8], action: u32, slot: Slot) -> Result<()> {
+        let (got, moved) = self
+            .run(frame)
+            .with_context(|| format!("{name}: test run"))?;
+        let wrong = verdict_problems(frame.len(), got, &moved, action, slot);
+        ensure!(wrong.is_empty(), "{name}: {}", wrong.join("; "));
+        Ok(())
+    }
+
     /// Buckets of one class, sorted by address.
     pub fn buckets_of(&self, class: u32) -> Result<Vec<(BucketKey, Bucket)>> {
         let mut b: Vec<_> = self

@@ -1,6 +1,5 @@
 //! Shared set-up of the privileged integration tests: guards that clean up what a test
 //! creates (pin directories, temp directories) even when it panics.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -48,7 +47,8 @@ impl Drop for TempDir {
     }
 }
 
-/// Fail loudly unless the privileged layer can run: root, bpffs, a real eBPF object.
+/// The privileged gate, checked once by `main` before any case: fail loudly unless this run
+/// can load programs (root, bpffs) and has the real eBPF object.
 pub fn require_privileged() {
     traffic_testkit::require_privileged();
     assert!(

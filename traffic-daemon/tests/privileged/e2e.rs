@@ -1,9 +1,6 @@
 //! End to end: trafficd running in a node namespace, clients in other namespaces sending
 //! paced UDP from both CPUs, IPv4 and IPv6. What passes must match what the limits allow,
 //! and the counters trafficctl reports must match what the receivers saw.
-#![allow(clippy::unwrap_used)] // a test fails by panicking
-
-mod support;
 
 use std::{
     collections::HashMap,
@@ -12,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use support::{PinDir, TempDir, require_privileged, trafficctl, trafficd};
+use crate::support::{PinDir, TempDir, trafficctl, trafficd};
 use traffic_daemon::api::report::CountersReport;
 use traffic_testkit::{
     daemon::DaemonProcess,
@@ -124,10 +121,7 @@ fn flow(src: IpAddr, rate: f64, cpu: Option<usize>) -> UdpFlow {
     }
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn limits_hold_per_class_for_ipv4_and_ipv6_on_both_cpus() {
-    require_privileged();
+pub fn limits_hold_per_class_for_ipv4_and_ipv6_on_both_cpus() {
     let topo = Topology::build(&unique_tag(), &hosts()).expect("topology");
     let pins = PinDir::new("e2e");
     let tmp = TempDir::new("e2e");

@@ -2,23 +2,21 @@
 //! program run with BPF_PROG_TEST_RUN, its counters, class statistics and bucket states
 //! read back through the kernel adapter.
 //!
-//! Privileged and stateful like tests/program.rs: each test loads its own copy of the
+//! Privileged and stateful like program.rs: each test loads its own copy of the
 //! program with its maps pinned in its own directory under /sys/fs/bpf, removed by a guard
 //! even when the test panics. Run one at a time through `cargo xtask test`, or:
 //!
 //! ```text
-//! cargo test -p traffic-daemon --test admission -- --ignored --test-threads=1
+//! cargo test -p traffic-daemon --test privileged -- admission::
 //! ```
 //!
 //! Limits refill at most once per second (most far slower), so no token comes back while a
 //! test runs: the outcomes do not depend on timing.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use anyhow::{Context as _, Result, bail};
-use support::bpf::{Lab, NODE4, NODE6, Slot, XDP_DROP, XDP_PASS, verdict_problems};
+use crate::support::bpf::{Lab, NODE4, NODE6, Slot, XDP_DROP, XDP_PASS};
+use anyhow::{Context as _, Result};
 use traffic_common::{
     BYTE_INTERVAL_SHIFT, BYTE_LIMIT_SLOT, Bucket, BucketKey, ClassConfig, ClassStats, Limit,
     Reason, counter_index, v4_mapped,
@@ -40,32 +38,12 @@ impl Lab {
         Ok(self.kernel.class_stats()?[class as usize])
     }
 
-    /// Run one frame: the action, and the one counter slot that must have moved by one
-    /// packet and the frame's bytes.
-    fn expect(
-        &self,
-        name: &str,
-        frame: &[u8],
-        action: u32,
-        row: u32,
-        reason: Reason,
-    ) -> Result<()> {
-        let (got, moved) = self
-            .run(frame)
-            .with_context(|| format!("{name}: test run"))?;
-        let wrong = verdict_problems(frame.len(), got, &moved, action, Slot::new(row, reason));
-        if !wrong.is_empty() {
-            bail!("{name}: {}", wrong.join("; "));
-        }
-        Ok(())
-    }
-
     fn passes(&self, name: &str, frame: &[u8], class: u32) -> Result<()> {
-        self.expect(name, frame, XDP_PASS, class, Reason::Pass)
+        self.expect(name, frame, XDP_PASS, Slot::new(class, Reason::Pass))
     }
 
     fn drops(&self, name: &str, frame: &[u8], class: u32, reason: Reason) -> Result<()> {
-        self.expect(name, frame, XDP_DROP, class, reason)
+        self.expect(name, frame, XDP_DROP, Slot::new(class, reason))
     }
 
     /// The bucket of one key.
@@ -114,22 +92,11 @@ fn key4(class: u32, a: Ipv4Addr) -> BucketKey {
     }
 }
 
-fn require() {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
-}
-
 // ---------------------------------------------------------------------------------------
 // Stacked limits
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn stacked_limits_the_short_window_binds_first() -> Result<()> {
-    require();
+pub fn stacked_limits_the_short_window_binds_first() -> Result<()> {
     let mut lab = Lab::configured(
         "stacked-short",
         r#"
@@ -206,10 +173,7 @@ class = "stacked"
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn stacked_limits_the_long_window_binds_and_is_checked_before_charging() -> Result<()> {
-    require();
+pub fn stacked_limits_the_long_window_binds_and_is_checked_before_charging() -> Result<()> {
     let lab = Lab::configured(
         "stacked-long",
         r#"
@@ -255,10 +219,7 @@ class = "stacked"
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn byte_limit_stacked_with_a_packet_limit() -> Result<()> {
-    require();
+pub fn byte_limit_stacked_with_a_packet_limit() -> Result<()> {
     let lab = Lab::configured(
         "stacked-bytes",
         r#"
@@ -366,10 +327,7 @@ cidr = "198.18.6.0/24"
 class = "strict"
 "#;
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn admission_budget_then_a_shared_overflow_bucket() -> Result<()> {
-    require();
+pub fn admission_budget_then_a_shared_overflow_bucket() -> Result<()> {
     let lab = Lab::configured("admission", ADMISSION_CONFIG)?;
     let guarded = lab.class("guarded");
     assert_eq!(lab.stats(guarded)?, ClassStats::default());
@@ -453,10 +411,7 @@ fn admission_budget_then_a_shared_overflow_bucket() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn admission_without_overflow_drops_new_sources() -> Result<()> {
-    require();
+pub fn admission_without_overflow_drops_new_sources() -> Result<()> {
     let lab = Lab::configured("admission-strict", ADMISSION_CONFIG)?;
     let strict = lab.class("strict");
     let cc = lab.class_config(strict)?;
@@ -498,10 +453,7 @@ fn admission_without_overflow_drops_new_sources() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn a_tiny_bucket_map_evicts_instead_of_refusing() -> Result<()> {
-    require();
+pub fn a_tiny_bucket_map_evicts_instead_of_refusing() -> Result<()> {
     const CAPACITY: u32 = 8;
     let lab = Lab::build(
         "tiny-map",

@@ -9,18 +9,16 @@
 //! guard even when the test panics. Run one at a time through `cargo xtask test`, or:
 //!
 //! ```text
-//! cargo test -p traffic-daemon --test program -- --ignored --test-threads=1
+//! cargo test -p traffic-daemon --test privileged -- program::
 //! ```
 //!
 //! Limits use a rate of 1/s so no token refills while a test runs: the outcomes do not
 //! depend on timing.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::support::bpf::{Lab, NODE4, NODE6, Slot, XDP_DROP, XDP_PASS, verdict_problems};
 use anyhow::{Result, bail};
-use support::bpf::{Lab, NODE4, NODE6, Slot, XDP_DROP, XDP_PASS, verdict_problems};
 use traffic_common::{GLOBAL_MONITOR, Reason, UNCLASSIFIED, v4_mapped};
 use traffic_daemon::dataplane::Dataplane as _;
 use traffic_testkit::packet::{Ext, Frame, ethertype, ip_proto, tcp_flags};
@@ -35,20 +33,6 @@ impl Lab {
         let (action, moved) = self.run(&case.frame)?;
         let wrong = verdict_problems(case.frame.len(), action, &moved, case.action, case.slot);
         Ok((!wrong.is_empty()).then(|| format!("{}: {}", case.name, wrong.join("; "))))
-    }
-
-    /// Run a case and fail the test right away if it went wrong.
-    fn expect(&self, name: &str, frame: &[u8], action: u32, slot: Slot) -> Result<()> {
-        let case = Case {
-            name: name.to_owned(),
-            frame: frame.to_vec(),
-            action,
-            slot,
-        };
-        if let Some(problem) = self.check(&case)? {
-            bail!("{problem}");
-        }
-        Ok(())
     }
 
     /// Run every case (in order, on shared state) and report all that went wrong.
@@ -196,14 +180,7 @@ class = "limited"
 // Parsing
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn parse_cases() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
+pub fn parse_cases() -> Result<()> {
     let lab = Lab::configured("parse", PARSE_CONFIG)?;
     let pass = Slot::new(lab.class("default"), Reason::Pass);
     let malformed = Slot::new(UNCLASSIFIED, Reason::Malformed);
@@ -562,14 +539,7 @@ fn parse_cases() -> Result<()> {
 // Classification
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn verdicts_by_source() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
+pub fn verdicts_by_source() -> Result<()> {
     let lab = Lab::configured("verdicts", VERDICT_CONFIG)?;
     let (internal, limited, default) = (
         lab.class("internal"),
@@ -696,14 +666,7 @@ fn verdicts_by_source() -> Result<()> {
 // Limits
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn burst_then_packet_rate_drops() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
+pub fn burst_then_packet_rate_drops() -> Result<()> {
     let lab = Lab::configured("burst", LIMITED_CONFIG)?;
     let limited = lab.class("limited");
     for src in [
@@ -711,22 +674,27 @@ fn burst_then_packet_rate_drops() -> Result<()> {
         IpAddr::from(v6("2001:db8:1::1")),
     ] {
         let frame = udp_from(src).build();
-        for i in 1..=5 {
-            lab.expect(
-                &format!("{src} #{i} (within the burst)"),
-                &frame,
-                XDP_PASS,
-                Slot::new(limited, Reason::Pass),
-            )?;
-        }
-        for i in 6..=8 {
-            lab.expect(
-                &format!("{src} #{i} (over the burst)"),
-                &frame,
-                XDP_DROP,
-                Slot::new(limited, Reason::PacketRate),
-            )?;
-        }
+        let (pass, over) = (
+            Slot::new(limited, Reason::Pass),
+            Slot::new(limited, Reason::PacketRate),
+        );
+        let cases: Vec<Case> = (1..=8)
+            .map(|i| match i {
+                1..=5 => case(
+                    &format!("{src} #{i} (within the burst)"),
+                    frame.as_slice(),
+                    XDP_PASS,
+                    pass,
+                ),
+                _ => case(
+                    &format!("{src} #{i} (over the burst)"),
+                    frame.as_slice(),
+                    XDP_DROP,
+                    over,
+                ),
+            })
+            .collect();
+        lab.table(&cases)?;
     }
     let buckets = lab.buckets_of(limited)?;
     let keys: Vec<[u8; 16]> = buckets.iter().map(|(k, _)| k.addr).collect();
@@ -741,44 +709,31 @@ fn burst_then_packet_rate_drops() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn second_source_gets_its_own_bucket() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
+pub fn second_source_gets_its_own_bucket() -> Result<()> {
     let lab = Lab::configured("second-source", LIMITED_CONFIG)?;
     let limited = lab.class("limited");
     let first = udp_from(v4(198, 18, 1, 1).into()).build();
     let second = udp_from(v4(198, 18, 1, 2).into()).build();
-    for i in 1..=5 {
-        lab.expect(
-            &format!("first source #{i}"),
-            &first,
-            XDP_PASS,
-            Slot::new(limited, Reason::Pass),
-        )?;
-    }
-    lab.expect(
-        "first source exhausted",
-        &first,
-        XDP_DROP,
-        Slot::new(limited, Reason::PacketRate),
-    )?;
-    lab.expect(
-        "second source, own bucket",
-        &second,
-        XDP_PASS,
+    let (pass, over) = (
         Slot::new(limited, Reason::Pass),
-    )?;
-    lab.expect(
-        "first source still exhausted",
-        &first,
-        XDP_DROP,
         Slot::new(limited, Reason::PacketRate),
-    )?;
+    );
+    let mut cases: Vec<Case> = (1..=5)
+        .map(|i| {
+            case(
+                &format!("first source #{i}"),
+                first.as_slice(),
+                XDP_PASS,
+                pass,
+            )
+        })
+        .collect();
+    cases.extend([
+        case("first source exhausted", first.as_slice(), XDP_DROP, over),
+        case("second source, own bucket", second, XDP_PASS, pass),
+        case("first source still exhausted", first, XDP_DROP, over),
+    ]);
+    lab.table(&cases)?;
     let buckets = lab.buckets_of(limited)?;
     let summary: Vec<([u8; 16], u64, u64)> = buckets
         .iter()
@@ -795,14 +750,7 @@ fn second_source_gets_its_own_bucket() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn non_first_fragments_and_cut_l4_are_limited_by_source() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
+pub fn non_first_fragments_and_cut_l4_are_limited_by_source() -> Result<()> {
     let lab = Lab::configured("fragments", LIMITED_CONFIG)?;
     let limited = lab.class("limited");
     let (s4, s6) = (v4(198, 18, 1, 7), v6("2001:db8:1::7"));
@@ -882,144 +830,119 @@ fn non_first_fragments_and_cut_l4_are_limited_by_source() -> Result<()> {
                 .build(),
         ),
     ];
+    let (pass, over) = (
+        Slot::new(limited, Reason::Pass),
+        Slot::new(limited, Reason::PacketRate),
+    );
     for frames in [&v4_frames, &v6_frames] {
-        for (name, frame) in frames.iter() {
-            lab.expect(name, frame, XDP_PASS, Slot::new(limited, Reason::Pass))?;
-        }
-        for (name, frame) in frames.iter() {
-            lab.expect(
+        // The five fill the source's burst of 5; the same five again are over it.
+        let within = frames
+            .iter()
+            .map(|(name, frame)| case(name, frame.as_slice(), XDP_PASS, pass));
+        let beyond = frames.iter().map(|(name, frame)| {
+            case(
                 &format!("{name}, over the burst"),
-                frame,
+                frame.as_slice(),
                 XDP_DROP,
-                Slot::new(limited, Reason::PacketRate),
-            )?;
-        }
+                over,
+            )
+        });
+        lab.table(&within.chain(beyond).collect::<Vec<_>>())?;
     }
     assert_eq!(lab.buckets_of(limited)?.len(), 2, "one bucket per source");
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn aggregate_v6_prefix_shares_a_bucket() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
+/// One aggregation case: a class whose buckets are keyed by a prefix, two addresses of one
+/// prefix that must share a bucket of 5, an address of the next prefix with its own, and
+/// the bucket keys that must result.
+struct Aggregate {
+    lab: &'static str,
+    /// The class's aggregation key, e.g. `aggregate_v6 = 64`.
+    setting: &'static str,
+    cidr: &'static str,
+    /// The prefix as named in case descriptions, e.g. `/64`.
+    prefix: &'static str,
+    shared: [IpAddr; 2],
+    other: IpAddr,
+    keys: [[u8; 16]; 2],
+}
+
+fn aggregate_prefix_shares_a_bucket(spec: &Aggregate) -> Result<()> {
+    let config = format!(
+        "[daemon]\ninterfaces = [\"lo\"]\n[classes.agg]\npackets = {{ rate = 1, burst = 5 }}\n{}\n\
+         [classes.default]\n[[rules]]\ncidr = \"{}\"\nclass = \"agg\"\n",
+        spec.setting, spec.cidr
     );
-    let lab = Lab::configured(
-        "aggregate-v6",
-        r#"
-[daemon]
-interfaces = ["lo"]
-[classes.agg]
-packets = { rate = 1, burst = 5 }
-aggregate_v6 = 64
-[classes.default]
-[[rules]]
-cidr = "2001:db8:64::/48"
-class = "agg"
-"#,
-    )?;
+    let lab = Lab::configured(spec.lab, &config)?;
     let agg = lab.class("agg");
-    let a1 = udp_from(v6("2001:db8:64:1::1").into()).build();
-    let a2 = udp_from(v6("2001:db8:64:1:ffff:ffff:ffff:ffff").into()).build();
-    let b = udp_from(v6("2001:db8:64:2::1").into()).build();
-    // Both addresses of one /64 draw on one bucket of 5.
-    for (i, f) in [&a1, &a2, &a1, &a2, &a1].into_iter().enumerate() {
-        lab.expect(
-            &format!("shared /64 #{}", i + 1),
-            f,
-            XDP_PASS,
-            Slot::new(agg, Reason::Pass),
-        )?;
-    }
-    lab.expect(
-        "second address of the exhausted /64",
-        &a2,
-        XDP_DROP,
-        Slot::new(agg, Reason::PacketRate),
-    )?;
-    lab.expect(
-        "first address of the exhausted /64",
-        &a1,
-        XDP_DROP,
-        Slot::new(agg, Reason::PacketRate),
-    )?;
-    lab.expect("another /64", &b, XDP_PASS, Slot::new(agg, Reason::Pass))?;
+    let p = spec.prefix;
+    let [a1, a2] = spec.shared.map(|a| udp_from(a).build());
+    let b = udp_from(spec.other).build();
+    let pass = Slot::new(agg, Reason::Pass);
+    let over = Slot::new(agg, Reason::PacketRate);
+    // Both addresses of one prefix draw on one bucket of 5.
+    let mut cases: Vec<Case> = [&a1, &a2, &a1, &a2, &a1]
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            case(
+                &format!("shared {p} #{}", i + 1),
+                f.as_slice(),
+                XDP_PASS,
+                pass,
+            )
+        })
+        .collect();
+    cases.extend([
+        case(
+            &format!("second address of the exhausted {p}"),
+            a2,
+            XDP_DROP,
+            over,
+        ),
+        case(
+            &format!("first address of the exhausted {p}"),
+            a1,
+            XDP_DROP,
+            over,
+        ),
+        case(&format!("another {p}"), b, XDP_PASS, pass),
+    ]);
+    lab.table(&cases)?;
     let keys: Vec<[u8; 16]> = lab.buckets_of(agg)?.iter().map(|(k, _)| k.addr).collect();
-    assert_eq!(
-        keys,
-        [key6("2001:db8:64:1::"), key6("2001:db8:64:2::")],
-        "one bucket per /64"
-    );
+    assert_eq!(keys, spec.keys, "one bucket per {p}");
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn aggregate_v4_prefix_shares_a_bucket() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
-    let lab = Lab::configured(
-        "aggregate-v4",
-        r#"
-[daemon]
-interfaces = ["lo"]
-[classes.agg]
-packets = { rate = 1, burst = 5 }
-aggregate_v4 = 24
-[classes.default]
-[[rules]]
-cidr = "198.18.24.0/23"
-class = "agg"
-"#,
-    )?;
-    let agg = lab.class("agg");
-    let a1 = udp_from(v4(198, 18, 24, 1).into()).build();
-    let a2 = udp_from(v4(198, 18, 24, 254).into()).build();
-    let b = udp_from(v4(198, 18, 25, 1).into()).build();
-    for (i, f) in [&a1, &a2, &a1, &a2, &a1].into_iter().enumerate() {
-        lab.expect(
-            &format!("shared /24 #{}", i + 1),
-            f,
-            XDP_PASS,
-            Slot::new(agg, Reason::Pass),
-        )?;
-    }
-    lab.expect(
-        "second address of the exhausted /24",
-        &a2,
-        XDP_DROP,
-        Slot::new(agg, Reason::PacketRate),
-    )?;
-    lab.expect(
-        "first address of the exhausted /24",
-        &a1,
-        XDP_DROP,
-        Slot::new(agg, Reason::PacketRate),
-    )?;
-    lab.expect("another /24", &b, XDP_PASS, Slot::new(agg, Reason::Pass))?;
-    let keys: Vec<[u8; 16]> = lab.buckets_of(agg)?.iter().map(|(k, _)| k.addr).collect();
-    assert_eq!(
-        keys,
-        [v4_mapped([198, 18, 24, 0]), v4_mapped([198, 18, 25, 0])],
-        "one bucket per /24"
-    );
-    Ok(())
+pub fn aggregate_v6_prefix_shares_a_bucket() -> Result<()> {
+    aggregate_prefix_shares_a_bucket(&Aggregate {
+        lab: "aggregate-v6",
+        setting: "aggregate_v6 = 64",
+        cidr: "2001:db8:64::/48",
+        prefix: "/64",
+        shared: [
+            v6("2001:db8:64:1::1").into(),
+            v6("2001:db8:64:1:ffff:ffff:ffff:ffff").into(),
+        ],
+        other: v6("2001:db8:64:2::1").into(),
+        keys: [key6("2001:db8:64:1::"), key6("2001:db8:64:2::")],
+    })
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn byte_limit_drops_with_byte_rate() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
+pub fn aggregate_v4_prefix_shares_a_bucket() -> Result<()> {
+    aggregate_prefix_shares_a_bucket(&Aggregate {
+        lab: "aggregate-v4",
+        setting: "aggregate_v4 = 24",
+        cidr: "198.18.24.0/23",
+        prefix: "/24",
+        shared: [v4(198, 18, 24, 1).into(), v4(198, 18, 24, 254).into()],
+        other: v4(198, 18, 25, 1).into(),
+        keys: [v4_mapped([198, 18, 24, 0]), v4_mapped([198, 18, 25, 0])],
+    })
+}
+
+pub fn byte_limit_drops_with_byte_rate() -> Result<()> {
     let lab = Lab::configured(
         "bytes",
         r#"
@@ -1043,22 +966,20 @@ class = "bytes"
     ] {
         let frame = udp_from(src).pad_to(1000).build();
         assert_eq!(frame.len(), 1000);
-        for i in 1..=2 {
-            lab.expect(
-                &format!("{src} 1000-byte frame #{i}"),
-                &frame,
-                XDP_PASS,
-                Slot::new(bytes, Reason::Pass),
-            )?;
-        }
-        for i in 3..=4 {
-            lab.expect(
-                &format!("{src} 1000-byte frame #{i}"),
-                &frame,
-                XDP_DROP,
-                Slot::new(bytes, Reason::ByteRate),
-            )?;
-        }
+        // Two frames fill the 2 KB burst; the next two are over the byte rate.
+        let cases: Vec<Case> = [
+            (1, XDP_PASS, Reason::Pass),
+            (2, XDP_PASS, Reason::Pass),
+            (3, XDP_DROP, Reason::ByteRate),
+            (4, XDP_DROP, Reason::ByteRate),
+        ]
+        .into_iter()
+        .map(|(i, action, reason)| {
+            let name = format!("{src} 1000-byte frame #{i}");
+            case(&name, frame.as_slice(), action, Slot::new(bytes, reason))
+        })
+        .collect();
+        lab.table(&cases)?;
     }
     Ok(())
 }
@@ -1067,14 +988,7 @@ class = "bytes"
 // Modes
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn global_monitor_mode_counts_would_drops_and_passes() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
+pub fn global_monitor_mode_counts_would_drops_and_passes() -> Result<()> {
     let lab = Lab::configured(
         "monitor-global",
         r#"
@@ -1163,14 +1077,7 @@ action = "deny"
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn class_monitor_mode_counts_would_drops_and_passes() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
+pub fn class_monitor_mode_counts_would_drops_and_passes() -> Result<()> {
     let lab = Lab::configured(
         "monitor-class",
         r#"
@@ -1256,14 +1163,7 @@ action = "deny"
     lab.table(&cases)
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn unconfigured_program_passes_everything() -> Result<()> {
-    traffic_testkit::require_privileged();
-    assert!(
-        traffic_daemon::ebpf_available(),
-        "no eBPF object embedded: traffic-daemon was built with AYA_BUILD_SKIP"
-    );
+pub fn unconfigured_program_passes_everything() -> Result<()> {
     let lab = Lab::unconfigured("unconfigured")?;
     assert_eq!(
         lab.kernel.global()?.abi_version,

@@ -18,23 +18,20 @@
 //! Privileged and stateful: run one at a time through `cargo xtask test`, or
 //!
 //! ```text
-//! cargo test -p traffic-daemon --test gate -- --ignored --test-threads=1
+//! cargo test -p traffic-daemon --test privileged -- gate::
 //! ```
 //!
 //! Limits and budgets use intervals of 10 s, so nothing refills while a test runs.
-
-mod support;
 
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
-use support::{
-    bpf::{Lab, NODE4, NODE6, SOURCES, Slot, XDP_DROP, XDP_PASS, XDP_TX, verdict_problems},
-    require_privileged,
+use crate::support::bpf::{
+    Lab, NODE4, NODE6, SOURCES, Slot, XDP_DROP, XDP_PASS, XDP_TX, verdict_problems,
 };
+use anyhow::{Context as _, Result, bail, ensure};
 use traffic_common::{
     Counter, EgressStats, GLOBAL_HAS_PORTS, Gate, Limit, PORT_BUCKET, PORT_CLASS_OVERRIDE,
     PORT_GATE_RESET, PORT_SHED, PortRule, PortStats, Reason, proto,
@@ -146,7 +143,7 @@ impl Lab {
 
     /// Run a frame; fail unless it got `action`, moved exactly `slot` by one packet and the
     /// frame's bytes, and changed the port statistics by exactly `stats`. The output frame.
-    fn expect(
+    fn expect_ports(
         &self,
         name: &str,
         frame: &[u8],
@@ -168,6 +165,42 @@ impl Lab {
             bail!("{name}: {}", wrong.join("; "));
         }
         Ok(run.out)
+    }
+}
+
+/// One row of a gate table: description, input frame, the action it must get, the one
+/// counter slot it must move and the exact change of the port statistics per rule slot.
+struct Row {
+    name: String,
+    frame: Vec<u8>,
+    action: u32,
+    slot: Slot,
+    stats: Vec<(u32, PortStats)>,
+}
+
+fn row(
+    name: impl Into<String>,
+    frame: Vec<u8>,
+    action: u32,
+    slot: Slot,
+    stats: &[(u32, PortStats)],
+) -> Row {
+    Row {
+        name: name.into(),
+        frame,
+        action,
+        slot,
+        stats: stats.to_vec(),
+    }
+}
+
+impl Lab {
+    /// Run the rows in order on the lab's shared state; stop at the first that goes wrong.
+    fn rows(&self, rows: &[Row]) -> Result<()> {
+        for r in rows {
+            self.expect_ports(&r.name, &r.frame, r.action, r.slot, &r.stats)?;
+        }
+        Ok(())
     }
 }
 
@@ -284,42 +317,40 @@ fn monitor_config() -> String {
 // Gates
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn closed_gate_passes_everything() -> Result<()> {
-    require_privileged();
+pub fn closed_gate_passes_everything() -> Result<()> {
     let mut lab = gate_lab("gate-closed", CONFIG)?;
     lab.set_ports(&[
         (WEB, proto::TCP, rule(0, Gate::Closed, PORT_GATE_RESET)),
         (DNS, proto::UDP, rule(1, Gate::Closed, 0)),
     ])?;
-    let d = lab.class("default");
-    for src in clients() {
-        let pass = Slot::new(d, Reason::Pass);
-        lab.expect(
-            &format!("{src} SYN"),
-            &syn(src, WEB),
-            XDP_PASS,
-            pass,
-            &[(0, seen_syn())],
-        )?;
-        lab.expect(&format!("{src} ACK"), &ack(src, WEB), XDP_PASS, pass, &[])?;
-        lab.expect(&format!("{src} UDP"), &udp(src, DNS), XDP_PASS, pass, &[])?;
-        lab.expect(
-            &format!("{src} SYN elsewhere"),
-            &syn(src, OTHER),
-            XDP_PASS,
-            pass,
-            &[],
-        )?;
-    }
-    Ok(())
+    let pass = Slot::new(lab.class("default"), Reason::Pass);
+    let rows: Vec<Row> = clients()
+        .into_iter()
+        .flat_map(|src| {
+            [
+                row(
+                    format!("{src} SYN"),
+                    syn(src, WEB),
+                    XDP_PASS,
+                    pass,
+                    &[(0, seen_syn())],
+                ),
+                row(format!("{src} ACK"), ack(src, WEB), XDP_PASS, pass, &[]),
+                row(format!("{src} UDP"), udp(src, DNS), XDP_PASS, pass, &[]),
+                row(
+                    format!("{src} SYN elsewhere"),
+                    syn(src, OTHER),
+                    XDP_PASS,
+                    pass,
+                    &[],
+                ),
+            ]
+        })
+        .collect();
+    lab.rows(&rows)
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn open_gate_refuses_new_connections_only() -> Result<()> {
-    require_privileged();
+pub fn open_gate_refuses_new_connections_only() -> Result<()> {
     let mut lab = gate_lab("gate-open", CONFIG)?;
     lab.set_ports(&[
         (WEB, proto::TCP, rule(0, Gate::Open, 0)),
@@ -328,21 +359,24 @@ fn open_gate_refuses_new_connections_only() -> Result<()> {
     ])?;
     let d = lab.class("default");
     let pass = Slot::new(d, Reason::Pass);
+    let gate = Slot::new(d, Reason::Gate);
+    let mut rows = Vec::new();
     for src in clients() {
-        lab.expect(
-            &format!("{src} SYN, drop gate"),
-            &syn(src, WEB),
+        rows.push(row(
+            format!("{src} SYN, drop gate"),
+            syn(src, WEB),
             XDP_DROP,
-            Slot::new(d, Reason::Gate),
+            gate,
             &[(0, gated(false))],
-        )?;
-        lab.expect(
-            &format!("{src} SYN, reset gate"),
-            &syn(src, TLS),
+        ));
+        let reset = Slot::new(d, Reason::GateReset);
+        rows.push(row(
+            format!("{src} SYN, reset gate"),
+            syn(src, TLS),
             XDP_TX,
-            Slot::new(d, Reason::GateReset),
+            reset,
             &[(1, gated(true))],
-        )?;
+        ));
         // Established flows and everything else that is not a new connection pass.
         for (what, flags) in [
             ("ACK", tcp_flags::ACK),
@@ -353,45 +387,56 @@ fn open_gate_refuses_new_connections_only() -> Result<()> {
         ] {
             for port in [WEB, TLS] {
                 let f = tcp(src, port, flags).build();
-                lab.expect(&format!("{src} {what} to {port}"), &f, XDP_PASS, pass, &[])?;
+                rows.push(row(
+                    format!("{src} {what} to {port}"),
+                    f,
+                    XDP_PASS,
+                    pass,
+                    &[],
+                ));
             }
         }
-        // UDP to an open UDP port is refused, and never with a RST.
-        lab.expect(
-            &format!("{src} UDP"),
-            &udp(src, DNS),
-            XDP_DROP,
-            Slot::new(d, Reason::Gate),
-            &[(2, PortStats { gated: 1, ..ps() })],
-        )?;
-        // The rules are per (port, protocol): UDP to the TCP ports and TCP to the UDP port pass.
-        lab.expect(
-            &format!("{src} UDP to a TCP rule"),
-            &udp(src, TLS),
-            XDP_PASS,
-            pass,
-            &[],
-        )?;
-        lab.expect(
-            &format!("{src} SYN to a UDP rule"),
-            &syn(src, DNS),
-            XDP_PASS,
-            pass,
-            &[],
-        )?;
-        lab.expect(
-            &format!("{src} SYN elsewhere"),
-            &syn(src, OTHER),
-            XDP_PASS,
-            pass,
-            &[],
-        )?;
+        let udp_gated = PortStats { gated: 1, ..ps() };
+        rows.extend([
+            // UDP to an open UDP port is refused, and never with a RST.
+            row(
+                format!("{src} UDP"),
+                udp(src, DNS),
+                XDP_DROP,
+                gate,
+                &[(2, udp_gated)],
+            ),
+            // The rules are per (port, protocol): UDP to the TCP ports and TCP to the UDP
+            // port pass.
+            row(
+                format!("{src} UDP to a TCP rule"),
+                udp(src, TLS),
+                XDP_PASS,
+                pass,
+                &[],
+            ),
+            row(
+                format!("{src} SYN to a UDP rule"),
+                syn(src, DNS),
+                XDP_PASS,
+                pass,
+                &[],
+            ),
+            row(
+                format!("{src} SYN elsewhere"),
+                syn(src, OTHER),
+                XDP_PASS,
+                pass,
+                &[],
+            ),
+        ]);
     }
+    lab.rows(&rows)?;
     // Without the global flag the port table is not consulted at all.
     let mut g = lab.applied().global;
     g.flags &= !GLOBAL_HAS_PORTS;
     lab.kernel.apply(&[Write::Global(g)])?;
-    lab.expect(
+    lab.expect_ports(
         "SYN without the has-ports flag",
         &syn(IpAddr::V4(A4), WEB),
         XDP_PASS,
@@ -401,10 +446,7 @@ fn open_gate_refuses_new_connections_only() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn half_open_admits_its_budget_then_gates() -> Result<()> {
-    require_privileged();
+pub fn half_open_admits_its_budget_then_gates() -> Result<()> {
     let mut lab = gate_lab("gate-half", CONFIG)?;
     let half = |n: u64| PortRule {
         half_open: budget(n),
@@ -429,9 +471,9 @@ fn half_open_admits_its_budget_then_gates() -> Result<()> {
         for (i, src) in sources.iter().enumerate() {
             let name = format!("round {round}: SYN {i} from {src}");
             if i < 3 {
-                lab.expect(&name, &syn(*src, WEB), XDP_PASS, pass, &[(0, trial)])?;
+                lab.expect_ports(&name, &syn(*src, WEB), XDP_PASS, pass, &[(0, trial)])?;
             } else {
-                lab.expect(
+                lab.expect_ports(
                     &name,
                     &syn(*src, WEB),
                     XDP_TX,
@@ -440,7 +482,7 @@ fn half_open_admits_its_budget_then_gates() -> Result<()> {
                 )?;
             }
         }
-        lab.expect(
+        lab.expect_ports(
             &format!("round {round}: ACK"),
             &ack(IpAddr::V4(B4), WEB),
             XDP_PASS,
@@ -459,7 +501,7 @@ fn half_open_admits_its_budget_then_gates() -> Result<()> {
             ..rule(0, Gate::HalfOpen, 0)
         },
     )])?;
-    lab.expect(
+    lab.expect_ports(
         "no budget",
         &syn(IpAddr::V4(A4), WEB),
         XDP_DROP,
@@ -469,7 +511,7 @@ fn half_open_admits_its_budget_then_gates() -> Result<()> {
     // Closed again: everything passes.
     lab.set_ports(&[(WEB, proto::TCP, rule(0, Gate::Closed, PORT_GATE_RESET))])?;
     for _ in 0..5 {
-        lab.expect(
+        lab.expect_ports(
             "closed",
             &syn(IpAddr::V4(A4), WEB),
             XDP_PASS,
@@ -484,10 +526,7 @@ fn half_open_admits_its_budget_then_gates() -> Result<()> {
 // Bulkhead, per-source limit, class override
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn bulkhead_sheds_new_connections_only() -> Result<()> {
-    require_privileged();
+pub fn bulkhead_sheds_new_connections_only() -> Result<()> {
     let mut lab = gate_lab("gate-shed", CONFIG)?;
     lab.set_ports(&[
         (WEB, proto::TCP, rule(0, Gate::Closed, PORT_SHED)),
@@ -506,39 +545,42 @@ fn bulkhead_sheds_new_connections_only() -> Result<()> {
         resets: u64::from(reset),
         ..ps()
     };
-    for src in clients() {
-        lab.expect(
-            &format!("{src} SYN shed"),
-            &syn(src, WEB),
-            XDP_DROP,
-            Slot::new(d, Reason::Bulkhead),
-            &[(0, shed(false))],
-        )?;
-        lab.expect(
-            &format!("{src} SYN shed with RST"),
-            &syn(src, TLS),
-            XDP_TX,
-            Slot::new(d, Reason::Bulkhead),
-            &[(1, shed(true))],
-        )?;
-        lab.expect(&format!("{src} ACK"), &ack(src, WEB), XDP_PASS, pass, &[])?;
-        lab.expect(&format!("{src} ACK"), &ack(src, TLS), XDP_PASS, pass, &[])?;
-        // An open gate refuses before the bulkhead sheds.
-        lab.expect(
-            &format!("{src} SYN open and shed"),
-            &syn(src, SSH),
-            XDP_DROP,
-            Slot::new(d, Reason::Gate),
-            &[(2, gated(false))],
-        )?;
-    }
-    Ok(())
+    let (bulkhead, gate) = (Slot::new(d, Reason::Bulkhead), Slot::new(d, Reason::Gate));
+    let rows: Vec<Row> = clients()
+        .into_iter()
+        .flat_map(|src| {
+            [
+                row(
+                    format!("{src} SYN shed"),
+                    syn(src, WEB),
+                    XDP_DROP,
+                    bulkhead,
+                    &[(0, shed(false))],
+                ),
+                row(
+                    format!("{src} SYN shed with RST"),
+                    syn(src, TLS),
+                    XDP_TX,
+                    bulkhead,
+                    &[(1, shed(true))],
+                ),
+                row(format!("{src} ACK"), ack(src, WEB), XDP_PASS, pass, &[]),
+                row(format!("{src} ACK"), ack(src, TLS), XDP_PASS, pass, &[]),
+                // An open gate refuses before the bulkhead sheds.
+                row(
+                    format!("{src} SYN open and shed"),
+                    syn(src, SSH),
+                    XDP_DROP,
+                    gate,
+                    &[(2, gated(false))],
+                ),
+            ]
+        })
+        .collect();
+    lab.rows(&rows)
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn per_source_new_connection_limit() -> Result<()> {
-    require_privileged();
+pub fn per_source_new_connection_limit() -> Result<()> {
     let mut lab = gate_lab("gate-synlimit", CONFIG)?;
     // PORT_GATE_RESET set on purpose: a source over its limit is dropped, never answered.
     lab.set_ports(&[(
@@ -556,44 +598,49 @@ fn per_source_new_connection_limit() -> Result<()> {
         syn_limited: 1,
         ..ps()
     };
+    let over = Slot::new(d, Reason::PortRate);
+    let mut rows = Vec::new();
     for (a, b) in [
         (IpAddr::V4(A4), IpAddr::V4(B4)),
         (IpAddr::V6(A6), IpAddr::V6(B6)),
     ] {
         for i in 0..3 {
-            lab.expect(
-                &format!("{a} SYN {i}"),
-                &syn(a, SSH),
+            rows.push(row(
+                format!("{a} SYN {i}"),
+                syn(a, SSH),
                 XDP_PASS,
                 pass,
                 &[(0, seen_syn())],
-            )?;
+            ));
         }
         for i in 3..5 {
-            lab.expect(
-                &format!("{a} SYN {i}"),
-                &syn(a, SSH),
+            rows.push(row(
+                format!("{a} SYN {i}"),
+                syn(a, SSH),
                 XDP_DROP,
-                Slot::new(d, Reason::PortRate),
+                over,
                 &[(0, limited)],
-            )?;
+            ));
         }
-        lab.expect(&format!("{a} ACK"), &ack(a, SSH), XDP_PASS, pass, &[])?;
-        lab.expect(
-            &format!("{a} SYN to another port"),
-            &syn(a, OTHER),
-            XDP_PASS,
-            pass,
-            &[],
-        )?;
-        lab.expect(
-            &format!("{b} SYN"),
-            &syn(b, SSH),
-            XDP_PASS,
-            pass,
-            &[(0, seen_syn())],
-        )?;
+        rows.extend([
+            row(format!("{a} ACK"), ack(a, SSH), XDP_PASS, pass, &[]),
+            row(
+                format!("{a} SYN to another port"),
+                syn(a, OTHER),
+                XDP_PASS,
+                pass,
+                &[],
+            ),
+            row(
+                format!("{b} SYN"),
+                syn(b, SSH),
+                XDP_PASS,
+                pass,
+                &[(0, seen_syn())],
+            ),
+        ]);
     }
+    lab.rows(&rows)?;
     // The limit lives in its own buckets, apart from the class's.
     let port_buckets = lab
         .kernel
@@ -608,10 +655,7 @@ fn per_source_new_connection_limit() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn class_override_counts_in_the_overriding_class() -> Result<()> {
-    require_privileged();
+pub fn class_override_counts_in_the_overriding_class() -> Result<()> {
     let mut lab = gate_lab("gate-override", CONFIG)?;
     let (d, o) = (lab.class("default"), lab.class("other"));
     lab.set_ports(&[
@@ -641,50 +685,52 @@ fn class_override_counts_in_the_overriding_class() -> Result<()> {
             },
         ),
     ])?;
-    for src in clients() {
-        lab.expect(
-            &format!("{src} SYN"),
-            &syn(src, WEB),
-            XDP_PASS,
-            Slot::new(o, Reason::Pass),
-            &[(0, seen_syn())],
-        )?;
-        lab.expect(
-            &format!("{src} ACK"),
-            &ack(src, WEB),
-            XDP_PASS,
-            Slot::new(o, Reason::Pass),
-            &[],
-        )?;
-        lab.expect(
-            &format!("{src} UDP to the port"),
-            &udp(src, WEB),
-            XDP_PASS,
-            Slot::new(d, Reason::Pass),
-            &[],
-        )?;
-        lab.expect(
-            &format!("{src} SYN elsewhere"),
-            &syn(src, OTHER),
-            XDP_PASS,
-            Slot::new(d, Reason::Pass),
-            &[],
-        )?;
-        lab.expect(
-            &format!("{src} SYN gated"),
-            &syn(src, TLS),
-            XDP_DROP,
-            Slot::new(o, Reason::Gate),
-            &[(1, gated(false))],
-        )?;
-        lab.expect(
-            &format!("{src} SYN, override to an empty slot"),
-            &syn(src, SSH),
-            XDP_PASS,
-            Slot::new(d, Reason::Pass),
-            &[(2, seen_syn())],
-        )?;
-    }
+    let (d_pass, o_pass) = (Slot::new(d, Reason::Pass), Slot::new(o, Reason::Pass));
+    let o_gate = Slot::new(o, Reason::Gate);
+    let rows: Vec<Row> = clients()
+        .into_iter()
+        .flat_map(|src| {
+            [
+                row(
+                    format!("{src} SYN"),
+                    syn(src, WEB),
+                    XDP_PASS,
+                    o_pass,
+                    &[(0, seen_syn())],
+                ),
+                row(format!("{src} ACK"), ack(src, WEB), XDP_PASS, o_pass, &[]),
+                row(
+                    format!("{src} UDP to the port"),
+                    udp(src, WEB),
+                    XDP_PASS,
+                    d_pass,
+                    &[],
+                ),
+                row(
+                    format!("{src} SYN elsewhere"),
+                    syn(src, OTHER),
+                    XDP_PASS,
+                    d_pass,
+                    &[],
+                ),
+                row(
+                    format!("{src} SYN gated"),
+                    syn(src, TLS),
+                    XDP_DROP,
+                    o_gate,
+                    &[(1, gated(false))],
+                ),
+                row(
+                    format!("{src} SYN, override to an empty slot"),
+                    syn(src, SSH),
+                    XDP_PASS,
+                    d_pass,
+                    &[(2, seen_syn())],
+                ),
+            ]
+        })
+        .collect();
+    lab.rows(&rows)?;
     Ok(())
 }
 
@@ -692,10 +738,7 @@ fn class_override_counts_in_the_overriding_class() -> Result<()> {
 // Fault injection and monitor mode
 // ---------------------------------------------------------------------------------------
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn chaos_resets_drops_and_expires() -> Result<()> {
-    require_privileged();
+pub fn chaos_resets_drops_and_expires() -> Result<()> {
     let mut lab = gate_lab("gate-chaos", CONFIG)?;
     let d = lab.class("default");
     let pass = Slot::new(d, Reason::Pass);
@@ -737,7 +780,7 @@ fn chaos_resets_drops_and_expires() -> Result<()> {
     };
     for src in clients() {
         for i in 0..10 {
-            lab.expect(
+            lab.expect_ports(
                 &format!("{src} SYN {i}, reset 100%"),
                 &syn(src, WEB),
                 XDP_TX,
@@ -745,14 +788,14 @@ fn chaos_resets_drops_and_expires() -> Result<()> {
                 &[(0, chaos_reset)],
             )?;
         }
-        lab.expect(
+        lab.expect_ports(
             &format!("{src} ACK, reset 100%"),
             &ack(src, WEB),
             XDP_PASS,
             pass,
             &[],
         )?;
-        lab.expect(
+        lab.expect_ports(
             &format!("{src} UDP, reset 100%"),
             &udp(src, DNS),
             XDP_PASS,
@@ -771,21 +814,21 @@ fn chaos_resets_drops_and_expires() -> Result<()> {
     for src in clients() {
         let chaos = Slot::new(d, Reason::Chaos);
         for i in 0..10 {
-            lab.expect(
+            lab.expect_ports(
                 &format!("{src} SYN {i}, drop 100%"),
                 &syn(src, WEB),
                 XDP_DROP,
                 chaos,
                 &[(0, PortStats { syns: 1, ..dropped })],
             )?;
-            lab.expect(
+            lab.expect_ports(
                 &format!("{src} ACK {i}, drop 100%"),
                 &ack(src, WEB),
                 XDP_DROP,
                 chaos,
                 &[(0, dropped)],
             )?;
-            lab.expect(
+            lab.expect_ports(
                 &format!("{src} UDP {i}, drop 100%"),
                 &udp(src, DNS),
                 XDP_DROP,
@@ -793,7 +836,7 @@ fn chaos_resets_drops_and_expires() -> Result<()> {
                 &[(1, dropped)],
             )?;
         }
-        lab.expect(
+        lab.expect_ports(
             &format!("{src} SYN elsewhere, drop 100%"),
             &syn(src, OTHER),
             XDP_PASS,
@@ -808,14 +851,14 @@ fn chaos_resets_drops_and_expires() -> Result<()> {
         let r = chaos_rules(ALWAYS, ALWAYS, until);
         lab.set_ports(&r)?;
         for src in clients() {
-            lab.expect(
+            lab.expect_ports(
                 &format!("{src} SYN, {what}"),
                 &syn(src, WEB),
                 XDP_PASS,
                 pass,
                 &[(0, seen_syn())],
             )?;
-            lab.expect(
+            lab.expect_ports(
                 &format!("{src} UDP, {what}"),
                 &udp(src, DNS),
                 XDP_PASS,
@@ -834,14 +877,14 @@ fn chaos_resets_drops_and_expires() -> Result<()> {
     };
     lab.kernel.apply(&[Write::Class(d, cc)])?;
     for src in clients() {
-        lab.expect(
+        lab.expect_ports(
             &format!("{src} SYN, class chaos"),
             &syn(src, OTHER),
             XDP_DROP,
             Slot::new(d, Reason::Chaos),
             &[],
         )?;
-        lab.expect(
+        lab.expect_ports(
             &format!("{src} UDP, class chaos"),
             &udp(src, OTHER),
             XDP_DROP,
@@ -852,10 +895,7 @@ fn chaos_resets_drops_and_expires() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn monitor_mode_passes_gated_connections_and_counts_them() -> Result<()> {
-    require_privileged();
+pub fn monitor_mode_passes_gated_connections_and_counts_them() -> Result<()> {
     let mut lab = gate_lab("gate-monitor", &monitor_config())?;
     lab.set_ports(&[
         (WEB, proto::TCP, rule(0, Gate::Open, PORT_GATE_RESET)),
@@ -875,74 +915,75 @@ fn monitor_mode_passes_gated_connections_and_counts_them() -> Result<()> {
         (DNS, proto::UDP, rule(3, Gate::Open, 0)),
     ])?;
     let d = lab.class("default");
-    for src in clients() {
-        // Would have been reset: passes, counted in the monitor twin, no RST sent.
-        lab.expect(
-            &format!("{src} SYN, open"),
-            &syn(src, WEB),
-            XDP_PASS,
-            Slot::monitored(d, Reason::GateReset),
-            &[(0, gated(false))],
-        )?;
-        lab.expect(
-            &format!("{src} SYN, shed"),
-            &syn(src, TLS),
-            XDP_PASS,
-            Slot::monitored(d, Reason::Bulkhead),
-            &[(
-                1,
-                PortStats {
-                    syns: 1,
-                    shed: 1,
-                    ..ps()
-                },
-            )],
-        )?;
-        lab.expect(
-            &format!("{src} SYN 1, limited"),
-            &syn(src, SSH),
-            XDP_PASS,
-            Slot::new(d, Reason::Pass),
-            &[(2, seen_syn())],
-        )?;
-        lab.expect(
-            &format!("{src} SYN 2, limited"),
-            &syn(src, SSH),
-            XDP_PASS,
-            Slot::monitored(d, Reason::PortRate),
-            &[(
-                2,
-                PortStats {
-                    syns: 1,
-                    syn_limited: 1,
-                    ..ps()
-                },
-            )],
-        )?;
-        lab.expect(
-            &format!("{src} UDP, open"),
-            &udp(src, DNS),
-            XDP_PASS,
-            Slot::monitored(d, Reason::Gate),
-            &[(3, PortStats { gated: 1, ..ps() })],
-        )?;
-        lab.expect(
-            &format!("{src} ACK, open"),
-            &ack(src, WEB),
-            XDP_PASS,
-            Slot::new(d, Reason::Pass),
-            &[],
-        )?;
-    }
-    Ok(())
+    let pass = Slot::new(d, Reason::Pass);
+    let m = |reason| Slot::monitored(d, reason);
+    let shed = PortStats {
+        syns: 1,
+        shed: 1,
+        ..ps()
+    };
+    let limited = PortStats {
+        syns: 1,
+        syn_limited: 1,
+        ..ps()
+    };
+    let udp_gated = PortStats { gated: 1, ..ps() };
+    let rows: Vec<Row> = clients()
+        .into_iter()
+        .flat_map(|src| {
+            [
+                // Would have been reset: passes, counted in the monitor twin, no RST sent.
+                row(
+                    format!("{src} SYN, open"),
+                    syn(src, WEB),
+                    XDP_PASS,
+                    m(Reason::GateReset),
+                    &[(0, gated(false))],
+                ),
+                row(
+                    format!("{src} SYN, shed"),
+                    syn(src, TLS),
+                    XDP_PASS,
+                    m(Reason::Bulkhead),
+                    &[(1, shed)],
+                ),
+                row(
+                    format!("{src} SYN 1, limited"),
+                    syn(src, SSH),
+                    XDP_PASS,
+                    pass,
+                    &[(2, seen_syn())],
+                ),
+                row(
+                    format!("{src} SYN 2, limited"),
+                    syn(src, SSH),
+                    XDP_PASS,
+                    m(Reason::PortRate),
+                    &[(2, limited)],
+                ),
+                row(
+                    format!("{src} UDP, open"),
+                    udp(src, DNS),
+                    XDP_PASS,
+                    m(Reason::Gate),
+                    &[(3, udp_gated)],
+                ),
+                row(
+                    format!("{src} ACK, open"),
+                    ack(src, WEB),
+                    XDP_PASS,
+                    pass,
+                    &[],
+                ),
+            ]
+        })
+        .collect();
+    lab.rows(&rows)
 }
 
 /// Monitor mode should count what enforcing would do: a half-open gate admits its budget
 /// and only the connections past it are would-be refusals.
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn monitor_mode_half_open_counts_like_enforce() -> Result<()> {
-    require_privileged();
+pub fn monitor_mode_half_open_counts_like_enforce() -> Result<()> {
     let mut lab = gate_lab("gate-monitor-half", &monitor_config())?;
     lab.set_ports(&[(
         WEB,
@@ -955,7 +996,7 @@ fn monitor_mode_half_open_counts_like_enforce() -> Result<()> {
     let d = lab.class("default");
     let src = IpAddr::V4(A4);
     for i in 0..2 {
-        lab.expect(
+        lab.expect_ports(
             &format!("trial {i}"),
             &syn(src, WEB),
             XDP_PASS,
@@ -970,7 +1011,7 @@ fn monitor_mode_half_open_counts_like_enforce() -> Result<()> {
             )],
         )?;
     }
-    lab.expect(
+    lab.expect_ports(
         "past the budget",
         &syn(src, WEB),
         XDP_PASS,
@@ -1124,10 +1165,7 @@ fn reset_problems(syn: &[u8], rst: &[u8], l3: usize) -> Vec<String> {
     p
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn reset_is_a_well_formed_rst_ack() -> Result<()> {
-    require_privileged();
+pub fn reset_is_a_well_formed_rst_ack() -> Result<()> {
     let mut lab = gate_lab("gate-rst", CONFIG)?;
     lab.set_ports(&[(TLS, proto::TCP, rule(0, Gate::Open, PORT_GATE_RESET))])?;
     let d = lab.class("default");
@@ -1191,7 +1229,7 @@ fn reset_is_a_well_formed_rst_ack() -> Result<()> {
                 }
                 let name = format!("{src} {tags} SYN {what}");
                 cases += 1;
-                match lab.expect(
+                match lab.expect_ports(
                     &name,
                     &bytes,
                     XDP_TX,
@@ -1221,10 +1259,7 @@ fn reset_is_a_well_formed_rst_ack() -> Result<()> {
 
 /// Headers the reply is not built for fall back to a silent drop: counted as a plain gate
 /// drop (no RST was sent), never XDP_TX of a half-rewritten frame.
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn reset_falls_back_to_drop_for_ip_options_and_extension_headers() -> Result<()> {
-    require_privileged();
+pub fn reset_falls_back_to_drop_for_ip_options_and_extension_headers() -> Result<()> {
     let mut lab = gate_lab("gate-rst-fallback", CONFIG)?;
     lab.set_ports(&[
         (TLS, proto::TCP, rule(0, Gate::Open, PORT_GATE_RESET)),
@@ -1252,7 +1287,7 @@ fn reset_falls_back_to_drop_for_ip_options_and_extension_headers() -> Result<()>
         ("IPv4 options", with_options(TLS)),
         ("IPv6 routing header", with_ext(TLS)),
     ] {
-        if let Err(e) = lab.expect(
+        if let Err(e) = lab.expect_ports(
             &format!("{what}, open gate"),
             &frame,
             XDP_DROP,
@@ -1266,7 +1301,7 @@ fn reset_falls_back_to_drop_for_ip_options_and_extension_headers() -> Result<()>
         ("IPv4 options", with_options(WEB)),
         ("IPv6 routing header", with_ext(WEB)),
     ] {
-        if let Err(e) = lab.expect(
+        if let Err(e) = lab.expect_ports(
             &format!("{what}, shed"),
             &frame,
             XDP_DROP,
@@ -1330,10 +1365,7 @@ fn egress_delta(a: &EgressStats, b: &EgressStats) -> EgressStats {
     }
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn egress_counts_replies_from_rule_ports() -> Result<()> {
-    require_privileged();
+pub fn egress_counts_replies_from_rule_ports() -> Result<()> {
     let mut lab = gate_lab("gate-egress", CONFIG)?;
     lab.set_ports(&[
         (WEB, proto::TCP, rule(0, Gate::Closed, 0)),
@@ -1427,12 +1459,9 @@ fn egress_counts_replies_from_rule_ports() -> Result<()> {
     Ok(())
 }
 
-#[test]
-#[ignore = "privileged: needs root and the eBPF object; run `cargo xtask test`"]
-fn rst_checker_accepts_a_correct_rst_and_rejects_a_wrong_ack() -> Result<()> {
+pub fn rst_checker_accepts_a_correct_rst_and_rejects_a_wrong_ack() -> Result<()> {
     // Guard against a checker that passes anything: a hand-made RST must pass it, a broken
     // one must not. Needs no kernel, but lives here with the checker.
-    require_privileged();
     let syn_frame = with_seq(tcp(IpAddr::V4(A4), TLS, tcp_flags::SYN), 99);
     let syn_bytes = syn_frame.build();
     let mut rst = Frame::ipv4(NODE4, A4)

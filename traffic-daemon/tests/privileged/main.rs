@@ -1,0 +1,134 @@
+//! The privileged tests: one binary, its cases in one table, the gate stated once.
+//!
+//! Every case needs root, bpffs and the real eBPF object (not the `AYA_BUILD_SKIP=1` stub),
+//! and the cases share kernel state (pins, namespaces, attached programs), so they run one
+//! at a time. `main` checks the gate once, before any case, and fails loudly when it does
+//! not hold: a skipped case never passes.
+//!
+//! Why `test = false` (Cargo.toml) and not "exit 0 when not privileged": plain `cargo test`
+//! (the unit layer) never builds or runs this binary, so it can neither fail for lack of
+//! root nor report a pass for tests it skipped; only an explicit `--test privileged` runs
+//! it, and then a missing privilege is an error. `cargo xtask test --layer privileged`
+//! runs it as root:
+//!
+//! ```text
+//! cargo test -p traffic-daemon --test privileged -- [FILTER] [--nocapture]
+//! cargo test -p traffic-daemon --test privileged -- --list   # no root needed
+//! ```
+//!
+//! `cargo clippy --all-targets` skips a `test = false` target too: lint it with `--test
+//! privileged`.
+//!
+//! The harness is `libtest-mimic`: the usual libtest flags (a name filter, `--exact`,
+//! `--nocapture`, `--list`); `--test-threads` is forced to 1.
+#![allow(clippy::unwrap_used, reason = "a case fails by panicking")]
+
+mod admission;
+mod circuits;
+mod cli;
+mod contract;
+mod e2e;
+mod fuzz;
+mod gate;
+mod program;
+mod service;
+mod support;
+mod throttle;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// A case's body: those that return a `Result` fail with its error, the others by panicking.
+trait Outcome {
+    fn into_outcome(self) -> Result<(), Failed>;
+}
+
+impl Outcome for () {
+    fn into_outcome(self) -> Result<(), Failed> {
+        Ok(())
+    }
+}
+
+impl Outcome for anyhow::Result<()> {
+    fn into_outcome(self) -> Result<(), Failed> {
+        self.map_err(|e| format!("{e:?}").into())
+    }
+}
+
+/// The table: `module::case` names, each a trial named as its path.
+macro_rules! cases {
+    ($($module:ident :: $case:ident),* $(,)?) => {
+        vec![$(
+            Trial::test(concat!(stringify!($module), "::", stringify!($case)), || {
+                $module::$case().into_outcome()
+            }),
+        )*]
+    };
+}
+
+fn cases() -> Vec<Trial> {
+    cases![
+        contract::maps_match_the_contract,
+        contract::every_map_in_the_object_is_in_the_contract,
+        contract::program_is_present_and_xdp,
+        contract::egress_program_is_present_and_a_classifier,
+        program::parse_cases,
+        program::verdicts_by_source,
+        program::burst_then_packet_rate_drops,
+        program::second_source_gets_its_own_bucket,
+        program::non_first_fragments_and_cut_l4_are_limited_by_source,
+        program::aggregate_v6_prefix_shares_a_bucket,
+        program::aggregate_v4_prefix_shares_a_bucket,
+        program::byte_limit_drops_with_byte_rate,
+        program::global_monitor_mode_counts_would_drops_and_passes,
+        program::class_monitor_mode_counts_would_drops_and_passes,
+        program::unconfigured_program_passes_everything,
+        admission::stacked_limits_the_short_window_binds_first,
+        admission::stacked_limits_the_long_window_binds_and_is_checked_before_charging,
+        admission::byte_limit_stacked_with_a_packet_limit,
+        admission::admission_budget_then_a_shared_overflow_bucket,
+        admission::admission_without_overflow_drops_new_sources,
+        admission::a_tiny_bucket_map_evicts_instead_of_refusing,
+        gate::closed_gate_passes_everything,
+        gate::open_gate_refuses_new_connections_only,
+        gate::half_open_admits_its_budget_then_gates,
+        gate::bulkhead_sheds_new_connections_only,
+        gate::per_source_new_connection_limit,
+        gate::class_override_counts_in_the_overriding_class,
+        gate::chaos_resets_drops_and_expires,
+        gate::monitor_mode_passes_gated_connections_and_counts_them,
+        gate::monitor_mode_half_open_counts_like_enforce,
+        gate::reset_is_a_well_formed_rst_ack,
+        gate::reset_falls_back_to_drop_for_ip_options_and_extension_headers,
+        gate::egress_counts_replies_from_rule_ports,
+        gate::rst_checker_accepts_a_correct_rst_and_rejects_a_wrong_ack,
+        fuzz::hostile_frames_match_the_reference_classifier,
+        fuzz::hostile_frames_through_gates_limits_and_resets_never_abort,
+        cli::a_caller_without_access_to_the_socket_is_told_so,
+        e2e::limits_hold_per_class_for_ipv4_and_ipv6_on_both_cpus,
+        throttle::pressure_from_a_source_directory_rescales_kernel_limits_and_traffic,
+        throttle::real_cpu_load_raises_the_level,
+        circuits::stopped_server_opens_the_breaker_and_the_gate_refuses_fast,
+        circuits::reset_gate_fails_fast_drop_gate_makes_clients_wait,
+        circuits::http_500_trips_the_http_breaker,
+        circuits::bulkhead_sheds_past_max_connections,
+        circuits::chaos_drops_about_half_and_expires,
+        circuits::refusals_seen_at_tc_egress_open_the_breaker_without_probes,
+        service::reload_applies_atomically_keeps_tokens_and_refuses_bad_files,
+        service::kill9_with_detach_fails_open_and_a_restart_adopts_the_state,
+        service::kill9_with_keep_keeps_enforcing_and_a_restart_takes_over,
+        service::pinned_maps_from_another_abi_are_refused,
+        service::prometheus_scrapes_the_metrics,
+        service::systemd_notifications_ready_reloading_stopping_and_watchdog,
+    ]
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    // The cases share kernel state: one at a time, whatever the command line says.
+    args.test_threads = Some(1);
+    if !args.list {
+        // The gate, once: panics with what is missing (root, bpffs, the real object).
+        support::require_privileged();
+    }
+    libtest_mimic::run(&args, cases()).exit();
+}
