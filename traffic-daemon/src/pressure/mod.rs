@@ -17,7 +17,7 @@
 //! test pointing the daemon at a directory it writes itself — they are parsed from that
 //! root's `stat` and `meminfo` with the same definitions (busy = all ticks but idle and
 //! iowait; memory = 1 − available / total), so the throttle can be driven deterministically.
-//! `tests/throttle.rs` covers both: files it writes, and real CPU load read through sysinfo.
+//! `tests/privileged/throttle.rs` covers both: files it writes, and real CPU load read through sysinfo.
 //!
 //! The files are small procfs reads that do not block on anything; the daemon may call
 //! [`Sampler::sample`] from its loop directly or from `spawn_blocking`.

@@ -1,6 +1,6 @@
 //! Small TCP services that run in a namespace — an echo server and an HTTP server whose
 //! answer can be switched at run time — and TCP clients that time their connects: the
-//! upstreams and clients of the circuit-breaker tests (`traffic-daemon/tests/circuits.rs`).
+//! upstreams and clients of the circuit-breaker tests (`traffic-daemon/tests/privileged/circuits.rs`).
 //!
 //! Every server thread polls its stop flag at least every [`POLL`], so stopping a server is
 //! bounded in time and closes its listener and every connection it holds before returning.
