@@ -47,8 +47,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("`{s}` is not a valid duration"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    // Every key has its own, much smaller range; this bound only keeps the conversion (and
+    // any arithmetic on the value before its range is checked) from overflowing.
+    if secs > MAX_DURATION_SECS {
+        return Err(format!("`{s}` is too long (at most 365d)"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a valid duration"))
 }
+
+/// Longest duration any file may write (365 days), checked before the key's own range.
+pub const MAX_DURATION_SECS: f64 = 365.0 * 86_400.0;
 
 /// Parse a byte size: a plain integer, or a number with B, KB, MB, GB (powers of 1000) or
 /// KiB, MiB, GiB (powers of 1024).
@@ -320,6 +328,18 @@ pub fn toml_problem(text: &str, e: &toml::de::Error, style: KeyStyle) -> Unlocat
                 .filter(|s| *s != &(0..0))
                 .map(|s| bare_key_at(text, s.start))
                 .unwrap_or_default();
+            // Every problem names a key: where the bare key is not on the line (a broken
+            // header, a missing top-level table), the path of what is at fault instead.
+            let key = match span.as_ref() {
+                _ if !key.is_empty() => key,
+                // The document itself: the top-level key it misses.
+                None | Some(Range { start: 0, end: 0 }) => message
+                    .strip_prefix("missing field `")
+                    .and_then(|m| m.split('`').next())
+                    .unwrap_or_default()
+                    .to_owned(),
+                Some(s) => key_path_at(text, s, &message),
+            };
             Unlocated { span, key, message }
         }
         KeyStyle::Path => {
@@ -540,6 +560,24 @@ mod tests {
         }
     }
 
+    /// Fails on the main before issue 12: `Duration::from_secs_f64` panicked on overflow.
+    #[test]
+    fn huge_durations_are_errors_not_panics() {
+        for huge in [
+            "100000000000000000000s",
+            "1e400s",
+            "99999999999999999999999999999999d",
+            "366d",
+            "18446744073709551616ms",
+        ] {
+            assert!(parse_duration(huge).is_err(), "{huge} should fail");
+        }
+        assert_eq!(
+            parse_duration("365d").unwrap(),
+            Duration::from_secs(365 * 86_400)
+        );
+    }
+
     #[test]
     fn sizes() {
         for (s, b) in [
@@ -622,7 +660,11 @@ mod tests {
             check(text, KeyStyle::Bare)
         );
         let e = check("", KeyStyle::Bare);
-        assert!(e.starts_with("f.toml:1:1: missing field `every`"), "{e}");
+        // Before issue 12 the bare style left this key out; every problem now names one.
+        assert!(
+            e.starts_with("f.toml:1:1: every: missing field `every`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -558,7 +558,8 @@ fn packets_of_wrong_shape_is_rejected() {
 #[test]
 fn missing_daemon_table_or_interfaces_is_rejected() {
     let e = err("[classes.default]\n");
-    assert_eq!(e, "t.toml:1:1: missing field `daemon`");
+    // Before issue 12 this problem had no key; every problem now names one.
+    assert_eq!(e, "t.toml:1:1: daemon: missing field `daemon`");
 
     let text = "[classes.default]\n\n[daemon]\nattach = \"auto\"\n";
     assert_err(text, "[daemon]", "daemon", "missing field `interfaces`");
@@ -776,11 +777,13 @@ fn admin_socket_mode_must_be_octal_permission_bits() {
             "must be octal permission bits such as \"0660\"",
         );
     }
+    // "0777" was accepted here before issue 12; world-writable modes are now refused
+    // (`admin_socket_mode_must_not_be_world_writable`).
     for (good, bits) in [
         ("0600", 0o600),
         ("600", 0o600),
         ("0o640", 0o640),
-        ("0777", 0o777),
+        ("0775", 0o775),
     ] {
         let c = ok(&cfg("", &format!("[admin]\nsocket_mode = \"{good}\"")));
         assert_eq!(c.admin.socket_mode, bits, "{good}");
@@ -1531,4 +1534,221 @@ fn problem_columns_point_at_the_value() {
     assert_eq!(p.column, "packets = { rate = ".len() + 1);
     assert_eq!(p.key, "classes.default.packets[0].rate");
     assert_eq!(p.message, "must be greater than 0");
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile input (issue 12): bounded durations, map capacities, socket mode, pin_dir.
+// Each of these fails on the main before issue 12 (a panic, or the file accepted).
+// ---------------------------------------------------------------------------------------
+
+mod fuzz;
+
+const HUGE: &str = "100000000000000000000s";
+
+#[test]
+fn huge_summary_interval_is_an_error_not_a_panic() {
+    let text = cfg(&format!("summary_interval = \"{HUGE}\""), "");
+    assert_err(
+        &text,
+        "summary_interval",
+        "daemon.summary_interval",
+        "is too long",
+    );
+    for long in ["2d", "86401s"] {
+        let text = cfg(&format!("summary_interval = \"{long}\""), "");
+        assert_err(
+            &text,
+            "summary_interval",
+            "daemon.summary_interval",
+            "must be at most 1d",
+        );
+    }
+    let c = ok(&cfg("summary_interval = \"1d\"", ""));
+    assert_eq!(c.daemon.summary_interval, Duration::from_secs(86_400));
+}
+
+/// Every duration key, given a value that overflowed `Duration` (or is merely far too
+/// long), is one located problem naming that key.
+#[test]
+fn every_duration_key_is_bounded() {
+    let upstream = |k: &str, v: &str| {
+        format!("[[upstreams]]\nname = \"web\"\nport = 8080\nprobe = \"tcp\"\n{k} = \"{v}\"\n")
+    };
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            cfg("", "packets = { rate = 10, per = \"@\" }"),
+            "per",
+            "classes.default.packets[0].per",
+        ),
+        (
+            cfg("", "[pressure]\ninterval = \"@\""),
+            "interval",
+            "pressure.interval",
+        ),
+        (
+            cfg("", "[throttle]\nmin_dwell = \"@\""),
+            "min_dwell",
+            "throttle.min_dwell",
+        ),
+        (
+            cfg("", "[breaker]\nwindow = \"@\""),
+            "window",
+            "breaker.window",
+        ),
+        (
+            cfg("", "[breaker]\nreset_timeout = \"@\""),
+            "reset_timeout",
+            "breaker.reset_timeout",
+        ),
+        (
+            cfg("", "[breaker]\nbackoff_cap = \"@\""),
+            "backoff_cap",
+            "breaker.backoff_cap",
+        ),
+        (
+            cfg("", "[breaker]\nhalf_open_interval = \"@\""),
+            "half_open_interval",
+            "breaker.half_open_interval",
+        ),
+        (
+            cfg("", "[breaker.groups.g]\nreset_timeout = \"@\""),
+            "reset_timeout",
+            "breaker.groups.g.reset_timeout",
+        ),
+        (
+            cfg("", &upstream("interval", "@")),
+            "interval",
+            "upstreams[0].interval",
+        ),
+        (
+            cfg("", &upstream("backoff_cap", "@")),
+            "backoff_cap",
+            "upstreams[0].backoff_cap",
+        ),
+    ];
+    for (template, at, key) in &cases {
+        for value in [HUGE, "99999999999999999999999999999999d", "400d", "2000h"] {
+            let text = template.replace('@', value);
+            let e = err(&text);
+            let line = line_of(&text, at);
+            assert!(
+                e.lines().any(|p| matches(p, line, key, "")),
+                "{key} = {value}: expected a problem at line {line} naming {key}, got:\n{e}"
+            );
+        }
+    }
+    // The probe timeout is at most the interval; the interval at most an hour.
+    let text = cfg("", &upstream("interval", "2h"));
+    assert_err(
+        &text,
+        "interval",
+        "upstreams[0].interval",
+        "must be at most 1h",
+    );
+    let text = cfg("", &upstream("timeout", HUGE));
+    assert_err(&text, "timeout", "upstreams[0].timeout", "is too long");
+    let c = ok(&cfg("", &upstream("interval", "1h")));
+    assert_eq!(c.upstreams[0].interval, Duration::from_secs(3600));
+}
+
+#[test]
+fn more_rules_than_the_kernel_map_holds_are_refused() {
+    let limit = traffic_common::RULES_ENTRIES as usize;
+    let rules = |n: usize| {
+        let mut text = cfg("", "");
+        for i in 0..n {
+            let (a, b) = (i / 256, i % 256);
+            text.push_str(&format!(
+                "[[rules]]\ncidr = \"10.{a}.{b}.0/24\"\naction = \"allow\"\n"
+            ));
+        }
+        text
+    };
+    let at_limit = rules(limit);
+    assert_eq!(ok(&at_limit).rules.len(), limit);
+    let over = rules(limit + 1);
+    let e = err(&over);
+    // The first rule that does not fit is the last `[[rules]]`.
+    let line = over[..over.rfind("[[rules]]").unwrap()]
+        .matches('\n')
+        .count()
+        + 1;
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        matches(
+            &e,
+            line,
+            &format!("rules[{limit}]"),
+            &format!("holds at most {limit}")
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn more_ports_than_the_kernel_map_holds_name_the_first_that_does_not_fit() {
+    let limit = traffic_common::MAX_PORTS as usize;
+    let mut text = cfg("", "");
+    for i in 0..=limit {
+        text.push_str(&format!("[[ports]]\nport = {}\n", 1000 + i));
+    }
+    let e = err(&text);
+    let line = text[..text.rfind("[[ports]]").unwrap()]
+        .matches('\n')
+        .count()
+        + 1;
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        matches(
+            &e,
+            line,
+            &format!("ports[{limit}]"),
+            &format!("at most {limit} port rules and upstreams together")
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn admin_socket_mode_must_not_be_world_writable() {
+    for bad in ["0777", "0662", "0666", "002", "0o772"] {
+        let text = cfg("", &format!("[admin]\nsocket_mode = \"{bad}\""));
+        assert_err(
+            &text,
+            "socket_mode",
+            "admin.socket_mode",
+            "must not be world-writable",
+        );
+    }
+    let c = ok(&cfg("", "[admin]\nsocket_mode = \"0664\""));
+    assert_eq!(c.admin.socket_mode, 0o664);
+}
+
+#[test]
+fn pin_dir_is_canonicalised_and_strictly_under_bpffs() {
+    for bad in [
+        "/sys/fs/bpf/../../etc",
+        "/sys/fs/bpf/traffic/../..",
+        "/sys/fs/bpf/..",
+        "/sys/fs/bpf/a/../b",
+    ] {
+        let text = cfg(&format!("pin_dir = \"{bad}\""), "");
+        assert_err(&text, "pin_dir", "daemon.pin_dir", "`..` is not allowed");
+    }
+    for bad in [
+        "/sys/fs/bpf/",
+        "/sys/fs/bpf/.",
+        "/sys/fs/bpf//",
+        "/sys/fs/bpfx/t",
+    ] {
+        let text = cfg(&format!("pin_dir = \"{bad}\""), "");
+        assert_err(
+            &text,
+            "pin_dir",
+            "daemon.pin_dir",
+            "must be a directory under /sys/fs/bpf/",
+        );
+    }
+    let c = ok(&cfg("pin_dir = \"/sys/fs/bpf//a/./b/\"", ""));
+    assert_eq!(c.daemon.pin_dir, PathBuf::from("/sys/fs/bpf/a/b"));
 }

@@ -92,3 +92,48 @@ impl Core {
             .collect()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a panic is how a test fails")]
+mod tests {
+    use std::path::Path;
+
+    use crate::{
+        api::ChaosRequest, config::Config, dataplane::fake::Fake, engine::Core, ops::OpError,
+    };
+
+    fn request(duration: &str) -> ChaosRequest {
+        ChaosRequest {
+            upstream: None,
+            class: Some("default".to_owned()),
+            drop: 0.5,
+            reset: 0.0,
+            duration: duration.to_owned(),
+        }
+    }
+
+    /// Fails on the main before issue 12: a huge duration panicked the handler (overflow
+    /// in the shared duration parser) instead of answering 400 (`OpError::Invalid`).
+    #[test]
+    fn huge_or_odd_durations_are_invalid_requests_not_panics() {
+        let text =
+            "[daemon]\ninterfaces = [\"eth0\"]\n[classes.default]\npackets = { rate = 100 }\n";
+        let config = Config::parse(Path::new("t.toml"), text).unwrap();
+        let mut core = Core::new(config, Box::new(Fake::default())).unwrap();
+        for bad in [
+            "100000000000000000000s",
+            "99999999999999999999999999999d",
+            "2h",
+            "0s",
+            "-1s",
+            "1e9s",
+            "",
+        ] {
+            match core.chaos_start(&request(bad)) {
+                Err(OpError::Invalid(m)) => assert!(!m.is_empty(), "{bad}"),
+                other => panic!("{bad}: expected Invalid, got {other:?}"),
+            }
+        }
+        assert!(core.chaos_start(&request("1h")).is_ok());
+    }
+}

@@ -3,7 +3,7 @@
 use std::{
     collections::HashSet,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::{Component, Path, PathBuf},
     time::Duration,
 };
 
@@ -54,21 +54,23 @@ pub(super) fn daemon(c: &mut Check, d: &RawDaemon) -> Daemon {
                 c.err(s.span(), "daemon.summary_interval", "must be at least 1s");
                 i
             }
+            Some(i) if i > MAX_SUMMARY_INTERVAL => {
+                c.err(s.span(), "daemon.summary_interval", "must be at most 1d");
+                i
+            }
             Some(i) => i,
             None => Duration::default(),
         },
         None => Duration::from_secs(60),
     };
     let pin_dir = match &d.pin_dir {
-        Some(p) if p.get_ref().starts_with("/sys/fs/bpf/") => PathBuf::from(p.get_ref()),
-        Some(p) => {
-            c.err(
-                p.span(),
-                "daemon.pin_dir",
-                "must be a directory under /sys/fs/bpf/",
-            );
-            PathBuf::new()
-        }
+        Some(p) => match pin_dir_under_bpffs(p.get_ref()) {
+            Ok(dir) => dir,
+            Err(m) => {
+                c.err(p.span(), "daemon.pin_dir", m);
+                PathBuf::new()
+            }
+        },
         None => PathBuf::from("/sys/fs/bpf/traffic"),
     };
     let max_sources = match &d.max_sources {
@@ -91,6 +93,36 @@ pub(super) fn daemon(c: &mut Check, d: &RawDaemon) -> Daemon {
     }
 }
 
+/// Longest `daemon.summary_interval` (a day: longer would mean no summary at all).
+const MAX_SUMMARY_INTERVAL: Duration = Duration::from_secs(86_400);
+
+/// `pin_dir` canonicalised lexically (repeated and trailing `/` and `.` components
+/// dropped), refused unless strictly under `/sys/fs/bpf/` and free of `..`: `--fresh`
+/// removes this directory, so it must never name anything outside bpffs. Lexical, not
+/// `fs::canonicalize`: validation reads no file system (the directory need not exist yet).
+fn pin_dir_under_bpffs(text: &str) -> Result<PathBuf, String> {
+    let under = "must be a directory under /sys/fs/bpf/";
+    let path = Path::new(text);
+    if !path.is_absolute() {
+        return Err(under.to_owned());
+    }
+    let mut clean = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                return Err(format!("{under} (`..` is not allowed)"));
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    let bpffs = Path::new("/sys/fs/bpf");
+    if !clean.starts_with(bpffs) || clean == bpffs {
+        return Err(under.to_owned());
+    }
+    Ok(clean)
+}
+
 pub(super) fn admin(c: &mut Check, admin: &RawAdmin) -> AdminConfig {
     let socket = admin.socket.as_ref().map_or_else(
         || PathBuf::from("/run/traffic/admin.sock"),
@@ -104,6 +136,14 @@ pub(super) fn admin(c: &mut Check, admin: &RawAdmin) -> AdminConfig {
     let socket_mode = match &admin.socket_mode {
         None => 0o660,
         Some(m) => match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
+            Ok(v) if v <= 0o777 && v & 0o002 != 0 => {
+                c.err(
+                    m.span(),
+                    "admin.socket_mode",
+                    "must not be world-writable (o+w): anyone could then drive the daemon",
+                );
+                0o660
+            }
             Ok(v) if v <= 0o777 => v,
             _ => {
                 c.err(

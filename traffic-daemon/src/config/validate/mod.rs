@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use super::{
     ClassSpec, Config, DaemonConfig, RateLimit,
-    raw::{RawByteLimit, RawConfig, RawLimit, Size},
+    raw::{RawByteLimit, RawConfig, RawLimit, RawPort, RawUpstream, Size},
     syntax::{self, Problems, Unlocated},
 };
 
@@ -34,16 +34,12 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
     let ports = rules::ports(&mut c, &raw.ports, &classes);
     let (breaker_defaults, groups) = upstreams::breaker(&mut c, raw.breaker.as_ref());
     let upstreams = upstreams::upstreams(&mut c, &raw.upstreams, &breaker_defaults, &groups);
-    if ports.len() + upstreams.len() > traffic_common::MAX_PORTS as usize {
-        c.err(
-            0..0,
-            "ports",
-            format!(
-                "at most {} port rules and upstreams together",
-                traffic_common::MAX_PORTS
-            ),
-        );
-    }
+    ports_fit(
+        &mut c,
+        &raw.ports,
+        &raw.upstreams,
+        ports.len() + upstreams.len(),
+    );
 
     let (pressure, throttle) =
         pressure::pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
@@ -74,6 +70,36 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         pressure,
         throttle,
     })
+}
+
+/// Port rules and upstreams share the kernel's ports map: refuse more than it holds, at
+/// the first entry that does not fit (upstreams come after the port rules).
+fn ports_fit(
+    c: &mut Check,
+    raw_ports: &[Spanned<RawPort>],
+    raw_upstreams: &[Spanned<RawUpstream>],
+    used: usize,
+) {
+    let limit = traffic_common::MAX_PORTS as usize;
+    if used <= limit {
+        return;
+    }
+    let (span, key) = match raw_ports.get(limit) {
+        Some(p) => (p.span(), format!("ports[{limit}]")),
+        None => {
+            let i = (limit - raw_ports.len()).min(raw_upstreams.len().saturating_sub(1));
+            let span = raw_upstreams.get(i).map_or(0..0, Spanned::span);
+            (span, format!("upstreams[{i}]"))
+        }
+    };
+    c.err(
+        span,
+        key,
+        format!(
+            "at most {limit} port rules and upstreams together (the kernel's ports map \
+             holds {limit}); this file has {used}"
+        ),
+    );
 }
 
 fn class_index(classes: &[ClassSpec], name: &str) -> Option<usize> {

@@ -17,6 +17,18 @@ pub(super) fn rules(
 ) -> Vec<RuleSpec> {
     let mut rules = Vec::new();
     let mut seen_cidrs = HashSet::new();
+    let limit = traffic_common::RULES_ENTRIES as usize;
+    if let Some(first_over) = raw.get(limit) {
+        // One problem at the first rule that does not fit, not one per extra rule.
+        c.err(
+            first_over.span(),
+            format!("rules[{limit}]"),
+            format!(
+                "{} rules, but the kernel's rules map holds at most {limit}",
+                raw.len()
+            ),
+        );
+    }
     for (i, r) in raw.iter().enumerate() {
         let key = format!("rules[{i}]");
         let rr = r.get_ref();

@@ -14,6 +14,10 @@ use crate::{
     policy::breaker::{Backoff, BreakerOverrides, BreakerSettings, Window},
 };
 
+/// Longest probe interval (the timeout is at most the interval): an hour between probes
+/// already means the breaker learns nothing from them.
+const MAX_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Breaker groups as overrides of the defaults, by name.
 pub(super) type Groups = Vec<(String, BreakerOverrides)>;
 
@@ -151,6 +155,12 @@ fn upstream(
             ru.interval.as_ref().map_or(u.span(), |v| v.span()),
             format!("{key}.interval"),
             "must be at least 100ms",
+        );
+    } else if interval > MAX_PROBE_INTERVAL {
+        c.err(
+            ru.interval.as_ref().map_or(u.span(), |v| v.span()),
+            format!("{key}.interval"),
+            "must be at most 1h",
         );
     }
     if timeout.is_zero() || timeout > interval {
