@@ -22,6 +22,9 @@
 //! The harness is `libtest-mimic`: the usual libtest flags (a name filter, `--exact`,
 //! `--nocapture`, `--list`); `--test-threads` is forced to 1.
 #![allow(clippy::unwrap_used, reason = "a case fails by panicking")]
+// A case function missing from the table below would be dead code: make that an error, so
+// no case is silently left out of the run.
+#![deny(dead_code)]
 
 mod admission;
 mod circuits;
