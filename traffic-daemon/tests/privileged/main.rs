@@ -33,6 +33,8 @@ mod contract;
 mod e2e;
 mod fuzz;
 mod gate;
+mod hostile_host;
+mod hostile_traffic;
 mod program;
 mod service;
 mod support;

@@ -1,0 +1,1 @@
+//! Cases: see the table in main.rs.
