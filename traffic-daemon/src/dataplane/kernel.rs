@@ -22,7 +22,7 @@ use traffic_common::{
     SlotName, map_names,
 };
 
-use super::{AttachedMode, Dataplane, DataplaneError, monotonic_ns};
+use super::{AttachedMode, Dataplane, DataplaneError, monotonic_ns, seen::SeenMap};
 use crate::{
     config::AttachMode,
     plan::{Desired, Write},
@@ -68,6 +68,10 @@ pub struct Kernel {
     ports: HashMap<MapData, PortKey, PortRule>,
     port_stats: PerCpuArray<MapData, PortStats>,
     egress: PerCpuArray<MapData, EgressStats>,
+    /// The tracked-source bitmap, memory-mapped (aged by clearing a generation).
+    seen: SeenMap,
+    /// The debt sketch (a reset source's slot is cleared).
+    debt: Array<MapData, u64>,
     /// TC egress attachments (owned: the passive signal is only read by a running daemon).
     egress_links: Vec<SchedClassifierLinkId>,
     attachments: Vec<Attachment>,
@@ -129,6 +133,16 @@ impl Kernel {
         let slot_names = take_map!(ebpf, map_names::SLOT_NAMES, Array);
         let port_stats = take_map!(ebpf, map_names::PORT_STATS, PerCpuArray);
         let egress = take_map!(ebpf, map_names::EGRESS, PerCpuArray);
+        let seen = match ebpf.take_map(map_names::SEEN) {
+            Some(aya::maps::Map::Array(data)) => SeenMap::new(data)?,
+            _ => {
+                return Err(DataplaneError::Load(format!(
+                    "object has no array map {}",
+                    map_names::SEEN
+                )));
+            }
+        };
+        let debt = take_map!(ebpf, map_names::DEBT, Array);
         let mut kernel = Self {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
@@ -142,6 +156,8 @@ impl Kernel {
             ports,
             port_stats,
             egress,
+            seen,
+            debt,
             egress_links: Vec::new(),
             attachments: Vec::new(),
             adopted,
@@ -402,6 +418,11 @@ impl Kernel {
         Ok(r.return_value)
     }
 
+    /// Bits set in the tracked-source bitmap (the union of its generations), and its size.
+    pub fn seen_bits(&self) -> (u64, u64) {
+        self.seen.bits_set()
+    }
+
     /// Remove every pin in `dir` and the directory itself (a fresh start).
     pub fn remove_pins(dir: &Path) -> std::io::Result<()> {
         match std::fs::remove_dir_all(dir) {
@@ -590,6 +611,7 @@ impl Dataplane for Kernel {
             a.admitted += v.admitted;
             a.overflowed += v.overflowed;
             a.map_full += v.map_full;
+            a.indebted += v.indebted;
         })
     }
 
@@ -613,6 +635,12 @@ impl Dataplane for Kernel {
     }
 
     fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError> {
+        // Its debt too: a reset source starts over with a full bucket (as may a source that
+        // shares its slot).
+        let (lo, hi) = traffic_common::addr_words(&key.addr);
+        self.debt
+            .set(traffic_common::debt_slot(lo, hi, key.class), &0, 0)
+            .map_err(map_err(map_names::DEBT, "update"))?;
         match self.buckets.remove(key) {
             Ok(()) => Ok(true),
             Err(MapError::KeyNotFound) => Ok(false),
@@ -622,6 +650,11 @@ impl Dataplane for Kernel {
 
     fn now_ns(&self) -> u64 {
         monotonic_ns()
+    }
+
+    fn age_seen(&mut self, generation: u32) -> Result<(), DataplaneError> {
+        self.seen.clear(generation);
+        Ok(())
     }
 }
 
