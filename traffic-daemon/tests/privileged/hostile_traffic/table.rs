@@ -245,12 +245,12 @@ packets = {{ rate = {RATE}, burst = {BURST} }}
         s.indebted
     );
     ensure!(
-        s.indebted > 0,
-        "the flood never evicted the hitter: the case proves nothing"
-    );
-    ensure!(
         passed <= allowance,
         "the hitter passed {passed}, more than rate·t + burst = {allowance}"
+    );
+    ensure!(
+        s.indebted > 0,
+        "the flood never evicted the hitter: the case proves nothing"
     );
     // Not starved either (the flood's own debts may cost it a token here and there).
     ensure!(
