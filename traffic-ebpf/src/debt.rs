@@ -2,9 +2,9 @@
 //! bucket the LRU evicted (the kernel evicts without a callback) does not come back full.
 //!
 //! Written when a bucket's state is worth keeping — a refusal, a pass that found the bucket
-//! already in debt or left it empty, the first pass of a new bucket — and read only when a
-//! bucket is created. A source within its rate (its bucket full at each packet) writes
-//! nothing. One `u64` per slot, a time on the kernel clock, raised and never lowered: a
+//! in debt by more than a clock tick or left it empty, the first pass of a new bucket — and
+//! read only when a bucket is created. A source within its rate (its bucket full, to a
+//! tick, at each packet) writes nothing. One `u64` per slot, a time on the kernel clock, raised and never lowered: a
 //! time in the past is no debt, so the sketch needs no aging. Keys sharing a slot share the
 //! larger debt — a collision can only make a fresh bucket emptier, never fuller.
 

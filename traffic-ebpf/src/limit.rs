@@ -6,8 +6,8 @@
 //! source starts from it, so an eviction never refills a source that was over its limit.
 
 use traffic_common::{
-    BYTE_LIMIT_SLOT, Bucket, CLASS_ADMISSION, CLASS_BYTES, ClassConfig, Limit, MAX_PACKET_LIMITS,
-    PORT_BUCKET, PortRule, Reason,
+    BYTE_LIMIT_SLOT, Bucket, CLASS_ADMISSION, CLASS_BYTES, CLOCK_TICK_MAX_NS, ClassConfig, Limit,
+    MAX_PACKET_LIMITS, PORT_BUCKET, PortRule, Reason,
 };
 use traffic_ebpf::{gcra, parse::Ip};
 
@@ -124,12 +124,14 @@ pub fn class_limits(
     }
 }
 
-/// Whether a pass leaves state worth remembering: the bucket was in debt before it (the
-/// source is sending faster than it refills) or has no token left after it. A pass that
-/// found the bucket full and leaves tokens writes nothing: the source is within its rate.
+/// Whether a pass leaves state worth remembering: the bucket was in debt before it by more
+/// than a clock tick (the source sends faster than it refills) or has no token left after
+/// it. A pass that found the bucket (nearly) full and leaves tokens writes nothing: the
+/// source is within its rate, give or take a tick of refill — the resolution of the
+/// program's clock anyway, and the sketch's slack per eviction.
 #[inline(always)]
 fn worth_keeping(tat: u64, lim: &Limit, cost: u64, now: u64) -> bool {
-    tat > now + cost || !gcra::conforms(tat, lim, cost, now)
+    tat > now + cost + CLOCK_TICK_MAX_NS || !gcra::conforms(tat, lim, cost, now)
 }
 
 /// What one packet charges a class bucket with.
