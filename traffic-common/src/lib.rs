@@ -14,7 +14,7 @@ use bytemuck::{Pod, Zeroable};
 
 /// Version of the layouts in this crate. Bumped on any change to a map or type below; a
 /// pinned map set written by another version is refused, never reinterpreted.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Map names, as they appear in the object file and under the pin directory.
 ///
@@ -47,12 +47,19 @@ pub mod map_names {
     /// Per-CPU cache of source classifications, [`crate::ClassCacheEntry`] indexed by
     /// [`crate::class_cache_index`]: a hit saves the LPM lookup in [`RULES`].
     pub const CLASS_CACHE: &str = "TRF_CLS_CACHE";
-    /// Bitmap of the bucket keys ever inserted, `u64` words indexed by [`crate::seen_bit`]:
-    /// a clear bit proves a source untracked without a lookup in the (large, cold) bucket map.
+    /// Bitmap of the bucket keys inserted recently, [`crate::SeenWord`] indexed by
+    /// [`crate::seen_bit`]: a bit clear in both generations proves a source untracked
+    /// without a lookup in the (large, cold) bucket map. Aged by the daemon, which clears
+    /// one generation at a time (memory-mapped, `BPF_F_MMAPABLE`).
     pub const SEEN: &str = "TRF_SEEN";
+    /// Debt sketch: when each recently refused source's bucket is full again (ns, kernel
+    /// clock), `u64` indexed by [`crate::debt_slot`]. A bucket created for a source
+    /// starts no fuller than this allows, so an evicted heavy hitter does not come back
+    /// with a full bucket.
+    pub const DEBT: &str = "TRF_DEBT";
 
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         CONFIG,
         RULES,
         CLASSES,
@@ -66,6 +73,7 @@ pub mod map_names {
         EGRESS,
         CLASS_CACHE,
         SEEN,
+        DEBT,
     ];
 }
 
@@ -124,8 +132,16 @@ pub const MAX_CLASS_NAME: usize = 31;
 pub const COUNTERS_ENTRIES: u32 = COUNTER_ROWS * REASON_SLOTS;
 /// `max_entries` of [`map_names::CLASS_CACHE`] (per CPU; a power of two).
 pub const CLASS_CACHE_ENTRIES: u32 = 4096;
-/// `u64` words of [`map_names::SEEN`]: 2²⁰ bits, 128 KiB, small enough to stay in cache.
+/// `max_entries` of [`map_names::SEEN`]: 2²⁰ bits per generation, 256 KiB for both, small
+/// enough to stay in cache.
 pub const SEEN_WORDS: u32 = 1 << 14;
+/// Map flags of [`map_names::SEEN`]: `BPF_F_MMAPABLE`, so the daemon clears one generation
+/// with plain atomic stores while the program keeps setting bits in the other.
+pub const SEEN_MAP_FLAGS: u32 = 1 << 10;
+/// Bits of a [`map_names::DEBT`] slot index.
+pub const DEBT_BITS: u32 = 14;
+/// `max_entries` of [`map_names::DEBT`]: 2¹⁴ slots, 128 KiB.
+pub const DEBT_ENTRIES: u32 = 1 << DEBT_BITS;
 
 /// The program's clock (`bpf_ktime_get_coarse_ns`) advances once per kernel tick: at most
 /// this (HZ = 100). Every GCRA tolerance the daemon writes is at least this long, so a
@@ -163,6 +179,27 @@ pub const fn addr_words(a: &Addr) -> (u64, u64) {
 pub const fn class_cache_index(addr: &Addr) -> u32 {
     let (lo, hi) = addr_words(addr);
     class_cache_index_words(lo, hi)
+}
+
+/// One entry of [`map_names::SEEN`]: the same 64 bits in two generations. The program sets
+/// a key's bit in both and reads their union; the daemon clears them in turn (every
+/// `SEEN_AGE_INTERVAL`), so a key is forgotten one to two intervals after it was last seen
+/// and a source seen at least once per interval never is (a hit re-marks it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SeenWord {
+    /// The word of each generation.
+    pub generation: [u64; 2],
+}
+
+/// Slot of a bucket key (its masked address as [`addr_words`], and its class) in
+/// [`map_names::DEBT`]; independent of [`seen_bit_words`] and [`class_cache_index_words`].
+#[inline(always)]
+pub const fn debt_slot(lo: u64, hi: u64, class: u32) -> u32 {
+    let x = hi ^ lo.rotate_left(23) ^ ((class as u64) << 3);
+    // Fold the high half down first: an IPv4 key differs only in its top bytes.
+    let x = (x ^ (x >> 31)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    (x >> (64 - DEBT_BITS)) as u32
 }
 
 /// [`class_cache_index`] of an address already split by [`addr_words`].
@@ -484,8 +521,9 @@ pub struct ClassStats {
     pub overflowed: u64,
     /// Bucket inserts the map refused (charged to the overflow bucket instead).
     pub map_full: u64,
-    /// Explicit padding / reserved.
-    pub _reserved: u64,
+    /// New buckets that started with a debt remembered in [`map_names::DEBT`] (a refused
+    /// source coming back after its bucket was evicted, or a source sharing its slot).
+    pub indebted: u64,
 }
 
 /// IP protocol numbers used in [`PortKey::protocol`].
@@ -673,6 +711,7 @@ assert_layout! {
     Counter => 16, 8;
     SlotName => 32, 1;
     ClassCacheEntry => 32, 8;
+    SeenWord => 16, 8;
 }
 
 #[cfg(test)]
@@ -740,12 +779,33 @@ mod tests {
             assert!(class_cache_index(&key.addr) < CLASS_CACHE_ENTRIES);
             assert!(seen_bit(&key).0 < SEEN_WORDS);
             let (lo, hi) = addr_words(&key.addr);
+            assert!(debt_slot(lo, hi, key.class) < DEBT_ENTRIES);
+            let (lo, hi) = addr_words(&key.addr);
             assert_eq!(words_addr(lo, hi), key.addr);
             assert_eq!(
                 class_cache_index_words(lo, hi),
                 class_cache_index(&key.addr)
             );
         }
+    }
+
+    #[test]
+    fn neighbouring_sources_get_different_debt_slots() {
+        // IPv4 keys differ only in their last bytes (the top of the high word).
+        let mut slots = [false; DEBT_ENTRIES as usize];
+        let mut distinct = 0;
+        for i in 0..1024u32 {
+            let addr = v4_mapped([198, 18, (i >> 8) as u8, i as u8]);
+            let (lo, hi) = addr_words(&addr);
+            let s = debt_slot(lo, hi, 0) as usize;
+            distinct += usize::from(!slots[s]);
+            slots[s] = true;
+        }
+        // 1024 keys in 16384 slots: about 32 collide by chance.
+        assert!(
+            distinct > 950,
+            "{distinct} distinct slots for 1024 neighbours"
+        );
     }
 
     #[test]

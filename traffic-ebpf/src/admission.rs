@@ -2,50 +2,148 @@
 //! each new bucket to a shared budget; a source refused one (or finding the map full) is
 //! charged to the class's shared overflow bucket instead. The seen-bitmap records which
 //! keys have a bucket, so an admission class can skip the lookup of a certainly unknown key.
+//!
+//! The bitmap has two generations that the daemon clears in turn; the program sets a key's
+//! bit in both and re-marks a tracked key a clearing took from one, so a key seen at least
+//! once between two clearings keeps its bit and the bitmap holds only recent keys.
 
 use core::intrinsics::{AtomicOrdering, atomic_or};
 
 use traffic_common::{
-    Bucket, BucketKey, CLASS_ADMISSION, ClassConfig, Reason, seen_bit, seen_bit_words,
+    Bucket, BucketKey, CLASS_ADMISSION, ClassConfig, Reason, SeenWord, seen_bit_words,
 };
 
 use crate::{
     bucket,
+    debt::DebtSlot,
     maps::{TRF_BUCKETS, TRF_CLASS_STATE, TRF_CLASS_STATS, TRF_SEEN},
 };
 
 const EEXIST: i32 = 17;
 
-/// Whether a bucket key — its masked address as words, and its class — may have a bucket
-/// (false: it certainly has none).
-#[inline(always)]
-pub fn maybe_tracked(addr: (u64, u64), class: u32) -> bool {
-    let (word, bit) = seen_bit_words(addr.0, addr.1, class);
-    match TRF_SEEN.get_ptr(word) {
-        // SAFETY: array value from this lookup; others change it only by atomic OR.
-        Some(p) => (unsafe { core::ptr::read_volatile(p) } & bit) != 0,
-        None => true,
+/// A bucket key's bit in the seen-bitmap, read once (both generations share one entry).
+pub struct Seen {
+    word: Option<*mut SeenWord>,
+    bit: u64,
+    /// The union and the intersection of the two generations' words, at the read.
+    any: u64,
+    both: u64,
+}
+
+impl Seen {
+    /// The bit of a bucket key: its masked address as words, and its class.
+    #[inline(always)]
+    pub fn of(addr: (u64, u64), class: u32) -> Self {
+        let (word, bit) = seen_bit_words(addr.0, addr.1, class);
+        let p = TRF_SEEN.get_ptr_mut(word);
+        let (any, both) = match p {
+            // SAFETY: an array value from this lookup; the program changes it only by atomic
+            // OR, the daemon only by atomic stores of zero through its mapping.
+            Some(p) => unsafe {
+                let g = &raw const (*p).generation;
+                let (a, b) = (
+                    bucket::load(g.cast::<u64>()),
+                    bucket::load(g.cast::<u64>().add(1)),
+                );
+                (a | b, a & b)
+            },
+            None => (u64::MAX, u64::MAX),
+        };
+        Self {
+            word: p,
+            bit,
+            any,
+            both,
+        }
+    }
+
+    /// Whether the key may have a bucket (false: it certainly has none).
+    #[inline(always)]
+    pub fn maybe_tracked(&self) -> bool {
+        self.any & self.bit != 0
+    }
+
+    /// The key has a bucket: set its bit in a generation that lacks it (one the daemon
+    /// cleared since the key was last seen). Nothing to write in the common case.
+    #[inline(always)]
+    pub fn refresh(&self) {
+        if self.both & self.bit == 0 {
+            self.mark();
+        }
+    }
+
+    /// Record that the key has a bucket, in both generations.
+    #[inline(always)]
+    fn mark(&self) {
+        if let Some(p) = self.word {
+            // SAFETY: as in `of`; both words are aligned u64s of the looked-up value.
+            unsafe {
+                let g = (&raw mut (*p).generation).cast::<u64>();
+                atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(g, self.bit);
+                atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(g.add(1), self.bit);
+            }
+        }
     }
 }
 
-/// Record that a bucket key has a bucket.
+/// Record that a bucket key (its masked address as words, and its class) has a bucket.
 #[inline(always)]
-fn mark_tracked(key: &BucketKey) {
-    let (word, bit) = seen_bit(key);
-    if let Some(p) = TRF_SEEN.get_ptr_mut(word) {
-        // SAFETY: array value from this lookup; shared words are only changed atomically.
-        unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(p, bit) };
+fn mark_tracked(addr: (u64, u64), class: u32) {
+    let (word, bit) = seen_bit_words(addr.0, addr.1, class);
+    Seen {
+        word: TRF_SEEN.get_ptr_mut(word),
+        bit,
+        any: 0,
+        both: 0,
     }
+    .mark();
+}
+
+/// Insert a bucket for a key (its masked address as words `addr`), starting from the debt
+/// the sketch remembers for it (`start` builds it from that debt), and return it. `None`:
+/// the map refused the insert. An existing bucket (another CPU won the race) is kept.
+#[inline(always)]
+pub fn insert(
+    key: &BucketKey,
+    addr: (u64, u64),
+    now: u64,
+    start: impl FnOnce(u64) -> Bucket,
+    stats: Option<*mut traffic_common::ClassStats>,
+) -> Option<*mut Bucket> {
+    let (fresh, indebted) = match DebtSlot::of(addr, key.class).recall(now) {
+        Some(full_at) => (start(full_at), true),
+        None => (bucket::fresh_bucket(), false),
+    };
+    match TRF_BUCKETS.insert(key, &fresh, bucket::BPF_NOEXIST) {
+        Ok(()) => {
+            mark_tracked(addr, key.class);
+            if let Some(s) = stats {
+                // SAFETY: per-CPU value of this CPU; XDP runs without migration.
+                unsafe {
+                    (*s).admitted += 1;
+                    if indebted {
+                        (*s).indebted += 1;
+                    }
+                }
+            }
+        }
+        Err(e) if e == -EEXIST => mark_tracked(addr, key.class),
+        Err(_) => return None,
+    }
+    TRF_BUCKETS.get_ptr_mut(key)
 }
 
 /// A source without a bucket: give it one if the class's admission budget allows, else
-/// charge the class's shared overflow bucket. Never fails open.
+/// charge the class's shared overflow bucket. Never fails open. `start` builds the bucket
+/// of a source the debt sketch remembers (see [`insert`]).
 #[inline(always)]
 pub fn admit(
     key: &BucketKey,
+    addr: (u64, u64),
     class: u32,
     cc: &ClassConfig,
     now: u64,
+    start: impl FnOnce(u64) -> Bucket,
 ) -> Result<*mut Bucket, Reason> {
     let Some(state) = TRF_CLASS_STATE.get_ptr_mut(class) else {
         return Err(Reason::MapFull);
@@ -64,23 +162,9 @@ pub fn admit(
         };
     let mut reason = Reason::Overflow;
     if admitted {
-        let fresh = bucket::fresh_bucket();
-        match TRF_BUCKETS.insert(key, &fresh, bucket::BPF_NOEXIST) {
-            Ok(()) => {
-                mark_tracked(key);
-                if let Some(s) = stats {
-                    // SAFETY: per-CPU value of this CPU; XDP runs without migration.
-                    unsafe { (*s).admitted += 1 };
-                }
-            }
-            Err(e) if e == -EEXIST => mark_tracked(key),
-            Err(_) => reason = Reason::MapFull,
-        }
-        if reason != Reason::MapFull {
-            if let Some(b) = TRF_BUCKETS.get_ptr_mut(key) {
-                return Ok(b);
-            }
-            reason = Reason::MapFull;
+        match insert(key, addr, now, start, stats) {
+            Some(b) => return Ok(b),
+            None => reason = Reason::MapFull,
         }
     }
     if let Some(s) = stats {

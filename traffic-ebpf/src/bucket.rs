@@ -48,24 +48,31 @@ pub unsafe fn add(p: *mut u64, v: u64) {
 #[inline(always)]
 pub unsafe fn charge(p: *mut u64, lim: &Limit, cost: u64, now: u64) -> bool {
     // SAFETY: the caller's guarantee, passed on.
+    unsafe { charge_to(p, lim, cost, now) }.is_some()
+}
+
+/// Like [`charge`], returning the state the word was moved to when the cost conformed.
+///
+/// # Safety
+/// As for [`load`].
+#[inline(always)]
+pub unsafe fn charge_to(p: *mut u64, lim: &Limit, cost: u64, now: u64) -> Option<u64> {
+    // SAFETY: the caller's guarantee, passed on.
     let mut tat = unsafe { load(p) };
     for _ in 0..CAS_RETRIES {
         if !gcra::conforms(tat, lim, cost, now) {
-            return false;
+            return None;
         }
+        let new = gcra::charged(tat, cost, now);
         // SAFETY: the caller guarantees `p` is a valid, aligned map word. The returned old
         // value is compared instead of using the success flag (that flag miscompiles for
         // bpf on some nightlies).
         let old = unsafe {
-            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-                p,
-                tat,
-                gcra::charged(tat, cost, now),
-            )
-            .0
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(p, tat, new)
+                .0
         };
         if old == tat {
-            return true;
+            return Some(new);
         }
         tat = old;
     }
@@ -73,7 +80,7 @@ pub unsafe fn charge(p: *mut u64, lim: &Limit, cost: u64, now: u64) -> bool {
     // over-admission here is repaid: the state now carries the debt.
     // SAFETY: as above.
     let old = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, cost) };
-    gcra::conforms(old, lim, cost, now)
+    gcra::conforms(old, lim, cost, now).then(|| gcra::charged(old, cost, now))
 }
 
 /// A source address masked to its class's prefix, as words.

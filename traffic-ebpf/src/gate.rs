@@ -1,19 +1,14 @@
-//! The port gate: a port rule's breaker (open, half-open trials), its bulkhead, its fault
-//! injection and its per-source new-connection limit. Established TCP flows always pass.
+//! The port gate: a port rule's breaker (open, half-open trials), its bulkhead and its fault
+//! injection. Established TCP flows always pass. Its per-source new-connection limit is
+//! charged with the class limits, after admission (`limit::PortLimit`).
 
 use traffic_common::{
-    ClassConfig, GLOBAL_HAS_PORTS, Gate, GlobalConfig, PORT_BUCKET, PORT_GATE_RESET, PORT_SHED,
-    PortKey, PortRule, Reason, proto,
+    GLOBAL_HAS_PORTS, Gate, GlobalConfig, PORT_GATE_RESET, PORT_SHED, PortKey, PortRule, Reason,
+    proto,
 };
 use traffic_ebpf::{parse::Ip, verdict::Refusal};
 
-use crate::{
-    bucket::{self, BPF_NOEXIST},
-    chaos,
-    clock::Clock,
-    count::PortCounters,
-    maps::{TRF_BUCKETS, TRF_PORTS},
-};
+use crate::{bucket, chaos, clock::Clock, count::PortCounters, maps::TRF_PORTS};
 
 /// The port rule of a packet's destination port, looked up in this invocation.
 #[derive(Clone, Copy)]
@@ -53,7 +48,7 @@ pub fn port_rule(cfg: &GlobalConfig, ip: &Ip) -> Option<PortRuleRef> {
 
 /// The port's gate.
 #[inline(always)]
-pub fn check(ip: &Ip, pr: PortRuleRef, cc: &ClassConfig, clock: &mut Clock) -> Option<Refusal> {
+pub fn check(ip: &Ip, pr: PortRuleRef, clock: &mut Clock) -> Option<Refusal> {
     let rule = pr.rule();
     let stats = PortCounters::of(rule.slot);
     let new_tcp = ip.l4.is_new_tcp();
@@ -79,17 +74,7 @@ pub fn check(ip: &Ip, pr: PortRuleRef, cc: &ClassConfig, clock: &mut Clock) -> O
             reset,
         });
     }
-    if let Some(r) = chaos::inject(&rule.chaos, ip, clock, stats) {
-        return Some(r);
-    }
-    if new_tcp && rule.syn_limit.interval != 0 && !new_connection_allowed(ip, rule, cc, clock) {
-        stats.bump(|s| s.syn_limited += 1);
-        return Some(Refusal {
-            reason: Reason::PortRate,
-            reset: false,
-        });
-    }
-    None
+    chaos::inject(&rule.chaos, ip, clock, stats)
 }
 
 /// Whether the breaker refuses a new connection (or a datagram): always when open; when
@@ -119,37 +104,4 @@ fn breaker_refuses(pr: PortRuleRef, clock: &mut Clock, stats: PortCounters) -> b
         stats.bump(|s| s.trials += 1);
     }
     !trial
-}
-
-/// The per-source new-connection limit of a port. A source that cannot be tracked is
-/// refused: a full map never fails open.
-#[inline(always)]
-fn new_connection_allowed(ip: &Ip, rule: &PortRule, cc: &ClassConfig, clock: &mut Clock) -> bool {
-    let key = bucket::bucket_key(
-        bucket::masked(ip.src, if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 }),
-        PORT_BUCKET | rule.slot,
-    );
-    let key = &key.0;
-    let now = clock.now();
-    let b = match TRF_BUCKETS.get_ptr_mut(key) {
-        Some(b) => Some(b),
-        None => {
-            let fresh = bucket::fresh_bucket();
-            let _ = TRF_BUCKETS.insert(key, &fresh, BPF_NOEXIST);
-            TRF_BUCKETS.get_ptr_mut(key)
-        }
-    };
-    match b {
-        // SAFETY: a bucket looked up in this invocation; its words are only changed
-        // atomically.
-        Some(b) => unsafe {
-            bucket::charge(
-                &raw mut (*b).tat[0],
-                &rule.syn_limit,
-                rule.syn_limit.interval,
-                now,
-            )
-        },
-        None => false,
-    }
 }

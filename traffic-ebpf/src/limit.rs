@@ -1,28 +1,75 @@
-//! The per-source class limits: find (or admit) the source's bucket, check every stacked
-//! limit (packet and byte rates) before charging any, count what passed and what did not.
-//! The word primitives are [`crate::bucket`].
+//! The per-source class limits: find (or admit) the source's bucket, apply its port's
+//! new-connection limit, check every stacked limit (packet and byte rates) before charging
+//! any, count what passed and what did not. The word primitives are [`crate::bucket`].
+//!
+//! A refused source's debt goes to the sketch ([`crate::debt`]), and a bucket created for a
+//! source starts from it, so an eviction never refills a source that was over its limit.
 
 use traffic_common::{
-    BYTE_LIMIT_SLOT, Bucket, CLASS_ADMISSION, CLASS_BYTES, ClassConfig, MAX_PACKET_LIMITS, Reason,
+    BYTE_LIMIT_SLOT, Bucket, CLASS_ADMISSION, CLASS_BYTES, CLOCK_TICK_MAX_NS, ClassConfig, Limit,
+    MAX_PACKET_LIMITS, PORT_BUCKET, PortRule, Reason,
 };
 use traffic_ebpf::{gcra, parse::Ip};
 
 use crate::{
     admission,
-    bucket::{add, bucket_key, charge, load, masked},
+    bucket::{add, bucket_key, charge_to, load, masked},
     clock::Clock,
+    count::PortCounters,
+    debt::{self, DebtSlot},
     maps::TRF_BUCKETS,
 };
 
-/// The class limits: find (or admit) the source's bucket and charge it.
+/// A port's per-source limit on new connections, for a new TCP connection to the port.
+#[derive(Clone, Copy)]
+pub struct PortLimit<'a> {
+    limit: &'a Limit,
+    /// The port rule's slot: its statistics, and the class of its buckets' keys.
+    slot: u32,
+}
+
+impl<'a> PortLimit<'a> {
+    /// The limit of a port rule for this packet: only for a new TCP connection, and only
+    /// when the rule sets one.
+    #[inline(always)]
+    pub fn of(ip: &Ip, rule: &'a PortRule) -> Option<Self> {
+        (ip.l4.is_new_tcp() && rule.syn_limit.interval != 0).then_some(Self {
+            limit: &rule.syn_limit,
+            slot: rule.slot,
+        })
+    }
+}
+
+/// The class limits: find (or admit) the source's bucket, apply the port's new-connection
+/// limit `syn`, and charge the bucket.
+///
+/// The new-connection limit is a bucket of its own per (source, port), created only for a
+/// source that holds a class bucket: admission decides once per source, so a flood of
+/// spoofed SYNs inserts no more keys than the budget allows, and a source the budget turned
+/// away is limited by the class's overflow bucket alone.
 #[inline(always)]
-pub fn class_limits(ip: &Ip, class: u32, cc: &ClassConfig, len: u64, clock: &mut Clock) -> Reason {
+pub fn class_limits(
+    ip: &Ip,
+    class: u32,
+    cc: &ClassConfig,
+    len: u64,
+    syn: Option<PortLimit>,
+    clock: &mut Clock,
+) -> Reason {
     let npkt = cc.packet_limits as usize;
     let bytes = cc.flags & CLASS_BYTES != 0;
-    if npkt == 0 && !bytes {
-        return Reason::Pass;
-    }
     let mask = if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 };
+    if npkt == 0 && !bytes {
+        // No class bucket: the port's limit alone, its bucket admitted as a class bucket is.
+        return match syn {
+            Some(pl) => {
+                let addr = masked(ip.src, mask);
+                let now = clock.now();
+                new_connection(addr, pl, now, Create::Admit { class, cc })
+            }
+            None => Reason::Pass,
+        };
+    }
     let addr = masked(ip.src, mask);
     let key = bucket_key(addr, class);
     let key = &key.0;
@@ -32,38 +79,140 @@ pub fn class_limits(ip: &Ip, class: u32, cc: &ClassConfig, len: u64, clock: &mut
     // touches random lines of a large, cold table; the seen-bitmap answers "certainly not
     // tracked" from cache. Only admission classes consult it: their inserts are few, so it
     // stays sparse. Every insert sets its bit, so it never hides a bucket.
-    let untracked = cc.flags & CLASS_ADMISSION != 0 && !admission::maybe_tracked(addr, class);
-    let found = if untracked {
-        None
-    } else {
-        TRF_BUCKETS.get_ptr_mut(key)
+    let seen = (cc.flags & CLASS_ADMISSION != 0).then(|| admission::Seen::of(addr, class));
+    let found = match &seen {
+        Some(s) if !s.maybe_tracked() => None,
+        _ => TRF_BUCKETS.get_ptr_mut(key),
     };
+    let inserted = found.is_none();
     let bucket = match found {
-        Some(b) => b,
-        None => match admission::admit(key, class, cc, now) {
+        Some(b) => {
+            if let Some(s) = &seen {
+                s.refresh();
+            }
+            b
+        }
+        None => match admission::admit(key, addr, class, cc, now, |full_at| {
+            debt::class_bucket(cc, full_at, now)
+        }) {
             Ok(b) => b,
             Err(reason) => return reason,
         },
     };
+    if let Some(pl) = syn {
+        // The source holds a class bucket: its port bucket needs no admission of its own.
+        let r = new_connection(addr, pl, now, Create::Tracked);
+        if r != Reason::Pass {
+            return r;
+        }
+    }
     // SAFETY: `bucket` came from a map lookup in this invocation; LRU values stay valid for
     // the program's run, and their fields are accessed atomically.
-    unsafe { charge_bucket(bucket, cc, npkt, bytes, len, now) }
+    unsafe {
+        charge_bucket(
+            bucket,
+            cc,
+            Charge {
+                npkt,
+                bytes,
+                len,
+                now,
+                debt: DebtSlot::of(addr, class),
+                inserted,
+            },
+        )
+    }
 }
 
-/// Charge a source's bucket with every limit of its class.
+/// Whether a pass leaves state worth remembering: the bucket was in debt before it by more
+/// than a clock tick (the source sends faster than it refills) or has no token left after
+/// it. A pass that found the bucket (nearly) full and leaves tokens writes nothing: the
+/// source is within its rate, give or take a tick of refill — the resolution of the
+/// program's clock anyway, and the sketch's slack per eviction.
+#[inline(always)]
+fn worth_keeping(tat: u64, lim: &Limit, cost: u64, now: u64) -> bool {
+    tat > now + cost + CLOCK_TICK_MAX_NS || !gcra::conforms(tat, lim, cost, now)
+}
+
+/// What one packet charges a class bucket with.
+struct Charge {
+    npkt: usize,
+    bytes: bool,
+    len: u64,
+    now: u64,
+    /// The bucket's slot in the debt sketch.
+    debt: DebtSlot,
+    /// The bucket was created for this packet (its first charge is always remembered, so
+    /// a source evicted after every packet still accumulates its debt).
+    inserted: bool,
+}
+
+/// How a missing (source, port) bucket is created.
+enum Create<'a> {
+    /// Through the class's admission (the class has no bucket of its own).
+    Admit { class: u32, cc: &'a ClassConfig },
+    /// At once: the source holds a class bucket, so it was admitted already.
+    Tracked,
+}
+
+/// The per-source new-connection limit of a port: find the (source, port) bucket, or
+/// create one, and charge it. A source that cannot be tracked is refused: a full map never
+/// fails open (a source admission turns away is judged by the overflow bucket instead).
+#[inline(always)]
+fn new_connection(addr: (u64, u64), pl: PortLimit, now: u64, create: Create) -> Reason {
+    let key = bucket_key(addr, PORT_BUCKET | pl.slot);
+    let key = &key.0;
+    let start = |full_at| debt::port_bucket(pl.limit, full_at, now);
+    let existing = TRF_BUCKETS.get_ptr_mut(key);
+    let inserted = existing.is_none();
+    let found = match existing {
+        Some(b) => Ok(b),
+        None => match create {
+            Create::Admit { class, cc } => admission::admit(key, addr, class, cc, now, start),
+            Create::Tracked => {
+                admission::insert(key, addr, now, start, None).ok_or(Reason::PortRate)
+            }
+        },
+    };
+    let b = match found {
+        Ok(b) => b,
+        Err(reason) => return reason,
+    };
+    // SAFETY: a bucket looked up in this invocation; its words are only changed atomically.
+    let tat = unsafe { &raw mut (*b).tat }.cast::<u64>();
+    // SAFETY: as above.
+    match unsafe { charge_to(tat, pl.limit, pl.limit.interval, now) } {
+        Some(t) => {
+            if inserted || worth_keeping(t, pl.limit, pl.limit.interval, now) {
+                DebtSlot::of(addr, key.class).remember(t);
+            }
+            Reason::Pass
+        }
+        None => {
+            // SAFETY: as above.
+            DebtSlot::of(addr, key.class).remember(unsafe { load(tat) });
+            PortCounters::of(pl.slot).bump(|s| s.syn_limited += 1);
+            Reason::PortRate
+        }
+    }
+}
+
+/// Charge a source's bucket with every limit of its class. A refused packet, and a pass
+/// [`worth_keeping`] (or the first of a new bucket), records the bucket's debt in the sketch.
 ///
 /// # Safety
 /// `b` must point to a bucket looked up in this invocation (its words are only changed
 /// atomically).
 #[inline(always)]
-unsafe fn charge_bucket(
-    b: *mut Bucket,
-    cc: &ClassConfig,
-    npkt: usize,
-    bytes: bool,
-    len: u64,
-    now: u64,
-) -> Reason {
+unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
+    let Charge {
+        npkt,
+        bytes,
+        len,
+        now,
+        debt,
+        inserted,
+    } = c;
     // SAFETY: the caller guarantees `b` is a live bucket; its words are aligned u64s.
     unsafe { add(&raw mut (*b).packets, 1) };
     // SAFETY: as above; a place expression, nothing is read.
@@ -87,7 +236,7 @@ unsafe fn charge_bucket(
             let state = unsafe { load(tat.add(i)) };
             if !gcra::conforms(state, lim, lim.interval, now) {
                 // SAFETY: the caller's guarantee.
-                return unsafe { refuse(b, Reason::PacketRate) };
+                return unsafe { refuse(b, Reason::PacketRate, debt) };
             }
         }
         if bytes {
@@ -95,36 +244,66 @@ unsafe fn charge_bucket(
             let state = unsafe { load(tat.add(BYTE_LIMIT_SLOT)) };
             if !gcra::conforms(state, &cc.bytes, byte_cost, now) {
                 // SAFETY: the caller's guarantee.
-                return unsafe { refuse(b, Reason::ByteRate) };
+                return unsafe { refuse(b, Reason::ByteRate, debt) };
             }
         }
     }
+    let mut keep = inserted;
     for i in 0..MAX_PACKET_LIMITS {
         if i >= npkt {
             break;
         }
         let lim = &cc.packets[i];
         // SAFETY: as in the check above.
-        if !unsafe { charge(tat.add(i), lim, lim.interval, now) } {
+        match unsafe { charge_to(tat.add(i), lim, lim.interval, now) } {
+            Some(t) => keep |= worth_keeping(t, lim, lim.interval, now),
             // SAFETY: the caller's guarantee.
-            return unsafe { refuse(b, Reason::PacketRate) };
+            None => return unsafe { refuse(b, Reason::PacketRate, debt) },
         }
     }
-    // SAFETY: as in the check above.
-    if bytes && !unsafe { charge(tat.add(BYTE_LIMIT_SLOT), &cc.bytes, byte_cost, now) } {
+    if bytes {
+        // SAFETY: as in the check above.
+        match unsafe { charge_to(tat.add(BYTE_LIMIT_SLOT), &cc.bytes, byte_cost, now) } {
+            Some(t) => keep |= worth_keeping(t, &cc.bytes, byte_cost, now),
+            // SAFETY: the caller's guarantee.
+            None => return unsafe { refuse(b, Reason::ByteRate, debt) },
+        }
+    }
+    if keep {
         // SAFETY: the caller's guarantee.
-        return unsafe { refuse(b, Reason::ByteRate) };
+        debt.remember(unsafe { full_at(b) });
     }
     Reason::Pass
 }
 
-/// Count a refused packet in its bucket.
+/// Count a refused packet in its bucket and remember the bucket's debt.
 ///
 /// # Safety
 /// As for [`charge_bucket`].
 #[inline(always)]
-unsafe fn refuse(b: *mut Bucket, reason: Reason) -> Reason {
+unsafe fn refuse(b: *mut Bucket, reason: Reason, debt: DebtSlot) -> Reason {
     // SAFETY: the caller guarantees `b` is a live bucket.
     unsafe { add(&raw mut (*b).dropped, 1) };
+    // SAFETY: as above.
+    debt.remember(unsafe { full_at(b) });
     reason
+}
+
+/// When every limit of a bucket is full again: its latest state (unused limits stay 0).
+///
+/// # Safety
+/// As for [`charge_bucket`].
+#[inline(always)]
+unsafe fn full_at(b: *mut Bucket) -> u64 {
+    // SAFETY: the caller guarantees `b` is a live bucket; a place expression.
+    let tat = unsafe { &raw const (*b).tat }.cast::<u64>();
+    let mut latest = 0;
+    for i in 0..MAX_PACKET_LIMITS + 1 {
+        // SAFETY: i is within the bucket's `tat` array; a live bucket word.
+        let t = unsafe { load(tat.add(i)) };
+        if t > latest {
+            latest = t;
+        }
+    }
+    latest
 }

@@ -15,6 +15,7 @@ mod chaos;
 mod classify;
 mod clock;
 mod count;
+mod debt;
 mod egress;
 mod gate;
 mod limit;
@@ -115,13 +116,16 @@ fn decide(ip: &Ip, len: u64) -> Verdict {
     let monitor = global_monitor || cc.flags & CLASS_MONITOR != 0;
     let mut clock = Clock::unread();
     if let Some(pr) = port
-        && let Some(r) = gate::check(ip, pr, cc, &mut clock)
+        && let Some(r) = gate::check(ip, pr, &mut clock)
     {
         return Verdict::new(class, r.reason, monitor).with_reset(r.reset);
     }
     if let Some(r) = chaos::inject(&cc.chaos, ip, &mut clock, PortCounters::NONE) {
         return Verdict::new(class, r.reason, monitor).with_reset(r.reset);
     }
-    let reason = limit::class_limits(ip, class, cc, len, &mut clock);
+    let syn = port
+        .as_ref()
+        .and_then(|pr| limit::PortLimit::of(ip, pr.rule()));
+    let reason = limit::class_limits(ip, class, cc, len, syn, &mut clock);
     Verdict::new(class, reason, monitor)
 }

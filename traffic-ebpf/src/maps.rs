@@ -8,8 +8,9 @@ use aya_ebpf::{
 use traffic_common::{
     BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
     CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
-    Counter, EgressStats, GlobalConfig, PORT_STATS_ENTRIES, PORTS_ENTRIES, PortKey, PortRule,
-    PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_WORDS, SLOT_NAMES_ENTRIES, SlotName,
+    Counter, DEBT_ENTRIES, EgressStats, GlobalConfig, PORT_STATS_ENTRIES, PORTS_ENTRIES, PortKey,
+    PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS, SEEN_WORDS,
+    SLOT_NAMES_ENTRIES, SeenWord, SlotName,
 };
 
 #[btf_map(pin_by_name)]
@@ -56,7 +57,14 @@ pub static TRF_EGRESS: PerCpuArray<EgressStats, { PORT_STATS_ENTRIES as usize }>
 pub static TRF_CLS_CACHE: PerCpuArray<ClassCacheEntry, { CLASS_CACHE_ENTRIES as usize }> =
     PerCpuArray::new();
 
-/// Shared by all CPUs: bits set with an atomic OR, never cleared by the program; pinned with
-/// the buckets, so an adopted bucket map keeps its bits.
+/// Shared by all CPUs: bits set with an atomic OR, never cleared by the program (the daemon
+/// ages it through a memory mapping); pinned with the buckets, so an adopted bucket map
+/// keeps its bits.
 #[btf_map(pin_by_name)]
-pub static TRF_SEEN: Array<u64, { SEEN_WORDS as usize }> = Array::new();
+pub static TRF_SEEN: Array<SeenWord, { SEEN_WORDS as usize }, { SEEN_MAP_FLAGS as usize }> =
+    Array::new();
+
+/// Shared by all CPUs: raised with compare-and-swap, never lowered (a time in the past is no
+/// debt), so it needs no aging.
+#[btf_map(pin_by_name)]
+pub static TRF_DEBT: Array<u64, { DEBT_ENTRIES as usize }> = Array::new();

@@ -161,6 +161,10 @@ pub struct ClassLimits {
     pub admitted: u64,
     pub overflowed: u64,
     pub map_full: u64,
+    /// New buckets that started with a debt the kernel remembered (an evicted source that
+    /// had been refused came back). Absent from older daemons.
+    #[serde(default)]
+    pub indebted: u64,
 }
 
 /// `GET /v1/limits`.

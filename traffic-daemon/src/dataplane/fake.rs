@@ -28,6 +28,8 @@ pub struct Fake {
     pub attached: Vec<String>,
     /// Whether `keep_attached` was called.
     pub kept: bool,
+    /// Generations of the tracked-source bitmap cleared, in order.
+    pub aged: Vec<u32>,
 }
 
 impl Default for Fake {
@@ -49,6 +51,7 @@ impl Default for Fake {
             now_ns: 1_000_000_000,
             attached: Vec::new(),
             kept: false,
+            aged: Vec::new(),
         }
     }
 }
@@ -140,5 +143,10 @@ impl Dataplane for Fake {
 
     fn now_ns(&self) -> u64 {
         self.now_ns
+    }
+
+    fn age_seen(&mut self, generation: u32) -> Result<(), DataplaneError> {
+        self.aged.push(generation);
+        Ok(())
     }
 }

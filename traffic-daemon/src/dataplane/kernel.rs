@@ -22,7 +22,9 @@ use traffic_common::{
     SlotName, map_names,
 };
 
-use super::{AttachedMode, Dataplane, DataplaneError, monotonic_ns};
+use super::{AttachedMode, Dataplane, DataplaneError, monotonic_ns, seen::SeenMap};
+
+mod testing;
 use crate::{
     config::AttachMode,
     plan::{Desired, Write},
@@ -68,6 +70,10 @@ pub struct Kernel {
     ports: HashMap<MapData, PortKey, PortRule>,
     port_stats: PerCpuArray<MapData, PortStats>,
     egress: PerCpuArray<MapData, EgressStats>,
+    /// The tracked-source bitmap, memory-mapped (aged by clearing a generation).
+    seen: SeenMap,
+    /// The debt sketch (a reset source's slot is cleared).
+    debt: Array<MapData, u64>,
     /// TC egress attachments (owned: the passive signal is only read by a running daemon).
     egress_links: Vec<SchedClassifierLinkId>,
     attachments: Vec<Attachment>,
@@ -129,6 +135,16 @@ impl Kernel {
         let slot_names = take_map!(ebpf, map_names::SLOT_NAMES, Array);
         let port_stats = take_map!(ebpf, map_names::PORT_STATS, PerCpuArray);
         let egress = take_map!(ebpf, map_names::EGRESS, PerCpuArray);
+        let seen = match ebpf.take_map(map_names::SEEN) {
+            Some(aya::maps::Map::Array(data)) => SeenMap::new(data)?,
+            _ => {
+                return Err(DataplaneError::Load(format!(
+                    "object has no array map {}",
+                    map_names::SEEN
+                )));
+            }
+        };
+        let debt = take_map!(ebpf, map_names::DEBT, Array);
         let mut kernel = Self {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
@@ -142,6 +158,8 @@ impl Kernel {
             ports,
             port_stats,
             egress,
+            seen,
+            debt,
             egress_links: Vec::new(),
             attachments: Vec::new(),
             adopted,
@@ -348,60 +366,6 @@ impl Kernel {
         }
     }
 
-    /// Run the program once per `repeat` on `frame` with BPF_PROG_TEST_RUN; returns the XDP
-    /// action and the mean duration per run in ns.
-    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<(u32, u64), DataplaneError> {
-        self.test_run_out(frame, repeat).map(|(a, ns, _)| (a, ns))
-    }
-
-    /// Like [`Kernel::test_run`], plus the frame the program left (e.g. a RST it built).
-    pub fn test_run_out(
-        &self,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(u32, u64, Vec<u8>), DataplaneError> {
-        use aya::programs::{TestRun as _, TestRunOptions};
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or_else(|| DataplaneError::Load("no program".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| DataplaneError::Load(chain(&e)))?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| DataplaneError::Other(format!("test run: {}", chain(&e))))?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, r.duration.as_nanos() as u64, out))
-    }
-
-    /// Run the TC egress program once on `frame`, as an skb leaving the node; returns the
-    /// TC action.
-    pub fn test_run_egress(&self, frame: &[u8]) -> Result<u32, DataplaneError> {
-        use aya::programs::{TestRun as _, TestRunOptions};
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(EGRESS_PROGRAM_NAME)
-            .ok_or_else(|| {
-                DataplaneError::Load(format!("object has no program {EGRESS_PROGRAM_NAME}"))
-            })?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| DataplaneError::Load(chain(&e)))?;
-        let r = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat: 1,
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| DataplaneError::Other(format!("egress test run: {}", chain(&e))))?;
-        Ok(r.return_value)
-    }
-
     /// Remove every pin in `dir` and the directory itself (a fresh start).
     pub fn remove_pins(dir: &Path) -> std::io::Result<()> {
         match std::fs::remove_dir_all(dir) {
@@ -590,6 +554,7 @@ impl Dataplane for Kernel {
             a.admitted += v.admitted;
             a.overflowed += v.overflowed;
             a.map_full += v.map_full;
+            a.indebted += v.indebted;
         })
     }
 
@@ -613,6 +578,12 @@ impl Dataplane for Kernel {
     }
 
     fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError> {
+        // Its debt too: a reset source starts over with a full bucket (as may a source that
+        // shares its slot).
+        let (lo, hi) = traffic_common::addr_words(&key.addr);
+        self.debt
+            .set(traffic_common::debt_slot(lo, hi, key.class), &0, 0)
+            .map_err(map_err(map_names::DEBT, "update"))?;
         match self.buckets.remove(key) {
             Ok(()) => Ok(true),
             Err(MapError::KeyNotFound) => Ok(false),
@@ -622,6 +593,11 @@ impl Dataplane for Kernel {
 
     fn now_ns(&self) -> u64 {
         monotonic_ns()
+    }
+
+    fn age_seen(&mut self, generation: u32) -> Result<(), DataplaneError> {
+        self.seen.clear(generation);
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod fake;
 pub mod kernel;
+mod seen;
 
 use std::path::PathBuf;
 
@@ -93,10 +94,13 @@ pub trait Dataplane: Send {
     fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError>;
     /// Replace one bucket (used to rescale tokens on a level change).
     fn set_bucket(&mut self, key: &BucketKey, bucket: &Bucket) -> Result<(), DataplaneError>;
-    /// Forget one tracked source.
+    /// Forget one tracked source (its bucket, and the debt remembered for it).
     fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError>;
     /// The kernel clock the program uses (`bpf_ktime_get_ns`, CLOCK_MONOTONIC), in ns.
     fn now_ns(&self) -> u64;
+    /// Clear one generation (0 or 1) of the tracked-source bitmap: keys whose bit only it
+    /// holds (not seen since the other generation was cleared) are forgotten.
+    fn age_seen(&mut self, generation: u32) -> Result<(), DataplaneError>;
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.

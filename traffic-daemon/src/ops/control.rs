@@ -85,6 +85,7 @@ impl Core {
             }
             live
         });
+        self.age_seen(now);
         Ok(self.apply_desired()?)
     }
 

@@ -77,6 +77,7 @@ impl Core {
                     admitted: st.admitted,
                     overflowed: st.overflowed,
                     map_full: st.map_full,
+                    indebted: st.indebted,
                 }
             })
             .collect();

@@ -301,6 +301,12 @@ fn class_limits(e: &mut Exposition, limits: &LimitsReport) {
         "Bucket inserts the source table refused (charged to the overflow bucket).",
         per_class(|c| c.map_full as f64),
     );
+    e.rows(
+        "traffic_indebted_sources_total",
+        Kind::Counter,
+        "New buckets that started with a debt remembered from an earlier refusal (evicted over-limit sources coming back).",
+        per_class(|c| c.indebted as f64),
+    );
 }
 
 /// The throttle level, its readings and thresholds, and bucket rescales.

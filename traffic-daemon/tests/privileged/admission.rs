@@ -504,25 +504,20 @@ class = "limited"
         "the spent source was evicted"
     );
 
-    // Limitation: the evicted source comes back with a full bucket.
-    for i in 1..=5 {
-        lab.passes(
-            &format!("evicted source back, full bucket #{i}"),
-            &f,
-            limited,
-        )?;
-    }
+    // The evicted source comes back with its debt (remembered when it was refused), not
+    // with a full bucket: still refused, in a bucket of its own again.
     lab.drops(
-        "evicted source spent again",
+        "evicted source back, still in debt",
         &f,
         limited,
         Reason::PacketRate,
     )?;
     let s = lab.stats(limited)?;
     assert_eq!((s.admitted, s.map_full), (2 + u64::from(flood), 0));
+    assert_eq!(s.indebted, 1, "one bucket started from a remembered debt");
     assert_eq!(lab.count(limited, Reason::MapFull)?, 0);
     println!(
-        "tiny map: {} of {CAPACITY} entries in use after {} sources; the evicted source was re-admitted with a full bucket",
+        "tiny map: {} of {CAPACITY} entries in use after {} sources; the evicted source came back in debt",
         lab.buckets_of(limited)?.len(),
         1 + flood
     );

@@ -18,9 +18,9 @@ use aya_obj::{
 use traffic_common::{
     BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
     CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
-    Counter, EgressStats, GlobalConfig, PORT_STATS_ENTRIES, PORTS_ENTRIES, PROGRAM_NAME, PortKey,
-    PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_WORDS, SLOT_NAMES_ENTRIES, SlotName,
-    map_names,
+    Counter, DEBT_ENTRIES, EgressStats, GlobalConfig, PORT_STATS_ENTRIES, PORTS_ENTRIES,
+    PROGRAM_NAME, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS,
+    SEEN_WORDS, SLOT_NAMES_ENTRIES, SeenWord, SlotName, map_names,
 };
 
 /// What the contract says one map must look like.
@@ -113,7 +113,9 @@ fn expected(name: &str) -> Expected {
             CLASS_CACHE_ENTRIES,
         ),
         // Shared: a bit one CPU's insert sets must be seen by every CPU.
-        map_names::SEEN => (BPF_MAP_TYPE_ARRAY, INDEX, size_of::<u64>(), SEEN_WORDS),
+        map_names::SEEN => (BPF_MAP_TYPE_ARRAY, INDEX, size_of::<SeenWord>(), SEEN_WORDS),
+        // Shared: a debt one CPU records must be seen by the CPU that re-creates the bucket.
+        map_names::DEBT => (BPF_MAP_TYPE_ARRAY, INDEX, size_of::<u64>(), DEBT_ENTRIES),
         other => panic!("map_names::ALL lists {other}, which this test does not know: add it"),
     };
     Expected {
@@ -155,6 +157,14 @@ pub fn maps_match_the_contract() {
             u64::from(map.max_entries()),
             u64::from(want.max_entries),
         );
+        // The daemon ages the bitmap through a memory mapping.
+        if name == map_names::SEEN {
+            check(
+                "map flags",
+                u64::from(map.map_flags()),
+                u64::from(SEEN_MAP_FLAGS),
+            );
+        }
         // The daemon adopts state across restarts through these pins.
         if map.pinning() != PinningType::ByName {
             problems.push(format!("{name}: not pinned by name ({:?})", map.pinning()));

@@ -59,12 +59,13 @@ impl Outcome for anyhow::Result<()> {
     }
 }
 
-/// The table: `module::case` names, each a trial named as its path.
+/// The table: case paths (`module::case`, `module::file::case`), each a trial named as its
+/// path.
 macro_rules! cases {
-    ($($module:ident :: $case:ident),* $(,)?) => {
+    ($($first:ident $(:: $rest:ident)+),* $(,)?) => {
         vec![$(
-            Trial::test(concat!(stringify!($module), "::", stringify!($case)), || {
-                $module::$case().into_outcome()
+            Trial::test(concat!(stringify!($first) $(, "::", stringify!($rest))+), || {
+                $first $(:: $rest)+ ().into_outcome()
             }),
         )*]
     };
@@ -93,6 +94,9 @@ fn cases() -> Vec<Trial> {
         admission::admission_budget_then_a_shared_overflow_bucket,
         admission::admission_without_overflow_drops_new_sources,
         admission::a_tiny_bucket_map_evicts_instead_of_refusing,
+        hostile_traffic::table::spoofed_syns_to_a_limited_port_do_not_refill_a_brute_forcer,
+        hostile_traffic::table::an_evicted_heavy_hitter_never_passes_more_than_its_allowance,
+        hostile_traffic::table::the_tracked_source_bitmap_forgets_what_it_has_not_seen,
         gate::closed_gate_passes_everything,
         gate::open_gate_refuses_new_connections_only,
         gate::half_open_admits_its_budget_then_gates,
