@@ -471,6 +471,10 @@ pub fn key_path_at(text: &str, span: &Range<usize>, message: &str) -> String {
             };
             return join(&table, m);
         }
+        // A header with no name yet (`[` at a cut): the header as written is the key.
+        if name.is_empty() {
+            return line.trim().to_owned();
+        }
         return name;
     }
     let table = if span.start == 0 && span.end == 0 {

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 
 use crate::config::Config;
 
@@ -102,6 +103,7 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: 256,
         failure_persistence: None,
+        rng_seed: RngSeed::Fixed(0x7aff_1c00),
         ..ProptestConfig::default()
     })]
 
@@ -119,6 +121,34 @@ proptest! {
             for p in &e.problems {
                 prop_assert!(p.line > 0, "no line: {p:?}\n--- text ---\n{text}");
                 prop_assert!(!p.key.is_empty(), "no key: {p:?}\n--- text ---\n{text}");
+            }
+        }
+    }
+}
+
+/// Truncations of both shipped files (a file cut short by a full disk or an editor crash):
+/// every cut just before or after a character that carries structure, and every 16th byte
+/// between. Each problem is located and names a key.
+#[test]
+fn every_truncation_of_the_shipped_files_is_located() {
+    for text in [SHIPPED, DEMO] {
+        let structural = |c: usize| {
+            let near = |i: usize| text.as_bytes().get(i).copied().unwrap_or(b'\n');
+            let is = |b: u8| b"[]={}\",\n#.".contains(&b);
+            c % 16 == 0 || is(near(c)) || c.checked_sub(1).is_some_and(|p| is(near(p)))
+        };
+        for cut in (0..text.len()).filter(|&c| text.is_char_boundary(c) && structural(c)) {
+            let cut_text = &text[..cut];
+            if let Err(e) = Config::parse(Path::new("t.toml"), cut_text) {
+                assert!(!e.problems.is_empty());
+                for p in &e.problems {
+                    assert!(p.line > 0, "cut at {cut}: no line: {p:?}");
+                    assert!(
+                        !p.key.is_empty(),
+                        "cut at {cut}: no key: {p:?}\n--- tail ---\n{}",
+                        &cut_text[cut_text.len().saturating_sub(120)..]
+                    );
+                }
             }
         }
     }
