@@ -270,13 +270,18 @@ pub enum Reason {
     Chaos = 12,
     /// Over the per-port new-connection limit for this source.
     PortRate = 13,
+    /// A TCP or UDP packet whose destination port could not be read (its header beyond the
+    /// IPv6 extension-header walk, or cut, as in a tiny first fragment) while port rules
+    /// exist for its protocol: passing it would let it slip past a gate, a bulkhead or a
+    /// new-connection limit.
+    PortUnknown = 14,
 }
 
 impl Reason {
     /// First reason that drops (or would drop, in monitor mode).
     pub const FIRST_DROP: u32 = 3;
     /// Number of defined reasons.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Self::Pass,
@@ -293,6 +298,7 @@ impl Reason {
         Self::Bulkhead,
         Self::Chaos,
         Self::PortRate,
+        Self::PortUnknown,
     ];
 
     /// Whether this reason drops the packet when enforced.
@@ -327,6 +333,7 @@ impl Reason {
             Self::Bulkhead => "bulkhead",
             Self::Chaos => "chaos",
             Self::PortRate => "port_rate",
+            Self::PortUnknown => "port_unknown",
         }
     }
 }
@@ -345,6 +352,11 @@ pub const fn counter_index(row: u32, reason: u32, monitored: bool) -> u32 {
 pub const GLOBAL_MONITOR: u32 = 1 << 0;
 /// [`GlobalConfig::flags`]: the port table has entries (skip its lookup otherwise).
 pub const GLOBAL_HAS_PORTS: u32 = 1 << 1;
+/// [`GlobalConfig::flags`]: the port table has a TCP rule (a TCP packet whose port cannot be
+/// read is then dropped as [`Reason::PortUnknown`]).
+pub const GLOBAL_HAS_TCP_PORTS: u32 = 1 << 2;
+/// [`GlobalConfig::flags`]: the port table has a UDP rule (as [`GLOBAL_HAS_TCP_PORTS`]).
+pub const GLOBAL_HAS_UDP_PORTS: u32 = 1 << 3;
 
 /// Program-wide settings, the single entry of [`map_names::CONFIG`].
 #[repr(C)]

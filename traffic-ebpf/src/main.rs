@@ -113,6 +113,11 @@ fn decide(ip: &Ip, len: u64) -> Verdict {
         },
     };
     let monitor = global_monitor || cc.flags & CLASS_MONITOR != 0;
+    // A port the walk could not read may be a gated one: refused rather than let past every
+    // port rule of its protocol (see `L4::hides_a_ruled_port`).
+    if ip.l4.hides_a_ruled_port(cfg.flags) {
+        return Verdict::new(class, Reason::PortUnknown, monitor);
+    }
     let mut clock = Clock::unread();
     if let Some(pr) = port
         && let Some(r) = gate::check(ip, pr, cc, &mut clock)
