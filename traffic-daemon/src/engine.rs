@@ -57,6 +57,9 @@ pub struct Core {
     pub(crate) last_rescale: usize,
     /// Total buckets rewritten by rescales.
     pub(crate) rescaled_total: u64,
+    /// The largest frame the configured interfaces deliver (MTU + Ethernet + 2 VLAN tags),
+    /// read at start and on reload: the floor of every byte burst.
+    pub(crate) max_frame: u64,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -91,7 +94,9 @@ impl Core {
             sampler,
             last_rescale: 0,
             rescaled_total: 0,
+            max_frame: crate::policy::limits::MIN_BYTE_BURST,
         };
+        core.max_frame = core.largest_frame();
         core.sync_upstreams();
         let applied = core.apply_desired()?;
         info!(
@@ -168,6 +173,7 @@ impl Core {
                 upstreams: &self.upstreams,
                 class_chaos: &self.class_chaos,
                 now_ns: self.dp.now_ns(),
+                max_frame: self.max_frame,
             },
         )
     }
@@ -264,6 +270,19 @@ impl Core {
         Ok(touched)
     }
 
+    /// The largest frame the configured interfaces deliver now (an MTU that cannot be read,
+    /// e.g. an interface not there yet, is left out with a warning).
+    fn largest_frame(&self) -> u64 {
+        let mtus = self.config.daemon.interfaces.iter().filter_map(|i| {
+            let mtu = self.dp.mtu(i);
+            if mtu.is_none() {
+                warn!(interface = %i, "cannot read the MTU; byte bursts not floored for it");
+            }
+            mtu
+        });
+        crate::policy::limits::largest_frame(mtus)
+    }
+
     /// Attach to every configured interface.
     pub fn attach_all(&mut self) -> Result<(), EngineError> {
         for iface in self.config.daemon.interfaces.clone() {
@@ -288,6 +307,8 @@ impl Core {
             );
         }
         let old = (self.config.clone(), self.slots.clone());
+        // An MTU raised since start takes effect on reload (interfaces do not change).
+        self.max_frame = self.largest_frame();
         self.slots = self.slots.assign(&new);
         self.throttle.set_settings(new.throttle.clone());
         if new.pressure != self.config.pressure {
@@ -400,5 +421,44 @@ class = "premium"
         k.attach_all().unwrap();
         k.shutdown();
         assert_eq!(k.status().on_exit, OnExit::Keep);
+    }
+
+    /// Issue 17 item 7: a 1 KB/s byte limit with the smallest burst (1514) on a 9000-MTU
+    /// interface still lets one idle source's jumbo frame (VLAN-tagged twice) through.
+    #[test]
+    fn byte_bursts_hold_the_largest_frame_of_the_interfaces() {
+        let text = CONFIG.replace(
+            "packets = { rate = 100, burst = 200 }",
+            "bytes = { rate = \"1KB\", burst = 1514 }",
+        );
+        let c = Config::parse(Path::new("t.toml"), &text).unwrap();
+        let mut fake = Fake::default();
+        fake.mtus.insert("veth0".into(), 1500);
+        fake.mtus.insert("veth1".into(), 9000);
+        let jumbo_core = Core::new(c, Box::new(fake)).unwrap();
+        assert_eq!(jumbo_core.max_frame, 9000 + 14 + 8);
+        let slot = jumbo_core.slots.slot_of("default").unwrap() as usize;
+        let bytes = jumbo_core.applied.classes[slot].bytes;
+        let cost = (jumbo_core.max_frame * bytes.interval) >> traffic_common::BYTE_INTERVAL_SHIFT;
+        assert!(
+            cost <= bytes.tolerance,
+            "a {}-byte frame costs {cost} ns, the burst holds {} ns",
+            jumbo_core.max_frame,
+            bytes.tolerance
+        );
+        // Unknown MTUs (the fake's default) leave the configured floor.
+        let plain = core(&text);
+        assert_eq!(plain.max_frame, crate::policy::limits::MIN_BYTE_BURST);
+    }
+
+    #[test]
+    fn the_mtu_of_loopback_is_read() {
+        let sys = std::fs::read_to_string("/sys/class/net/lo/mtu").unwrap();
+        assert_eq!(
+            crate::dataplane::interface_mtu("lo"),
+            Some(sys.trim().parse().unwrap())
+        );
+        assert_eq!(crate::dataplane::interface_mtu("no-such-if0"), None);
+        assert_eq!(crate::dataplane::interface_mtu(""), None);
     }
 }

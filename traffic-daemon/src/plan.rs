@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use traffic_common::{
-    ABI_VERSION, Action, Addr, ClassConfig, GLOBAL_HAS_PORTS, GLOBAL_HAS_TCP_PORTS,
+    ABI_VERSION, Action, Addr, CLASS_BYTES, ClassConfig, GLOBAL_HAS_PORTS, GLOBAL_HAS_TCP_PORTS,
     GLOBAL_HAS_UDP_PORTS, GLOBAL_MONITOR, GlobalConfig, MAX_CLASSES, PortRule, Rule, SlotName,
     UNCLASSIFIED, V4_MAPPED_PREFIX_BITS, proto, v4_mapped,
 };
@@ -221,6 +221,9 @@ pub struct Live<'a> {
     pub class_chaos: &'a BTreeMap<String, ChaosSetting>,
     /// The kernel's clock (chaos expiry, half-open trial pacing).
     pub now_ns: u64,
+    /// The largest frame the attached interfaces deliver ([`limits::largest_frame`]): every
+    /// byte burst holds at least one.
+    pub max_frame: u64,
 }
 
 /// [`desired`] with the live overlays: class chaos in force, and the port rules
@@ -232,6 +235,13 @@ pub fn desired_live(
     live: &Live<'_>,
 ) -> Desired {
     let mut want = desired(config, slots, factor);
+    for c in want
+        .classes
+        .iter_mut()
+        .filter(|c| c.flags & CLASS_BYTES != 0)
+    {
+        limits::floor_byte_tolerance(&mut c.bytes, live.max_frame);
+    }
     for (name, c) in live.class_chaos {
         if let Some(slot) = slots.slot_of(name)
             && c.active(live.now_ns)
@@ -528,6 +538,7 @@ action = "deny"
             upstreams: &[],
             class_chaos: &class_chaos,
             now_ns,
+            max_frame: limits::MIN_BYTE_BURST,
         };
         let want = desired_live(&c, &slots, |_| 1.0, &live(500));
         assert_eq!(want.classes[premium].chaos, chaos.kernel());

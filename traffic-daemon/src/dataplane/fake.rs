@@ -28,6 +28,8 @@ pub struct Fake {
     pub attached: Vec<String>,
     /// Whether `keep_attached` was called.
     pub kept: bool,
+    /// Interface MTUs returned by `mtu` (none known: `None`).
+    pub mtus: BTreeMap<String, u32>,
 }
 
 impl Default for Fake {
@@ -49,6 +51,7 @@ impl Default for Fake {
             now_ns: 1_000_000_000,
             attached: Vec::new(),
             kept: false,
+            mtus: BTreeMap::new(),
         }
     }
 }
@@ -140,5 +143,9 @@ impl Dataplane for Fake {
 
     fn now_ns(&self) -> u64 {
         self.now_ns
+    }
+
+    fn mtu(&self, iface: &str) -> Option<u32> {
+        self.mtus.get(iface).copied()
     }
 }

@@ -623,6 +623,10 @@ impl Dataplane for Kernel {
     fn now_ns(&self) -> u64 {
         monotonic_ns()
     }
+
+    fn mtu(&self, iface: &str) -> Option<u32> {
+        super::interface_mtu(iface)
+    }
 }
 
 fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {

@@ -97,6 +97,38 @@ pub trait Dataplane: Send {
     fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError>;
     /// The kernel clock the program uses (`bpf_ktime_get_ns`, CLOCK_MONOTONIC), in ns.
     fn now_ns(&self) -> u64;
+    /// The MTU of an interface in the daemon's network namespace; `None` when it cannot be
+    /// read (no such interface). Floors the byte bursts: see [`crate::policy::limits`].
+    fn mtu(&self, iface: &str) -> Option<u32>;
+}
+
+/// The MTU of `iface` in the calling thread's network namespace (`SIOCGIFMTU`; no
+/// privilege needed), `None` when there is no such interface.
+pub fn interface_mtu(iface: &str) -> Option<u32> {
+    let name = iface.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return None;
+    }
+    #[allow(
+        unsafe_code,
+        reason = "socket, ioctl and close; the SAFETY comment below says why they are sound"
+    )]
+    // SAFETY: a zeroed ifreq is valid; the name is copied in bounds (shorter than IFNAMSIZ,
+    // so NUL-terminated by the zeroes); SIOCGIFMTU only writes the ifreq we own; the socket
+    // is ours and closed once.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+            *dst = *src as libc::c_char;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFMTU as _, &mut req);
+        libc::close(fd);
+        (rc == 0).then(|| u32::try_from(req.ifr_ifru.ifru_mtu).ok())?
+    }
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.

@@ -111,6 +111,7 @@ fn cases() -> Vec<Trial> {
         fuzz::hostile_frames_through_gates_limits_and_resets_never_abort,
         frames::unreadable_ports_do_not_dodge_an_open_gate,
         frames::a_new_default_class_moves_active_sources_at_once,
+        frames::full_size_frames_fit_the_byte_burst,
         cli::a_caller_without_access_to_the_socket_is_told_so,
         e2e::limits_hold_per_class_for_ipv4_and_ipv6_on_both_cpus,
         throttle::pressure_from_a_source_directory_rescales_kernel_limits_and_traffic,
