@@ -14,7 +14,7 @@ use bytemuck::{Pod, Zeroable};
 
 /// Version of the layouts in this crate. Bumped on any change to a map or type below; a
 /// pinned map set written by another version is refused, never reinterpreted.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Map names, as they appear in the object file and under the pin directory.
 ///
@@ -73,6 +73,11 @@ pub mod map_names {
 pub const PROGRAM_NAME: &str = "traffic_xdp";
 /// Name of the TC egress program (passive breaker signal) in the object file.
 pub const EGRESS_PROGRAM_NAME: &str = "traffic_egress";
+/// Name of the rescale program in the object file: an XDP program never attached, run by
+/// the daemon with BPF_PROG_TEST_RUN on a [`RescaleRequest`] to rescale one bucket in the
+/// kernel, with compare-and-swap (a write from user space would replace the entry and lose
+/// what the program charged meanwhile).
+pub const RESCALE_PROGRAM_NAME: &str = "traffic_rescale";
 
 /// Number of class slots. Class ids are `0..MAX_CLASSES`.
 pub const MAX_CLASSES: u32 = 16;
@@ -476,6 +481,24 @@ pub struct Bucket {
     pub dropped: u64,
 }
 
+/// The input of [`RESCALE_PROGRAM_NAME`]: one bucket and its class's limits before and after
+/// a change, per GCRA word of [`Bucket::tat`] (packet limits, then the byte limit). The
+/// program keeps the bucket's tokens (capped at the new burst) with compare-and-swap on
+/// each word, never inserts a missing key and never touches the counters; it returns
+/// `XDP_PASS` when the bucket was there, `XDP_DROP` when it was not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RescaleRequest {
+    /// The bucket.
+    pub key: BucketKey,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// Limits the words were charged under.
+    pub old: [Limit; MAX_PACKET_LIMITS + 1],
+    /// Limits now in force.
+    pub new: [Limit; MAX_PACKET_LIMITS + 1],
+}
+
 /// Value of [`map_names::CLASS_STATE`]: state shared by all sources of a class.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -676,6 +699,7 @@ assert_layout! {
     ClassConfig => 152, 8;
     BucketKey => 20, 4;
     Bucket => 48, 8;
+    RescaleRequest => 152, 8;
     ClassState => 16, 8;
     ClassStats => 32, 8;
     PortKey => 4, 2;

@@ -9,11 +9,12 @@ use std::{
 };
 
 use tracing::{error, info, warn};
+use traffic_common::{BYTE_LIMIT_SLOT, MAX_PACKET_LIMITS, RescaleRequest};
 
 use crate::{
     api::{Applied, InterfaceStatus, ReloadStatus},
     config::{Config, ConfigError, OnExit},
-    dataplane::{Dataplane, DataplaneError},
+    dataplane::{Dataplane, DataplaneError, Rescaled},
     plan::{self, Desired, Slots},
     policy::throttle::Throttle,
     policy::upstream::{ChaosSetting, Upstream},
@@ -231,41 +232,42 @@ impl Core {
         (loose, tight)
     }
 
-    /// Rewrite the buckets of `slots` for the limits in `want`, keeping their tokens.
+    /// Rescale the buckets of `slots` to the limits in `want`, keeping their tokens. The walk
+    /// only collects keys; each bucket is then rescaled in the kernel where packets charge
+    /// it (compare-and-swap per word: nothing charged meanwhile is refunded, the counters
+    /// are not written, an evicted key is not re-inserted).
     fn rescale_buckets(&mut self, slots: &[u32], want: &Desired) -> Result<usize, EngineError> {
         if slots.is_empty() {
             return Ok(0);
         }
-        let now = self.dp.now_ns();
-        let mut touched = 0;
-        for (key, mut b) in self.dp.buckets()? {
+        let (mut touched, mut contended) = (0, 0);
+        for (key, _) in self.dp.buckets()? {
             if !slots.contains(&key.class) {
                 continue;
             }
-            let old = &self.applied.classes[key.class as usize];
-            let new = &want.classes[key.class as usize];
-            let before = b;
-            for i in 0..traffic_common::MAX_PACKET_LIMITS {
-                b.tat[i] = crate::policy::limits::rescale_tat(
-                    b.tat[i],
-                    &old.packets[i],
-                    &new.packets[i],
-                    now,
-                    0,
-                );
-            }
-            let bi = traffic_common::BYTE_LIMIT_SLOT;
-            b.tat[bi] = crate::policy::limits::rescale_tat(
-                b.tat[bi],
-                &old.bytes,
-                &new.bytes,
-                now,
-                traffic_common::BYTE_INTERVAL_SHIFT,
+            let (old, new) = (
+                &self.applied.classes[key.class as usize],
+                &want.classes[key.class as usize],
             );
-            if b != before {
-                self.dp.set_bucket(&key, &b)?;
-                touched += 1;
+            let mut req = RescaleRequest {
+                key,
+                ..RescaleRequest::default()
+            };
+            req.old[..MAX_PACKET_LIMITS].copy_from_slice(&old.packets);
+            req.new[..MAX_PACKET_LIMITS].copy_from_slice(&new.packets);
+            req.old[BYTE_LIMIT_SLOT] = old.bytes;
+            req.new[BYTE_LIMIT_SLOT] = new.bytes;
+            match self.dp.rescale_bucket(&req)? {
+                Rescaled::Done => touched += 1,
+                Rescaled::Missing => {}
+                Rescaled::Contended => contended += 1,
             }
+        }
+        if contended > 0 {
+            warn!(
+                buckets = contended,
+                "limits changed: some bucket words stayed contended and kept their state"
+            );
         }
         Ok(touched)
     }

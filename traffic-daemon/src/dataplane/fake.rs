@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use traffic_common::{
     Bucket, BucketKey, COUNTERS_ENTRIES, ClassConfig, ClassStats, Counter, EgressStats,
-    GlobalConfig, MAX_CLASSES, MAX_PORTS, PortStats, SlotName,
+    GlobalConfig, MAX_CLASSES, MAX_PORTS, PortStats, RescaleRequest, SlotName,
 };
 
-use super::{AttachedMode, Dataplane, DataplaneError};
+use super::{AttachedMode, Dataplane, DataplaneError, Rescaled};
 use crate::config::AttachMode;
 use crate::plan::{Desired, Write};
 
@@ -135,6 +135,27 @@ impl Dataplane for Fake {
     fn set_bucket(&mut self, key: &BucketKey, bucket: &Bucket) -> Result<(), DataplaneError> {
         self.buckets.insert(*key, *bucket);
         Ok(())
+    }
+
+    fn rescale_bucket(&mut self, req: &RescaleRequest) -> Result<Rescaled, DataplaneError> {
+        let Some(b) = self.buckets.get_mut(&req.key) else {
+            return Ok(Rescaled::Missing);
+        };
+        for (i, tat) in b.tat.iter_mut().enumerate() {
+            let shift = if i == traffic_common::BYTE_LIMIT_SLOT {
+                traffic_common::BYTE_INTERVAL_SHIFT
+            } else {
+                0
+            };
+            *tat = crate::policy::limits::rescale_tat(
+                *tat,
+                &req.old[i],
+                &req.new[i],
+                self.now_ns,
+                shift,
+            );
+        }
+        Ok(Rescaled::Done)
     }
 
     fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError> {

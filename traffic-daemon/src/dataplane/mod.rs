@@ -9,7 +9,7 @@ pub mod kernel;
 use std::path::PathBuf;
 
 use traffic_common::{
-    Bucket, BucketKey, ClassStats, Counter, EgressStats, GlobalConfig, PortStats,
+    Bucket, BucketKey, ClassStats, Counter, EgressStats, GlobalConfig, PortStats, RescaleRequest,
 };
 
 use crate::{
@@ -49,6 +49,17 @@ pub enum DataplaneError {
     Attach { iface: String, detail: String },
     #[error("{0}")]
     Other(String),
+}
+
+/// What a rescale of one bucket did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rescaled {
+    /// Every word rescaled.
+    Done,
+    /// The bucket is gone (evicted or removed); nothing was written.
+    Missing,
+    /// A word stayed contended and was left as it was.
+    Contended,
 }
 
 /// How the program ended up attached to an interface.
@@ -91,8 +102,11 @@ pub trait Dataplane: Send {
     fn class_stats(&self) -> Result<Vec<ClassStats>, DataplaneError>;
     /// Every tracked source.
     fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError>;
-    /// Replace one bucket (used to rescale tokens on a level change).
+    /// Replace one bucket (tests; a rescale goes through [`Dataplane::rescale_bucket`]).
     fn set_bucket(&mut self, key: &BucketKey, bucket: &Bucket) -> Result<(), DataplaneError>;
+    /// Rescale one bucket's words from the old limits to the new ones where the program
+    /// charges them (compare-and-swap; a missing key is not inserted, counters untouched).
+    fn rescale_bucket(&mut self, req: &RescaleRequest) -> Result<Rescaled, DataplaneError>;
     /// Forget one tracked source.
     fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError>;
     /// The kernel clock the program uses (`bpf_ktime_get_ns`, CLOCK_MONOTONIC), in ns.
