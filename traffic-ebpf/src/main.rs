@@ -169,16 +169,19 @@ pub fn traffic_rescale(ctx: XdpContext) -> u32 {
             // SAFETY: a live, aligned bucket word, changed by others only atomically.
             let cur = unsafe { bucket::load(p) };
             let next = rescale::rescaled(cur, &req.old[i], &req.new[i], now);
+            if next == cur {
+                done = true;
+                break;
+            }
             // SAFETY: as above. The returned old value is compared instead of the success
             // flag (see `bucket::charge`).
-            if next == cur
-                || unsafe {
-                    atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-                        p, cur, next,
-                    )
-                    .0
-                } == cur
-            {
+            let old = unsafe {
+                atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                    p, cur, next,
+                )
+                .0
+            };
+            if old == cur {
                 done = true;
                 break;
             }
