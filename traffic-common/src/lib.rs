@@ -81,6 +81,11 @@ pub mod map_names {
 pub const PROGRAM_NAME: &str = "traffic_xdp";
 /// Name of the TC egress program (passive breaker signal) in the object file.
 pub const EGRESS_PROGRAM_NAME: &str = "traffic_egress";
+/// Name of the rescale program in the object file: an XDP program never attached, run by
+/// the daemon with BPF_PROG_TEST_RUN on a [`RescaleRequest`] to rescale one bucket in the
+/// kernel, with compare-and-swap (a write from user space would replace the entry and lose
+/// what the program charged meanwhile).
+pub const RESCALE_PROGRAM_NAME: &str = "traffic_rescale";
 
 /// Number of class slots. Class ids are `0..MAX_CLASSES`.
 pub const MAX_CLASSES: u32 = 16;
@@ -307,13 +312,18 @@ pub enum Reason {
     Chaos = 12,
     /// Over the per-port new-connection limit for this source.
     PortRate = 13,
+    /// A TCP or UDP packet whose destination port could not be read (its header beyond the
+    /// IPv6 extension-header walk, or cut, as in a tiny first fragment) while port rules
+    /// exist for its protocol: passing it would let it slip past a gate, a bulkhead or a
+    /// new-connection limit.
+    PortUnknown = 14,
 }
 
 impl Reason {
     /// First reason that drops (or would drop, in monitor mode).
     pub const FIRST_DROP: u32 = 3;
     /// Number of defined reasons.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Self::Pass,
@@ -330,6 +340,7 @@ impl Reason {
         Self::Bulkhead,
         Self::Chaos,
         Self::PortRate,
+        Self::PortUnknown,
     ];
 
     /// Whether this reason drops the packet when enforced.
@@ -364,6 +375,7 @@ impl Reason {
             Self::Bulkhead => "bulkhead",
             Self::Chaos => "chaos",
             Self::PortRate => "port_rate",
+            Self::PortUnknown => "port_unknown",
         }
     }
 }
@@ -382,6 +394,11 @@ pub const fn counter_index(row: u32, reason: u32, monitored: bool) -> u32 {
 pub const GLOBAL_MONITOR: u32 = 1 << 0;
 /// [`GlobalConfig::flags`]: the port table has entries (skip its lookup otherwise).
 pub const GLOBAL_HAS_PORTS: u32 = 1 << 1;
+/// [`GlobalConfig::flags`]: the port table has a TCP rule (a TCP packet whose port cannot be
+/// read is then dropped as [`Reason::PortUnknown`]).
+pub const GLOBAL_HAS_TCP_PORTS: u32 = 1 << 2;
+/// [`GlobalConfig::flags`]: the port table has a UDP rule (as [`GLOBAL_HAS_TCP_PORTS`]).
+pub const GLOBAL_HAS_UDP_PORTS: u32 = 1 << 3;
 
 /// Program-wide settings, the single entry of [`map_names::CONFIG`].
 #[repr(C)]
@@ -499,6 +516,24 @@ pub struct Bucket {
     pub packets: u64,
     /// Packets dropped (or that would have been, in monitor mode).
     pub dropped: u64,
+}
+
+/// The input of [`RESCALE_PROGRAM_NAME`]: one bucket and its class's limits before and after
+/// a change, per GCRA word of [`Bucket::tat`] (packet limits, then the byte limit). The
+/// program keeps the bucket's tokens (capped at the new burst) with compare-and-swap on
+/// each word, never inserts a missing key and never touches the counters; it returns
+/// `XDP_PASS` when the bucket was there, `XDP_DROP` when it was not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RescaleRequest {
+    /// The bucket.
+    pub key: BucketKey,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// Limits the words were charged under.
+    pub old: [Limit; MAX_PACKET_LIMITS + 1],
+    /// Limits now in force.
+    pub new: [Limit; MAX_PACKET_LIMITS + 1],
 }
 
 /// Value of [`map_names::CLASS_STATE`]: state shared by all sources of a class.
@@ -702,6 +737,7 @@ assert_layout! {
     ClassConfig => 152, 8;
     BucketKey => 20, 4;
     Bucket => 48, 8;
+    RescaleRequest => 152, 8;
     ClassState => 16, 8;
     ClassStats => 32, 8;
     PortKey => 4, 2;

@@ -9,11 +9,12 @@ use std::{
 };
 
 use tracing::{error, info, warn};
+use traffic_common::{BYTE_LIMIT_SLOT, MAX_PACKET_LIMITS, RescaleRequest};
 
 use crate::{
     api::{Applied, InterfaceStatus, ReloadStatus},
     config::{Config, ConfigError, OnExit},
-    dataplane::{Dataplane, DataplaneError},
+    dataplane::{Dataplane, DataplaneError, Rescaled},
     plan::{self, Desired, Slots},
     policy::throttle::Throttle,
     policy::upstream::{ChaosSetting, Upstream},
@@ -61,6 +62,9 @@ pub struct Core {
     /// the generation to clear next.
     pub(crate) seen_aged_at: Option<Duration>,
     pub(crate) seen_next: u32,
+    /// The largest frame the configured interfaces deliver (MTU + Ethernet + 2 VLAN tags),
+    /// read at start and on reload: the floor of every byte burst.
+    pub(crate) max_frame: u64,
 }
 
 /// How often a generation of the tracked-source bitmap (`TRF_SEEN`) is cleared, the two in
@@ -105,7 +109,9 @@ impl Core {
             rescaled_total: 0,
             seen_aged_at: None,
             seen_next: 0,
+            max_frame: crate::policy::limits::MIN_BYTE_BURST,
         };
+        core.max_frame = core.largest_frame();
         // At start (a restart adopts the bitmap with the buckets it describes): the first
         // generation is cleared at once, the second one interval later.
         core.age_seen(core.now());
@@ -185,6 +191,7 @@ impl Core {
                 upstreams: &self.upstreams,
                 class_chaos: &self.class_chaos,
                 now_ns: self.dp.now_ns(),
+                max_frame: self.max_frame,
             },
         )
     }
@@ -242,41 +249,42 @@ impl Core {
         (loose, tight)
     }
 
-    /// Rewrite the buckets of `slots` for the limits in `want`, keeping their tokens.
+    /// Rescale the buckets of `slots` to the limits in `want`, keeping their tokens. The walk
+    /// only collects keys; each bucket is then rescaled in the kernel where packets charge
+    /// it (compare-and-swap per word: nothing charged meanwhile is refunded, the counters
+    /// are not written, an evicted key is not re-inserted).
     fn rescale_buckets(&mut self, slots: &[u32], want: &Desired) -> Result<usize, EngineError> {
         if slots.is_empty() {
             return Ok(0);
         }
-        let now = self.dp.now_ns();
-        let mut touched = 0;
-        for (key, mut b) in self.dp.buckets()? {
+        let (mut touched, mut contended) = (0, 0);
+        for (key, _) in self.dp.buckets()? {
             if !slots.contains(&key.class) {
                 continue;
             }
-            let old = &self.applied.classes[key.class as usize];
-            let new = &want.classes[key.class as usize];
-            let before = b;
-            for i in 0..traffic_common::MAX_PACKET_LIMITS {
-                b.tat[i] = crate::policy::limits::rescale_tat(
-                    b.tat[i],
-                    &old.packets[i],
-                    &new.packets[i],
-                    now,
-                    0,
-                );
-            }
-            let bi = traffic_common::BYTE_LIMIT_SLOT;
-            b.tat[bi] = crate::policy::limits::rescale_tat(
-                b.tat[bi],
-                &old.bytes,
-                &new.bytes,
-                now,
-                traffic_common::BYTE_INTERVAL_SHIFT,
+            let (old, new) = (
+                &self.applied.classes[key.class as usize],
+                &want.classes[key.class as usize],
             );
-            if b != before {
-                self.dp.set_bucket(&key, &b)?;
-                touched += 1;
+            let mut req = RescaleRequest {
+                key,
+                ..RescaleRequest::default()
+            };
+            req.old[..MAX_PACKET_LIMITS].copy_from_slice(&old.packets);
+            req.new[..MAX_PACKET_LIMITS].copy_from_slice(&new.packets);
+            req.old[BYTE_LIMIT_SLOT] = old.bytes;
+            req.new[BYTE_LIMIT_SLOT] = new.bytes;
+            match self.dp.rescale_bucket(&req)? {
+                Rescaled::Done => touched += 1,
+                Rescaled::Missing => {}
+                Rescaled::Contended => contended += 1,
             }
+        }
+        if contended > 0 {
+            warn!(
+                buckets = contended,
+                "limits changed: some bucket words stayed contended and kept their state"
+            );
         }
         Ok(touched)
     }
@@ -295,6 +303,19 @@ impl Core {
         }
         self.seen_aged_at = Some(now);
         self.seen_next ^= 1;
+    }
+
+    /// The largest frame the configured interfaces deliver now (an MTU that cannot be read,
+    /// e.g. an interface not there yet, is left out with a warning).
+    fn largest_frame(&self) -> u64 {
+        let mtus = self.config.daemon.interfaces.iter().filter_map(|i| {
+            let mtu = self.dp.mtu(i);
+            if mtu.is_none() {
+                warn!(interface = %i, "cannot read the MTU; byte bursts not floored for it");
+            }
+            mtu
+        });
+        crate::policy::limits::largest_frame(mtus)
     }
 
     /// Attach to every configured interface.
@@ -321,6 +342,8 @@ impl Core {
             );
         }
         let old = (self.config.clone(), self.slots.clone());
+        // An MTU raised since start takes effect on reload (interfaces do not change).
+        self.max_frame = self.largest_frame();
         self.slots = self.slots.assign(&new);
         self.throttle.set_settings(new.throttle.clone());
         if new.pressure != self.config.pressure {
@@ -453,5 +476,44 @@ class = "premium"
         k.attach_all().unwrap();
         k.shutdown();
         assert_eq!(k.status().on_exit, OnExit::Keep);
+    }
+
+    /// Issue 17 item 7: a 1 KB/s byte limit with the smallest burst (1514) on a 9000-MTU
+    /// interface still lets one idle source's jumbo frame (VLAN-tagged twice) through.
+    #[test]
+    fn byte_bursts_hold_the_largest_frame_of_the_interfaces() {
+        let text = CONFIG.replace(
+            "packets = { rate = 100, burst = 200 }",
+            "bytes = { rate = \"1KB\", burst = 1514 }",
+        );
+        let c = Config::parse(Path::new("t.toml"), &text).unwrap();
+        let mut fake = Fake::default();
+        fake.mtus.insert("veth0".into(), 1500);
+        fake.mtus.insert("veth1".into(), 9000);
+        let jumbo_core = Core::new(c, Box::new(fake)).unwrap();
+        assert_eq!(jumbo_core.max_frame, 9000 + 14 + 8);
+        let slot = jumbo_core.slots.slot_of("default").unwrap() as usize;
+        let bytes = jumbo_core.applied.classes[slot].bytes;
+        let cost = (jumbo_core.max_frame * bytes.interval) >> traffic_common::BYTE_INTERVAL_SHIFT;
+        assert!(
+            cost <= bytes.tolerance,
+            "a {}-byte frame costs {cost} ns, the burst holds {} ns",
+            jumbo_core.max_frame,
+            bytes.tolerance
+        );
+        // Unknown MTUs (the fake's default) leave the configured floor.
+        let plain = core(&text);
+        assert_eq!(plain.max_frame, crate::policy::limits::MIN_BYTE_BURST);
+    }
+
+    #[test]
+    fn the_mtu_of_loopback_is_read() {
+        let sys = std::fs::read_to_string("/sys/class/net/lo/mtu").unwrap();
+        assert_eq!(
+            crate::dataplane::interface_mtu("lo"),
+            Some(sys.trim().parse().unwrap())
+        );
+        assert_eq!(crate::dataplane::interface_mtu("no-such-if0"), None);
+        assert_eq!(crate::dataplane::interface_mtu(""), None);
     }
 }

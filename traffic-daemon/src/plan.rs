@@ -7,8 +7,9 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use traffic_common::{
-    ABI_VERSION, Action, Addr, ClassConfig, GLOBAL_HAS_PORTS, GLOBAL_MONITOR, GlobalConfig,
-    MAX_CLASSES, PortRule, Rule, SlotName, UNCLASSIFIED, V4_MAPPED_PREFIX_BITS, v4_mapped,
+    ABI_VERSION, Action, Addr, CLASS_BYTES, ClassConfig, GLOBAL_HAS_PORTS, GLOBAL_HAS_TCP_PORTS,
+    GLOBAL_HAS_UDP_PORTS, GLOBAL_MONITOR, GlobalConfig, MAX_CLASSES, PortRule, Rule, SlotName,
+    UNCLASSIFIED, V4_MAPPED_PREFIX_BITS, proto, v4_mapped,
 };
 
 use crate::{
@@ -168,6 +169,7 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
             },
         );
     }
+    let default_class = slots.slot_of_index(config, config.daemon.default_class);
     Desired {
         global: GlobalConfig {
             abi_version: ABI_VERSION,
@@ -176,8 +178,8 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
             } else {
                 0
             },
-            default_class: slots.slot_of_index(config, config.daemon.default_class),
-            rules_gen: rules_generation(&rules),
+            default_class,
+            rules_gen: rules_generation(&rules, default_class),
         },
         classes,
         names: slots.to_names(),
@@ -186,11 +188,12 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
     }
 }
 
-/// The generation of a rule set, which keys the program's classification cache: a digest
-/// (FNV-1a) of every rule, so the same rules give the same generation across restarts and
-/// a change gives another one (a collision, 2⁻³² per change, would keep stale entries);
-/// never 0, the cache's "empty".
-pub fn rules_generation(rules: &BTreeMap<RuleKey, Rule>) -> u32 {
+/// The generation of the classification, which keys the program's classification cache: a
+/// digest (FNV-1a) of every input a cached entry depends on — every rule and the default
+/// class (the class cached for a source no rule matches) — so the same inputs give the same
+/// generation across restarts and any change gives another one (a collision, 2⁻³² per
+/// change, would keep stale entries); never 0, the cache's "empty".
+pub fn rules_generation(rules: &BTreeMap<RuleKey, Rule>, default_class: u32) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     let mut eat = |bytes: &[u8]| {
         for b in bytes {
@@ -204,6 +207,7 @@ pub fn rules_generation(rules: &BTreeMap<RuleKey, Rule>) -> u32 {
         eat(&rule.action.to_le_bytes());
         eat(&rule.class.to_le_bytes());
     }
+    eat(&default_class.to_le_bytes());
     h.max(1)
 }
 
@@ -217,6 +221,9 @@ pub struct Live<'a> {
     pub class_chaos: &'a BTreeMap<String, ChaosSetting>,
     /// The kernel's clock (chaos expiry, half-open trial pacing).
     pub now_ns: u64,
+    /// The largest frame the attached interfaces deliver ([`limits::largest_frame`]): every
+    /// byte burst holds at least one.
+    pub max_frame: u64,
 }
 
 /// [`desired`] with the live overlays: class chaos in force, and the port rules
@@ -228,6 +235,13 @@ pub fn desired_live(
     live: &Live<'_>,
 ) -> Desired {
     let mut want = desired(config, slots, factor);
+    for c in want
+        .classes
+        .iter_mut()
+        .filter(|c| c.flags & CLASS_BYTES != 0)
+    {
+        limits::floor_byte_tolerance(&mut c.bytes, live.max_frame);
+    }
     for (name, c) in live.class_chaos {
         if let Some(slot) = slots.slot_of(name)
             && c.active(live.now_ns)
@@ -267,12 +281,19 @@ pub fn port_rules(
 }
 
 impl Desired {
-    /// Set the port rules, keeping the global "has ports" flag in step.
+    /// Set the port rules, keeping the global "has ports" flags (any, TCP, UDP) in step.
     pub fn with_ports(mut self, ports: BTreeMap<(u16, u8), PortRule>) -> Self {
-        if ports.is_empty() {
-            self.global.flags &= !GLOBAL_HAS_PORTS;
-        } else {
-            self.global.flags |= GLOBAL_HAS_PORTS;
+        let has = |protocol| ports.keys().any(|(_, p)| *p == protocol);
+        for (flag, on) in [
+            (GLOBAL_HAS_PORTS, !ports.is_empty()),
+            (GLOBAL_HAS_TCP_PORTS, has(proto::TCP)),
+            (GLOBAL_HAS_UDP_PORTS, has(proto::UDP)),
+        ] {
+            if on {
+                self.global.flags |= flag;
+            } else {
+                self.global.flags &= !flag;
+            }
         }
         self.ports = ports;
         self
@@ -517,6 +538,7 @@ action = "deny"
             upstreams: &[],
             class_chaos: &class_chaos,
             now_ns,
+            max_frame: limits::MIN_BYTE_BURST,
         };
         let want = desired_live(&c, &slots, |_| 1.0, &live(500));
         assert_eq!(want.classes[premium].chaos, chaos.kernel());
@@ -525,8 +547,25 @@ action = "deny"
         assert_ne!(rule.flags & traffic_common::PORT_CLASS_OVERRIDE, 0);
         assert_eq!(rule.class, premium as u32);
         assert_ne!(want.global.flags & GLOBAL_HAS_PORTS, 0);
+        assert_ne!(want.global.flags & GLOBAL_HAS_TCP_PORTS, 0);
+        assert_eq!(want.global.flags & GLOBAL_HAS_UDP_PORTS, 0, "no UDP rule");
         // Expired chaos is not planned.
         let later = desired_live(&c, &slots, |_| 1.0, &live(2_000));
         assert_eq!(later.classes[premium].chaos, Default::default());
+    }
+
+    #[test]
+    fn a_new_default_class_is_a_new_classification_generation() {
+        let c = cfg(BASE);
+        let slots = Slots::default().assign(&c);
+        let before = desired(&c, &slots, |_| 1.0);
+        let moved = cfg(&BASE.replace("[daemon]\n", "[daemon]\ndefault_class = \"premium\"\n"));
+        let after = desired(&moved, &slots.assign(&moved), |_| 1.0);
+        assert_eq!(before.rules, after.rules, "the rules alone are the same");
+        assert_ne!(before.global.default_class, after.global.default_class);
+        assert_ne!(
+            before.global.rules_gen, after.global.rules_gen,
+            "cached classifications of unmatched sources must not survive"
+        );
     }
 }

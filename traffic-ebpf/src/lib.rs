@@ -1,5 +1,5 @@
 //! The parts of the traffic eBPF programs that are the same on every target: header layouts,
-//! the bounds-checked frame view, the header walk, checksums, GCRA arithmetic, the RST rewrite
+//! the bounds-checked frame view, the header walk, checksums, GCRA arithmetic and its rescaling, the RST rewrite
 //! and the verdict rules. None of
 //! it touches a map or a helper, so it is unit-tested on the host
 //! (`cargo test -p traffic-ebpf --lib`); the programs (`main.rs`, and the benchmark programs
@@ -18,6 +18,7 @@ pub mod frame;
 pub mod gcra;
 pub mod hdr;
 pub mod parse;
+pub mod rescale;
 pub mod rst;
 pub mod verdict;
 

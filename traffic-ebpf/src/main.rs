@@ -22,17 +22,21 @@ mod limit;
 mod maps;
 mod reply;
 
+use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use traffic_common::{
-    Action, CLASS_MONITOR, GLOBAL_MONITOR, MAX_CLASSES, PORT_CLASS_OVERRIDE, Reason, UNCLASSIFIED,
+    Action, BYTE_LIMIT_SLOT, CLASS_MONITOR, GLOBAL_MONITOR, MAX_CLASSES, PORT_CLASS_OVERRIDE,
+    Reason, RescaleRequest, UNCLASSIFIED,
 };
 use traffic_ebpf::{
     frame::Frame,
     parse::{self, Ip, Parsed},
+    rescale,
     verdict::{Fate, Verdict},
 };
 
-use crate::{clock::Clock, count::PortCounters};
+use crate::{clock::Clock, count::PortCounters, maps::TRF_BUCKETS};
 
 #[xdp]
 pub fn traffic_xdp(ctx: XdpContext) -> u32 {
@@ -114,6 +118,11 @@ fn decide(ip: &Ip, len: u64) -> Verdict {
         },
     };
     let monitor = global_monitor || cc.flags & CLASS_MONITOR != 0;
+    // A port the walk could not read may be a gated one: refused rather than let past every
+    // port rule of its protocol (see `L4::hides_a_ruled_port`).
+    if ip.l4.hides_a_ruled_port(cfg.flags) {
+        return Verdict::new(class, Reason::PortUnknown, monitor);
+    }
     let mut clock = Clock::unread();
     if let Some(pr) = port
         && let Some(r) = gate::check(ip, pr, &mut clock)
@@ -128,4 +137,64 @@ fn decide(ip: &Ip, len: u64) -> Verdict {
         .and_then(|pr| limit::PortLimit::of(ip, pr.rule()));
     let reason = limit::class_limits(ip, class, cc, len, syn, &mut clock);
     Verdict::new(class, reason, monitor)
+}
+
+/// Compare-and-swap attempts per word before the rescale program reports contention.
+const RESCALE_RETRIES: usize = 16;
+
+/// The rescale program (`traffic_common::RESCALE_PROGRAM_NAME`): never attached; the daemon
+/// runs it with BPF_PROG_TEST_RUN on a [`RescaleRequest`] to rescale one bucket where the
+/// packets charge it, word by word with compare-and-swap, so nothing charged meanwhile is
+/// lost. `XDP_PASS`: rescaled; `XDP_DROP`: no such bucket (never inserted); `XDP_TX`: a
+/// word stayed contended through every attempt and was left as it was (asking again would
+/// rescale the other words twice); `XDP_ABORTED`: not a request.
+#[xdp]
+pub fn traffic_rescale(ctx: XdpContext) -> u32 {
+    // SAFETY: as in `traffic_xdp`; nothing else views this frame.
+    let frame = unsafe { Frame::new(ctx.data(), ctx.data_end()) };
+    let Some(raw) = frame.bytes::<{ size_of::<RescaleRequest>() }>(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: `raw` is `size_of::<RescaleRequest>()` readable bytes, read unaligned; the
+    // type is plain data (every byte pattern is a value).
+    let req: RescaleRequest = unsafe { core::ptr::read_unaligned(raw.as_ptr().cast()) };
+    let Some(b) = TRF_BUCKETS.get_ptr_mut(&req.key) else {
+        return xdp_action::XDP_DROP;
+    };
+    let now = Clock::unread().now();
+    // SAFETY: a place expression on a bucket looked up in this invocation; nothing is read.
+    let tat = unsafe { &raw mut (*b).tat }.cast::<u64>();
+    let mut contended = false;
+    for i in 0..=BYTE_LIMIT_SLOT {
+        // SAFETY: i ≤ BYTE_LIMIT_SLOT, the last index of `tat`.
+        let p = unsafe { tat.add(i) };
+        let mut done = false;
+        for _ in 0..RESCALE_RETRIES {
+            // SAFETY: a live, aligned bucket word, changed by others only atomically.
+            let cur = unsafe { bucket::load(p) };
+            let next = rescale::rescaled(cur, &req.old[i], &req.new[i], now);
+            if next == cur {
+                done = true;
+                break;
+            }
+            // SAFETY: as above. The returned old value is compared instead of the success
+            // flag (see `bucket::charge`).
+            let old = unsafe {
+                atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                    p, cur, next,
+                )
+                .0
+            };
+            if old == cur {
+                done = true;
+                break;
+            }
+        }
+        contended |= !done;
+    }
+    if contended {
+        xdp_action::XDP_TX
+    } else {
+        xdp_action::XDP_PASS
+    }
 }

@@ -2,7 +2,7 @@
 //! then the TCP or UDP ports and flags. Reads go through [`Frame`]; pure otherwise, so the
 //! decisions are unit-tested on the host.
 
-use traffic_common::proto;
+use traffic_common::{GLOBAL_HAS_PORTS, GLOBAL_HAS_TCP_PORTS, GLOBAL_HAS_UDP_PORTS, proto};
 
 use crate::{
     frame::Frame,
@@ -29,6 +29,12 @@ pub struct L4 {
     /// Whether `dport`/`tcp_flags` were read from a complete header (false for non-first
     /// fragments, truncated L4 headers, other protocols, or over-long extension chains).
     pub known: bool,
+    /// A port may be there but was not read: a TCP or UDP header cut by the end of the
+    /// frame (a tiny first fragment), or an IPv6 extension-header chain the walk did not get
+    /// to the end of (`protocol` then 0: anything may follow). Not set for non-first
+    /// fragments: they carry no port, and the stack cannot reassemble them without the
+    /// first fragment, which is judged with its port.
+    pub hidden: bool,
 }
 
 impl L4 {
@@ -38,12 +44,36 @@ impl L4 {
         dport: 0,
         tcp_flags: 0,
         known: false,
+        hidden: false,
+    };
+
+    /// An IPv6 header chain not walked to its end.
+    const UNREACHED: L4 = L4 {
+        hidden: true,
+        ..L4::UNKNOWN
     };
 
     /// A TCP SYN without ACK: the start of a new connection.
     #[inline(always)]
     pub fn is_new_tcp(&self) -> bool {
         self.known && self.protocol == proto::TCP && self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+
+    /// Whether the port was not read while port rules (`GLOBAL_HAS_*` in `flags`) exist for
+    /// a protocol the packet may be: such a packet would dodge a gate, a bulkhead or a
+    /// new-connection limit, so it is refused ([`traffic_common::Reason::PortUnknown`]).
+    #[inline(always)]
+    pub fn hides_a_ruled_port(&self, flags: u32) -> bool {
+        if !self.hidden {
+            return false;
+        }
+        let needed = match self.protocol {
+            proto::TCP => GLOBAL_HAS_TCP_PORTS,
+            proto::UDP => GLOBAL_HAS_UDP_PORTS,
+            // The walk never reached the L4 header: any rule at all.
+            _ => GLOBAL_HAS_PORTS,
+        };
+        flags & needed != 0
     }
 }
 
@@ -155,7 +185,8 @@ fn parse_ipv6(c: &Frame, l3: usize) -> Parsed {
     }
     let mut next = hdr[6];
     let mut off = l3 + IPV6_HLEN;
-    let mut l4 = L4::UNKNOWN;
+    // Until the walk reaches the L4 header (or a non-first fragment), the port is hidden.
+    let mut l4 = L4::UNREACHED;
     for _ in 0..MAX_EXT_HEADERS {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
@@ -179,6 +210,7 @@ fn parse_ipv6(c: &Frame, l3: usize) -> Parsed {
                 let frag = u16::from_be_bytes([f0, f1]);
                 if frag >> 3 != 0 {
                     // Non-first fragment: classified by source only.
+                    l4 = L4::UNKNOWN;
                     break;
                 }
                 next = nh;
@@ -190,7 +222,8 @@ fn parse_ipv6(c: &Frame, l3: usize) -> Parsed {
             }
         }
     }
-    // A chain longer than MAX_EXT_HEADERS leaves `l4` unknown.
+    // A chain longer than MAX_EXT_HEADERS, or cut, or past MAX_OFFSET, leaves `l4` unknown
+    // and its port hidden.
     Parsed::Ip(Ip {
         src,
         v6: true,
@@ -207,7 +240,7 @@ fn parse_l4(c: &Frame, off: usize, protocol: u8) -> L4 {
             let Some(h) = c.read::<TCP_MIN_HLEN>(off) else {
                 return L4 {
                     protocol,
-                    ..L4::UNKNOWN
+                    ..L4::UNREACHED
                 };
             };
             L4 {
@@ -216,13 +249,14 @@ fn parse_l4(c: &Frame, off: usize, protocol: u8) -> L4 {
                 dport: u16::from_be_bytes([h[2], h[3]]),
                 tcp_flags: h[TCP_FLAGS_OFFSET],
                 known: true,
+                hidden: false,
             }
         }
         proto::UDP => {
             let Some(h) = c.read::<UDP_HLEN>(off) else {
                 return L4 {
                     protocol,
-                    ..L4::UNKNOWN
+                    ..L4::UNREACHED
                 };
             };
             L4 {
@@ -231,6 +265,7 @@ fn parse_l4(c: &Frame, off: usize, protocol: u8) -> L4 {
                 dport: u16::from_be_bytes([h[2], h[3]]),
                 tcp_flags: 0,
                 known: true,
+                hidden: false,
             }
         }
         _ => L4 {
@@ -358,7 +393,8 @@ mod tests {
                 sport: 1234,
                 dport: 53,
                 tcp_flags: 0,
-                known: true
+                known: true,
+                hidden: false,
             }
         );
     }
@@ -468,6 +504,94 @@ mod tests {
         }
         f.extend_from_slice(&udp(1, 2));
         assert!(!ip_of(f).l4.known);
+    }
+
+    /// The frames of issue 17 item 4: a SYN whose port the walk cannot read.
+    #[test]
+    fn unreadable_ports_are_hidden_and_refused_where_rules_exist() {
+        let syn = tcp(40000, 8080, TCP_SYN);
+        let tcp_rules = GLOBAL_HAS_PORTS | GLOBAL_HAS_TCP_PORTS;
+        let udp_rules = GLOBAL_HAS_PORTS | GLOBAL_HAS_UDP_PORTS;
+
+        // Eight destination-options headers: past the walk.
+        let eight_again = || {
+            let mut f = [eth(ETH_P_IPV6, &[]), ipv6(V6_SRC, IPPROTO_DSTOPTS)].concat();
+            for i in 0..8 {
+                let next = if i == 7 { proto::TCP } else { IPPROTO_DSTOPTS };
+                f.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+            }
+            f.extend_from_slice(&tcp(40000, 8080, TCP_SYN));
+            f
+        };
+        let eight = eight_again();
+        // One 760-byte destination-options header: past MAX_OFFSET.
+        let mut long = [eth(ETH_P_IPV6, &[]), ipv6(V6_SRC, IPPROTO_DSTOPTS)].concat();
+        let mut opts = vec![0u8; 760];
+        (opts[0], opts[1]) = (proto::TCP, (760 / 8 - 1) as u8);
+        long.extend_from_slice(&opts);
+        long.extend_from_slice(&syn);
+        for (name, f) in [("eight headers", eight), ("760-byte header", long)] {
+            let l4 = ip_of(f).l4;
+            assert!(!l4.known && l4.hidden, "{name}: {l4:?}");
+            assert!(l4.hides_a_ruled_port(tcp_rules), "{name}");
+            assert!(
+                !l4.hides_a_ruled_port(0),
+                "{name}: no rules, nothing to dodge"
+            );
+        }
+        // The eight headers' walk never learnt the protocol: UDP rules are enough. The
+        // 760-byte header did name TCP before the offset ran out.
+        assert!(ip_of(eight_again()).l4.hides_a_ruled_port(udp_rules));
+
+        // An IPv4 first fragment with 8 bytes of TCP (ports, no flags).
+        let tiny = [
+            eth(ETH_P_IP, &[]),
+            ipv4([198, 18, 0, 7], proto::TCP, 0x2000, 0),
+            syn[..8].to_vec(),
+        ];
+        let l4 = ip_of(tiny.concat()).l4;
+        assert!(!l4.known && l4.hidden);
+        assert!(l4.hides_a_ruled_port(tcp_rules));
+        assert!(
+            !l4.hides_a_ruled_port(udp_rules),
+            "a TCP packet, UDP rules only"
+        );
+
+        // Non-first fragments: no port to hide, their first fragment carried it.
+        let later = [
+            eth(ETH_P_IP, &[]),
+            ipv4([198, 18, 0, 7], proto::TCP, 0x2000 | 1, 0),
+            syn[8..].to_vec(),
+        ];
+        let later6 = [
+            eth(ETH_P_IPV6, &[]),
+            ipv6(V6_SRC, IPPROTO_FRAGMENT),
+            vec![proto::TCP, 0, 0, 1 << 3, 0, 0, 0, 1],
+            syn[8..].to_vec(),
+        ];
+        for f in [later.concat(), later6.concat()] {
+            let l4 = ip_of(f).l4;
+            assert!(!l4.known && !l4.hidden, "{l4:?}");
+            assert!(!l4.hides_a_ruled_port(tcp_rules | udp_rules));
+        }
+
+        // A whole header, and other protocols, hide nothing.
+        let whole = [
+            eth(ETH_P_IP, &[]),
+            ipv4([198, 18, 0, 7], proto::TCP, 0, 0),
+            syn,
+        ];
+        assert!(!ip_of(whole.concat()).l4.hides_a_ruled_port(tcp_rules));
+        let icmp = [
+            eth(ETH_P_IP, &[]),
+            ipv4([198, 18, 0, 7], IPPROTO_ICMP, 0, 0),
+            vec![8, 0],
+        ];
+        assert!(
+            !ip_of(icmp.concat())
+                .l4
+                .hides_a_ruled_port(tcp_rules | udp_rules)
+        );
     }
 
     fn ip_of(f: Vec<u8>) -> Ip {

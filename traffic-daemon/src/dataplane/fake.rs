@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use traffic_common::{
     Bucket, BucketKey, COUNTERS_ENTRIES, ClassConfig, ClassStats, Counter, EgressStats,
-    GlobalConfig, MAX_CLASSES, MAX_PORTS, PortStats, SlotName,
+    GlobalConfig, MAX_CLASSES, MAX_PORTS, PortStats, RescaleRequest, SlotName,
 };
 
-use super::{AttachedMode, Dataplane, DataplaneError};
+use super::{AttachedMode, Dataplane, DataplaneError, Rescaled};
 use crate::config::AttachMode;
 use crate::plan::{Desired, Write};
 
@@ -30,6 +30,8 @@ pub struct Fake {
     pub kept: bool,
     /// Generations of the tracked-source bitmap cleared, in order.
     pub aged: Vec<u32>,
+    /// Interface MTUs returned by `mtu` (none known: `None`).
+    pub mtus: BTreeMap<String, u32>,
 }
 
 impl Default for Fake {
@@ -52,6 +54,7 @@ impl Default for Fake {
             attached: Vec::new(),
             kept: false,
             aged: Vec::new(),
+            mtus: BTreeMap::new(),
         }
     }
 }
@@ -137,6 +140,27 @@ impl Dataplane for Fake {
         Ok(())
     }
 
+    fn rescale_bucket(&mut self, req: &RescaleRequest) -> Result<Rescaled, DataplaneError> {
+        let Some(b) = self.buckets.get_mut(&req.key) else {
+            return Ok(Rescaled::Missing);
+        };
+        for (i, tat) in b.tat.iter_mut().enumerate() {
+            let shift = if i == traffic_common::BYTE_LIMIT_SLOT {
+                traffic_common::BYTE_INTERVAL_SHIFT
+            } else {
+                0
+            };
+            *tat = crate::policy::limits::rescale_tat(
+                *tat,
+                &req.old[i],
+                &req.new[i],
+                self.now_ns,
+                shift,
+            );
+        }
+        Ok(Rescaled::Done)
+    }
+
     fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError> {
         Ok(self.buckets.remove(key).is_some())
     }
@@ -148,5 +172,9 @@ impl Dataplane for Fake {
     fn age_seen(&mut self, generation: u32) -> Result<(), DataplaneError> {
         self.aged.push(generation);
         Ok(())
+    }
+
+    fn mtu(&self, iface: &str) -> Option<u32> {
+        self.mtus.get(iface).copied()
     }
 }

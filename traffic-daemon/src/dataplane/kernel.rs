@@ -18,11 +18,11 @@ use aya::{
 };
 use traffic_common::{
     ABI_VERSION, Addr, Bucket, BucketKey, ClassConfig, ClassStats, Counter, EGRESS_PROGRAM_NAME,
-    EgressStats, GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule, PortStats, Rule,
-    SlotName, map_names,
+    EgressStats, GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule, PortStats,
+    RESCALE_PROGRAM_NAME, RescaleRequest, Rule, SlotName, map_names,
 };
 
-use super::{AttachedMode, Dataplane, DataplaneError, monotonic_ns, seen::SeenMap};
+use super::{AttachedMode, Dataplane, DataplaneError, Rescaled, monotonic_ns, seen::SeenMap};
 
 mod testing;
 use crate::{
@@ -172,9 +172,11 @@ impl Kernel {
                 detail: format!("they were written by ABI {found}"),
             });
         }
-        kernel_program(&mut kernel.ebpf)?
-            .load()
-            .map_err(|e| DataplaneError::Load(chain(&e)))?;
+        for name in [PROGRAM_NAME, RESCALE_PROGRAM_NAME] {
+            xdp_program(&mut kernel.ebpf, name)?
+                .load()
+                .map_err(|e| DataplaneError::Load(format!("{name}: {}", chain(&e))))?;
+        }
         egress_program(&mut kernel.ebpf)?
             .load()
             .map_err(|e| DataplaneError::Load(chain(&e)))?;
@@ -577,6 +579,32 @@ impl Dataplane for Kernel {
             .map_err(map_err(map_names::BUCKETS, "update"))
     }
 
+    fn rescale_bucket(&mut self, req: &RescaleRequest) -> Result<Rescaled, DataplaneError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let program: &Xdp = self
+            .ebpf
+            .program(RESCALE_PROGRAM_NAME)
+            .ok_or_else(|| DataplaneError::Load(format!("no program {RESCALE_PROGRAM_NAME}")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| DataplaneError::Load(chain(&e)))?;
+        let r = program
+            .test_run(TestRunOptions {
+                data_in: Some(bytemuck::bytes_of(req)),
+                repeat: 1,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| DataplaneError::Other(format!("rescale: {}", chain(&e))))?;
+        // XDP_PASS, XDP_DROP, XDP_TX (traffic_rescale's answers).
+        match r.return_value {
+            2 => Ok(Rescaled::Done),
+            1 => Ok(Rescaled::Missing),
+            3 => Ok(Rescaled::Contended),
+            other => Err(DataplaneError::Other(format!(
+                "rescale program returned {other}"
+            ))),
+        }
+    }
+
     fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError> {
         // Its debt too: a reset source starts over with a full bucket (as may a source that
         // shares its slot).
@@ -599,6 +627,10 @@ impl Dataplane for Kernel {
         self.seen.clear(generation);
         Ok(())
     }
+
+    fn mtu(&self, iface: &str) -> Option<u32> {
+        super::interface_mtu(iface)
+    }
 }
 
 fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
@@ -611,10 +643,14 @@ fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneErro
 }
 
 fn kernel_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
-    ebpf.program_mut(PROGRAM_NAME)
-        .ok_or_else(|| DataplaneError::Load(format!("object has no program {PROGRAM_NAME}")))?
+    xdp_program(ebpf, PROGRAM_NAME)
+}
+
+fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, DataplaneError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| DataplaneError::Load(format!("object has no program {name}")))?
         .try_into()
-        .map_err(|e| DataplaneError::Load(format!("{PROGRAM_NAME}: {e}")))
+        .map_err(|e| DataplaneError::Load(format!("{name}: {e}")))
 }
 
 /// An error and its sources on one line.

@@ -10,7 +10,7 @@ mod seen;
 use std::path::PathBuf;
 
 use traffic_common::{
-    Bucket, BucketKey, ClassStats, Counter, EgressStats, GlobalConfig, PortStats,
+    Bucket, BucketKey, ClassStats, Counter, EgressStats, GlobalConfig, PortStats, RescaleRequest,
 };
 
 use crate::{
@@ -50,6 +50,17 @@ pub enum DataplaneError {
     Attach { iface: String, detail: String },
     #[error("{0}")]
     Other(String),
+}
+
+/// What a rescale of one bucket did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rescaled {
+    /// Every word rescaled.
+    Done,
+    /// The bucket is gone (evicted or removed); nothing was written.
+    Missing,
+    /// A word stayed contended and was left as it was.
+    Contended,
 }
 
 /// How the program ended up attached to an interface.
@@ -92,7 +103,7 @@ pub trait Dataplane: Send {
     fn class_stats(&self) -> Result<Vec<ClassStats>, DataplaneError>;
     /// Every tracked source.
     fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError>;
-    /// Replace one bucket (used to rescale tokens on a level change).
+    /// Replace one bucket (tests; a rescale goes through [`Dataplane::rescale_bucket`]).
     fn set_bucket(&mut self, key: &BucketKey, bucket: &Bucket) -> Result<(), DataplaneError>;
     /// Forget one tracked source (its bucket, and the debt remembered for it).
     fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError>;
@@ -101,6 +112,41 @@ pub trait Dataplane: Send {
     /// Clear one generation (0 or 1) of the tracked-source bitmap: keys whose bit only it
     /// holds (not seen since the other generation was cleared) are forgotten.
     fn age_seen(&mut self, generation: u32) -> Result<(), DataplaneError>;
+    /// Rescale one bucket's words from the old limits to the new ones where the program
+    /// charges them (compare-and-swap; a missing key is not inserted, counters untouched).
+    fn rescale_bucket(&mut self, req: &RescaleRequest) -> Result<Rescaled, DataplaneError>;
+    /// The MTU of an interface in the daemon's network namespace; `None` when it cannot be
+    /// read (no such interface). Floors the byte bursts: see [`crate::policy::limits`].
+    fn mtu(&self, iface: &str) -> Option<u32>;
+}
+
+/// The MTU of `iface` in the calling thread's network namespace (`SIOCGIFMTU`; no
+/// privilege needed), `None` when there is no such interface.
+pub fn interface_mtu(iface: &str) -> Option<u32> {
+    let name = iface.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return None;
+    }
+    #[allow(
+        unsafe_code,
+        reason = "socket, ioctl and close; the SAFETY comment below says why they are sound"
+    )]
+    // SAFETY: a zeroed ifreq is valid; the name is copied in bounds (shorter than IFNAMSIZ,
+    // so NUL-terminated by the zeroes); SIOCGIFMTU only writes the ifreq we own; the socket
+    // is ours and closed once.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+            *dst = *src as libc::c_char;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCGIFMTU as _, &mut req);
+        libc::close(fd);
+        (rc == 0).then(|| u32::try_from(req.ifr_ifru.ifru_mtu).ok())?
+    }
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.

@@ -15,6 +15,25 @@ use crate::config::{ClassSpec, Mode, RateLimit};
 const NS_PER_SEC: f64 = 1e9;
 /// Smallest byte burst after scaling: one full Ethernet frame must always fit.
 pub const MIN_BYTE_BURST: u64 = 1514;
+/// What a frame adds to its interface's MTU: the Ethernet header and two VLAN tags.
+pub const FRAME_OVERHEAD: u64 = 14 + 2 * 4;
+
+/// The largest frame interfaces of these MTUs can deliver (never below [`MIN_BYTE_BURST`]).
+pub fn largest_frame(mtus: impl IntoIterator<Item = u32>) -> u64 {
+    mtus.into_iter()
+        .map(|m| u64::from(m) + FRAME_OVERHEAD)
+        .fold(MIN_BYTE_BURST, u64::max)
+}
+
+/// Raise a byte limit's tolerance to hold one frame of `max_frame` bytes, as the program
+/// costs it: a frame costlier than the tolerance could never pass, however idle its source.
+pub fn floor_byte_tolerance(l: &mut Limit, max_frame: u64) {
+    if l.interval == 0 {
+        return;
+    }
+    let cost = max_frame.saturating_mul(l.interval) >> BYTE_INTERVAL_SHIFT;
+    l.tolerance = l.tolerance.max(cost);
+}
 
 /// A limit's rate and burst after scaling by `factor` (burst never below `min_burst`).
 pub fn scaled(l: &RateLimit, factor: f64, min_burst: u64) -> RateLimit {

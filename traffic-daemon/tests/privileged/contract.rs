@@ -193,18 +193,21 @@ pub fn every_map_in_the_object_is_in_the_contract() {
     );
 }
 
+/// The XDP program, and the never-attached rescale program the daemon test-runs.
 pub fn program_is_present_and_xdp() {
     let obj = parse_object();
-    let program = obj.programs.get(PROGRAM_NAME).unwrap_or_else(|| {
-        let mut names: Vec<&String> = obj.programs.keys().collect();
-        names.sort_unstable();
-        panic!("object has no program {PROGRAM_NAME}; it has {names:?}")
-    });
-    assert!(
-        matches!(program.section, ProgramSection::Xdp { .. }),
-        "{PROGRAM_NAME} is not an XDP program: {:?}",
-        program.section
-    );
+    for name in [PROGRAM_NAME, traffic_common::RESCALE_PROGRAM_NAME] {
+        let program = obj.programs.get(name).unwrap_or_else(|| {
+            let mut names: Vec<&String> = obj.programs.keys().collect();
+            names.sort_unstable();
+            panic!("object has no program {name}; it has {names:?}")
+        });
+        assert!(
+            matches!(program.section, ProgramSection::Xdp { .. }),
+            "{name} is not an XDP program: {:?}",
+            program.section
+        );
+    }
 }
 
 pub fn egress_program_is_present_and_a_classifier() {

@@ -19,9 +19,14 @@
 //! kernel's PRNG, so that run's counts vary; its frames do not.
 //!
 //! Frames: structured ones from the packet builder (random VLAN tags, IP versions, IHL and
-//! options, extension-header chains, fragments, L4 headers, truncation points, sources
-//! inside, on the edge of and outside the rule prefixes), mutations of those (byte flips,
-//! truncation at any offset ≥ 14, insertions, deletions), and random bytes of 14..=1514.
+//! options, extension-header chains up to 14 long and single headers up to 800 bytes,
+//! fragments — tiny first fragments cutting the TCP or UDP header among them — L4 headers,
+//! TCP segments with RST, ACK or FIN and no SYN before them, truncation points, frames
+//! padded up to the 3,422 bytes of a 3400-MTU interface, sources inside, on the edge of and
+//! outside the rule prefixes), mutations of those (byte flips, truncation at any offset ≥
+//! 14, insertions, deletions), and random bytes of 14..=1514. In the run with port rules the
+//! reference knows which protocols have them, so frames whose port cannot be read are held
+//! to its `port_unknown` verdict exactly (issue 17).
 //!
 //! `TRAFFIC_FUZZ_SEED` (decimal or 0x-hex) and `TRAFFIC_FUZZ_FRAMES` override the seed and
 //! the number of frames (default 400,000; the second run takes a quarter as many); a
@@ -54,7 +59,7 @@ use traffic_daemon::{
 };
 use traffic_testkit::{
     packet::{Ext, Frame, Transport, ethertype, ip_proto, tcp_flags},
-    reference::{self, Action, Parsed, Rule, RuleSet, Verdict},
+    reference::{self, Action, Parsed, PortRules, Rule, RuleSet, Verdict},
 };
 
 const DEFAULT_SEED: u64 = 0x7261_6666_6963_2d31; // "raffic-1"
@@ -62,6 +67,9 @@ const DEFAULT_FRAMES: u64 = 400_000;
 /// Frames between two counter reads.
 const BATCH: usize = 1_000;
 const MAX_FRAME: usize = 1514;
+/// Largest padded frame: a 3400-MTU interface's with two VLAN tags (BPF_PROG_TEST_RUN takes
+/// no more without fragments).
+const JUMBO_FRAME: usize = 3400 + 14 + 8;
 /// Destination ports that get port rules in the run with gates; generated frames favour them.
 const GATED_PORTS: [u16; 6] = [80, 443, 22, 53, 8080, 25];
 
@@ -193,6 +201,7 @@ fn expected(v: Verdict) -> (usize, u32) {
         Verdict::Allow(row) => (row.unwrap_or(UNCLASSIFIED), Reason::Allow),
         Verdict::Deny(row) => (row.unwrap_or(UNCLASSIFIED), Reason::Deny),
         Verdict::Pass(class) => (class, Reason::Pass),
+        Verdict::PortUnknown(class) => (class, Reason::PortUnknown),
     };
     assert_eq!(
         reason.is_drop(),
@@ -427,6 +436,8 @@ fn structured(rng: &mut Rng, sources: &Sources) -> Frame {
     }
     if rng.one_in(6) {
         f = f.pad_to(rng.range(60, MAX_FRAME));
+    } else if rng.one_in(40) {
+        f = f.pad_to(rng.range(MAX_FRAME, JUMBO_FRAME));
     }
     if rng.one_in(4) {
         let len = f.layout().len;
@@ -446,10 +457,17 @@ fn ip_frame(rng: &mut Rng, mut f: Frame) -> Frame {
     f = match rng.below(6) {
         0 | 1 => {
             // Often a bare SYN: what gates and new-connection limits act on.
-            let flags = if rng.one_in(3) {
-                tcp_flags::SYN
-            } else {
-                rng.byte()
+            let flags = match rng.below(6) {
+                0 | 1 => tcp_flags::SYN,
+                // RST, ACK or FIN with no SYN before them.
+                2 => *rng.pick(&[
+                    tcp_flags::RST,
+                    tcp_flags::ACK,
+                    tcp_flags::FIN,
+                    tcp_flags::RST | tcp_flags::ACK,
+                    tcp_flags::FIN | tcp_flags::ACK,
+                ]),
+                _ => rng.byte(),
             };
             let mut f = f.tcp(rng.u16(), dport).tcp_flags(flags);
             if let Transport::Tcp(t) = f.transport_mut() {
@@ -466,18 +484,33 @@ fn ip_frame(rng: &mut Rng, mut f: Frame) -> Frame {
         4 => f.ip_protocol(rng.byte()),
         _ => f,
     };
-    if rng.one_in(2) {
+    if rng.one_in(12) {
+        // A tiny first fragment: the first bytes of a TCP or UDP header (the ports, maybe
+        // not the flags), the rest left to a later fragment.
+        f = tiny_first_fragment(rng, f, dport);
+    } else if rng.one_in(2) {
         f = f.payload(&rng.blob(200));
     }
     if v6 {
-        let n = match rng.below(8) {
+        let n = match rng.below(9) {
             0..=3 => 0,
             4 | 5 => rng.range(1, 3),
             6 => rng.range(3, 7),
-            _ => rng.range(7, 10),
+            7 => rng.range(7, 10),
+            // Long chains, as a filter-dodger would send them.
+            _ => rng.range(10, 15),
         };
         for _ in 0..n {
             f = f.ext(random_ext(rng));
+        }
+        if rng.one_in(16) {
+            // One header long enough to push the L4 header past the deepest read.
+            let ext = if rng.one_in(2) {
+                Ext::DestOpts(rng.blob(800))
+            } else {
+                Ext::HopByHop(rng.blob(800))
+            };
+            f = f.ext(ext);
         }
         let h = f.ipv6_mut();
         if rng.one_in(16) {
@@ -532,6 +565,25 @@ fn ip_frame(rng: &mut Rng, mut f: Frame) -> Frame {
         h.ttl = rng.byte();
     }
     f
+}
+
+/// `f` as the first fragment of a TCP SYN or a UDP datagram to `dport`, cut inside the
+/// L4 header.
+fn tiny_first_fragment(rng: &mut Rng, f: Frame, dport: u16) -> Frame {
+    let (protocol, whole) = if rng.one_in(2) {
+        let syn = f.clone().tcp(rng.u16(), dport).tcp_flags(tcp_flags::SYN);
+        (ip_proto::TCP, syn)
+    } else {
+        (ip_proto::UDP, f.clone().udp(rng.u16(), dport))
+    };
+    let layout = whole.layout();
+    let bytes = whole.build();
+    let hlen = if protocol == ip_proto::TCP { 20 } else { 8 };
+    let start = layout.l4.expect("the builder lays out a TCP or UDP header");
+    let cut = rng.range(1, hlen);
+    f.ip_protocol(protocol)
+        .payload(&bytes[start..start + cut])
+        .fragment(0, true)
 }
 
 /// Flip, cut, insert or delete bytes; the result keeps at least 14 bytes.
@@ -678,12 +730,14 @@ enum Check {
     Early,
 }
 
-/// Reasons decided from the source alone, before port rules and limits.
-const EARLY_REASONS: [Reason; 4] = [
+/// Reasons decided before port rules and limits: from the source alone, or (port_unknown)
+/// from the source and whether the port can be read.
+const EARLY_REASONS: [Reason; 5] = [
     Reason::NonIp,
     Reason::Malformed,
     Reason::Allow,
     Reason::Deny,
+    Reason::PortUnknown,
 ];
 /// Reasons whose drops may be answered with a RST (XDP_TX).
 const RESET_REASONS: [Reason; 3] = [Reason::GateReset, Reason::Bulkhead, Reason::Chaos];
@@ -752,6 +806,7 @@ impl Tally {
             Verdict::Deny(None) => "deny without a class",
             Verdict::Pass(c) if *c == default_row => "default class",
             Verdict::Pass(_) => "limit rule",
+            Verdict::PortUnknown(_) => "port unknown",
         };
         let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
         for (v, n) in &self.verdicts {
@@ -1043,7 +1098,11 @@ pub fn hostile_frames_through_gates_limits_and_resets_never_abort() -> Result<()
             d
         },
     )?;
-    let rules = lab.reference()?;
+    // Port rules for both protocols: frames whose port cannot be read are port_unknown.
+    let rules = lab.reference()?.with_port_rules(PortRules {
+        tcp: true,
+        udp: true,
+    });
     println!("fuzz-gates: seed {seed:#x}, {frames} frames, batches of {BATCH}");
     let tally = fuzz(&lab, &rules, seed, frames, Check::Early)?;
     tally.print("fuzz-gates", &rules);
@@ -1055,6 +1114,7 @@ pub fn hostile_frames_through_gates_limits_and_resets_never_abort() -> Result<()
         Reason::Bulkhead,
         Reason::Chaos,
         Reason::PortRate,
+        Reason::PortUnknown,
         Reason::PacketRate,
         Reason::ByteRate,
         Reason::Overflow,

@@ -40,6 +40,7 @@ mod service;
 mod support;
 mod throttle;
 
+use hostile_traffic::{frames, rescale};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// A case's body: those that return a `Result` fail with its error, the others by panicking.
@@ -112,6 +113,10 @@ fn cases() -> Vec<Trial> {
         gate::rst_checker_accepts_a_correct_rst_and_rejects_a_wrong_ack,
         fuzz::hostile_frames_match_the_reference_classifier,
         fuzz::hostile_frames_through_gates_limits_and_resets_never_abort,
+        frames::unreadable_ports_do_not_dodge_an_open_gate,
+        frames::a_new_default_class_moves_active_sources_at_once,
+        frames::full_size_frames_fit_the_byte_burst,
+        rescale::a_saturated_source_gains_nothing_from_twenty_limit_changes,
         cli::a_caller_without_access_to_the_socket_is_told_so,
         e2e::limits_hold_per_class_for_ipv4_and_ipv6_on_both_cpus,
         throttle::pressure_from_a_source_directory_rescales_kernel_limits_and_traffic,

@@ -3,4 +3,5 @@
 
 pub mod frames;
 pub mod passive;
+pub mod rescale;
 pub mod table;

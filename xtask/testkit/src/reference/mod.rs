@@ -5,9 +5,10 @@
 //! any disagreement is a bug on one side, found by reading the rules again.
 //!
 //! Scope: the verdict with limits out of the way — classes without packet or byte limits,
-//! no port rules, enforce mode. Then every IP packet's verdict depends only on its source
-//! address, and the L4 part (ports, TCP flags, IPv6 extension headers, fragments) cannot
-//! change it, so it is not parsed here.
+//! enforce mode — and, for port rules, only whether they exist for TCP and for UDP
+//! ([`PortRules`], none by default). Then an IP packet's verdict depends on its source
+//! address and, where port rules exist, on whether its port can be read at all (rule 7);
+//! what a port rule then does with a readable port (gates, limits) is not modelled.
 //!
 //! # The rules
 //! 1. Ethernet: 14 bytes (destination, source, ethertype at 12). A frame shorter than that
@@ -27,6 +28,19 @@
 //!    `::ffff:a.b.c.d/(96 + len)`, IPv6 rules as written: `allow` → passed in the rule's
 //!    class row (or the unclassified row); `deny` → dropped likewise; `limit` → the rule's
 //!    class, which has no limits here: passed. No match → the default class, passed.
+//! 7. A packet rule 6 passes in a class is dropped as `port_unknown` in that class when its
+//!    port cannot be read while port rules exist for a protocol it may be. The read: the
+//!    program starts no read deeper than 512 bytes from the frame's first byte. IPv4: a
+//!    non-first fragment (offset ≠ 0) has no port; otherwise the header after IHL × 4 bytes,
+//!    if the protocol is TCP (20 bytes needed) or UDP (8), hides its port when cut. IPv6:
+//!    walk at most 6 headers from the fixed header's next header: hop-by-hop (0), routing
+//!    (43), destination options (60) — length (byte 1 + 1) × 8 — and AH (51) — length
+//!    (byte 1 + 2) × 4 — each need their 2 first bytes readable, else the port is hidden
+//!    (any protocol); a fragment header (44, 8 bytes, 4 readable) with offset ≠ 0 ends the
+//!    walk with no port, offset 0 continues; any other number is the L4 header, judged as
+//!    for IPv4. A walk that uses its 6 headers without reaching the L4 header hides the
+//!    port (any protocol). "Any protocol" needs a TCP or a UDP rule; a cut TCP header a TCP
+//!    rule; a cut UDP header a UDP rule.
 //!
 //! # Correspondence with the kernel contract
 //! This crate builds on Rust 1.85 and so does not depend on `traffic-common`; the test that
@@ -41,6 +55,7 @@
 //! | `Deny(Some(c))`      | class slot `c`               | `Deny`                   | drop   |
 //! | `Deny(None)`         | `UNCLASSIFIED`               | `Deny`                   | drop   |
 //! | `Pass(c)`            | class slot `c`               | `Pass`                   | pass   |
+//! | `PortUnknown(c)`     | class slot `c`               | `PortUnknown`            | drop   |
 //!
 //! Class numbers are whatever the caller uses for rows (the daemon's slots).
 //!
@@ -64,6 +79,9 @@
 use std::net::IpAddr;
 
 use crate::packet::{ETH_HLEN, IPV4_HLEN, IPV6_HLEN, VLAN_HLEN, ethertype};
+
+mod ports;
+pub use ports::{MAX_READ_OFFSET, MAX_V6_HEADERS, PortRules};
 
 /// A source key: IPv6 as is, IPv4 as `::ffff:a.b.c.d`, network byte order.
 pub type Key = [u8; 16];
@@ -113,8 +131,13 @@ fn be16(b: &[u8], off: usize) -> u16 {
 
 /// Parse a frame by the rules 1–5 of the module documentation.
 pub fn parse(frame: &[u8]) -> Parsed {
+    parse_located(frame).0
+}
+
+/// [`parse`], with the offset of the IP header and whether it is IPv6.
+fn parse_located(frame: &[u8]) -> (Parsed, usize, bool) {
     if frame.len() < ETH_HLEN {
-        return Parsed::NonIp;
+        return (Parsed::NonIp, 0, false);
     }
     let mut ethertype = be16(frame, 12);
     let mut l3 = ETH_HLEN;
@@ -123,16 +146,16 @@ pub fn parse(frame: &[u8]) -> Parsed {
             break;
         }
         let Some(tag) = frame.get(l3..l3 + VLAN_HLEN) else {
-            return Parsed::Malformed;
+            return (Parsed::Malformed, l3, false);
         };
         ethertype = be16(tag, 2);
         l3 += VLAN_HLEN;
     }
     let ip = &frame[l3..];
     match ethertype {
-        ethertype::IPV4 => parse_ipv4(ip),
-        ethertype::IPV6 => parse_ipv6(ip),
-        _ => Parsed::NonIp,
+        ethertype::IPV4 => (parse_ipv4(ip), l3, false),
+        ethertype::IPV6 => (parse_ipv6(ip), l3, true),
+        _ => (Parsed::NonIp, l3, false),
     }
 }
 
@@ -248,12 +271,18 @@ pub enum Verdict {
     Deny(Option<u32>),
     /// Limited (or unmatched) in this class, which has no limits: passed.
     Pass(u32),
+    /// Would pass in this class, but its port cannot be read while port rules exist for its
+    /// protocol (rule 7): dropped.
+    PortUnknown(u32),
 }
 
 impl Verdict {
     /// Whether the program drops the frame (enforce mode).
     pub fn drops(self) -> bool {
-        matches!(self, Verdict::Malformed | Verdict::Deny(_))
+        matches!(
+            self,
+            Verdict::Malformed | Verdict::Deny(_) | Verdict::PortUnknown(_)
+        )
     }
 
     /// The counter row: a class, or `None` for the unclassified row.
@@ -261,7 +290,7 @@ impl Verdict {
         match self {
             Verdict::NonIp | Verdict::Malformed => None,
             Verdict::Allow(row) | Verdict::Deny(row) => row,
-            Verdict::Pass(class) => Some(class),
+            Verdict::Pass(class) | Verdict::PortUnknown(class) => Some(class),
         }
     }
 }
@@ -274,6 +303,8 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
     /// Class of sources no rule matches.
     pub default_class: u32,
+    /// Which protocols have port rules (rule 7).
+    pub ports: PortRules,
 }
 
 impl RuleSet {
@@ -282,6 +313,7 @@ impl RuleSet {
         RuleSet {
             rules: Vec::new(),
             default_class,
+            ports: PortRules::default(),
         }
     }
 
@@ -314,12 +346,24 @@ impl RuleSet {
         }
     }
 
+    /// With port rules for these protocols.
+    pub fn with_port_rules(mut self, ports: PortRules) -> RuleSet {
+        self.ports = ports;
+        self
+    }
+
     /// The verdict on a frame.
     pub fn classify(&self, frame: &[u8]) -> Verdict {
-        match parse(frame) {
+        let (parsed, l3, v6) = parse_located(frame);
+        match parsed {
             Parsed::NonIp => Verdict::NonIp,
             Parsed::Malformed => Verdict::Malformed,
-            Parsed::Source(key) => self.classify_source(&key),
+            Parsed::Source(key) => match self.classify_source(&key) {
+                Verdict::Pass(class) if self.ports.hidden_by(frame, l3, v6) => {
+                    Verdict::PortUnknown(class)
+                }
+                v => v,
+            },
         }
     }
 }

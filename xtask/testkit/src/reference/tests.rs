@@ -386,3 +386,50 @@ fn verdict_rows_and_actions() {
     assert_eq!(Verdict::Allow(Some(2)).row(), Some(2));
     assert_eq!(Verdict::Malformed.row(), None);
 }
+
+/// Rule 7 on the frames of issue 17 item 4.
+#[test]
+fn unreadable_ports_are_refused_only_where_port_rules_exist() {
+    use crate::packet::{ip_proto, tcp_flags};
+    let (s6, d6) = (Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 1), NODE6);
+    let (s4, d4) = (Ipv4Addr::new(198, 18, 7, 1), NODE4);
+    let syn6 = || Frame::ipv6(s6, d6).tcp(1, 8080).tcp_flags(tcp_flags::SYN);
+    let eight = (0..8)
+        .fold(syn6(), |f, _| f.ext(Ext::DestOpts(Vec::new())))
+        .build();
+    let five = (0..5)
+        .fold(syn6(), |f, _| f.ext(Ext::DestOpts(Vec::new())))
+        .build();
+    let long = syn6().ext(Ext::DestOpts(vec![0; 700])).build();
+    let tcp = Frame::ipv4(s4, d4).tcp(1, 8080).build()[34..].to_vec();
+    let tiny = Frame::ipv4(s4, d4)
+        .ip_protocol(ip_proto::TCP)
+        .payload(&tcp[..8])
+        .fragment(0, true)
+        .build();
+    let later = Frame::ipv4(s4, d4)
+        .ip_protocol(ip_proto::TCP)
+        .payload(&tcp[8..])
+        .fragment(1, false)
+        .build();
+    let tcp_rules = RuleSet::new(0).with_port_rules(PortRules {
+        tcp: true,
+        udp: false,
+    });
+    let udp_rules = RuleSet::new(0).with_port_rules(PortRules {
+        tcp: false,
+        udp: true,
+    });
+    let none = RuleSet::new(0);
+    for f in [&eight, &long, &tiny] {
+        assert_eq!(tcp_rules.classify(f), Verdict::PortUnknown(0));
+        assert_eq!(none.classify(f), Verdict::Pass(0));
+    }
+    // Five headers leave the sixth look for TCP; a later fragment has no port.
+    assert_eq!(tcp_rules.classify(&five), Verdict::Pass(0));
+    assert_eq!(tcp_rules.classify(&later), Verdict::Pass(0));
+    // Eight headers: any protocol, so UDP rules refuse it; the cut TCP header does not.
+    assert_eq!(udp_rules.classify(&eight), Verdict::PortUnknown(0));
+    assert_eq!(udp_rules.classify(&tiny), Verdict::Pass(0));
+    assert!(Verdict::PortUnknown(0).drops());
+}
