@@ -5,6 +5,7 @@
 
 pub mod fake;
 pub mod kernel;
+pub mod local;
 
 use std::path::PathBuf;
 

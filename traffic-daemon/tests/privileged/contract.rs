@@ -16,11 +16,11 @@ use aya_obj::{
     maps::PinningType,
 };
 use traffic_common::{
-    BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
-    CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
-    Counter, EgressStats, GlobalConfig, PORT_STATS_ENTRIES, PORTS_ENTRIES, PROGRAM_NAME, PortKey,
-    PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_WORDS, SLOT_NAMES_ENTRIES, SlotName,
-    map_names,
+    Addr, BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES,
+    CLASSES_ENTRIES, CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState,
+    ClassStats, Counter, EgressStats, FLOWS_ENTRIES, FailSource, FlowKey, FlowSeen, GlobalConfig,
+    LOCAL_ENTRIES, PORT_STATS_ENTRIES, PORTS_ENTRIES, PROGRAM_NAME, PortKey, PortRule, PortStats,
+    RULES_ENTRIES, Rule, RuleAddr, SEEN_WORDS, SLOT_NAMES_ENTRIES, SlotName, map_names,
 };
 
 /// What the contract says one map must look like.
@@ -114,6 +114,31 @@ fn expected(name: &str) -> Expected {
         ),
         // Shared: a bit one CPU's insert sets must be seen by every CPU.
         map_names::SEEN => (BPF_MAP_TYPE_ARRAY, INDEX, size_of::<u64>(), SEEN_WORDS),
+        // Shared: a SYN and its reply may run on different CPUs.
+        map_names::FLOWS => (
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<FlowKey>(),
+            size_of::<FlowSeen>(),
+            FLOWS_ENTRIES,
+        ),
+        map_names::FAIL_SOURCE => (
+            BPF_MAP_TYPE_ARRAY,
+            INDEX,
+            size_of::<FailSource>(),
+            PORT_STATS_ENTRIES,
+        ),
+        map_names::RST_BUDGET => (
+            BPF_MAP_TYPE_ARRAY,
+            INDEX,
+            size_of::<u64>(),
+            PORT_STATS_ENTRIES,
+        ),
+        map_names::LOCAL => (
+            BPF_MAP_TYPE_HASH,
+            size_of::<Addr>(),
+            size_of::<u32>(),
+            LOCAL_ENTRIES,
+        ),
         other => panic!("map_names::ALL lists {other}, which this test does not know: add it"),
     };
     Expected {
