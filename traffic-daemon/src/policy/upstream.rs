@@ -152,6 +152,10 @@ pub struct Upstream {
     last_egress: Option<EgressStats>,
     pub(crate) passive_successes: u64,
     pub(crate) passive_failures: u64,
+    /// Refusals of the same peer as the one before (one source, one vote): not failures.
+    pub(crate) passive_repeated: u64,
+    /// RSTs and unreachables answering no attempt seen arriving: not failures.
+    pub(crate) passive_unverified: u64,
     pub(crate) transitions: VecDeque<TransitionRecord>,
     pub(crate) transitions_by_reason: std::collections::BTreeMap<String, u64>,
 }
@@ -174,6 +178,8 @@ impl Upstream {
             last_egress: None,
             passive_successes: 0,
             passive_failures: 0,
+            passive_repeated: 0,
+            passive_unverified: 0,
             transitions: VecDeque::new(),
             transitions_by_reason: Default::default(),
         }
@@ -253,6 +259,8 @@ impl Upstream {
         if !self.spec.passive {
             return;
         }
+        self.passive_repeated += egress.repeated.saturating_sub(prev.repeated);
+        self.passive_unverified += egress.unverified.saturating_sub(prev.unverified);
         let ok = egress.syn_acks.saturating_sub(prev.syn_acks);
         let bad = egress.resets.saturating_sub(prev.resets)
             + egress.unreachables.saturating_sub(prev.unreachables);
@@ -444,6 +452,22 @@ mod tests {
         // A dead server accepts nothing: its refusals are consecutive.
         u.passive(egress(5, 6), Duration::from_secs(2));
         assert_eq!(u.breaker.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn repeats_and_unverified_replies_are_counted_but_never_failures() {
+        let mut u = upstream("");
+        u.passive(EgressStats::default(), Duration::ZERO);
+        let e = EgressStats {
+            resets: 1,
+            repeated: 40,
+            unverified: 2000,
+            ..Default::default()
+        };
+        u.passive(e, Duration::from_secs(1));
+        assert_eq!(u.passive_failures, 1);
+        assert_eq!((u.passive_repeated, u.passive_unverified), (40, 2000));
+        assert_eq!(u.breaker.state(), BreakerState::Closed);
     }
 
     #[test]
