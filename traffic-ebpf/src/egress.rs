@@ -5,7 +5,7 @@
 //! packet.
 
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use traffic_common::{EgressStats, GLOBAL_HAS_PORTS, PortKey, proto, words_addr};
+use traffic_common::{EgressStats, GLOBAL_HAS_PORTS, Gate, PortKey, proto, words_addr};
 
 use traffic_ebpf::{
     flow,
@@ -26,9 +26,9 @@ pub fn traffic_egress(ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 
-/// The statistics slot of a port rule and its index.
+/// The statistics slot of a port rule, its index and whether its gate is half-open.
 #[inline(always)]
-fn stats(protocol: u8, port: u16) -> Option<(*mut EgressStats, u32)> {
+fn stats(protocol: u8, port: u16) -> Option<(*mut EgressStats, u32, bool)> {
     let key = PortKey {
         port,
         protocol,
@@ -36,8 +36,9 @@ fn stats(protocol: u8, port: u16) -> Option<(*mut EgressStats, u32)> {
     };
     let rule = TRF_PORTS.get_ptr(&key)?;
     // SAFETY: a value pointer from a lookup in this invocation.
-    let slot = unsafe { (*rule).slot };
-    Some((TRF_EGRESS.get_ptr_mut(slot)?, slot))
+    let (slot, gate) = unsafe { ((*rule).slot, (*rule).gate) };
+    let half_open = gate == Gate::HalfOpen as u32;
+    Some((TRF_EGRESS.get_ptr_mut(slot)?, slot, half_open))
 }
 
 #[inline(always)]
@@ -55,10 +56,10 @@ fn count(ctx: &TcContext) {
     if ip.l4.known && ip.l4.protocol == proto::TCP {
         tcp(&c, &ip, &mut clock);
     } else if let Some(k) = flow::quoted_udp(&c, &ip)
-        && let Some((s, slot)) = stats(proto::UDP, k.port)
+        && let Some((s, slot, half_open)) = stats(proto::UDP, k.port)
     {
         if passive::refused_datagram(&k, clock.now()) {
-            passive::vote(s, slot, &k.addr, true);
+            passive::vote(s, slot, &k.addr, true, half_open);
         } else {
             // SAFETY: per-CPU slot of this CPU; TC runs with migration disabled.
             unsafe { (*s).unverified += 1 };
@@ -76,7 +77,7 @@ fn tcp(c: &Frame, ip: &Ip, clock: &mut Clock) {
     if !is_rst && !is_syn_ack {
         return;
     }
-    let Some((s, slot)) = stats(proto::TCP, ip.l4.sport) else {
+    let Some((s, slot, half_open)) = stats(proto::TCP, ip.l4.sport) else {
         return;
     };
     if is_syn_ack {
@@ -104,7 +105,7 @@ fn tcp(c: &Frame, ip: &Ip, clock: &mut Clock) {
         None => false,
     };
     if let (true, Some((peer, _))) = (refused, reply) {
-        passive::vote(s, slot, &peer, false);
+        passive::vote(s, slot, &peer, false, half_open);
     } else {
         // SAFETY: per-CPU slot of this CPU; TC runs with migration disabled.
         unsafe { (*s).unverified += 1 };

@@ -46,10 +46,14 @@ pub fn note_attempt(f: &Frame, ip: &Ip, clock: &mut Clock) {
         // attempt's entry that of another attempt of the same 4-tuple.
         let e = unsafe { &mut *e };
         let age = now.saturating_sub(e.at_ns);
+        // A UDP flow refreshes its entry at most once a second (not a shared write per
+        // datagram), well inside the answer window.
         let live = if e.state == FLOW_ANSWERED {
             age < FLOW_ANSWERED_NS
+        } else if udp {
+            age < FLOW_ANSWER_NS / 3
         } else {
-            !udp && age < FLOW_ANSWER_NS
+            age < FLOW_ANSWER_NS
         };
         if !live {
             e.at_ns = now;
@@ -119,9 +123,11 @@ pub fn refused_datagram(k: &FlowKey, now: u64) -> bool {
 }
 
 /// Count a refusal of `peer` on port slot `slot`: as a vote when the port's last refusal
-/// came from another peer, as a repeat otherwise.
+/// came from another peer, as a repeat otherwise. While the gate is half-open every refusal
+/// is a vote: only the kernel's bounded trials reach the service then, and a failed trial
+/// can only keep a breaker open, never open a closed one.
 #[inline(always)]
-pub fn vote(s: *mut EgressStats, slot: u32, peer: &Addr, udp: bool) {
+pub fn vote(s: *mut EgressStats, slot: u32, peer: &Addr, udp: bool, half_open: bool) {
     let voter = flow::voter(peer);
     let new = match TRF_FAIL_SRC.get_ptr_mut(slot) {
         // SAFETY: a value of this invocation's lookup. Two CPUs racing on it can at worst
@@ -129,7 +135,7 @@ pub fn vote(s: *mut EgressStats, slot: u32, peer: &Addr, udp: bool) {
         Some(last) => unsafe {
             let same = (*last).prefix == voter;
             (*last).prefix = voter;
-            !same
+            !same || half_open
         },
         None => true,
     };

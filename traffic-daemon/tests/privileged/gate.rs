@@ -1537,6 +1537,32 @@ pub fn egress_counts_replies_from_rule_ports() -> Result<()> {
             &[],
         )?;
     }
+    // Half-open: every refused trial is a vote, even from the same peer.
+    let half_open = PortRule {
+        half_open: budget(10),
+        ..rule(0, Gate::HalfOpen, 0)
+    };
+    lab.set_ports(&[(WEB, proto::TCP, half_open)])?;
+    // (Another client port: the accepted attempt above still guards CPORT's 4-tuple.)
+    let c = IpAddr::V4(A4);
+    for seq in [5000, 6000] {
+        let trial = Frame::ip(c, node_of(c))
+            .tcp(CPORT + 1, WEB)
+            .tcp_flags(tcp_flags::SYN);
+        arrive(&lab, &with_seq(trial, seq).build())?;
+        let mut refusal = Frame::ip(node_of(c), c)
+            .tcp(WEB, CPORT + 1)
+            .tcp_flags(rst_ack);
+        if let Transport::Tcp(t) = refusal.transport_mut() {
+            t.ack = seq + 1;
+        }
+        run(
+            &lab,
+            &format!("{c} refused trial (seq {seq})"),
+            &refusal.build(),
+            &[(0, seen(Seen::Reset))],
+        )?;
+    }
     // Nothing is counted while the port table is empty.
     lab.set_ports(&[])?;
     run(
