@@ -14,7 +14,7 @@ use bytemuck::{Pod, Zeroable};
 
 /// Version of the layouts in this crate. Bumped on any change to a map or type below; a
 /// pinned map set written by another version is refused, never reinterpreted.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Map names, as they appear in the object file and under the pin directory.
 ///
@@ -58,8 +58,24 @@ pub mod map_names {
     /// with a full bucket.
     pub const DEBT: &str = "TRF_DEBT";
 
+
+    /// Recent connection attempts (TCP SYNs, UDP datagrams) to port-rule ports,
+    /// [`crate::FlowKey`] → [`crate::FlowSeen`], written by the XDP program: the TC egress
+    /// program counts a refusal only when it answers one of them.
+    pub const FLOWS: &str = "TRF_FLOWS";
+    /// Per port-rule slot, the peer of the last refusal counted, [`crate::FailSource`]:
+    /// consecutive refusals of one peer count once (one source, one vote).
+    pub const FAIL_SOURCE: &str = "TRF_FAIL_SRC";
+    /// Per port-rule slot, the GCRA state (`u64`) of the port's RST budget
+    /// ([`crate::PortRule::rst_budget`]); kernel-owned, so a rule rewrite keeps it.
+    pub const RST_BUDGET: &str = "TRF_RST_BUDGET";
+    /// The node's own addresses, [`crate::Addr`] → `u32` (unused), written by the daemon:
+    /// port rules apply only to traffic addressed to one of them, once
+    /// [`crate::LOCAL_ADDRS_READY`] is in the map.
+    pub const LOCAL: &str = "TRF_LOCAL";
+
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 18] = [
         CONFIG,
         RULES,
         CLASSES,
@@ -74,6 +90,10 @@ pub mod map_names {
         CLASS_CACHE,
         SEEN,
         DEBT,
+        FLOWS,
+        FAIL_SOURCE,
+        RST_BUDGET,
+        LOCAL,
     ];
 }
 
@@ -147,6 +167,26 @@ pub const SEEN_MAP_FLAGS: u32 = 1 << 10;
 pub const DEBT_BITS: u32 = 14;
 /// `max_entries` of [`map_names::DEBT`]: 2¹⁴ slots, 128 KiB.
 pub const DEBT_ENTRIES: u32 = 1 << DEBT_BITS;
+
+/// `max_entries` of [`map_names::FLOWS`] (an LRU: a flood of attempts evicts the oldest).
+pub const FLOWS_ENTRIES: u32 = 16_384;
+/// `max_entries` of [`map_names::LOCAL`].
+pub const LOCAL_ENTRIES: u32 = 1024;
+/// Key in [`map_names::LOCAL`] that says the set is filled (`::`, never a destination):
+/// without it the program gates every destination, as before the set existed.
+pub const LOCAL_ADDRS_READY: Addr = [0; 16];
+/// How long after a SYN (or datagram) a RST (or ICMP port unreachable) may answer it and
+/// count as a refusal: the stack answers at once, so this only absorbs scheduling delays.
+pub const FLOW_ANSWER_NS: u64 = 3_000_000_000;
+/// How long an attempt the server accepted (a SYN-ACK went out) keeps its entry from being
+/// replaced by a later SYN of the same 4-tuple: longer than a SYN_RECV request lives with
+/// the kernel's default SYN-ACK retries (~63 s), so an in-window second SYN (which the
+/// stack answers with a RST) cannot pose as a refused attempt.
+pub const FLOW_ANSWERED_NS: u64 = 64_000_000_000;
+/// [`FlowSeen::state`]: no reply seen yet.
+pub const FLOW_PENDING: u32 = 0;
+/// [`FlowSeen::state`]: the server accepted it (SYN-ACK seen at egress).
+pub const FLOW_ANSWERED: u32 = 1;
 
 /// The program's clock (`bpf_ktime_get_coarse_ns`) advances once per kernel tick: at most
 /// this (HZ = 100). Every GCRA tolerance the daemon writes is at least this long, so a
@@ -317,13 +357,16 @@ pub enum Reason {
     /// exist for its protocol: passing it would let it slip past a gate, a bulkhead or a
     /// new-connection limit.
     PortUnknown = 14,
+    /// A refused connection that would have been answered with a RST, dropped silently
+    /// because the port's RST budget is spent (the gate is no reflector).
+    RstBudget = 15,
 }
 
 impl Reason {
     /// First reason that drops (or would drop, in monitor mode).
     pub const FIRST_DROP: u32 = 3;
     /// Number of defined reasons.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Self::Pass,
@@ -341,6 +384,7 @@ impl Reason {
         Self::Chaos,
         Self::PortRate,
         Self::PortUnknown,
+        Self::RstBudget,
     ];
 
     /// Whether this reason drops the packet when enforced.
@@ -376,6 +420,7 @@ impl Reason {
             Self::Chaos => "chaos",
             Self::PortRate => "port_rate",
             Self::PortUnknown => "port_unknown",
+            Self::RstBudget => "gate_rst_budget",
         }
     }
 }
@@ -623,6 +668,9 @@ pub struct PortRule {
     pub half_open_tat: u64,
     /// Fault injection on the port.
     pub chaos: Chaos,
+    /// Budget of RSTs the port's refusals (gate, bulkhead, chaos) may send; over it they
+    /// are dropped silently as [`Reason::RstBudget`]. Interval 0: unlimited.
+    pub rst_budget: Limit,
 }
 
 /// Value of [`map_names::PORT_STATS`] (per CPU): what the gate did.
@@ -648,17 +696,62 @@ pub struct PortStats {
 }
 
 /// Value of [`map_names::EGRESS`] (per CPU): replies leaving from a rule's port.
+///
+/// Only a reply to an attempt the XDP program saw arrive ([`map_names::FLOWS`]) is a
+/// refusal, and consecutive refusals of one peer (/32, or /64 for IPv6) count once.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct EgressStats {
     /// SYN-ACKs sent (accepted handshakes).
     pub syn_acks: u64,
-    /// RSTs sent (refused or aborted connections).
+    /// RST+ACKs answering a SYN that arrived (refused connections), one per peer in a row.
     pub resets: u64,
-    /// ICMP/ICMPv6 port unreachables sent for datagrams to the port.
+    /// ICMP/ICMPv6 port unreachables for a datagram that arrived, one per peer in a row.
     pub unreachables: u64,
+    /// Refusals of the same peer as the refusal before: not counted above.
+    pub repeated: u64,
+    /// RSTs and port unreachables that answer no attempt seen (bare ACKs, RSTs, FINs,
+    /// aborted connections): not a refusal.
+    pub unverified: u64,
     /// Reserved.
     pub _reserved: u64,
+}
+
+/// Key of [`map_names::FLOWS`]: an attempt as its sender saw it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey {
+    /// The peer's address ([`Addr`]).
+    pub addr: Addr,
+    /// The peer's port, host order.
+    pub peer_port: u16,
+    /// The node's (port rule's) port, host order.
+    pub port: u16,
+    /// IP protocol ([`proto`]).
+    pub protocol: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 3],
+}
+
+/// Value of [`map_names::FLOWS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FlowSeen {
+    /// When the attempt arrived (or was answered, once [`FLOW_ANSWERED`]), kernel clock ns.
+    pub at_ns: u64,
+    /// The SYN's sequence number, host order (0 for UDP).
+    pub seq: u32,
+    /// [`FLOW_PENDING`] or [`FLOW_ANSWERED`].
+    pub state: u32,
+}
+
+/// Value of [`map_names::FAIL_SOURCE`]: the peer of the port's last counted refusal, as
+/// [`addr_words`] of its /32 (IPv4) or /64 (IPv6).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FailSource {
+    /// The peer's prefix as two words; all zero before the first refusal.
+    pub prefix: [u64; 2],
 }
 
 /// Value of [`map_names::COUNTERS`] (per CPU).
@@ -741,9 +834,12 @@ assert_layout! {
     ClassState => 16, 8;
     ClassStats => 32, 8;
     PortKey => 4, 2;
-    PortRule => 72, 8;
+    PortRule => 88, 8;
     PortStats => 64, 8;
-    EgressStats => 32, 8;
+    EgressStats => 48, 8;
+    FlowKey => 24, 2;
+    FlowSeen => 16, 8;
+    FailSource => 16, 8;
     Counter => 16, 8;
     SlotName => 32, 1;
     ClassCacheEntry => 32, 8;

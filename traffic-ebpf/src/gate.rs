@@ -3,12 +3,17 @@
 //! charged with the class limits, after admission (`limit::PortLimit`).
 
 use traffic_common::{
-    GLOBAL_HAS_PORTS, Gate, GlobalConfig, PORT_GATE_RESET, PORT_SHED, PortKey, PortRule, Reason,
-    proto,
+    GLOBAL_HAS_PORTS, Gate, GlobalConfig, LOCAL_ADDRS_READY, PORT_GATE_RESET, PORT_SHED,
+    PortKey, PortRule, Reason, proto, words_addr,
 };
-use traffic_ebpf::{parse::Ip, verdict::Refusal};
+use traffic_ebpf::{flow, frame::Frame, parse::Ip, verdict::Refusal};
 
-use crate::{bucket, chaos, clock::Clock, count::PortCounters, maps::TRF_PORTS};
+use crate::{
+    bucket, chaos,
+    clock::Clock,
+    count::PortCounters,
+    maps::{TRF_LOCAL, TRF_PORTS, TRF_RST_BUDGET},
+};
 
 /// The port rule of a packet's destination port, looked up in this invocation.
 #[derive(Clone, Copy)]
@@ -31,10 +36,11 @@ impl PortRuleRef {
     }
 }
 
-/// The port rule of the packet's destination port, when the program has port rules and the
-/// L4 header was read.
+/// The port rule of the packet's destination port, when the program has port rules, the
+/// L4 header was read and the packet is addressed to the node itself: traffic routed
+/// through the node to another host's port is not the node's upstream's business.
 #[inline(always)]
-pub fn port_rule(cfg: &GlobalConfig, ip: &Ip) -> Option<PortRuleRef> {
+pub fn port_rule(cfg: &GlobalConfig, f: &Frame, ip: &Ip) -> Option<PortRuleRef> {
     if cfg.flags & GLOBAL_HAS_PORTS == 0 || !ip.l4.known {
         return None;
     }
@@ -43,7 +49,33 @@ pub fn port_rule(cfg: &GlobalConfig, ip: &Ip) -> Option<PortRuleRef> {
         protocol: ip.l4.protocol,
         _pad: 0,
     };
-    TRF_PORTS.get_ptr_mut(&key).map(PortRuleRef)
+    let rule = TRF_PORTS.get_ptr_mut(&key)?;
+    local_destination(f, ip).then_some(PortRuleRef(rule))
+}
+
+/// Whether the packet is addressed to one of the node's addresses; every destination is,
+/// until the daemon has filled the set (and marked it with [`LOCAL_ADDRS_READY`]).
+#[inline(always)]
+pub fn local_destination(f: &Frame, ip: &Ip) -> bool {
+    if TRF_LOCAL.get_ptr(&LOCAL_ADDRS_READY).is_none() {
+        return true;
+    }
+    flow::dst(f, ip).is_some_and(|d| TRF_LOCAL.get_ptr(&words_addr(d.0, d.1)).is_some())
+}
+
+/// Whether the port's RST budget has room for one more RST; charged if so. A rule without
+/// a budget (interval 0) is unlimited.
+#[inline(always)]
+pub fn rst_allowed(pr: PortRuleRef, clock: &mut Clock) -> bool {
+    let rule = pr.rule();
+    if rule.rst_budget.interval == 0 {
+        return true;
+    }
+    let Some(tat) = TRF_RST_BUDGET.get_ptr_mut(rule.slot) else {
+        return false;
+    };
+    // SAFETY: a word of an array looked up in this invocation; only accessed atomically.
+    unsafe { bucket::charge(tat, &rule.rst_budget, rule.rst_budget.interval, clock.now()) }
 }
 
 /// The port's gate.

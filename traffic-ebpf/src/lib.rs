@@ -14,6 +14,7 @@
 #![no_std]
 
 pub mod csum;
+pub mod flow;
 pub mod frame;
 pub mod gcra;
 pub mod hdr;

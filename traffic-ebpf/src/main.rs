@@ -20,6 +20,7 @@ mod egress;
 mod gate;
 mod limit;
 mod maps;
+mod passive;
 mod reply;
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
@@ -70,7 +71,7 @@ fn judge(ctx: &XdpContext, frame: &Frame, len: u64) -> Verdict {
         }
         Parsed::Ip(ip) => ip,
     };
-    let v = decide(&ip, len);
+    let v = decide(frame, &ip, len);
     if v.wants_reply() && reply::tcp_reset(ctx, &ip) {
         count::reset(&ip);
         return v;
@@ -81,7 +82,7 @@ fn judge(ctx: &XdpContext, frame: &Frame, len: u64) -> Verdict {
 
 /// Classify an IP packet by its source and apply its port's gate and its class's limits.
 #[inline(always)]
-fn decide(ip: &Ip, len: u64) -> Verdict {
+fn decide(frame: &Frame, ip: &Ip, len: u64) -> Verdict {
     let Some(cfg) = classify::global_config() else {
         // Loaded but not configured yet: pass everything.
         return Verdict::new(UNCLASSIFIED, Reason::Pass, false);
@@ -104,7 +105,7 @@ fn decide(ip: &Ip, len: u64) -> Verdict {
     }
 
     // A port rule may override the class.
-    let port = gate::port_rule(cfg, ip);
+    let port = gate::port_rule(cfg, frame, ip);
     let class = match port {
         Some(pr) if pr.rule().flags & PORT_CLASS_OVERRIDE != 0 => pr.rule().class,
         _ => class,
@@ -119,15 +120,26 @@ fn decide(ip: &Ip, len: u64) -> Verdict {
     };
     let monitor = global_monitor || cc.flags & CLASS_MONITOR != 0;
     // A port the walk could not read may be a gated one: refused rather than let past every
-    // port rule of its protocol (see `L4::hides_a_ruled_port`).
-    if ip.l4.hides_a_ruled_port(cfg.flags) {
+    // port rule of its protocol (see `L4::hides_a_ruled_port`), when it is addressed to the
+    // node (port rules never apply to traffic routed through it).
+    if ip.l4.hides_a_ruled_port(cfg.flags) && gate::local_destination(frame, ip) {
         return Verdict::new(class, Reason::PortUnknown, monitor);
     }
     let mut clock = Clock::unread();
-    if let Some(pr) = port
-        && let Some(r) = gate::check(ip, pr, &mut clock)
-    {
-        return Verdict::new(class, r.reason, monitor).with_reset(r.reset);
+    if let Some(pr) = port {
+        if let Some(r) = gate::check(ip, pr, &mut clock) {
+            let v = Verdict::new(class, r.reason, monitor).with_reset(r.reset);
+            if v.wants_reply() && !gate::rst_allowed(pr, &mut clock) {
+                // Over the port's RST budget: no reflector, a silent drop.
+                return Verdict::new(class, Reason::RstBudget, monitor);
+            }
+            if v.monitored {
+                // Passed on to the stack after all: its answer is the service's.
+                passive::note_attempt(frame, ip, &mut clock);
+            }
+            return v;
+        }
+        passive::note_attempt(frame, ip, &mut clock);
     }
     if let Some(r) = chaos::inject(&cc.chaos, ip, &mut clock, PortCounters::NONE) {
         return Verdict::new(class, r.reason, monitor).with_reset(r.reset);

@@ -5,6 +5,7 @@ use aya_ebpf::{
     btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
+use traffic_common::{Addr, FLOWS_ENTRIES, FailSource, FlowKey, FlowSeen, LOCAL_ENTRIES};
 use traffic_common::{
     BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
     CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
@@ -68,3 +69,21 @@ pub static TRF_SEEN: Array<SeenWord, { SEEN_WORDS as usize }, { SEEN_MAP_FLAGS a
 /// debt), so it needs no aging.
 #[btf_map(pin_by_name)]
 pub static TRF_DEBT: Array<u64, { DEBT_ENTRIES as usize }> = Array::new();
+
+/// Written by the XDP program for attempts to port-rule ports, read (and consumed) by the
+/// TC egress program; shared by all CPUs, since a SYN and its reply may run on different
+/// ones.
+#[btf_map(pin_by_name)]
+pub static TRF_FLOWS: LruHashMap<FlowKey, FlowSeen, { FLOWS_ENTRIES as usize }> = LruHashMap::new();
+
+/// Shared by all CPUs (one vote per peer across CPUs); written by TC egress only.
+#[btf_map(pin_by_name)]
+pub static TRF_FAIL_SRC: Array<FailSource, { PORT_STATS_ENTRIES as usize }> = Array::new();
+
+/// Shared by all CPUs, charged with a compare-and-swap like every GCRA word.
+#[btf_map(pin_by_name)]
+pub static TRF_RST_BUDGET: Array<u64, { PORT_STATS_ENTRIES as usize }> = Array::new();
+
+/// Written by the daemon only.
+#[btf_map(pin_by_name)]
+pub static TRF_LOCAL: HashMap<Addr, u32, { LOCAL_ENTRIES as usize }> = HashMap::new();

@@ -20,10 +20,11 @@ fn open_kernel(c: &Config, fresh: bool) -> Result<Box<dyn Dataplane>, DaemonErro
             DaemonError::Other(format!("remove {}: {e}", c.daemon.pin_dir.display()))
         })?;
     }
-    let k = Kernel::open(&LoadOptions {
+    let mut k = Kernel::open(&LoadOptions {
         pin_dir: c.daemon.pin_dir.clone(),
         max_sources: c.daemon.max_sources,
     })?;
+    k.track_local_addresses()?;
     Ok(Box::new(k))
 }
 

@@ -78,6 +78,8 @@ pub struct Kernel {
     egress_links: Vec<SchedClassifierLinkId>,
     attachments: Vec<Attachment>,
     adopted: bool,
+    /// Keeps the node's addresses in the program's set (the daemon only; see `local`).
+    local: Option<super::local::Tracker>,
 }
 
 fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -163,6 +165,7 @@ impl Kernel {
             egress_links: Vec::new(),
             attachments: Vec::new(),
             adopted,
+            local: None,
         };
         let found = kernel.global()?.abi_version;
         if found != 0 && found != ABI_VERSION {
@@ -368,6 +371,15 @@ impl Kernel {
         }
     }
 
+    /// Apply port rules only to traffic addressed to this node: fill the program's set of
+    /// local addresses now and keep it current (see `dataplane::local`). Tests that craft
+    /// frames to arbitrary addresses leave it off, and then every destination is gated.
+    pub fn track_local_addresses(&mut self) -> Result<(), DataplaneError> {
+        let map = take_map!(self.ebpf, map_names::LOCAL, HashMap);
+        self.local = Some(super::local::Tracker::start(map, super::local::REFRESH)?);
+        Ok(())
+    }
+
     /// Remove every pin in `dir` and the directory itself (a fresh start).
     pub fn remove_pins(dir: &Path) -> std::io::Result<()> {
         match std::fs::remove_dir_all(dir) {
@@ -548,6 +560,8 @@ impl Dataplane for Kernel {
             a.syn_acks += v.syn_acks;
             a.resets += v.resets;
             a.unreachables += v.unreachables;
+            a.repeated += v.repeated;
+            a.unverified += v.unverified;
         })
     }
 

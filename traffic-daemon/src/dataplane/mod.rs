@@ -6,6 +6,7 @@
 pub mod fake;
 pub mod kernel;
 mod seen;
+pub mod local;
 
 use std::path::PathBuf;
 

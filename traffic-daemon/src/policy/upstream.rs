@@ -29,6 +29,14 @@ pub const LATENCY_BUCKETS: [f64; 10] = [
 /// of handshakes costs the daemon a bounded amount of work.
 const MAX_PASSIVE_PER_TICK: u64 = 2000;
 
+/// The RST budget of every upstream's port: RSTs per second and burst. Refused SYNs past it
+/// are dropped silently (`gate_rst_budget`): enough for every real client to be refused at
+/// once, too little for the gate to serve as a reflector of spoofed SYN floods.
+pub const RST_BUDGET: crate::config::RateLimit = crate::config::RateLimit {
+    rate_per_sec: 1000.0,
+    burst: 200,
+};
+
 /// Transitions kept per upstream for `trafficctl circuits`.
 const TRANSITION_HISTORY: usize = 16;
 
@@ -99,6 +107,22 @@ impl Histogram {
     }
 }
 
+/// `ok` successes and `bad` failures, the failures spread evenly among the successes
+/// (Bresenham): `bad` ≥ `ok` still yields runs of failures, a few among many do not.
+fn interleave(ok: u64, bad: u64) -> impl Iterator<Item = Outcome> {
+    let total = ok + bad;
+    let mut acc = 0u64;
+    (0..total).map(move |_| {
+        acc += bad;
+        if acc >= total {
+            acc -= total;
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        }
+    })
+}
+
 /// A transition as shown to operators.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TransitionRecord {
@@ -128,6 +152,10 @@ pub struct Upstream {
     last_egress: Option<EgressStats>,
     pub(crate) passive_successes: u64,
     pub(crate) passive_failures: u64,
+    /// Refusals of the same peer as the one before (one source, one vote): not failures.
+    pub(crate) passive_repeated: u64,
+    /// RSTs and unreachables answering no attempt seen arriving: not failures.
+    pub(crate) passive_unverified: u64,
     pub(crate) transitions: VecDeque<TransitionRecord>,
     pub(crate) transitions_by_reason: std::collections::BTreeMap<String, u64>,
 }
@@ -150,6 +178,8 @@ impl Upstream {
             last_egress: None,
             passive_successes: 0,
             passive_failures: 0,
+            passive_repeated: 0,
+            passive_unverified: 0,
             transitions: VecDeque::new(),
             transitions_by_reason: Default::default(),
         }
@@ -214,6 +244,14 @@ impl Upstream {
     }
 
     /// Feed the passive signal: handshakes accepted and refused since the last tick.
+    ///
+    /// A refusal is what the kernel counted as one: a reply to an attempt that really
+    /// arrived, from a peer other than the previous refusal's (one source, one vote; see
+    /// `traffic_common::EgressStats`). Within a tick the order is lost: failures are spread
+    /// evenly among the successes, so consecutive failures build up only where refusals
+    /// outnumber accepted handshakes, and the error rate sees the tick's true share. A dead
+    /// server accepts nothing, so real traffic cannot mask it; a flood of accepted
+    /// handshakes cannot hide a high error rate either.
     pub fn passive(&mut self, egress: EgressStats, now: Duration) {
         let Some(prev) = self.last_egress.replace(egress) else {
             return;
@@ -221,6 +259,8 @@ impl Upstream {
         if !self.spec.passive {
             return;
         }
+        self.passive_repeated += egress.repeated.saturating_sub(prev.repeated);
+        self.passive_unverified += egress.unverified.saturating_sub(prev.unverified);
         let ok = egress.syn_acks.saturating_sub(prev.syn_acks);
         let bad = egress.resets.saturating_sub(prev.resets)
             + egress.unreachables.saturating_sub(prev.unreachables);
@@ -239,15 +279,8 @@ impl Upstream {
         };
         self.passive_successes += ok;
         self.passive_failures += bad;
-        // Successes first, failures last: the order within a tick is lost, and a burst of
-        // refusals must still count as consecutive failures, not be reset by the successes.
-        for _ in 0..ok {
-            if let Some(t) = self.breaker.record(now, Outcome::Success) {
-                self.note(&t);
-            }
-        }
-        for _ in 0..bad {
-            if let Some(t) = self.breaker.record(now, Outcome::Failure) {
+        for outcome in interleave(ok, bad) {
+            if let Some(t) = self.breaker.record(now, outcome) {
                 self.note(&t);
             }
         }
@@ -316,6 +349,8 @@ impl Upstream {
         if self.spec.gate == GateAction::Reset {
             rule.flags |= PORT_GATE_RESET;
         }
+        // Chaos resets and bulkhead resets share the budget, so it is always set.
+        rule.rst_budget = limits::packet_gcra(&RST_BUDGET);
         if self.shedding.is_some() {
             rule.flags |= PORT_SHED;
         }
@@ -379,6 +414,8 @@ mod tests {
         let mut rule = PortRule::default();
         u.apply_to(&mut rule, 0);
         assert_eq!(rule.gate, Gate::Open as u32);
+        assert_eq!(rule.rst_budget, limits::packet_gcra(&RST_BUDGET));
+        assert_eq!(rule.rst_budget.interval, 1_000_000, "1,000 RST/s");
     }
 
     #[test]
@@ -402,12 +439,55 @@ mod tests {
     }
 
     #[test]
-    fn passive_refusals_after_successes_still_open() {
+    fn passive_refusals_open_only_where_they_outnumber_accepted_handshakes() {
         let mut u = upstream("");
         u.passive(egress(0, 0), Duration::ZERO); // the first reading is the baseline
         u.passive(egress(5, 3), Duration::from_secs(1));
         assert_eq!((u.passive_successes, u.passive_failures), (5, 3));
+        assert_eq!(
+            u.breaker.state(),
+            BreakerState::Closed,
+            "3 refusals among 5 accepted handshakes are not 3 in a row"
+        );
+        // A dead server accepts nothing: its refusals are consecutive.
+        u.passive(egress(5, 6), Duration::from_secs(2));
         assert_eq!(u.breaker.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn repeats_and_unverified_replies_are_counted_but_never_failures() {
+        let mut u = upstream("");
+        u.passive(EgressStats::default(), Duration::ZERO);
+        let e = EgressStats {
+            resets: 1,
+            repeated: 40,
+            unverified: 2000,
+            ..Default::default()
+        };
+        u.passive(e, Duration::from_secs(1));
+        assert_eq!(u.passive_failures, 1);
+        assert_eq!((u.passive_repeated, u.passive_unverified), (40, 2000));
+        assert_eq!(u.breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn interleave_spreads_failures_and_keeps_the_counts() {
+        let seq: Vec<Outcome> = interleave(4, 2).collect();
+        assert_eq!(seq.iter().filter(|o| **o == Outcome::Failure).count(), 2);
+        assert_eq!(seq.len(), 6);
+        assert!(
+            !seq.windows(2)
+                .any(|w| w == [Outcome::Failure, Outcome::Failure]),
+            "{seq:?}"
+        );
+        assert!(interleave(0, 3).all(|o| o == Outcome::Failure));
+        assert!(interleave(3, 0).all(|o| o == Outcome::Success));
+        let run = interleave(1, 6)
+            .collect::<Vec<_>>()
+            .split(|o| *o == Outcome::Success)
+            .map(<[Outcome]>::len)
+            .max();
+        assert!(run >= Some(3), "failures dominate: runs remain");
     }
 
     #[test]

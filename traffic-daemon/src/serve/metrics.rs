@@ -435,6 +435,15 @@ fn breakers(e: &mut Exposition, circuits: &CircuitsReport, live: &[Upstream]) {
         "Handshakes seen leaving the upstream's port: accepted (SYN-ACK) or refused (RST, ICMP unreachable).",
         results(|u| u.passive_successes, |u| u.passive_failures),
     );
+    e.rows(
+        "traffic_passive_ignored_total",
+        Kind::Counter,
+        "RSTs and ICMP unreachables leaving the upstream's port that were not counted as failures: repeated (the same source as the refusal before) or unverified (answering no attempt seen arriving).",
+        live.iter().flat_map(|u| {
+            [("repeated", u.passive_repeated), ("unverified", u.passive_unverified)]
+                .map(|(why, n)| (with(upstream(&u.spec.name), "why", why), n as f64))
+        }),
+    );
 }
 
 /// Bulkheads and what the XDP gate did on each upstream's port.

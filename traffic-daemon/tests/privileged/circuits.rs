@@ -294,13 +294,13 @@ io = "off"
 /// for it only when it has an XDP program of its own: with GRO alone the gate's RSTs sit in
 /// the ring (no counter moves) and clients wait out their SYN retransmits as if the gate
 /// dropped them. A real NIC has no such dependency.
-struct PeerXdp {
+pub(crate) struct PeerXdp {
     _ebpf: Ebpf,
     _pins: PinDir,
 }
 
 impl PeerXdp {
-    fn attach(host: &Host, pins: &str) -> PeerXdp {
+    pub(crate) fn attach(host: &Host, pins: &str) -> PeerXdp {
         let pins = PinDir::new(pins);
         std::fs::create_dir_all(&pins.0).expect("peer pin dir");
         let mut ebpf = EbpfLoader::new()
@@ -849,14 +849,19 @@ pub fn refusals_seen_at_tc_egress_open_the_breaker_without_probes() {
     assert_eq!(open.passive_failures + open.gate.resets, 5, "{open:#?}");
     let refusal = rig.assert_refused_fast(QUIET, "opened by the passive signal");
 
-    // UDP: 5 datagrams to a closed port (within the kernel's ICMP burst of 6 per peer).
+    // UDP: 5 datagrams to a closed port (within the kernel's ICMP burst of 6 per peer),
+    // from two sources in turn: one source's refusals in a row count once.
     let host = rig.client();
     let src = IpAddr::V4(host.v4(2));
+    let other = IpAddr::V4(host.v4(3));
     host.ns
         .run(move || -> std::io::Result<()> {
-            let sock = std::net::UdpSocket::bind(SocketAddr::new(src, 0))?;
-            for _ in 0..5 {
-                sock.send_to(b"anyone?", service(false, QUIET_UDP))?;
+            let socks = [
+                std::net::UdpSocket::bind(SocketAddr::new(src, 0))?,
+                std::net::UdpSocket::bind(SocketAddr::new(other, 0))?,
+            ];
+            for i in 0..5 {
+                socks[i % 2].send_to(b"anyone?", service(false, QUIET_UDP))?;
             }
             Ok(())
         })

@@ -16,11 +16,12 @@ use aya_obj::{
     maps::PinningType,
 };
 use traffic_common::{
-    BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
-    CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
-    Counter, DEBT_ENTRIES, EgressStats, GlobalConfig, PORT_STATS_ENTRIES, PORTS_ENTRIES,
-    PROGRAM_NAME, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS,
-    SEEN_WORDS, SLOT_NAMES_ENTRIES, SeenWord, SlotName, map_names,
+    Addr, BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES,
+    CLASSES_ENTRIES, CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState,
+    ClassStats, Counter, DEBT_ENTRIES, EgressStats, FLOWS_ENTRIES, FailSource, FlowKey, FlowSeen,
+    GlobalConfig, LOCAL_ENTRIES, PORT_STATS_ENTRIES, PORTS_ENTRIES, PROGRAM_NAME, PortKey,
+    PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS, SEEN_WORDS,
+    SLOT_NAMES_ENTRIES, SeenWord, SlotName, map_names,
 };
 
 /// What the contract says one map must look like.
@@ -116,6 +117,31 @@ fn expected(name: &str) -> Expected {
         map_names::SEEN => (BPF_MAP_TYPE_ARRAY, INDEX, size_of::<SeenWord>(), SEEN_WORDS),
         // Shared: a debt one CPU records must be seen by the CPU that re-creates the bucket.
         map_names::DEBT => (BPF_MAP_TYPE_ARRAY, INDEX, size_of::<u64>(), DEBT_ENTRIES),
+        // Shared: a SYN and its reply may run on different CPUs.
+        map_names::FLOWS => (
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<FlowKey>(),
+            size_of::<FlowSeen>(),
+            FLOWS_ENTRIES,
+        ),
+        map_names::FAIL_SOURCE => (
+            BPF_MAP_TYPE_ARRAY,
+            INDEX,
+            size_of::<FailSource>(),
+            PORT_STATS_ENTRIES,
+        ),
+        map_names::RST_BUDGET => (
+            BPF_MAP_TYPE_ARRAY,
+            INDEX,
+            size_of::<u64>(),
+            PORT_STATS_ENTRIES,
+        ),
+        map_names::LOCAL => (
+            BPF_MAP_TYPE_HASH,
+            size_of::<Addr>(),
+            size_of::<u32>(),
+            LOCAL_ENTRIES,
+        ),
         other => panic!("map_names::ALL lists {other}, which this test does not know: add it"),
     };
     Expected {

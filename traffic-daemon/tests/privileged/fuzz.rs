@@ -1135,5 +1135,80 @@ pub fn hostile_frames_through_gates_limits_and_resets_never_abort() -> Result<()
             "the run must reach the RST path (XDP_TX)"
         );
     }
+    replies_without_attempts(&lab, seed, frames / 8)
+}
+
+/// Replies leaving the gated ports (RSTs, FINs, ACKs, SYN-ACKs with any flags and numbers,
+/// ICMP port unreachables), none answering an attempt the XDP program saw: the TC egress
+/// program passes every one and counts none as a refusal (issue 17).
+fn replies_without_attempts(lab: &Lab, seed: u64, frames: u64) -> Result<()> {
+    let sources = Sources::new(&lab.config().rules);
+    let mut rng = Rng(seed ^ 0x6567_7265_7373);
+    let before = lab.kernel.egress_stats()?;
+    for i in 0..frames {
+        let client = sources.pick(&mut rng);
+        let node = match client {
+            IpAddr::V4(_) => IpAddr::V4(NODE4),
+            IpAddr::V6(_) => IpAddr::V6(NODE6),
+        };
+        let port = *rng.pick(&GATED_PORTS);
+        let frame = if rng.one_in(4) {
+            // An unreachable quoting a datagram that never arrived.
+            let quoted = Frame::ip(client, node).udp(rng.u16(), port).build()[14..].to_vec();
+            let (protocol, kind, code) = if client.is_ipv4() {
+                (1, 3, 3)
+            } else {
+                (ip_proto::ICMPV6, 1, 4)
+            };
+            let mut icmp = vec![kind, code, 0, 0, 0, 0, 0, 0];
+            icmp.extend_from_slice(&quoted);
+            Frame::ip(node, client)
+                .ip_protocol(protocol)
+                .payload(&icmp)
+                .build()
+        } else {
+            let any = rng.byte();
+            let flags = *rng.pick(&[
+                tcp_flags::RST,
+                tcp_flags::RST | tcp_flags::ACK,
+                tcp_flags::FIN | tcp_flags::ACK,
+                tcp_flags::ACK,
+                tcp_flags::SYN | tcp_flags::ACK,
+                any,
+            ]);
+            let mut f = Frame::ip(node, client)
+                .tcp(port, rng.u16())
+                .tcp_flags(flags);
+            if let Transport::Tcp(t) = f.transport_mut() {
+                t.seq = rng.next() as u32;
+                t.ack = rng.next() as u32;
+            }
+            f.build()
+        };
+        let code = lab.kernel.test_run_egress(&frame)?;
+        ensure!(
+            code == 0,
+            "egress frame {i} got {code}, want TC_ACT_OK:\n{}",
+            hex_dump(&frame)
+        );
+    }
+    let after = lab.kernel.egress_stats()?;
+    let sum = |v: &[traffic_common::EgressStats], f: fn(&traffic_common::EgressStats) -> u64| {
+        v.iter().map(f).sum::<u64>()
+    };
+    let refusals = sum(&after, |e| e.resets + e.unreachables + e.repeated)
+        - sum(&before, |e| e.resets + e.unreachables + e.repeated);
+    let unverified = sum(&after, |e| e.unverified) - sum(&before, |e| e.unverified);
+    println!(
+        "fuzz-gates: {frames} replies at TC egress: {unverified} unverified, {refusals} refusals"
+    );
+    ensure!(
+        refusals == 0,
+        "{refusals} replies to no attempt counted as refusals"
+    );
+    ensure!(
+        frames < 100 || unverified > 0,
+        "no reply reached the refusal check"
+    );
     Ok(())
 }

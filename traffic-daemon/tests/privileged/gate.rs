@@ -1356,27 +1356,59 @@ fn unreachable(client: IpAddr, dport: u16, inner_proto: u8) -> Vec<u8> {
         .build()
 }
 
+/// A reply leaving the node towards a client, acknowledging `ack`.
+fn reply_acking(dst: IpAddr, sport: u16, flags: u8, ack: u32) -> Vec<u8> {
+    let mut f = Frame::ip(node_of(dst), dst)
+        .tcp(sport, CPORT)
+        .tcp_flags(flags);
+    if let Transport::Tcp(t) = f.transport_mut() {
+        t.ack = ack;
+    }
+    f.build()
+}
+
 fn egress_delta(a: &EgressStats, b: &EgressStats) -> EgressStats {
     EgressStats {
         syn_acks: b.syn_acks - a.syn_acks,
         resets: b.resets - a.resets,
         unreachables: b.unreachables - a.unreachables,
+        repeated: b.repeated - a.repeated,
+        unverified: b.unverified - a.unverified,
         _reserved: 0,
     }
 }
 
+/// The egress statistics of one event.
+#[derive(Clone, Copy)]
+enum Seen {
+    SynAck,
+    Reset,
+    Unreachable,
+    Repeated,
+    Unverified,
+}
+
+fn seen(what: Seen) -> EgressStats {
+    let mut e = EgressStats::default();
+    match what {
+        Seen::SynAck => e.syn_acks = 1,
+        Seen::Reset => e.resets = 1,
+        Seen::Unreachable => e.unreachables = 1,
+        Seen::Repeated => e.repeated = 1,
+        Seen::Unverified => e.unverified = 1,
+    }
+    e
+}
+
+/// Only a reply to an attempt the XDP program saw is a refusal, once, and one peer's
+/// refusals in a row are one vote (issue 17): the RSTs the stack sends for bare ACKs, RSTs
+/// or FINs, or for a second SYN on an accepted 4-tuple, are counted as unverified.
 pub fn egress_counts_replies_from_rule_ports() -> Result<()> {
     let mut lab = gate_lab("gate-egress", CONFIG)?;
     lab.set_ports(&[
         (WEB, proto::TCP, rule(0, Gate::Closed, 0)),
         (DNS, proto::UDP, rule(1, Gate::Closed, 0)),
     ])?;
-    let e = |syn_acks: u64, resets: u64, unreachables: u64| EgressStats {
-        syn_acks,
-        resets,
-        unreachables,
-        _reserved: 0,
-    };
     let run = |lab: &Lab, name: &str, frame: &[u8], want: &[(usize, EgressStats)]| -> Result<()> {
         let before = lab.kernel.egress_stats()?;
         let code = lab.kernel.test_run_egress(frame)?;
@@ -1398,54 +1430,137 @@ pub fn egress_counts_replies_from_rule_ports() -> Result<()> {
         );
         Ok(())
     };
+    let arrive = |lab: &Lab, frame: &[u8]| -> Result<()> {
+        let (action, _, _) = lab.run_out(frame)?;
+        ensure!(action == XDP_PASS, "the attempt must pass a closed gate");
+        Ok(())
+    };
+    let rst_ack = tcp_flags::RST | tcp_flags::ACK;
+    let syn_ack = tcp_flags::SYN | tcp_flags::ACK;
     for client in clients() {
+        let c = client;
+        let at = |what| vec![(0, seen(what))];
         run(
             &lab,
-            &format!("{client} SYN-ACK"),
-            &reply(client, WEB, tcp_flags::SYN | tcp_flags::ACK),
-            &[(0, e(1, 0, 0))],
+            &format!("{c} SYN-ACK"),
+            &reply(c, WEB, syn_ack),
+            &at(Seen::SynAck),
         )?;
+        for flags in [tcp_flags::RST, rst_ack] {
+            run(
+                &lab,
+                &format!("{c} RST (flags {flags:#x}) without a SYN"),
+                &reply(c, WEB, flags),
+                &at(Seen::Unverified),
+            )?;
+        }
         run(
             &lab,
-            &format!("{client} RST"),
-            &reply(client, WEB, tcp_flags::RST),
-            &[(0, e(0, 1, 0))],
-        )?;
-        run(
-            &lab,
-            &format!("{client} RST+ACK"),
-            &reply(client, WEB, tcp_flags::RST | tcp_flags::ACK),
-            &[(0, e(0, 1, 0))],
-        )?;
-        run(
-            &lab,
-            &format!("{client} ACK"),
-            &reply(client, WEB, tcp_flags::ACK),
+            &format!("{c} ACK"),
+            &reply(c, WEB, tcp_flags::ACK),
             &[],
         )?;
         run(
             &lab,
-            &format!("{client} RST from another port"),
-            &reply(client, OTHER, tcp_flags::RST),
+            &format!("{c} RST from another port"),
+            &reply(c, OTHER, tcp_flags::RST),
+            &[],
+        )?;
+        // A refused SYN: one vote; the same RST again answers nothing.
+        arrive(&lab, &with_seq(tcp(c, WEB, tcp_flags::SYN), 1000).build())?;
+        run(
+            &lab,
+            &format!("{c} RST+ACK with the wrong ack"),
+            &reply_acking(c, WEB, rst_ack, 1000),
+            &at(Seen::Unverified),
+        )?;
+        let refusal = reply_acking(c, WEB, rst_ack, 1001);
+        run(
+            &lab,
+            &format!("{c} RST+ACK refusing a SYN"),
+            &refusal,
+            &at(Seen::Reset),
+        )?;
+        run(
+            &lab,
+            &format!("{c} the same RST again"),
+            &refusal,
+            &at(Seen::Unverified),
+        )?;
+        // The same peer refused again: a repeat, not a vote.
+        arrive(&lab, &with_seq(tcp(c, WEB, tcp_flags::SYN), 2000).build())?;
+        run(
+            &lab,
+            &format!("{c} second refusal in a row"),
+            &reply_acking(c, WEB, rst_ack, 2001),
+            &at(Seen::Repeated),
+        )?;
+        // An accepted SYN guards its 4-tuple: a second, in-window SYN's RST is no refusal.
+        arrive(&lab, &with_seq(tcp(c, WEB, tcp_flags::SYN), 3000).build())?;
+        run(
+            &lab,
+            &format!("{c} SYN-ACK accepting"),
+            &reply_acking(c, WEB, syn_ack, 3001),
+            &at(Seen::SynAck),
+        )?;
+        arrive(&lab, &with_seq(tcp(c, WEB, tcp_flags::SYN), 3500).build())?;
+        run(
+            &lab,
+            &format!("{c} RST for a second SYN on an accepted 4-tuple"),
+            &reply_acking(c, WEB, rst_ack, 3501),
+            &at(Seen::Unverified),
+        )?;
+        let unreach = unreachable(c, DNS, ip_proto::UDP);
+        run(
+            &lab,
+            &format!("{c} port unreachable without a datagram"),
+            &unreach,
+            &[(1, seen(Seen::Unverified))],
+        )?;
+        arrive(&lab, &udp(c, DNS))?;
+        run(
+            &lab,
+            &format!("{c} port unreachable"),
+            &unreach,
+            &[(1, seen(Seen::Unreachable))],
+        )?;
+        run(
+            &lab,
+            &format!("{c} unreachable for another port"),
+            &unreachable(c, OTHER, ip_proto::UDP),
             &[],
         )?;
         run(
             &lab,
-            &format!("{client} port unreachable"),
-            &unreachable(client, DNS, ip_proto::UDP),
-            &[(1, e(0, 0, 1))],
-        )?;
-        run(
-            &lab,
-            &format!("{client} unreachable for another port"),
-            &unreachable(client, OTHER, ip_proto::UDP),
+            &format!("{c} unreachable about TCP"),
+            &unreachable(c, DNS, ip_proto::TCP),
             &[],
         )?;
+    }
+    // Half-open: every refused trial is a vote, even from the same peer.
+    let half_open = PortRule {
+        half_open: budget(10),
+        ..rule(0, Gate::HalfOpen, 0)
+    };
+    lab.set_ports(&[(WEB, proto::TCP, half_open)])?;
+    // (Another client port: the accepted attempt above still guards CPORT's 4-tuple.)
+    let c = IpAddr::V4(A4);
+    for seq in [5000, 6000] {
+        let trial = Frame::ip(c, node_of(c))
+            .tcp(CPORT + 1, WEB)
+            .tcp_flags(tcp_flags::SYN);
+        arrive(&lab, &with_seq(trial, seq).build())?;
+        let mut refusal = Frame::ip(node_of(c), c)
+            .tcp(WEB, CPORT + 1)
+            .tcp_flags(rst_ack);
+        if let Transport::Tcp(t) = refusal.transport_mut() {
+            t.ack = seq + 1;
+        }
         run(
             &lab,
-            &format!("{client} unreachable about TCP"),
-            &unreachable(client, DNS, ip_proto::TCP),
-            &[],
+            &format!("{c} refused trial (seq {seq})"),
+            &refusal.build(),
+            &[(0, seen(Seen::Reset))],
         )?;
     }
     // Nothing is counted while the port table is empty.

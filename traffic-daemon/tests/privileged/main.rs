@@ -41,6 +41,7 @@ mod support;
 mod throttle;
 
 use hostile_traffic::{frames, rescale};
+use hostile_traffic::passive;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// A case's body: those that return a `Result` fail with its error, the others by panicking.
@@ -127,6 +128,10 @@ fn cases() -> Vec<Trial> {
         circuits::bulkhead_sheds_past_max_connections,
         circuits::chaos_drops_about_half_and_expires,
         circuits::refusals_seen_at_tc_egress_open_the_breaker_without_probes,
+        passive::floods_of_acks_rsts_and_fins_leave_a_healthy_upstream_closed,
+        passive::a_stopped_server_opens_within_a_second_but_not_from_one_source,
+        passive::a_spoofed_syn_flood_gets_at_most_the_rst_budget,
+        passive::a_syn_routed_through_the_node_is_forwarded_not_reset,
         service::reload_applies_atomically_keeps_tokens_and_refuses_bad_files,
         service::kill9_with_detach_fails_open_and_a_restart_adopts_the_state,
         service::kill9_with_keep_keeps_enforcing_and_a_restart_takes_over,

@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod netns;
 pub mod packet;
+pub mod raw;
 pub mod reference;
 pub mod tcplab;
 pub mod topo;

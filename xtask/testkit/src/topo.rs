@@ -50,6 +50,10 @@ pub struct Host {
     pub node_if: String,
     /// The host-side interface.
     pub host_if: String,
+    /// MAC of the node-side interface (the destination of crafted frames from the host).
+    pub node_mac: [u8; 6],
+    /// MAC of the host-side interface.
+    pub host_mac: [u8; 6],
 }
 
 impl Host {
@@ -102,12 +106,16 @@ fn quiet_ipv6(ns: &Netns) -> Result<()> {
     Ok(())
 }
 
+fn mac_bytes(k: usize, side: u8) -> [u8; 6] {
+    [0x02, 0x7f, (k >> 8) as u8, k as u8, 0, side]
+}
+
 fn mac(k: usize, side: u8) -> String {
-    format!(
-        "02:7f:{:02x}:{:02x}:00:{side:02x}",
-        (k >> 8) & 0xff,
-        k & 0xff
-    )
+    let b = mac_bytes(k, side);
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl Topology {
@@ -189,6 +197,8 @@ impl Topology {
             ns,
             node_if,
             host_if,
+            node_mac: mac_bytes(k, 1),
+            host_mac: mac_bytes(k, 2),
         })
     }
 
