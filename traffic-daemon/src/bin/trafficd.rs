@@ -10,13 +10,25 @@ use traffic_daemon::{
         kernel::{Kernel, LoadOptions},
     },
     exit, logging,
-    serve::runtime::{self, DaemonError},
+    serve::{
+        instance::{self, InstanceLock},
+        runtime::{self, DaemonError},
+    },
     trafficd_cli::Args,
 };
 
-fn open_kernel(c: &Config, fresh: bool) -> Result<Box<dyn Dataplane>, DaemonError> {
+/// Lock the pin directory (kept in `lock` for the life of the process), then load: nothing
+/// is removed, loaded or written before the lock is ours (see `serve::instance`).
+fn open_kernel(
+    c: &Config,
+    fresh: bool,
+    lock: &mut Option<InstanceLock>,
+) -> Result<Box<dyn Dataplane>, DaemonError> {
+    *lock = Some(
+        InstanceLock::acquire(&c.daemon.pin_dir).map_err(|e| DaemonError::Other(e.to_string()))?,
+    );
     if fresh {
-        Kernel::remove_pins(&c.daemon.pin_dir).map_err(|e| {
+        instance::clear_pins(&c.daemon.pin_dir).map_err(|e| {
             DaemonError::Other(format!("remove {}: {e}", c.daemon.pin_dir.display()))
         })?;
     }
@@ -71,7 +83,8 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         let shutdown = shutdown_signal()
             .map_err(|e| DaemonError::Other(format!("cannot handle signals: {e}")))?;
-        runtime::run(args.config, move |c| open_kernel(c, fresh), shutdown).await
+        let mut lock = None;
+        runtime::run(args.config, |c| open_kernel(c, fresh, &mut lock), shutdown).await
     });
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -40,6 +40,8 @@ mod service;
 mod support;
 mod throttle;
 
+// The table names a case `module::case`: the hostile-host cases by their own module.
+use hostile_host::instance;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// A case's body: those that return a `Result` fail with its error, the others by panicking.
@@ -124,6 +126,7 @@ fn cases() -> Vec<Trial> {
         service::pinned_maps_from_another_abi_are_refused,
         service::prometheus_scrapes_the_metrics,
         service::systemd_notifications_ready_reloading_stopping_and_watchdog,
+        instance::a_second_instance_is_refused_before_it_touches_the_live_maps,
     ]
 }
 
