@@ -11,6 +11,7 @@ use traffic_daemon::{
     },
     exit, logging,
     serve::{
+        fdbudget,
         instance::{self, InstanceLock},
         runtime::{self, DaemonError},
     },
@@ -67,6 +68,11 @@ fn main() -> ExitCode {
                 ExitCode::from(exit::USAGE)
             }
         };
+    }
+    // Before any thread exists, so every thread sees it (see serve::fdbudget).
+    match fdbudget::raise_soft_limit() {
+        Ok(soft) => tracing::debug!(soft, "RLIMIT_NOFILE"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

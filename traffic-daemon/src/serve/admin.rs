@@ -114,11 +114,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Serve until the task is aborted.
-pub async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
-    if let Err(e) = axum::serve(listener, router(shared)).await {
-        tracing::error!(error = %e, "admin API stopped");
-    }
+/// Serve within `limits` until the task is aborted.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    shared: Arc<Shared>,
+    limits: super::listener::Limits,
+) {
+    let stats = shared.listeners.admin.clone();
+    super::listener::serve(listener, "admin", router(shared), limits, stats).await;
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Json<crate::api::StatusReport> {

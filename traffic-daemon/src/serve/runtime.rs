@@ -11,7 +11,12 @@ use std::{
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use super::{Shared, admin, metrics, notify};
+use super::{
+    Shared, admin,
+    fdbudget::{self, Budget},
+    listener::Limits,
+    metrics, notify,
+};
 use crate::{
     config::{Config, ConfigError},
     dataplane::{Dataplane, DataplaneError},
@@ -69,7 +74,9 @@ where
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         config_path,
+        listeners: super::Listeners::default(),
     });
+    let budget = listener_budget();
 
     // Before anything can report readiness: SIGHUP's default action would kill us.
     let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Other(e.to_string()))?;
@@ -77,7 +84,11 @@ where
         path: admin_cfg.socket.clone(),
         source,
     })?;
-    let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone()));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        shared.clone(),
+        Limits::with_cap(budget.admin),
+    ));
     let metrics_task = match metrics_addr {
         Some(addr) => {
             let l = metrics::bind(addr).await.map_err(|e| {
@@ -85,7 +96,11 @@ where
                 DaemonError::Other(metrics::bind_failure(addr, &shared.config_path, &e))
             })?;
             info!(%addr, "metrics listening");
-            Some(tokio::spawn(metrics::serve(l, shared.clone())))
+            Some(tokio::spawn(metrics::serve(
+                l,
+                shared.clone(),
+                Limits::with_cap(budget.metrics),
+            )))
         }
         None => None,
     };
@@ -152,6 +167,30 @@ where
     let _ = std::fs::remove_file(&admin_cfg.socket);
     shared.lock().shutdown();
     Ok(())
+}
+
+/// The listeners' caps under the soft descriptor limit in force (trafficd raised it to the
+/// hard limit before the runtime started).
+fn listener_budget() -> Budget {
+    let soft = fdbudget::soft_limit().unwrap_or(1024);
+    let budget = Budget::for_soft_limit(soft);
+    if budget.is_short() {
+        warn!(
+            soft_limit = soft,
+            reserved = fdbudget::RESERVED,
+            metrics = budget.metrics,
+            admin = budget.admin,
+            "few file descriptors: the listeners get fewer connections (raise LimitNOFILE)"
+        );
+    } else {
+        info!(
+            soft_limit = soft,
+            metrics = budget.metrics,
+            admin = budget.admin,
+            "listener connection caps"
+        );
+    }
+    budget
 }
 
 /// The loop's periods that the config sets (`daemon.summary_interval`,

@@ -41,7 +41,7 @@ mod support;
 mod throttle;
 
 // The table names a case `module::case`: the hostile-host cases by their own module.
-use hostile_host::instance;
+use hostile_host::{instance, listeners};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// A case's body: those that return a `Result` fail with its error, the others by panicking.
@@ -126,6 +126,7 @@ fn cases() -> Vec<Trial> {
         service::pinned_maps_from_another_abi_are_refused,
         service::prometheus_scrapes_the_metrics,
         service::systemd_notifications_ready_reloading_stopping_and_watchdog,
+        listeners::thousands_of_idle_and_slow_connections_leave_the_control_plane_working,
         instance::a_second_instance_is_refused_before_it_touches_the_live_maps,
     ]
 }

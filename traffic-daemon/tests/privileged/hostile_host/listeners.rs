@@ -4,14 +4,16 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
+    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     sync::{Arc, atomic::AtomicBool},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use crate::support::{PinDir, TempDir, trafficd};
+use crate::support::{PinDir, TempDir, trafficctl, trafficd};
+use traffic_daemon::api::circuits::{CircuitReport, CircuitsReport};
 use traffic_testkit::{
-    daemon::DaemonProcess,
+    daemon::{DaemonProcess, http_get},
     topo::{HostSpec, SERVICE_V4, Topology, unique_tag},
     udp::{UdpFlow, UdpSink, run_flows},
 };
@@ -122,5 +124,276 @@ class = "premium"
         assert_eq!(sent[0].sent, n);
         let got = sink.finish(Duration::from_secs(2));
         got.get(&src).copied().unwrap_or(0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 1: thousands of idle and slow connections on each listener
+// ---------------------------------------------------------------------------------------
+
+/// The metrics listener of the exhaustion case, on the node's loopback.
+const METRICS: &str = "127.0.0.1:19412";
+/// A local upstream the daemon probes and counts with sock_diag during the attack.
+const UPSTREAM: u16 = 18412;
+/// Connections the attacker opens on each listener.
+const IDLE: usize = 5_000;
+const SLOW: usize = 500;
+/// Connections held open to the upstream: what sock_diag must keep seeing.
+const HELD: u32 = 3;
+
+/// Raise this process's RLIMIT_NOFILE soft limit to `want` (capped at the hard limit): the
+/// attacker holds about 2 × (IDLE + SLOW) descriptors.
+fn raise_nofile(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
+    // SAFETY: getrlimit and setrlimit on a struct that lives for both calls.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max.min(want.max(lim.rlim_cur));
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur
+}
+
+/// trafficd under `prlimit --nofile=1024:16384`: systemd's default soft limit with the
+/// unit's LimitNOFILE as the hard one, so a daemon that neither raises its limit nor caps
+/// its listeners runs out of descriptors here as it did under systemd.
+fn limited_trafficd(rig: &Rig) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = rig.tmp.path("trafficd-limited");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nexec prlimit --nofile=1024:16384 {} \"$@\"\n",
+            trafficd().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Opens `n` connections with `connect`, each given 2 s; returns those that connected.
+fn open_many<S>(n: usize, connect: impl Fn() -> std::io::Result<S>) -> (Vec<S>, usize) {
+    let mut held = Vec::with_capacity(n);
+    let mut failed = 0;
+    for _ in 0..n {
+        match connect() {
+            Ok(s) => held.push(s),
+            Err(_) => failed += 1,
+        }
+    }
+    (held, failed)
+}
+
+/// The head of a request whose body will never be complete.
+fn slow_head(path: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{"
+    )
+}
+
+/// The daemon's resident set, from /proc/PID/status, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Items 1 and 10's held connections: 5,000 idle and 500 slow-body connections on each of the
+/// metrics port and the admin socket, against trafficd with the unit's descriptor limits.
+/// Meanwhile `trafficctl status` answers within 1 s (checked every 300 ms for 12 s: through
+/// the request and idle timeouts), the upstream's probes go on and sock_diag counts its
+/// connections, its breaker never moves, and trafficd's RSS stays ≤ 30 MB.
+///
+/// On the main of 2026-12-04 trafficd took every connection until it had no descriptor
+/// left (its soft limit 1024): trafficctl got no answer and sock_diag failed.
+pub fn thousands_of_idle_and_slow_connections_leave_the_control_plane_working() {
+    use std::io::Write as _;
+    assert!(raise_nofile(16_384) >= 2 * (IDLE + SLOW) as u64 + 256);
+    let mut rig = Rig::new("listeners");
+    // The upstream: a listener that holds what it accepts.
+    let upstream = rig
+        .topo
+        .node
+        .run(|| std::net::TcpListener::bind(("127.0.0.1", UPSTREAM)))
+        .unwrap()
+        .unwrap();
+    // Never joined: it blocks in accept until the test binary exits.
+    std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in upstream.incoming() {
+            match c {
+                Ok(c) => conns.push(c),
+                Err(_) => break,
+            }
+        }
+    });
+    let _clients: Vec<std::net::TcpStream> = rig
+        .topo
+        .node
+        .run(|| {
+            (0..HELD)
+                .map(|_| std::net::TcpStream::connect(("127.0.0.1", UPSTREAM)).unwrap())
+                .collect()
+        })
+        .unwrap();
+    let extra = format!(
+        "[metrics]\nlisten = \"{METRICS}\"\n[[upstreams]]\nname = \"api\"\nport = {UPSTREAM}\n\
+         probe = \"tcp\"\ninterval = \"300ms\"\ntimeout = \"300ms\"\nmax_connections = 1000\n"
+    );
+    let config = rig.write_config("traffic.toml", &rig.socket(), "{ rate = 1000 }", &extra);
+    let bin = limited_trafficd(&rig);
+    let d = DaemonProcess::start(
+        &rig.topo.node,
+        &bin,
+        &config,
+        &rig.socket(),
+        &rig.tmp.path("trafficd.log"),
+        Duration::from_secs(20),
+    )
+    .expect("trafficd starts");
+    let pid = d.pid().unwrap();
+    rig.daemon = Some(d);
+    let circuit = |rig: &Rig| -> CircuitReport {
+        let c: CircuitsReport = ctl(rig, &["circuits"]);
+        c.upstreams.into_iter().find(|c| c.name == "api").unwrap()
+    };
+    let before = poll(
+        "sock_diag to count the held connections",
+        Duration::from_secs(10),
+        || {
+            let c = circuit(&rig);
+            (c.established.is_some_and(|n| n >= HELD) && c.probes_ok > 0).then_some(c)
+        },
+    );
+    let rss_before = rss(pid);
+
+    // The attack: idle, then slow-body, on each listener.
+    let metrics: SocketAddr = METRICS.parse().unwrap();
+    let (idle_tcp, failed_tcp) = rig
+        .topo
+        .node
+        .run(move || {
+            open_many(IDLE, || {
+                std::net::TcpStream::connect_timeout(&metrics, Duration::from_secs(2))
+            })
+        })
+        .unwrap();
+    let socket = rig.socket();
+    let (idle_unix, failed_unix) = open_many(IDLE, || UnixStream::connect(&socket));
+    let (mut slow_tcp, _) = rig
+        .topo
+        .node
+        .run(move || {
+            open_many(SLOW, || {
+                let mut s = std::net::TcpStream::connect_timeout(&metrics, Duration::from_secs(2))?;
+                s.write_all(slow_head("/metrics").as_bytes())?;
+                Ok(s)
+            })
+        })
+        .unwrap();
+    let (mut slow_unix, _) = open_many(SLOW, || {
+        let mut s = UnixStream::connect(&socket)?;
+        s.write_all(slow_head("/v1/reload").as_bytes())?;
+        Ok(s)
+    });
+    eprintln!(
+        "attack: {} idle TCP ({failed_tcp} failed), {} idle unix ({failed_unix} failed), {} + {} slow",
+        idle_tcp.len(),
+        idle_unix.len(),
+        slow_tcp.len(),
+        slow_unix.len()
+    );
+
+    // Through the request (5 s) and idle (10 s) timeouts: status answers fast, every time.
+    let end = Instant::now() + Duration::from_secs(12);
+    let mut slowest = Duration::ZERO;
+    let mut rss_max = 0;
+    while Instant::now() < end {
+        for s in &mut slow_tcp {
+            let _ = s.write_all(b" ");
+        }
+        for s in &mut slow_unix {
+            let _ = s.write_all(b" ");
+        }
+        let t = Instant::now();
+        let (code, _, err) = trafficctl(&["--socket", socket.to_str().unwrap(), "status"]);
+        let took = t.elapsed();
+        assert_eq!(code, 0, "trafficctl status during the attack: {err}");
+        assert!(
+            took < Duration::from_secs(1),
+            "trafficctl status took {took:?}"
+        );
+        slowest = slowest.max(took);
+        rss_max = rss_max.max(rss(pid));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (code, body) = http_get(&rig.topo.node, metrics, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    let after = circuit(&rig);
+    let log = std::fs::read_to_string(rig.tmp.path("trafficd.log")).unwrap();
+    eprintln!(
+        "status: slowest {slowest:?}; RSS {:.1} MB before, at most {:.1} MB under attack; \
+         probes ok {} → {}; established {:?}\n{}",
+        rss_before as f64 / 1e6,
+        rss_max as f64 / 1e6,
+        before.probes_ok,
+        after.probes_ok,
+        after.established,
+        body.lines()
+            .filter(|l| l.starts_with("traffic_listener"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        !log.contains("sock_diag failed") && !log.contains("Too many open files"),
+        "{log}"
+    );
+    assert!(after.established.is_some_and(|n| n >= HELD), "{after:?}");
+    assert!(
+        after.probes_ok > before.probes_ok + 10,
+        "probes stopped: {after:?}"
+    );
+    assert_eq!(after.probes_failed, before.probes_failed, "a probe failed");
+    assert_eq!(after.breaker.state, before.breaker.state);
+    assert_eq!(
+        after.transitions.len(),
+        before.transitions.len(),
+        "the breaker moved"
+    );
+    assert!(rss_max <= 30_000_000, "RSS {rss_max} bytes");
+    drop((idle_tcp, idle_unix, slow_tcp, slow_unix));
+    let mut d = rig.daemon.take().unwrap();
+    assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
+}
+
+/// `trafficctl --json ARGS` against the rig's socket, parsed.
+fn ctl<T: serde::de::DeserializeOwned>(rig: &Rig, args: &[&str]) -> T {
+    let socket = rig.socket();
+    let mut full = vec!["--socket", socket.to_str().unwrap(), "--json"];
+    full.extend_from_slice(args);
+    let (code, out, err) = trafficctl(&full);
+    assert_eq!(code, 0, "trafficctl {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("trafficctl {args:?} JSON: {e}\n{out}"))
+}
+
+/// Polls `f` until it returns `Some`, for up to `timeout`.
+pub(super) fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
