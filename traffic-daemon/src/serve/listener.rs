@@ -91,12 +91,46 @@ pub struct Stats {
     pub accept_errors: AtomicU64,
 }
 
-/// Who is on the other end of an admin connection (SO_PEERCRED); `None` over TCP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Who is on the other end of an admin connection (SO_PEERCRED, and SO_PEERGROUPS for the
+/// supplementary groups), as of its connect; `None` over TCP.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
+    pub groups: Vec<u32>,
+}
+
+impl Peer {
+    /// Whether the peer is root or has `gid` as its primary or a supplementary group.
+    pub fn is_root_or_in(&self, gid: Option<u32>) -> bool {
+        self.uid == 0 || gid.is_some_and(|g| self.gid == g || self.groups.contains(&g))
+    }
+}
+
+/// The supplementary groups of a Unix socket's peer (empty when the kernel cannot say).
+fn peer_groups(s: &tokio::net::UnixStream) -> Vec<u32> {
+    use std::os::fd::AsRawFd as _;
+    // NGROUPS_MAX is 65536; a peer in more than 256 groups is checked on its first 256.
+    let mut groups = vec![0u32; 256];
+    let mut len = (groups.len() * size_of::<u32>()) as libc::socklen_t;
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
+    // SAFETY: getsockopt writes at most `len` bytes into `groups`, which holds that many
+    // and lives for the call; `len` is a live socklen_t.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Vec::new();
+    }
+    groups.truncate(len as usize / size_of::<u32>());
+    groups
 }
 
 /// A listener this module can serve: TCP (metrics) or Unix (admin, with peer credentials).
@@ -125,6 +159,7 @@ impl Accept for tokio::net::UnixListener {
             uid: c.uid(),
             gid: c.gid(),
             pid: c.pid(),
+            groups: peer_groups(&s),
         });
         Ok((s, peer))
     }
@@ -257,7 +292,12 @@ pub async fn serve<L: Accept>(
         };
         registry.stats.accepted.fetch_add(1, Ordering::Relaxed);
         registry.stats.open.fetch_add(1, Ordering::Relaxed);
-        let svc = service(router.clone(), registry.clone(), conn.clone(), peer);
+        let svc = service(
+            router.clone(),
+            registry.clone(),
+            conn.clone(),
+            peer.map(Arc::new),
+        );
         let http = builder.serve_connection(TokioIo::new(io), svc);
         let registry = registry.clone();
         tokio::spawn(async move {
@@ -301,7 +341,7 @@ fn service(
     router: Router,
     registry: Arc<Registry>,
     conn: Arc<Conn>,
-    peer: Option<Peer>,
+    peer: Option<Arc<Peer>>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response,
@@ -310,6 +350,7 @@ fn service(
 > + Clone {
     hyper::service::service_fn(move |req: Request<Incoming>| {
         let (mut router, registry, conn) = (router.clone(), registry.clone(), conn.clone());
+        let peer = peer.clone();
         async move {
             registry.set(&conn, READING);
             let (parts, body) = req.into_parts();

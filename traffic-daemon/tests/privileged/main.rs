@@ -127,6 +127,7 @@ fn cases() -> Vec<Trial> {
         service::prometheus_scrapes_the_metrics,
         service::systemd_notifications_ready_reloading_stopping_and_watchdog,
         listeners::thousands_of_idle_and_slow_connections_leave_the_control_plane_working,
+        listeners::a_reader_cannot_control_and_a_file_at_the_socket_path_survives,
         instance::a_second_instance_is_refused_before_it_touches_the_live_maps,
     ]
 }

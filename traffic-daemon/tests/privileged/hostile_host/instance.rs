@@ -7,7 +7,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use super::listeners::Rig;
+use super::listeners::{NO_GROUP, Rig};
 use crate::support::trafficd;
 
 /// The live daemon's premium limit: 20 packets, then one a minute.
@@ -35,6 +35,7 @@ pub fn a_second_instance_is_refused_before_it_touches_the_live_maps() {
         "live.toml",
         &rig.socket(),
         LIVE,
+        NO_GROUP,
         "[metrics]\nenabled = false\n",
     );
     let pid = rig.start(&config).pid().unwrap();
@@ -47,6 +48,7 @@ pub fn a_second_instance_is_refused_before_it_touches_the_live_maps() {
         "other.toml",
         &other_socket,
         OTHER,
+        NO_GROUP,
         "[metrics]\nenabled = false\n",
     );
     for fresh in [false, true] {

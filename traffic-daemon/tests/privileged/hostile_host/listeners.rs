@@ -18,6 +18,9 @@ use traffic_testkit::{
     udp::{UdpFlow, UdpSink, run_flows},
 };
 
+/// `[admin]` keys for a socket only root uses.
+pub(super) const NO_GROUP: &str = "socket_group = \"\"";
+
 /// UDP port of the bursts.
 const PORT: u16 = 9000;
 
@@ -56,9 +59,16 @@ impl Rig {
         self.tmp.path("admin.sock")
     }
 
-    /// A config file named `file` with the premium class's `packets` and `extra` TOML
-    /// appended (e.g. `[metrics]`), its admin socket `socket`.
-    pub fn write_config(&self, file: &str, socket: &Path, packets: &str, extra: &str) -> PathBuf {
+    /// A config file named `file` with the premium class's `packets`, `admin` keys added to
+    /// `[admin]` and `extra` TOML appended (e.g. `[metrics]`), its admin socket `socket`.
+    pub fn write_config(
+        &self,
+        file: &str,
+        socket: &Path,
+        packets: &str,
+        admin: &str,
+        extra: &str,
+    ) -> PathBuf {
         let text = format!(
             r#"
 [daemon]
@@ -66,7 +76,7 @@ interfaces = ["{iface}"]
 pin_dir = "{pins}"
 [admin]
 socket = "{socket}"
-socket_group = ""
+{admin}
 # The node's own pressure must not rescale the limits under test.
 [pressure.signal]
 cpu = "off"
@@ -250,7 +260,13 @@ pub fn thousands_of_idle_and_slow_connections_leave_the_control_plane_working() 
         "[metrics]\nlisten = \"{METRICS}\"\n[[upstreams]]\nname = \"api\"\nport = {UPSTREAM}\n\
          probe = \"tcp\"\ninterval = \"300ms\"\ntimeout = \"300ms\"\nmax_connections = 1000\n"
     );
-    let config = rig.write_config("traffic.toml", &rig.socket(), "{ rate = 1000 }", &extra);
+    let config = rig.write_config(
+        "traffic.toml",
+        &rig.socket(),
+        "{ rate = 1000 }",
+        NO_GROUP,
+        &extra,
+    );
     let bin = limited_trafficd(&rig);
     let d = DaemonProcess::start(
         &rig.topo.node,
@@ -396,4 +412,115 @@ pub(super) fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Opti
         assert!(Instant::now() < end, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 9: readers and controllers; what the socket path may hold
+// ---------------------------------------------------------------------------------------
+
+/// `trafficctl --socket SOCKET ARGS` as uid and gid 65534 (nobody, nogroup) with the
+/// supplementary `groups` (setpriv), from a copy any user may execute.
+fn ctl_as_nobody(rig: &Rig, groups: &str, args: &[&str]) -> (i32, String) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let exe = rig.tmp.path("trafficctl");
+    if !exe.exists() {
+        std::fs::copy(env!("CARGO_BIN_EXE_trafficctl"), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let group_arg = if groups.is_empty() {
+        "--clear-groups".to_owned()
+    } else {
+        format!("--groups={groups}")
+    };
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", &group_arg])
+        .arg(&exe)
+        .arg("--socket")
+        .arg(rig.socket())
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// A user in the socket's group only (nogroup here) reads but gets 403 on every change; a
+/// member of the control group (adm here) changes; both are logged with their uid. Before
+/// that, a regular file at the socket path makes trafficd refuse to start, and survives.
+///
+/// On the main of 2026-12-04 trafficd deleted the file and bound its socket, and the reader's
+/// `circuit open` went through.
+pub fn a_reader_cannot_control_and_a_file_at_the_socket_path_survives() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut rig = Rig::new("authz");
+    std::fs::set_permissions(&rig.tmp.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let admin = "socket_group = \"nogroup\"\ncontrol_group = \"adm\"";
+    let extra = format!(
+        "[metrics]\nenabled = false\n[[upstreams]]\nname = \"api\"\nport = {UPSTREAM}\n\
+         probe = \"tcp\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n"
+    );
+    let config = rig.write_config(
+        "traffic.toml",
+        &rig.socket(),
+        "{ rate = 1000 }",
+        admin,
+        &extra,
+    );
+
+    std::fs::write(rig.socket(), "an operator's notes").unwrap();
+    let out = rig
+        .topo
+        .node
+        .command(trafficd())
+        .unwrap()
+        .arg("--config")
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a socket"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(rig.socket()).unwrap(),
+        "an operator's notes"
+    );
+    std::fs::remove_file(rig.socket()).unwrap();
+
+    rig.start(&config);
+    let (code, out) = ctl_as_nobody(&rig, "", &["--json", "status"]);
+    assert_eq!(code, 0, "a reader reads: {out}");
+    for change in [
+        &["circuit", "open", &UPSTREAM.to_string()][..],
+        &["reload"],
+        &["source", "reset", "198.18.12.1"],
+    ] {
+        let (code, out) = ctl_as_nobody(&rig, "", change);
+        assert_eq!(code, 1, "{change:?}: {out}");
+        assert!(
+            out.contains("403") && out.contains("`adm`"),
+            "{change:?}: {out}"
+        );
+    }
+    let c: CircuitsReport = ctl(&rig, &["circuits"]);
+    assert!(
+        c.upstreams[0].transitions.is_empty(),
+        "the reader opened it"
+    );
+    let (code, out) = ctl_as_nobody(&rig, "4", &["circuit", "open", &UPSTREAM.to_string()]);
+    assert_eq!(code, 0, "a member of the control group changes: {out}");
+    let log = std::fs::read_to_string(rig.tmp.path("trafficd.log")).unwrap();
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(lines("control request denied"), 3, "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("control request allowed") && l.contains("uid=Some(65534)")),
+        "{log}"
+    );
+    let mut d = rig.daemon.take().unwrap();
+    assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
 }
