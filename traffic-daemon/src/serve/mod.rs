@@ -10,5 +10,6 @@ pub mod notify;
 pub mod probe;
 pub mod runtime;
 mod shared;
+pub mod sockets;
 
 pub use shared::{Listeners, Shared};

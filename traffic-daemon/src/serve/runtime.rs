@@ -77,6 +77,8 @@ where
         listeners: super::Listeners::default(),
     });
     let budget = listener_budget();
+    let sockets = super::sockets::SocketWatch::start()
+        .map_err(|e| DaemonError::Other(format!("cannot start the sock_diag thread: {e}")))?;
 
     // Before anything can report readiness: SIGHUP's default action would kill us.
     let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Other(e.to_string()))?;
@@ -133,7 +135,8 @@ where
             _ = control.tick() => {
                 let due = {
                     let mut core = shared.lock();
-                    if let Err(e) = core.control_tick() {
+                    sockets.want(core.socket_demand());
+                    if let Err(e) = core.control_tick(sockets.latest().as_deref()) {
                         warn!(error = %e, "control tick failed");
                     }
                     // A reload (SIGHUP or the admin API) may have changed the periods.
@@ -160,6 +163,7 @@ where
     }
     notify::stopping();
     info!("shutting down");
+    sockets.stop();
     admin_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
