@@ -147,6 +147,15 @@ fn measure(
     let pid = d.pid().context("trafficd has no PID")?;
     // Start-up (load, attach, the first pressure samples) is not idle.
     std::thread::sleep(Duration::from_secs(if plan.quick { 1 } else { 3 }));
+    idle_cpu(plan, pid, report)?;
+    held_rss(topo, pid, report)?;
+    targets(report);
+    d.terminate(Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// CPU time over `plan.reps` idle windows, as a share of one core.
+fn idle_cpu(plan: &Plan, pid: u32, report: &mut Report) -> Result<()> {
     let window = if plan.quick {
         Duration::from_secs(2)
     } else {
@@ -169,6 +178,12 @@ fn measure(
         "CPU time of trafficd over an idle window, shipped config, share of one core",
         cpu,
     );
+    report.meta("idle_window_seconds", window.as_secs_f64());
+    Ok(())
+}
+
+/// RSS idle, then with `HELD` metrics connections open (and a scrape on top).
+fn held_rss(topo: &Topology, pid: u32, report: &mut Report) -> Result<()> {
     let idle_rss = rss_mb(pid)?;
     let addr: SocketAddr = METRICS.parse()?;
     let held = topo.node.run(move || {
@@ -209,7 +224,10 @@ fn measure(
         vec![held_rss],
     );
     report.meta("held_connections", connected);
-    report.meta("idle_window_seconds", window.as_secs_f64());
+    Ok(())
+}
+
+fn targets(report: &mut Report) {
     report.target(
         "idle daemon, shipped config: ≤ 0.5 % of a core",
         "idle.cpu_percent",
@@ -228,6 +246,4 @@ fn measure(
         Bound::AtMost(30.0),
         None,
     );
-    d.terminate(Duration::from_secs(10))?;
-    Ok(())
 }
