@@ -456,6 +456,55 @@ mod tests {
         assert!(r.admit(5).is_some());
     }
 
+    /// The whole listener over TCP: at the cap the oldest idle connection is closed for a
+    /// new one, which is served; a connection that sends nothing is closed at its deadline.
+    #[tokio::test]
+    async fn evicts_the_oldest_idle_serves_the_newest_and_times_out_the_silent() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let limits = Limits {
+            request_timeout: Duration::from_millis(300),
+            ..Limits::with_cap(2)
+        };
+        let stats = Arc::new(Stats::default());
+        let router = Router::new().route("/", axum::routing::get(|| async { "hi" }));
+        tokio::spawn(serve(l, "test", router, limits, stats.clone()));
+        let connect = || tokio::net::TcpStream::connect(addr);
+        let mut first = connect().await.unwrap();
+        let _second = connect().await.unwrap();
+        // Both accepted (in order) before the third arrives.
+        until(|| stats.open.load(Ordering::Relaxed) == 2).await;
+        let mut third = connect().await.unwrap();
+        third
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        third.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("hi"),
+            "{answer}"
+        );
+        // The first was evicted: EOF (or a reset), not a wait.
+        let mut b = [0u8; 1];
+        let r = tokio::time::timeout(Duration::from_secs(1), first.read(&mut b)).await;
+        assert!(matches!(r, Ok(Ok(0) | Err(_))), "{r:?}");
+        assert_eq!(stats.evicted.load(Ordering::Relaxed), 1);
+        // The second sends nothing: closed once its request deadline passes.
+        until(|| stats.timed_out.load(Ordering::Relaxed) == 1).await;
+        until(|| stats.open.load(Ordering::Relaxed) == 0).await;
+    }
+
+    /// Polls `f` every 10 ms for up to 5 s.
+    async fn until(f: impl Fn() -> bool) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < end, "condition not reached in 5 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
     async fn each_phase_has_its_own_deadline() {
         let r = registry(4);
