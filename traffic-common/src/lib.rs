@@ -58,7 +58,6 @@ pub mod map_names {
     /// with a full bucket.
     pub const DEBT: &str = "TRF_DEBT";
 
-
     /// Recent connection attempts (TCP SYNs, UDP datagrams) to port-rule ports,
     /// [`crate::FlowKey`] → [`crate::FlowSeen`], written by the XDP program: the TC egress
     /// program counts a refusal only when it answers one of them.

@@ -362,7 +362,8 @@ fn reload(client: &Client, json: bool, out: &mut dyn Write, err: &mut dyn Write)
             });
             exit::OK
         }
-        Err(ClientError::Api { message, .. }) => {
+        // 403: not allowed to reload (the admin socket's control group), not a bad file.
+        Err(ClientError::Api { status, message }) if status != 403 => {
             let _ = writeln!(
                 err,
                 "trafficctl: reload refused, the running configuration stays:\n{message}"

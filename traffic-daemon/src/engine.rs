@@ -468,6 +468,17 @@ class = "premium"
     }
 
     #[test]
+    fn a_control_tick_without_upstreams_still_ages_the_bitmap() {
+        let mut c = core(CONFIG);
+        assert!(c.upstreams.is_empty());
+        // As if never aged: the next tick's age_seen clears a generation at once.
+        c.seen_aged_at = None;
+        let next = c.seen_next;
+        c.control_tick(None).unwrap();
+        assert_ne!(c.seen_next, next, "the tick aged the bitmap");
+    }
+
+    #[test]
     fn shutdown_follows_on_exit() {
         let mut c = core(CONFIG);
         c.attach_all().unwrap();

@@ -3,8 +3,10 @@
 //! queues, for the bulkheads.
 //!
 //! One dump per address family (AF_INET, AF_INET6), filtered by the kernel to LISTEN and
-//! ESTABLISHED and counted by local port in user space, so the cost grows with the sockets on
-//! the host, not with the number of ports asked about. inet_diag for TCP needs no capability,
+//! ESTABLISHED sockets whose local port is one of those asked about (inet_diag bytecode, see
+//! `bytecode`), and counted by local port in user space: the cost grows with the sockets of
+//! those ports, not with every socket on the host. [`Sampler`] keeps its netlink socket and
+//! buffer between samples. inet_diag for TCP needs no capability,
 //! and the netlink socket lives in the network namespace of the calling thread.
 //!
 //! The bytes are built and parsed here (`request`, `parse_dump`, pure and unit-tested); the
@@ -58,6 +60,14 @@ const NLMSG_LEN_AT: usize = offset_of!(libc::nlmsghdr, nlmsg_len);
 const NLMSG_TYPE_AT: usize = offset_of!(libc::nlmsghdr, nlmsg_type);
 const NLMSG_SEQ_AT: usize = offset_of!(libc::nlmsghdr, nlmsg_seq);
 
+/// `INET_DIAG_REQ_BYTECODE`: the request attribute carrying a filter program, and the ops
+/// used here (<linux/inet_diag.h>, not in libc). S_GE and S_LE (not S_EQ, 4.16+) so any
+/// kernel with inet_diag_req_v2 runs it.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+const BC_JMP: u8 = 1;
+const BC_S_GE: u8 = 2;
+const BC_S_LE: u8 = 3;
+
 /// `struct inet_diag_req_v2` (<linux/inet_diag.h>, not in libc): family, protocol, ext, pad,
 /// states (u32), then `struct inet_diag_sockid` (48 bytes, zero: no socket selected).
 const REQ_LEN: usize = 56;
@@ -94,11 +104,64 @@ const fn nlmsg_align(len: usize) -> usize {
 
 /// Statistics of `ports` in the calling thread's network namespace, one entry per element of
 /// `ports`, in order (duplicates repeat the same numbers). Ports nothing is bound to come back
-/// as zeros.
+/// as zeros. Opens a netlink socket for the call; [`Sampler`] keeps one.
 ///
-/// Blocks for the two dumps: a few syscalls, more on hosts with very many sockets.
+/// Blocks for the two dumps: a few syscalls, more when the ports have very many sockets.
 pub fn port_sockets(ports: &[u16]) -> io::Result<Vec<PortSockets>> {
-    let mut counts: HashMap<u16, PortSockets> = ports
+    Sampler::default().sample(ports)
+}
+
+/// A netlink socket and receive buffer kept across samples (opened at the first sample; a
+/// failed sample drops the socket, so a dump cut short never leaves stale datagrams behind).
+#[derive(Default)]
+pub struct Sampler {
+    fd: Option<OwnedFd>,
+    buf: Vec<u8>,
+    seq: u32,
+}
+
+impl Sampler {
+    /// [`port_sockets`] on this sampler's socket.
+    pub fn sample(&mut self, ports: &[u16]) -> io::Result<Vec<PortSockets>> {
+        let r = self.dump(ports);
+        if r.is_err() {
+            self.fd = None;
+        }
+        r
+    }
+
+    fn dump(&mut self, ports: &[u16]) -> io::Result<Vec<PortSockets>> {
+        let mut counts = zeros(ports);
+        if !counts.is_empty() {
+            let fd = match self.fd.take() {
+                Some(fd) => fd,
+                None => open()?,
+            };
+            let fd = &*self.fd.insert(fd);
+            self.buf.resize(RECV_BUF_LEN, 0);
+            let filter = bytecode(ports);
+            for family in [libc::AF_INET, libc::AF_INET6] {
+                self.seq = self.seq.wrapping_add(1);
+                let seq = self.seq;
+                // Both fit a u8 (2 and 10).
+                send(fd, &request(family as u8, seq, &filter))?;
+                loop {
+                    let Some(n) = recv(fd, &mut self.buf)? else {
+                        continue;
+                    };
+                    if parse_dump(&self.buf[..n], seq, &mut counts)? == Parsed::Done {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(ports.iter().map(|p| counts[p]).collect())
+    }
+}
+
+/// A zero entry per distinct port.
+fn zeros(ports: &[u16]) -> HashMap<u16, PortSockets> {
+    ports
         .iter()
         .map(|&port| {
             (
@@ -109,29 +172,49 @@ pub fn port_sockets(ports: &[u16]) -> io::Result<Vec<PortSockets>> {
                 },
             )
         })
-        .collect();
-    if !counts.is_empty() {
-        let fd = open()?;
-        let mut buf = vec![0u8; RECV_BUF_LEN];
-        for (seq, family) in [(1, libc::AF_INET), (2, libc::AF_INET6)] {
-            // Both fit a u8 (2 and 10).
-            send(&fd, &request(family as u8, seq))?;
-            loop {
-                let Some(n) = recv(&fd, &mut buf)? else {
-                    continue;
-                };
-                if parse_dump(&buf[..n], seq, &mut counts)? == Parsed::Done {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(ports.iter().map(|p| counts[p]).collect())
+        .collect()
 }
 
-/// The dump request: `nlmsghdr` + `inet_diag_req_v2` for TCP sockets of `family` in `STATES`.
-fn request(family: u8, seq: u32) -> Vec<u8> {
-    let len = NLMSG_HDRLEN + REQ_LEN;
+/// The filter program: the socket's local port is one of `ports` (sorted, duplicates
+/// dropped). Built as iproute2's `ss` builds `sport = :A or sport = :B ...`: per port an
+/// `S_GE p` and an `S_LE p` op (each followed by the op slot holding the port), clauses
+/// joined by a `JMP` that skips the rest on a match. The kernel accepts a socket when the
+/// program runs off its end exactly, and rejects it on a jump 4 bytes past the end; its
+/// audit (`inet_diag_bc_audit`) wants every jump target on the chain of `yes` steps, which
+/// this layout keeps (a clause's rejections land just past the next `JMP`).
+fn bytecode(ports: &[u16]) -> Vec<u8> {
+    let mut ports = ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    // Built back to front: `rest` is the program for the ports after this one.
+    let mut rest: Vec<u8> = Vec::new();
+    for &p in ports.iter().rev() {
+        // A clause is 16 bytes; its rejections jump to 4 past its end (within the whole
+        // program: to just past the JMP that follows it, or past the end for the last).
+        let op = |code: u8, yes: u8, no: u16| [code, yes, no.to_ne_bytes()[0], no.to_ne_bytes()[1]];
+        let port = op(0, 0, p);
+        let mut clause = Vec::with_capacity(16 + 4 + rest.len());
+        clause.extend(op(BC_S_GE, 8, 16 + 4));
+        clause.extend(port);
+        clause.extend(op(BC_S_LE, 8, 8 + 4));
+        clause.extend(port);
+        if !rest.is_empty() {
+            // Reached when the clause matched: jump over the rest, to the end (accept).
+            // Its `yes` (4) is the audit's way into the rest.
+            let over = u16::try_from(rest.len() + 4).unwrap_or(u16::MAX);
+            clause.extend(op(BC_JMP, 4, over));
+            clause.extend(rest);
+        }
+        rest = clause;
+    }
+    rest
+}
+
+/// The dump request: `nlmsghdr` + `inet_diag_req_v2` for TCP sockets of `family` in `STATES`,
+/// with the filter `bc` (none when empty).
+fn request(family: u8, seq: u32, bc: &[u8]) -> Vec<u8> {
+    let attr_len = if bc.is_empty() { 0 } else { 4 + bc.len() };
+    let len = NLMSG_HDRLEN + REQ_LEN + attr_len;
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
     let mut b = vec![0u8; len];
     b[NLMSG_LEN_AT..][..4].copy_from_slice(&(len as u32).to_ne_bytes());
@@ -143,6 +226,14 @@ fn request(family: u8, seq: u32) -> Vec<u8> {
     req[0] = family;
     req[1] = libc::IPPROTO_TCP as u8;
     req[REQ_STATES_AT..][..4].copy_from_slice(&STATES.to_ne_bytes());
+    if !bc.is_empty() {
+        // struct rtattr: length (header included), type; the program follows (its length is
+        // a multiple of 4, so no padding).
+        let attr = &mut b[NLMSG_HDRLEN + REQ_LEN..];
+        attr[..2].copy_from_slice(&(attr_len as u16).to_ne_bytes());
+        attr[2..4].copy_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        attr[4..].copy_from_slice(bc);
+    }
     b
 }
 
@@ -375,7 +466,7 @@ mod tests {
     fn error_msg(errno: i32) -> Vec<u8> {
         // nlmsgerr: the error, then the request's header.
         let mut body = errno.to_ne_bytes().to_vec();
-        body.extend_from_slice(&request(libc::AF_INET as u8, 1)[..NLMSG_HDRLEN]);
+        body.extend_from_slice(&request(libc::AF_INET as u8, 1, &[])[..NLMSG_HDRLEN]);
         msg(libc::NLMSG_ERROR as u16, 1, &body)
     }
 
@@ -396,7 +487,7 @@ mod tests {
 
     #[test]
     fn request_asks_for_a_tcp_dump_of_listen_and_established() {
-        let r = request(libc::AF_INET6 as u8, 7);
+        let r = request(libc::AF_INET6 as u8, 7, &[]);
         assert_eq!(r.len(), 72);
         assert_eq!(u32_at(&r, 0), 72);
         assert_eq!(u16::from_ne_bytes([r[4], r[5]]), SOCK_DIAG_BY_FAMILY);
@@ -408,6 +499,72 @@ mod tests {
         );
         assert_eq!(u32_at(&r, 20), 0x402);
         assert!(r[24..].iter().all(|&b| b == 0));
+    }
+
+    /// The kernel's `inet_diag_bc_run`, for the ops `bytecode` emits.
+    fn run(bc: &[u8], sport: u16) -> bool {
+        let mut at = 0usize;
+        let mut len = bc.len() as isize;
+        while len > 0 {
+            let (code, yes, no) = (
+                bc[at],
+                bc[at + 1],
+                u16::from_ne_bytes([bc[at + 2], bc[at + 3]]),
+            );
+            let port = || u16::from_ne_bytes([bc[at + 6], bc[at + 7]]);
+            let ok = match code {
+                BC_JMP => false,
+                BC_S_GE => sport >= port(),
+                BC_S_LE => sport <= port(),
+                _ => panic!("op {code}"),
+            };
+            let step = if ok { isize::from(yes) } else { no as isize };
+            len -= step;
+            at = (at as isize + step) as usize;
+        }
+        len == 0
+    }
+
+    /// The kernel's audit (`inet_diag_bc_audit` with `valid_cc`): every jump lands on the
+    /// chain of `yes` steps or 4 past the end.
+    fn audit(bc: &[u8]) {
+        let total = bc.len() as isize;
+        let chain: Vec<isize> = {
+            let (mut v, mut len, mut at) = (Vec::new(), total, 0usize);
+            while len > 0 {
+                v.push(len);
+                let yes = isize::from(bc[at + 1]);
+                len -= yes;
+                at += yes as usize;
+            }
+            assert_eq!(len, 0, "the yes chain ends exactly at the end");
+            v
+        };
+        for &len in &chain {
+            let at = (total - len) as usize;
+            let no = u16::from_ne_bytes([bc[at + 2], bc[at + 3]]) as isize;
+            let min = if bc[at] == BC_JMP { 4 } else { 8 };
+            assert!(no >= min && no <= len + 4 && no % 4 == 0, "no {no} at {at}");
+            assert!(no >= len || chain.contains(&(len - no)), "no {no} at {at}");
+        }
+    }
+
+    #[test]
+    fn the_filter_matches_exactly_the_ports_asked_for() {
+        assert!(bytecode(&[]).is_empty());
+        for ports in [&[8080][..], &[22, 8080], &[8081, 80, 443, 80, 65535, 0]] {
+            let bc = bytecode(ports);
+            audit(&bc);
+            for sport in [
+                0, 1, 21, 22, 23, 79, 80, 81, 442, 443, 444, 8079, 8080, 8081, 65534, 65535,
+            ] {
+                assert_eq!(run(&bc, sport), ports.contains(&sport), "{ports:?} {sport}");
+            }
+        }
+        let r = request(libc::AF_INET as u8, 1, &bytecode(&[80]));
+        assert_eq!(r.len(), 72 + 4 + 16);
+        assert_eq!(u32_at(&r, 0), 92);
+        assert_eq!(&r[72..76], &[20, 0, 1, 0]);
     }
 
     #[test]

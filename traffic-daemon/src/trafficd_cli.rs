@@ -23,7 +23,8 @@ pub struct Args {
     /// Validate the configuration and exit (0 valid, 2 invalid).
     #[arg(long)]
     pub check: bool,
-    /// Forget pinned state (buckets, counters, links) from earlier runs before starting.
+    /// Forget pinned state (buckets, counters, links) from earlier runs before starting;
+    /// refused, like any start, while another trafficd holds the pin directory.
     #[arg(long)]
     pub fresh: bool,
     /// Log format: text, or json for log shippers.

@@ -3,8 +3,8 @@
 //! charged with the class limits, after admission (`limit::PortLimit`).
 
 use traffic_common::{
-    GLOBAL_HAS_PORTS, Gate, GlobalConfig, LOCAL_ADDRS_READY, PORT_GATE_RESET, PORT_SHED,
-    PortKey, PortRule, Reason, proto, words_addr,
+    GLOBAL_HAS_PORTS, Gate, GlobalConfig, LOCAL_ADDRS_READY, PORT_GATE_RESET, PORT_SHED, PortKey,
+    PortRule, Reason, proto, words_addr,
 };
 use traffic_ebpf::{flow, frame::Frame, parse::Ip, verdict::Refusal};
 

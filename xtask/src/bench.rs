@@ -12,7 +12,9 @@
 //! - `veth`: receive CPU per packet under a veth flood: no filter, XDP_DROP, traffic,
 //!   an nftables meter, iptables hashlimit;
 //! - `accuracy`: legitimate sources and the overflow bucket under a flood from 2²⁰
-//!   spoofed sources.
+//!   spoofed sources;
+//! - `idle`: the release trafficd with the shipped config, idle: CPU time and RSS, and RSS
+//!   with 3,000 metrics connections held.
 //!
 //! Bounded: every flood is bounded in frames and seconds and runs inside namespaces the
 //! run creates and deletes; a full run takes a few minutes once built, `--quick` well under
@@ -26,7 +28,7 @@ use serde::Deserialize;
 use crate::{toolchains::Toolchains, util};
 
 /// The bench's suites, in the order it runs them (also the JSON file names).
-const SUITES: [&str; 3] = ["testrun", "veth", "accuracy"];
+const SUITES: [&str; 4] = ["testrun", "veth", "accuracy", "idle"];
 
 /// What to run.
 pub struct Options {
@@ -63,6 +65,19 @@ pub fn run(tc: &Toolchains, opts: &Options) -> Result<()> {
     // Stale results must not pass for this run's.
     for s in &suites {
         let _ = std::fs::remove_file(dir.join(format!("{s}.json")));
+    }
+    if suites.contains(&"idle") {
+        // The idle suite runs the release trafficd next to the bench binary.
+        let mut b = util::cargo(tc);
+        b.args([
+            "build",
+            "--release",
+            "-p",
+            "traffic-daemon",
+            "--bin",
+            "trafficd",
+        ]);
+        util::run(&mut b).context("building trafficd for the idle suite")?;
     }
     let mut c = util::cargo(tc);
     c.args(["run", "--release", "-p", "traffic-bench", "--"]);

@@ -80,7 +80,7 @@ enum Cmd {
         /// A short smoke run (fewer repetitions and repeats, shorter floods).
         #[arg(long)]
         quick: bool,
-        /// Only these suites, comma-separated: testrun, veth, accuracy.
+        /// Only these suites, comma-separated: testrun, veth, accuracy, idle.
         #[arg(long, value_name = "SUITES")]
         only: Option<String>,
         /// Repetitions of every figure (default 5, with --quick 2).

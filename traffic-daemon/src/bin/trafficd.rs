@@ -10,13 +10,26 @@ use traffic_daemon::{
         kernel::{Kernel, LoadOptions},
     },
     exit, logging,
-    serve::runtime::{self, DaemonError},
+    serve::{
+        fdbudget,
+        instance::{self, InstanceLock},
+        runtime::{self, DaemonError},
+    },
     trafficd_cli::Args,
 };
 
-fn open_kernel(c: &Config, fresh: bool) -> Result<Box<dyn Dataplane>, DaemonError> {
+/// Lock the pin directory (kept in `lock` for the life of the process), then load: nothing
+/// is removed, loaded or written before the lock is ours (see `serve::instance`).
+fn open_kernel(
+    c: &Config,
+    fresh: bool,
+    lock: &mut Option<InstanceLock>,
+) -> Result<Box<dyn Dataplane>, DaemonError> {
+    *lock = Some(
+        InstanceLock::acquire(&c.daemon.pin_dir).map_err(|e| DaemonError::Other(e.to_string()))?,
+    );
     if fresh {
-        Kernel::remove_pins(&c.daemon.pin_dir).map_err(|e| {
+        instance::clear_pins(&c.daemon.pin_dir).map_err(|e| {
             DaemonError::Other(format!("remove {}: {e}", c.daemon.pin_dir.display()))
         })?;
     }
@@ -57,6 +70,11 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Before any thread exists, so every thread sees it (see serve::fdbudget).
+    match fdbudget::raise_soft_limit() {
+        Ok(soft) => tracing::debug!(soft, "RLIMIT_NOFILE"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -72,7 +90,8 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         let shutdown = shutdown_signal()
             .map_err(|e| DaemonError::Other(format!("cannot handle signals: {e}")))?;
-        runtime::run(args.config, move |c| open_kernel(c, fresh), shutdown).await
+        let mut lock = None;
+        runtime::run(args.config, |c| open_kernel(c, fresh, &mut lock), shutdown).await
     });
     match result {
         Ok(()) => ExitCode::from(exit::OK),

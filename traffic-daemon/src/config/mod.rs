@@ -120,6 +120,10 @@ pub struct AdminConfig {
     pub socket_mode: u32,
     /// Group owning the socket; missing groups are reported at start-up, not here.
     pub socket_group: Option<String>,
+    /// Group whose members may change things (POST and DELETE routes: reload, circuit
+    /// open/reset, source reset, chaos); the socket's group may only read. Root always may.
+    /// `None`: root only. Checked by SO_PEERCRED / SO_PEERGROUPS.
+    pub control_group: Option<String>,
 }
 
 /// `[metrics]`

@@ -283,6 +283,7 @@ pub(super) struct RawAdmin {
     pub(super) socket: Option<Spanned<String>>,
     pub(super) socket_mode: Option<Spanned<String>>,
     pub(super) socket_group: Option<String>,
+    pub(super) control_group: Option<String>,
 }
 
 #[derive(Default, Deserialize)]

@@ -182,6 +182,7 @@ fn shipped_config_parses_and_equals_documented_defaults() {
             socket: PathBuf::from("/run/traffic/admin.sock"),
             socket_mode: 0o660,
             socket_group: Some("traffic".to_owned()),
+            control_group: Some("traffic-admin".to_owned()),
         },
         metrics: MetricsConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 10187))),
@@ -316,6 +317,7 @@ fn built_in_defaults_match_the_shipped_file() {
         "socket",
         "socket_mode",
         "socket_group",
+        "control_group",
         "enabled",
         "listen",
         "aggregate_v4",
@@ -337,8 +339,8 @@ fn built_in_defaults_match_the_shipped_file() {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    // 7 daemon keys, 2 headers + 3 admin + 2 metrics keys, 6 aggregate lines, 1 priority.
-    assert_eq!(removed, 21, "the shipped file changed shape:\n{minimal}");
+    // 7 daemon keys, 2 headers + 4 admin + 2 metrics keys, 6 aggregate lines, 1 priority.
+    assert_eq!(removed, 22, "the shipped file changed shape:\n{minimal}");
     for key in ["max_sources", "socket_mode", "listen", "aggregate_v6 ="] {
         assert!(
             minimal
@@ -799,6 +801,9 @@ fn admin_socket_group_empty_means_none() {
     let c = ok(&cfg("", "[admin]\nsocket = \"/run/t.sock\""));
     assert_eq!(c.admin.socket, PathBuf::from("/run/t.sock"));
     assert_eq!(c.admin.socket_group.as_deref(), Some("traffic"));
+    assert_eq!(c.admin.control_group.as_deref(), Some("traffic-admin"));
+    let c = ok(&cfg("", "[admin]\ncontrol_group = \"\""));
+    assert_eq!(c.admin.control_group, None);
 }
 
 #[test]

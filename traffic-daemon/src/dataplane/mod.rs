@@ -5,8 +5,8 @@
 
 pub mod fake;
 pub mod kernel;
-mod seen;
 pub mod local;
+mod seen;
 
 use std::path::PathBuf;
 

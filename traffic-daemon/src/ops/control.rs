@@ -43,25 +43,30 @@ impl Core {
     }
 
     /// One control tick: breaker timeouts, the passive signal, bulkheads, chaos expiry, then
-    /// write whatever changed.
-    pub fn control_tick(&mut self) -> Result<Applied, OpError> {
+    /// write whatever changed. `sockets`: the latest socket statistics of
+    /// [`Core::socket_demand`]'s ports (sampled off the loop; `None` when there is no recent
+    /// sample: the bulkheads then see no connections).
+    ///
+    /// Nothing to do without upstreams or class chaos (the shipped config): no map read, no
+    /// plan, no diff, so an idle daemon costs a timer wake-up here.
+    pub fn control_tick(
+        &mut self,
+        sockets: Option<&[crate::sockdiag::PortSockets]>,
+    ) -> Result<Applied, OpError> {
         let now = self.now();
+        // Cheap (a clock read until an interval has passed), and needed with or without
+        // upstreams: the bitmap fills under any flood.
+        self.age_seen(now);
+        if self.upstreams.is_empty() && self.class_chaos.is_empty() {
+            return Ok(Applied { writes: 0 });
+        }
         let now_ns = self.dp.now_ns();
-        let egress = self.dp.egress_stats().unwrap_or_default();
-        let ports: Vec<u16> = self
-            .upstreams
-            .iter()
-            .filter(|u| u.spec.protocol == crate::config::Protocol::Tcp)
-            .map(|u| u.spec.port)
-            .collect();
-        let sockets = if ports.is_empty() {
+        let egress = if self.upstreams.is_empty() {
             Vec::new()
         } else {
-            crate::sockdiag::port_sockets(&ports).unwrap_or_else(|e| {
-                warn!(error = %e, "sock_diag failed; bulkheads see no connections");
-                Vec::new()
-            })
+            self.dp.egress_stats().unwrap_or_default()
         };
+        let sockets = sockets.unwrap_or_default();
         let (mult, level_max) = self.level_bulkhead();
         for u in &mut self.upstreams {
             if let Some(t) = u.breaker.poll(now) {
@@ -85,8 +90,36 @@ impl Core {
             }
             live
         });
-        self.age_seen(now);
         Ok(self.apply_desired()?)
+    }
+
+    /// The ports whose sockets the bulkheads need (TCP upstreams with a connection cap or an
+    /// accept-queue limit), and whether one of them is near its limit (sampled every control
+    /// tick then; every second otherwise: see `serve::sockets`).
+    pub fn socket_demand(&self) -> SocketDemand {
+        let (mult, level_max) = self.level_bulkhead();
+        let mut d = SocketDemand::default();
+        for u in &self.upstreams {
+            if u.spec.protocol != crate::config::Protocol::Tcp {
+                continue;
+            }
+            let cap = u.cap(mult, level_max);
+            let ratio = u.spec.accept_queue_ratio;
+            if cap.is_none() && ratio <= 0.0 {
+                continue;
+            }
+            d.ports.push(u.spec.port);
+            // Near: half way to the cap or to the queue limit, or shedding already.
+            let near = u.shedding.is_some()
+                || u.sockets.as_ref().is_some_and(|s| {
+                    cap.is_some_and(|c| u64::from(s.established) * 2 >= u64::from(c))
+                        || (ratio > 0.0
+                            && s.backlog > 0
+                            && f64::from(s.accept_queue) * 2.0 >= ratio * f64::from(s.backlog))
+                });
+            d.urgent |= near;
+        }
+        d
     }
 
     /// The rate multiplier and connection cap of the current throttle level.
@@ -121,6 +154,14 @@ impl Core {
             u.probe_done(r, now);
         }
     }
+}
+
+/// What the socket sampler should watch ([`Core::socket_demand`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SocketDemand {
+    pub ports: Vec<u16>,
+    /// A bulkhead is near its limit: sample at the control tick's pace.
+    pub urgent: bool,
 }
 
 /// One probe to run off the lock; its result goes back through [`Core::probe_done`].

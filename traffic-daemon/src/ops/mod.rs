@@ -9,7 +9,7 @@ mod reload;
 mod sources;
 mod status;
 
-pub use control::ProbeJob;
+pub use control::{ProbeJob, SocketDemand};
 
 use crate::{config::ConfigError, dataplane::DataplaneError, engine::EngineError};
 

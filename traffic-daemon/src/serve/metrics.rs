@@ -533,7 +533,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn scrape(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let text = render(&mut s.lock());
+    let mut text = render(&mut s.lock());
+    let mut e = Exposition::new();
+    super::listener::render_stats(
+        &mut e,
+        &[
+            ("metrics", &s.listeners.metrics),
+            ("admin", &s.listeners.admin),
+        ],
+    );
+    text.push_str(&e.finish());
     (
         [(
             header::CONTENT_TYPE,
@@ -543,11 +552,14 @@ async fn scrape(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
-/// Serve `/metrics` on `addr` until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    if let Err(e) = axum::serve(listener, router(shared)).await {
-        tracing::error!(error = %e, "metrics listener stopped");
-    }
+/// Serve `/metrics` on `listener`, within `limits`, until the task is aborted.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    limits: super::listener::Limits,
+) {
+    let stats = shared.listeners.metrics.clone();
+    super::listener::serve(listener, "metrics", router(shared), limits, stats).await;
 }
 
 /// The message of a failed metrics bind. It stops trafficd before READY (the start fails

@@ -2,10 +2,14 @@
 //! ([`admin`]), the Prometheus listener ([`metrics`]) and systemd notifications ([`notify`]).
 
 pub mod admin;
+pub mod fdbudget;
+pub mod instance;
+pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod runtime;
 mod shared;
+pub mod sockets;
 
-pub use shared::Shared;
+pub use shared::{Listeners, Shared};

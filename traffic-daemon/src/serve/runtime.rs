@@ -11,7 +11,12 @@ use std::{
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use super::{Shared, admin, metrics, notify};
+use super::{
+    Shared, admin,
+    fdbudget::{self, Budget},
+    listener::Limits,
+    metrics, notify,
+};
 use crate::{
     config::{Config, ConfigError},
     dataplane::{Dataplane, DataplaneError},
@@ -69,7 +74,11 @@ where
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         config_path,
+        listeners: super::Listeners::default(),
     });
+    let budget = listener_budget();
+    let sockets = super::sockets::SocketWatch::start()
+        .map_err(|e| DaemonError::Other(format!("cannot start the sock_diag thread: {e}")))?;
 
     // Before anything can report readiness: SIGHUP's default action would kill us.
     let mut hup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Other(e.to_string()))?;
@@ -77,7 +86,11 @@ where
         path: admin_cfg.socket.clone(),
         source,
     })?;
-    let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone()));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        shared.clone(),
+        Limits::with_cap(budget.admin),
+    ));
     let metrics_task = match metrics_addr {
         Some(addr) => {
             let l = metrics::bind(addr).await.map_err(|e| {
@@ -85,7 +98,11 @@ where
                 DaemonError::Other(metrics::bind_failure(addr, &shared.config_path, &e))
             })?;
             info!(%addr, "metrics listening");
-            Some(tokio::spawn(metrics::serve(l, shared.clone())))
+            Some(tokio::spawn(metrics::serve(
+                l,
+                shared.clone(),
+                Limits::with_cap(budget.metrics),
+            )))
         }
         None => None,
     };
@@ -118,7 +135,8 @@ where
             _ = control.tick() => {
                 let due = {
                     let mut core = shared.lock();
-                    if let Err(e) = core.control_tick() {
+                    sockets.want(core.socket_demand());
+                    if let Err(e) = core.control_tick(sockets.latest().as_deref()) {
                         warn!(error = %e, "control tick failed");
                     }
                     // A reload (SIGHUP or the admin API) may have changed the periods.
@@ -145,6 +163,7 @@ where
     }
     notify::stopping();
     info!("shutting down");
+    sockets.stop();
     admin_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
@@ -152,6 +171,30 @@ where
     let _ = std::fs::remove_file(&admin_cfg.socket);
     shared.lock().shutdown();
     Ok(())
+}
+
+/// The listeners' caps under the soft descriptor limit in force (trafficd raised it to the
+/// hard limit before the runtime started).
+fn listener_budget() -> Budget {
+    let soft = fdbudget::soft_limit().unwrap_or(1024);
+    let budget = Budget::for_soft_limit(soft);
+    if budget.is_short() {
+        warn!(
+            soft_limit = soft,
+            reserved = fdbudget::RESERVED,
+            metrics = budget.metrics,
+            admin = budget.admin,
+            "few file descriptors: the listeners get fewer connections (raise LimitNOFILE)"
+        );
+    } else {
+        info!(
+            soft_limit = soft,
+            metrics = budget.metrics,
+            admin = budget.admin,
+            "listener connection caps"
+        );
+    }
+    budget
 }
 
 /// The loop's periods that the config sets (`daemon.summary_interval`,

@@ -1,14 +1,27 @@
 //! [`Shared`]: the engine behind one lock, as the event loop and the servers hold it.
 
-use std::{path::PathBuf, sync::Mutex};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
-use super::notify;
+use super::{listener, notify};
 use crate::{api::Applied, engine::Core, ops::OpError};
 
 /// State shared by the event loop and the admin API.
 pub struct Shared {
     pub core: Mutex<Core>,
     pub config_path: PathBuf,
+    /// What the metrics and admin listeners did with their connections (outside the lock:
+    /// the listeners count without waiting for the engine).
+    pub listeners: Listeners,
+}
+
+/// The listeners' connection statistics, by listener.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub metrics: Arc<listener::Stats>,
+    pub admin: Arc<listener::Stats>,
 }
 
 impl Shared {

@@ -40,8 +40,9 @@ mod service;
 mod support;
 mod throttle;
 
-use hostile_traffic::{frames, rescale};
-use hostile_traffic::passive;
+// The table names a case `module::case`: the hostile cases by their own module.
+use hostile_host::{instance, listeners};
+use hostile_traffic::{frames, passive, rescale};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// A case's body: those that return a `Result` fail with its error, the others by panicking.
@@ -138,6 +139,9 @@ fn cases() -> Vec<Trial> {
         service::pinned_maps_from_another_abi_are_refused,
         service::prometheus_scrapes_the_metrics,
         service::systemd_notifications_ready_reloading_stopping_and_watchdog,
+        listeners::thousands_of_idle_and_slow_connections_leave_the_control_plane_working,
+        listeners::a_reader_cannot_control_and_a_file_at_the_socket_path_survives,
+        instance::a_second_instance_is_refused_before_it_touches_the_live_maps,
     ]
 }
 

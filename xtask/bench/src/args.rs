@@ -12,16 +12,19 @@ pub(crate) enum Suite {
     TestRun,
     Veth,
     Accuracy,
+    /// trafficd itself, idle: CPU time and memory (`idle.rs`).
+    Idle,
 }
 
 impl Suite {
-    pub(crate) const ALL: [Suite; 3] = [Suite::TestRun, Suite::Veth, Suite::Accuracy];
+    pub(crate) const ALL: [Suite; 4] = [Suite::TestRun, Suite::Veth, Suite::Accuracy, Suite::Idle];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Suite::TestRun => "testrun",
             Suite::Veth => "veth",
             Suite::Accuracy => "accuracy",
+            Suite::Idle => "idle",
         }
     }
 }
@@ -74,7 +77,7 @@ pub(crate) struct Args {
 }
 
 fn usage() -> &'static str {
-    "usage: traffic-bench [--quick] [--reps N] [--json-dir DIR] [--only testrun,veth,accuracy]"
+    "usage: traffic-bench [--quick] [--reps N] [--json-dir DIR] [--only testrun,veth,accuracy,idle]"
 }
 
 pub(crate) fn parse_args() -> Result<Args> {

@@ -93,6 +93,7 @@
 
 mod accuracy;
 mod args;
+mod idle;
 mod load;
 mod runs;
 mod testrun;
@@ -166,6 +167,7 @@ fn run() -> Result<()> {
             Suite::TestRun => testrun::run(&mut bench, &args.plan)?,
             Suite::Veth => veth::run(&mut bench, &args.plan)?,
             Suite::Accuracy => accuracy::run(&mut bench, &args.plan)?,
+            Suite::Idle => idle::run(&args.plan)?,
         };
         common_meta(&mut report, &args.plan, cpus);
         report.meta("suite_seconds", t.elapsed().as_secs_f64());

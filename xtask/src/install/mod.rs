@@ -470,28 +470,31 @@ fn refuse_packaged_files(verb: &str) -> Result<()> {
     Ok(())
 }
 
-/// The `traffic` group, from the sysusers file (systemd-sysusers) or with groupadd.
+/// The groups: `traffic` (may read through trafficctl) and `traffic-admin` (may also
+/// change things), from the sysusers file (systemd-sysusers) or with groupadd.
 fn ensure_group() -> Result<()> {
-    if group_exists() {
-        println!("install: group traffic … present");
-        return Ok(());
+    for group in ["traffic", "traffic-admin"] {
+        if group_exists(group) {
+            println!("install: group {group} … present");
+            continue;
+        }
+        if has_command("systemd-sysusers") {
+            util::run(Command::new("systemd-sysusers").arg(format!("/{SYSUSERS}")))?;
+        } else {
+            util::run(Command::new("groupadd").args(["--system", group]))?;
+        }
+        ensure!(
+            group_exists(group),
+            "group {group} still missing after creating it"
+        );
+        println!("install: group {group} … created");
     }
-    if has_command("systemd-sysusers") {
-        util::run(Command::new("systemd-sysusers").arg(format!("/{SYSUSERS}")))?;
-    } else {
-        util::run(Command::new("groupadd").args(["--system", "traffic"]))?;
-    }
-    ensure!(
-        group_exists(),
-        "group traffic still missing after creating it"
-    );
-    println!("install: group traffic … created");
     Ok(())
 }
 
-fn group_exists() -> bool {
+fn group_exists(group: &str) -> bool {
     Command::new("getent")
-        .args(["group", "traffic"])
+        .args(["group", group])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())

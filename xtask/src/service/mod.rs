@@ -165,6 +165,8 @@ fn install_package(m: &Machine, _: &Path) -> Result<()> {
     ensure!(!is_active(m)?, "started by the package");
     m.ok(&["getent", "group", "traffic"])
         .context("no traffic group")?;
+    m.ok(&["getent", "group", "traffic-admin"])
+        .context("no traffic-admin group (control through trafficctl)")?;
     let verify = m.run(&["systemd-analyze", "verify", "trafficd.service"])?;
     let said = String::from_utf8_lossy(&verify.stdout).into_owned()
         + &String::from_utf8_lossy(&verify.stderr);

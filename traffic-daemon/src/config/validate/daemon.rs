@@ -160,10 +160,16 @@ pub(super) fn admin(c: &mut Check, admin: &RawAdmin) -> AdminConfig {
         Some(g) => Some(g),
         None => Some("traffic".to_owned()),
     };
+    let control_group = match admin.control_group.clone() {
+        Some(g) if g.is_empty() => None,
+        Some(g) => Some(g),
+        None => Some("traffic-admin".to_owned()),
+    };
     AdminConfig {
         socket,
         socket_mode,
         socket_group,
+        control_group,
     }
 }
 
