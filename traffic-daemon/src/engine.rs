@@ -264,14 +264,84 @@ impl Core {
         Ok(touched)
     }
 
-    /// Attach to every configured interface.
+    /// Attach to every configured interface that exists. A missing one is reported
+    /// (warning, status, metric) and attached when it appears ([`Core::sync_links`]);
+    /// start-up fails only when none exists, or when attaching to one that exists fails.
     pub fn attach_all(&mut self) -> Result<(), EngineError> {
-        for iface in self.config.daemon.interfaces.clone() {
-            let keep = self.config.daemon.on_exit == OnExit::Keep;
-            let mode = self.dp.attach(&iface, self.config.daemon.attach, keep)?;
-            info!(interface = %iface, ?mode, "attached");
-            self.interfaces.push(InterfaceStatus { name: iface, mode });
+        self.interfaces = self
+            .config
+            .daemon
+            .interfaces
+            .iter()
+            .map(|name| InterfaceStatus {
+                name: name.clone(),
+                mode: None,
+                attached: false,
+                ifindex: None,
+            })
+            .collect();
+        for i in 0..self.interfaces.len() {
+            if self.dp.ifindex(&self.interfaces[i].name).is_none() {
+                warn!(interface = %self.interfaces[i].name,
+                    "interface missing: not filtered until it appears, then attached");
+                continue;
+            }
+            self.attach_one(i)?;
         }
+        if !self.interfaces.iter().any(|s| s.attached) {
+            return Err(DataplaneError::Attach {
+                iface: self.config.daemon.interfaces.join(", "),
+                detail: "none of daemon.interfaces exists; refusing to start unfiltered".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Re-check every configured interface against the one attached to: one that vanished
+    /// or was replaced (new index) has lost its links and is marked detached, with a
+    /// warning; one that exists and is not attached is attached. Called on every link
+    /// event; cheap (one `if_nametoindex` per interface) when nothing changed.
+    pub fn sync_links(&mut self) {
+        for i in 0..self.interfaces.len() {
+            let name = self.interfaces[i].name.clone();
+            let now = self.dp.ifindex(&name);
+            let st = &mut self.interfaces[i];
+            if st.attached && st.ifindex != now {
+                warn!(interface = %name, "interface went away or was replaced: its XDP and TC links are gone and traffic on it is not filtered until it returns");
+                (st.attached, st.mode, st.ifindex) = (false, None, None);
+                self.dp.detach(&name);
+            }
+            if !self.interfaces[i].attached && now.is_some() {
+                match self.attach_one(i) {
+                    Ok(()) => info!(interface = %name, "interface returned: attached again"),
+                    Err(e) => {
+                        warn!(interface = %name, error = %e, "attaching to a returned interface failed; it stays unfiltered")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Attach to interface `i` of the status list (clearing any leftover links first).
+    fn attach_one(&mut self, i: usize) -> Result<(), EngineError> {
+        let name = self.interfaces[i].name.clone();
+        let keep = self.config.daemon.on_exit == OnExit::Keep;
+        self.dp.detach(&name);
+        let before = self.dp.ifindex(&name);
+        let mode = self.dp.attach(&name, self.config.daemon.attach, keep)?;
+        if self.dp.ifindex(&name) != before {
+            // Replaced while we attached: the next link event attaches to the new one.
+            self.dp.detach(&name);
+            return Ok(());
+        }
+        info!(interface = %name, ?mode, "attached");
+        self.interfaces[i] = InterfaceStatus {
+            name,
+            mode: Some(mode),
+            attached: true,
+            ifindex: before,
+        };
         Ok(())
     }
 
@@ -389,6 +459,55 @@ class = "premium"
         assert_eq!(c.reload.succeeded, 1);
         assert!(c.reload.last_error.is_none());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_interface_at_start_is_attached_when_it_appears() {
+        let c = Config::parse(Path::new("t.toml"), CONFIG).unwrap();
+        let fake = Fake::default();
+        let links = fake.ifindexes.clone();
+        links.lock().unwrap().insert("veth1".into(), None);
+        let mut c = Core::new(c, Box::new(fake.clone())).unwrap();
+        c.attach_all().unwrap();
+        let s = c.status();
+        assert!(s.interfaces[0].attached);
+        assert!(!s.interfaces[1].attached && s.interfaces[1].mode.is_none());
+        links.lock().unwrap().insert("veth1".into(), Some(3));
+        c.sync_links();
+        assert!(c.status().interfaces[1].attached);
+        // Nothing there: refused.
+        let fake = Fake::default();
+        fake.ifindexes
+            .lock()
+            .unwrap()
+            .extend([("veth0".to_owned(), None), ("veth1".to_owned(), None)]);
+        let cfg = Config::parse(Path::new("t.toml"), CONFIG).unwrap();
+        let mut none = Core::new(cfg, Box::new(fake)).unwrap();
+        let err = none.attach_all().unwrap_err().to_string();
+        assert!(err.contains("none of daemon.interfaces exists"), "{err}");
+    }
+
+    #[test]
+    fn a_replaced_interface_is_reported_detached_then_attached_again() {
+        let fake = Fake::default();
+        let links = fake.ifindexes.clone();
+        let cfg = Config::parse(Path::new("t.toml"), CONFIG).unwrap();
+        let mut c = Core::new(cfg, Box::new(fake)).unwrap();
+        c.attach_all().unwrap();
+        links.lock().unwrap().insert("veth1".into(), None);
+        c.sync_links();
+        let st = &c.status().interfaces[1];
+        assert!(!st.attached && st.mode.is_none() && st.ifindex.is_none());
+        assert!(c.status().interfaces[0].attached, "the other one stays");
+        links.lock().unwrap().insert("veth1".into(), Some(7));
+        c.sync_links();
+        let st = &c.status().interfaces[1];
+        assert!(st.attached && st.ifindex == Some(7));
+        // Replaced between two events (same name, new index): attached to the new one.
+        links.lock().unwrap().insert("veth1".into(), Some(8));
+        c.sync_links();
+        let st = &c.status().interfaces[1];
+        assert!(st.attached && st.ifindex == Some(8));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! An in-memory dataplane for tests of the daemon, the admin API and the CLI.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
 
 use traffic_common::{
     Bucket, BucketKey, COUNTERS_ENTRIES, ClassConfig, ClassStats, Counter, EgressStats,
@@ -28,6 +31,10 @@ pub struct Fake {
     pub attached: Vec<String>,
     /// Whether `keep_attached` was called.
     pub kept: bool,
+    /// Interface indexes by name, shared with clones so a test can hot-plug under a
+    /// running core: a name not listed is present with index 1, one mapped to `None` is
+    /// missing.
+    pub ifindexes: Arc<Mutex<BTreeMap<String, Option<u32>>>>,
 }
 
 impl Default for Fake {
@@ -49,6 +56,7 @@ impl Default for Fake {
             now_ns: 1_000_000_000,
             attached: Vec::new(),
             kept: false,
+            ifindexes: Arc::default(),
         }
     }
 }
@@ -60,12 +68,27 @@ impl Dataplane for Fake {
         _mode: AttachMode,
         _pin: bool,
     ) -> Result<AttachedMode, DataplaneError> {
+        if self.ifindex(iface).is_none() {
+            return Err(DataplaneError::Attach {
+                iface: iface.to_owned(),
+                detail: "no such interface".into(),
+            });
+        }
         self.attached.push(iface.to_owned());
         Ok(AttachedMode::Generic)
     }
 
     fn detach_all(&mut self) {
         self.attached.clear();
+    }
+
+    fn detach(&mut self, iface: &str) {
+        self.attached.retain(|a| a != iface);
+    }
+
+    fn ifindex(&self, iface: &str) -> Option<u32> {
+        let map = self.ifindexes.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(iface).copied().unwrap_or(Some(1))
     }
 
     fn keep_attached(&mut self) -> Result<(), DataplaneError> {

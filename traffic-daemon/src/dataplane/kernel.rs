@@ -43,6 +43,8 @@ pub struct Attachment {
     pub iface: String,
     pub mode: AttachedMode,
     link: Option<LinkHandle>,
+    /// The TC egress link (owned: the passive signal is only read by a running daemon).
+    egress: Option<SchedClassifierLinkId>,
 }
 
 /// How we hold a link.
@@ -68,8 +70,6 @@ pub struct Kernel {
     ports: HashMap<MapData, PortKey, PortRule>,
     port_stats: PerCpuArray<MapData, PortStats>,
     egress: PerCpuArray<MapData, EgressStats>,
-    /// TC egress attachments (owned: the passive signal is only read by a running daemon).
-    egress_links: Vec<SchedClassifierLinkId>,
     attachments: Vec<Attachment>,
     adopted: bool,
 }
@@ -142,7 +142,6 @@ impl Kernel {
             ports,
             port_stats,
             egress,
-            egress_links: Vec::new(),
             attachments: Vec::new(),
             adopted,
         };
@@ -217,6 +216,7 @@ impl Kernel {
             iface: iface.to_owned(),
             mode: attached,
             link: Some(link),
+            egress: None,
         });
         // The passive breaker signal: replies the node sends from upstream ports.
         let name =
@@ -225,7 +225,9 @@ impl Kernel {
         let id = egress
             .attach(name.as_c_str(), TcAttachType::Egress)
             .map_err(|e| err(format!("TC egress attach: {}", chain(&e))))?;
-        self.egress_links.push(id);
+        if let Some(a) = self.attachments.last_mut() {
+            a.egress = Some(id);
+        }
         Ok(attached)
     }
 
@@ -319,10 +321,22 @@ impl Kernel {
         Ok(())
     }
 
-    /// Detach from every interface, pinned links included.
+    /// Detach from every interface (pinned links too with `include_pinned`). TC egress
+    /// links always go.
     fn detach_links(&mut self, include_pinned: bool) {
+        let ifaces: Vec<String> = self.attachments.iter().map(|a| a.iface.clone()).collect();
+        for iface in ifaces {
+            self.detach_iface(&iface, include_pinned);
+        }
+    }
+
+    /// Detach the links on `iface` (its pinned XDP link only with `include_pinned`). On a
+    /// vanished interface the links are already defunct; closing them frees them.
+    fn detach_iface(&mut self, iface: &str, include_pinned: bool) {
         let mut owned = Vec::new();
-        for a in &mut self.attachments {
+        let mut egress_ids = Vec::new();
+        for a in self.attachments.iter_mut().filter(|a| a.iface == iface) {
+            egress_ids.extend(a.egress.take());
             match a.link.take() {
                 Some(LinkHandle::Owned(id)) => owned.push(id),
                 Some(LinkHandle::Pinned { fd, path }) if include_pinned => {
@@ -335,17 +349,18 @@ impl Kernel {
         if let Ok(program) = kernel_program(&mut self.ebpf) {
             for id in owned {
                 if let Err(e) = program.detach(id) {
-                    tracing::warn!(error = %chain(&e), "detach failed");
+                    tracing::debug!(interface = %iface, error = %chain(&e), "XDP detach failed");
+                }
+            }
+        }
+        if let Ok(egress) = egress_program(&mut self.ebpf) {
+            for id in egress_ids {
+                if let Err(e) = egress.detach(id) {
+                    tracing::debug!(interface = %iface, error = %chain(&e), "TC detach failed");
                 }
             }
         }
         self.attachments.retain(|a| a.link.is_some());
-        let ids = std::mem::take(&mut self.egress_links);
-        if let Ok(egress) = egress_program(&mut self.ebpf) {
-            for id in ids {
-                let _ = egress.detach(id);
-            }
-        }
     }
 
     /// Run the program once per `repeat` on `frame` with BPF_PROG_TEST_RUN; returns the XDP
@@ -453,6 +468,14 @@ impl Dataplane for Kernel {
 
     fn detach_all(&mut self) {
         self.detach_links(true);
+    }
+
+    fn detach(&mut self, iface: &str) {
+        self.detach_iface(iface, true);
+    }
+
+    fn ifindex(&self, iface: &str) -> Option<u32> {
+        super::if_nametoindex(iface)
     }
 
     fn keep_attached(&mut self) -> Result<(), DataplaneError> {

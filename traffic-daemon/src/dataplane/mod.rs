@@ -71,6 +71,12 @@ pub trait Dataplane: Send {
     ) -> Result<AttachedMode, DataplaneError>;
     /// Detach from every interface.
     fn detach_all(&mut self);
+    /// Forget the links on one interface (it vanished or was replaced: its links are
+    /// defunct) and remove its link pin; a no-op when nothing is attached there.
+    fn detach(&mut self, iface: &str);
+    /// The interface's index now, or `None` when there is no interface of that name.
+    /// A deleted and recreated interface comes back with another index.
+    fn ifindex(&self, iface: &str) -> Option<u32>;
     /// Pin the links so enforcement outlives the process (`on_exit = "keep"`).
     fn keep_attached(&mut self) -> Result<(), DataplaneError>;
     /// Whether the maps were adopted from pins left by an earlier run.
@@ -97,6 +103,18 @@ pub trait Dataplane: Send {
     fn remove_bucket(&mut self, key: &BucketKey) -> Result<bool, DataplaneError>;
     /// The kernel clock the program uses (`bpf_ktime_get_ns`, CLOCK_MONOTONIC), in ns.
     fn now_ns(&self) -> u64;
+}
+
+/// The index of the interface named `iface` in this network namespace, if there is one.
+pub fn if_nametoindex(iface: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(iface).ok()?;
+    #[allow(
+        unsafe_code,
+        reason = "a libc call; the SAFETY comment below says why it is sound"
+    )]
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.

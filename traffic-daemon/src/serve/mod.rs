@@ -2,6 +2,7 @@
 //! ([`admin`]), the Prometheus listener ([`metrics`]) and systemd notifications ([`notify`]).
 
 pub mod admin;
+pub mod links;
 pub mod metrics;
 pub mod notify;
 pub mod probe;

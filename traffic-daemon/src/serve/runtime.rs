@@ -89,6 +89,8 @@ where
         }
         None => None,
     };
+    // Interface hot-plug: re-attach when an interface of the config returns.
+    let links_task = tokio::spawn(super::links::watch(shared.clone()));
     notify::ready();
     info!(socket = %admin_cfg.socket.display(), "trafficd ready");
 
@@ -146,6 +148,7 @@ where
     notify::stopping();
     info!("shutting down");
     admin_task.abort();
+    links_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -40,6 +40,7 @@ mod service;
 mod support;
 mod throttle;
 
+use hostile_host::links;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// A case's body: those that return a `Result` fail with its error, the others by panicking.
@@ -124,6 +125,8 @@ fn cases() -> Vec<Trial> {
         service::pinned_maps_from_another_abi_are_refused,
         service::prometheus_scrapes_the_metrics,
         service::systemd_notifications_ready_reloading_stopping_and_watchdog,
+        links::a_deleted_and_recreated_interface_is_reported_then_reattached_within_a_second,
+        links::a_missing_interface_at_start_is_attached_when_it_appears,
     ]
 }
 
