@@ -183,8 +183,13 @@ impl Core {
         // limits see a smaller debt allowance), tightened ones after.
         let (loosened, tightened) = self.limit_changes(&want);
         let mut touched = self.rescale_buckets(&loosened, &want)?;
-        self.dp.apply(&writes)?;
-        touched += self.rescale_buckets(&tightened, &want)?;
+        if let Err(e) = self.dp.apply(&writes) {
+            self.resync_from_kernel();
+            return Err(e.into());
+        }
+        let tighter = self.rescale_buckets(&tightened, &want);
+        self.applied = want;
+        touched += tighter?;
         if !loosened.is_empty() || !tightened.is_empty() {
             self.last_rescale = touched;
             self.rescaled_total += touched as u64;
@@ -193,10 +198,23 @@ impl Core {
                 "limits changed: buckets rescaled, none refilled"
             );
         }
-        self.applied = want;
         Ok(Applied {
             writes: writes.len(),
         })
+    }
+
+    /// After a failed write the kernel holds part of the change: take what it holds as the
+    /// reference, so the next diff (the caller's roll-back, or the next tick) removes the
+    /// half-written and orphan entries instead of trusting a state that is not there.
+    fn resync_from_kernel(&mut self) {
+        match self.dp.read_state() {
+            Ok(now) => self.applied = now,
+            Err(e) => {
+                // Unknown: a full rewrite next time (diff against nothing writes everything
+                // but cannot remove orphans; the next successful read will).
+                error!(error = %e, "cannot read the maps back after a failed write");
+            }
+        }
     }
 
     /// Slots of active classes whose limits change, split into loosened and tightened.
@@ -368,10 +386,21 @@ impl Core {
         match self.apply_desired() {
             Ok(a) => Ok(a),
             Err(e) => {
-                // Keep the running config as the reference for the next attempt.
+                // Keep the running config, and put it back in the kernel: the failed apply
+                // may have written part of the new one (the diff starts from what the
+                // kernel holds, so half-written and orphan rules are removed).
                 (self.config, self.slots) = old;
                 self.throttle.set_settings(self.config.throttle.clone());
                 self.sync_upstreams();
+                match self.apply_desired() {
+                    Ok(a) => warn!(
+                        writes = a.writes,
+                        "apply failed; the running config was restored in the kernel"
+                    ),
+                    Err(e2) => {
+                        error!(error = %e2, "apply failed and restoring the running config failed too; retried on the next change")
+                    }
+                }
                 Err(e)
             }
         }
@@ -508,6 +537,48 @@ class = "premium"
         c.sync_links();
         let st = &c.status().interfaces[1];
         assert!(st.attached && st.ifindex == Some(8));
+    }
+
+    /// `n` rules of /64s under `2001:db8:<base>::/48` in the premium class.
+    fn with_rules(base: u16, n: u16) -> String {
+        let mut text = CONFIG.to_owned();
+        for i in 0..n {
+            text += &format!(
+                "[[rules]]\ncidr = \"2001:db8:{base:x}:{i:x}::/64\"\nclass = \"premium\"\n"
+            );
+        }
+        text
+    }
+
+    #[test]
+    fn a_failed_apply_restores_the_old_rules_and_removes_what_it_half_wrote() {
+        let fake = Fake::default();
+        let capacity = fake.rule_capacity.clone();
+        let cfg = Config::parse(Path::new("t.toml"), &with_rules(0xaaaa, 10)).unwrap();
+        let mut c = Core::new(cfg, Box::new(fake)).unwrap();
+        let old = c.dp.read_state().unwrap().rules;
+        assert_eq!(old.len(), 11);
+        // The map fills up midway through the swap (e.g. entries the daemon did not know of).
+        capacity.store(14, std::sync::atomic::Ordering::Relaxed);
+        let new = Config::parse(Path::new("t.toml"), &with_rules(0xbbbb, 10)).unwrap();
+        let err = c.apply_config(new.clone()).unwrap_err().to_string();
+        assert!(err.contains("full"), "{err}");
+        assert_eq!(
+            c.dp.read_state().unwrap().rules,
+            old,
+            "old rules back, no leftovers"
+        );
+        assert_eq!(c.applied.rules, old, "the daemon's view matches the kernel");
+        assert_eq!(c.config.rules.len(), 11, "the running config stays");
+        // With room, the same swap goes through and leaves exactly the new rules.
+        capacity.store(0, std::sync::atomic::Ordering::Relaxed);
+        c.apply_config(new).unwrap();
+        let now = c.dp.read_state().unwrap().rules;
+        assert_eq!(now.len(), 11);
+        assert!(
+            now.keys().all(|k| !old.contains_key(k) || k.1 == 120),
+            "orphans left"
+        );
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Fake {
     /// running core: a name not listed is present with index 1, one mapped to `None` is
     /// missing.
     pub ifindexes: Arc<Mutex<BTreeMap<String, Option<u32>>>>,
+    /// Capacity of the rules map, as the kernel's `max_entries` (shared with clones, so a
+    /// test can shrink it under a running core to make an apply fail midway); 0: no limit.
+    pub rule_capacity: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Default for Fake {
@@ -57,6 +60,7 @@ impl Default for Fake {
             attached: Vec::new(),
             kept: false,
             ifindexes: Arc::default(),
+            rule_capacity: Arc::default(),
         }
     }
 }
@@ -106,6 +110,13 @@ impl Dataplane for Fake {
                 Write::SlotName(slot, n) => self.state.names[*slot as usize] = *n,
                 Write::Class(slot, c) => self.state.classes[*slot as usize] = *c,
                 Write::Rule(k, r) => {
+                    let cap = self
+                        .rule_capacity
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    let full = cap > 0 && self.state.rules.len() >= cap;
+                    if full && !self.state.rules.contains_key(k) {
+                        return Err(DataplaneError::Other("rules map full (ENOSPC)".into()));
+                    }
                     self.state.rules.insert(*k, *r);
                 }
                 Write::RemoveRule(k) => {
