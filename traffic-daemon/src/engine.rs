@@ -9,6 +9,7 @@ use std::{
 };
 
 use tracing::{error, info, warn};
+use traffic_common::{GATE_LEASE_NS, GATE_LEASE_RENEW_NS};
 
 use crate::{
     api::{Applied, InterfaceStatus, ReloadStatus},
@@ -57,6 +58,8 @@ pub struct Core {
     pub(crate) last_rescale: usize,
     /// Total buckets rewritten by rescales.
     pub(crate) rescaled_total: u64,
+    /// End of the gate lease written last (kernel clock); renewed by [`Core::apply_desired`].
+    pub(crate) gate_lease_until_ns: u64,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -64,6 +67,16 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+/// The gate lease to write at `now`: the current one while less than a renewal period of
+/// it has passed, else a full lease from now.
+fn next_gate_lease(current: u64, now: u64) -> u64 {
+    if current < now.saturating_add(GATE_LEASE_NS - GATE_LEASE_RENEW_NS) {
+        now.saturating_add(GATE_LEASE_NS)
+    } else {
+        current
+    }
+}
+
 impl Core {
     /// Take over a dataplane (fresh or adopted from pins) and apply `config` to it.
     pub fn new(config: Config, dp: Box<dyn Dataplane>) -> Result<Self, EngineError> {
@@ -91,6 +104,7 @@ impl Core {
             sampler,
             last_rescale: 0,
             rescaled_total: 0,
+            gate_lease_until_ns: 0,
         };
         core.sync_upstreams();
         let applied = core.apply_desired()?;
@@ -168,11 +182,13 @@ impl Core {
                 upstreams: &self.upstreams,
                 class_chaos: &self.class_chaos,
                 now_ns: self.dp.now_ns(),
+                gate_lease_until_ns: self.gate_lease_until_ns,
             },
         )
     }
 
     pub(crate) fn apply_desired(&mut self) -> Result<Applied, EngineError> {
+        self.renew_gate_lease();
         let want = self.desired();
         let writes = plan::diff(Some(&self.applied), &want);
         if writes.is_empty() {
@@ -201,6 +217,13 @@ impl Core {
         Ok(Applied {
             writes: writes.len(),
         })
+    }
+
+    /// Push the gate lease forward once a renewal period of it has passed (the control
+    /// loop applies every tick, so the global entry is rewritten about once per
+    /// [`GATE_LEASE_RENEW_NS`], not every tick).
+    fn renew_gate_lease(&mut self) {
+        self.gate_lease_until_ns = next_gate_lease(self.gate_lease_until_ns, self.dp.now_ns());
     }
 
     /// After a failed write the kernel holds part of the change: take what it holds as the
@@ -579,6 +602,25 @@ class = "premium"
             now.keys().all(|k| !old.contains_key(k) || k.1 == 120),
             "orphans left"
         );
+    }
+
+    #[test]
+    fn the_gate_lease_is_renewed_about_once_a_renewal_period() {
+        let mut c = core(CONFIG);
+        let first = c.applied.global.gate_lease_until_ns;
+        assert_eq!(first, 1_000_000_000 + GATE_LEASE_NS, "written at start");
+        assert_eq!(
+            c.apply_pending().unwrap().writes,
+            0,
+            "same clock, no rewrite"
+        );
+        let s = 1_000_000_000;
+        assert_eq!(next_gate_lease(first, s + GATE_LEASE_RENEW_NS - 1), first);
+        assert_eq!(
+            next_gate_lease(first, s + GATE_LEASE_RENEW_NS + 1),
+            s + GATE_LEASE_RENEW_NS + 1 + GATE_LEASE_NS
+        );
+        assert_eq!(next_gate_lease(0, u64::MAX - 3), u64::MAX, "saturates");
     }
 
     #[test]

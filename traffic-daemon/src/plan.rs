@@ -179,6 +179,8 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
             },
             default_class: slots.slot_of_index(config, config.daemon.default_class),
             rules_gen: rules_generation(&rules),
+            // No lease without a clock; `desired_live` (the daemon) sets a finite one.
+            gate_lease_until_ns: u64::MAX,
         },
         classes,
         names: slots.to_names(),
@@ -218,6 +220,8 @@ pub struct Live<'a> {
     pub class_chaos: &'a BTreeMap<String, ChaosSetting>,
     /// The kernel's clock (chaos expiry, half-open trial pacing).
     pub now_ns: u64,
+    /// End of the gate lease ([`GlobalConfig::gate_lease_until_ns`]).
+    pub gate_lease_until_ns: u64,
 }
 
 /// [`desired`] with the live overlays: class chaos in force, and the port rules
@@ -229,6 +233,7 @@ pub fn desired_live(
     live: &Live<'_>,
 ) -> Desired {
     let mut want = desired(config, slots, factor);
+    want.global.gate_lease_until_ns = live.gate_lease_until_ns;
     for (name, c) in live.class_chaos {
         if let Some(slot) = slots.slot_of(name)
             && c.active(live.now_ns)
@@ -581,6 +586,7 @@ action = "deny"
             upstreams: &[],
             class_chaos: &class_chaos,
             now_ns,
+            gate_lease_until_ns: now_ns + 7,
         };
         let want = desired_live(&c, &slots, |_| 1.0, &live(500));
         assert_eq!(want.classes[premium].chaos, chaos.kernel());
@@ -589,6 +595,10 @@ action = "deny"
         assert_ne!(rule.flags & traffic_common::PORT_CLASS_OVERRIDE, 0);
         assert_eq!(rule.class, premium as u32);
         assert_ne!(want.global.flags & GLOBAL_HAS_PORTS, 0);
+        assert_eq!(
+            want.global.gate_lease_until_ns, 507,
+            "the live lease, not none"
+        );
         // Expired chaos is not planned.
         let later = desired_live(&c, &slots, |_| 1.0, &live(2_000));
         assert_eq!(later.classes[premium].chaos, Default::default());

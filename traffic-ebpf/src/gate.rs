@@ -15,9 +15,10 @@ use crate::{
     maps::{TRF_BUCKETS, TRF_PORTS},
 };
 
-/// The port rule of a packet's destination port, looked up in this invocation.
+/// The port rule of a packet's destination port, looked up in this invocation, and the
+/// gate lease ([`GlobalConfig::gate_lease_until_ns`]) it is read under.
 #[derive(Clone, Copy)]
-pub struct PortRuleRef(*mut PortRule);
+pub struct PortRuleRef(*mut PortRule, u64);
 
 impl PortRuleRef {
     /// The rule.
@@ -48,7 +49,16 @@ pub fn port_rule(cfg: &GlobalConfig, ip: &Ip) -> Option<PortRuleRef> {
         protocol: ip.l4.protocol,
         _pad: 0,
     };
-    TRF_PORTS.get_ptr_mut(&key).map(PortRuleRef)
+    TRF_PORTS
+        .get_ptr_mut(&key)
+        .map(|p| PortRuleRef(p, cfg.gate_lease_until_ns))
+}
+
+/// Whether the daemon's lease on the gate state still runs: after it (the daemon stopped
+/// or hung) open, half-open and shedding gates count as closed.
+#[inline(always)]
+fn gate_leased(pr: PortRuleRef, clock: &mut Clock) -> bool {
+    clock.now() < pr.1
 }
 
 /// The port's gate.
@@ -72,7 +82,7 @@ pub fn check(ip: &Ip, pr: PortRuleRef, cc: &ClassConfig, clock: &mut Clock) -> O
             reset: reset && new_tcp,
         });
     }
-    if new_tcp && rule.flags & PORT_SHED != 0 {
+    if new_tcp && rule.flags & PORT_SHED != 0 && gate_leased(pr, clock) {
         stats.bump(|s| s.shed += 1);
         return Some(Refusal {
             reason: Reason::Bulkhead,
@@ -98,6 +108,9 @@ pub fn check(ip: &Ip, pr: PortRuleRef, cc: &ClassConfig, clock: &mut Clock) -> O
 fn breaker_refuses(pr: PortRuleRef, clock: &mut Clock, stats: PortCounters) -> bool {
     let rule = pr.rule();
     let gate = rule.gate;
+    if gate != Gate::Closed as u32 && !gate_leased(pr, clock) {
+        return false;
+    }
     if gate == Gate::Open as u32 {
         return true;
     }

@@ -40,7 +40,7 @@ mod service;
 mod support;
 mod throttle;
 
-use hostile_host::{apply, links};
+use hostile_host::{apply, gates, links};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// A case's body: those that return a `Result` fail with its error, the others by panicking.
@@ -128,6 +128,7 @@ fn cases() -> Vec<Trial> {
         links::a_deleted_and_recreated_interface_is_reported_then_reattached_within_a_second,
         links::a_missing_interface_at_start_is_attached_when_it_appears,
         apply::a_10k_rule_swap_leaves_exactly_the_new_rules_and_a_failed_one_the_old,
+        gates::a_forced_open_gate_expires_after_kill9_with_keep,
     ]
 }
 
