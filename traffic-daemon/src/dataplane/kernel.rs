@@ -1,5 +1,5 @@
 //! The real dataplane: the traffic XDP program loaded with aya, maps pinned by name under
-//! the pin directory (adopted when already there), attached to interfaces.
+//! the pin directory (adopted when already there), attached to interfaces (see the `attach` module).
 
 use std::{
     collections::BTreeMap,
@@ -9,12 +9,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
-    programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::{FdLink, PinnedLink},
-        tc::SchedClassifierLinkId,
-        xdp::{XdpLink, XdpLinkId},
-    },
+    programs::{SchedClassifier, Xdp},
 };
 use traffic_common::{
     ABI_VERSION, Addr, Bucket, BucketKey, ClassConfig, ClassStats, Counter, EGRESS_PROGRAM_NAME,
@@ -22,6 +17,7 @@ use traffic_common::{
     SlotName, map_names,
 };
 
+pub use super::attach::Attachment;
 use super::{AttachedMode, Dataplane, DataplaneError, monotonic_ns};
 use crate::{
     config::AttachMode,
@@ -37,29 +33,10 @@ pub struct LoadOptions {
     pub max_sources: u32,
 }
 
-/// One attachment of the program to an interface.
-#[derive(Debug)]
-pub struct Attachment {
-    pub iface: String,
-    pub mode: AttachedMode,
-    link: Option<LinkHandle>,
-    /// The TC egress link (owned: the passive signal is only read by a running daemon).
-    egress: Option<SchedClassifierLinkId>,
-}
-
-/// How we hold a link.
-#[derive(Debug)]
-enum LinkHandle {
-    /// Owned by the program object: detached when dropped (a crash fails open).
-    Owned(XdpLinkId),
-    /// Pinned on bpffs: survives this process until the pin is removed.
-    Pinned { fd: FdLink, path: PathBuf },
-}
-
 /// The loaded program and typed handles on its maps.
 pub struct Kernel {
-    ebpf: Ebpf,
-    pin_dir: PathBuf,
+    pub(super) ebpf: Ebpf,
+    pub(super) pin_dir: PathBuf,
     config: Array<MapData, GlobalConfig>,
     rules: LpmTrie<MapData, Addr, Rule>,
     classes: Array<MapData, ClassConfig>,
@@ -70,8 +47,10 @@ pub struct Kernel {
     ports: HashMap<MapData, PortKey, PortRule>,
     port_stats: PerCpuArray<MapData, PortStats>,
     egress: PerCpuArray<MapData, EgressStats>,
-    attachments: Vec<Attachment>,
+    pub(super) attachments: Vec<Attachment>,
     adopted: bool,
+    /// How the TC egress program attaches on this kernel.
+    pub(super) tc_backend: super::tc::TcBackend,
 }
 
 fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
@@ -144,6 +123,7 @@ impl Kernel {
             egress,
             attachments: Vec::new(),
             adopted,
+            tc_backend: super::tc::detect().map_err(DataplaneError::Other)?,
         };
         let found = kernel.global()?.abi_version;
         if found != 0 && found != ABI_VERSION {
@@ -165,256 +145,6 @@ impl Kernel {
     /// The pin directory.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
-    }
-
-    /// Pin path of the link on `iface` (kept only with `on_exit = "keep"`).
-    pub fn link_pin_path(&self, iface: &str) -> PathBuf {
-        self.pin_dir.join(format!("link_{iface}"))
-    }
-
-    /// Attach to `iface`. A link pinned by an earlier run (on_exit = "keep") is taken over
-    /// atomically, so enforcement never lapses across a restart. With `pin`, the link is
-    /// pinned right away, so it keeps enforcing even if this process is killed.
-    fn attach_iface(
-        &mut self,
-        iface: &str,
-        mode: AttachMode,
-        pin: bool,
-    ) -> Result<AttachedMode, DataplaneError> {
-        let err = |detail: String| DataplaneError::Attach {
-            iface: iface.to_owned(),
-            detail,
-        };
-        let path = self.link_pin_path(iface);
-        let (id, attached) = match self.take_over_pinned(iface, &path) {
-            Some(id) => (id, AttachedMode::Native),
-            None => self.attach_fresh(iface, mode)?,
-        };
-        let link = if pin {
-            let program = kernel_program(&mut self.ebpf)?;
-            let link = program.take_link(id).map_err(|e| err(chain(&e)))?;
-            let fd = FdLink::try_from(link).map_err(|e| {
-                err(format!(
-                    "link cannot be pinned (netlink attach): {}",
-                    chain(&e)
-                ))
-            })?;
-            let fd: FdLink = if path.exists() {
-                // Taken over from the pin, which still names this link.
-                fd
-            } else {
-                fd.pin(&path)
-                    .map_err(|e| err(format!("pin {}: {}", path.display(), chain(&e))))?
-                    .into()
-            };
-            LinkHandle::Pinned { fd, path }
-        } else {
-            let _ = std::fs::remove_file(&path);
-            LinkHandle::Owned(id)
-        };
-        self.attachments.push(Attachment {
-            iface: iface.to_owned(),
-            mode: attached,
-            link: Some(link),
-            egress: None,
-        });
-        // The passive breaker signal: replies the node sends from upstream ports.
-        let name =
-            std::ffi::CString::new(iface).map_err(|_| err("interface name contains NUL".into()))?;
-        let egress = egress_program(&mut self.ebpf)?;
-        let id = egress
-            .attach(name.as_c_str(), TcAttachType::Egress)
-            .map_err(|e| err(format!("TC egress attach: {}", chain(&e))))?;
-        if let Some(a) = self.attachments.last_mut() {
-            a.egress = Some(id);
-        }
-        Ok(attached)
-    }
-
-    /// Replace the program on a link pinned by an earlier run, if there is one.
-    fn take_over_pinned(&mut self, iface: &str, path: &Path) -> Option<XdpLinkId> {
-        if !path.exists() {
-            return None;
-        }
-        let program = kernel_program(&mut self.ebpf).ok()?;
-        let taken = PinnedLink::from_pin(path)
-            .map_err(|e| chain(&e))
-            .and_then(|pinned| XdpLink::try_from(FdLink::from(pinned)).map_err(|e| chain(&e)))
-            .and_then(|link| program.attach_to_link(link).map_err(|e| chain(&e)));
-        match taken {
-            Ok(id) => {
-                tracing::info!(interface = %iface, "took over the pinned link: enforcement never lapsed");
-                Some(id)
-            }
-            Err(e) => {
-                tracing::warn!(interface = %iface, error = %e, "ignoring stale link pin");
-                let _ = std::fs::remove_file(path);
-                None
-            }
-        }
-    }
-
-    fn attach_fresh(
-        &mut self,
-        iface: &str,
-        mode: AttachMode,
-    ) -> Result<(XdpLinkId, AttachedMode), DataplaneError> {
-        let attempts: &[(XdpMode, AttachedMode)] = match mode {
-            AttachMode::Auto => &[
-                (XdpMode::Driver, AttachedMode::Native),
-                (XdpMode::Skb, AttachedMode::Generic),
-            ],
-            AttachMode::Native => &[(XdpMode::Driver, AttachedMode::Native)],
-            AttachMode::Generic => &[(XdpMode::Skb, AttachedMode::Generic)],
-        };
-        let name = std::ffi::CString::new(iface).map_err(|_| DataplaneError::Attach {
-            iface: iface.to_owned(),
-            detail: "interface name contains NUL".into(),
-        })?;
-        let mut last = String::new();
-        for (xdp_mode, attached) in attempts {
-            let program = kernel_program(&mut self.ebpf)?;
-            match program.attach(name.as_c_str(), *xdp_mode) {
-                Ok(id) => return Ok((id, *attached)),
-                Err(e) => last = chain(&e),
-            }
-        }
-        Err(DataplaneError::Attach {
-            iface: iface.to_owned(),
-            detail: format!("attach failed: {last}"),
-        })
-    }
-
-    /// Current attachments.
-    pub fn attachments(&self) -> &[Attachment] {
-        &self.attachments
-    }
-
-    /// Pin every owned link so it outlives this process (on_exit = "keep").
-    fn pin_links(&mut self) -> Result<(), DataplaneError> {
-        for i in 0..self.attachments.len() {
-            let Some(LinkHandle::Owned(id)) = self.attachments[i].link.take() else {
-                continue;
-            };
-            let iface = self.attachments[i].iface.clone();
-            let path = self.link_pin_path(&iface);
-            let err = |detail: String| DataplaneError::Attach {
-                iface: iface.clone(),
-                detail,
-            };
-            let program = kernel_program(&mut self.ebpf)?;
-            let link = program.take_link(id).map_err(|e| err(chain(&e)))?;
-            let fd = FdLink::try_from(link).map_err(|e| {
-                err(format!(
-                    "link cannot be pinned (netlink attach): {}",
-                    chain(&e)
-                ))
-            })?;
-            let pinned = fd
-                .pin(&path)
-                .map_err(|e| err(format!("pin {}: {}", path.display(), chain(&e))))?;
-            self.attachments[i].link = Some(LinkHandle::Pinned {
-                fd: pinned.into(),
-                path,
-            });
-        }
-        Ok(())
-    }
-
-    /// Detach from every interface (pinned links too with `include_pinned`). TC egress
-    /// links always go.
-    fn detach_links(&mut self, include_pinned: bool) {
-        let ifaces: Vec<String> = self.attachments.iter().map(|a| a.iface.clone()).collect();
-        for iface in ifaces {
-            self.detach_iface(&iface, include_pinned);
-        }
-    }
-
-    /// Detach the links on `iface` (its pinned XDP link only with `include_pinned`). On a
-    /// vanished interface the links are already defunct; closing them frees them.
-    fn detach_iface(&mut self, iface: &str, include_pinned: bool) {
-        let mut owned = Vec::new();
-        let mut egress_ids = Vec::new();
-        for a in self.attachments.iter_mut().filter(|a| a.iface == iface) {
-            egress_ids.extend(a.egress.take());
-            match a.link.take() {
-                Some(LinkHandle::Owned(id)) => owned.push(id),
-                Some(LinkHandle::Pinned { fd, path }) if include_pinned => {
-                    let _ = std::fs::remove_file(&path);
-                    drop(fd);
-                }
-                other => a.link = other,
-            }
-        }
-        if let Ok(program) = kernel_program(&mut self.ebpf) {
-            for id in owned {
-                if let Err(e) = program.detach(id) {
-                    tracing::debug!(interface = %iface, error = %chain(&e), "XDP detach failed");
-                }
-            }
-        }
-        if let Ok(egress) = egress_program(&mut self.ebpf) {
-            for id in egress_ids {
-                if let Err(e) = egress.detach(id) {
-                    tracing::debug!(interface = %iface, error = %chain(&e), "TC detach failed");
-                }
-            }
-        }
-        self.attachments.retain(|a| a.link.is_some());
-    }
-
-    /// Run the program once per `repeat` on `frame` with BPF_PROG_TEST_RUN; returns the XDP
-    /// action and the mean duration per run in ns.
-    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<(u32, u64), DataplaneError> {
-        self.test_run_out(frame, repeat).map(|(a, ns, _)| (a, ns))
-    }
-
-    /// Like [`Kernel::test_run`], plus the frame the program left (e.g. a RST it built).
-    pub fn test_run_out(
-        &self,
-        frame: &[u8],
-        repeat: u32,
-    ) -> Result<(u32, u64, Vec<u8>), DataplaneError> {
-        use aya::programs::{TestRun as _, TestRunOptions};
-        let program: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or_else(|| DataplaneError::Load("no program".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| DataplaneError::Load(chain(&e)))?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| DataplaneError::Other(format!("test run: {}", chain(&e))))?;
-        out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, r.duration.as_nanos() as u64, out))
-    }
-
-    /// Run the TC egress program once on `frame`, as an skb leaving the node; returns the
-    /// TC action.
-    pub fn test_run_egress(&self, frame: &[u8]) -> Result<u32, DataplaneError> {
-        use aya::programs::{TestRun as _, TestRunOptions};
-        let program: &SchedClassifier = self
-            .ebpf
-            .program(EGRESS_PROGRAM_NAME)
-            .ok_or_else(|| {
-                DataplaneError::Load(format!("object has no program {EGRESS_PROGRAM_NAME}"))
-            })?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| DataplaneError::Load(chain(&e)))?;
-        let r = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat: 1,
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| DataplaneError::Other(format!("egress test run: {}", chain(&e))))?;
-        Ok(r.return_value)
     }
 
     /// Remove every pin in `dir` and the directory itself (a fresh start).
@@ -648,7 +378,7 @@ impl Dataplane for Kernel {
     }
 }
 
-fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
+pub(super) fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
     ebpf.program_mut(EGRESS_PROGRAM_NAME)
         .ok_or_else(|| {
             DataplaneError::Load(format!("object has no program {EGRESS_PROGRAM_NAME}"))
@@ -657,7 +387,7 @@ fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneErro
         .map_err(|e| DataplaneError::Load(format!("{EGRESS_PROGRAM_NAME}: {e}")))
 }
 
-fn kernel_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+pub(super) fn kernel_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
     ebpf.program_mut(PROGRAM_NAME)
         .ok_or_else(|| DataplaneError::Load(format!("object has no program {PROGRAM_NAME}")))?
         .try_into()
@@ -665,7 +395,7 @@ fn kernel_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
 }
 
 /// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

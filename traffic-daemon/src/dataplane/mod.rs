@@ -3,8 +3,11 @@
 //! [`Dataplane`] is what the daemon needs from the kernel maps; [`kernel::Kernel`] implements
 //! it on the real program and [`fake::Fake`] in memory for tests of everything above it.
 
+mod attach;
 pub mod fake;
 pub mod kernel;
+pub mod tc;
+mod testrun;
 
 use std::path::PathBuf;
 

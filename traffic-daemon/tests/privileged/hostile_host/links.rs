@@ -328,3 +328,84 @@ pub fn a_missing_interface_at_start_is_attached_when_it_appears() {
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(log.contains("none of daemon.interfaces exists"), "{log}");
 }
+
+/// Lines of `tc filter show dev IFACE egress` naming our egress program.
+fn egress_filters(rig: &Rig) -> usize {
+    let out = rig
+        .topo
+        .node
+        .command("tc")
+        .unwrap()
+        .args(["filter", "show", "dev", &rig.iface(), "egress"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(traffic_common::EGRESS_PROGRAM_NAME))
+        .count()
+}
+
+/// Issue 12 item 11, on a kernel ≥ 6.6 through the override that selects the old-kernel
+/// path: the netlink attach creates the `clsact` qdisc it needs, a filter left by a killed
+/// daemon is replaced (not stacked) by the next one, and a clean stop removes it.
+pub fn tc_egress_through_netlink_creates_clsact_and_replaces_a_crashed_runs_filter() {
+    let rig = Rig::new("tcnl", "127.0.0.1:19195");
+    rig.write_config("", "");
+    let start = || {
+        let log = std::fs::File::create(rig.tmp.path("trafficd.log")).unwrap();
+        let child = rig
+            .topo
+            .node
+            .command(trafficd())
+            .unwrap()
+            .args(["--config", rig.config_path().to_str().unwrap()])
+            .env(traffic_daemon::dataplane::tc::BACKEND_ENV, "netlink")
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        poll("trafficd ready", Duration::from_secs(20), || {
+            let (code, _, _) = trafficctl(&["--socket", &rig.socket(), "status"]);
+            (code == 0).then_some(())
+        });
+        child
+    };
+    let log = || std::fs::read_to_string(rig.tmp.path("trafficd.log")).unwrap_or_default();
+    let mut first = start();
+    let out = rig
+        .topo
+        .node
+        .command("tc")
+        .unwrap()
+        .args(["qdisc", "show", "dev", &rig.iface()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("clsact"),
+        "no clsact qdisc:\n{}",
+        log()
+    );
+    assert_eq!(egress_filters(&rig), 1, "{}", log());
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(
+        egress_filters(&rig),
+        1,
+        "a netlink filter outlives its process"
+    );
+
+    let mut second = start();
+    assert_eq!(
+        egress_filters(&rig),
+        1,
+        "the crashed run's filter was not replaced:\n{}",
+        log()
+    );
+    assert!(log().contains("left by an earlier run"), "{}", log());
+    // SAFETY: signalling our own child.
+    #[allow(unsafe_code, reason = "kill(2) on our child")]
+    unsafe {
+        libc::kill(second.id() as i32, libc::SIGTERM)
+    };
+    assert!(second.wait().unwrap().success(), "{}", log());
+    assert_eq!(egress_filters(&rig), 0, "a clean stop leaves no filter");
+}
