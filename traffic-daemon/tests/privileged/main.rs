@@ -127,6 +127,7 @@ fn cases() -> Vec<Trial> {
         service::systemd_notifications_ready_reloading_stopping_and_watchdog,
         links::a_deleted_and_recreated_interface_is_reported_then_reattached_within_a_second,
         links::a_missing_interface_at_start_is_attached_when_it_appears,
+        links::with_keep_a_recreated_interface_is_pinned_again,
         links::tc_egress_through_netlink_creates_clsact_and_replaces_a_crashed_runs_filter,
         apply::a_10k_rule_swap_leaves_exactly_the_new_rules_and_a_failed_one_the_old,
         gates::a_forced_open_gate_expires_after_kill9_with_keep,

@@ -271,6 +271,34 @@ pub fn a_deleted_and_recreated_interface_is_reported_then_reattached_within_a_se
     );
 }
 
+/// With `on_exit = "keep"` the link pin of a deleted interface names a dead link: the
+/// re-attach pins the new link, so a crash after the hot-plug still leaves it enforcing.
+pub fn with_keep_a_recreated_interface_is_pinned_again() {
+    let rig = Rig::new("hotkeep", "127.0.0.1:19196");
+    rig.write_config("on_exit = \"keep\"", "");
+    let mut d = rig.start();
+    let iface = rig.iface();
+    rig.topo.node.ip(&["link", "del", &iface]).unwrap();
+    poll("detached", Duration::from_secs(2), || {
+        (!rig.status().interfaces[0].attached).then_some(())
+    });
+    rig.recreate_link();
+    poll("re-attach", Duration::from_secs(2), || {
+        rig.status().interfaces[0].attached.then_some(())
+    });
+    d.kill9().unwrap();
+    assert!(
+        rig.topo.xdp_attached(&iface).unwrap(),
+        "the new link was not pinned: kill -9 detached it"
+    );
+    assert_eq!(rig.burst(1, 40), 20, "still enforcing after the crash");
+    drop(d);
+    traffic_daemon::dataplane::kernel::Kernel::remove_pins(&rig.pins.0).unwrap();
+    poll("detach after unpinning", Duration::from_secs(5), || {
+        (!rig.topo.xdp_attached(&iface).unwrap()).then_some(())
+    });
+}
+
 pub fn a_missing_interface_at_start_is_attached_when_it_appears() {
     let rig = Rig::new("late", "127.0.0.1:19192");
     let iface = rig.iface();
