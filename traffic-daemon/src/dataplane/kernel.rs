@@ -12,9 +12,9 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use traffic_common::{
-    ABI_VERSION, Addr, Bucket, BucketKey, ClassConfig, ClassStats, Counter, EGRESS_PROGRAM_NAME,
-    EgressStats, GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule, PortStats, Rule,
-    SlotName, map_names,
+    Addr, Bucket, BucketKey, ClassConfig, ClassStats, Counter, EGRESS_PROGRAM_NAME, EgressStats,
+    GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule, PortStats, Rule, SlotName,
+    map_names,
 };
 
 pub use super::attach::Attachment;
@@ -81,23 +81,28 @@ impl Kernel {
             path: opts.pin_dir.clone(),
             source,
         })?;
-        let adopted = opts.pin_dir.join(map_names::CONFIG).exists();
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&opts.pin_dir)
-            .map_max_entries(map_names::BUCKETS, opts.max_sources)
-            .load(object)
-            .map_err(|e| {
-                let detail = format!("{e}");
-                if adopted && (detail.contains("pin") || detail.contains("mismatch")) {
-                    DataplaneError::PinnedMismatch {
-                        pin_dir: opts.pin_dir.clone(),
-                        expected: ABI_VERSION,
-                        detail: chain(&e),
+        // Pins of another ABI are replaced, a map of another shape is moved aside and its
+        // contents carried over (see `migrate`): a restart never refuses for that reason.
+        let adopted = super::migrate::check_abi(&opts.pin_dir)?;
+        let mut moved = Vec::new();
+        let mut ebpf = loop {
+            let loaded = EbpfLoader::new()
+                .default_map_pin_directory(&opts.pin_dir)
+                .map_max_entries(map_names::BUCKETS, opts.max_sources)
+                .load(object);
+            match loaded {
+                Ok(ebpf) => break ebpf,
+                // Each attempt names one map; there are at most `ALL.len()` of them.
+                Err(e) if moved.len() < map_names::ALL.len() => {
+                    match super::migrate::move_aside(&opts.pin_dir, &e) {
+                        Some(aside) => moved.push(aside?),
+                        None => return Err(DataplaneError::Load(chain(&e))),
                     }
-                } else {
-                    DataplaneError::Load(chain(&e))
                 }
-            })?;
+                Err(e) => return Err(DataplaneError::Load(chain(&e))),
+            }
+        };
+        super::migrate::carry_over(&mut ebpf, moved);
         let config = take_map!(ebpf, map_names::CONFIG, Array);
         let rules = take_map!(ebpf, map_names::RULES, LpmTrie);
         let classes = take_map!(ebpf, map_names::CLASSES, Array);
@@ -125,14 +130,6 @@ impl Kernel {
             adopted,
             tc_backend: super::tc::detect().map_err(DataplaneError::Other)?,
         };
-        let found = kernel.global()?.abi_version;
-        if found != 0 && found != ABI_VERSION {
-            return Err(DataplaneError::PinnedMismatch {
-                pin_dir: opts.pin_dir.clone(),
-                expected: ABI_VERSION,
-                detail: format!("they were written by ABI {found}"),
-            });
-        }
         kernel_program(&mut kernel.ebpf)?
             .load()
             .map_err(|e| DataplaneError::Load(chain(&e)))?;
@@ -357,6 +354,16 @@ impl Dataplane for Kernel {
             }
         }
         Ok(out)
+    }
+
+    fn bucket_walker(&self) -> Result<super::walk::BucketWalker, DataplaneError> {
+        use aya::maps::IterableMap as _;
+        let map = self.buckets.map();
+        let capacity = map
+            .info()
+            .map_err(map_err(map_names::BUCKETS, "info"))?
+            .max_entries();
+        super::walk::BucketWalker::kernel(map, capacity)
     }
 
     fn set_bucket(&mut self, key: &BucketKey, bucket: &Bucket) -> Result<(), DataplaneError> {

@@ -6,8 +6,10 @@
 mod attach;
 pub mod fake;
 pub mod kernel;
+mod migrate;
 pub mod tc;
 mod testrun;
+pub mod walk;
 
 use std::path::PathBuf;
 
@@ -100,6 +102,11 @@ pub trait Dataplane: Send {
     fn class_stats(&self) -> Result<Vec<ClassStats>, DataplaneError>;
     /// Every tracked source.
     fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError>;
+    /// A handle that walks the tracked sources away from the engine (see [`walk`]);
+    /// by default a snapshot of [`Dataplane::buckets`].
+    fn bucket_walker(&self) -> Result<walk::BucketWalker, DataplaneError> {
+        Ok(walk::BucketWalker::Snapshot(self.buckets()?))
+    }
     /// Replace one bucket (used to rescale tokens on a level change).
     fn set_bucket(&mut self, key: &BucketKey, bucket: &Bucket) -> Result<(), DataplaneError>;
     /// Forget one tracked source.

@@ -40,7 +40,7 @@ mod service;
 mod support;
 mod throttle;
 
-use hostile_host::{apply, gates, links};
+use hostile_host::{apply, gates, links, restart};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// A case's body: those that return a `Result` fail with its error, the others by panicking.
@@ -122,7 +122,6 @@ fn cases() -> Vec<Trial> {
         service::reload_applies_atomically_keeps_tokens_and_refuses_bad_files,
         service::kill9_with_detach_fails_open_and_a_restart_adopts_the_state,
         service::kill9_with_keep_keeps_enforcing_and_a_restart_takes_over,
-        service::pinned_maps_from_another_abi_are_refused,
         service::prometheus_scrapes_the_metrics,
         service::systemd_notifications_ready_reloading_stopping_and_watchdog,
         links::a_deleted_and_recreated_interface_is_reported_then_reattached_within_a_second,
@@ -131,6 +130,8 @@ fn cases() -> Vec<Trial> {
         links::tc_egress_through_netlink_creates_clsact_and_replaces_a_crashed_runs_filter,
         apply::a_10k_rule_swap_leaves_exactly_the_new_rules_and_a_failed_one_the_old,
         gates::a_forced_open_gate_expires_after_kill9_with_keep,
+        restart::a_changed_max_sources_keeps_a_saturated_sources_bucket,
+        restart::a_restart_over_pins_of_another_abi_starts_fresh_and_enforces,
     ]
 }
 

@@ -5,3 +5,4 @@ pub mod apply;
 pub mod gates;
 pub mod links;
 pub mod listeners;
+pub mod restart;
