@@ -527,6 +527,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn scrape(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    super::walks::refresh_tracked_sources(&s).await;
     let text = render(&mut s.lock());
     (
         [(

@@ -8,5 +8,6 @@ pub mod notify;
 pub mod probe;
 pub mod runtime;
 mod shared;
+pub mod walks;
 
 pub use shared::Shared;

@@ -40,7 +40,7 @@ mod service;
 mod support;
 mod throttle;
 
-use hostile_host::{apply, gates, links, restart};
+use hostile_host::{apply, gates, links, restart, walks};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// A case's body: those that return a `Result` fail with its error, the others by panicking.
@@ -132,6 +132,7 @@ fn cases() -> Vec<Trial> {
         gates::a_forced_open_gate_expires_after_kill9_with_keep,
         restart::a_changed_max_sources_keeps_a_saturated_sources_bucket,
         restart::a_restart_over_pins_of_another_abi_starts_fresh_and_enforces,
+        walks::scrapes_and_sources_over_a_full_churning_map_never_stall_the_control_loop,
     ]
 }
 

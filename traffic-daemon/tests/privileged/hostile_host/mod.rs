@@ -6,3 +6,4 @@ pub mod gates;
 pub mod links;
 pub mod listeners;
 pub mod restart;
+pub mod walks;
