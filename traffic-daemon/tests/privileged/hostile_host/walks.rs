@@ -22,8 +22,9 @@ use super::links::Rig;
 use crate::support::{bpf::NODE6, trafficctl, trafficd};
 
 const MAX_SOURCES: u32 = 262_144;
-/// The flood's bounds: sources (twice the map, so the LRU churns) and time.
+/// The flood's bounds: sources (twice the map, so the LRU churns), frames and time.
 const FLOOD_SOURCES: u32 = 2 * MAX_SOURCES;
+const FLOOD_FRAMES: u32 = 8 * MAX_SOURCES;
 const FLOOD_TIME: Duration = Duration::from_secs(40);
 /// How long scrapes, `sources` and the latency probe run together under the flood.
 const MEASURE: Duration = Duration::from_secs(8);
@@ -56,7 +57,7 @@ fn spoofed(i: u32) -> Vec<u8> {
 }
 
 /// Run the daemon's program (through the pinned maps) on one frame per source, until
-/// `stop`, the source bound or the time bound; `filled` is raised after one map's worth.
+/// `stop`, the frame bound or the time bound (cycling through the sources); `filled` is raised after one map's worth.
 fn flood(rig: &Rig, filled: &AtomicBool, stop: &AtomicBool, sent: &AtomicU64) {
     let k = Kernel::open_object(
         traffic_daemon::EBPF_OBJECT,
@@ -67,13 +68,14 @@ fn flood(rig: &Rig, filled: &AtomicBool, stop: &AtomicBool, sent: &AtomicU64) {
     )
     .expect("load the program on the daemon's pins");
     let end = Instant::now() + FLOOD_TIME;
-    for i in 0..FLOOD_SOURCES {
+    for n in 0..FLOOD_FRAMES {
         if stop.load(Ordering::Relaxed) || Instant::now() > end {
             break;
         }
+        let i = n % FLOOD_SOURCES;
         k.test_run(&spoofed(i), 1).expect("test run");
         sent.fetch_add(1, Ordering::Relaxed);
-        if i + 1 == MAX_SOURCES {
+        if n + 1 == MAX_SOURCES {
             filled.store(true, Ordering::Relaxed);
         }
     }
@@ -193,7 +195,7 @@ pub fn scrapes_and_sources_over_a_full_churning_map_never_stall_the_control_loop
     );
     eprintln!(
         "walks: {} status probes, p99 {p99:?}, max {:?}; {scrapes} scrapes, {sources} sources; \
-         {sent} spoofed sources; tracked (max scraped) {tracked_seen}; worst watchdog gap {worst_watchdog:?}",
+         {sent} spoofed frames; tracked (max scraped) {tracked_seen}; worst watchdog gap {worst_watchdog:?}",
         latencies.len(),
         latencies.last().unwrap()
     );
