@@ -35,7 +35,7 @@ pub enum DataplaneError {
         source: std::io::Error,
     },
     #[error(
-        "pinned maps in {pin_dir} do not match this build (ABI {expected}): {detail}. If trafficd was upgraded, stop it and remove {pin_dir} to start with fresh state"
+        "pinned maps in {pin_dir} do not match this build (ABI {expected}) and cannot be replaced: {detail}. Stop trafficd and remove {pin_dir} (or start with --fresh) to start with fresh state"
     )]
     PinnedMismatch {
         pin_dir: PathBuf,
