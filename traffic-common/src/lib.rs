@@ -14,7 +14,7 @@ use bytemuck::{Pod, Zeroable};
 
 /// Version of the layouts in this crate. Bumped on any change to a map or type below; a
 /// pinned map set written by another version is refused, never reinterpreted.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Map names, as they appear in the object file and under the pin directory.
 ///
@@ -458,7 +458,19 @@ pub struct GlobalConfig {
     /// Generation of the rule set, never 0 once configured: a digest of the rules, written
     /// after them. Classifications cached under another generation are ignored.
     pub rules_gen: u32,
+    /// Lease on the gates' state (kernel clock, ns): open and half-open gates and
+    /// bulkhead shedding are honoured only before it; after it every gate is closed. The
+    /// running daemon renews it, so a gate never outlives a stopped or crashed daemon
+    /// (`on_exit = "keep"`) by more than [`GATE_LEASE_NS`]. Limits are not leased.
+    pub gate_lease_until_ns: u64,
 }
+
+/// How far ahead the daemon sets [`GlobalConfig::gate_lease_until_ns`]: the longest a gate
+/// outlives the daemon that opened it.
+pub const GATE_LEASE_NS: u64 = 5_000_000_000;
+/// How often the daemon renews the gate lease (a fifth of it: a control loop stalled for
+/// up to four renewals does not drop the gates).
+pub const GATE_LEASE_RENEW_NS: u64 = 1_000_000_000;
 
 /// Value of [`map_names::RULES`].
 #[repr(C)]
@@ -822,7 +834,7 @@ macro_rules! assert_layout {
 }
 
 assert_layout! {
-    GlobalConfig => 16, 4;
+    GlobalConfig => 24, 8;
     Rule => 8, 4;
     Limit => 16, 8;
     Chaos => 16, 8;

@@ -9,7 +9,9 @@ use std::{
 };
 
 use tracing::{error, info, warn};
-use traffic_common::{BYTE_LIMIT_SLOT, MAX_PACKET_LIMITS, RescaleRequest};
+use traffic_common::{
+    BYTE_LIMIT_SLOT, GATE_LEASE_NS, GATE_LEASE_RENEW_NS, MAX_PACKET_LIMITS, RescaleRequest,
+};
 
 use crate::{
     api::{Applied, InterfaceStatus, ReloadStatus},
@@ -65,6 +67,8 @@ pub struct Core {
     /// The largest frame the configured interfaces deliver (MTU + Ethernet + 2 VLAN tags),
     /// read at start and on reload: the floor of every byte burst.
     pub(crate) max_frame: u64,
+    /// End of the gate lease written last (kernel clock); renewed by [`Core::apply_desired`].
+    pub(crate) gate_lease_until_ns: u64,
 }
 
 /// How often a generation of the tracked-source bitmap (`TRF_SEEN`) is cleared, the two in
@@ -80,6 +84,16 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+/// The gate lease to write at `now`: the current one while less than a renewal period of
+/// it has passed, else a full lease from now.
+fn next_gate_lease(current: u64, now: u64) -> u64 {
+    if current < now.saturating_add(GATE_LEASE_NS - GATE_LEASE_RENEW_NS) {
+        now.saturating_add(GATE_LEASE_NS)
+    } else {
+        current
+    }
+}
+
 impl Core {
     /// Take over a dataplane (fresh or adopted from pins) and apply `config` to it.
     pub fn new(config: Config, dp: Box<dyn Dataplane>) -> Result<Self, EngineError> {
@@ -110,6 +124,7 @@ impl Core {
             seen_aged_at: None,
             seen_next: 0,
             max_frame: crate::policy::limits::MIN_BYTE_BURST,
+            gate_lease_until_ns: 0,
         };
         core.max_frame = core.largest_frame();
         // At start (a restart adopts the bitmap with the buckets it describes): the first
@@ -192,11 +207,13 @@ impl Core {
                 class_chaos: &self.class_chaos,
                 now_ns: self.dp.now_ns(),
                 max_frame: self.max_frame,
+                gate_lease_until_ns: self.gate_lease_until_ns,
             },
         )
     }
 
     pub(crate) fn apply_desired(&mut self) -> Result<Applied, EngineError> {
+        self.renew_gate_lease();
         let want = self.desired();
         let writes = plan::diff(Some(&self.applied), &want);
         if writes.is_empty() {
@@ -207,8 +224,13 @@ impl Core {
         // limits see a smaller debt allowance), tightened ones after.
         let (loosened, tightened) = self.limit_changes(&want);
         let mut touched = self.rescale_buckets(&loosened, &want)?;
-        self.dp.apply(&writes)?;
-        touched += self.rescale_buckets(&tightened, &want)?;
+        if let Err(e) = self.dp.apply(&writes) {
+            self.resync_from_kernel();
+            return Err(e.into());
+        }
+        let tighter = self.rescale_buckets(&tightened, &want);
+        self.applied = want;
+        touched += tighter?;
         if !loosened.is_empty() || !tightened.is_empty() {
             self.last_rescale = touched;
             self.rescaled_total += touched as u64;
@@ -217,10 +239,30 @@ impl Core {
                 "limits changed: buckets rescaled, none refilled"
             );
         }
-        self.applied = want;
         Ok(Applied {
             writes: writes.len(),
         })
+    }
+
+    /// Push the gate lease forward once a renewal period of it has passed (the control
+    /// loop applies every tick, so the global entry is rewritten about once per
+    /// [`GATE_LEASE_RENEW_NS`], not every tick).
+    fn renew_gate_lease(&mut self) {
+        self.gate_lease_until_ns = next_gate_lease(self.gate_lease_until_ns, self.dp.now_ns());
+    }
+
+    /// After a failed write the kernel holds part of the change: take what it holds as the
+    /// reference, so the next diff (the caller's roll-back, or the next tick) removes the
+    /// half-written and orphan entries instead of trusting a state that is not there.
+    fn resync_from_kernel(&mut self) {
+        match self.dp.read_state() {
+            Ok(now) => self.applied = now,
+            Err(e) => {
+                // Unknown: a full rewrite next time (diff against nothing writes everything
+                // but cannot remove orphans; the next successful read will).
+                error!(error = %e, "cannot read the maps back after a failed write");
+            }
+        }
     }
 
     /// Slots of active classes whose limits change, split into loosened and tightened.
@@ -318,14 +360,84 @@ impl Core {
         crate::policy::limits::largest_frame(mtus)
     }
 
-    /// Attach to every configured interface.
+    /// Attach to every configured interface that exists. A missing one is reported
+    /// (warning, status, metric) and attached when it appears ([`Core::sync_links`]);
+    /// start-up fails only when none exists, or when attaching to one that exists fails.
     pub fn attach_all(&mut self) -> Result<(), EngineError> {
-        for iface in self.config.daemon.interfaces.clone() {
-            let keep = self.config.daemon.on_exit == OnExit::Keep;
-            let mode = self.dp.attach(&iface, self.config.daemon.attach, keep)?;
-            info!(interface = %iface, ?mode, "attached");
-            self.interfaces.push(InterfaceStatus { name: iface, mode });
+        self.interfaces = self
+            .config
+            .daemon
+            .interfaces
+            .iter()
+            .map(|name| InterfaceStatus {
+                name: name.clone(),
+                mode: None,
+                attached: false,
+                ifindex: None,
+            })
+            .collect();
+        for i in 0..self.interfaces.len() {
+            if self.dp.ifindex(&self.interfaces[i].name).is_none() {
+                warn!(interface = %self.interfaces[i].name,
+                    "interface missing: not filtered until it appears, then attached");
+                continue;
+            }
+            self.attach_one(i)?;
         }
+        if !self.interfaces.iter().any(|s| s.attached) {
+            return Err(DataplaneError::Attach {
+                iface: self.config.daemon.interfaces.join(", "),
+                detail: "none of daemon.interfaces exists; refusing to start unfiltered".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Re-check every configured interface against the one attached to: one that vanished
+    /// or was replaced (new index) has lost its links and is marked detached, with a
+    /// warning; one that exists and is not attached is attached. Called on every link
+    /// event; cheap (one `if_nametoindex` per interface) when nothing changed.
+    pub fn sync_links(&mut self) {
+        for i in 0..self.interfaces.len() {
+            let name = self.interfaces[i].name.clone();
+            let now = self.dp.ifindex(&name);
+            let st = &mut self.interfaces[i];
+            if st.attached && st.ifindex != now {
+                warn!(interface = %name, "interface went away or was replaced: its XDP and TC links are gone and traffic on it is not filtered until it returns");
+                (st.attached, st.mode, st.ifindex) = (false, None, None);
+                self.dp.detach(&name);
+            }
+            if !self.interfaces[i].attached && now.is_some() {
+                match self.attach_one(i) {
+                    Ok(()) => info!(interface = %name, "interface returned: attached again"),
+                    Err(e) => {
+                        warn!(interface = %name, error = %e, "attaching to a returned interface failed; it stays unfiltered")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Attach to interface `i` of the status list (clearing any leftover links first).
+    fn attach_one(&mut self, i: usize) -> Result<(), EngineError> {
+        let name = self.interfaces[i].name.clone();
+        let keep = self.config.daemon.on_exit == OnExit::Keep;
+        self.dp.detach(&name);
+        let before = self.dp.ifindex(&name);
+        let mode = self.dp.attach(&name, self.config.daemon.attach, keep)?;
+        if self.dp.ifindex(&name) != before {
+            // Replaced while we attached: the next link event attaches to the new one.
+            self.dp.detach(&name);
+            return Ok(());
+        }
+        info!(interface = %name, ?mode, "attached");
+        self.interfaces[i] = InterfaceStatus {
+            name,
+            mode: Some(mode),
+            attached: true,
+            ifindex: before,
+        };
         Ok(())
     }
 
@@ -354,10 +466,21 @@ impl Core {
         match self.apply_desired() {
             Ok(a) => Ok(a),
             Err(e) => {
-                // Keep the running config as the reference for the next attempt.
+                // Keep the running config, and put it back in the kernel: the failed apply
+                // may have written part of the new one (the diff starts from what the
+                // kernel holds, so half-written and orphan rules are removed).
                 (self.config, self.slots) = old;
                 self.throttle.set_settings(self.config.throttle.clone());
                 self.sync_upstreams();
+                match self.apply_desired() {
+                    Ok(a) => warn!(
+                        writes = a.writes,
+                        "apply failed; the running config was restored in the kernel"
+                    ),
+                    Err(e2) => {
+                        error!(error = %e2, "apply failed and restoring the running config failed too; retried on the next change")
+                    }
+                }
                 Err(e)
             }
         }
@@ -468,6 +591,97 @@ class = "premium"
     }
 
     #[test]
+    fn missing_interface_at_start_is_attached_when_it_appears() {
+        let c = Config::parse(Path::new("t.toml"), CONFIG).unwrap();
+        let fake = Fake::default();
+        let links = fake.ifindexes.clone();
+        links.lock().unwrap().insert("veth1".into(), None);
+        let mut c = Core::new(c, Box::new(fake.clone())).unwrap();
+        c.attach_all().unwrap();
+        let s = c.status();
+        assert!(s.interfaces[0].attached);
+        assert!(!s.interfaces[1].attached && s.interfaces[1].mode.is_none());
+        links.lock().unwrap().insert("veth1".into(), Some(3));
+        c.sync_links();
+        assert!(c.status().interfaces[1].attached);
+        // Nothing there: refused.
+        let fake = Fake::default();
+        fake.ifindexes
+            .lock()
+            .unwrap()
+            .extend([("veth0".to_owned(), None), ("veth1".to_owned(), None)]);
+        let cfg = Config::parse(Path::new("t.toml"), CONFIG).unwrap();
+        let mut none = Core::new(cfg, Box::new(fake)).unwrap();
+        let err = none.attach_all().unwrap_err().to_string();
+        assert!(err.contains("none of daemon.interfaces exists"), "{err}");
+    }
+
+    #[test]
+    fn a_replaced_interface_is_reported_detached_then_attached_again() {
+        let fake = Fake::default();
+        let links = fake.ifindexes.clone();
+        let cfg = Config::parse(Path::new("t.toml"), CONFIG).unwrap();
+        let mut c = Core::new(cfg, Box::new(fake)).unwrap();
+        c.attach_all().unwrap();
+        links.lock().unwrap().insert("veth1".into(), None);
+        c.sync_links();
+        let st = &c.status().interfaces[1];
+        assert!(!st.attached && st.mode.is_none() && st.ifindex.is_none());
+        assert!(c.status().interfaces[0].attached, "the other one stays");
+        links.lock().unwrap().insert("veth1".into(), Some(7));
+        c.sync_links();
+        let st = &c.status().interfaces[1];
+        assert!(st.attached && st.ifindex == Some(7));
+        // Replaced between two events (same name, new index): attached to the new one.
+        links.lock().unwrap().insert("veth1".into(), Some(8));
+        c.sync_links();
+        let st = &c.status().interfaces[1];
+        assert!(st.attached && st.ifindex == Some(8));
+    }
+
+    /// `n` rules of /64s under `2001:db8:<base>::/48` in the premium class.
+    fn with_rules(base: u16, n: u16) -> String {
+        let mut text = CONFIG.to_owned();
+        for i in 0..n {
+            text += &format!(
+                "[[rules]]\ncidr = \"2001:db8:{base:x}:{i:x}::/64\"\nclass = \"premium\"\n"
+            );
+        }
+        text
+    }
+
+    #[test]
+    fn a_failed_apply_restores_the_old_rules_and_removes_what_it_half_wrote() {
+        let fake = Fake::default();
+        let capacity = fake.rule_capacity.clone();
+        let cfg = Config::parse(Path::new("t.toml"), &with_rules(0xaaaa, 10)).unwrap();
+        let mut c = Core::new(cfg, Box::new(fake)).unwrap();
+        let old = c.dp.read_state().unwrap().rules;
+        assert_eq!(old.len(), 11);
+        // The map fills up midway through the swap (e.g. entries the daemon did not know of).
+        capacity.store(14, std::sync::atomic::Ordering::Relaxed);
+        let new = Config::parse(Path::new("t.toml"), &with_rules(0xbbbb, 10)).unwrap();
+        let err = c.apply_config(new.clone()).unwrap_err().to_string();
+        assert!(err.contains("full"), "{err}");
+        assert_eq!(
+            c.dp.read_state().unwrap().rules,
+            old,
+            "old rules back, no leftovers"
+        );
+        assert_eq!(c.applied.rules, old, "the daemon's view matches the kernel");
+        assert_eq!(c.config.rules.len(), 11, "the running config stays");
+        // With room, the same swap goes through and leaves exactly the new rules.
+        capacity.store(0, std::sync::atomic::Ordering::Relaxed);
+        c.apply_config(new).unwrap();
+        let now = c.dp.read_state().unwrap().rules;
+        assert_eq!(now.len(), 11);
+        assert!(
+            now.keys().all(|k| !old.contains_key(k) || k.1 == 120),
+            "orphans left"
+        );
+    }
+
+    #[test]
     fn a_control_tick_without_upstreams_still_ages_the_bitmap() {
         let mut c = core(CONFIG);
         assert!(c.upstreams.is_empty());
@@ -476,6 +690,25 @@ class = "premium"
         let next = c.seen_next;
         c.control_tick(None).unwrap();
         assert_ne!(c.seen_next, next, "the tick aged the bitmap");
+    }
+
+    #[test]
+    fn the_gate_lease_is_renewed_about_once_a_renewal_period() {
+        let mut c = core(CONFIG);
+        let first = c.applied.global.gate_lease_until_ns;
+        assert_eq!(first, 1_000_000_000 + GATE_LEASE_NS, "written at start");
+        assert_eq!(
+            c.apply_pending().unwrap().writes,
+            0,
+            "same clock, no rewrite"
+        );
+        let s = 1_000_000_000;
+        assert_eq!(next_gate_lease(first, s + GATE_LEASE_RENEW_NS - 1), first);
+        assert_eq!(
+            next_gate_lease(first, s + GATE_LEASE_RENEW_NS + 1),
+            s + GATE_LEASE_RENEW_NS + 1 + GATE_LEASE_NS
+        );
+        assert_eq!(next_gate_lease(0, u64::MAX - 3), u64::MAX, "saturates");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use traffic_common::{
     ABI_VERSION, Action, Addr, CLASS_BYTES, ClassConfig, GLOBAL_HAS_PORTS, GLOBAL_HAS_TCP_PORTS,
-    GLOBAL_HAS_UDP_PORTS, GLOBAL_MONITOR, GlobalConfig, MAX_CLASSES, PortRule, Rule, SlotName,
-    UNCLASSIFIED, V4_MAPPED_PREFIX_BITS, proto, v4_mapped,
+    GLOBAL_HAS_UDP_PORTS, GLOBAL_MONITOR, GlobalConfig, MAX_CLASSES, PortRule, RULES_ENTRIES, Rule,
+    SlotName, UNCLASSIFIED, V4_MAPPED_PREFIX_BITS, proto, v4_mapped,
 };
 
 use crate::{
@@ -180,6 +180,8 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
             },
             default_class,
             rules_gen: rules_generation(&rules, default_class),
+            // No lease without a clock; `desired_live` (the daemon) sets a finite one.
+            gate_lease_until_ns: u64::MAX,
         },
         classes,
         names: slots.to_names(),
@@ -224,6 +226,8 @@ pub struct Live<'a> {
     /// The largest frame the attached interfaces deliver ([`limits::largest_frame`]): every
     /// byte burst holds at least one.
     pub max_frame: u64,
+    /// End of the gate lease ([`GlobalConfig::gate_lease_until_ns`]).
+    pub gate_lease_until_ns: u64,
 }
 
 /// [`desired`] with the live overlays: class chaos in force, and the port rules
@@ -242,6 +246,7 @@ pub fn desired_live(
     {
         limits::floor_byte_tolerance(&mut c.bytes, live.max_frame);
     }
+    want.global.gate_lease_until_ns = live.gate_lease_until_ns;
     for (name, c) in live.class_chaos {
         if let Some(slot) = slots.slot_of(name)
             && c.active(live.now_ns)
@@ -312,6 +317,36 @@ pub enum Write {
     Global(GlobalConfig),
 }
 
+/// Rule inserts and removals, ordered to fit a map of `capacity` entries at every step:
+/// changed rules (no new entry) and as many new rules as there is room for first, then the
+/// removals, then the remaining new rules. Inserting everything first would overflow on a
+/// large swap (10k rules for 10k others in a map of 16k); removing everything first would
+/// leave sources unclassified longer than needed.
+fn rule_writes(applied: Option<&Desired>, want: &Desired, capacity: usize) -> Vec<Write> {
+    let (mut now, mut later) = (Vec::new(), Vec::new());
+    let mut free = capacity.saturating_sub(applied.map_or(0, |a| a.rules.len()));
+    for (k, r) in &want.rules {
+        match applied.and_then(|a| a.rules.get(k)) {
+            Some(old) if old == r => {}
+            Some(_) => now.push(Write::Rule(*k, *r)),
+            None if free > 0 => {
+                free -= 1;
+                now.push(Write::Rule(*k, *r));
+            }
+            None => later.push(Write::Rule(*k, *r)),
+        }
+    }
+    if let Some(a) = applied {
+        for k in a.rules.keys() {
+            if !want.rules.contains_key(k) {
+                now.push(Write::RemoveRule(*k));
+            }
+        }
+    }
+    now.extend(later);
+    now
+}
+
 /// The writes that turn `applied` (what the maps hold, `None` if unknown) into `want`,
 /// ordered so that the program never sees a rule or default pointing at an inactive class:
 /// new and changed classes first, then rules, then the global entry, then deactivations.
@@ -328,18 +363,7 @@ pub fn diff(applied: Option<&Desired>, want: &Desired) -> Vec<Write> {
             out.push(Write::Class(slot as u32, *c));
         }
     }
-    for (k, r) in &want.rules {
-        if applied.and_then(|a| a.rules.get(k)) != Some(r) {
-            out.push(Write::Rule(*k, *r));
-        }
-    }
-    if let Some(a) = applied {
-        for k in a.rules.keys() {
-            if !want.rules.contains_key(k) {
-                out.push(Write::RemoveRule(*k));
-            }
-        }
-    }
+    out.extend(rule_writes(applied, want, RULES_ENTRIES as usize));
     // Port rules name classes (overrides) and must exist before the global flag that makes
     // the program look them up; removals go after the flag is cleared.
     for (k, p) in &want.ports {
@@ -492,6 +516,50 @@ action = "deny"
     }
 
     #[test]
+    fn a_rule_swap_never_holds_more_rules_than_the_map() {
+        let rule = Rule::default();
+        let set = |base: u32, n: u32| -> Desired {
+            let mut d = Desired {
+                global: GlobalConfig::default(),
+                classes: vec![ClassConfig::default(); 2],
+                names: vec![SlotName::default(); 2],
+                rules: BTreeMap::new(),
+                ports: BTreeMap::new(),
+            };
+            for i in base..base + n {
+                let mut addr = [0u8; 16];
+                addr[..4].copy_from_slice(&i.to_be_bytes());
+                d.rules.insert((addr, 128), rule);
+            }
+            d
+        };
+        let (old, new) = (set(0, 10), set(100, 10));
+        let writes = rule_writes(Some(&old), &new, 16);
+        let mut held = old.rules.len();
+        let mut peak = held;
+        for w in &writes {
+            match w {
+                Write::Rule(..) => held += 1,
+                Write::RemoveRule(_) => held -= 1,
+                _ => {}
+            }
+            peak = peak.max(held);
+        }
+        assert_eq!((held, peak), (10, 16), "fills the free room, never more");
+        assert!(
+            matches!(writes[0], Write::Rule(..)),
+            "new rules first, while room"
+        );
+        // A full map: every removal goes first.
+        let writes = rule_writes(Some(&set(0, 16)), &set(100, 16), 16);
+        assert!(
+            writes[..16]
+                .iter()
+                .all(|w| matches!(w, Write::RemoveRule(_)))
+        );
+    }
+
+    #[test]
     fn removed_rules_and_classes() {
         let c1 = cfg(BASE);
         let slots = Slots::default().assign(&c1);
@@ -539,6 +607,7 @@ action = "deny"
             class_chaos: &class_chaos,
             now_ns,
             max_frame: limits::MIN_BYTE_BURST,
+            gate_lease_until_ns: now_ns + 7,
         };
         let want = desired_live(&c, &slots, |_| 1.0, &live(500));
         assert_eq!(want.classes[premium].chaos, chaos.kernel());
@@ -549,6 +618,10 @@ action = "deny"
         assert_ne!(want.global.flags & GLOBAL_HAS_PORTS, 0);
         assert_ne!(want.global.flags & GLOBAL_HAS_TCP_PORTS, 0);
         assert_eq!(want.global.flags & GLOBAL_HAS_UDP_PORTS, 0, "no UDP rule");
+        assert_eq!(
+            want.global.gate_lease_until_ns, 507,
+            "the live lease, not none"
+        );
         // Expired chaos is not planned.
         let later = desired_live(&c, &slots, |_| 1.0, &live(2_000));
         assert_eq!(later.classes[premium].chaos, Default::default());

@@ -15,9 +15,10 @@ use crate::{
     maps::{TRF_LOCAL, TRF_PORTS, TRF_RST_BUDGET},
 };
 
-/// The port rule of a packet's destination port, looked up in this invocation.
+/// The port rule of a packet's destination port, looked up in this invocation, and the
+/// gate lease ([`GlobalConfig::gate_lease_until_ns`]) it is read under.
 #[derive(Clone, Copy)]
-pub struct PortRuleRef(*mut PortRule);
+pub struct PortRuleRef(*mut PortRule, u64);
 
 impl PortRuleRef {
     /// The rule.
@@ -50,7 +51,7 @@ pub fn port_rule(cfg: &GlobalConfig, f: &Frame, ip: &Ip) -> Option<PortRuleRef> 
         _pad: 0,
     };
     let rule = TRF_PORTS.get_ptr_mut(&key)?;
-    local_destination(f, ip).then_some(PortRuleRef(rule))
+    local_destination(f, ip).then_some(PortRuleRef(rule, cfg.gate_lease_until_ns))
 }
 
 /// Whether the packet is addressed to one of the node's addresses; every destination is,
@@ -78,6 +79,13 @@ pub fn rst_allowed(pr: PortRuleRef, clock: &mut Clock) -> bool {
     unsafe { bucket::charge(tat, &rule.rst_budget, rule.rst_budget.interval, clock.now()) }
 }
 
+/// Whether the daemon's lease on the gate state still runs: after it (the daemon stopped
+/// or hung) open, half-open and shedding gates count as closed.
+#[inline(always)]
+fn gate_leased(pr: PortRuleRef, clock: &mut Clock) -> bool {
+    clock.now() < pr.1
+}
+
 /// The port's gate.
 #[inline(always)]
 pub fn check(ip: &Ip, pr: PortRuleRef, clock: &mut Clock) -> Option<Refusal> {
@@ -99,7 +107,7 @@ pub fn check(ip: &Ip, pr: PortRuleRef, clock: &mut Clock) -> Option<Refusal> {
             reset: reset && new_tcp,
         });
     }
-    if new_tcp && rule.flags & PORT_SHED != 0 {
+    if new_tcp && rule.flags & PORT_SHED != 0 && gate_leased(pr, clock) {
         stats.bump(|s| s.shed += 1);
         return Some(Refusal {
             reason: Reason::Bulkhead,
@@ -115,6 +123,9 @@ pub fn check(ip: &Ip, pr: PortRuleRef, clock: &mut Clock) -> Option<Refusal> {
 fn breaker_refuses(pr: PortRuleRef, clock: &mut Clock, stats: PortCounters) -> bool {
     let rule = pr.rule();
     let gate = rule.gate;
+    if gate != Gate::Closed as u32 && !gate_leased(pr, clock) {
+        return false;
+    }
     if gate == Gate::Open as u32 {
         return true;
     }

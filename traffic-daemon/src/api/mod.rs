@@ -43,11 +43,18 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
 }
 
-/// One interface the program is attached to.
+/// One interface of the config, attached or not.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct InterfaceStatus {
     pub name: String,
-    pub mode: AttachedMode,
+    /// How the program is attached; `None` while detached.
+    pub mode: Option<AttachedMode>,
+    /// Whether the XDP and TC programs are attached now: false while the interface is
+    /// missing (deleted, not yet created) or attaching to it failed.
+    pub attached: bool,
+    /// The index of the interface attached to (a recreated one gets a new index).
+    #[serde(default)]
+    pub ifindex: Option<u32>,
 }
 
 /// One class as configured.

@@ -76,7 +76,10 @@ pub fn render_status(s: &StatusReport) -> String {
     let ifaces: Vec<String> = s
         .interfaces
         .iter()
-        .map(|i| format!("{} ({})", i.name, config_word(&i.mode)))
+        .map(|i| match &i.mode {
+            Some(mode) if i.attached => format!("{} ({})", i.name, config_word(mode)),
+            _ => format!("{} (DETACHED: not filtered)", i.name),
+        })
         .collect();
     let _ = writeln!(o, "interfaces: {}", ifaces.join(", "));
     let _ = writeln!(o, "rules:      {}", s.rules);

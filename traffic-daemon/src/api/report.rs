@@ -237,6 +237,10 @@ pub struct SourcesReport {
     /// Tracked sources in total (all classes).
     pub tracked: u64,
     pub sources: Vec<SourceEntry>,
+    /// The walk of the bucket map stopped at its time budget: `tracked` and the rows
+    /// cover part of the map.
+    #[serde(default)]
+    pub partial: bool,
 }
 
 /// The `trafficctl sources` table.
@@ -244,10 +248,17 @@ pub fn render_sources(r: &SourcesReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} tracked sources; top {} by packets:",
+        "{}{} tracked sources; top {} by packets:",
+        if r.partial { "at least " } else { "" },
         thousands(r.tracked),
         r.sources.len()
     );
+    if r.partial {
+        let _ = writeln!(
+            out,
+            "(partial: the walk of the bucket map stopped at its time budget)"
+        );
+    }
     let _ = writeln!(
         out,
         "{:<12} {:<42} {:>12} {:>12} {:>9}",

@@ -1691,6 +1691,36 @@ fn more_rules_than_the_kernel_map_holds_are_refused() {
 }
 
 #[test]
+fn a_full_rule_table_leaves_no_room_for_the_implicit_ipv4_rule() {
+    // An IPv6 rule covering ::ffff:0:0/96 without an IPv4 /0 makes the plan add one rule.
+    let limit = traffic_common::RULES_ENTRIES as usize;
+    let rules = |n: usize, first: &str| {
+        let mut text = cfg("", "");
+        text.push_str(&format!(
+            "[[rules]]\ncidr = \"{first}\"\naction = \"allow\"\n"
+        ));
+        for i in 1..n {
+            let (a, b) = (i / 256, i % 256);
+            text.push_str(&format!(
+                "[[rules]]\ncidr = \"10.{a}.{b}.0/24\"\naction = \"allow\"\n"
+            ));
+        }
+        text
+    };
+    let e = err(&rules(limit, "::/0"));
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains(&format!("rules[{}]", limit - 1)), "{e}");
+    assert!(e.contains("implicit IPv4 rule"), "{e}");
+    // One fewer fits with the implicit rule; an IPv6 rule that misses the block needs none;
+    // an explicit IPv4 /0 replaces the implicit one.
+    assert_eq!(ok(&rules(limit - 1, "::/0")).rules.len(), limit - 1);
+    assert_eq!(ok(&rules(limit, "2001:db8::/32")).rules.len(), limit);
+    let mut with_v4_default = rules(limit - 1, "::/0");
+    with_v4_default.push_str("[[rules]]\ncidr = \"0.0.0.0/0\"\naction = \"allow\"\n");
+    assert_eq!(ok(&with_v4_default).rules.len(), limit);
+}
+
+#[test]
 fn more_ports_than_the_kernel_map_holds_name_the_first_that_does_not_fit() {
     let limit = traffic_common::MAX_PORTS as usize;
     let mut text = cfg("", "");

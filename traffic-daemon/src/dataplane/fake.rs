@@ -1,6 +1,9 @@
 //! An in-memory dataplane for tests of the daemon, the admin API and the CLI.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
 
 use traffic_common::{
     Bucket, BucketKey, COUNTERS_ENTRIES, ClassConfig, ClassStats, Counter, EgressStats,
@@ -32,6 +35,13 @@ pub struct Fake {
     pub aged: Vec<u32>,
     /// Interface MTUs returned by `mtu` (none known: `None`).
     pub mtus: BTreeMap<String, u32>,
+    /// Interface indexes by name, shared with clones so a test can hot-plug under a
+    /// running core: a name not listed is present with index 1, one mapped to `None` is
+    /// missing.
+    pub ifindexes: Arc<Mutex<BTreeMap<String, Option<u32>>>>,
+    /// Capacity of the rules map, as the kernel's `max_entries` (shared with clones, so a
+    /// test can shrink it under a running core to make an apply fail midway); 0: no limit.
+    pub rule_capacity: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Default for Fake {
@@ -55,6 +65,8 @@ impl Default for Fake {
             kept: false,
             aged: Vec::new(),
             mtus: BTreeMap::new(),
+            ifindexes: Arc::default(),
+            rule_capacity: Arc::default(),
         }
     }
 }
@@ -66,12 +78,27 @@ impl Dataplane for Fake {
         _mode: AttachMode,
         _pin: bool,
     ) -> Result<AttachedMode, DataplaneError> {
+        if self.ifindex(iface).is_none() {
+            return Err(DataplaneError::Attach {
+                iface: iface.to_owned(),
+                detail: "no such interface".into(),
+            });
+        }
         self.attached.push(iface.to_owned());
         Ok(AttachedMode::Generic)
     }
 
     fn detach_all(&mut self) {
         self.attached.clear();
+    }
+
+    fn detach(&mut self, iface: &str) {
+        self.attached.retain(|a| a != iface);
+    }
+
+    fn ifindex(&self, iface: &str) -> Option<u32> {
+        let map = self.ifindexes.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(iface).copied().unwrap_or(Some(1))
     }
 
     fn keep_attached(&mut self) -> Result<(), DataplaneError> {
@@ -89,6 +116,13 @@ impl Dataplane for Fake {
                 Write::SlotName(slot, n) => self.state.names[*slot as usize] = *n,
                 Write::Class(slot, c) => self.state.classes[*slot as usize] = *c,
                 Write::Rule(k, r) => {
+                    let cap = self
+                        .rule_capacity
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    let full = cap > 0 && self.state.rules.len() >= cap;
+                    if full && !self.state.rules.contains_key(k) {
+                        return Err(DataplaneError::Other("rules map full (ENOSPC)".into()));
+                    }
                     self.state.rules.insert(*k, *r);
                 }
                 Write::RemoveRule(k) => {

@@ -1,5 +1,5 @@
 //! The real dataplane: the traffic XDP program loaded with aya, maps pinned by name under
-//! the pin directory (adopted when already there), attached to interfaces.
+//! the pin directory (adopted when already there), attached to interfaces (see the `attach` module).
 
 use std::{
     collections::BTreeMap,
@@ -9,19 +9,15 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
-    programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::{FdLink, PinnedLink},
-        tc::SchedClassifierLinkId,
-        xdp::{XdpLink, XdpLinkId},
-    },
+    programs::{SchedClassifier, Xdp},
 };
 use traffic_common::{
-    ABI_VERSION, Addr, Bucket, BucketKey, ClassConfig, ClassStats, Counter, EGRESS_PROGRAM_NAME,
-    EgressStats, GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule, PortStats,
-    RESCALE_PROGRAM_NAME, RescaleRequest, Rule, SlotName, map_names,
+    Addr, Bucket, BucketKey, ClassConfig, ClassStats, Counter, EGRESS_PROGRAM_NAME, EgressStats,
+    GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule, PortStats, RESCALE_PROGRAM_NAME,
+    RescaleRequest, Rule, SlotName, map_names,
 };
 
+pub use super::attach::Attachment;
 use super::{AttachedMode, Dataplane, DataplaneError, Rescaled, monotonic_ns, seen::SeenMap};
 
 mod testing;
@@ -39,27 +35,10 @@ pub struct LoadOptions {
     pub max_sources: u32,
 }
 
-/// One attachment of the program to an interface.
-#[derive(Debug)]
-pub struct Attachment {
-    pub iface: String,
-    pub mode: AttachedMode,
-    link: Option<LinkHandle>,
-}
-
-/// How we hold a link.
-#[derive(Debug)]
-enum LinkHandle {
-    /// Owned by the program object: detached when dropped (a crash fails open).
-    Owned(XdpLinkId),
-    /// Pinned on bpffs: survives this process until the pin is removed.
-    Pinned { fd: FdLink, path: PathBuf },
-}
-
 /// The loaded program and typed handles on its maps.
 pub struct Kernel {
-    ebpf: Ebpf,
-    pin_dir: PathBuf,
+    pub(super) ebpf: Ebpf,
+    pub(super) pin_dir: PathBuf,
     config: Array<MapData, GlobalConfig>,
     rules: LpmTrie<MapData, Addr, Rule>,
     classes: Array<MapData, ClassConfig>,
@@ -74,10 +53,10 @@ pub struct Kernel {
     seen: SeenMap,
     /// The debt sketch (a reset source's slot is cleared).
     debt: Array<MapData, u64>,
-    /// TC egress attachments (owned: the passive signal is only read by a running daemon).
-    egress_links: Vec<SchedClassifierLinkId>,
-    attachments: Vec<Attachment>,
+    pub(super) attachments: Vec<Attachment>,
     adopted: bool,
+    /// How the TC egress program attaches on this kernel.
+    pub(super) tc_backend: super::tc::TcBackend,
     /// Keeps the node's addresses in the program's set (the daemon only; see `local`).
     local: Option<super::local::Tracker>,
 }
@@ -110,23 +89,28 @@ impl Kernel {
             path: opts.pin_dir.clone(),
             source,
         })?;
-        let adopted = opts.pin_dir.join(map_names::CONFIG).exists();
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&opts.pin_dir)
-            .map_max_entries(map_names::BUCKETS, opts.max_sources)
-            .load(object)
-            .map_err(|e| {
-                let detail = format!("{e}");
-                if adopted && (detail.contains("pin") || detail.contains("mismatch")) {
-                    DataplaneError::PinnedMismatch {
-                        pin_dir: opts.pin_dir.clone(),
-                        expected: ABI_VERSION,
-                        detail: chain(&e),
+        // Pins of another ABI are replaced, a map of another shape is moved aside and its
+        // contents carried over (see `migrate`): a restart never refuses for that reason.
+        let adopted = super::migrate::check_abi(&opts.pin_dir)?;
+        let mut moved = Vec::new();
+        let mut ebpf = loop {
+            let loaded = EbpfLoader::new()
+                .default_map_pin_directory(&opts.pin_dir)
+                .map_max_entries(map_names::BUCKETS, opts.max_sources)
+                .load(object);
+            match loaded {
+                Ok(ebpf) => break ebpf,
+                // Each attempt names one map; there are at most `ALL.len()` of them.
+                Err(e) if moved.len() < map_names::ALL.len() => {
+                    match super::migrate::move_aside(&opts.pin_dir, &e) {
+                        Some(aside) => moved.push(aside?),
+                        None => return Err(DataplaneError::Load(chain(&e))),
                     }
-                } else {
-                    DataplaneError::Load(chain(&e))
                 }
-            })?;
+                Err(e) => return Err(DataplaneError::Load(chain(&e))),
+            }
+        };
+        super::migrate::carry_over(&mut ebpf, moved);
         let config = take_map!(ebpf, map_names::CONFIG, Array);
         let rules = take_map!(ebpf, map_names::RULES, LpmTrie);
         let classes = take_map!(ebpf, map_names::CLASSES, Array);
@@ -162,19 +146,11 @@ impl Kernel {
             egress,
             seen,
             debt,
-            egress_links: Vec::new(),
             attachments: Vec::new(),
             adopted,
+            tc_backend: super::tc::detect().map_err(DataplaneError::Other)?,
             local: None,
         };
-        let found = kernel.global()?.abi_version;
-        if found != 0 && found != ABI_VERSION {
-            return Err(DataplaneError::PinnedMismatch {
-                pin_dir: opts.pin_dir.clone(),
-                expected: ABI_VERSION,
-                detail: format!("they were written by ABI {found}"),
-            });
-        }
         for name in [PROGRAM_NAME, RESCALE_PROGRAM_NAME] {
             xdp_program(&mut kernel.ebpf, name)?
                 .load()
@@ -189,186 +165,6 @@ impl Kernel {
     /// The pin directory.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
-    }
-
-    /// Pin path of the link on `iface` (kept only with `on_exit = "keep"`).
-    pub fn link_pin_path(&self, iface: &str) -> PathBuf {
-        self.pin_dir.join(format!("link_{iface}"))
-    }
-
-    /// Attach to `iface`. A link pinned by an earlier run (on_exit = "keep") is taken over
-    /// atomically, so enforcement never lapses across a restart. With `pin`, the link is
-    /// pinned right away, so it keeps enforcing even if this process is killed.
-    fn attach_iface(
-        &mut self,
-        iface: &str,
-        mode: AttachMode,
-        pin: bool,
-    ) -> Result<AttachedMode, DataplaneError> {
-        let err = |detail: String| DataplaneError::Attach {
-            iface: iface.to_owned(),
-            detail,
-        };
-        let path = self.link_pin_path(iface);
-        let (id, attached) = match self.take_over_pinned(iface, &path) {
-            Some(id) => (id, AttachedMode::Native),
-            None => self.attach_fresh(iface, mode)?,
-        };
-        let link = if pin {
-            let program = kernel_program(&mut self.ebpf)?;
-            let link = program.take_link(id).map_err(|e| err(chain(&e)))?;
-            let fd = FdLink::try_from(link).map_err(|e| {
-                err(format!(
-                    "link cannot be pinned (netlink attach): {}",
-                    chain(&e)
-                ))
-            })?;
-            let fd: FdLink = if path.exists() {
-                // Taken over from the pin, which still names this link.
-                fd
-            } else {
-                fd.pin(&path)
-                    .map_err(|e| err(format!("pin {}: {}", path.display(), chain(&e))))?
-                    .into()
-            };
-            LinkHandle::Pinned { fd, path }
-        } else {
-            let _ = std::fs::remove_file(&path);
-            LinkHandle::Owned(id)
-        };
-        self.attachments.push(Attachment {
-            iface: iface.to_owned(),
-            mode: attached,
-            link: Some(link),
-        });
-        // The passive breaker signal: replies the node sends from upstream ports.
-        let name =
-            std::ffi::CString::new(iface).map_err(|_| err("interface name contains NUL".into()))?;
-        let egress = egress_program(&mut self.ebpf)?;
-        let id = egress
-            .attach(name.as_c_str(), TcAttachType::Egress)
-            .map_err(|e| err(format!("TC egress attach: {}", chain(&e))))?;
-        self.egress_links.push(id);
-        Ok(attached)
-    }
-
-    /// Replace the program on a link pinned by an earlier run, if there is one.
-    fn take_over_pinned(&mut self, iface: &str, path: &Path) -> Option<XdpLinkId> {
-        if !path.exists() {
-            return None;
-        }
-        let program = kernel_program(&mut self.ebpf).ok()?;
-        let taken = PinnedLink::from_pin(path)
-            .map_err(|e| chain(&e))
-            .and_then(|pinned| XdpLink::try_from(FdLink::from(pinned)).map_err(|e| chain(&e)))
-            .and_then(|link| program.attach_to_link(link).map_err(|e| chain(&e)));
-        match taken {
-            Ok(id) => {
-                tracing::info!(interface = %iface, "took over the pinned link: enforcement never lapsed");
-                Some(id)
-            }
-            Err(e) => {
-                tracing::warn!(interface = %iface, error = %e, "ignoring stale link pin");
-                let _ = std::fs::remove_file(path);
-                None
-            }
-        }
-    }
-
-    fn attach_fresh(
-        &mut self,
-        iface: &str,
-        mode: AttachMode,
-    ) -> Result<(XdpLinkId, AttachedMode), DataplaneError> {
-        let attempts: &[(XdpMode, AttachedMode)] = match mode {
-            AttachMode::Auto => &[
-                (XdpMode::Driver, AttachedMode::Native),
-                (XdpMode::Skb, AttachedMode::Generic),
-            ],
-            AttachMode::Native => &[(XdpMode::Driver, AttachedMode::Native)],
-            AttachMode::Generic => &[(XdpMode::Skb, AttachedMode::Generic)],
-        };
-        let name = std::ffi::CString::new(iface).map_err(|_| DataplaneError::Attach {
-            iface: iface.to_owned(),
-            detail: "interface name contains NUL".into(),
-        })?;
-        let mut last = String::new();
-        for (xdp_mode, attached) in attempts {
-            let program = kernel_program(&mut self.ebpf)?;
-            match program.attach(name.as_c_str(), *xdp_mode) {
-                Ok(id) => return Ok((id, *attached)),
-                Err(e) => last = chain(&e),
-            }
-        }
-        Err(DataplaneError::Attach {
-            iface: iface.to_owned(),
-            detail: format!("attach failed: {last}"),
-        })
-    }
-
-    /// Current attachments.
-    pub fn attachments(&self) -> &[Attachment] {
-        &self.attachments
-    }
-
-    /// Pin every owned link so it outlives this process (on_exit = "keep").
-    fn pin_links(&mut self) -> Result<(), DataplaneError> {
-        for i in 0..self.attachments.len() {
-            let Some(LinkHandle::Owned(id)) = self.attachments[i].link.take() else {
-                continue;
-            };
-            let iface = self.attachments[i].iface.clone();
-            let path = self.link_pin_path(&iface);
-            let err = |detail: String| DataplaneError::Attach {
-                iface: iface.clone(),
-                detail,
-            };
-            let program = kernel_program(&mut self.ebpf)?;
-            let link = program.take_link(id).map_err(|e| err(chain(&e)))?;
-            let fd = FdLink::try_from(link).map_err(|e| {
-                err(format!(
-                    "link cannot be pinned (netlink attach): {}",
-                    chain(&e)
-                ))
-            })?;
-            let pinned = fd
-                .pin(&path)
-                .map_err(|e| err(format!("pin {}: {}", path.display(), chain(&e))))?;
-            self.attachments[i].link = Some(LinkHandle::Pinned {
-                fd: pinned.into(),
-                path,
-            });
-        }
-        Ok(())
-    }
-
-    /// Detach from every interface, pinned links included.
-    fn detach_links(&mut self, include_pinned: bool) {
-        let mut owned = Vec::new();
-        for a in &mut self.attachments {
-            match a.link.take() {
-                Some(LinkHandle::Owned(id)) => owned.push(id),
-                Some(LinkHandle::Pinned { fd, path }) if include_pinned => {
-                    let _ = std::fs::remove_file(&path);
-                    drop(fd);
-                }
-                other => a.link = other,
-            }
-        }
-        if let Ok(program) = kernel_program(&mut self.ebpf) {
-            for id in owned {
-                if let Err(e) = program.detach(id) {
-                    tracing::warn!(error = %chain(&e), "detach failed");
-                }
-            }
-        }
-        self.attachments.retain(|a| a.link.is_some());
-        let ids = std::mem::take(&mut self.egress_links);
-        if let Ok(egress) = egress_program(&mut self.ebpf) {
-            for id in ids {
-                let _ = egress.detach(id);
-            }
-        }
     }
 
     /// Apply port rules only to traffic addressed to this node: fill the program's set of
@@ -431,6 +227,14 @@ impl Dataplane for Kernel {
 
     fn detach_all(&mut self) {
         self.detach_links(true);
+    }
+
+    fn detach(&mut self, iface: &str) {
+        self.detach_iface(iface, true);
+    }
+
+    fn ifindex(&self, iface: &str) -> Option<u32> {
+        super::if_nametoindex(iface)
     }
 
     fn keep_attached(&mut self) -> Result<(), DataplaneError> {
@@ -587,6 +391,16 @@ impl Dataplane for Kernel {
         Ok(out)
     }
 
+    fn bucket_walker(&self) -> Result<super::walk::BucketWalker, DataplaneError> {
+        use aya::maps::IterableMap as _;
+        let map = self.buckets.map();
+        let capacity = map
+            .info()
+            .map_err(map_err(map_names::BUCKETS, "info"))?
+            .max_entries();
+        super::walk::BucketWalker::kernel(map, capacity)
+    }
+
     fn set_bucket(&mut self, key: &BucketKey, bucket: &Bucket) -> Result<(), DataplaneError> {
         self.buckets
             .insert(key, bucket, 0)
@@ -647,7 +461,7 @@ impl Dataplane for Kernel {
     }
 }
 
-fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
+pub(super) fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
     ebpf.program_mut(EGRESS_PROGRAM_NAME)
         .ok_or_else(|| {
             DataplaneError::Load(format!("object has no program {EGRESS_PROGRAM_NAME}"))
@@ -656,7 +470,7 @@ fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneErro
         .map_err(|e| DataplaneError::Load(format!("{EGRESS_PROGRAM_NAME}: {e}")))
 }
 
-fn kernel_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+pub(super) fn kernel_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
     xdp_program(ebpf, PROGRAM_NAME)
 }
 
@@ -668,7 +482,7 @@ fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, Datapl
 }
 
 /// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

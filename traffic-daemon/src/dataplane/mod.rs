@@ -3,10 +3,14 @@
 //! [`Dataplane`] is what the daemon needs from the kernel maps; [`kernel::Kernel`] implements
 //! it on the real program and [`fake::Fake`] in memory for tests of everything above it.
 
+mod attach;
 pub mod fake;
 pub mod kernel;
 pub mod local;
+mod migrate;
 mod seen;
+pub mod tc;
+pub mod walk;
 
 use std::path::PathBuf;
 
@@ -32,7 +36,7 @@ pub enum DataplaneError {
         source: std::io::Error,
     },
     #[error(
-        "pinned maps in {pin_dir} do not match this build (ABI {expected}): {detail}. If trafficd was upgraded, stop it and remove {pin_dir} to start with fresh state"
+        "pinned maps in {pin_dir} do not match this build (ABI {expected}) and cannot be replaced: {detail}. Stop trafficd and remove {pin_dir} (or start with --fresh) to start with fresh state"
     )]
     PinnedMismatch {
         pin_dir: PathBuf,
@@ -84,6 +88,12 @@ pub trait Dataplane: Send {
     ) -> Result<AttachedMode, DataplaneError>;
     /// Detach from every interface.
     fn detach_all(&mut self);
+    /// Forget the links on one interface (it vanished or was replaced: its links are
+    /// defunct) and remove its link pin; a no-op when nothing is attached there.
+    fn detach(&mut self, iface: &str);
+    /// The interface's index now, or `None` when there is no interface of that name.
+    /// A deleted and recreated interface comes back with another index.
+    fn ifindex(&self, iface: &str) -> Option<u32>;
     /// Pin the links so enforcement outlives the process (`on_exit = "keep"`).
     fn keep_attached(&mut self) -> Result<(), DataplaneError>;
     /// Whether the maps were adopted from pins left by an earlier run.
@@ -104,6 +114,11 @@ pub trait Dataplane: Send {
     fn class_stats(&self) -> Result<Vec<ClassStats>, DataplaneError>;
     /// Every tracked source.
     fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError>;
+    /// A handle that walks the tracked sources away from the engine (see [`walk`]);
+    /// by default a snapshot of [`Dataplane::buckets`].
+    fn bucket_walker(&self) -> Result<walk::BucketWalker, DataplaneError> {
+        Ok(walk::BucketWalker::Snapshot(self.buckets()?))
+    }
     /// Replace one bucket (tests; a rescale goes through [`Dataplane::rescale_bucket`]).
     fn set_bucket(&mut self, key: &BucketKey, bucket: &Bucket) -> Result<(), DataplaneError>;
     /// Forget one tracked source (its bucket, and the debt remembered for it).
@@ -148,6 +163,18 @@ pub fn interface_mtu(iface: &str) -> Option<u32> {
         libc::close(fd);
         (rc == 0).then(|| u32::try_from(req.ifr_ifru.ifru_mtu).ok())?
     }
+}
+
+/// The index of the interface named `iface` in this network namespace, if there is one.
+pub fn if_nametoindex(iface: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(iface).ok()?;
+    #[allow(
+        unsafe_code,
+        reason = "a libc call; the SAFETY comment below says why it is sound"
+    )]
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.

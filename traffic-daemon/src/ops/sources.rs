@@ -1,14 +1,155 @@
 //! Counters, effective limits and tracked sources (the bucket map), and resetting a source.
 
-use std::time::Instant;
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::{Duration, Instant},
+};
 
 use tracing::{info, warn};
+use traffic_common::{Bucket, BucketKey, ClassConfig};
 
 use super::OpError;
 use crate::{
     api::report::{self, CountersReport},
+    dataplane::walk::BucketWalker,
     engine::Core,
 };
+
+/// How long tracked-source counts are reused before the next walk.
+pub const SOURCES_CACHE_AGE: Duration = Duration::from_secs(5);
+/// The time one walk of the bucket map may take; past it, the answer is partial.
+pub const WALK_BUDGET: Duration = Duration::from_secs(1);
+/// The most rows `sources` returns (memory per walk is bounded by this, not the map).
+pub const MAX_TOP: usize = 10_000;
+
+/// A class slot as the walk needs it.
+struct SlotView {
+    name: String,
+    aggregate_v4: u8,
+    aggregate_v6: u8,
+    limits: ClassConfig,
+}
+
+/// A walk of the bucket map, detached from the engine (see [`Core::sources_walk`]).
+pub struct SourcesWalk {
+    walker: BucketWalker,
+    slots: Vec<SlotView>,
+    now_ns: u64,
+}
+
+/// A key in the top-N set: by packets, then by key (a fixed order for ties).
+type Ranked = (u64, [u8; 16], u32);
+
+impl SourcesWalk {
+    /// Tracked sources per class slot, within [`WALK_BUDGET`].
+    pub fn per_slot(&self) -> Vec<u64> {
+        let mut per_slot = vec![0u64; traffic_common::MAX_CLASSES as usize];
+        let walked = self.walker.walk(Instant::now() + WALK_BUDGET, |k, _| {
+            if let Some(n) = per_slot.get_mut(k.class as usize) {
+                *n += 1;
+            }
+        });
+        match walked {
+            Ok(end) if end.partial => warn!(
+                visited = end.visited,
+                "tracked sources: the bucket-map walk stopped at its budget; counts are partial"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot walk the bucket map"),
+        }
+        per_slot
+    }
+
+    /// The `top` (at most [`MAX_TOP`]) sources by packets, within [`WALK_BUDGET`]. Memory is
+    /// bounded by `top`; a key the walk meets twice (LRU churn) is counted once in the rows.
+    pub fn top(&self, top: usize) -> Result<report::SourcesReport, OpError> {
+        let top = top.min(MAX_TOP);
+        let mut ranked: BTreeSet<Ranked> = BTreeSet::new();
+        let mut rows: HashMap<([u8; 16], u32), Bucket> = HashMap::new();
+        let end = self.walker.walk(Instant::now() + WALK_BUDGET, |k, b| {
+            keep_top(&mut ranked, &mut rows, top, k, b);
+        })?;
+        if end.partial {
+            warn!(
+                visited = end.visited,
+                "sources: the bucket-map walk stopped at its budget; the answer is partial"
+            );
+        }
+        let mut sources: Vec<_> = ranked
+            .iter()
+            .filter_map(|(_, addr, class)| {
+                let b = rows.get(&(*addr, *class))?;
+                Some(self.entry(
+                    &BucketKey {
+                        addr: *addr,
+                        class: *class,
+                    },
+                    b,
+                ))
+            })
+            .collect();
+        sources.sort_by(|a, b| {
+            b.packets
+                .cmp(&a.packets)
+                .then_with(|| a.prefix.cmp(&b.prefix))
+        });
+        Ok(report::SourcesReport {
+            tracked: end.visited,
+            sources,
+            partial: end.partial,
+        })
+    }
+
+    /// One row of the report (the only place a String is made per source).
+    fn entry(&self, k: &BucketKey, b: &Bucket) -> report::SourceEntry {
+        let slot = self.slots.get(k.class as usize);
+        let ip = std::net::Ipv6Addr::from(k.addr);
+        let prefix = match ip.to_ipv4_mapped() {
+            Some(v4) => format!("{v4}/{}", slot.map_or(32, |s| s.aggregate_v4)),
+            None => format!("{ip}/{}", slot.map_or(128, |s| s.aggregate_v6)),
+        };
+        let cc = slot.map(|s| s.limits).unwrap_or_default();
+        let tokens = (cc.packet_limits > 0 && cc.packets[0].interval > 0).then(|| {
+            let l = cc.packets[0];
+            let debt = b.tat[0].saturating_sub(self.now_ns);
+            l.tolerance.saturating_sub(debt) as f64 / l.interval as f64
+        });
+        report::SourceEntry {
+            class: slot.map_or_else(|| "?".to_owned(), |s| s.name.clone()),
+            prefix,
+            packets: b.packets,
+            dropped: b.dropped,
+            tokens,
+        }
+    }
+}
+
+/// Keep `(k, b)` if it is among the `top` by packets seen so far.
+fn keep_top(
+    ranked: &mut BTreeSet<Ranked>,
+    rows: &mut HashMap<([u8; 16], u32), Bucket>,
+    top: usize,
+    k: &BucketKey,
+    b: &Bucket,
+) {
+    let id = (k.addr, k.class);
+    let new = (b.packets, k.addr, k.class);
+    if let Some(old) = rows.get(&id) {
+        // Met again (the walk restarted after an eviction): the later value wins.
+        ranked.remove(&(old.packets, k.addr, k.class));
+    } else if ranked.len() >= top {
+        match ranked.first() {
+            Some(min) if *min < new => {
+                let min = *min;
+                ranked.remove(&min);
+                rows.remove(&(min.1, min.2));
+            }
+            _ => return,
+        }
+    }
+    ranked.insert(new);
+    rows.insert(id, *b);
+}
 
 impl Core {
     /// Current counters.
@@ -16,31 +157,63 @@ impl Core {
         Ok(report::counters_report(&self.dp.counters()?, &self.slots))
     }
 
-    /// Tracked sources per class slot (walks the bucket map; cached for 5 s because a full
-    /// map holds up to `max_sources` entries).
-    pub fn tracked_sources(&mut self) -> Vec<u64> {
-        if let Some((at, v)) = self.sources_cache.as_ref()
-            && at.elapsed() < std::time::Duration::from_secs(5)
-        {
-            return v.clone();
-        }
-        let mut per_slot = vec![0u64; traffic_common::MAX_CLASSES as usize];
-        match self.dp.buckets() {
-            Ok(b) => {
-                for (k, _) in b {
-                    if let Some(n) = per_slot.get_mut(k.class as usize) {
-                        *n += 1;
-                    }
+    /// Tracked sources per class slot, as of the last walk of the bucket map (zeros before
+    /// the first). Never walks: a full map holds up to `max_sources` entries, so the walk
+    /// runs off the lock ([`SourcesWalk::per_slot`], `serve::walks`).
+    pub fn tracked_sources(&self) -> Vec<u64> {
+        self.sources_cache.as_ref().map_or_else(
+            || vec![0u64; traffic_common::MAX_CLASSES as usize],
+            |(_, v)| v.clone(),
+        )
+    }
+
+    /// Whether the tracked-source counts are older than [`SOURCES_CACHE_AGE`].
+    pub fn tracked_sources_stale(&self) -> bool {
+        self.sources_cache
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= SOURCES_CACHE_AGE)
+    }
+
+    /// Keep the counts a walk found.
+    pub fn store_tracked_sources(&mut self, per_slot: Vec<u64>) {
+        self.sources_cache = Some((Instant::now(), per_slot));
+    }
+
+    /// What a walk of the bucket map needs, copied under the lock (cheap: a duplicated
+    /// map descriptor and one row per class slot).
+    pub fn sources_walk(&self) -> Result<SourcesWalk, OpError> {
+        let slots = (0..traffic_common::MAX_CLASSES)
+            .map(|slot| {
+                let name = self.slots.name_of(slot).unwrap_or("?").to_owned();
+                let spec = self.config.classes.iter().find(|c| c.name == name);
+                SlotView {
+                    aggregate_v4: spec.map_or(32, |s| s.aggregate_v4),
+                    aggregate_v6: spec.map_or(128, |s| s.aggregate_v6),
+                    limits: self
+                        .applied
+                        .classes
+                        .get(slot as usize)
+                        .copied()
+                        .unwrap_or_default(),
+                    name,
                 }
-            }
-            Err(e) => warn!(error = %e, "cannot walk the bucket map"),
-        }
-        self.sources_cache = Some((Instant::now(), per_slot.clone()));
-        per_slot
+            })
+            .collect();
+        Ok(SourcesWalk {
+            walker: self.dp.bucket_walker()?,
+            slots,
+            now_ns: self.dp.now_ns(),
+        })
+    }
+
+    /// The `top` tracked sources by packets (walks on the caller's thread: the daemon
+    /// calls [`SourcesWalk::top`] off the lock instead).
+    pub fn top_sources(&self, top: usize) -> Result<report::SourcesReport, OpError> {
+        self.sources_walk()?.top(top)
     }
 
     /// Effective limits per class.
-    pub fn limits(&mut self) -> Result<report::LimitsReport, OpError> {
+    pub fn limits(&self) -> Result<report::LimitsReport, OpError> {
         let stats = self.dp.class_stats()?;
         let sources = self.tracked_sources();
         let eff = |l: &crate::config::RateLimit, f: f64, min: u64| {
@@ -87,54 +260,6 @@ impl Core {
         })
     }
 
-    /// The `top` tracked sources by packets.
-    pub fn top_sources(&self, top: usize) -> Result<report::SourcesReport, OpError> {
-        let buckets = self.dp.buckets()?;
-        let now = self.dp.now_ns();
-        let tracked = buckets.len() as u64;
-        let mut rows: Vec<_> = buckets
-            .into_iter()
-            .map(|(k, b)| {
-                let slot = k.class;
-                let name = self.slots.name_of(slot).unwrap_or("?").to_owned();
-                let spec = self.config.classes.iter().find(|c| c.name == name);
-                let cc = self
-                    .applied
-                    .classes
-                    .get(slot as usize)
-                    .copied()
-                    .unwrap_or_default();
-                let ip = std::net::Ipv6Addr::from(k.addr);
-                let prefix = match ip.to_ipv4_mapped() {
-                    Some(v4) => format!("{v4}/{}", spec.map_or(32, |s| s.aggregate_v4)),
-                    None => format!("{ip}/{}", spec.map_or(128, |s| s.aggregate_v6)),
-                };
-                let tokens = (cc.packet_limits > 0 && cc.packets[0].interval > 0).then(|| {
-                    let l = cc.packets[0];
-                    let debt = b.tat[0].saturating_sub(now);
-                    l.tolerance.saturating_sub(debt) as f64 / l.interval as f64
-                });
-                report::SourceEntry {
-                    class: name,
-                    prefix,
-                    packets: b.packets,
-                    dropped: b.dropped,
-                    tokens,
-                }
-            })
-            .collect();
-        rows.sort_by(|a, b| {
-            b.packets
-                .cmp(&a.packets)
-                .then_with(|| a.prefix.cmp(&b.prefix))
-        });
-        rows.truncate(top);
-        Ok(report::SourcesReport {
-            tracked,
-            sources: rows,
-        })
-    }
-
     /// Forget the buckets of `addr` in every class (its next packet starts a full bucket).
     /// Returns how many buckets were removed.
     pub fn reset_source(&mut self, addr: std::net::IpAddr) -> Result<usize, OpError> {
@@ -169,5 +294,51 @@ impl Core {
         }
         info!(%addr, removed, "source reset");
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u8) -> BucketKey {
+        BucketKey {
+            addr: traffic_common::v4_mapped([198, 18, 0, i]),
+            class: 1,
+        }
+    }
+
+    fn bucket(packets: u64) -> Bucket {
+        Bucket {
+            packets,
+            ..Bucket::default()
+        }
+    }
+
+    #[test]
+    fn top_keeps_the_largest_and_counts_a_revisited_key_once() {
+        let (mut ranked, mut rows) = (BTreeSet::new(), HashMap::new());
+        // A walk that restarted after an eviction meets 1..=3 again (with newer values).
+        let walk = [(1, 10), (2, 50), (3, 30), (4, 5), (1, 11), (2, 60), (3, 31)];
+        for (i, p) in walk {
+            keep_top(&mut ranked, &mut rows, 2, &key(i), &bucket(p));
+        }
+        let got: Vec<_> = ranked.iter().rev().map(|r| (r.1[15], r.0)).collect();
+        assert_eq!(got, vec![(2, 60), (3, 31)]);
+        assert_eq!(rows.len(), 2);
+    }
+
+    #[test]
+    fn a_walk_past_its_deadline_is_partial() {
+        let entries: Vec<_> = (0..10).map(|i| (key(i), bucket(u64::from(i)))).collect();
+        let walker = BucketWalker::Snapshot(entries);
+        let end = walker.walk(Instant::now(), |_, _| {}).unwrap();
+        assert!(end.partial);
+        assert_eq!(end.visited, 0);
+        let end = walker
+            .walk(Instant::now() + Duration::from_secs(5), |_, _| {})
+            .unwrap();
+        assert_eq!(end.visited, 10);
+        assert!(!end.partial);
     }
 }

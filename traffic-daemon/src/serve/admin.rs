@@ -235,6 +235,7 @@ async fn counters(
 async fn limits(
     State(s): State<Arc<Shared>>,
 ) -> Result<Json<crate::api::report::LimitsReport>, Failure> {
+    super::walks::refresh_tracked_sources(&s).await;
     Ok(Json(s.lock().limits()?))
 }
 
@@ -247,7 +248,9 @@ async fn sources(
     State(s): State<Arc<Shared>>,
     axum::extract::Query(q): axum::extract::Query<TopQuery>,
 ) -> Result<Json<crate::api::report::SourcesReport>, Failure> {
-    Ok(Json(s.lock().top_sources(q.top.unwrap_or(20))?))
+    Ok(Json(
+        super::walks::top_sources(&s, q.top.unwrap_or(20)).await?,
+    ))
 }
 
 async fn reset_source(

@@ -193,6 +193,15 @@ pub fn render(core: &mut Core) -> String {
             .iter()
             .map(|c| (vec![("target", c.target.clone())], 1.0)),
     );
+    e.rows(
+        "traffic_interface_attached",
+        Kind::Gauge,
+        "1 if the program is attached to the configured interface, 0 if not (missing, deleted, or attach failed).",
+        status.interfaces.iter().map(|i| {
+            let up = if i.attached { 1.0 } else { 0.0 };
+            (vec![("interface", i.name.clone())], up)
+        }),
+    );
     reloads(&mut e, &status.reload);
     e.finish()
 }
@@ -533,6 +542,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn scrape(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    super::walks::refresh_tracked_sources(&s).await;
     let mut text = render(&mut s.lock());
     let mut e = Exposition::new();
     super::listener::render_stats(
@@ -633,6 +643,7 @@ mod tests {
         let text = "[daemon]\ninterfaces = [\"veth0\"]\n[classes.default]\npackets = [{ rate = 100, burst = 200 }, { rate = 1000, per = \"1m\" }]\nbytes = { rate = \"1MB\" }\n[classes.premium]\npackets = { rate = 1000 }\nadmission = { rate = 10 }\noverflow = { rate = 50 }\n[[rules]]\ncidr = \"198.18.1.0/24\"\nclass = \"premium\"\n[[upstreams]]\nname = \"web\"\nport = 8080\nprobe = \"tcp\"\nmax_connections = 10\n[[upstreams]]\nname = \"api\"\nport = 8081\nprobe = \"none\"\n";
         let c = crate::config::Config::parse(std::path::Path::new("t.toml"), text).unwrap();
         let mut core = Core::new(c, Box::new(crate::dataplane::fake::Fake::default())).unwrap();
+        core.attach_all().unwrap();
         let ok = crate::policy::upstream::ProbeResult {
             ok: true,
             latency_seconds: 0.003,

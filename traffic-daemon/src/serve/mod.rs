@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod fdbudget;
 pub mod instance;
+pub mod links;
 pub mod listener;
 pub mod metrics;
 pub mod notify;
@@ -11,5 +12,6 @@ pub mod probe;
 pub mod runtime;
 mod shared;
 pub mod sockets;
+pub mod walks;
 
 pub use shared::{Listeners, Shared};

@@ -106,6 +106,8 @@ where
         }
         None => None,
     };
+    // Interface hot-plug: re-attach when an interface of the config returns.
+    let links_task = tokio::spawn(super::links::watch(shared.clone()));
     notify::ready();
     info!(socket = %admin_cfg.socket.display(), "trafficd ready");
 
@@ -165,6 +167,7 @@ where
     info!("shutting down");
     sockets.stop();
     admin_task.abort();
+    links_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -41,7 +41,7 @@ mod support;
 mod throttle;
 
 // The table names a case `module::case`: the hostile cases by their own module.
-use hostile_host::{instance, listeners};
+use hostile_host::{apply, gates, instance, links, listeners, restart, walks};
 use hostile_traffic::{frames, passive, rescale};
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -136,12 +136,20 @@ fn cases() -> Vec<Trial> {
         service::reload_applies_atomically_keeps_tokens_and_refuses_bad_files,
         service::kill9_with_detach_fails_open_and_a_restart_adopts_the_state,
         service::kill9_with_keep_keeps_enforcing_and_a_restart_takes_over,
-        service::pinned_maps_from_another_abi_are_refused,
         service::prometheus_scrapes_the_metrics,
         service::systemd_notifications_ready_reloading_stopping_and_watchdog,
         listeners::thousands_of_idle_and_slow_connections_leave_the_control_plane_working,
         listeners::a_reader_cannot_control_and_a_file_at_the_socket_path_survives,
         instance::a_second_instance_is_refused_before_it_touches_the_live_maps,
+        links::a_deleted_and_recreated_interface_is_reported_then_reattached_within_a_second,
+        links::a_missing_interface_at_start_is_attached_when_it_appears,
+        links::with_keep_a_recreated_interface_is_pinned_again,
+        links::tc_egress_through_netlink_creates_clsact_and_replaces_a_crashed_runs_filter,
+        apply::a_10k_rule_swap_leaves_exactly_the_new_rules_and_a_failed_one_the_old,
+        gates::a_forced_open_gate_expires_after_kill9_with_keep,
+        restart::a_changed_max_sources_keeps_a_saturated_sources_bucket,
+        restart::a_restart_over_pins_of_another_abi_starts_fresh_and_enforces,
+        walks::scrapes_and_sources_over_a_full_churning_map_never_stall_the_control_loop,
     ]
 }
 

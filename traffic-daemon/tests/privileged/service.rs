@@ -325,37 +325,6 @@ pub fn kill9_with_keep_keeps_enforcing_and_a_restart_takes_over() {
     });
 }
 
-pub fn pinned_maps_from_another_abi_are_refused() {
-    use aya::maps::{Array, Map, MapData};
-    let rig = Rig::new("abi");
-    rig.write_config("{ rate = 100 }", "detach");
-    let mut d = rig.start();
-    let status = d.terminate(Duration::from_secs(10)).unwrap();
-    assert!(status.success(), "{status}:\n{}", d.log_text());
-    // Pretend an older trafficd wrote the pins.
-    let md = MapData::from_pin(rig.pins.0.join(traffic_common::map_names::CONFIG)).unwrap();
-    let mut cfg: Array<_, traffic_common::GlobalConfig> = Array::try_from(Map::Array(md)).unwrap();
-    let mut g = cfg.get(&0, 0).unwrap();
-    g.abi_version = 99;
-    cfg.set(0, &g, 0).unwrap();
-
-    let out = rig
-        .topo
-        .node
-        .command(trafficd())
-        .unwrap()
-        .args(["--config", rig.config_path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{log}");
-    assert!(
-        log.contains("ABI 99") && log.contains(&rig.pins.0.display().to_string()),
-        "unclear refusal: {log}"
-    );
-    assert!(!rig.topo.xdp_attached(&rig.iface()).unwrap());
-}
-
 fn start_prometheus(ns: &Netns, dir: &Path) -> std::process::Child {
     let cfg = dir.join("prometheus.yml");
     std::fs::write(

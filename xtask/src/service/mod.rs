@@ -15,9 +15,10 @@
 //! words) and exit 3 for a non-member; reload of a valid file applied, of an invalid one
 //! refused with file:line:key in `systemctl status` and `journalctl -p warning`, the running
 //! config kept; `kill -9` → restarted, buckets adopted (not refilled); SIGSTOP → restarted
-//! by the watchdog; an upgrade to a higher version restarts it and keeps its state; `stop`
-//! detaches with `on_exit = "detach"` and keeps enforcing with `"keep"`; `apt remove` stops
-//! it, keeps the config and the enablement; `apt purge` removes both.
+//! by the watchdog; an upgrade to a higher version restarts it and keeps its state; a
+//! restart over pins of another ABI (an upgrade across an ABI bump) starts fresh and
+//! enforces; `stop` detaches with `on_exit = "detach"` and keeps enforcing with `"keep"`;
+//! `apt remove` stops it, keeps the config and the enablement; `apt purge` removes both.
 
 mod daemon;
 mod machine;
@@ -64,13 +65,14 @@ pub fn run(tc: &Toolchains) -> Result<()> {
         upgrade.display()
     );
     let m = Machine::boot()?;
-    let steps: [(&str, Step); 8] = [
+    let steps: [(&str, Step); 9] = [
         ("install", |m, up| install_package(m, up)),
         ("enable --now", |m, _| enable_now(m)),
         ("trafficctl and the traffic group", |m, _| group_access(m)),
         ("reload", |m, _| reload(m)),
         ("kill -9 and watchdog", |m, _| restarts(m)),
         ("upgrade", upgrade_package),
+        ("restart over pins of another ABI", |m, _| another_abi(m)),
         ("stop: detach and keep", |m, _| stop(m)),
         ("remove and purge", |m, _| remove_purge(m)),
     ];
@@ -465,6 +467,55 @@ fn upgrade_package(m: &Machine, deb: &Path) -> Result<()> {
     ensure!(
         passed <= 2,
         "after the upgrade the bucket was refilled: {passed} of 10 passed"
+    );
+    Ok(())
+}
+
+/// What an upgrade across an ABI bump leaves: pins whose config carries another ABI
+/// version (set to 99 with bpftool). The restarted daemon replaces them with fresh maps,
+/// says so at warning, and enforces at once (it used to exit, leaving the node unfiltered).
+fn another_abi(m: &Machine) -> Result<()> {
+    let pin = "/sys/fs/bpf/traffic/TRF_CONFIG";
+    let key = ["key", "0", "0", "0", "0"];
+    let mut args = vec!["bpftool", "-j", "map", "lookup", "pinned", pin];
+    args.extend_from_slice(&key);
+    let entry: serde_json::Value = serde_json::from_str(&m.ok(&args)?)?;
+    let mut value: Vec<String> = entry["value"]
+        .as_array()
+        .context("bpftool: no value")?
+        .iter()
+        .map(|b| {
+            b.as_str()
+                .unwrap_or("0x00")
+                .trim_start_matches("0x")
+                .to_owned()
+        })
+        .collect();
+    ensure!(value.len() >= 4, "config value of {} bytes", value.len());
+    // `abi_version` is the first u32 (little-endian on this machine).
+    value[..4].clone_from_slice(&["63".into(), "00".into(), "00".into(), "00".into()]);
+    let mut args = vec!["bpftool", "map", "update", "pinned", pin];
+    args.extend_from_slice(&key);
+    args.extend(["value", "hex"]);
+    args.extend(value.iter().map(String::as_str));
+    m.ok(&args)?;
+    let pid = main_pid(m)?;
+    m.ok(&["systemctl", "restart", "trafficd"])?;
+    wait_restarted(m, pid, Duration::from_secs(20)).context("not restarted over the pins")?;
+    ensure!(m.xdp_attached()?, "not attached after the restart");
+    ensure!(
+        json(m, &["status"])?["adopted_pinned_state"] == false,
+        "pins of another ABI were adopted"
+    );
+    let journal = m.ok(&["journalctl", "-u", "trafficd", "--no-pager", "-o", "cat"])?;
+    ensure!(
+        journal.contains("another ABI"),
+        "no warning about the replaced pins"
+    );
+    let (passed, dropped) = send_counted(m, BURST + 20)?;
+    ensure!(
+        (BURST..=BURST + 2).contains(&passed),
+        "after the fresh start: {passed} passed, {dropped} dropped (burst {BURST})"
     );
     Ok(())
 }

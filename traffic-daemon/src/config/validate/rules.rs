@@ -83,7 +83,40 @@ pub(super) fn rules(
             class,
         });
     }
+    if raw.len() == limit && needs_implicit_v4_rule(&seen_cidrs) {
+        // The plan adds one rule pinning `::ffff:0:0/96` (see `plan::desired`): that rule
+        // takes a map entry too, so a full table of `[[rules]]` no longer fits.
+        if let Some(last) = raw.last() {
+            c.err(
+                last.span(),
+                format!("rules[{}]", limit - 1),
+                format!(
+                    "{limit} rules plus the implicit IPv4 rule an IPv6 rule covering \
+                     ::ffff:0:0/96 needs (no IPv4 /0 rule), but the kernel's rules map \
+                     holds at most {limit}"
+                ),
+            );
+        }
+    }
     rules
+}
+
+/// Whether the plan adds its implicit IPv4 `/0` rule: some IPv6 rule shorter than /96
+/// covers the IPv4-mapped block and no IPv4 `/0` rule exists. `cidrs` are canonical
+/// (IPv4-mapped rules of /96 or longer are IPv4).
+fn needs_implicit_v4_rule(cidrs: &HashSet<(IpAddr, u8)>) -> bool {
+    let v4_block = u128::from(std::net::Ipv4Addr::UNSPECIFIED.to_ipv6_mapped());
+    let bits = traffic_common::V4_MAPPED_PREFIX_BITS;
+    !cidrs.contains(&(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0))
+        && cidrs.iter().any(|(addr, len)| match addr {
+            IpAddr::V6(a) if u32::from(*len) < bits => {
+                (u128::from(*a) ^ v4_block)
+                    .checked_shr(128 - u32::from(*len))
+                    .unwrap_or(0)
+                    == 0
+            }
+            _ => false,
+        })
 }
 
 pub(super) fn ports(

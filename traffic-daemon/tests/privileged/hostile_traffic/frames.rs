@@ -283,6 +283,7 @@ pub fn full_size_frames_fit_the_byte_burst() -> Result<()> {
                     class_chaos: &BTreeMap::new(),
                     now_ns: 0,
                     max_frame: largest_frame([mtu]),
+                    gate_lease_until_ns: u64::MAX,
                 },
             )
         };

@@ -1,0 +1,47 @@
+//! Walks of the bucket map, off the engine's lock: the engine hands out a
+//! [`SourcesWalk`](crate::ops::sources::SourcesWalk) under the lock, and the walk runs on
+//! a blocking thread, so a map of `max_sources` entries never stalls the control loop (its
+//! runtime has two workers). One walk at a time: a scrape that finds a walk running keeps
+//! the previous counts; a `sources` request waits its turn.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::shared::Shared;
+use crate::{api::report::SourcesReport, ops::OpError};
+
+static WALKS: Semaphore = Semaphore::const_new(1);
+
+/// Refresh the tracked-source counts (metrics, `/v1/limits`) if they are stale.
+pub async fn refresh_tracked_sources(s: &Arc<Shared>) {
+    let Ok(_turn) = WALKS.try_acquire() else {
+        return;
+    };
+    let walk = {
+        let core = s.lock();
+        if !core.tracked_sources_stale() {
+            return;
+        }
+        core.sources_walk()
+    };
+    match walk {
+        Ok(walk) => match tokio::task::spawn_blocking(move || walk.per_slot()).await {
+            Ok(per_slot) => s.lock().store_tracked_sources(per_slot),
+            Err(e) => tracing::warn!(error = %e, "tracked sources: the walk failed"),
+        },
+        Err(e) => tracing::warn!(error = %e, "tracked sources: cannot walk the bucket map"),
+    }
+}
+
+/// The `top` sources by packets (`/v1/sources`).
+pub async fn top_sources(s: &Arc<Shared>, top: usize) -> Result<SourcesReport, OpError> {
+    let _turn = WALKS
+        .acquire()
+        .await
+        .map_err(|e| OpError::Invalid(format!("walks closed: {e}")))?;
+    let walk = s.lock().sources_walk()?;
+    tokio::task::spawn_blocking(move || walk.top(top))
+        .await
+        .map_err(|e| OpError::Invalid(format!("the walk of the bucket map failed: {e}")))?
+}
