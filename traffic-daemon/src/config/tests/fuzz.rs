@@ -135,7 +135,7 @@ fn every_truncation_of_the_shipped_files_is_located() {
         let structural = |c: usize| {
             let near = |i: usize| text.as_bytes().get(i).copied().unwrap_or(b'\n');
             let is = |b: u8| b"[]={}\",\n#.".contains(&b);
-            c % 16 == 0 || is(near(c)) || c.checked_sub(1).is_some_and(|p| is(near(p)))
+            c.is_multiple_of(16) || is(near(c)) || c.checked_sub(1).is_some_and(|p| is(near(p)))
         };
         for cut in (0..text.len()).filter(|&c| text.is_char_boundary(c) && structural(c)) {
             let cut_text = &text[..cut];
