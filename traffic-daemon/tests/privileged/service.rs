@@ -4,9 +4,8 @@
 //! ABI is refused; Prometheus scrapes the metrics.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::Path,
-    sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
 };
 
@@ -18,8 +17,7 @@ use traffic_daemon::{
 use traffic_testkit::{
     daemon::{DaemonProcess, http_get},
     netns::Netns,
-    topo::{HostSpec, SERVICE_V4, Topology, unique_tag},
-    udp::{UdpFlow, UdpSink, run_flows},
+    topo::{HostSpec, Topology, unique_tag},
 };
 
 const PORT: u16 = 9000;
@@ -115,24 +113,7 @@ class = "premium"
     /// Send `n` datagrams as fast as pacing allows from `host_index` address `i`; returns
     /// how many arrived.
     fn burst(&self, i: u32, n: u64) -> u64 {
-        let host = &self.topo.hosts[0];
-        let src = IpAddr::V4(host.v4(i));
-        let sink = UdpSink::start(&self.topo.node, PORT, 1).expect("sink");
-        let flow = UdpFlow {
-            src,
-            dst: SocketAddr::new(IpAddr::V4(SERVICE_V4), PORT),
-            rate_pps: 20_000.0,
-            duration: Duration::from_secs(5),
-            max_packets: n,
-            payload_len: 32,
-            cpu: None,
-            progress: None,
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = run_flows(&host.ns, &[flow], &stop).expect("flow");
-        assert_eq!(sent[0].sent, n);
-        let got = sink.finish(Duration::from_secs(2));
-        got.get(&src).copied().unwrap_or(0)
+        crate::support::udp_burst(&self.topo, PORT, i, n)
     }
 
     fn iface(&self) -> String {

@@ -5,9 +5,7 @@
 //! on the recreated interface was never filtered again.
 
 use std::{
-    net::{IpAddr, SocketAddr},
     path::Path,
-    sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
 };
 
@@ -15,8 +13,7 @@ use crate::support::{PinDir, TempDir, trafficctl, trafficd};
 use traffic_daemon::api::StatusReport;
 use traffic_testkit::{
     daemon::{DaemonProcess, http_get},
-    topo::{HostSpec, SERVICE_V4, Topology, unique_tag},
-    udp::{UdpFlow, UdpSink, run_flows},
+    topo::{HostSpec, Topology, unique_tag},
 };
 
 const PORT: u16 = 9000;
@@ -119,24 +116,7 @@ class = "premium"
 
     /// Send `n` UDP datagrams from the host's address `i`; returns how many arrived.
     pub fn burst(&self, i: u32, n: u64) -> u64 {
-        let host = &self.topo.hosts[0];
-        let src = IpAddr::V4(host.v4(i));
-        let sink = UdpSink::start(&self.topo.node, PORT, 1).expect("sink");
-        let flow = UdpFlow {
-            src,
-            dst: SocketAddr::new(IpAddr::V4(SERVICE_V4), PORT),
-            rate_pps: 20_000.0,
-            duration: Duration::from_secs(5),
-            max_packets: n,
-            payload_len: 32,
-            cpu: None,
-            progress: None,
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = run_flows(&host.ns, &[flow], &stop).expect("flow");
-        assert_eq!(sent[0].sent, n);
-        let got = sink.finish(Duration::from_secs(2));
-        got.get(&src).copied().unwrap_or(0)
+        crate::support::udp_burst(&self.topo, PORT, i, n)
     }
 
     pub fn iface(&self) -> String {

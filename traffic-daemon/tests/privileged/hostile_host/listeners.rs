@@ -3,10 +3,9 @@
 //! is not ours at the socket path). The rig is shared with `instance.rs`.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
-    sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
 };
 
@@ -14,8 +13,7 @@ use crate::support::{PinDir, TempDir, trafficctl, trafficd};
 use traffic_daemon::api::circuits::{CircuitReport, CircuitsReport};
 use traffic_testkit::{
     daemon::{DaemonProcess, http_get},
-    topo::{HostSpec, SERVICE_V4, Topology, unique_tag},
-    udp::{UdpFlow, UdpSink, run_flows},
+    topo::{HostSpec, Topology, unique_tag},
 };
 
 /// `[admin]` keys for a socket only root uses.
@@ -116,24 +114,7 @@ class = "premium"
 
     /// Send `n` datagrams from the client's address `i`; returns how many arrived.
     pub fn burst(&self, i: u32, n: u64) -> u64 {
-        let host = &self.topo.hosts[0];
-        let src = IpAddr::V4(host.v4(i));
-        let sink = UdpSink::start(&self.topo.node, PORT, 1).expect("sink");
-        let flow = UdpFlow {
-            src,
-            dst: SocketAddr::new(IpAddr::V4(SERVICE_V4), PORT),
-            rate_pps: 20_000.0,
-            duration: Duration::from_secs(5),
-            max_packets: n,
-            payload_len: 32,
-            cpu: None,
-            progress: None,
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = run_flows(&host.ns, &[flow], &stop).expect("flow");
-        assert_eq!(sent[0].sent, n);
-        let got = sink.finish(Duration::from_secs(2));
-        got.get(&src).copied().unwrap_or(0)
+        crate::support::udp_burst(&self.topo, PORT, i, n)
     }
 }
 

@@ -74,3 +74,35 @@ pub fn trafficctl(args: &[&str]) -> (i32, String, String) {
 pub fn trafficd() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_trafficd"))
 }
+
+/// Send `n` UDP datagrams, paced, from address `i` of `topo`'s first host to the node's
+/// service address on `port`; returns how many arrived at a sink there.
+pub fn udp_burst(topo: &traffic_testkit::topo::Topology, port: u16, i: u32, n: u64) -> u64 {
+    use std::{
+        net::{IpAddr, SocketAddr},
+        sync::{Arc, atomic::AtomicBool},
+        time::Duration,
+    };
+    use traffic_testkit::{
+        topo::SERVICE_V4,
+        udp::{UdpFlow, UdpSink, run_flows},
+    };
+    let host = &topo.hosts[0];
+    let src = IpAddr::V4(host.v4(i));
+    let sink = UdpSink::start(&topo.node, port, 1).expect("sink");
+    let flow = UdpFlow {
+        src,
+        dst: SocketAddr::new(IpAddr::V4(SERVICE_V4), port),
+        rate_pps: 20_000.0,
+        duration: Duration::from_secs(5),
+        max_packets: n,
+        payload_len: 32,
+        cpu: None,
+        progress: None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = run_flows(&host.ns, &[flow], &stop).expect("flow");
+    assert_eq!(sent[0].sent, n);
+    let got = sink.finish(Duration::from_secs(2));
+    got.get(&src).copied().unwrap_or(0)
+}
