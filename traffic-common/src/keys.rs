@@ -1,0 +1,106 @@
+//! Where a source lives in each map: its address as two words, its classification-cache
+//! index, its bit in the tracked-source bitmap and its debt slot, and the entries they index.
+
+use bytemuck::{Pod, Zeroable};
+
+// The contract's constants and types are one vocabulary, split only by file.
+use crate::*;
+
+/// One entry of [`map_names::CLASS_CACHE`]: the rule found for a source address under one
+/// generation of the rule set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ClassCacheEntry {
+    /// The full source address (not masked), as [`addr_words`].
+    pub addr: [u64; 2],
+    /// [`GlobalConfig::rules_gen`] the entry was filled under; 0 = empty.
+    pub rules_gen: u32,
+    /// The rule's [`Action`] discriminant ([`Action::Limit`] when no rule matched).
+    pub action: u32,
+    /// The rule's class (the default class when no rule matched).
+    pub class: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// An address as two native-endian words (how the program compares and masks it).
+#[inline(always)]
+pub const fn addr_words(a: &Addr) -> (u64, u64) {
+    (
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    )
+}
+
+/// Slot of `addr` in [`map_names::CLASS_CACHE`] (multiplicative hash of both halves).
+#[inline(always)]
+pub const fn class_cache_index(addr: &Addr) -> u32 {
+    let (lo, hi) = addr_words(addr);
+    class_cache_index_words(lo, hi)
+}
+
+/// One entry of [`map_names::SEEN`]: the same 64 bits in two generations. The program sets
+/// a key's bit in both and reads their union; the daemon clears them in turn (every
+/// `SEEN_AGE_INTERVAL`), so a key is forgotten one to two intervals after it was last seen
+/// and a source seen at least once per interval never is (a hit re-marks it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct SeenWord {
+    /// The word of each generation.
+    pub generation: [u64; 2],
+}
+
+/// Slot of a bucket key (its masked address as [`addr_words`], and its class) in
+/// [`map_names::DEBT`]; independent of [`seen_bit_words`] and [`class_cache_index_words`].
+#[inline(always)]
+pub const fn debt_slot(lo: u64, hi: u64, class: u32) -> u32 {
+    let x = hi ^ lo.rotate_left(23) ^ ((class as u64) << 3);
+    // Fold the high half down first: an IPv4 key differs only in its top bytes.
+    let x = (x ^ (x >> 31)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    (x >> (64 - DEBT_BITS)) as u32
+}
+
+/// [`class_cache_index`] of an address already split by [`addr_words`].
+#[inline(always)]
+pub const fn class_cache_index_words(lo: u64, hi: u64) -> u32 {
+    ((lo ^ hi.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as u32
+        & (CLASS_CACHE_ENTRIES - 1)
+}
+
+/// Word index in [`map_names::SEEN`] and the bit within it of a bucket key.
+#[inline(always)]
+pub const fn seen_bit(key: &BucketKey) -> (u32, u64) {
+    let (lo, hi) = addr_words(&key.addr);
+    seen_bit_words(lo, hi, key.class)
+}
+
+/// [`seen_bit`] of a key whose address is already split by [`addr_words`].
+#[inline(always)]
+pub const fn seen_bit_words(lo: u64, hi: u64, class: u32) -> (u32, u64) {
+    let h = (lo ^ hi.rotate_left(29) ^ class as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44;
+    (((h >> 6) as u32) & (SEEN_WORDS - 1), 1u64 << (h & 63))
+}
+
+/// The bytes of an address split by [`addr_words`] (its inverse).
+#[inline(always)]
+pub const fn words_addr(lo: u64, hi: u64) -> Addr {
+    let (a, b) = (lo.to_ne_bytes(), hi.to_ne_bytes());
+    [
+        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
+        b[7],
+    ]
+}
+
+/// A source address key: IPv6 as is, IPv4 as `::ffff:a.b.c.d`, network byte order.
+pub type Addr = [u8; 16];
+
+/// The IPv4-mapped IPv6 form of an IPv4 address.
+#[inline(always)]
+pub const fn v4_mapped(v4: [u8; 4]) -> Addr {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}
+
+/// Bits of an IPv4 prefix inside the 128-bit key: the `::ffff:0:0/96` part plus the prefix.
+pub const V4_MAPPED_PREFIX_BITS: u32 = 96;
