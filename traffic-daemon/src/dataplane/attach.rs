@@ -11,8 +11,8 @@ use aya::programs::{
 };
 
 use super::{
-    AttachedMode, DataplaneError,
-    kernel::{Kernel, chain, egress_program, kernel_program},
+    AttachedMode, DataplaneError, chain,
+    kernel::{Kernel, egress_program, kernel_program},
 };
 use crate::config::AttachMode;
 

@@ -18,7 +18,9 @@ use traffic_common::{
 };
 
 pub use super::attach::Attachment;
-use super::{AttachedMode, Dataplane, DataplaneError, Rescaled, monotonic_ns, seen::SeenMap};
+use super::{
+    AttachedMode, Dataplane, DataplaneError, Rescaled, chain, monotonic_ns, seen::SeenMap,
+};
 
 mod testing;
 use crate::{
@@ -479,16 +481,4 @@ fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, Datapl
         .ok_or_else(|| DataplaneError::Load(format!("object has no program {name}")))?
         .try_into()
         .map_err(|e| DataplaneError::Load(format!("{name}: {e}")))
-}
-
-/// An error and its sources on one line.
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

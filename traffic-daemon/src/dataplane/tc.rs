@@ -79,16 +79,13 @@ pub fn attach(
                     order: Default::default(),
                 },
             )
-            .map_err(|e| format!("TCX attach: {}", super::kernel::chain(&e))),
+            .map_err(|e| format!("TCX attach: {}", super::chain(&e))),
         TcBackend::Netlink => {
             match tc::qdisc_add_clsact(iface) {
                 Ok(()) => {}
                 Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => {
-                    return Err(format!(
-                        "adding the clsact qdisc: {}",
-                        super::kernel::chain(&e)
-                    ));
+                    return Err(format!("adding the clsact qdisc: {}", super::chain(&e)));
                 }
             }
             // Filters of ours left by a run that crashed: netlink filters outlive it.
@@ -98,7 +95,7 @@ pub fn attach(
                     tracing::info!(interface = ?iface, "removed a TC egress filter left by an earlier run")
                 }
                 Err(TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(interface = ?iface, error = %super::kernel::chain(&e),
+                Err(e) => tracing::warn!(interface = ?iface, error = %super::chain(&e),
                     "cannot look for TC egress filters left by an earlier run"),
             }
             program
@@ -109,7 +106,7 @@ pub fn attach(
                         options: NlOptions::default(),
                     },
                 )
-                .map_err(|e| format!("netlink TC attach: {}", super::kernel::chain(&e)))
+                .map_err(|e| format!("netlink TC attach: {}", super::chain(&e)))
         }
     }
 }

@@ -375,8 +375,8 @@ fn service(
 }
 
 /// The listeners' families for the metrics scrape (one series per listener and outcome).
-pub fn render_stats(e: &mut super::metrics::Exposition, listeners: &[(&str, &Stats)]) {
-    use super::metrics::Kind;
+pub fn render_stats(e: &mut super::exposition::Exposition, listeners: &[(&str, &Stats)]) {
+    use super::exposition::Kind;
     e.family(
         "traffic_listener_connections",
         Kind::Gauge,

@@ -6,7 +6,8 @@
 use aya::programs::{SchedClassifier, Xdp};
 use traffic_common::{EGRESS_PROGRAM_NAME, PROGRAM_NAME};
 
-use super::{DataplaneError, Kernel, chain};
+use super::{DataplaneError, Kernel};
+use crate::dataplane::chain;
 
 impl Kernel {
     /// Run the program once per `repeat` on `frame` with BPF_PROG_TEST_RUN; returns the XDP
