@@ -198,10 +198,12 @@ impl Tr {
             | Tr::Allowed
             | Tr::NonIp
             | Tr::KnownV6
-            | Tr::KnownBytes
-            | Tr::SpoofLru => Some(XDP_PASS),
+            | Tr::KnownBytes => Some(XDP_PASS),
             // Mostly dropped (overflow), an admitted source passes now and then.
             Tr::SpoofAdmission => None,
+            // Inserted, then mostly dropped: the flood keeps every slot of the debt sketch in
+            // debt, so each new source starts with an empty bucket.
+            Tr::SpoofLru => None,
         }
     }
 
