@@ -14,7 +14,9 @@
 //! - `accuracy`: legitimate sources and the overflow bucket under a flood from 2²⁰
 //!   spoofed sources;
 //! - `idle`: the release trafficd with the shipped config, idle: CPU time and RSS, and RSS
-//!   with 3,000 metrics connections held.
+//!   with 3,000 metrics connections held;
+//! - `aging`: the spoofed-flood cost after 10⁶ and 10⁸ sources, tracked-source bitmap aged
+//!   and not (issue 17 item 9).
 //!
 //! Bounded: every flood is bounded in frames and seconds and runs inside namespaces the
 //! run creates and deletes; a full run takes a few minutes once built, `--quick` well under
@@ -28,7 +30,7 @@ use serde::Deserialize;
 use crate::{toolchains::Toolchains, util};
 
 /// The bench's suites, in the order it runs them (also the JSON file names).
-const SUITES: [&str; 4] = ["testrun", "veth", "accuracy", "idle"];
+const SUITES: [&str; 5] = ["testrun", "veth", "accuracy", "idle", "aging"];
 
 /// What to run.
 pub struct Options {

@@ -14,10 +14,18 @@ pub(crate) enum Suite {
     Accuracy,
     /// trafficd itself, idle: CPU time and memory (`idle.rs`).
     Idle,
+    /// Spoofed-flood cost against the tracked-source bitmap's age (`aging.rs`).
+    Aging,
 }
 
 impl Suite {
-    pub(crate) const ALL: [Suite; 4] = [Suite::TestRun, Suite::Veth, Suite::Accuracy, Suite::Idle];
+    pub(crate) const ALL: [Suite; 5] = [
+        Suite::TestRun,
+        Suite::Veth,
+        Suite::Accuracy,
+        Suite::Idle,
+        Suite::Aging,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -25,6 +33,7 @@ impl Suite {
             Suite::Veth => "veth",
             Suite::Accuracy => "accuracy",
             Suite::Idle => "idle",
+            Suite::Aging => "aging",
         }
     }
 }
@@ -77,7 +86,7 @@ pub(crate) struct Args {
 }
 
 fn usage() -> &'static str {
-    "usage: traffic-bench [--quick] [--reps N] [--json-dir DIR] [--only testrun,veth,accuracy,idle]"
+    "usage: traffic-bench [--quick] [--reps N] [--json-dir DIR] [--only testrun,veth,accuracy,idle,aging]"
 }
 
 pub(crate) fn parse_args() -> Result<Args> {

@@ -92,6 +92,7 @@
 #![forbid(unsafe_code)]
 
 mod accuracy;
+mod aging;
 mod args;
 mod idle;
 mod load;
@@ -168,6 +169,7 @@ fn run() -> Result<()> {
             Suite::Veth => veth::run(&mut bench, &args.plan)?,
             Suite::Accuracy => accuracy::run(&mut bench, &args.plan)?,
             Suite::Idle => idle::run(&args.plan)?,
+            Suite::Aging => aging::run(&mut bench, &args.plan)?,
         };
         common_meta(&mut report, &args.plan, cpus);
         report.meta("suite_seconds", t.elapsed().as_secs_f64());
