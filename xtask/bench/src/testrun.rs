@@ -194,11 +194,9 @@ impl Tr {
     fn expected(self) -> Option<u32> {
         match self {
             Tr::Floor | Tr::KnownDrop | Tr::SpoofBase => Some(XDP_DROP),
-            Tr::KnownPass
-            | Tr::Allowed
-            | Tr::NonIp
-            | Tr::KnownV6
-            | Tr::KnownBytes => Some(XDP_PASS),
+            Tr::KnownPass | Tr::Allowed | Tr::NonIp | Tr::KnownV6 | Tr::KnownBytes => {
+                Some(XDP_PASS)
+            }
             // Mostly dropped (overflow), an admitted source passes now and then.
             Tr::SpoofAdmission => None,
             // Inserted, then mostly dropped: the flood keeps every slot of the debt sketch in
