@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{PinDir, TempDir, trafficctl, trafficd};
+use crate::support::{PinDir, TempDir, poll, trafficctl, trafficd};
 use traffic_daemon::{
     api::StatusReport,
     api::report::{CountersReport, LimitsReport, SourcesReport},
@@ -118,17 +118,6 @@ class = "premium"
 
     fn iface(&self) -> String {
         self.topo.hosts[0].node_if.clone()
-    }
-}
-
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

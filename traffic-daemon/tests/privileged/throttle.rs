@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{PinDir, TempDir, trafficctl, trafficd};
+use crate::support::{PinDir, TempDir, poll, trafficctl, trafficd};
 use aya::maps::{Array, Map, MapData};
 use traffic_common::{ClassConfig, map_names};
 use traffic_daemon::{api::StatusReport, policy::throttle::ThrottleStatus};
@@ -48,20 +48,6 @@ fn premium_interval(pins: &Path, slot: u32) -> u64 {
     let md = MapData::from_pin(pins.join(map_names::CLASSES)).unwrap();
     let classes: Array<_, ClassConfig> = Array::try_from(Map::Array(md)).unwrap();
     classes.get(&slot, 0).unwrap().packets[0].interval
-}
-
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn ctl<T: serde::de::DeserializeOwned>(socket: &Path, args: &[&str]) -> T {

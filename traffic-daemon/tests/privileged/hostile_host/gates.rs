@@ -16,7 +16,8 @@ use traffic_testkit::{
     topo::SERVICE_V4,
 };
 
-use super::links::{Rig, poll};
+use super::links::Rig;
+use crate::support::poll;
 use crate::support::trafficctl;
 
 const PORT: u16 = 9100;

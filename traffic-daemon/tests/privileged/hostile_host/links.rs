@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{PinDir, TempDir, trafficctl, trafficd};
+use crate::support::{PinDir, TempDir, poll, trafficctl, trafficd};
 use traffic_daemon::api::StatusReport;
 use traffic_testkit::{
     daemon::{DaemonProcess, http_get},
@@ -167,21 +167,6 @@ class = "premium"
                 &host.host_if,
             ])
             .unwrap();
-    }
-}
-
-/// Poll `f` every 20 ms until it returns `Some`, or panic after `timeout`.
-pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::support::{PinDir, TempDir, trafficctl, trafficd};
+use crate::support::{PinDir, TempDir, poll, trafficctl, trafficd};
 use traffic_daemon::api::circuits::{CircuitReport, CircuitsReport};
 use traffic_testkit::{
     daemon::{DaemonProcess, http_get},
@@ -381,18 +381,6 @@ fn ctl<T: serde::de::DeserializeOwned>(rig: &Rig, args: &[&str]) -> T {
     let (code, out, err) = trafficctl(&full);
     assert_eq!(code, 0, "trafficctl {args:?}: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("trafficctl {args:?} JSON: {e}\n{out}"))
-}
-
-/// Polls `f` until it returns `Some`, for up to `timeout`.
-pub(super) fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -106,3 +106,18 @@ pub fn udp_burst(topo: &traffic_testkit::topo::Topology, port: u16, i: u32, n: u
     let got = sink.finish(Duration::from_secs(2));
     got.get(&src).copied().unwrap_or(0)
 }
+
+/// Poll `f` every 10 ms until it returns `Some`, or panic after `timeout` naming `what`.
+pub fn poll<T>(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
