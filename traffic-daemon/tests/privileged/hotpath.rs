@@ -1,0 +1,1 @@
+//! Issue 16: the hot path's second design.
