@@ -1,6 +1,7 @@
 //! trafficctl: talk to trafficd's admin API, or check a config file offline.
 //!
-//! Human tables by default, `--json` for scripts. Exit codes (see [`crate::exit`]): 0 ok,
+//! Human tables by default, `-o json` (or `--json`) for scripts: the choice is made once,
+//! in [`Cli::json`], which every command reads. Exit codes (see [`crate::exit`]): 0 ok,
 //! 1 failure, 2 usage or invalid config, 3 daemon unreachable.
 
 use std::{io::Write, path::PathBuf};
@@ -35,11 +36,39 @@ pub struct Cli {
         global = true
     )]
     pub socket: PathBuf,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
+    /// Output format: `table` (for people, the default) or `json` (for scripts; one
+    /// document per command, stable field names).
+    #[arg(short = 'o', long, value_enum, global = true, value_name = "FORMAT")]
+    pub output: Option<Output>,
+    /// Same as `-o json` (kept for existing scripts).
+    #[arg(long, global = true, conflicts_with = "output")]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `-o FORMAT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Human-readable tables.
+    Table,
+    /// JSON documents.
+    Json,
+}
+
+impl Cli {
+    /// Whether to print JSON: `-o json` or `--json`. The one place commands learn the
+    /// output format.
+    pub fn json(&self) -> bool {
+        self.json || self.output == Some(Output::Json)
+    }
+
+    /// Fold `-o json` into the `json` field as well, so code that reads the field directly
+    /// sees the same choice as [`Cli::json`].
+    fn resolved(mut self) -> Self {
+        self.json = self.json();
+        self
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,10 +123,36 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum CircuitOp {
-    /// Open the breaker of the upstream on PORT until reset.
-    Open { port: u16 },
-    /// Close the breaker of the upstream on PORT, clearing its history.
-    Reset { port: u16 },
+    /// Open the breaker of UPSTREAM until reset.
+    Open {
+        /// The upstream's `name` in the config (as in `chaos start --upstream NAME`), or its
+        /// port when exactly one upstream listens on it. A name wins over a port.
+        #[arg(value_parser = upstream_ref)]
+        upstream: String,
+    },
+    /// Close the breaker of UPSTREAM, clearing its history.
+    Reset {
+        /// The upstream's `name` in the config, or its port when exactly one upstream
+        /// listens on it. A name wins over a port.
+        #[arg(value_parser = upstream_ref)]
+        upstream: String,
+    },
+}
+
+/// An upstream named on the command line: what a config name may hold (letters, digits,
+/// `_`, `-`; a port is digits), so it goes into the admin URL as it is.
+fn upstream_ref(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.len() <= 255
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not an upstream name (letters, digits, `_` and `-`) or a port"
+        ))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,7 +195,7 @@ pub fn main_with(
     err: &mut dyn Write,
 ) -> u8 {
     let cli = match Cli::try_parse_from(args) {
-        Ok(c) => c,
+        Ok(c) => c.resolved(),
         Err(e) => {
             if e.use_stderr() {
                 let _ = write!(err, "{e}");
@@ -252,7 +307,7 @@ fn show<T: Serialize>(
 /// renderer); splitting it would only scatter the command table.
 pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let client = Client::new(&cli.socket);
-    let json = cli.json;
+    let json = cli.json();
     match &cli.command {
         Command::CheckConfig { file } => check_config(file.as_ref(), json, out, err),
         Command::Status => show(client.get("/v1/status"), json, out, err, render_status),
@@ -287,8 +342,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         ),
         Command::Circuit { op } => {
             let path = match op {
-                CircuitOp::Open { port } => format!("/v1/circuits/{port}/open"),
-                CircuitOp::Reset { port } => format!("/v1/circuits/{port}/reset"),
+                CircuitOp::Open { upstream } => format!("/v1/circuits/{upstream}/open"),
+                CircuitOp::Reset { upstream } => format!("/v1/circuits/{upstream}/reset"),
             };
             message(out, err, json, client.post(&path))
         }

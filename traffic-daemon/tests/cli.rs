@@ -55,7 +55,7 @@ const DAEMON_COMMANDS: &[&[&str]] = &[
     &["sources", "--top", "5"],
     &["limits"],
     &["circuits"],
-    &["circuit", "open", "8080"],
+    &["circuit", "open", "web"],
     &["circuit", "reset", "8080"],
     &["source", "reset", "198.18.0.1"],
     &["reload"],
@@ -68,11 +68,9 @@ fn no_daemon_exits_3_and_says_how_to_start_it() {
     let socket = tmp.path("admin.sock");
     let socket = socket.to_str().unwrap();
     for cmd in DAEMON_COMMANDS {
-        for json in [false, true] {
+        for format in [&[][..], &["--json"], &["-o", "json"], &["-o", "table"]] {
             let mut args = vec!["--socket", socket];
-            if json {
-                args.push("--json");
-            }
+            args.extend_from_slice(format);
             args.extend_from_slice(cmd);
             let (code, out, err) = trafficctl(&args);
             assert_eq!(code, UNREACHABLE, "{args:?}: stdout {out:?} stderr {err:?}");
@@ -100,8 +98,10 @@ fn a_socket_nobody_listens_on_is_unreachable() {
 fn usage_errors_exit_2() {
     for args in [
         &["frobnicate"][..],
-        &["circuit", "open", "http"],
-        &["circuit", "open", "70000"],
+        &["circuit", "open", "web/x"],
+        &["circuit", "open", ""],
+        &["-o", "yaml", "status"],
+        &["-o", "json", "--json", "status"],
         &["sources", "--top", "many"],
         &["source", "reset"],
         &["status", "--no-such-flag"],
@@ -143,11 +143,26 @@ fn check_config_exits_0_for_the_shipped_file_and_2_naming_file_line_and_key() {
         "the error names the file, line and key: {err}"
     );
 
-    let (code, out, _) = trafficctl(&["--json", "check-config", bad]);
-    assert_eq!(code, USAGE);
+    for format in [
+        &["--json"][..],
+        &["-o", "json"],
+        &["check-config", "-o", "json"],
+    ] {
+        let mut args = format.to_vec();
+        if args[0] != "check-config" {
+            args.push("check-config");
+        }
+        args.push(bad);
+        let (code, out, _) = trafficctl(&args);
+        assert_eq!(code, USAGE, "{args:?}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["valid"], false, "{v}");
+        assert_eq!(v["problems"][0]["line"], 4, "{v}");
+    }
+    let (code, out, _) = trafficctl(&["-o", "json", "check-config", shipped]);
+    assert_eq!(code, OK);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["valid"], false, "{v}");
-    assert_eq!(v["problems"][0]["line"], 4, "{v}");
+    assert_eq!(v["valid"], true, "{v}");
 
     let missing = tmp.path("missing.toml");
     let (code, _, err) = trafficctl(&["check-config", missing.to_str().unwrap()]);

@@ -5,6 +5,7 @@
 //! touches the system beyond reading the file: `trafficctl check-config` and `trafficd` share
 //! this code, and a reload validates the new file completely before anything is applied.
 
+mod lists;
 mod raw;
 pub mod syntax;
 mod validate;

@@ -9,7 +9,10 @@ use serde::{
 };
 use toml::Spanned;
 
-use super::syntax::{self, KeyStyle, Unlocated};
+use super::{
+    lists::{OneOrList, PortItem},
+    syntax::{self, KeyStyle, Unlocated},
+};
 use crate::{
     policy::throttle::{Priority, PriorityMultipliers, Thresholds},
     pressure::{PerResource, Signal},
@@ -192,7 +195,8 @@ pub(super) struct RawThrottle {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPort {
-    pub(super) port: Spanned<i64>,
+    /// A port, a range "LOW-HIGH", or a list of both (see `lists`).
+    pub(super) port: Spanned<OneOrList<PortItem>>,
     #[serde(default)]
     pub(super) protocol: Protocol,
     pub(super) class: Option<Spanned<String>>,
@@ -337,7 +341,8 @@ pub(super) enum Size {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRule {
-    pub(super) cidr: Spanned<String>,
+    /// A CIDR or a list of them (see `lists`).
+    pub(super) cidr: Spanned<OneOrList<String>>,
     #[serde(default)]
     pub(super) action: RuleAction,
     pub(super) class: Option<Spanned<String>>,

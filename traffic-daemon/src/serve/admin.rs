@@ -200,8 +200,8 @@ pub fn router(shared: Arc<Shared>, access: Access) -> Router {
         .route("/v1/sources/{addr}/reset", post(reset_source))
         .route("/v1/reload", post(reload))
         .route("/v1/circuits", get(circuits))
-        .route("/v1/circuits/{port}/open", post(circuit_open))
-        .route("/v1/circuits/{port}/reset", post(circuit_reset))
+        .route("/v1/circuits/{upstream}/open", post(circuit_open))
+        .route("/v1/circuits/{upstream}/reset", post(circuit_reset))
         .route("/v1/chaos", post(chaos_start).delete(chaos_stop))
         .route("/v1/throttle", get(throttle))
         .with_state(shared)
@@ -276,19 +276,19 @@ async fn circuits(
 
 async fn circuit_open(
     State(s): State<Arc<Shared>>,
-    axum::extract::Path(port): axum::extract::Path<u16>,
+    axum::extract::Path(upstream): axum::extract::Path<String>,
 ) -> Result<Json<Message>, Failure> {
     Ok(Json(Message {
-        message: s.lock().circuit_open(port)?,
+        message: s.lock().circuit_open(&upstream)?,
     }))
 }
 
 async fn circuit_reset(
     State(s): State<Arc<Shared>>,
-    axum::extract::Path(port): axum::extract::Path<u16>,
+    axum::extract::Path(upstream): axum::extract::Path<String>,
 ) -> Result<Json<Message>, Failure> {
     Ok(Json(Message {
-        message: s.lock().circuit_reset(port)?,
+        message: s.lock().circuit_reset(&upstream)?,
     }))
 }
 

@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use super::{
     ClassSpec, Config, DaemonConfig, RateLimit,
-    raw::{RawByteLimit, RawConfig, RawLimit, RawPort, RawUpstream, Size},
+    raw::{RawByteLimit, RawConfig, RawLimit, RawUpstream, Size},
     syntax::{self, Problems, Unlocated},
 };
 
@@ -34,12 +34,8 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
     let ports = rules::ports(&mut c, &raw.ports, &classes);
     let (breaker_defaults, groups) = upstreams::breaker(&mut c, raw.breaker.as_ref());
     let upstreams = upstreams::upstreams(&mut c, &raw.upstreams, &breaker_defaults, &groups);
-    ports_fit(
-        &mut c,
-        &raw.ports,
-        &raw.upstreams,
-        ports.len() + upstreams.len(),
-    );
+    ports_fit(&mut c, &ports, &raw.upstreams, upstreams.len());
+    let ports = ports.specs;
 
     let (pressure, throttle) =
         pressure::pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
@@ -73,21 +69,23 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
 }
 
 /// Port rules and upstreams share the kernel's ports map: refuse more than it holds, at
-/// the first entry that does not fit (upstreams come after the port rules).
+/// the first entry that does not fit (upstreams come after the port rules, and a port range
+/// takes one entry per port).
 fn ports_fit(
     c: &mut Check,
-    raw_ports: &[Spanned<RawPort>],
+    ports: &rules::Ports,
     raw_upstreams: &[Spanned<RawUpstream>],
-    used: usize,
+    upstreams: usize,
 ) {
     let limit = traffic_common::MAX_PORTS as usize;
+    let used = ports.entries + upstreams;
     if used <= limit {
         return;
     }
-    let (span, key) = match raw_ports.get(limit) {
-        Some(p) => (p.span(), format!("ports[{limit}]")),
+    let (span, key) = match &ports.first_over {
+        Some((span, key)) => (span.clone(), key.clone()),
         None => {
-            let i = (limit - raw_ports.len()).min(raw_upstreams.len().saturating_sub(1));
+            let i = (limit - ports.entries).min(raw_upstreams.len().saturating_sub(1));
             let span = raw_upstreams.get(i).map_or(0..0, Spanned::span);
             (span, format!("upstreams[{i}]"))
         }
@@ -97,7 +95,7 @@ fn ports_fit(
         key,
         format!(
             "at most {limit} port rules and upstreams together (the kernel's ports map \
-             holds {limit}); this file has {used}"
+             holds {limit}; a range takes one per port); this file has {used}"
         ),
     );
 }

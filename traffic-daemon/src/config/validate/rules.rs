@@ -1,15 +1,24 @@
 //! `[[rules]]` and `[[ports]]`.
 
-use std::{collections::HashSet, net::IpAddr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    ops::Range,
+};
 
 use toml::Spanned;
 
-use super::{Check, class_index, parse_cidr, port_number};
+use super::{Check, class_index, parse_cidr};
 use crate::config::{
     ClassSpec, PortSpec, Protocol, RuleAction, RuleSpec,
     raw::{RawPort, RawRule},
 };
 
+/// Every `[[rules]]` table, each CIDR of a list its own rule (same action and class).
+///
+/// Exact duplicates (the same prefix twice, IPv4 and its IPv4-mapped IPv6 form alike) are
+/// errors wherever they are; overlapping prefixes are not: the longest prefix wins, which is
+/// how a narrower rule carves an exception out of a wider one.
 pub(super) fn rules(
     c: &mut Check,
     raw: &[Spanned<RawRule>],
@@ -18,40 +27,62 @@ pub(super) fn rules(
     let mut rules = Vec::new();
     let mut seen_cidrs = HashSet::new();
     let limit = traffic_common::RULES_ENTRIES as usize;
-    if let Some(first_over) = raw.get(limit) {
-        // One problem at the first rule that does not fit, not one per extra rule.
-        c.err(
-            first_over.span(),
-            format!("rules[{limit}]"),
-            format!(
-                "{} rules, but the kernel's rules map holds at most {limit}",
-                raw.len()
-            ),
-        );
-    }
+    let total: usize = raw.iter().map(|r| r.get_ref().cidr.get_ref().len()).sum();
+    let mut entries = 0usize;
     for (i, r) in raw.iter().enumerate() {
         let key = format!("rules[{i}]");
         let rr = r.get_ref();
-        let (addr, prefix_len) = match parse_cidr(rr.cidr.get_ref()) {
-            Ok(v) => v,
-            Err(m) => {
-                c.err(rr.cidr.span(), format!("{key}.cidr"), m);
-                continue;
+        let items = rr.cidr.get_ref().items(rr.cidr.span());
+        if items.is_empty() {
+            c.err(rr.cidr.span(), format!("{key}.cidr"), "lists no CIDR");
+        }
+        let mut cidrs = Vec::with_capacity(items.len());
+        let mut invalid = false;
+        for (span, text, j) in items {
+            let ckey = match j {
+                Some(j) => format!("{key}.cidr[{j}]"),
+                None => format!("{key}.cidr"),
+            };
+            entries += 1;
+            if entries == limit + 1 {
+                // One problem at the first entry that does not fit, not one per extra entry.
+                let (at, at_key) = match j {
+                    None => (r.span(), key.clone()),
+                    Some(_) => (span.clone(), ckey.clone()),
+                };
+                let what = if total == raw.len() {
+                    "rules"
+                } else {
+                    "rules (one per CIDR of a list)"
+                };
+                c.err(
+                    at,
+                    at_key,
+                    format!("{total} {what}, but the kernel's rules map holds at most {limit}"),
+                );
             }
-        };
-        // The kernel keys IPv4 rules as IPv4-mapped IPv6 (`::ffff:a.b.c.d`): one table.
-        let canonical = match addr {
-            IpAddr::V6(a) if prefix_len >= 96 => a
-                .to_ipv4_mapped()
-                .map_or((addr, prefix_len), |v4| (IpAddr::V4(v4), prefix_len - 96)),
-            _ => (addr, prefix_len),
-        };
-        if !seen_cidrs.insert(canonical) {
-            c.err(
-                rr.cidr.span(),
-                format!("{key}.cidr"),
-                format!("`{}` already has a rule", rr.cidr.get_ref()),
-            );
+            let (addr, prefix_len) = match parse_cidr(text) {
+                Ok(v) => v,
+                Err(m) => {
+                    c.err(span, ckey, m);
+                    invalid = true;
+                    continue;
+                }
+            };
+            // The kernel keys IPv4 rules as IPv4-mapped IPv6 (`::ffff:a.b.c.d`): one table.
+            let canonical = match addr {
+                IpAddr::V6(a) if prefix_len >= 96 => a
+                    .to_ipv4_mapped()
+                    .map_or((addr, prefix_len), |v4| (IpAddr::V4(v4), prefix_len - 96)),
+                _ => (addr, prefix_len),
+            };
+            if !seen_cidrs.insert(canonical) {
+                c.err(span, ckey, format!("`{text}` already has a rule"));
+            }
+            cidrs.push((addr, prefix_len));
+        }
+        if invalid {
+            continue;
         }
         let class = match &rr.class {
             Some(n) => match class_index(classes, n.get_ref()) {
@@ -76,20 +107,20 @@ pub(super) fn rules(
                 None
             }
         };
-        rules.push(RuleSpec {
+        rules.extend(cidrs.into_iter().map(|(addr, prefix_len)| RuleSpec {
             addr,
             prefix_len,
             action: rr.action,
             class,
-        });
+        }));
     }
-    if raw.len() == limit && needs_implicit_v4_rule(&seen_cidrs) {
+    if total == limit && needs_implicit_v4_rule(&seen_cidrs) {
         // The plan adds one rule pinning `::ffff:0:0/96` (see `plan::desired`): that rule
         // takes a map entry too, so a full table of `[[rules]]` no longer fits.
         if let Some(last) = raw.last() {
             c.err(
                 last.span(),
-                format!("rules[{}]", limit - 1),
+                format!("rules[{}]", raw.len() - 1),
                 format!(
                     "{limit} rules plus the implicit IPv4 rule an IPv6 rule covering \
                      ::ffff:0:0/96 needs (no IPv4 /0 rule), but the kernel's rules map \
@@ -119,27 +150,90 @@ fn needs_implicit_v4_rule(cidrs: &HashSet<(IpAddr, u8)>) -> bool {
         })
 }
 
-pub(super) fn ports(
-    c: &mut Check,
-    raw: &[Spanned<RawPort>],
-    classes: &[ClassSpec],
-) -> Vec<PortSpec> {
-    let mut ports: Vec<PortSpec> = Vec::new();
+/// `[[ports]]` expanded to one entry per port, and where the kernel's ports map overflows.
+pub(super) struct Ports {
+    pub(super) specs: Vec<PortSpec>,
+    /// Entries the tables name (ranges counted port by port), even past the capacity.
+    pub(super) entries: usize,
+    /// Span and key of the element holding entry number [`MAX_PORTS`] (0-based), the first
+    /// that does not fit even before the upstreams take theirs.
+    ///
+    /// [`MAX_PORTS`]: traffic_common::MAX_PORTS
+    pub(super) first_over: Option<(Range<usize>, String)>,
+}
+
+/// Every `[[ports]]` table, each port of a range or list its own entry (same protocol,
+/// class and limit). A port may be named once per protocol: an overlap of two ranges or a
+/// repeated port is an error naming the entry that had it first.
+///
+/// About 90 lines: the per-element loop (range, capacity, overlap) and the per-table keys
+/// (class, limit) share the table's key and spans; splitting would pass them all around.
+pub(super) fn ports(c: &mut Check, raw: &[Spanned<RawPort>], classes: &[ClassSpec]) -> Ports {
+    let limit = traffic_common::MAX_PORTS as usize;
+    let mut out = Ports {
+        specs: Vec::new(),
+        entries: 0,
+        first_over: None,
+    };
+    // (protocol, port) → the key of the element that named it first.
+    let mut owner: HashMap<(Protocol, u16), String> = HashMap::new();
     for (i, p) in raw.iter().enumerate() {
         let key = format!("ports[{i}]");
         let rp = p.get_ref();
-        let Some(port) = port_number(c, &rp.port, &format!("{key}.port")) else {
-            continue;
-        };
-        if ports
-            .iter()
-            .any(|q| q.port == port && q.protocol == rp.protocol)
-        {
-            c.err(
-                rp.port.span(),
-                format!("{key}.port"),
-                format!("{}/{port} already has a port rule", rp.protocol.as_str()),
-            );
+        let items = rp.port.get_ref().items(rp.port.span());
+        if items.is_empty() {
+            c.err(rp.port.span(), format!("{key}.port"), "lists no port");
+        }
+        let mut ranges = Vec::with_capacity(items.len());
+        for (span, item, j) in items {
+            let ckey = match j {
+                Some(j) => format!("{key}.port[{j}]"),
+                None => format!("{key}.port"),
+            };
+            let (lo, hi) = match item.range() {
+                Ok(r) => r,
+                Err(m) => {
+                    c.err(span, ckey, m);
+                    continue;
+                }
+            };
+            let n = usize::from(hi - lo) + 1;
+            if out.first_over.is_none() && out.entries + n > limit {
+                out.first_over = Some(match j {
+                    None if lo == hi => (p.span(), key.clone()),
+                    _ => (span.clone(), ckey.clone()),
+                });
+            }
+            out.entries += n;
+            if out.entries > limit {
+                // Refused anyway (see `ports_fit`): no point expanding, or checking overlaps,
+                // of up to 65535 ports per range.
+                continue;
+            }
+            if let Some((port, first)) = (lo..=hi).find_map(|port| {
+                owner
+                    .get(&(rp.protocol, port))
+                    .map(|first| (port, first.clone()))
+            }) {
+                let within = if lo == hi {
+                    String::new()
+                } else {
+                    format!(" (in {lo}-{hi})")
+                };
+                c.err(
+                    span,
+                    ckey,
+                    format!(
+                        "{}/{port}{within} already has a port rule ({first})",
+                        rp.protocol.as_str()
+                    ),
+                );
+                continue;
+            }
+            for port in lo..=hi {
+                owner.insert((rp.protocol, port), ckey.clone());
+            }
+            ranges.push((lo, hi));
         }
         let class = rp
             .class
@@ -166,12 +260,14 @@ pub(super) fn ports(
                 "counts TCP SYNs: only for protocol = \"tcp\"",
             );
         }
-        ports.push(PortSpec {
-            port,
-            protocol: rp.protocol,
-            class,
-            new_connections,
-        });
+        for (lo, hi) in ranges {
+            out.specs.extend((lo..=hi).map(|port| PortSpec {
+                port,
+                protocol: rp.protocol,
+                class,
+                new_connections,
+            }));
+        }
     }
-    ports
+    out
 }

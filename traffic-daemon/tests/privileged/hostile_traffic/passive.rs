@@ -433,7 +433,7 @@ pub fn a_spoofed_syn_flood_gets_at_most_the_rst_budget() {
         &[client_spec()],
         &upstream("web", WEB, "probe = \"none\""),
     );
-    let msg = rig.ctl_text(&["circuit", "open", &WEB.to_string()]);
+    let msg = rig.ctl_text(&["circuit", "open", "web"]);
     assert!(msg.contains("forced open"), "{msg}");
     let host = rig.client();
     let frames = (0..SYNS)
@@ -503,7 +503,7 @@ pub fn a_syn_routed_through_the_node_is_forwarded_not_reset() {
         .expect("forwarding");
     let srv = rig.topo.host("srv");
     let server = TcpServer::echo(&srv.ns, PORT).expect("server on the second host");
-    let msg = rig.ctl_text(&["circuit", "open", &PORT.to_string()]);
+    let msg = rig.ctl_text(&["circuit", "open", "web"]);
     assert!(msg.contains("forced open"), "{msg}");
     let before = rig.circuit("web").gate;
     let client = rig.client();
