@@ -5,6 +5,7 @@
 //! touches the system beyond reading the file: `trafficctl check-config` and `trafficd` share
 //! this code, and a reload validates the new file completely before anything is applied.
 
+pub mod include;
 mod lists;
 mod raw;
 pub mod syntax;
@@ -57,6 +58,8 @@ pub struct Config {
     pub pressure: crate::pressure::PressureSettings,
     /// `[throttle]`: levels, thresholds, multipliers, connection caps, priorities.
     pub throttle: crate::policy::throttle::ThrottleSettings,
+    /// Files merged from the include directory (`conf.d/*.toml`), in the order read.
+    pub included: Vec<PathBuf>,
 }
 
 /// `[[ports]]`: a rule for traffic to one local port.
@@ -189,14 +192,15 @@ impl RuleSpec {
 }
 
 impl Config {
-    /// Read and validate a config file.
+    /// Read and validate a config file and the files of its include directory
+    /// (`conf.d/*.toml` next to it, see [`include`]).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        syntax::load(path, |text| parse_text(path, text))
+        include::load(path)
     }
 
-    /// Validate config text read from `path` (used in messages only).
+    /// Validate config text read from `path` (used in messages only), without includes.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        syntax::parse_file(path, text, |text| parse_text(path, text))
+        include::parse(path, text, &[])
     }
 
     /// Index of a class by name.
@@ -208,10 +212,6 @@ impl Config {
     pub fn class_mode(&self, class: usize) -> Mode {
         self.classes[class].mode.unwrap_or(self.daemon.mode)
     }
-}
-
-fn parse_text(path: &Path, text: &str) -> Result<Config, Vec<syntax::Unlocated>> {
-    raw::parse(text).and_then(|raw| validate::validate(path, raw))
 }
 
 /// A config file that cannot be used, with every problem found (file, line, column, key).

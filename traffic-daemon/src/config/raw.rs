@@ -9,10 +9,7 @@ use serde::{
 };
 use toml::Spanned;
 
-use super::{
-    lists::{OneOrList, PortItem},
-    syntax::{self, KeyStyle, Unlocated},
-};
+use super::lists::{OneOrList, PortItem};
 use crate::{
     policy::throttle::{Priority, PriorityMultipliers, Thresholds},
     pressure::{PerResource, Signal},
@@ -404,8 +401,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
     }
 }
 
-/// Parse the text into raw structs; a syntax or type error becomes one located problem.
-pub(super) fn parse(text: &str) -> Result<RawConfig, Vec<Unlocated>> {
-    toml::from_str::<RawConfig>(text)
-        .map_err(|e| vec![syntax::toml_problem(text, &e, KeyStyle::Bare)])
+/// The raw structs of a parsed (and possibly merged, see `include`) document; a type error
+/// is located by the caller, who knows which file its span is in.
+pub(super) fn from_table(
+    table: Spanned<toml::de::DeTable<'_>>,
+) -> Result<RawConfig, toml::de::Error> {
+    RawConfig::deserialize(toml::de::Deserializer::from(table))
 }

@@ -114,6 +114,10 @@ pub fn format_duration(d: Duration) -> String {
 /// One thing wrong with a file, located.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
+    /// The file the problem is in when it is not the [`FileError`]'s own (an included file
+    /// of the config's `conf.d/`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
     /// 1-based line, 0 when the problem concerns the whole file.
     pub line: usize,
     /// 1-based column.
@@ -138,6 +142,7 @@ impl FileError {
         Self {
             path: path.to_owned(),
             problems: vec![Problem {
+                file: None,
                 line: 0,
                 column: 0,
                 key: String::new(),
@@ -155,7 +160,7 @@ impl fmt::Display for FileError {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}", self.path.display())?;
+            write!(f, "{}", p.file.as_ref().unwrap_or(&self.path).display())?;
             if p.line > 0 {
                 write!(f, ":{}:{}", p.line, p.column)?;
             }
@@ -185,6 +190,7 @@ impl Unlocated {
             None => (0, 0),
         };
         Problem {
+            file: None,
             line,
             column,
             key: self.key,
@@ -318,10 +324,20 @@ pub enum KeyStyle {
 
 /// One located-to-be problem for a `toml` error in `text`.
 pub fn toml_problem(text: &str, e: &toml::de::Error, style: KeyStyle) -> Unlocated {
-    let message = e.message().trim().to_owned();
+    toml_problem_at(text, e.message(), e.span(), style)
+}
+
+/// [`toml_problem`] for an error's message and span (a span into `text`), for errors whose
+/// span had to be translated first (a config merged from several files).
+pub fn toml_problem_at(
+    text: &str,
+    message: &str,
+    span: Option<Range<usize>>,
+    style: KeyStyle,
+) -> Unlocated {
+    let message = message.trim().to_owned();
     match style {
         KeyStyle::Bare => {
-            let span = e.span();
             // An empty span at 0 is the document itself (a missing top-level table): no key.
             let key = span
                 .as_ref()
@@ -343,7 +359,7 @@ pub fn toml_problem(text: &str, e: &toml::de::Error, style: KeyStyle) -> Unlocat
             Unlocated { span, key, message }
         }
         KeyStyle::Path => {
-            let span = e.span().unwrap_or(0..0);
+            let span = span.unwrap_or(0..0);
             let key = key_path_at(text, &span, &message);
             Unlocated {
                 span: Some(span),

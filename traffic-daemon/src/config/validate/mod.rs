@@ -65,6 +65,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         upstreams,
         pressure,
         throttle,
+        included: Vec::new(),
     })
 }
 
