@@ -77,12 +77,13 @@ pub enum Command {
     Status,
     /// Packets and bytes per class and verdict reason.
     Counters,
-    /// Validate a config file without touching the system (default: /etc/traffic/traffic.toml).
+    /// Validate a config file and its include directory (`conf.d/*.toml` next to it)
+    /// without touching the system (default: /etc/traffic/traffic.toml).
     CheckConfig {
         /// File to check.
         file: Option<PathBuf>,
     },
-    /// Ask the daemon to re-read its config file.
+    /// Ask the daemon to re-read its config file and include directory.
     Reload,
     /// Effective limits per class (after priority and throttle), tracked sources.
     Limits,
@@ -240,7 +241,10 @@ struct ConfigSummary<'a> {
     valid: bool,
     path: &'a std::path::Path,
     classes: usize,
+    /// Kernel rule entries (a CIDR list counts one per CIDR).
     rules: usize,
+    /// Files merged from the include directory, in the order read.
+    included: &'a [PathBuf],
 }
 
 fn check_config(
@@ -259,14 +263,19 @@ fn check_config(
                 path: &path,
                 classes: c.classes.len(),
                 rules: c.rules.len(),
+                included: &c.included,
             };
             print(out, json, &summary, |o| {
-                format!(
+                let mut text = format!(
                     "{}: valid ({} classes, {} rules)\n",
                     o.path.display(),
                     o.classes,
                     o.rules
-                )
+                );
+                for f in o.included {
+                    text.push_str(&format!("  included {}\n", f.display()));
+                }
+                text
             });
             exit::OK
         }

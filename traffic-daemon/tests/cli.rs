@@ -169,3 +169,42 @@ fn check_config_exits_0_for_the_shipped_file_and_2_naming_file_line_and_key() {
     assert_eq!(code, USAGE, "{err}");
     assert!(err.contains("missing.toml"), "{err}");
 }
+
+/// Fails on the main before issue 13: `conf.d/` was not read.
+#[test]
+fn check_config_checks_the_include_directory_too() {
+    let tmp = TempDir::new("cli-confd");
+    let main = tmp.path("traffic.toml");
+    std::fs::write(
+        &main,
+        "[daemon]\ninterfaces = [\"lo\"]\n[classes.default]\n[classes.web]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(tmp.path("conf.d")).unwrap();
+    std::fs::write(
+        tmp.path("conf.d/10-web.toml"),
+        "[[rules]]\ncidr = [\"198.18.0.0/24\", \"2001:db8::/48\"]\nclass = \"web\"\n",
+    )
+    .unwrap();
+    let main = main.to_str().unwrap();
+    let (code, out, err) = trafficctl(&["check-config", main]);
+    assert_eq!(code, OK, "{out} {err}");
+    assert!(
+        out.contains("2 rules") && out.contains("10-web.toml"),
+        "{out}"
+    );
+
+    let bad = tmp.path("conf.d/20-bad.toml");
+    std::fs::write(&bad, "[[ports]]\nport = [22, \"8000-7000\"]\n").unwrap();
+    let (code, _, err) = trafficctl(&["check-config", main]);
+    assert_eq!(code, USAGE, "{err}");
+    assert!(
+        err.starts_with(&format!("{}:2:13: ports[0].port[1]: ", bad.display())),
+        "the error names the included file, line and key: {err}"
+    );
+    let (code, out, _) = trafficctl(&["-o", "json", "check-config", main]);
+    assert_eq!(code, USAGE);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["problems"][0]["file"], bad.to_str().unwrap(), "{v}");
+    assert_eq!(v["problems"][0]["line"], 2, "{v}");
+}

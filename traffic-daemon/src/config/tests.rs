@@ -1547,6 +1547,7 @@ fn problem_columns_point_at_the_value() {
 // Each of these fails on the main before issue 12 (a panic, or the file accepted).
 // ---------------------------------------------------------------------------------------
 
+mod conventions;
 mod fuzz;
 
 const HUGE: &str = "100000000000000000000s";
