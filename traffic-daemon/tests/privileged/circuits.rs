@@ -526,7 +526,7 @@ pub fn reset_gate_fails_fast_drop_gate_makes_clients_wait() {
     echo_roundtrip(&mut held, b"still here", Duration::from_secs(2))
         .expect("an established flow passes the open gate");
 
-    for name in ["fast", "slow"] {
+    for (port, name) in [(FAST, "fast"), (SLOW, "slow")] {
         rig.ctl_text(&["circuit", "reset", name]);
         let c = rig.circuit(name);
         assert_eq!(c.breaker.state, BreakerState::Closed);
