@@ -253,7 +253,7 @@ pub fn parse(path: &Path, text: &str, included: &[Included]) -> Result<Config, C
         path: path.to_owned(),
         problems,
     };
-    let merged = merge(&mut sources).map_err(|u| fail(u))?;
+    let merged = merge(&mut sources).map_err(&fail)?;
     let raw = raw::from_table(merged).map_err(|e| {
         let span = e.span();
         let problem = match span {

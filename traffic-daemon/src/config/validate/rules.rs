@@ -27,63 +27,17 @@ pub(super) fn rules(
     let mut rules = Vec::new();
     let mut seen_cidrs = HashSet::new();
     let limit = traffic_common::RULES_ENTRIES as usize;
-    let total: usize = raw.iter().map(|r| r.get_ref().cidr.get_ref().len()).sum();
-    let mut entries = 0usize;
+    let mut count = RuleCount {
+        total: raw.iter().map(|r| r.get_ref().cidr.get_ref().len()).sum(),
+        lists: raw.iter().any(|r| r.get_ref().cidr.get_ref().len() != 1),
+        entries: 0,
+    };
     for (i, r) in raw.iter().enumerate() {
         let key = format!("rules[{i}]");
         let rr = r.get_ref();
-        let items = rr.cidr.get_ref().items(rr.cidr.span());
-        if items.is_empty() {
-            c.err(rr.cidr.span(), format!("{key}.cidr"), "lists no CIDR");
-        }
-        let mut cidrs = Vec::with_capacity(items.len());
-        let mut invalid = false;
-        for (span, text, j) in items {
-            let ckey = match j {
-                Some(j) => format!("{key}.cidr[{j}]"),
-                None => format!("{key}.cidr"),
-            };
-            entries += 1;
-            if entries == limit + 1 {
-                // One problem at the first entry that does not fit, not one per extra entry.
-                let (at, at_key) = match j {
-                    None => (r.span(), key.clone()),
-                    Some(_) => (span.clone(), ckey.clone()),
-                };
-                let what = if total == raw.len() {
-                    "rules"
-                } else {
-                    "rules (one per CIDR of a list)"
-                };
-                c.err(
-                    at,
-                    at_key,
-                    format!("{total} {what}, but the kernel's rules map holds at most {limit}"),
-                );
-            }
-            let (addr, prefix_len) = match parse_cidr(text) {
-                Ok(v) => v,
-                Err(m) => {
-                    c.err(span, ckey, m);
-                    invalid = true;
-                    continue;
-                }
-            };
-            // The kernel keys IPv4 rules as IPv4-mapped IPv6 (`::ffff:a.b.c.d`): one table.
-            let canonical = match addr {
-                IpAddr::V6(a) if prefix_len >= 96 => a
-                    .to_ipv4_mapped()
-                    .map_or((addr, prefix_len), |v4| (IpAddr::V4(v4), prefix_len - 96)),
-                _ => (addr, prefix_len),
-            };
-            if !seen_cidrs.insert(canonical) {
-                c.err(span, ckey, format!("`{text}` already has a rule"));
-            }
-            cidrs.push((addr, prefix_len));
-        }
-        if invalid {
+        let Some(cidrs) = rule_cidrs(c, r, &key, &mut seen_cidrs, &mut count) else {
             continue;
-        }
+        };
         let class = match &rr.class {
             Some(n) => match class_index(classes, n.get_ref()) {
                 Some(ci) => Some(ci),
@@ -114,7 +68,7 @@ pub(super) fn rules(
             class,
         }));
     }
-    if total == limit && needs_implicit_v4_rule(&seen_cidrs) {
+    if count.total == limit && needs_implicit_v4_rule(&seen_cidrs) {
         // The plan adds one rule pinning `::ffff:0:0/96` (see `plan::desired`): that rule
         // takes a map entry too, so a full table of `[[rules]]` no longer fits.
         if let Some(last) = raw.last() {
@@ -130,6 +84,81 @@ pub(super) fn rules(
         }
     }
     rules
+}
+
+/// Kernel rule entries: how many the file names, and how many were seen so far.
+struct RuleCount {
+    total: usize,
+    /// Whether some rule has a list (the message then says entries are per CIDR).
+    lists: bool,
+    entries: usize,
+}
+
+/// The CIDRs of rule `r` (`key`), each checked, counted against the rules map and against
+/// `seen` (duplicates); `None` when one of them is not a CIDR at all (the rule's other keys
+/// are then not checked, as before lists).
+fn rule_cidrs(
+    c: &mut Check,
+    r: &Spanned<RawRule>,
+    key: &str,
+    seen: &mut HashSet<(IpAddr, u8)>,
+    count: &mut RuleCount,
+) -> Option<Vec<(IpAddr, u8)>> {
+    let limit = traffic_common::RULES_ENTRIES as usize;
+    let cidr = &r.get_ref().cidr;
+    let items = cidr.get_ref().items(cidr.span());
+    if items.is_empty() {
+        c.err(cidr.span(), format!("{key}.cidr"), "lists no CIDR");
+    }
+    let mut cidrs = Vec::with_capacity(items.len());
+    let mut invalid = false;
+    for (span, text, j) in items {
+        let ckey = match j {
+            Some(j) => format!("{key}.cidr[{j}]"),
+            None => format!("{key}.cidr"),
+        };
+        count.entries += 1;
+        if count.entries == limit + 1 {
+            // One problem at the first entry that does not fit, not one per extra entry.
+            let (at, at_key) = match j {
+                None => (r.span(), key.to_owned()),
+                Some(_) => (span.clone(), ckey.clone()),
+            };
+            let what = if count.lists {
+                "rules (one per CIDR of a list)"
+            } else {
+                "rules"
+            };
+            c.err(
+                at,
+                at_key,
+                format!(
+                    "{} {what}, but the kernel's rules map holds at most {limit}",
+                    count.total
+                ),
+            );
+        }
+        let (addr, prefix_len) = match parse_cidr(text) {
+            Ok(v) => v,
+            Err(m) => {
+                c.err(span, ckey, m);
+                invalid = true;
+                continue;
+            }
+        };
+        // The kernel keys IPv4 rules as IPv4-mapped IPv6 (`::ffff:a.b.c.d`): one table.
+        let canonical = match addr {
+            IpAddr::V6(a) if prefix_len >= 96 => a
+                .to_ipv4_mapped()
+                .map_or((addr, prefix_len), |v4| (IpAddr::V4(v4), prefix_len - 96)),
+            _ => (addr, prefix_len),
+        };
+        if !seen.insert(canonical) {
+            c.err(span, ckey, format!("`{text}` already has a rule"));
+        }
+        cidrs.push((addr, prefix_len));
+    }
+    (!invalid).then_some(cidrs)
 }
 
 /// Whether the plan adds its implicit IPv4 `/0` rule: some IPv6 rule shorter than /96
@@ -165,11 +194,7 @@ pub(super) struct Ports {
 /// Every `[[ports]]` table, each port of a range or list its own entry (same protocol,
 /// class and limit). A port may be named once per protocol: an overlap of two ranges or a
 /// repeated port is an error naming the entry that had it first.
-///
-/// About 90 lines: the per-element loop (range, capacity, overlap) and the per-table keys
-/// (class, limit) share the table's key and spans; splitting would pass them all around.
 pub(super) fn ports(c: &mut Check, raw: &[Spanned<RawPort>], classes: &[ClassSpec]) -> Ports {
-    let limit = traffic_common::MAX_PORTS as usize;
     let mut out = Ports {
         specs: Vec::new(),
         entries: 0,
@@ -180,61 +205,7 @@ pub(super) fn ports(c: &mut Check, raw: &[Spanned<RawPort>], classes: &[ClassSpe
     for (i, p) in raw.iter().enumerate() {
         let key = format!("ports[{i}]");
         let rp = p.get_ref();
-        let items = rp.port.get_ref().items(rp.port.span());
-        if items.is_empty() {
-            c.err(rp.port.span(), format!("{key}.port"), "lists no port");
-        }
-        let mut ranges = Vec::with_capacity(items.len());
-        for (span, item, j) in items {
-            let ckey = match j {
-                Some(j) => format!("{key}.port[{j}]"),
-                None => format!("{key}.port"),
-            };
-            let (lo, hi) = match item.range() {
-                Ok(r) => r,
-                Err(m) => {
-                    c.err(span, ckey, m);
-                    continue;
-                }
-            };
-            let n = usize::from(hi - lo) + 1;
-            if out.first_over.is_none() && out.entries + n > limit {
-                out.first_over = Some(match j {
-                    None if lo == hi => (p.span(), key.clone()),
-                    _ => (span.clone(), ckey.clone()),
-                });
-            }
-            out.entries += n;
-            if out.entries > limit {
-                // Refused anyway (see `ports_fit`): no point expanding, or checking overlaps,
-                // of up to 65535 ports per range.
-                continue;
-            }
-            if let Some((port, first)) = (lo..=hi).find_map(|port| {
-                owner
-                    .get(&(rp.protocol, port))
-                    .map(|first| (port, first.clone()))
-            }) {
-                let within = if lo == hi {
-                    String::new()
-                } else {
-                    format!(" (in {lo}-{hi})")
-                };
-                c.err(
-                    span,
-                    ckey,
-                    format!(
-                        "{}/{port}{within} already has a port rule ({first})",
-                        rp.protocol.as_str()
-                    ),
-                );
-                continue;
-            }
-            for port in lo..=hi {
-                owner.insert((rp.protocol, port), ckey.clone());
-            }
-            ranges.push((lo, hi));
-        }
+        let ranges = port_ranges(c, p, &key, &mut owner, &mut out);
         let class = rp
             .class
             .as_ref()
@@ -270,4 +241,73 @@ pub(super) fn ports(c: &mut Check, raw: &[Spanned<RawPort>], classes: &[ClassSpe
         }
     }
     out
+}
+
+/// The usable port ranges of `[[ports]]` table `p` (`key`): each element checked, counted
+/// in `out` against the ports map, and checked against the ports named before (`owner`).
+fn port_ranges(
+    c: &mut Check,
+    p: &Spanned<RawPort>,
+    key: &str,
+    owner: &mut HashMap<(Protocol, u16), String>,
+    out: &mut Ports,
+) -> Vec<(u16, u16)> {
+    let limit = traffic_common::MAX_PORTS as usize;
+    let rp = p.get_ref();
+    let items = rp.port.get_ref().items(rp.port.span());
+    if items.is_empty() {
+        c.err(rp.port.span(), format!("{key}.port"), "lists no port");
+    }
+    let mut ranges = Vec::with_capacity(items.len());
+    for (span, item, j) in items {
+        let ckey = match j {
+            Some(j) => format!("{key}.port[{j}]"),
+            None => format!("{key}.port"),
+        };
+        let (lo, hi) = match item.range() {
+            Ok(r) => r,
+            Err(m) => {
+                c.err(span, ckey, m);
+                continue;
+            }
+        };
+        let n = usize::from(hi - lo) + 1;
+        if out.first_over.is_none() && out.entries + n > limit {
+            out.first_over = Some(match j {
+                None if lo == hi => (p.span(), key.to_owned()),
+                _ => (span.clone(), ckey.clone()),
+            });
+        }
+        out.entries += n;
+        if out.entries > limit {
+            // Refused anyway (see `ports_fit`): no point expanding, or checking overlaps,
+            // of up to 65535 ports per range.
+            continue;
+        }
+        if let Some((port, first)) = (lo..=hi).find_map(|port| {
+            owner
+                .get(&(rp.protocol, port))
+                .map(|first| (port, first.clone()))
+        }) {
+            let within = if lo == hi {
+                String::new()
+            } else {
+                format!(" (in {lo}-{hi})")
+            };
+            c.err(
+                span,
+                ckey,
+                format!(
+                    "{}/{port}{within} already has a port rule ({first})",
+                    rp.protocol.as_str()
+                ),
+            );
+            continue;
+        }
+        for port in lo..=hi {
+            owner.insert((rp.protocol, port), ckey.clone());
+        }
+        ranges.push((lo, hi));
+    }
+    ranges
 }
