@@ -164,7 +164,7 @@ fn a_range_counts_one_kernel_entry_per_port() {
         "port =",
         "ports[0].port",
         &format!(
-            "at most {limit} port rules and upstreams together (the kernel's ports map holds {limit}; a range takes one per port); this file has 65535"
+            "at most {limit} port rules and upstreams together (the kernel's ports map holds {limit}; a range takes one per port); the configuration has 65535"
         ),
     );
     // A range that fits exactly, then one more port: the problem is at that port.
@@ -175,7 +175,7 @@ fn a_range_counts_one_kernel_entry_per_port() {
             999 + limit
         ),
     );
-    assert_err(&text, "port = [5]", "ports[1].port[0]", "this file has 257");
+    assert_err(&text, "port = [5]", "ports[1].port[0]", "the configuration has 257");
     assert_eq!(
         ok(&cfg(
             "",

@@ -96,7 +96,7 @@ fn ports_fit(
         key,
         format!(
             "at most {limit} port rules and upstreams together (the kernel's ports map \
-             holds {limit}; a range takes one per port); this file has {used}"
+             holds {limit}; a range takes one per port); the configuration has {used}"
         ),
     );
 }
