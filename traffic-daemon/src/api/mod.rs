@@ -75,6 +75,9 @@ pub struct StatusReport {
     pub pid: u32,
     pub uptime_seconds: u64,
     pub config_path: PathBuf,
+    /// Files of the include directory merged into the running config, in order.
+    #[serde(default)]
+    pub config_included: Vec<PathBuf>,
     pub mode: Mode,
     pub on_exit: OnExit,
     pub adopted_pinned_state: bool,

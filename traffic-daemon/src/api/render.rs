@@ -62,6 +62,9 @@ pub fn render_status(s: &StatusReport) -> String {
         s.version, s.abi_version, s.pid, s.uptime_seconds
     );
     let _ = writeln!(o, "config:     {}", s.config_path.display());
+    for f in &s.config_included {
+        let _ = writeln!(o, "            + {}", f.display());
+    }
     let _ = writeln!(
         o,
         "mode:       {}, on exit: {}{}",

@@ -16,6 +16,7 @@ impl Core {
             pid: std::process::id(),
             uptime_seconds: self.started.elapsed().as_secs(),
             config_path: self.config.source.clone(),
+            config_included: self.config.included.clone(),
             mode: self.config.daemon.mode,
             on_exit: self.config.daemon.on_exit,
             adopted_pinned_state: self.dp.adopted(),

@@ -175,7 +175,12 @@ fn a_range_counts_one_kernel_entry_per_port() {
             999 + limit
         ),
     );
-    assert_err(&text, "port = [5]", "ports[1].port[0]", "the configuration has 257");
+    assert_err(
+        &text,
+        "port = [5]",
+        "ports[1].port[0]",
+        "the configuration has 257",
+    );
     assert_eq!(
         ok(&cfg(
             "",

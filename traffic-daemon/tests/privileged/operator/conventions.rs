@@ -209,6 +209,12 @@ pub fn lists_ranges_conf_d_json_and_circuit_names_through_the_real_daemon() {
         0,
         "denied by the included rule"
     );
+    let status: StatusReport = rig.json(&["status"]);
+    assert_eq!(
+        status.config_included,
+        [rig.conf_d().join("50-more.toml")],
+        "status names the included file"
+    );
 
     // `circuit open NAME` on the included upstream; reset by the same name.
     let (code, out, err) = rig.ctl(&["-o", "json", "circuit", "open", "svc"]);
