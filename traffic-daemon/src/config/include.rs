@@ -43,8 +43,23 @@ use super::{
 /// The include directory, relative to the main file's directory.
 pub const DIR: &str = "conf.d";
 
-/// Top-level tables an included file may hold.
-pub const INCLUDABLE: &[&str] = &["classes", "rules", "ports", "upstreams"];
+/// Top-level tables an included file may hold, and how each merges. A new list-like key
+/// (`[[feeds]]`, say) becomes includable by adding it here.
+pub const INCLUDABLE: &[(&str, Merge)] = &[
+    ("classes", Merge::ByName),
+    ("rules", Merge::Append),
+    ("ports", Merge::Append),
+    ("upstreams", Merge::Append),
+];
+
+/// How an included table merges into the main file's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// An array of tables (`[[rules]]`): the included elements follow the main file's.
+    Append,
+    /// A table of named tables (`[classes.NAME]`): each name defined in one file only.
+    ByName,
+}
 
 /// Most included files.
 pub const MAX_FILES: usize = 256;
@@ -285,13 +300,15 @@ fn merge<'a>(sources: &mut Sources<'a>) -> Result<Spanned<DeTable<'a>>, Vec<Prob
     let main_text = sources.files[0].text;
     let mut root = DeTable::parse(main_text)
         .map_err(|e| vec![syntax::toml_problem(main_text, &e, KeyStyle::Bare).locate(main_text)])?;
-    let arrays = ["rules", "ports", "upstreams"];
+    let arrays = INCLUDABLE
+        .iter()
+        .filter(|(_, how)| *how == Merge::Append)
+        .map(|(name, _)| *name);
     let len_of = |t: &DeTable<'_>, name: &str| match t.get(name).map(Spanned::get_ref) {
         Some(DeValue::Array(a)) => a.len(),
         _ => 0,
     };
-    let mut starts: Vec<(&'static str, Vec<usize>)> =
-        arrays.iter().map(|&n| (n, vec![0])).collect();
+    let mut starts: Vec<(&'static str, Vec<usize>)> = arrays.map(|n| (n, vec![0])).collect();
     let mut problems = Vec::new();
     for k in 1..sources.files.len() {
         for (name, s) in &mut starts {
@@ -335,17 +352,21 @@ fn merge_one<'a>(
         key: key.to_owned(),
         message,
     };
-    if !INCLUDABLE.contains(&name.as_str()) {
+    let Some(&(_, how)) = INCLUDABLE.iter().find(|(n, _)| *n == name) else {
         return Err(err(
             key.span(),
             &name,
             format!(
                 "may not appear in an included file (only {}); set it in the main file",
-                INCLUDABLE.join(", ")
+                INCLUDABLE
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
-    }
-    let want_table = name == "classes";
+    };
+    let want_table = how == Merge::ByName;
     let value_span = value.span();
     match (root.get_mut(name.as_str()), value.into_inner()) {
         (None, v) => {
@@ -363,12 +384,12 @@ fn merge_one<'a>(
                 into.push(item);
             }
         }
-        (Some(existing), DeValue::Table(classes)) if want_table => {
+        (Some(existing), DeValue::Table(named)) if want_table => {
             let existing_span = existing.span();
             let DeValue::Table(into) = existing.get_mut() else {
                 return Err(err(existing_span, &name, shape(&name)));
             };
-            for (class, body) in classes {
+            for (class, body) in named {
                 if let Some((first, _)) = into.get_key_value(class.get_ref().as_ref()) {
                     let f = &sources.files[sources.file_at(first.span().start)];
                     let (line, _) = syntax::line_col(f.text, first.span().start - f.base);
@@ -377,7 +398,7 @@ fn merge_one<'a>(
                         .map_or("the main file".to_owned(), |p| p.display().to_string());
                     return Err(err(
                         class.span(),
-                        &format!("classes.{}", class.get_ref()),
+                        &format!("{name}.{}", class.get_ref()),
                         format!("is already defined ({at}, line {line})"),
                     ));
                 }
@@ -390,8 +411,8 @@ fn merge_one<'a>(
 }
 
 fn shape(name: &str) -> String {
-    if name == "classes" {
-        "must be a table of classes ([classes.NAME])".to_owned()
+    if INCLUDABLE.contains(&(name, Merge::ByName)) {
+        format!("must be a table of named tables ([{name}.NAME])")
     } else {
         format!("must be an array of tables ([[{name}]])")
     }
