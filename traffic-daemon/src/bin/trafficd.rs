@@ -60,8 +60,11 @@ fn main() -> ExitCode {
     logging::init(args.log_format);
     if args.check {
         return match Config::load(&args.config) {
-            Ok(_) => {
+            Ok(c) => {
                 println!("{}: valid", args.config.display());
+                for f in &c.included {
+                    println!("  included {}", f.display());
+                }
                 ExitCode::from(exit::OK)
             }
             Err(e) => {
