@@ -33,7 +33,10 @@ impl Shared {
     /// Reload from the config path (SIGHUP and the admin API share this).
     pub fn reload(&self) -> Result<Applied, OpError> {
         notify::reloading();
-        let r = self.lock().reload_from(&self.config_path);
+        // Read and validate the files before taking the lock: the control loop and the
+        // admin API keep running while a large include directory is parsed.
+        let loaded = crate::config::Config::load(&self.config_path);
+        let r = self.lock().reload_with(&self.config_path, loaded);
         notify::ready();
         r
     }
