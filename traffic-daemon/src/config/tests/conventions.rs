@@ -528,3 +528,41 @@ fn an_oversized_included_file_is_refused() {
     let p = include::read_dir(&d).unwrap_err();
     assert!(p[0].message.contains("larger than"), "{p:?}");
 }
+
+/// Every truncation of an included file (the shipped classes and rules, moved to conf.d) is
+/// accepted or refused with problems located inside the file they name: never a panic, a
+/// line past the end of a file, or a problem blamed on the wrong file.
+#[test]
+fn every_truncation_of_an_included_file_is_located_in_its_own_file() {
+    let shipped = std::fs::read_to_string(super::shipped_path()).unwrap();
+    let tail = &shipped[shipped.find("[classes.internal]").unwrap()..];
+    let main = "[daemon]\ninterfaces = [\"eth0\"]\n\n[[rules]]\ncidr = \"203.0.113.0/24\"\naction = \"deny\"\n";
+    let lines = |t: &str| t.lines().count().max(1);
+    let mut refused = 0;
+    for cut in (0..=tail.len()).filter(|&i| tail.is_char_boundary(i)) {
+        let text = &tail[..cut];
+        let Err(e) = include::parse(Path::new("t.toml"), main, &[inc("z.toml", text)]) else {
+            continue;
+        };
+        refused += 1;
+        for p in &e.problems {
+            let (name, max) = match &p.file {
+                Some(f) => (f.display().to_string(), lines(text)),
+                None => ("t.toml".to_owned(), lines(main)),
+            };
+            assert!(
+                p.file
+                    .as_deref()
+                    .is_none_or(|f| f == Path::new("conf.d/z.toml")),
+                "cut {cut}: {e}"
+            );
+            assert!(
+                p.line <= max,
+                "cut {cut}: {name}:{} past its end: {e}",
+                p.line
+            );
+            assert!(!p.key.is_empty() || p.line == 0, "cut {cut}: no key: {e}");
+        }
+    }
+    assert!(refused > 0);
+}
