@@ -40,8 +40,8 @@ pub struct Cli {
     /// document per command, stable field names).
     #[arg(short = 'o', long, value_enum, global = true, value_name = "FORMAT")]
     pub output: Option<Output>,
-    /// Same as `-o json` (kept for existing scripts).
-    #[arg(long, global = true, conflicts_with = "output")]
+    /// Same as `-o json` (kept for existing scripts; refused with `-o table`).
+    #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -196,6 +196,13 @@ pub fn main_with(
     err: &mut dyn Write,
 ) -> u8 {
     let cli = match Cli::try_parse_from(args) {
+        Ok(c) if c.json && c.output == Some(Output::Table) => {
+            let _ = writeln!(
+                err,
+                "trafficctl: --json contradicts -o table; use one of them"
+            );
+            return exit::USAGE;
+        }
         Ok(c) => c.resolved(),
         Err(e) => {
             if e.use_stderr() {
@@ -479,6 +486,23 @@ mod manual_tests {
         assert!(c.contains(".TH trafficctl 8"), "{c}");
         assert!(c.contains("check\\-config"), "{c}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Fails on the main before issue 13: there was no `-o`. Commands that read the `json`
+    /// field (rather than [`Cli::json`]) see `-o json` too.
+    #[test]
+    fn output_format_is_chosen_once_whichever_flag_names_it() {
+        use clap::Parser as _;
+        for (args, json) in [
+            (&["trafficctl", "status"][..], false),
+            (&["trafficctl", "-o", "table", "status"], false),
+            (&["trafficctl", "status", "-o", "json"], true),
+            (&["trafficctl", "--output=json", "counters"], true),
+            (&["trafficctl", "--json", "limits"], true),
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap().resolved();
+            assert_eq!((cli.json(), cli.json), (json, json), "{args:?}");
+        }
     }
 
     #[test]

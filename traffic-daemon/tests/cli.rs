@@ -68,7 +68,13 @@ fn no_daemon_exits_3_and_says_how_to_start_it() {
     let socket = tmp.path("admin.sock");
     let socket = socket.to_str().unwrap();
     for cmd in DAEMON_COMMANDS {
-        for format in [&[][..], &["--json"], &["-o", "json"], &["-o", "table"]] {
+        for format in [
+            &[][..],
+            &["--json"],
+            &["-o", "json"],
+            &["-o", "table"],
+            &["-o", "json", "--json"],
+        ] {
             let mut args = vec!["--socket", socket];
             args.extend_from_slice(format);
             args.extend_from_slice(cmd);
@@ -101,7 +107,7 @@ fn usage_errors_exit_2() {
         &["circuit", "open", "web/x"],
         &["circuit", "open", ""],
         &["-o", "yaml", "status"],
-        &["-o", "json", "--json", "status"],
+        &["-o", "table", "--json", "status"],
         &["sources", "--top", "many"],
         &["source", "reset"],
         &["status", "--no-such-flag"],
