@@ -144,6 +144,9 @@ pub struct Bucket {
     pub packets: u64,
     /// Packets dropped (or that would have been, in monitor mode).
     pub dropped: u64,
+    /// Bytes of every packet counted in `packets` (whole frames): the byte rates of the
+    /// daemon's baseline (`trafficctl suggest`).
+    pub bytes: u64,
 }
 
 /// The input of [`RESCALE_PROGRAM_NAME`]: one bucket and its class's limits before and after

@@ -12,7 +12,7 @@
 
 /// Version of the layouts in this crate. Bumped on any change to a map or type below; a
 /// pinned map set written by another version is refused, never reinterpreted.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// Map names, as they appear in the object file and under the pin directory.
 ///
@@ -224,7 +224,7 @@ assert_layout! {
     Chaos => 16, 8;
     ClassConfig => 152, 8;
     BucketKey => 20, 4;
-    Bucket => 48, 8;
+    Bucket => 56, 8;
     RescaleRequest => 152, 8;
     ClassState => 16, 8;
     ClassStats => 32, 8;

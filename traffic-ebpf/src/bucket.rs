@@ -118,5 +118,6 @@ pub const fn fresh_bucket() -> Bucket {
         tat: [0; MAX_PACKET_LIMITS + 1],
         packets: 0,
         dropped: 0,
+        bytes: 0,
     }
 }

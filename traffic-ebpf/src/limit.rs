@@ -215,6 +215,8 @@ unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
     } = c;
     // SAFETY: the caller guarantees `b` is a live bucket; its words are aligned u64s.
     unsafe { add(&raw mut (*b).packets, 1) };
+    // SAFETY: as above.
+    unsafe { add(&raw mut (*b).bytes, len) };
     // SAFETY: as above; a place expression, nothing is read.
     let tat = unsafe { &raw mut (*b).tat }.cast::<u64>();
     let byte_cost = if bytes {
