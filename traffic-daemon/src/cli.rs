@@ -112,6 +112,20 @@ pub enum Command {
     },
     /// Throttle level and each resource's reading against its thresholds.
     Throttle,
+    /// Limits suggested from the rates observed so far (a TOML snippet to paste): per class
+    /// a rate and burst at a quantile of the sources' rates times a headroom, and throttle
+    /// thresholds above the pressure readings seen.
+    Suggest {
+        /// Only this class.
+        #[arg(long)]
+        class: Option<String>,
+        /// Quantile of the sources' rates the limits sit on (0.5–1).
+        #[arg(long, default_value_t = 0.999)]
+        quantile: f64,
+        /// Factor above that quantile (1–100).
+        #[arg(long, default_value_t = 2.0)]
+        headroom: f64,
+    },
     /// Print the shell completion script for SHELL (bash, zsh, fish, …) on stdout.
     Completions {
         #[arg(value_enum)]
@@ -317,6 +331,24 @@ fn show<T: Serialize>(
     }
 }
 
+/// The `/v1/suggest` request; a class name is sent only if it needs no escaping (class
+/// names in the config are plain words).
+fn suggest_path(class: Option<&str>, quantile: f64, headroom: f64) -> Result<String, String> {
+    let mut path = format!("/v1/suggest?quantile={quantile}&headroom={headroom}");
+    if let Some(c) = class {
+        if c.is_empty()
+            || !c
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.'))
+        {
+            return Err(format!("{c:?} is not a class name"));
+        }
+        path.push_str("&class=");
+        path.push_str(c);
+    }
+    Ok(path)
+}
+
 /// Run a parsed command.
 ///
 /// About 100 lines: one `match` arm per command, each a single call (a request and its
@@ -390,6 +422,23 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             err,
             render_throttle,
         ),
+        Command::Suggest {
+            class,
+            quantile,
+            headroom,
+        } => match suggest_path(class.as_deref(), *quantile, *headroom) {
+            Ok(path) => show(
+                client.get::<crate::policy::baseline::suggest::SuggestReport>(&path),
+                json,
+                out,
+                err,
+                crate::policy::baseline::suggest::render_toml,
+            ),
+            Err(m) => {
+                let _ = writeln!(err, "trafficctl: {m}");
+                exit::USAGE
+            }
+        },
         Command::Completions { shell } => {
             match crate::manual::write_completions(*shell, Cli::command(), out) {
                 Ok(()) => exit::OK,

@@ -69,6 +69,8 @@ pub struct Core {
     pub(crate) max_frame: u64,
     /// End of the gate lease written last (kernel clock); renewed by [`Core::apply_desired`].
     pub(crate) gate_lease_until_ns: u64,
+    /// Per-class rates and pressure readings observed, for `trafficctl suggest`.
+    pub(crate) baseline: crate::policy::baseline::Baseline,
 }
 
 /// How often a generation of the tracked-source bitmap (`TRF_SEEN`) is cleared, the two in
@@ -105,6 +107,7 @@ impl Core {
         let port_slots = current.ports.iter().map(|(k, r)| (*k, r.slot)).collect();
         let throttle = Throttle::new(config.throttle.clone(), Duration::ZERO);
         let sampler = Sampler::from_settings(&config.pressure);
+        let baseline = crate::policy::baseline::Baseline::new(config.baseline.clone());
         let mut core = Self {
             config,
             slots,
@@ -125,6 +128,7 @@ impl Core {
             seen_next: 0,
             max_frame: crate::policy::limits::MIN_BYTE_BURST,
             gate_lease_until_ns: 0,
+            baseline,
         };
         core.max_frame = core.largest_frame();
         // At start (a restart adopts the bitmap with the buckets it describes): the first
@@ -458,6 +462,7 @@ impl Core {
         self.max_frame = self.largest_frame();
         self.slots = self.slots.assign(&new);
         self.throttle.set_settings(new.throttle.clone());
+        self.baseline.set_settings(new.baseline.clone());
         if new.pressure != self.config.pressure {
             self.sampler = Sampler::from_settings(&new.pressure);
         }

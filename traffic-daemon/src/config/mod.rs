@@ -58,6 +58,8 @@ pub struct Config {
     pub pressure: crate::pressure::PressureSettings,
     /// `[throttle]`: levels, thresholds, multipliers, connection caps, priorities.
     pub throttle: crate::policy::throttle::ThrottleSettings,
+    /// `[baseline]`: the observation behind `trafficctl suggest`.
+    pub baseline: crate::policy::baseline::BaselineSettings,
     /// Files merged from the include directory (`conf.d/*.toml`), in the order read.
     pub included: Vec<PathBuf>,
 }

@@ -129,6 +129,16 @@ pub(super) struct RawConfig {
     pub(super) upstreams: Vec<Spanned<RawUpstream>>,
     pub(super) pressure: Option<Spanned<RawPressure>>,
     pub(super) throttle: Option<Spanned<RawThrottle>>,
+    pub(super) baseline: Option<Spanned<RawBaseline>>,
+}
+
+/// `[baseline]`: what `trafficctl suggest` observes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBaseline {
+    pub(super) enabled: Option<bool>,
+    pub(super) window: Option<Spanned<String>>,
+    pub(super) max_sources: Option<Spanned<i64>>,
 }
 
 /// A per-resource table where every resource is optional (the rest keep their default).

@@ -230,6 +230,7 @@ fn shipped_config_parses_and_equals_documented_defaults() {
         upstreams: vec![],
         pressure: PressureSettings::default(),
         throttle: ThrottleSettings::default(),
+        baseline: crate::policy::baseline::BaselineSettings::default(),
         included: Vec::new(),
     };
     assert_eq!(config, expected);

@@ -64,13 +64,24 @@ impl BucketWalker {
     pub fn walk(
         &self,
         deadline: Instant,
+        visit: impl FnMut(&BucketKey, &Bucket),
+    ) -> Result<WalkEnd, DataplaneError> {
+        self.walk_at_most(deadline, u64::MAX, visit)
+    }
+
+    /// [`BucketWalker::walk`], stopping after `max` entries too.
+    pub fn walk_at_most(
+        &self,
+        deadline: Instant,
+        max: u64,
         mut visit: impl FnMut(&BucketKey, &Bucket),
     ) -> Result<WalkEnd, DataplaneError> {
         let mut end = WalkEnd::default();
         match self {
             Self::Kernel { map, capacity } => {
+                let bound = max.min(*capacity);
                 for item in map.iter() {
-                    if end.visited >= *capacity || Instant::now() >= deadline {
+                    if end.visited >= bound || Instant::now() >= deadline {
                         end.partial = true;
                         break;
                     }
@@ -93,7 +104,7 @@ impl BucketWalker {
             }
             Self::Snapshot(entries) => {
                 for (k, v) in entries {
-                    if Instant::now() >= deadline {
+                    if end.visited >= max || Instant::now() >= deadline {
                         end.partial = true;
                         break;
                     }

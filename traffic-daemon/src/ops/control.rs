@@ -24,7 +24,11 @@ impl Core {
                 return Ok(None);
             }
         };
-        let t = self.throttle.update(now, &sample.ratios());
+        let ratios = sample.ratios();
+        if self.baseline.settings().enabled {
+            self.baseline.observe_pressure(&ratios);
+        }
+        let t = self.throttle.update(now, &ratios);
         if let Some(t) = &t {
             if t.is_raise() {
                 warn!("{t}");

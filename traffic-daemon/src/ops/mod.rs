@@ -2,6 +2,7 @@
 //! [`Core`](crate::engine::Core). Each file is an `impl Core` block for one concern. Errors are [`OpError`]s,
 //! which say what went wrong, not which HTTP status it is (that mapping is `serve::admin`'s).
 
+mod baseline;
 mod chaos;
 mod circuits;
 mod control;
@@ -9,6 +10,7 @@ mod reload;
 mod sources;
 mod status;
 
+pub use baseline::{BASELINE_WALK_BUDGET, BASELINE_WALK_MAX};
 pub use control::{ProbeJob, SocketDemand};
 
 use crate::{config::ConfigError, dataplane::DataplaneError, engine::EngineError};

@@ -41,6 +41,35 @@ pub struct SourcesWalk {
 type Ranked = (u64, [u8; 16], u32);
 
 impl SourcesWalk {
+    /// The counters of at most `max` class buckets (port buckets left out), within
+    /// `budget`: the baseline's readings (`policy::baseline`). The map's order is its hash
+    /// order, so a walk cut short reads about the same sources each time.
+    pub fn baseline_sample(
+        &self,
+        max: u64,
+        budget: Duration,
+    ) -> (Vec<crate::policy::baseline::Sample>, bool) {
+        let mut out = Vec::new();
+        let walked = self
+            .walker
+            .walk_at_most(Instant::now() + budget, max, |k, b| {
+                if k.class < traffic_common::MAX_CLASSES {
+                    out.push(crate::policy::baseline::Sample {
+                        key: *k,
+                        packets: b.packets,
+                        bytes: b.bytes,
+                    });
+                }
+            });
+        match walked {
+            Ok(end) => (out, end.partial),
+            Err(e) => {
+                warn!(error = %e, "baseline: cannot walk the bucket map");
+                (out, true)
+            }
+        }
+    }
+
     /// Tracked sources per class slot, within [`WALK_BUDGET`].
     pub fn per_slot(&self) -> Vec<u64> {
         let mut per_slot = vec![0u64; traffic_common::MAX_CLASSES as usize];

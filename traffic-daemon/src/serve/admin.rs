@@ -204,6 +204,7 @@ pub fn router(shared: Arc<Shared>, access: Access) -> Router {
         .route("/v1/circuits/{upstream}/reset", post(circuit_reset))
         .route("/v1/chaos", post(chaos_start).delete(chaos_stop))
         .route("/v1/throttle", get(throttle))
+        .route("/v1/suggest", get(suggest))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(access),
@@ -251,6 +252,25 @@ async fn sources(
     Ok(Json(
         super::walks::top_sources(&s, q.top.unwrap_or(20)).await?,
     ))
+}
+
+#[derive(Deserialize)]
+struct SuggestQuery {
+    class: Option<String>,
+    quantile: Option<f64>,
+    headroom: Option<f64>,
+}
+
+async fn suggest(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<SuggestQuery>,
+) -> Result<Json<crate::policy::baseline::suggest::SuggestReport>, Failure> {
+    let req = crate::policy::baseline::suggest::SuggestRequest {
+        class: q.class,
+        quantile: q.quantile.unwrap_or(0.999),
+        headroom: q.headroom.unwrap_or(2.0),
+    };
+    Ok(Json(s.lock().suggest(&req)?))
 }
 
 async fn reset_source(

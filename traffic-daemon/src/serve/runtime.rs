@@ -108,6 +108,7 @@ where
     };
     // Interface hot-plug: re-attach when an interface of the config returns.
     let links_task = tokio::spawn(super::links::watch(shared.clone()));
+    let baseline_task = tokio::spawn(baseline(shared.clone()));
     notify::ready();
     info!(socket = %admin_cfg.socket.display(), "trafficd ready");
 
@@ -168,12 +169,23 @@ where
     sockets.stop();
     admin_task.abort();
     links_task.abort();
+    baseline_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }
     let _ = std::fs::remove_file(&admin_cfg.socket);
     shared.lock().shutdown();
     Ok(())
+}
+
+/// The baseline's readings, one a second, each walk off the control loop.
+async fn baseline(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        super::walks::observe_baseline(&shared).await;
+    }
 }
 
 /// The listeners' caps under the soft descriptor limit in force (trafficd raised it to the

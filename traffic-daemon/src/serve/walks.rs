@@ -45,3 +45,28 @@ pub async fn top_sources(s: &Arc<Shared>, top: usize) -> Result<SourcesReport, O
         .await
         .map_err(|e| OpError::Invalid(format!("the walk of the bucket map failed: {e}")))?
 }
+
+/// One baseline reading (about once a second, from the daemon's loop): a bounded walk off
+/// the lock, skipped while another walk runs (the next reading then spans longer).
+pub async fn observe_baseline(s: &Arc<Shared>) {
+    use crate::ops::{BASELINE_WALK_BUDGET, BASELINE_WALK_MAX};
+    let Ok(_turn) = WALKS.try_acquire() else {
+        return;
+    };
+    let walk = match s.lock().baseline_walk() {
+        Ok(Some(w)) => w,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "baseline: cannot walk the bucket map");
+            return;
+        }
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        walk.baseline_sample(BASELINE_WALK_MAX, BASELINE_WALK_BUDGET)
+    })
+    .await;
+    match read {
+        Ok((samples, partial)) => s.lock().observe_baseline(&samples, partial),
+        Err(e) => tracing::warn!(error = %e, "baseline: the walk failed"),
+    }
+}

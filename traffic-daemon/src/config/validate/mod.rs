@@ -2,6 +2,7 @@
 //! collected (a user sees all of them at once). Sections are checked in file order, so
 //! problems come out in that order.
 
+mod baseline;
 mod classes;
 mod daemon;
 mod pressure;
@@ -39,6 +40,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
 
     let (pressure, throttle) =
         pressure::pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
+    let baseline = baseline::baseline(&mut c, raw.baseline.as_ref());
 
     if !c.problems.is_empty() {
         return Err(c.problems.into_vec());
@@ -65,6 +67,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         upstreams,
         pressure,
         throttle,
+        baseline,
         included: Vec::new(),
     })
 }

@@ -89,11 +89,7 @@ impl LogHistogram {
             return self.count - self.zero;
         }
         let first = ((v / MIN_VALUE).ln() / GAMMA.ln()).floor() as usize + 1;
-        self.bins
-            .iter()
-            .skip(first)
-            .map(|&n| u64::from(n))
-            .sum()
+        self.bins.iter().skip(first).map(|&n| u64::from(n)).sum()
     }
 }
 
@@ -156,7 +152,12 @@ mod tests {
         for i in 1..=10_000 {
             h.record(f64::from(i));
         }
-        for (q, want) in [(0.5, 5000.0), (0.9, 9000.0), (0.999, 9990.0), (1.0, 10_000.0)] {
+        for (q, want) in [
+            (0.5, 5000.0),
+            (0.9, 9000.0),
+            (0.999, 9990.0),
+            (1.0, 10_000.0),
+        ] {
             let got = h.quantile(q).unwrap();
             assert!((got / want - 1.0).abs() < 0.011, "q{q}: {got} vs {want}");
         }

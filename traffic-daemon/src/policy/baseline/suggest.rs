@@ -144,7 +144,9 @@ fn class(b: &Baseline, c: &ClassInfo<'_>, req: &SuggestRequest) -> ClassSuggesti
     let h = b.class(c.slot);
     out.sources = h.sources;
     let pick = |sus: &super::LogHistogram, peak: &super::LogHistogram| {
-        let rate = sus.quantile(req.quantile).or_else(|| peak.quantile(req.quantile))?;
+        let rate = sus
+            .quantile(req.quantile)
+            .or_else(|| peak.quantile(req.quantile))?;
         let peak = peak.quantile(req.quantile).unwrap_or(rate);
         let rate = (rate * req.headroom).ceil().max(1.0) as u64;
         let burst = ((peak * req.headroom).ceil() as u64).max(rate);
@@ -217,7 +219,10 @@ pub fn render_toml(r: &SuggestReport) -> String {
         r.window_seconds,
         r.live_sources,
         if r.skipped_sources > 0 {
-            format!(", {} readings of sources past the table skipped", r.skipped_sources)
+            format!(
+                ", {} readings of sources past the table skipped",
+                r.skipped_sources
+            )
         } else {
             String::new()
         }

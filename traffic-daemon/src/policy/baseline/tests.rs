@@ -84,7 +84,13 @@ fn steady_sources_give_rate_times_headroom() {
     assert_eq!(basic.would_limit, 0);
     assert!(basic.note.is_none(), "{:?}", basic.note);
     assert!(r.classes[1].packets.is_none());
-    assert!(r.classes[1].note.as_deref().unwrap().contains("no per-source limits"));
+    assert!(
+        r.classes[1]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("no per-source limits")
+    );
 }
 
 #[test]
@@ -189,12 +195,25 @@ fn few_sources_are_flagged_and_the_snippet_parses_as_toml() {
     drive(&mut b, 3, 7, 12, false);
     b.observe_pressure(&[(Resource::Memory, 0.4)]);
     let r = suggest(&b, &classes(), &request(0.99, 2.0));
-    assert!(r.classes[0].note.as_deref().unwrap().contains("only 3 sources"));
+    assert!(
+        r.classes[0]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("only 3 sources")
+    );
     let text = render_toml(&r);
     let v: toml::Table = toml::from_str(&text).unwrap();
-    let rate = v["classes"]["basic"]["packets"]["rate"].as_integer().unwrap();
+    let rate = v["classes"]["basic"]["packets"]["rate"]
+        .as_integer()
+        .unwrap();
     assert!((14..=15).contains(&rate), "{text}");
-    assert!(v["throttle"]["thresholds"]["memory"]["low"].as_float().unwrap() > 0.4);
+    assert!(
+        v["throttle"]["thresholds"]["memory"]["low"]
+            .as_float()
+            .unwrap()
+            > 0.4
+    );
 }
 
 #[test]

@@ -1,0 +1,56 @@
+//! The baseline behind `trafficctl suggest`: readings handed in by the walk off the lock
+//! (`serve::walks::observe_baseline`), suggestions computed under it.
+
+use std::time::Duration;
+
+use super::{OpError, sources::SourcesWalk};
+use crate::{
+    engine::Core,
+    policy::baseline::{
+        Sample,
+        suggest::{ClassInfo, SuggestReport, SuggestRequest, suggest},
+    },
+};
+
+/// Sources read per baseline walk: about 2 µs each, so at most ~30 ms of a second.
+pub const BASELINE_WALK_MAX: u64 = 16_384;
+/// The baseline walk's time bound.
+pub const BASELINE_WALK_BUDGET: Duration = Duration::from_millis(100);
+
+impl Core {
+    /// A walk for the baseline, or `None` when it is switched off.
+    pub fn baseline_walk(&self) -> Result<Option<SourcesWalk>, OpError> {
+        if !self.config.baseline.enabled {
+            return Ok(None);
+        }
+        self.sources_walk().map(Some)
+    }
+
+    /// Take a baseline walk's readings.
+    pub fn observe_baseline(&mut self, samples: &[Sample], partial: bool) {
+        let now = self.now();
+        self.baseline.observe(now, samples, partial);
+    }
+
+    /// Limits suggested from what has been observed.
+    pub fn suggest(&self, req: &SuggestRequest) -> Result<SuggestReport, OpError> {
+        req.validate().map_err(OpError::Invalid)?;
+        if let Some(name) = &req.class
+            && !self.config.classes.iter().any(|c| &c.name == name)
+        {
+            return Err(OpError::NotFound(format!("no class named {name:?}")));
+        }
+        let classes: Vec<_> = self
+            .config
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ClassInfo {
+                name: &c.name,
+                slot: self.slots.slot_of_index(&self.config, i),
+                has_buckets: !c.packets.is_empty() || c.bytes.is_some(),
+            })
+            .collect();
+        Ok(suggest(&self.baseline, &classes, req))
+    }
+}
