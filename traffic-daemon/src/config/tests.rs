@@ -341,8 +341,9 @@ fn built_in_defaults_match_the_shipped_file() {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    // 7 daemon keys, 2 headers + 4 admin + 2 metrics keys, 6 aggregate lines, 1 priority.
-    assert_eq!(removed, 22, "the shipped file changed shape:\n{minimal}");
+    // 7 daemon keys, 2 headers + 4 admin + 2 metrics keys, 6 aggregate lines, 1 priority,
+    // baseline's `enabled` and `max_sources`.
+    assert_eq!(removed, 24, "the shipped file changed shape:\n{minimal}");
     for key in ["max_sources", "socket_mode", "listen", "aggregate_v6 ="] {
         assert!(
             minimal
