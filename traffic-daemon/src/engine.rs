@@ -69,6 +69,8 @@ pub struct Core {
     pub(crate) max_frame: u64,
     /// End of the gate lease written last (kernel clock); renewed by [`Core::apply_desired`].
     pub(crate) gate_lease_until_ns: u64,
+    /// Bans: the book, the state file, the offender detector, the counts (`ops/bans.rs`).
+    pub(crate) bans: crate::bans::BanState,
 }
 
 /// How often a generation of the tracked-source bitmap (`TRF_SEEN`) is cleared, the two in
@@ -125,6 +127,7 @@ impl Core {
             seen_next: 0,
             max_frame: crate::policy::limits::MIN_BYTE_BURST,
             gate_lease_until_ns: 0,
+            bans: crate::bans::BanState::default(),
         };
         core.max_frame = core.largest_frame();
         // At start (a restart adopts the bitmap with the buckets it describes): the first
@@ -208,6 +211,7 @@ impl Core {
                 now_ns: self.dp.now_ns(),
                 max_frame: self.max_frame,
                 gate_lease_until_ns: self.gate_lease_until_ns,
+                bans_digest: self.bans.book.digest(),
             },
         )
     }

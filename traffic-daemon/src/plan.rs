@@ -228,6 +228,9 @@ pub struct Live<'a> {
     pub max_frame: u64,
     /// End of the gate lease ([`GlobalConfig::gate_lease_until_ns`]).
     pub gate_lease_until_ns: u64,
+    /// Digest of the bans in force ([`crate::bans::BanBook::digest`]; 0: none): mixed into
+    /// the rule generation, since the program caches a source's ban with its rule.
+    pub bans_digest: u32,
 }
 
 /// [`desired`] with the live overlays: class chaos in force, and the port rules
@@ -247,6 +250,10 @@ pub fn desired_live(
         limits::floor_byte_tolerance(&mut c.bytes, live.max_frame);
     }
     want.global.gate_lease_until_ns = live.gate_lease_until_ns;
+    if live.bans_digest != 0 {
+        let g = want.global.rules_gen;
+        want.global.rules_gen = rules_generation(&BTreeMap::new(), g ^ live.bans_digest);
+    }
     for (name, c) in live.class_chaos {
         if let Some(slot) = slots.slot_of(name)
             && c.active(live.now_ns)
@@ -608,6 +615,7 @@ action = "deny"
             now_ns,
             max_frame: limits::MIN_BYTE_BURST,
             gate_lease_until_ns: now_ns + 7,
+            bans_digest: 0,
         };
         let want = desired_live(&c, &slots, |_| 1.0, &live(500));
         assert_eq!(want.classes[premium].chaos, chaos.kernel());

@@ -5,6 +5,7 @@
 //! touches the system beyond reading the file: `trafficctl check-config` and `trafficd` share
 //! this code, and a reload validates the new file completely before anything is applied.
 
+pub mod bans;
 mod raw;
 pub mod syntax;
 mod validate;
@@ -56,6 +57,8 @@ pub struct Config {
     pub pressure: crate::pressure::PressureSettings,
     /// `[throttle]`: levels, thresholds, multipliers, connection caps, priorities.
     pub throttle: crate::policy::throttle::ThrottleSettings,
+    /// `[bans]`: where bans are kept across reboots.
+    pub bans: bans::BansConfig,
 }
 
 /// `[[ports]]`: a rule for traffic to one local port.
@@ -161,6 +164,8 @@ pub struct ClassSpec {
     pub admission: Option<RateLimit>,
     /// Packet limit of the shared bucket for sources over the admission budget.
     pub overflow: Option<RateLimit>,
+    /// `[classes.NAME.offender]`: automatic bans of persistent offenders.
+    pub offender: Option<bans::OffenderSettings>,
 }
 
 impl ClassSpec {

@@ -129,6 +129,7 @@ pub(super) struct RawConfig {
     pub(super) upstreams: Vec<Spanned<RawUpstream>>,
     pub(super) pressure: Option<Spanned<RawPressure>>,
     pub(super) throttle: Option<Spanned<RawThrottle>>,
+    pub(super) bans: Option<Spanned<super::bans::RawBans>>,
 }
 
 /// A per-resource table where every resource is optional (the rest keep their default).
@@ -305,6 +306,7 @@ pub(super) struct RawClass {
     pub(super) aggregate_v6: Option<Spanned<i64>>,
     pub(super) admission: Option<RawLimit>,
     pub(super) overflow: Option<RawLimit>,
+    pub(super) offender: Option<Spanned<super::bans::RawOffender>>,
 }
 
 #[derive(Deserialize)]

@@ -2,11 +2,12 @@
 //! [`Core`](crate::engine::Core). Each file is an `impl Core` block for one concern. Errors are [`OpError`]s,
 //! which say what went wrong, not which HTTP status it is (that mapping is `serve::admin`'s).
 
+mod bans;
 mod chaos;
 mod circuits;
 mod control;
 mod reload;
-mod sources;
+pub mod sources;
 mod status;
 
 pub use control::{ProbeJob, SocketDemand};

@@ -41,6 +41,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         ports.len() + upstreams.len(),
     );
 
+    let bans = super::bans::bans(&mut c.problems, raw.bans.as_ref());
     let (pressure, throttle) =
         pressure::pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
 
@@ -69,6 +70,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         upstreams,
         pressure,
         throttle,
+        bans,
     })
 }
 
