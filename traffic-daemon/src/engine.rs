@@ -200,7 +200,7 @@ impl Core {
     /// What the maps should hold now: the config, the throttle factors, the upstreams'
     /// gates and the chaos in force (all planned in [`plan`]).
     fn desired(&self) -> Desired {
-        plan::desired_live(
+        let want = plan::desired_live(
             &self.config,
             &self.slots,
             |i| self.factor(i),
@@ -211,9 +211,9 @@ impl Core {
                 now_ns: self.dp.now_ns(),
                 max_frame: self.max_frame,
                 gate_lease_until_ns: self.gate_lease_until_ns,
-                bans_digest: self.bans.book.digest(),
             },
-        )
+        );
+        plan::with_bans(want, self.bans.book.digest())
     }
 
     pub(crate) fn apply_desired(&mut self) -> Result<Applied, EngineError> {

@@ -213,6 +213,17 @@ pub fn rules_generation(rules: &BTreeMap<RuleKey, Rule>, default_class: u32) -> 
     h.max(1)
 }
 
+/// Mix the digest of the bans in force ([`crate::bans::BanBook::digest`]; 0: none) into
+/// the rule generation: the program caches a source's ban with its rule, so a change of
+/// the bans must refill the classification cache like a change of the rules.
+pub fn with_bans(mut want: Desired, bans_digest: u32) -> Desired {
+    if bans_digest != 0 {
+        let g = want.global.rules_gen;
+        want.global.rules_gen = rules_generation(&BTreeMap::new(), g ^ bans_digest);
+    }
+    want
+}
+
 /// The engine's runtime state that the kernel maps reflect besides the config.
 pub struct Live<'a> {
     /// Stable statistics slot per (port, protocol) port rule.
@@ -228,9 +239,6 @@ pub struct Live<'a> {
     pub max_frame: u64,
     /// End of the gate lease ([`GlobalConfig::gate_lease_until_ns`]).
     pub gate_lease_until_ns: u64,
-    /// Digest of the bans in force ([`crate::bans::BanBook::digest`]; 0: none): mixed into
-    /// the rule generation, since the program caches a source's ban with its rule.
-    pub bans_digest: u32,
 }
 
 /// [`desired`] with the live overlays: class chaos in force, and the port rules
@@ -250,10 +258,6 @@ pub fn desired_live(
         limits::floor_byte_tolerance(&mut c.bytes, live.max_frame);
     }
     want.global.gate_lease_until_ns = live.gate_lease_until_ns;
-    if live.bans_digest != 0 {
-        let g = want.global.rules_gen;
-        want.global.rules_gen = rules_generation(&BTreeMap::new(), g ^ live.bans_digest);
-    }
     for (name, c) in live.class_chaos {
         if let Some(slot) = slots.slot_of(name)
             && c.active(live.now_ns)
@@ -615,7 +619,6 @@ action = "deny"
             now_ns,
             max_frame: limits::MIN_BYTE_BURST,
             gate_lease_until_ns: now_ns + 7,
-            bans_digest: 0,
         };
         let want = desired_live(&c, &slots, |_| 1.0, &live(500));
         assert_eq!(want.classes[premium].chaos, chaos.kernel());
