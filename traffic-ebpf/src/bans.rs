@@ -8,8 +8,10 @@ use traffic_common::{Action, BAN_FORCE, words_addr};
 use crate::maps::TRF_BANS;
 
 /// The action [`crate::classify::rule_of`] returns for a banned source: outside the
-/// [`Action`] discriminants, so no rule can carry it.
-pub const BANNED: u32 = u32::MAX;
+/// [`Action`] discriminants, so no rule can carry it. A small constant on purpose: with
+/// `u32::MAX` the comparisons came out wrong in the program (a BPF immediate is a
+/// sign-extended 32-bit value), and a banned source was counted as `deny` or passed.
+pub const BANNED: u32 = 0x100;
 
 /// End of the ban covering a source whose rule action is `action` (kernel clock, ns), or 0
 /// when no ban applies: none covers it, or an `allow` rule wins over a ban without

@@ -160,6 +160,7 @@ fn cases() -> Vec<Trial> {
         operator::bans::an_automatic_ban_fires_for_a_flooder_and_not_a_good_source,
         operator::bans::a_client_without_control_access_cannot_ban,
         operator::bans::absurd_bans_are_refused_clearly,
+        operator::bans::the_program_drops_a_banned_source_on_every_packet_until_its_end,
     ]
 }
 

@@ -375,3 +375,73 @@ pub fn absurd_bans_are_refused_clearly() {
     }
     assert!(bans(&rig).bans.is_empty());
 }
+
+/// The program on crafted frames (BPF_PROG_TEST_RUN): a banned source is dropped with
+/// reason `banned` on every packet (the first one classifies it, the next ones hit the
+/// classification cache), an ended ban drops nothing, an `allow` rule wins unless the ban
+/// is forced.
+pub fn the_program_drops_a_banned_source_on_every_packet_until_its_end() -> anyhow::Result<()> {
+    use crate::support::bpf::{Lab, NODE4, Slot, XDP_DROP, XDP_PASS};
+    use traffic_common::{BAN_FORCE, BanEntry, Reason};
+    use traffic_daemon::{bans::Prefix, dataplane::Dataplane as _};
+    use traffic_testkit::packet::Frame;
+
+    let mut lab = Lab::configured(
+        "ban-program",
+        "[daemon]\ninterfaces = [\"lo\"]\n[classes.default]\npackets = { rate = 1000 }\n\
+         [[rules]]\ncidr = \"198.18.5.0/24\"\naction = \"allow\"\n",
+    )?;
+    let default = lab.class("default");
+    let frame = |a: [u8; 4]| {
+        Frame::ip(IpAddr::V4(a.into()), IpAddr::V4(NODE4))
+            .udp(40000, 53)
+            .build()
+    };
+    let now = lab.kernel.now_ns();
+    let ban = |p: &str, until_ns: u64, flags: u32| {
+        (
+            Prefix::parse(p).unwrap().key(),
+            BanEntry {
+                until_ns,
+                reason_id: 1,
+                flags,
+            },
+        )
+    };
+    let (k, e) = ban("198.18.4.0/24", now + 60_000_000_000, 0);
+    lab.kernel.set_ban(&k, &e)?;
+    let (k, e) = ban("198.18.6.1/32", now.saturating_sub(1), 0);
+    lab.kernel.set_ban(&k, &e)?;
+    let (k, e) = ban("198.18.5.1/32", now + 60_000_000_000, 0);
+    lab.kernel.set_ban(&k, &e)?;
+    let (k, e) = ban("198.18.5.2/32", now + 60_000_000_000, BAN_FORCE);
+    lab.kernel.set_ban(&k, &e)?;
+    for i in 0..3 {
+        lab.expect(
+            &format!("banned, packet {i}"),
+            &frame([198, 18, 4, 9]),
+            XDP_DROP,
+            Slot::new(default, Reason::Banned),
+        )?;
+        lab.expect(
+            &format!("ended ban, packet {i}"),
+            &frame([198, 18, 6, 1]),
+            XDP_PASS,
+            Slot::new(default, Reason::Pass),
+        )?;
+        lab.expect(
+            &format!("allow wins, packet {i}"),
+            &frame([198, 18, 5, 1]),
+            XDP_PASS,
+            Slot::new(traffic_common::UNCLASSIFIED, Reason::Allow),
+        )?;
+        lab.expect(
+            &format!("forced ban wins, packet {i}"),
+            &frame([198, 18, 5, 2]),
+            XDP_DROP,
+            Slot::new(traffic_common::UNCLASSIFIED, Reason::Banned),
+        )?;
+    }
+    let _ = &mut lab;
+    Ok(())
+}
