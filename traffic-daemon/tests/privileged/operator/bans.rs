@@ -169,7 +169,11 @@ pub fn a_ban_ends_on_time_with_the_daemon_killed() {
     assert_eq!(burst(&rig, false, 1, 5), 0, "banned");
     d.kill9().unwrap();
     assert!(rig.topo.xdp_attached(&rig.iface()).unwrap(), "keep");
-    assert_eq!(burst(&rig, false, 1, 5), 0, "still banned without the daemon");
+    assert_eq!(
+        burst(&rig, false, 1, 5),
+        0,
+        "still banned without the daemon"
+    );
     poll(
         "the ban to end without the daemon",
         Duration::from_secs(10),
@@ -198,7 +202,10 @@ pub fn an_allow_rule_wins_unless_the_ban_is_forced() {
     ok(&rig, &["ban", &host, "--for", "1h"]);
     assert_eq!(burst(&rig, false, 5, 30), 30, "allowed despite the ban");
     let out = ok(&rig, &["ban", &host, "--for", "1h", "--force"]);
-    assert!(out.contains("over allow rules") && out.contains("replaced"), "{out}");
+    assert!(
+        out.contains("over allow rules") && out.contains("replaced"),
+        "{out}"
+    );
     assert_eq!(burst(&rig, false, 5, 10), 0, "a forced ban wins");
 }
 
@@ -283,7 +290,10 @@ pub fn an_automatic_ban_fires_for_a_flooder_and_not_a_good_source() {
     assert_eq!(found.prefix.len, 32);
     let r = bans(&rig);
     assert_eq!(r.bans.len(), 1, "only the flooder: {r:?}");
-    assert!(got.get(&IpAddr::V4(good)).copied().unwrap_or(0) >= 1000, "{got:?}");
+    assert!(
+        got.get(&IpAddr::V4(good)).copied().unwrap_or(0) >= 1000,
+        "{got:?}"
+    );
     let m = rig.metrics_text();
     assert!(
         m.contains("traffic_auto_bans_total{class=\"premium\"} 1"),
@@ -358,16 +368,28 @@ pub fn absurd_bans_are_refused_clearly() {
         (vec!["ban", "0.0.0.0/0", "--for", "1h"], "at most a /8"),
         (vec!["ban", "::/0", "--for", "1h"], "at most a /16"),
         (vec!["ban", "198.18.1.1", "--for", "3650d"], "at most 365d"),
-        (vec!["ban", "198.18.1.1", "--for", "0s"], "between 1s and 365d"),
-        (vec!["ban", "198.18.1.1", "--for", "1h", "--reason", &reason], "at most 128"),
+        (
+            vec!["ban", "198.18.1.1", "--for", "0s"],
+            "between 1s and 365d",
+        ),
+        (
+            vec!["ban", "198.18.1.1", "--for", "1h", "--reason", &reason],
+            "at most 128",
+        ),
         (
             vec!["ban", "198.18.1.1", "--for", "1h", "--reason", "a\u{7}b"],
             "not allowed",
         ),
-        (vec!["ban", "::ffff:198.18.1.1", "--for", "1h"], "IPv4-mapped"),
+        (
+            vec!["ban", "::ffff:198.18.1.1", "--for", "1h"],
+            "IPv4-mapped",
+        ),
         (vec!["ban", "198.18.1.1/24", "--for", "1h"], "198.18.1.0/24"),
         (vec!["ban", "198.18.1.1/40", "--for", "1h"], "0–32"),
-        (vec!["ban", "not-an-address", "--for", "1h"], "not an IPv4 or IPv6"),
+        (
+            vec!["ban", "not-an-address", "--for", "1h"],
+            "not an IPv4 or IPv6",
+        ),
     ] {
         let (code, out, err) = ctl(&rig, &args);
         assert_eq!(code, 2, "{args:?}: {out}{err}");
