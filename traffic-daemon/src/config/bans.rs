@@ -122,3 +122,68 @@ pub(super) fn offender(
         ban_for,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(tail: &str) -> Result<Config, String> {
+        let text = format!("[daemon]\ninterfaces = [\"eth0\"]\n[classes.default]\n{tail}");
+        Config::parse(Path::new("t.toml"), &text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn offender_settings_and_the_state_file_are_read_with_defaults() {
+        let c = parse("[classes.default.offender]\ndrop_ratio = 0.9\n").unwrap();
+        assert_eq!(
+            c.classes[0].offender,
+            Some(OffenderSettings {
+                drop_ratio: 0.9,
+                window: Duration::from_secs(30),
+                min_packets: 100,
+                ban_for: Duration::from_secs(600),
+            })
+        );
+        assert_eq!(c.bans, BansConfig::default());
+        let c = parse("[bans]\nstate_file = \"/srv/bans.json\"\n").unwrap();
+        assert_eq!(c.bans.state_file, PathBuf::from("/srv/bans.json"));
+    }
+
+    #[test]
+    fn bad_offender_settings_and_state_files_name_their_key() {
+        for (tail, key) in [
+            (
+                "[classes.default.offender]\ndrop_ratio = 1.5\n",
+                "offender.drop_ratio",
+            ),
+            (
+                "[classes.default.offender]\ndrop_ratio = 0\n",
+                "offender.drop_ratio",
+            ),
+            (
+                "[classes.default.offender]\ndrop_ratio = 0.9\nwindow = \"1s\"\n",
+                "offender.window",
+            ),
+            (
+                "[classes.default.offender]\ndrop_ratio = 0.9\nban_for = \"3650d\"\n",
+                "offender.ban_for",
+            ),
+            (
+                "[classes.default.offender]\ndrop_ratio = 0.9\nmin_packets = 0\n",
+                "offender.min_packets",
+            ),
+            ("[classes.default.offender]\nratio = 0.9\n", "ratio"),
+            ("[bans]\nstate_file = \"bans.json\"\n", "bans.state_file"),
+            (
+                "[bans]\nstate_file = \"/var/lib/../etc/x\"\n",
+                "bans.state_file",
+            ),
+        ] {
+            let e = parse(tail).unwrap_err();
+            assert!(e.contains(key), "{tail}: {e}");
+        }
+    }
+}
