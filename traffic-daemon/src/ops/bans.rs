@@ -191,6 +191,15 @@ impl Core {
         }
     }
 
+    /// The ban metrics: every class with an offender setting is shown, at 0 until it bans.
+    pub fn bans_snapshot(&self) -> crate::bans::BansSnapshot {
+        let mut s = self.bans.snapshot();
+        for c in self.config.classes.iter().filter(|c| c.offender.is_some()) {
+            s.auto.entry(c.name.clone()).or_default();
+        }
+        s
+    }
+
     /// Whether a class has an offender setting (the serve loop walks the buckets only then).
     pub fn watches_offenders(&self) -> bool {
         self.config.classes.iter().any(|c| c.offender.is_some())
