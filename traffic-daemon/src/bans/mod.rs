@@ -405,9 +405,9 @@ pub const MAX_REASON_LABELS: usize = 32;
 #[derive(Debug, Default)]
 pub struct BanState {
     pub book: BanBook,
-    /// The state file; `None` until [`crate::engine::Core::open_bans`] (unit tests of the
-    /// engine keep bans in memory only).
-    pub state_file: Option<std::path::PathBuf>,
+    /// The state file's writer; `None` until [`crate::engine::Core::open_bans`] (unit tests
+    /// of the engine keep bans in memory only).
+    pub writer: Option<store::Writer>,
     pub detector: offender::Detector,
     /// Bans made, by reason label (bounded by [`MAX_REASON_LABELS`]).
     pub made: BTreeMap<String, u64>,

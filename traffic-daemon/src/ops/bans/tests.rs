@@ -75,6 +75,7 @@ fn a_ban_reaches_the_kernel_bumps_the_generation_and_is_removed() {
         c.ban(&req("198.18.0.7", "3650d")),
         Err(OpError::Invalid(_))
     ));
+    drop(c);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -119,6 +120,7 @@ fn bans_expire_lazily_and_survive_a_restart_and_a_reboot() {
     let c = core(&fresh, &file, 1_000_000 + 1_800_000);
     assert_eq!(c.list_bans().len(), 1);
     assert_eq!(c.list_bans()[0].origin, Origin::Recovered);
+    c.bans.writer.as_ref().unwrap().flush();
     assert!(file.exists(), "the recovered book is written back");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -129,7 +131,10 @@ fn a_persistent_offender_is_banned_and_a_good_source_is_not() {
     let fake = Fake::default();
     let mut c = core(&fake, &dir.join("bans.json"), 1_000_000);
     let text = crate::serve::metrics::render(&mut c);
-    assert!(text.contains("traffic_auto_bans_total{class=\"public\"} 0"), "{text}");
+    assert!(
+        text.contains("traffic_auto_bans_total{class=\"public\"} 0"),
+        "{text}"
+    );
     let slot = c.slots.slot_of("public").unwrap();
     assert_eq!(c.offender_slots(), 1 << slot);
     let key = |last| BucketKey {
@@ -160,5 +165,6 @@ fn a_persistent_offender_is_banned_and_a_good_source_is_not() {
         text.contains("traffic_bans_total{reason=\"offender in class public\"} 1"),
         "{text}"
     );
+    drop(c);
     std::fs::remove_dir_all(&dir).unwrap();
 }
