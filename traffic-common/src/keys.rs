@@ -21,6 +21,23 @@ pub struct ClassCacheEntry {
     pub class: u32,
     /// Explicit padding.
     pub _pad: u32,
+    /// End of the ban that applies to the source (kernel clock, ns; [`BanEntry::until_ns`]),
+    /// 0 when none does: compared with the clock on every hit, so a cached ban ends on time.
+    /// A ban that an `allow` rule overrides (no [`BAN_FORCE`]) is cached as 0.
+    pub ban_until_ns: u64,
+}
+
+/// Value of [`map_names::BANS`]: one banned prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct BanEntry {
+    /// When the ban ends, in the program's clock (`bpf_ktime_get_ns`, CLOCK_MONOTONIC):
+    /// the program stops enforcing it then, whether or not the daemon runs.
+    pub until_ns: u64,
+    /// Digest of the ban's reason text (the daemon keeps the text; the program ignores it).
+    pub reason_id: u32,
+    /// `BAN_*` flags.
+    pub flags: u32,
 }
 
 /// An address as two native-endian words (how the program compares and masks it).

@@ -70,9 +70,12 @@ pub mod map_names {
     /// port rules apply only to traffic addressed to one of them, once
     /// [`crate::LOCAL_ADDRS_READY`] is in the map.
     pub const LOCAL: &str = "TRF_LOCAL";
+    /// LPM trie of banned source CIDRs (same keys as [`RULES`]) → [`crate::BanEntry`],
+    /// written by the daemon, read by the program only when it (re)classifies a source.
+    pub const BANS: &str = "TRF_BANS";
 
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         CONFIG,
         RULES,
         CLASSES,
@@ -91,6 +94,7 @@ pub mod map_names {
         FAIL_SOURCE,
         RST_BUDGET,
         LOCAL,
+        BANS,
     ];
 }
 
@@ -112,9 +116,10 @@ pub const UNCLASSIFIED: u32 = MAX_CLASSES;
 /// Rows in the counter table: one per class plus [`UNCLASSIFIED`].
 pub const COUNTER_ROWS: u32 = MAX_CLASSES + 1;
 /// Reason slots per row. The upper half holds the monitor-mode (would-drop) twins.
-pub const REASON_SLOTS: u32 = 32;
-/// Offset of the monitor twin of a reason within its row.
-pub const MONITOR_OFFSET: u32 = 16;
+pub const REASON_SLOTS: u32 = 64;
+/// Offset of the monitor twin of a reason within its row (room for 32 reasons; ABI 7 went
+/// past the first 16 with [`Reason::Banned`]).
+pub const MONITOR_OFFSET: u32 = 32;
 
 /// Maximum number of stacked packet limits per class (e.g. per second, per minute, per hour).
 pub const MAX_PACKET_LIMITS: usize = 3;
@@ -167,6 +172,12 @@ pub const DEBT_ENTRIES: u32 = 1 << DEBT_BITS;
 
 /// `max_entries` of [`map_names::FLOWS`] (an LRU: a flood of attempts evicts the oldest).
 pub const FLOWS_ENTRIES: u32 = 16_384;
+/// `max_entries` of [`map_names::BANS`]: 65,536 banned prefixes (trie nodes allocated as
+/// bans are added, at most about 12 MiB); a ban beyond it is refused, never an existing
+/// one dropped.
+pub const BANS_ENTRIES: u32 = 65_536;
+/// [`BanEntry::flags`]: the ban wins over an `allow` rule.
+pub const BAN_FORCE: u32 = 1 << 0;
 /// `max_entries` of [`map_names::LOCAL`].
 pub const LOCAL_ENTRIES: u32 = 1024;
 /// Key in [`map_names::LOCAL`] that says the set is filled (`::`, never a destination):
@@ -237,7 +248,8 @@ assert_layout! {
     FailSource => 16, 8;
     Counter => 16, 8;
     SlotName => 32, 1;
-    ClassCacheEntry => 32, 8;
+    ClassCacheEntry => 40, 8;
+    BanEntry => 16, 8;
     SeenWord => 16, 8;
 }
 

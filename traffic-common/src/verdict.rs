@@ -72,13 +72,15 @@ pub enum Reason {
     /// A refused connection that would have been answered with a RST, dropped silently
     /// because the port's RST budget is spent (the gate is no reflector).
     RstBudget = 15,
+    /// Source inside a ban that has not expired (see [`crate::BanEntry`]).
+    Banned = 16,
 }
 
 impl Reason {
     /// First reason that drops (or would drop, in monitor mode).
     pub const FIRST_DROP: u32 = 3;
     /// Number of defined reasons.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
     /// Every reason, in discriminant order.
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Self::Pass,
@@ -97,6 +99,7 @@ impl Reason {
         Self::PortRate,
         Self::PortUnknown,
         Self::RstBudget,
+        Self::Banned,
     ];
 
     /// Whether this reason drops the packet when enforced.
@@ -133,6 +136,7 @@ impl Reason {
             Self::PortRate => "port_rate",
             Self::PortUnknown => "port_unknown",
             Self::RstBudget => "gate_rst_budget",
+            Self::Banned => "banned",
         }
     }
 }

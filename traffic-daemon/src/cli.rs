@@ -126,6 +126,28 @@ pub enum Command {
         #[arg(long, default_value_t = 2.0)]
         headroom: f64,
     },
+    /// Ban an address or CIDR until the ban expires (enforced in the kernel, even while
+    /// trafficd is down; kept across restarts, reloads and reboots).
+    Ban {
+        /// IPv4 or IPv6 address, or CIDR (at most a /8 or a /16).
+        target: String,
+        /// How long, e.g. 90s, 30m, 1h, 7d (1s to 365d).
+        #[arg(long = "for")]
+        duration: String,
+        /// Why (letters, digits, spaces and -_.,:;/()#@+=; at most 128 bytes).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Ban even sources that an `allow` rule lets through.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Lift the ban on exactly this address or CIDR.
+    Unban {
+        /// IPv4 or IPv6 address, or CIDR, as banned.
+        target: String,
+    },
+    /// The bans in force, with the time each has left.
+    Bans,
     /// Print the shell completion script for SHELL (bash, zsh, fish, …) on stdout.
     Completions {
         #[arg(value_enum)]
@@ -460,6 +482,9 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 exit::FAILURE
             }
         },
+        Command::Ban { .. } | Command::Unban { .. } | Command::Bans => {
+            bans(&client, &cli.command, json, out, err)
+        }
         Command::Source {
             op: SourceOp::Reset { addr },
         } => show(
@@ -470,6 +495,78 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             |a| format!("{addr}: {} bucket(s) removed\n", a.removed),
         ),
     }
+}
+
+/// `trafficctl ban | unban | bans`. A refused request (bad input, no such ban) is a usage
+/// error (exit 2).
+fn bans(
+    client: &Client,
+    command: &Command,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    use crate::api::bans::{
+        BanAnswer, BanRequest, BansReport, render_answer, render_bans, render_unban,
+    };
+    let now = crate::api::bans::unix_now_ms();
+    let r = match command {
+        Command::Ban {
+            target,
+            duration,
+            reason,
+            force,
+        } => {
+            let req = BanRequest {
+                target: target.clone(),
+                duration: duration.clone(),
+                reason: reason.clone(),
+                force: *force,
+            };
+            client
+                .post_json::<BanAnswer, _>("/v1/bans", &req)
+                .map(|a| (render_answer(&a, now), serde_json::to_value(a)))
+        }
+        Command::Unban { target } => client
+            .delete::<BanAnswer>(&format!("/v1/bans?prefix={}", query_escape(target)))
+            .map(|a| (render_unban(&a, now), serde_json::to_value(a))),
+        _ => client
+            .get::<BansReport>("/v1/bans")
+            .map(|r| (render_bans(&r), serde_json::to_value(r))),
+    };
+    match r {
+        Ok((human, value)) => {
+            if json {
+                let v = value.unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                );
+            } else {
+                let _ = write!(out, "{human}");
+            }
+            exit::OK
+        }
+        Err(ClientError::Api { status, message }) if status == 400 || status == 404 => {
+            let _ = writeln!(err, "trafficctl: {message}");
+            exit::USAGE
+        }
+        Err(e) => client_failure(err, &e),
+    }
+}
+
+/// Percent-encode what a query value cannot hold as is (an address or CIDR needs none of
+/// it; anything else the daemon refuses with a clear message).
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'.' | b':' | b'/' | b'-' | b'_' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `trafficctl reload`: a refused config is a usage error (exit 2), with the daemon's

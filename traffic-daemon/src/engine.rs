@@ -71,6 +71,8 @@ pub struct Core {
     pub(crate) gate_lease_until_ns: u64,
     /// Per-class rates and pressure readings observed, for `trafficctl suggest`.
     pub(crate) baseline: crate::policy::baseline::Baseline,
+    /// Bans: the book, the state file, the offender detector, the counts (`ops/bans.rs`).
+    pub(crate) bans: crate::bans::BanState,
 }
 
 /// How often a generation of the tracked-source bitmap (`TRF_SEEN`) is cleared, the two in
@@ -129,6 +131,7 @@ impl Core {
             max_frame: crate::policy::limits::MIN_BYTE_BURST,
             gate_lease_until_ns: 0,
             baseline,
+            bans: crate::bans::BanState::default(),
         };
         core.max_frame = core.largest_frame();
         // At start (a restart adopts the bitmap with the buckets it describes): the first
@@ -201,7 +204,7 @@ impl Core {
     /// What the maps should hold now: the config, the throttle factors, the upstreams'
     /// gates and the chaos in force (all planned in [`plan`]).
     fn desired(&self) -> Desired {
-        plan::desired_live(
+        let want = plan::desired_live(
             &self.config,
             &self.slots,
             |i| self.factor(i),
@@ -213,7 +216,8 @@ impl Core {
                 max_frame: self.max_frame,
                 gate_lease_until_ns: self.gate_lease_until_ns,
             },
-        )
+        );
+        plan::with_bans(want, self.bans.book.digest())
     }
 
     pub(crate) fn apply_desired(&mut self) -> Result<Applied, EngineError> {
@@ -505,6 +509,10 @@ impl Core {
 
     /// Stop: detach, or pin the links and leave the program enforcing.
     pub fn shutdown(&mut self) {
+        // The last ban change reaches the state file before the process exits.
+        if let Some(w) = &self.bans.writer {
+            w.flush();
+        }
         match self.config.daemon.on_exit {
             OnExit::Detach => {
                 self.dp.detach_all();

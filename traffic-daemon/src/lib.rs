@@ -19,6 +19,7 @@
 )]
 
 pub mod api;
+pub mod bans;
 pub mod cli;
 pub mod config;
 pub mod dataplane;

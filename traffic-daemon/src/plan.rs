@@ -213,6 +213,17 @@ pub fn rules_generation(rules: &BTreeMap<RuleKey, Rule>, default_class: u32) -> 
     h.max(1)
 }
 
+/// Mix the digest of the bans in force ([`crate::bans::BanBook::digest`]; 0: none) into
+/// the rule generation: the program caches a source's ban with its rule, so a change of
+/// the bans must refill the classification cache like a change of the rules.
+pub fn with_bans(mut want: Desired, bans_digest: u32) -> Desired {
+    if bans_digest != 0 {
+        let g = want.global.rules_gen;
+        want.global.rules_gen = rules_generation(&BTreeMap::new(), g ^ bans_digest);
+    }
+    want
+}
+
 /// The engine's runtime state that the kernel maps reflect besides the config.
 pub struct Live<'a> {
     /// Stable statistics slot per (port, protocol) port rule.

@@ -27,7 +27,8 @@ pub fn global_monitor() -> Option<bool> {
 }
 
 /// The rule of a source: from this CPU's classification cache when it holds the source
-/// under the current rule generation, else from the LPM trie (and then cached).
+/// under the current rule generation, else from the LPM trie (and then cached), with the
+/// ban that covers it (the action is then [`crate::bans::BANNED`] until the ban ends).
 #[inline(always)]
 pub fn rule_of(src: (u64, u64), default_class: u32, rules_gen: u32) -> (u32, u32) {
     let (lo, hi) = src;
@@ -36,13 +37,14 @@ pub fn rule_of(src: (u64, u64), default_class: u32, rules_gen: u32) -> (u32, u32
         // SAFETY: per-CPU value of this CPU; XDP runs with migration disabled.
         let e = unsafe { &*e };
         if e.rules_gen == rules_gen && rules_gen != 0 && e.addr[0] == lo && e.addr[1] == hi {
-            return (e.action, e.class);
+            return (crate::bans::apply(e.action, e.ban_until_ns), e.class);
         }
     }
     let found = match TRF_RULES.get(&Key::new(128, words_addr(lo, hi))) {
         Some(rule) => (rule.action, rule.class),
         None => (Action::Limit as u32, default_class),
     };
+    let ban_until_ns = crate::bans::lookup(src, found.0);
     if let Some(e) = entry {
         // SAFETY: as above; only this CPU writes its value.
         let e = unsafe { &mut *e };
@@ -50,8 +52,9 @@ pub fn rule_of(src: (u64, u64), default_class: u32, rules_gen: u32) -> (u32, u32
         e.rules_gen = rules_gen;
         e.action = found.0;
         e.class = found.1;
+        e.ban_until_ns = ban_until_ns;
     }
-    found
+    (crate::bans::apply(found.0, ban_until_ns), found.1)
 }
 
 /// The configuration of `class` if it is an active class.

@@ -10,6 +10,7 @@
 )]
 
 mod admission;
+mod bans;
 mod bucket;
 mod chaos;
 mod classify;
@@ -98,10 +99,15 @@ fn decide(frame: &Frame, ip: &Ip, len: u64) -> Verdict {
     if action == Action::Allow as u32 {
         return Verdict::new(row, Reason::Allow, false);
     }
-    if action == Action::Deny as u32 {
+    if action == Action::Deny as u32 || action == bans::BANNED {
         let monitor = global_monitor
             || classify::class_config(class).is_some_and(|c| c.flags & CLASS_MONITOR != 0);
-        return Verdict::new(row, Reason::Deny, monitor);
+        let reason = if action == bans::BANNED {
+            Reason::Banned
+        } else {
+            Reason::Deny
+        };
+        return Verdict::new(row, reason, monitor);
     }
 
     // A port rule may override the class.

@@ -5,7 +5,9 @@ use aya_ebpf::{
     btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
-use traffic_common::{Addr, FLOWS_ENTRIES, FailSource, FlowKey, FlowSeen, LOCAL_ENTRIES};
+use traffic_common::{
+    Addr, BANS_ENTRIES, BanEntry, FLOWS_ENTRIES, FailSource, FlowKey, FlowSeen, LOCAL_ENTRIES,
+};
 use traffic_common::{
     BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
     CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
@@ -87,3 +89,7 @@ pub static TRF_RST_BUDGET: Array<u64, { PORT_STATS_ENTRIES as usize }> = Array::
 /// Written by the daemon only.
 #[btf_map(pin_by_name)]
 pub static TRF_LOCAL: HashMap<Addr, u32, { LOCAL_ENTRIES as usize }> = HashMap::new();
+
+/// Written by the daemon only; read on a classification miss (see `bans`).
+#[btf_map(pin_by_name)]
+pub static TRF_BANS: LpmTrie<RuleAddr, BanEntry, { BANS_ENTRIES as usize }> = LpmTrie::new();

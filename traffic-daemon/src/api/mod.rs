@@ -3,6 +3,7 @@
 //! The server (`admin`) and every caller (`trafficctl`, the test kit, the load generator)
 //! share these, so a JSON shape is defined once.
 
+pub mod bans;
 pub mod circuits;
 pub mod client;
 pub mod render;

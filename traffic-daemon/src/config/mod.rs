@@ -7,6 +7,7 @@
 
 pub mod include;
 mod lists;
+pub mod bans;
 mod raw;
 pub mod syntax;
 mod validate;
@@ -62,6 +63,8 @@ pub struct Config {
     pub baseline: crate::policy::baseline::BaselineSettings,
     /// Files merged from the include directory (`conf.d/*.toml`), in the order read.
     pub included: Vec<PathBuf>,
+    /// `[bans]`: where bans are kept across reboots.
+    pub bans: bans::BansConfig,
 }
 
 /// `[[ports]]`: a rule for traffic to one local port.
@@ -167,6 +170,8 @@ pub struct ClassSpec {
     pub admission: Option<RateLimit>,
     /// Packet limit of the shared bucket for sources over the admission budget.
     pub overflow: Option<RateLimit>,
+    /// `[classes.NAME.offender]`: automatic bans of persistent offenders.
+    pub offender: Option<bans::OffenderSettings>,
 }
 
 impl ClassSpec {

@@ -130,6 +130,7 @@ pub(super) struct RawConfig {
     pub(super) pressure: Option<Spanned<RawPressure>>,
     pub(super) throttle: Option<Spanned<RawThrottle>>,
     pub(super) baseline: Option<Spanned<RawBaseline>>,
+    pub(super) bans: Option<Spanned<super::bans::RawBans>>,
 }
 
 /// `[baseline]`: what `trafficctl suggest` observes.
@@ -316,6 +317,7 @@ pub(super) struct RawClass {
     pub(super) aggregate_v6: Option<Spanned<i64>>,
     pub(super) admission: Option<RawLimit>,
     pub(super) overflow: Option<RawLimit>,
+    pub(super) offender: Option<Spanned<super::bans::RawOffender>>,
 }
 
 #[derive(Deserialize)]

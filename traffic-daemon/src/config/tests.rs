@@ -129,6 +129,7 @@ fn class(name: &str, priority: Priority) -> ClassSpec {
         aggregate_v6: 64,
         admission: None,
         overflow: None,
+        offender: None,
     }
 }
 
@@ -232,6 +233,7 @@ fn shipped_config_parses_and_equals_documented_defaults() {
         throttle: ThrottleSettings::default(),
         baseline: crate::policy::baseline::BaselineSettings::default(),
         included: Vec::new(),
+        bans: crate::config::bans::BansConfig::default(),
     };
     assert_eq!(config, expected);
     // The shipped file acts on no port: the examples are comments. config/demo.toml is the

@@ -42,6 +42,8 @@ pub struct Fake {
     /// Capacity of the rules map, as the kernel's `max_entries` (shared with clones, so a
     /// test can shrink it under a running core to make an apply fail midway); 0: no limit.
     pub rule_capacity: Arc<std::sync::atomic::AtomicUsize>,
+    /// The ban map (shared with clones, so a test can look at what a running core wrote).
+    pub bans: Arc<Mutex<BTreeMap<crate::plan::RuleKey, traffic_common::BanEntry>>>,
 }
 
 impl Default for Fake {
@@ -67,6 +69,7 @@ impl Default for Fake {
             mtus: BTreeMap::new(),
             ifindexes: Arc::default(),
             rule_capacity: Arc::default(),
+            bans: Arc::default(),
         }
     }
 }
@@ -210,5 +213,39 @@ impl Dataplane for Fake {
 
     fn mtu(&self, iface: &str) -> Option<u32> {
         self.mtus.get(iface).copied()
+    }
+
+    fn set_ban(
+        &mut self,
+        key: &crate::plan::RuleKey,
+        ban: &traffic_common::BanEntry,
+    ) -> Result<(), DataplaneError> {
+        let mut bans = self.bans.lock().expect("fake ban map");
+        if bans.len() >= traffic_common::BANS_ENTRIES as usize && !bans.contains_key(key) {
+            return Err(DataplaneError::Other("ban map full".into()));
+        }
+        bans.insert(*key, *ban);
+        Ok(())
+    }
+
+    fn remove_ban(&mut self, key: &crate::plan::RuleKey) -> Result<bool, DataplaneError> {
+        Ok(self
+            .bans
+            .lock()
+            .expect("fake ban map")
+            .remove(key)
+            .is_some())
+    }
+
+    fn bans(
+        &self,
+    ) -> Result<Vec<(crate::plan::RuleKey, traffic_common::BanEntry)>, DataplaneError> {
+        Ok(self
+            .bans
+            .lock()
+            .expect("fake ban map")
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect())
     }
 }

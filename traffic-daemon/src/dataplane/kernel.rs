@@ -12,9 +12,9 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use traffic_common::{
-    Addr, Bucket, BucketKey, ClassConfig, ClassStats, Counter, EGRESS_PROGRAM_NAME, EgressStats,
-    GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule, PortStats, RESCALE_PROGRAM_NAME,
-    RescaleRequest, Rule, SlotName, map_names,
+    Addr, BanEntry, Bucket, BucketKey, ClassConfig, ClassStats, Counter, EGRESS_PROGRAM_NAME,
+    EgressStats, GlobalConfig, MAX_CLASSES, PROGRAM_NAME, PortKey, PortRule, PortStats,
+    RESCALE_PROGRAM_NAME, RescaleRequest, Rule, SlotName, map_names,
 };
 
 pub use super::attach::Attachment;
@@ -55,6 +55,8 @@ pub struct Kernel {
     seen: SeenMap,
     /// The debt sketch (a reset source's slot is cleared).
     debt: Array<MapData, u64>,
+    /// The ban map (see `crate::bans`).
+    bans: LpmTrie<MapData, Addr, BanEntry>,
     pub(super) attachments: Vec<Attachment>,
     adopted: bool,
     /// How the TC egress program attaches on this kernel.
@@ -133,6 +135,7 @@ impl Kernel {
             }
         };
         let debt = take_map!(ebpf, map_names::DEBT, Array);
+        let bans = take_map!(ebpf, map_names::BANS, LpmTrie);
         let mut kernel = Self {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
@@ -148,6 +151,7 @@ impl Kernel {
             egress,
             seen,
             debt,
+            bans,
             attachments: Vec::new(),
             adopted,
             tc_backend: super::tc::detect().map_err(DataplaneError::Other)?,
@@ -456,6 +460,34 @@ impl Dataplane for Kernel {
     fn age_seen(&mut self, generation: u32) -> Result<(), DataplaneError> {
         self.seen.clear(generation);
         Ok(())
+    }
+
+    fn set_ban(
+        &mut self,
+        (addr, bits): &crate::plan::RuleKey,
+        ban: &BanEntry,
+    ) -> Result<(), DataplaneError> {
+        self.bans
+            .insert(&Key::new(*bits, *addr), ban, 0)
+            .map_err(map_err(map_names::BANS, "update"))
+    }
+
+    fn remove_ban(&mut self, (addr, bits): &crate::plan::RuleKey) -> Result<bool, DataplaneError> {
+        match self.bans.remove(&Key::new(*bits, *addr)) {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(map_err(map_names::BANS, "delete")(e)),
+        }
+    }
+
+    fn bans(&self) -> Result<Vec<(crate::plan::RuleKey, BanEntry)>, DataplaneError> {
+        self.bans
+            .iter()
+            .map(|item| {
+                let (k, v) = item.map_err(map_err(map_names::BANS, "iterate"))?;
+                Ok(((k.data(), k.prefix_len()), v))
+            })
+            .collect()
     }
 
     fn mtu(&self, iface: &str) -> Option<u32> {

@@ -134,6 +134,17 @@ pub trait Dataplane: Send {
     /// The MTU of an interface in the daemon's network namespace; `None` when it cannot be
     /// read (no such interface). Floors the byte bursts: see [`crate::policy::limits`].
     fn mtu(&self, iface: &str) -> Option<u32>;
+    /// Add or replace the ban on an LPM key (the rules' key scheme) in the ban map.
+    fn set_ban(
+        &mut self,
+        key: &crate::plan::RuleKey,
+        ban: &traffic_common::BanEntry,
+    ) -> Result<(), DataplaneError>;
+    /// Remove the ban on an LPM key; `false` when there was none.
+    fn remove_ban(&mut self, key: &crate::plan::RuleKey) -> Result<bool, DataplaneError>;
+    /// Every entry of the ban map (adopting pinned bans at start).
+    fn bans(&self)
+    -> Result<Vec<(crate::plan::RuleKey, traffic_common::BanEntry)>, DataplaneError>;
 }
 
 /// The MTU of `iface` in the calling thread's network namespace (`SIOCGIFMTU`; no

@@ -61,6 +61,9 @@ impl Core {
         // Cheap (a clock read until an interval has passed), and needed with or without
         // upstreams: the bitmap fills under any flood.
         self.age_seen(now);
+        if let Err(e) = self.expire_bans() {
+            warn!(error = %e, "expiring bans failed; retried next tick");
+        }
         if self.upstreams.is_empty() && self.class_chaos.is_empty() {
             return Ok(Applied { writes: 0 });
         }

@@ -3,11 +3,12 @@
 //! which say what went wrong, not which HTTP status it is (that mapping is `serve::admin`'s).
 
 mod baseline;
+mod bans;
 mod chaos;
 mod circuits;
 mod control;
 mod reload;
-mod sources;
+pub mod sources;
 mod status;
 
 pub use baseline::{BASELINE_WALK_BUDGET, BASELINE_WALK_MAX};

@@ -278,6 +278,7 @@ mod tests {
             aggregate_v6: 64,
             admission: Some(rl(100.0, 100)),
             overflow: Some(rl(10.0, 10)),
+            offender: None,
         };
         let c = class_config(&spec, Mode::Monitor, 1.0);
         assert_eq!(

@@ -24,7 +24,7 @@ use crate::{
     ops::OpError,
 };
 
-struct Failure(StatusCode, String);
+pub(super) struct Failure(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -205,6 +205,12 @@ pub fn router(shared: Arc<Shared>, access: Access) -> Router {
         .route("/v1/chaos", post(chaos_start).delete(chaos_stop))
         .route("/v1/throttle", get(throttle))
         .route("/v1/suggest", get(suggest))
+        .route(
+            "/v1/bans",
+            get(super::bans::list)
+                .post(super::bans::add)
+                .delete(super::bans::remove),
+        )
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(access),

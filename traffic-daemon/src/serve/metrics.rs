@@ -77,6 +77,7 @@ pub fn render(core: &mut Core) -> String {
         }),
     );
     reloads(&mut e, &status.reload);
+    super::bans::render(&mut e, &core.bans_snapshot());
     e.finish()
 }
 

@@ -2,6 +2,7 @@
 //! ([`admin`]), the Prometheus listener ([`metrics`]) and systemd notifications ([`notify`]).
 
 pub mod admin;
+pub mod bans;
 pub mod exposition;
 pub mod fdbudget;
 pub mod instance;

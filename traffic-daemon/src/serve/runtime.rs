@@ -67,6 +67,11 @@ where
     let config = Config::load(&config_path)?;
     let dp = make_dataplane(&config)?;
     let mut core = Core::new(config, dp)?;
+    let bans_file = core.config.bans.state_file.clone();
+    if let Err(e) = core.open_bans(&bans_file) {
+        // Logged, not fatal: the pinned bans stay enforced by the kernel.
+        tracing::error!(error = %e, "restoring the bans failed");
+    }
     core.attach_all()?;
     let admin_cfg = core.config.admin.clone();
     let metrics_addr = core.config.metrics.listen;
@@ -109,6 +114,7 @@ where
     // Interface hot-plug: re-attach when an interface of the config returns.
     let links_task = tokio::spawn(super::links::watch(shared.clone()));
     let baseline_task = tokio::spawn(baseline(shared.clone()));
+    let offenders_task = tokio::spawn(super::bans::offenders(shared.clone()));
     notify::ready();
     info!(socket = %admin_cfg.socket.display(), "trafficd ready");
 
@@ -170,6 +176,7 @@ where
     admin_task.abort();
     links_task.abort();
     baseline_task.abort();
+    offenders_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use super::shared::Shared;
 use crate::{api::report::SourcesReport, ops::OpError};
 
-static WALKS: Semaphore = Semaphore::const_new(1);
+pub(super) static WALKS: Semaphore = Semaphore::const_new(1);
 
 /// Refresh the tracked-source counts (metrics, `/v1/limits`) if they are stale.
 pub async fn refresh_tracked_sources(s: &Arc<Shared>) {

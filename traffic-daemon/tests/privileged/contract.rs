@@ -142,6 +142,13 @@ fn expected(name: &str) -> Expected {
             size_of::<u32>(),
             LOCAL_ENTRIES,
         ),
+        // Read on a classification miss only; written by the daemon.
+        map_names::BANS => (
+            BPF_MAP_TYPE_LPM_TRIE,
+            LPM_KEY,
+            size_of::<traffic_common::BanEntry>(),
+            traffic_common::BANS_ENTRIES,
+        ),
         other => panic!("map_names::ALL lists {other}, which this test does not know: add it"),
     };
     Expected {

@@ -155,6 +155,14 @@ fn cases() -> Vec<Trial> {
         walks::scrapes_and_sources_over_a_full_churning_map_never_stall_the_control_loop,
         operator::suggest::suggestions_land_within_twenty_percent_of_the_designed_rates,
         operator::conventions::lists_ranges_conf_d_json_and_circuit_names_through_the_real_daemon,
+        operator::bans::a_banned_address_and_an_ipv6_prefix_are_dropped_until_unbanned,
+        operator::bans::a_ban_ends_on_time_with_the_daemon_killed,
+        operator::bans::an_allow_rule_wins_unless_the_ban_is_forced,
+        operator::bans::bans_survive_a_reload_a_restart_and_lost_pins,
+        operator::bans::an_automatic_ban_fires_for_a_flooder_and_not_a_good_source,
+        operator::bans::a_client_without_control_access_cannot_ban,
+        operator::bans::absurd_bans_are_refused_clearly,
+        operator::bans::the_program_drops_a_banned_source_on_every_packet_until_its_end,
     ]
 }
 

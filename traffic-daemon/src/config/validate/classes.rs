@@ -101,6 +101,9 @@ pub(super) fn classes(c: &mut Check, raw: Ordered<Spanned<RawClass>>) -> Vec<Cla
             aggregate_v6: prefix(c, &rc.aggregate_v6, &format!("{key}.aggregate_v6"), 128, 64),
             admission,
             overflow,
+            offender: rc.offender.as_ref().and_then(|o| {
+                crate::config::bans::offender(&mut c.problems, o, &format!("{key}.offender"))
+            }),
         });
     }
     classes

@@ -38,6 +38,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
     ports_fit(&mut c, &ports, &raw.upstreams, upstreams.len());
     let ports = ports.specs;
 
+    let bans = super::bans::bans(&mut c.problems, raw.bans.as_ref());
     let (pressure, throttle) =
         pressure::pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
     let baseline = baseline::baseline(&mut c, raw.baseline.as_ref());
@@ -69,6 +70,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         throttle,
         baseline,
         included: Vec::new(),
+        bans,
     })
 }
 
