@@ -12,7 +12,7 @@
 
 /// Version of the layouts in this crate. Bumped on any change to a map or type below; a
 /// pinned map set written by another version is refused, never reinterpreted.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// Map names, as they appear in the object file and under the pin directory.
 ///
@@ -70,9 +70,14 @@ pub mod map_names {
     /// port rules apply only to traffic addressed to one of them, once
     /// [`crate::LOCAL_ADDRS_READY`] is in the map.
     pub const LOCAL: &str = "TRF_LOCAL";
+    /// LPM trie of IPv4 blocklist-feed prefixes (4-byte keys) → [`crate::FeedValue`],
+    /// written by the daemon, read only when a source is (re)classified.
+    pub const FEED_V4: &str = "TRF_FEED_V4";
+    /// LPM trie of IPv6 blocklist-feed prefixes (16-byte keys) → [`crate::FeedValue`].
+    pub const FEED_V6: &str = "TRF_FEED_V6";
 
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 20] = [
         CONFIG,
         RULES,
         CLASSES,
@@ -91,6 +96,8 @@ pub mod map_names {
         FAIL_SOURCE,
         RST_BUDGET,
         LOCAL,
+        FEED_V4,
+        FEED_V6,
     ];
 }
 
@@ -112,9 +119,9 @@ pub const UNCLASSIFIED: u32 = MAX_CLASSES;
 /// Rows in the counter table: one per class plus [`UNCLASSIFIED`].
 pub const COUNTER_ROWS: u32 = MAX_CLASSES + 1;
 /// Reason slots per row. The upper half holds the monitor-mode (would-drop) twins.
-pub const REASON_SLOTS: u32 = 32;
-/// Offset of the monitor twin of a reason within its row.
-pub const MONITOR_OFFSET: u32 = 16;
+pub const REASON_SLOTS: u32 = 64;
+/// Offset of the monitor twin of a reason within its row (room for 32 reasons).
+pub const MONITOR_OFFSET: u32 = 32;
 
 /// Maximum number of stacked packet limits per class (e.g. per second, per minute, per hour).
 pub const MAX_PACKET_LIMITS: usize = 3;
@@ -167,6 +174,14 @@ pub const DEBT_ENTRIES: u32 = 1 << DEBT_BITS;
 
 /// `max_entries` of [`map_names::FLOWS`] (an LRU: a flood of attempts evicts the oldest).
 pub const FLOWS_ENTRIES: u32 = 16_384;
+/// `max_entries` of [`map_names::FEED_V4`]: room for two generations of
+/// [`MAX_FEED_PREFIXES`] while one is swapped for the other. LPM tries are never
+/// preallocated, so unused room costs nothing.
+pub const FEED_V4_ENTRIES: u32 = 2 * MAX_FEED_PREFIXES;
+/// `max_entries` of [`map_names::FEED_V6`].
+pub const FEED_V6_ENTRIES: u32 = 2 * MAX_FEED_PREFIXES;
+/// Most distinct prefixes of one family across all feeds in one generation.
+pub const MAX_FEED_PREFIXES: u32 = 2_000_000;
 /// `max_entries` of [`map_names::LOCAL`].
 pub const LOCAL_ENTRIES: u32 = 1024;
 /// Key in [`map_names::LOCAL`] that says the set is filled (`::`, never a destination):
@@ -239,6 +254,7 @@ assert_layout! {
     SlotName => 32, 1;
     ClassCacheEntry => 32, 8;
     SeenWord => 16, 8;
+    FeedValue => 4, 2;
 }
 
 #[cfg(test)]
@@ -247,11 +263,12 @@ mod tests {
 
     #[test]
     fn reasons_round_trip_and_split_at_first_drop() {
-        for (i, r) in Reason::ALL.iter().enumerate() {
-            assert_eq!(*r as u32, i as u32);
-            assert_eq!(Reason::from_u32(i as u32), Some(*r));
-            assert_eq!(r.is_drop(), i as u32 >= Reason::FIRST_DROP);
+        for r in Reason::ALL {
+            let i = r as u32;
+            assert_eq!(Reason::from_u32(i), Some(r));
+            assert_eq!(r.is_drop(), i >= Reason::FIRST_DROP);
         }
+        assert_eq!(Reason::from_u32(16), None, "reserved for Banned");
         assert_eq!(Reason::from_u32(Reason::COUNT), None);
     }
 

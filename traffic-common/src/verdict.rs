@@ -14,6 +14,9 @@ pub enum Action {
     Allow = 1,
     /// Drop everything from the source.
     Deny = 2,
+    /// Listed by a `deny` blocklist feed. Never in the rules map: the program's
+    /// classification (cache) only.
+    FeedDeny = 3,
 }
 
 impl Action {
@@ -23,6 +26,7 @@ impl Action {
             0 => Some(Self::Limit),
             1 => Some(Self::Allow),
             2 => Some(Self::Deny),
+            3 => Some(Self::FeedDeny),
             _ => None,
         }
     }
@@ -72,15 +76,17 @@ pub enum Reason {
     /// A refused connection that would have been answered with a RST, dropped silently
     /// because the port's RST budget is spent (the gate is no reflector).
     RstBudget = 15,
+    /// Source listed by a `deny` blocklist feed (`[[feeds]]`).
+    FeedDeny = 17,
 }
 
 impl Reason {
     /// First reason that drops (or would drop, in monitor mode).
     pub const FIRST_DROP: u32 = 3;
-    /// Number of defined reasons.
-    pub const COUNT: u32 = 16;
+    /// One past the highest discriminant (16 is reserved for `Banned`, issue 13 item 2).
+    pub const COUNT: u32 = 18;
     /// Every reason, in discriminant order.
-    pub const ALL: [Reason; Self::COUNT as usize] = [
+    pub const ALL: [Reason; 17] = [
         Self::Pass,
         Self::Allow,
         Self::NonIp,
@@ -97,6 +103,7 @@ impl Reason {
         Self::PortRate,
         Self::PortUnknown,
         Self::RstBudget,
+        Self::FeedDeny,
     ];
 
     /// Whether this reason drops the packet when enforced.
@@ -107,10 +114,10 @@ impl Reason {
 
     /// Decode a raw discriminant.
     pub const fn from_u32(v: u32) -> Option<Self> {
-        if v < Self::COUNT {
-            Some(Self::ALL[v as usize])
-        } else {
-            None
+        match v {
+            0..=15 => Some(Self::ALL[v as usize]),
+            17 => Some(Self::FeedDeny),
+            _ => None,
         }
     }
 
@@ -133,6 +140,7 @@ impl Reason {
             Self::PortRate => "port_rate",
             Self::PortUnknown => "port_unknown",
             Self::RstBudget => "gate_rst_budget",
+            Self::FeedDeny => "feed_deny",
         }
     }
 }

@@ -43,6 +43,7 @@ pub fn rule_of(src: (u64, u64), default_class: u32, rules_gen: u32) -> (u32, u32
         Some(rule) => (rule.action, rule.class),
         None => (Action::Limit as u32, default_class),
     };
+    let found = crate::feeds::apply(found, lo, hi);
     if let Some(e) = entry {
         // SAFETY: as above; only this CPU writes its value.
         let e = unsafe { &mut *e };

@@ -17,6 +17,7 @@ mod clock;
 mod count;
 mod debt;
 mod egress;
+mod feeds;
 mod gate;
 mod limit;
 mod maps;
@@ -98,10 +99,15 @@ fn decide(frame: &Frame, ip: &Ip, len: u64) -> Verdict {
     if action == Action::Allow as u32 {
         return Verdict::new(row, Reason::Allow, false);
     }
-    if action == Action::Deny as u32 {
+    if action == Action::Deny as u32 || action == Action::FeedDeny as u32 {
         let monitor = global_monitor
             || classify::class_config(class).is_some_and(|c| c.flags & CLASS_MONITOR != 0);
-        return Verdict::new(row, Reason::Deny, monitor);
+        let reason = if action == Action::Deny as u32 {
+            Reason::Deny
+        } else {
+            Reason::FeedDeny
+        };
+        return Verdict::new(row, reason, monitor);
     }
 
     // A port rule may override the class.

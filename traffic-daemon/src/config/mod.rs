@@ -5,6 +5,7 @@
 //! touches the system beyond reading the file: `trafficctl check-config` and `trafficd` share
 //! this code, and a reload validates the new file completely before anything is applied.
 
+pub mod feeds;
 mod raw;
 pub mod syntax;
 mod validate;
@@ -56,6 +57,8 @@ pub struct Config {
     pub pressure: crate::pressure::PressureSettings,
     /// `[throttle]`: levels, thresholds, multipliers, connection caps, priorities.
     pub throttle: crate::policy::throttle::ThrottleSettings,
+    /// `[[feeds]]`: blocklists, in file order.
+    pub feeds: Vec<feeds::FeedSpec>,
 }
 
 /// `[[ports]]`: a rule for traffic to one local port.

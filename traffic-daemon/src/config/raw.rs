@@ -129,6 +129,8 @@ pub(super) struct RawConfig {
     pub(super) upstreams: Vec<Spanned<RawUpstream>>,
     pub(super) pressure: Option<Spanned<RawPressure>>,
     pub(super) throttle: Option<Spanned<RawThrottle>>,
+    #[serde(default)]
+    pub(super) feeds: Vec<Spanned<super::feeds::RawFeed>>,
 }
 
 /// A per-resource table where every resource is optional (the rest keep their default).

@@ -230,6 +230,7 @@ fn shipped_config_parses_and_equals_documented_defaults() {
         upstreams: vec![],
         pressure: PressureSettings::default(),
         throttle: ThrottleSettings::default(),
+        feeds: vec![],
     };
     assert_eq!(config, expected);
     // The shipped file acts on no port: the examples are comments. config/demo.toml is the

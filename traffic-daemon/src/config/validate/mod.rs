@@ -4,6 +4,7 @@
 
 mod classes;
 mod daemon;
+mod feeds;
 mod pressure;
 mod rules;
 mod upstreams;
@@ -43,6 +44,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
 
     let (pressure, throttle) =
         pressure::pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
+    let feeds = feeds::feeds(&mut c, &raw.feeds, &classes);
 
     if !c.problems.is_empty() {
         return Err(c.problems.into_vec());
@@ -69,6 +71,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         upstreams,
         pressure,
         throttle,
+        feeds,
     })
 }
 

@@ -1,0 +1,6 @@
+//! Blocklist feeds (`[[feeds]]`): fetched from a file or an HTTP(S) URL, parsed
+//! ([`parse`]), and swapped into the kernel's feed tries one generation at a time
+//! ([`generation`]) by the feed task ([`task`]).
+
+pub mod generation;
+pub mod parse;
