@@ -69,6 +69,8 @@ pub struct Core {
     pub(crate) max_frame: u64,
     /// End of the gate lease written last (kernel clock); renewed by [`Core::apply_desired`].
     pub(crate) gate_lease_until_ns: u64,
+    /// Blocklist feeds: the generation in force and each feed's status.
+    pub(crate) feeds: crate::feeds::FeedsState,
 }
 
 /// How often a generation of the tracked-source bitmap (`TRF_SEEN`) is cleared, the two in
@@ -103,6 +105,7 @@ impl Core {
         let slots = Slots::from_names(&current.names).assign(&config);
         // Likewise port-rule slots, so gate statistics continue.
         let port_slots = current.ports.iter().map(|(k, r)| (*k, r.slot)).collect();
+        let feeds = crate::feeds::FeedsState::adopt(&current.global);
         let throttle = Throttle::new(config.throttle.clone(), Duration::ZERO);
         let sampler = Sampler::from_settings(&config.pressure);
         let mut core = Self {
@@ -125,6 +128,7 @@ impl Core {
             seen_next: 0,
             max_frame: crate::policy::limits::MIN_BYTE_BURST,
             gate_lease_until_ns: 0,
+            feeds,
         };
         core.max_frame = core.largest_frame();
         // At start (a restart adopts the bitmap with the buckets it describes): the first
@@ -197,7 +201,7 @@ impl Core {
     /// What the maps should hold now: the config, the throttle factors, the upstreams'
     /// gates and the chaos in force (all planned in [`plan`]).
     fn desired(&self) -> Desired {
-        plan::desired_live(
+        let mut want = plan::desired_live(
             &self.config,
             &self.slots,
             |i| self.factor(i),
@@ -209,7 +213,9 @@ impl Core {
                 max_frame: self.max_frame,
                 gate_lease_until_ns: self.gate_lease_until_ns,
             },
-        )
+        );
+        self.feeds.overlay(&mut want.global);
+        want
     }
 
     pub(crate) fn apply_desired(&mut self) -> Result<Applied, EngineError> {

@@ -42,6 +42,8 @@ pub struct Fake {
     /// Capacity of the rules map, as the kernel's `max_entries` (shared with clones, so a
     /// test can shrink it under a running core to make an apply fail midway); 0: no limit.
     pub rule_capacity: Arc<std::sync::atomic::AtomicUsize>,
+    /// The blocklist-feed tries (shared with clones and with `feed_tries` handles).
+    pub feeds: super::feeds::MemoryTries,
 }
 
 impl Default for Fake {
@@ -66,6 +68,7 @@ impl Default for Fake {
             aged: Vec::new(),
             mtus: BTreeMap::new(),
             ifindexes: Arc::default(),
+            feeds: super::feeds::MemoryTries::default(),
             rule_capacity: Arc::default(),
         }
     }
@@ -210,5 +213,9 @@ impl Dataplane for Fake {
 
     fn mtu(&self, iface: &str) -> Option<u32> {
         self.mtus.get(iface).copied()
+    }
+
+    fn feed_tries(&self) -> Result<Box<dyn super::feeds::FeedTries>, DataplaneError> {
+        Ok(Box::new(self.feeds.clone()))
     }
 }

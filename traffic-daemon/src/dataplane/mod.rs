@@ -5,6 +5,7 @@
 
 mod attach;
 pub mod fake;
+pub mod feeds;
 pub mod kernel;
 pub mod local;
 mod migrate;
@@ -134,6 +135,11 @@ pub trait Dataplane: Send {
     /// The MTU of an interface in the daemon's network namespace; `None` when it cannot be
     /// read (no such interface). Floors the byte bursts: see [`crate::policy::limits`].
     fn mtu(&self, iface: &str) -> Option<u32>;
+    /// A handle on the blocklist-feed tries, used off the engine's lock (see [`feeds`]);
+    /// in memory by default.
+    fn feed_tries(&self) -> Result<Box<dyn feeds::FeedTries>, DataplaneError> {
+        Ok(Box::new(feeds::MemoryTries::default()))
+    }
 }
 
 /// The MTU of `iface` in the calling thread's network namespace (`SIOCGIFMTU`; no

@@ -4,3 +4,8 @@
 
 pub mod generation;
 pub mod parse;
+pub mod fetch;
+pub mod state;
+pub mod task;
+
+pub use state::{FeedStatus, FeedsReport, FeedsState};

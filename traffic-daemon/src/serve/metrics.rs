@@ -77,6 +77,7 @@ pub fn render(core: &mut Core) -> String {
         }),
     );
     reloads(&mut e, &status.reload);
+    crate::feeds::state::metrics(&mut e, &core.feeds.report());
     e.finish()
 }
 

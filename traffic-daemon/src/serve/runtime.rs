@@ -108,6 +108,7 @@ where
     };
     // Interface hot-plug: re-attach when an interface of the config returns.
     let links_task = tokio::spawn(super::links::watch(shared.clone()));
+    let feeds_task = tokio::spawn(crate::feeds::task::run(shared.clone()));
     notify::ready();
     info!(socket = %admin_cfg.socket.display(), "trafficd ready");
 
@@ -168,6 +169,7 @@ where
     sockets.stop();
     admin_task.abort();
     links_task.abort();
+    feeds_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }
