@@ -4,6 +4,7 @@
 
 pub mod generation;
 pub mod parse;
+pub mod render;
 pub mod fetch;
 pub mod state;
 pub mod task;

@@ -153,6 +153,9 @@ fn cases() -> Vec<Trial> {
         restart::a_changed_max_sources_keeps_a_saturated_sources_bucket,
         restart::a_restart_over_pins_of_another_abi_starts_fresh_and_enforces,
         walks::scrapes_and_sources_over_a_full_churning_map_never_stall_the_control_loop,
+        operator::feeds::a_listed_source_is_dropped_and_a_class_feed_moves_a_source,
+        operator::feeds::refreshes_swap_atomically_and_failures_keep_the_last_good_list,
+        operator::feeds::a_million_prefixes_load_within_bounds,
     ]
 }
 
