@@ -4,8 +4,7 @@
 
 use aya_ebpf::btf_maps::lpm_trie::Key;
 use traffic_common::{
-    Action, FEED_CLASS_BASE, FEED_DENY, FeedValue, GLOBAL_FEED_GEN1, GLOBAL_HAS_FEEDS,
-    words_addr,
+    Action, FEED_CLASS_BASE, FEED_DENY, FeedValue, GLOBAL_FEED_GEN1, GLOBAL_HAS_FEEDS, words_addr,
 };
 
 use crate::{

@@ -44,9 +44,7 @@ pub(super) struct RawFeed {
 #[serde(untagged)]
 pub(super) enum RawFeedAction {
     Word(String),
-    Class {
-        class: String,
-    },
+    Class { class: String },
 }
 
 /// Where a feed comes from.

@@ -119,7 +119,10 @@ impl FeedTries for PinnedTries {
             Family::V6 => {
                 for item in self.v6.iter() {
                     let (k, v) = item.map_err(map_err(map_names::FEED_V6, "iterate"))?;
-                    out.push(((u128::from_be_bytes(k.data()), k.prefix_len() as u8), v.verdict));
+                    out.push((
+                        (u128::from_be_bytes(k.data()), k.prefix_len() as u8),
+                        v.verdict,
+                    ));
                 }
             }
         }

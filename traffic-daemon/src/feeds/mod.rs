@@ -2,10 +2,10 @@
 //! ([`parse`]), and swapped into the kernel's feed tries one generation at a time
 //! ([`generation`]) by the feed task ([`task`]).
 
+pub mod fetch;
 pub mod generation;
 pub mod parse;
 pub mod render;
-pub mod fetch;
 pub mod state;
 pub mod task;
 

@@ -89,16 +89,15 @@ pub fn parse(bytes: &[u8], max_prefixes: u32) -> Result<Parsed, ParseError> {
     let (mut lines, mut invalid) = (0usize, 0usize);
     let mut first = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let entry = line
-            .split(['#', ';'])
-            .next()
-            .unwrap_or_default()
-            .trim();
+        let entry = line.split(['#', ';']).next().unwrap_or_default().trim();
         if entry.is_empty() {
             continue;
         }
         lines += 1;
-        match (entry.len() <= MAX_LINE).then(|| entry_key(entry)).flatten() {
+        match (entry.len() <= MAX_LINE)
+            .then(|| entry_key(entry))
+            .flatten()
+        {
             Some((false, k)) => prefixes.v4.push(k),
             Some((true, k)) => prefixes.v6.push(k),
             None => {

@@ -94,7 +94,10 @@ impl Task {
         for spec in &specs {
             let asked = requested.contains(&None) || requested.contains(&Some(spec.name.clone()));
             let first = !self.due.contains_key(&spec.name);
-            if first && !self.lists.contains_key(&spec.name) && matches!(spec.source, FeedSource::Url(_)) {
+            if first
+                && !self.lists.contains_key(&spec.name)
+                && matches!(spec.source, FeedSource::Url(_))
+            {
                 self.load_cache(shared, spec).await;
             }
             if first || asked || self.due.get(&spec.name).is_some_and(|d| *d <= now) {
@@ -104,7 +107,11 @@ impl Task {
         let signature: Vec<(String, Listing, u64)> = specs
             .iter()
             .zip(&listings)
-            .filter_map(|(s, l)| self.lists.get(&s.name).map(|d| (s.name.clone(), *l, d.version)))
+            .filter_map(|(s, l)| {
+                self.lists
+                    .get(&s.name)
+                    .map(|d| (s.name.clone(), *l, d.version))
+            })
             .collect();
         if self.swapped.as_ref() != Some(&signature) {
             match self.swap(shared, &signature).await {
@@ -123,17 +130,27 @@ impl Task {
     fn snapshot(
         &mut self,
         shared: &Arc<Shared>,
-    ) -> (Vec<FeedSpec>, Vec<Listing>, std::collections::BTreeSet<Option<String>>) {
+    ) -> (
+        Vec<FeedSpec>,
+        Vec<Listing>,
+        std::collections::BTreeSet<Option<String>>,
+    ) {
         let mut core = shared.lock();
         let specs = core.config.feeds.clone();
         let listings: Vec<Listing> = specs
             .iter()
             .enumerate()
             .map(|(rank, s)| match s.action {
-                FeedAction::Deny => Listing { deny: true, class: None },
+                FeedAction::Deny => Listing {
+                    deny: true,
+                    class: None,
+                },
                 FeedAction::Class(ci) => Listing {
                     deny: false,
-                    class: Some((rank as u16, core.slots.slot_of_index(&core.config, ci) as u16)),
+                    class: Some((
+                        rank as u16,
+                        core.slots.slot_of_index(&core.config, ci) as u16,
+                    )),
                 },
             })
             .collect();
@@ -238,7 +255,11 @@ impl Task {
     }
 
     fn keep(&mut self, name: &str, prefixes: Prefixes) {
-        if self.lists.get(name).is_some_and(|l| *l.prefixes == prefixes) {
+        if self
+            .lists
+            .get(name)
+            .is_some_and(|l| *l.prefixes == prefixes)
+        {
             return;
         }
         self.versions += 1;
@@ -276,7 +297,9 @@ impl Task {
         let written = started.elapsed();
         {
             let mut core = shared.lock();
-            let nothing = swaps.iter().all(|s| s.updates.is_empty() && s.deletes.is_empty());
+            let nothing = swaps
+                .iter()
+                .all(|s| s.updates.is_empty() && s.deletes.is_empty());
             if nothing && !has && !core.feeds.has {
                 // Nothing listed, nothing held: no flip (keeps the rule generation).
                 self.current = Some((Vec::new(), Vec::new()));
@@ -347,8 +370,12 @@ fn write_next(
     }
     let s4 = generation::plan(&cur4, &next4, active);
     let s6 = generation::plan(&cur6, &next6, active);
-    tries.update(Family::V4, &s4.updates).map_err(|e| e.to_string())?;
-    tries.update(Family::V6, &s6.updates).map_err(|e| e.to_string())?;
+    tries
+        .update(Family::V4, &s4.updates)
+        .map_err(|e| e.to_string())?;
+    tries
+        .update(Family::V6, &s6.updates)
+        .map_err(|e| e.to_string())?;
     Ok(([s4, s6], has))
 }
 

@@ -9,12 +9,16 @@ use crate::config::{
     ClassSpec,
     feeds::{
         DEFAULT_CACHE_DIR, DEFAULT_MAX_BYTES, DEFAULT_MAX_PREFIXES, DEFAULT_TIMEOUT, FeedAction,
-        FeedSource, FeedSpec, MAX_BYTES, MAX_REFRESH, MIN_FILE_REFRESH, MIN_URL_REFRESH,
-        RawFeed, RawFeedAction,
+        FeedSource, FeedSpec, MAX_BYTES, MAX_REFRESH, MIN_FILE_REFRESH, MIN_URL_REFRESH, RawFeed,
+        RawFeedAction,
     },
 };
 
-pub(super) fn feeds(c: &mut Check, raw: &[Spanned<RawFeed>], classes: &[ClassSpec]) -> Vec<FeedSpec> {
+pub(super) fn feeds(
+    c: &mut Check,
+    raw: &[Spanned<RawFeed>],
+    classes: &[ClassSpec],
+) -> Vec<FeedSpec> {
     let mut out = Vec::new();
     let mut names = HashSet::new();
     for (i, r) in raw.iter().enumerate() {
@@ -119,7 +123,11 @@ fn feed(c: &mut Check, key: &str, r: &Spanned<RawFeed>, classes: &[ClassSpec]) -
         Some(v) => {
             let d = c.duration(v, &format!("{key}.timeout"))?;
             if d.is_zero() || d.as_secs() > 600 {
-                c.err(v.span(), format!("{key}.timeout"), "must be between 1ms and 10m");
+                c.err(
+                    v.span(),
+                    format!("{key}.timeout"),
+                    "must be between 1ms and 10m",
+                );
                 return None;
             }
             d
@@ -157,7 +165,11 @@ fn action(
     let class = |c: &mut Check, name: &str, span| match class_index(classes, name) {
         Some(ci) => Some(FeedAction::Class(ci)),
         None => {
-            c.err(span, format!("{key}.class"), format!("no class named `{name}`"));
+            c.err(
+                span,
+                format!("{key}.class"),
+                format!("no class named `{name}`"),
+            );
             None
         }
     };

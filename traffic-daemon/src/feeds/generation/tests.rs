@@ -56,13 +56,20 @@ fn swap_checked(
     for k in &s.deletes {
         trie.remove(k);
         for p in probes {
-            assert_eq!(lookup(trie, *p, flipped), intended(next, *p), "during deletes");
+            assert_eq!(
+                lookup(trie, *p, flipped),
+                intended(next, *p),
+                "during deletes"
+            );
         }
     }
     for p in probes {
         assert_eq!(lookup(trie, *p, flipped), intended(next, *p));
     }
-    assert_eq!(trie.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(), s.after);
+    assert_eq!(
+        trie.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
+        s.after
+    );
     flipped
 }
 
@@ -81,12 +88,18 @@ fn a_more_specific_new_prefix_never_hides_an_active_covering_one() {
     // Next generation lists a /24 inside the /16 as a class, and drops the /16.
     let gen2 = vec![(v4([198, 18, 7, 0], 24), class(0, 3))];
     let active = swap_checked(&mut trie, &gen2, active, &probes());
-    assert_eq!(lookup(&trie, v4([198, 18, 7, 1], 32), active), FEED_CLASS_BASE + 3);
+    assert_eq!(
+        lookup(&trie, v4([198, 18, 7, 1], 32), active),
+        FEED_CLASS_BASE + 3
+    );
     assert_eq!(lookup(&trie, v4([198, 18, 8, 1], 32), active), FEED_NONE);
     // And back, with both.
     let gen3 = merge_feeds(&[
         (&[v4([198, 18, 0, 0], 16)], DENY),
-        (&[v4([198, 18, 7, 0], 24), v4([198, 19, 0, 0], 16)], class(1, 2)),
+        (
+            &[v4([198, 18, 7, 0], 24), v4([198, 19, 0, 0], 16)],
+            class(1, 2),
+        ),
     ]);
     swap_checked(&mut trie, &gen3, active, &probes());
 }
@@ -101,8 +114,14 @@ fn deny_wins_over_class_and_the_first_class_feed_wins() {
     let mut trie = BTreeMap::new();
     let a = swap_checked(&mut trie, &next, 1, &probes());
     assert_eq!(lookup(&trie, v4([198, 18, 0, 1], 32), a), FEED_DENY);
-    assert_eq!(lookup(&trie, v4([198, 18, 0, 100], 32), a), FEED_CLASS_BASE + 4);
-    assert_eq!(lookup(&trie, v4([198, 19, 0, 1], 32), a), FEED_CLASS_BASE + 5);
+    assert_eq!(
+        lookup(&trie, v4([198, 18, 0, 100], 32), a),
+        FEED_CLASS_BASE + 4
+    );
+    assert_eq!(
+        lookup(&trie, v4([198, 19, 0, 1], 32), a),
+        FEED_CLASS_BASE + 5
+    );
 }
 
 #[test]

@@ -13,10 +13,16 @@ fn texts(p: &Prefixes) -> Vec<String> {
 
 #[test]
 fn plain_list_with_comments_both_families() {
-    let p = ok("# a list\n198.18.0.1\n198.18.1.0/24 # trailing\n\n2001:db8::/32\n  2001:db8:1::1  \n");
+    let p =
+        ok("# a list\n198.18.0.1\n198.18.1.0/24 # trailing\n\n2001:db8::/32\n  2001:db8:1::1  \n");
     assert_eq!(
         texts(&p.prefixes),
-        ["198.18.0.1/32", "198.18.1.0/24", "2001:db8::/32", "2001:db8:1::1/128"]
+        [
+            "198.18.0.1/32",
+            "198.18.1.0/24",
+            "2001:db8::/32",
+            "2001:db8:1::1/128"
+        ]
     );
     assert_eq!(p.invalid, 0);
 }
@@ -55,7 +61,8 @@ fn a_few_invalid_lines_are_skipped_and_reported() {
     for i in 0..95 {
         text += &format!("198.18.0.{i}\n");
     }
-    text += "300.1.1.1\n198.18.0.0/33\nnot an address\n198.18.0.1/\n2001:db8::/129\n198.18.0.0/24 x\n";
+    text +=
+        "300.1.1.1\n198.18.0.0/33\nnot an address\n198.18.0.1/\n2001:db8::/129\n198.18.0.0/24 x\n";
     let p = ok(&text);
     assert_eq!(p.prefixes.len(), 95);
     assert_eq!(p.invalid, 6);
@@ -67,7 +74,11 @@ fn a_few_invalid_lines_are_skipped_and_reported() {
 fn mostly_garbage_is_refused() {
     let html = "<html>\n<body>Service unavailable</body>\n</html>\n198.18.0.1\n";
     match parse(html.as_bytes(), 1000) {
-        Err(ParseError::MostlyGarbage { invalid, lines, first }) => {
+        Err(ParseError::MostlyGarbage {
+            invalid,
+            lines,
+            first,
+        }) => {
             assert_eq!((invalid, lines), (3, 4));
             assert_eq!(first[0].0, 1);
         }
@@ -77,7 +88,10 @@ fn mostly_garbage_is_refused() {
 
 #[test]
 fn empty_and_binary_feeds_are_refused() {
-    assert!(matches!(parse(b"# nothing\n; here\n", 10), Err(ParseError::Empty { .. })));
+    assert!(matches!(
+        parse(b"# nothing\n; here\n", 10),
+        Err(ParseError::Empty { .. })
+    ));
     assert!(matches!(parse(b"", 10), Err(ParseError::Empty { .. })));
     assert_eq!(parse(&[0xff, 0xfe, 0], 10), Err(ParseError::NotText));
 }

@@ -69,7 +69,10 @@ async fn a_file_feed_is_loaded_swapped_and_a_bad_refresh_keeps_the_last_list() {
     task.round(&shared).await;
     assert_eq!(v4(&tries), [("198.18.1.0/24".to_owned(), [0, FEED_DENY])]);
     assert_eq!(tries.read(Family::V6).unwrap().len(), 1);
-    assert_eq!(flags(&shared) & (GLOBAL_HAS_FEEDS | GLOBAL_FEED_GEN1), GLOBAL_HAS_FEEDS | GLOBAL_FEED_GEN1);
+    assert_eq!(
+        flags(&shared) & (GLOBAL_HAS_FEEDS | GLOBAL_FEED_GEN1),
+        GLOBAL_HAS_FEEDS | GLOBAL_FEED_GEN1
+    );
     let gen1 = shared.lock().applied.global.rules_gen;
     assert_ne!(gen0, gen1, "cached classifications re-resolve");
 
@@ -87,8 +90,14 @@ async fn a_file_feed_is_loaded_swapped_and_a_bad_refresh_keeps_the_last_list() {
     task.round(&shared).await;
     let report = shared.lock().feeds.report();
     let st = &report.feeds[0];
-    assert_eq!((st.refreshes_ok, st.refreshes_failed, st.prefixes), (2, 1, 1));
-    assert!(st.last_error.as_deref().unwrap().contains("invalid"), "{st:?}");
+    assert_eq!(
+        (st.refreshes_ok, st.refreshes_failed, st.prefixes),
+        (2, 1, 1)
+    );
+    assert!(
+        st.last_error.as_deref().unwrap().contains("invalid"),
+        "{st:?}"
+    );
     assert_eq!(v4(&tries), [("198.18.0.0/16".to_owned(), [FEED_DENY, 0])]);
 
     // Over its size bound: refused too.
@@ -117,7 +126,10 @@ async fn a_class_feed_lists_the_class_slot_and_removing_feeds_clears_the_tries()
         let core = shared.lock();
         core.slots.slot_of("suspect").unwrap() as u16
     };
-    assert_eq!(v4(&tries), [("198.18.2.0/24".to_owned(), [0, FEED_CLASS_BASE + slot])]);
+    assert_eq!(
+        v4(&tries),
+        [("198.18.2.0/24".to_owned(), [0, FEED_CLASS_BASE + slot])]
+    );
     shared.lock().config.feeds.clear();
     task.round(&shared).await;
     assert!(v4(&tries).is_empty());
@@ -139,6 +151,9 @@ async fn a_url_feed_starts_from_its_disk_copy_when_the_server_is_down() {
     assert_eq!(v4(&tries), [("198.18.3.0/24".to_owned(), [0, FEED_DENY])]);
     let st = shared.lock().feeds.report().feeds[0].clone();
     assert!(st.from_cache);
-    assert_eq!((st.refreshes_ok, st.refreshes_failed, st.prefixes), (0, 1, 1));
+    assert_eq!(
+        (st.refreshes_ok, st.refreshes_failed, st.prefixes),
+        (0, 1, 1)
+    );
     assert!(st.last_error.is_some());
 }

@@ -113,7 +113,12 @@ fn feeds(rig: &Rig) -> FeedsReport {
 /// one more) and its outcome is in force.
 fn refresh(rig: &Rig, name: &str) -> bool {
     let before = feeds(rig);
-    let f0 = before.feeds.iter().find(|f| f.name == name).unwrap().clone();
+    let f0 = before
+        .feeds
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap()
+        .clone();
     let (code, _, err) = trafficctl(&["--socket", &rig.socket(), "feeds", "refresh", name]);
     assert_eq!(code, 0, "refresh: {err}");
     poll("the refresh", Duration::from_secs(20), || {
@@ -170,9 +175,22 @@ pub fn a_listed_source_is_dropped_and_a_class_feed_moves_a_source() {
         (r.feeds.len() == 2 && r.feeds.iter().all(|f| f.refreshes_ok == 1)).then_some(())
     });
     until_dropped(&rig, 1);
-    assert_eq!(rig.burst(1, 20), 0, "listed source passed:\n{}", d.log_text());
-    assert_eq!(rig.burst(2, 30), 20, "an unlisted premium source gets its burst");
-    assert_eq!(rig.burst(3, 30), 5, "the class feed moved the source into `tight`");
+    assert_eq!(
+        rig.burst(1, 20),
+        0,
+        "listed source passed:\n{}",
+        d.log_text()
+    );
+    assert_eq!(
+        rig.burst(2, 30),
+        20,
+        "an unlisted premium source gets its burst"
+    );
+    assert_eq!(
+        rig.burst(3, 30),
+        5,
+        "the class feed moved the source into `tight`"
+    );
     let metrics = rig.metrics_text();
     let line = metrics
         .lines()
@@ -180,10 +198,16 @@ pub fn a_listed_source_is_dropped_and_a_class_feed_moves_a_source() {
         .unwrap_or_else(|| panic!("no feed_deny packets:\n{metrics}"));
     let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n >= 20.0, "{line}");
-    assert!(metrics.contains("traffic_feed_prefixes{feed=\"drop\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("traffic_feed_prefixes{feed=\"drop\"} 1"),
+        "{metrics}"
+    );
     let (code, table, _) = trafficctl(&["--socket", &rig.socket(), "feeds"]);
     assert_eq!(code, 0);
-    assert!(table.contains("drop") && table.contains("class:tight"), "{table}");
+    assert!(
+        table.contains("drop") && table.contains("class:tight"),
+        "{table}"
+    );
     let status = d.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status}:\n{}", d.log_text());
 }
@@ -231,7 +255,12 @@ pub fn refreshes_swap_atomically_and_failures_keep_the_last_good_list() {
         sender.join().unwrap()
     });
     let got = sink.finish(Duration::from_secs(2));
-    assert!(sent[0].sent > 100, "sent {} in {:?}", sent[0].sent, started.elapsed());
+    assert!(
+        sent[0].sent > 100,
+        "sent {} in {:?}",
+        sent[0].sent,
+        started.elapsed()
+    );
     assert_eq!(
         got.get(&a1.into()).copied().unwrap_or(0),
         0,
@@ -251,7 +280,10 @@ pub fn refreshes_swap_atomically_and_failures_keep_the_last_good_list() {
     server.serve(&format!("{a1}\n").repeat(1000));
     assert!(!refresh(&rig, "swap"), "oversize accepted");
     server.stop();
-    assert!(!refresh(&rig, "swap"), "a vanished server counted as a success");
+    assert!(
+        !refresh(&rig, "swap"),
+        "a vanished server counted as a success"
+    );
     let f = feeds(&rig).feeds[0].clone();
     assert_eq!(f.refreshes_failed, 3, "{f:?}");
     assert_eq!(f.prefixes, 3, "{f:?}");
@@ -292,7 +324,7 @@ pub fn a_million_prefixes_load_within_bounds() {
         text.push_str(&format!("{a}\n"));
     }
     let list = rig.tmp.path("million.txt");
-    std::fs::write(&list, text).unwrap();
+    std::fs::write(&list, format!("{a1}\n")).unwrap();
     rig.write_config(
         "",
         &format!(
@@ -301,11 +333,20 @@ pub fn a_million_prefixes_load_within_bounds() {
         ),
     );
     let mut d = rig.start();
+    poll("the one-prefix list", Duration::from_secs(20), || {
+        (feeds(&rig).entries_v4 == 1).then_some(())
+    });
+    // The kernel memory of the swap itself (other helpers' activity adds noise).
+    let slab_before = unreclaimable_slab_kib();
+    std::fs::write(&list, text).unwrap();
     let started = Instant::now();
+    assert!(refresh(&rig, "million"));
     poll("a million prefixes", Duration::from_secs(180), || {
         (feeds(&rig).entries_v4 == 1_000_000).then_some(())
     });
     let load = started.elapsed();
+    let slab = unreclaimable_slab_kib().saturating_sub(slab_before);
+    let hwm = d.pid().map_or(0, peak_rss_kib);
     let pin = rig.pins.0.join(traffic_common::map_names::FEED_V4);
     let out = std::process::Command::new("bpftool")
         .args(["-j", "map", "show", "pinned"])
@@ -317,14 +358,19 @@ pub fn a_million_prefixes_load_within_bounds() {
     let log = d.log_text();
     let load_ms = log
         .lines()
-        .find(|l| l.contains("new generation in force"))
+        .filter(|l| l.contains("new generation in force"))
+        .last()
         .and_then(|l| l.split("load_ms=").nth(1))
         .and_then(|v| v.split_whitespace().next())
         .unwrap_or("?")
         .to_owned();
     eprintln!(
-        "1M IPv4 prefixes: ready {load:?} after start (map writes {load_ms} ms), IPv4 trie bytes_memlock {memlock} ({} MiB)",
-        memlock >> 20
+        "1M IPv4 prefixes: ready {load:?} after the refresh request (map writes {load_ms} ms), IPv4 trie \
+         bytes_memlock {memlock} ({} MiB), kernel unreclaimable slab +{} MiB over the swap (whole machine), \
+         trafficd peak RSS {} MiB",
+        memlock >> 20,
+        slab >> 10,
+        hwm >> 10
     );
     assert!(load < Duration::from_secs(120), "{load:?}");
     assert!(memlock > 0 && memlock < 256 << 20, "memlock {memlock}");
@@ -332,4 +378,24 @@ pub fn a_million_prefixes_load_within_bounds() {
     assert_eq!(rig.burst(2, 5), 5, "unlisted source dropped");
     let status = d.terminate(Duration::from_secs(20)).unwrap();
     assert!(status.success(), "{status}:\n{}", d.log_text());
+}
+
+/// `SUnreclaim` of /proc/meminfo (where BPF map elements live), KiB.
+fn unreclaimable_slab_kib() -> u64 {
+    meminfo_field("/proc/meminfo", "SUnreclaim:")
+}
+
+/// `VmHWM` of a process, KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    meminfo_field(&format!("/proc/{pid}/status"), "VmHWM:")
+}
+
+fn meminfo_field(path: &str, key: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
