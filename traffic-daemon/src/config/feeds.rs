@@ -93,3 +93,71 @@ pub struct FeedSpec {
     /// download, and when every download fails.
     pub cache: PathBuf,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    const BASE: &str = "[daemon]\ninterfaces = [\"veth0\"]\n[classes.default]\n[classes.suspect]\n";
+
+    fn parse(feeds: &str) -> Result<Config, String> {
+        Config::parse(Path::new("t.toml"), &format!("{BASE}{feeds}")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_three_action_forms_and_the_defaults() {
+        let c = parse(
+            "[[feeds]]\nname = \"drop\"\nsource = \"https://example.invalid/drop.txt\"\naction = \"deny\"\n\
+             [[feeds]]\nname = \"a\"\nsource = \"/etc/traffic/a.txt\"\naction = { class = \"suspect\" }\n\
+             [[feeds]]\nname = \"b\"\nsource = \"/etc/traffic/b.txt\"\nclass = \"suspect\"\nrefresh = \"5s\"\n\
+             max_prefixes = 10\nmax_size = \"1MiB\"\ncache = \"/tmp/b.list\"\n",
+        )
+        .unwrap();
+        let [drop, a, b] = &c.feeds[..] else {
+            panic!("{:?}", c.feeds)
+        };
+        assert_eq!(drop.action, FeedAction::Deny);
+        assert_eq!(drop.refresh, Duration::from_secs(3600));
+        assert_eq!(drop.max_prefixes, DEFAULT_MAX_PREFIXES);
+        assert_eq!(drop.max_bytes, DEFAULT_MAX_BYTES);
+        assert_eq!(drop.cache, PathBuf::from("/var/lib/traffic/feeds/drop.list"));
+        assert_eq!(a.action, FeedAction::Class(1));
+        assert_eq!(a.source, FeedSource::File("/etc/traffic/a.txt".into()));
+        assert_eq!(a.refresh, Duration::from_secs(60));
+        assert_eq!((b.refresh, b.max_prefixes, b.max_bytes), (Duration::from_secs(5), 10, 1 << 20));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        let cases = [
+            ("[[feeds]]\nname = \"x\"\nsource = \"/a\"\n", "feeds[0].action"),
+            (
+                "[[feeds]]\nname = \"x\"\nsource = \"/a\"\naction = \"deny\"\nclass = \"suspect\"\n",
+                "feeds[0].class",
+            ),
+            ("[[feeds]]\nname = \"x\"\nsource = \"/a\"\nclass = \"nope\"\n", "feeds[0].class"),
+            ("[[feeds]]\nname = \"x\"\nsource = \"/a\"\naction = \"allow\"\n", "feeds[0].action"),
+            ("[[feeds]]\nname = \"x\"\nsource = \"a.txt\"\naction = \"deny\"\n", "feeds[0].source"),
+            (
+                "[[feeds]]\nname = \"x\"\nsource = \"http://h/a\"\naction = \"deny\"\nrefresh = \"10s\"\n",
+                "feeds[0].refresh",
+            ),
+            (
+                "[[feeds]]\nname = \"x\"\nsource = \"/a\"\naction = \"deny\"\nmax_prefixes = 3000000\n",
+                "feeds[0].max_prefixes",
+            ),
+            ("[[feeds]]\nname = \"a b\"\nsource = \"/a\"\naction = \"deny\"\n", "feeds[0].name"),
+            (
+                "[[feeds]]\nname = \"x\"\nsource = \"/a\"\naction = \"deny\"\n[[feeds]]\nname = \"x\"\nsource = \"/b\"\naction = \"deny\"\n",
+                "feeds[1].name",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = parse(text).expect_err(text);
+            assert!(e.contains(&format!(": {key}: ")) && e.contains("t.toml:"), "{key}: {e}");
+        }
+    }
+}
