@@ -123,24 +123,42 @@ mod tests {
         assert_eq!(drop.refresh, Duration::from_secs(3600));
         assert_eq!(drop.max_prefixes, DEFAULT_MAX_PREFIXES);
         assert_eq!(drop.max_bytes, DEFAULT_MAX_BYTES);
-        assert_eq!(drop.cache, PathBuf::from("/var/lib/traffic/feeds/drop.list"));
+        assert_eq!(
+            drop.cache,
+            PathBuf::from("/var/lib/traffic/feeds/drop.list")
+        );
         assert_eq!(a.action, FeedAction::Class(1));
         assert_eq!(a.source, FeedSource::File("/etc/traffic/a.txt".into()));
         assert_eq!(a.refresh, Duration::from_secs(60));
-        assert_eq!((b.refresh, b.max_prefixes, b.max_bytes), (Duration::from_secs(5), 10, 1 << 20));
+        assert_eq!(
+            (b.refresh, b.max_prefixes, b.max_bytes),
+            (Duration::from_secs(5), 10, 1 << 20)
+        );
     }
 
     #[test]
     fn errors_name_the_line_and_the_key() {
         let cases = [
-            ("[[feeds]]\nname = \"x\"\nsource = \"/a\"\n", "feeds[0].action"),
+            (
+                "[[feeds]]\nname = \"x\"\nsource = \"/a\"\n",
+                "feeds[0].action",
+            ),
             (
                 "[[feeds]]\nname = \"x\"\nsource = \"/a\"\naction = \"deny\"\nclass = \"suspect\"\n",
                 "feeds[0].class",
             ),
-            ("[[feeds]]\nname = \"x\"\nsource = \"/a\"\nclass = \"nope\"\n", "feeds[0].class"),
-            ("[[feeds]]\nname = \"x\"\nsource = \"/a\"\naction = \"allow\"\n", "feeds[0].action"),
-            ("[[feeds]]\nname = \"x\"\nsource = \"a.txt\"\naction = \"deny\"\n", "feeds[0].source"),
+            (
+                "[[feeds]]\nname = \"x\"\nsource = \"/a\"\nclass = \"nope\"\n",
+                "feeds[0].class",
+            ),
+            (
+                "[[feeds]]\nname = \"x\"\nsource = \"/a\"\naction = \"allow\"\n",
+                "feeds[0].action",
+            ),
+            (
+                "[[feeds]]\nname = \"x\"\nsource = \"a.txt\"\naction = \"deny\"\n",
+                "feeds[0].source",
+            ),
             (
                 "[[feeds]]\nname = \"x\"\nsource = \"http://h/a\"\naction = \"deny\"\nrefresh = \"10s\"\n",
                 "feeds[0].refresh",
@@ -149,7 +167,10 @@ mod tests {
                 "[[feeds]]\nname = \"x\"\nsource = \"/a\"\naction = \"deny\"\nmax_prefixes = 3000000\n",
                 "feeds[0].max_prefixes",
             ),
-            ("[[feeds]]\nname = \"a b\"\nsource = \"/a\"\naction = \"deny\"\n", "feeds[0].name"),
+            (
+                "[[feeds]]\nname = \"a b\"\nsource = \"/a\"\naction = \"deny\"\n",
+                "feeds[0].name",
+            ),
             (
                 "[[feeds]]\nname = \"x\"\nsource = \"/a\"\naction = \"deny\"\n[[feeds]]\nname = \"x\"\nsource = \"/b\"\naction = \"deny\"\n",
                 "feeds[1].name",
@@ -157,7 +178,10 @@ mod tests {
         ];
         for (text, key) in cases {
             let e = parse(text).expect_err(text);
-            assert!(e.contains(&format!(": {key}: ")) && e.contains("t.toml:"), "{key}: {e}");
+            assert!(
+                e.contains(&format!(": {key}: ")) && e.contains("t.toml:"),
+                "{key}: {e}"
+            );
         }
     }
 }

@@ -32,10 +32,13 @@ pub trait FeedTries: Send {
     fn delete(&mut self, family: Family, keys: &[Key]) -> Result<(), DataplaneError>;
 }
 
+/// Both tries in memory: (family, key) → verdicts per generation.
+pub type TrieEntries = BTreeMap<(Family, Key), [u16; 2]>;
+
 /// In memory, for the fake dataplane; clones share the tries.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryTries {
-    pub tries: Arc<Mutex<BTreeMap<(Family, Key), [u16; 2]>>>,
+    pub tries: Arc<Mutex<TrieEntries>>,
 }
 
 impl FeedTries for MemoryTries {

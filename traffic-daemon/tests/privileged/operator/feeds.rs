@@ -358,8 +358,8 @@ pub fn a_million_prefixes_load_within_bounds() {
     let log = d.log_text();
     let load_ms = log
         .lines()
-        .filter(|l| l.contains("new generation in force"))
-        .last()
+        .rev()
+        .find(|l| l.contains("new generation in force"))
         .and_then(|l| l.split("load_ms=").nth(1))
         .and_then(|v| v.split_whitespace().next())
         .unwrap_or("?")
