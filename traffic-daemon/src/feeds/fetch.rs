@@ -63,3 +63,55 @@ pub fn store_cache(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(&tmp, bytes).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{path::PathBuf, time::Duration};
+
+    use super::*;
+    use crate::config::feeds::FeedAction;
+
+    fn spec(source: FeedSource, max_bytes: u64) -> FeedSpec {
+        FeedSpec {
+            name: "t".to_owned(),
+            source,
+            refresh: Duration::from_secs(60),
+            action: FeedAction::Deny,
+            max_prefixes: 10,
+            max_bytes,
+            timeout: Duration::from_secs(2),
+            cache: PathBuf::from("/nonexistent/t.list"),
+        }
+    }
+
+    #[test]
+    fn https_is_built_in_and_a_refused_connection_is_an_error() {
+        // Nothing listens on the discard port of loopback: the error is the connection's,
+        // not "no TLS provider" (the client is built with rustls).
+        for url in ["https://127.0.0.1:9/list", "http://127.0.0.1:9/list"] {
+            let e = fetch(&spec(FeedSource::Url(url.to_owned()), 100)).unwrap_err();
+            assert!(
+                !e.to_lowercase().contains("tls") || e.contains("refused"),
+                "{url}: {e}"
+            );
+            assert!(
+                e.to_lowercase().contains("refused") || e.contains("connect"),
+                "{url}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_over_max_size_is_refused_and_the_cache_is_replaced_whole() {
+        let dir = std::env::temp_dir().join(format!("trf-fetch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = dir.join("sub/list.txt");
+        store_cache(&file, b"198.18.0.1\n198.18.0.2\n").unwrap();
+        assert_eq!(read_bounded(&file, 22).unwrap().len(), 22);
+        assert!(read_bounded(&file, 21).unwrap_err().contains("max_size"));
+        store_cache(&file, b"198.18.0.3\n").unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"198.18.0.3\n");
+        assert!(!file.with_extension("tmp").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
