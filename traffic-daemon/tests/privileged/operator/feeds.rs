@@ -399,3 +399,187 @@ fn meminfo_field(path: &str, key: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+const PROGRAM_CONFIG: &str = r#"
+[daemon]
+interfaces = ["lo"]
+[classes.internal]
+[classes.limited]
+packets = { rate = 1, burst = 5 }
+[classes.default]
+packets = { rate = 1, burst = 1000 }
+[[rules]]
+cidr = "198.18.0.0/24"
+action = "allow"
+class = "internal"
+[[rules]]
+cidr = "198.18.66.0/24"
+action = "deny"
+[[rules]]
+cidr = "198.18.1.0/24"
+class = "limited"
+"#;
+
+/// The program's feed verdicts (BPF_PROG_TEST_RUN): both families, the precedence (a
+/// config `allow` or `deny` rule wins, then a deny feed, then a class feed replaces the
+/// rule's class), and a generation flip re-resolving cached classifications.
+pub fn program_feed_verdicts_both_families_and_precedence() -> anyhow::Result<()> {
+    use std::net::{IpAddr, Ipv6Addr};
+
+    use crate::support::bpf::{Lab, NODE4, NODE6, Slot, XDP_DROP, XDP_PASS};
+    use traffic_common::{GLOBAL_FEED_GEN1, GLOBAL_HAS_FEEDS, Reason, UNCLASSIFIED};
+    use traffic_daemon::{
+        dataplane::{Dataplane, feeds::Family},
+        feeds::{
+            generation::{Listing, merge_feeds, plan},
+            parse::{self, Key},
+        },
+        plan::Write,
+    };
+    use traffic_testkit::packet::Frame;
+
+    let mut lab = Lab::configured("feeds-program", PROGRAM_CONFIG)?;
+    let (internal, limited, default) = (
+        lab.class("internal"),
+        lab.class("limited"),
+        lab.class("default"),
+    );
+    let udp = |src: IpAddr| {
+        let dst = match src {
+            IpAddr::V4(_) => IpAddr::V4(NODE4),
+            IpAddr::V6(_) => IpAddr::V6(NODE6),
+        };
+        Frame::ip(src, dst).udp(40000, 53).payload(b"query").build()
+    };
+    let ip4 = |a: [u8; 4]| IpAddr::V4(a.into());
+    let ip6 = |s: &str| IpAddr::V6(s.parse::<Ipv6Addr>().unwrap());
+    let keys = |text: &str| parse::parse(text.as_bytes(), 100).unwrap().prefixes;
+    let deny = keys("198.18.0.0/16\n2001:db8:66::/48\n");
+    let class = keys("198.18.1.8/29\n2001:db8:1::/48\n");
+    let deny_l = Listing {
+        deny: true,
+        class: None,
+    };
+    let class_l = Listing {
+        deny: false,
+        class: Some((1, internal as u16)),
+    };
+    let mut tries = lab.kernel.feed_tries()?;
+    let mut active = 0usize;
+    let mut current: [Vec<(Key, [u16; 2])>; 2] = [Vec::new(), Vec::new()];
+    let mut swap_to =
+        |lab: &mut Lab, lists: &[(&parse::Prefixes, Listing)], epoch: u32| -> anyhow::Result<()> {
+            for (i, family) in [Family::V4, Family::V6].into_iter().enumerate() {
+                let feeds: Vec<(&[Key], Listing)> = lists
+                    .iter()
+                    .map(|(p, l)| {
+                        (
+                            if i == 0 {
+                                p.v4.as_slice()
+                            } else {
+                                p.v6.as_slice()
+                            },
+                            *l,
+                        )
+                    })
+                    .collect();
+                let s = plan(&current[i], &merge_feeds(&feeds), active);
+                tries.update(family, &s.updates)?;
+                current[i] = s.after;
+                tries.delete(family, &s.deletes)?;
+            }
+            active = 1 - active;
+            let mut g = lab.kernel.global()?;
+            g.flags |= GLOBAL_HAS_FEEDS;
+            g.flags = if active == 1 {
+                g.flags | GLOBAL_FEED_GEN1
+            } else {
+                g.flags & !GLOBAL_FEED_GEN1
+            };
+            g.rules_gen = g.rules_gen.wrapping_add(epoch).max(1);
+            lab.kernel.apply(&[Write::Global(g)])?;
+            Ok(())
+        };
+    // Before any feed: the default class passes it.
+    lab.expect(
+        "unlisted",
+        &udp(ip4([198, 18, 9, 1])),
+        XDP_PASS,
+        Slot::new(default, Reason::Pass),
+    )?;
+    swap_to(&mut lab, &[(&deny, deny_l), (&class, class_l)], 1)?;
+    let cases = [
+        (
+            "deny feed, IPv4, default class",
+            ip4([198, 18, 9, 1]),
+            XDP_DROP,
+            Slot::new(default, Reason::FeedDeny),
+        ),
+        (
+            "deny feed, IPv6",
+            ip6("2001:db8:66::5"),
+            XDP_DROP,
+            Slot::new(default, Reason::FeedDeny),
+        ),
+        (
+            "an allow rule wins over a deny feed",
+            ip4([198, 18, 0, 7]),
+            XDP_PASS,
+            Slot::new(internal, Reason::Allow),
+        ),
+        (
+            "a deny rule stays a deny",
+            ip4([198, 18, 66, 1]),
+            XDP_DROP,
+            Slot::new(UNCLASSIFIED, Reason::Deny),
+        ),
+        (
+            "deny feed over a limit rule, counted in its class",
+            ip4([198, 18, 1, 1]),
+            XDP_DROP,
+            Slot::new(limited, Reason::FeedDeny),
+        ),
+        (
+            "deny before class, whatever the prefix lengths",
+            ip4([198, 18, 1, 9]),
+            XDP_DROP,
+            Slot::new(limited, Reason::FeedDeny),
+        ),
+        (
+            "class feed, IPv6: the rule-less source moves to the class",
+            ip6("2001:db8:1::1"),
+            XDP_PASS,
+            Slot::new(internal, Reason::Pass),
+        ),
+        (
+            "unlisted IPv6",
+            ip6("2001:db8:9::1"),
+            XDP_PASS,
+            Slot::new(default, Reason::Pass),
+        ),
+    ];
+    for (name, src, action, slot) in cases {
+        lab.expect(name, &udp(src), action, slot)?;
+    }
+    // Next generation: only the class feed. A cached deny re-resolves at once.
+    swap_to(&mut lab, &[(&class, class_l)], 2)?;
+    lab.expect(
+        "after the swap: no longer listed",
+        &udp(ip4([198, 18, 9, 1])),
+        XDP_PASS,
+        Slot::new(default, Reason::Pass),
+    )?;
+    lab.expect(
+        "after the swap: the class feed moves a limited source",
+        &udp(ip4([198, 18, 1, 9])),
+        XDP_PASS,
+        Slot::new(internal, Reason::Pass),
+    )?;
+    lab.expect(
+        "after the swap: deny feed gone",
+        &udp(ip6("2001:db8:66::5")),
+        XDP_PASS,
+        Slot::new(default, Reason::Pass),
+    )?;
+    Ok(())
+}
