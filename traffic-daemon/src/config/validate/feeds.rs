@@ -89,6 +89,29 @@ fn feed(c: &mut Check, key: &str, r: &Spanned<RawFeed>, classes: &[ClassSpec]) -
         None => default,
     };
     let action = action(c, key, r, classes)?;
+    let (max_prefixes, max_bytes, timeout) = bounds(c, key, rf)?;
+    let cache = match &rf.cache {
+        Some(v) if v.get_ref().starts_with('/') => PathBuf::from(v.get_ref()),
+        Some(v) => {
+            c.err(v.span(), format!("{key}.cache"), "must be an absolute path");
+            return None;
+        }
+        None => PathBuf::from(DEFAULT_CACHE_DIR).join(format!("{name}.list")),
+    };
+    name_ok.then_some(FeedSpec {
+        name,
+        source,
+        refresh,
+        action,
+        max_prefixes,
+        max_bytes,
+        timeout,
+        cache,
+    })
+}
+
+/// `max_prefixes`, `max_size` and `timeout`, with their defaults.
+fn bounds(c: &mut Check, key: &str, rf: &RawFeed) -> Option<(u32, u64, std::time::Duration)> {
     let max_prefixes = match &rf.max_prefixes {
         Some(v) => {
             let cap = i64::from(traffic_common::MAX_FEED_PREFIXES);
@@ -134,24 +157,7 @@ fn feed(c: &mut Check, key: &str, r: &Spanned<RawFeed>, classes: &[ClassSpec]) -
         }
         None => DEFAULT_TIMEOUT,
     };
-    let cache = match &rf.cache {
-        Some(v) if v.get_ref().starts_with('/') => PathBuf::from(v.get_ref()),
-        Some(v) => {
-            c.err(v.span(), format!("{key}.cache"), "must be an absolute path");
-            return None;
-        }
-        None => PathBuf::from(DEFAULT_CACHE_DIR).join(format!("{name}.list")),
-    };
-    name_ok.then_some(FeedSpec {
-        name,
-        source,
-        refresh,
-        action,
-        max_prefixes,
-        max_bytes,
-        timeout,
-        cache,
-    })
+    Some((max_prefixes, max_bytes, timeout))
 }
 
 /// `action = "deny"`, `action = { class = "NAME" }` or `class = "NAME"`: exactly one.
