@@ -15,6 +15,11 @@ pub const GLOBAL_HAS_PORTS: u32 = 1 << 1;
 pub const GLOBAL_HAS_TCP_PORTS: u32 = 1 << 2;
 /// [`GlobalConfig::flags`]: the port table has a UDP rule (as [`GLOBAL_HAS_TCP_PORTS`]).
 pub const GLOBAL_HAS_UDP_PORTS: u32 = 1 << 3;
+/// [`GlobalConfig::flags`]: the feed tries have entries (skip their lookup otherwise).
+pub const GLOBAL_HAS_FEEDS: u32 = 1 << 4;
+/// [`GlobalConfig::flags`]: the active feed generation is 1 (else 0): the program reads
+/// `FeedValue::verdict[1]`. Flipped by the daemon after the other generation is written.
+pub const GLOBAL_FEED_GEN1: u32 = 1 << 5;
 
 /// Program-wide settings, the single entry of [`map_names::CONFIG`].
 #[repr(C)]
@@ -387,4 +392,24 @@ impl SlotName {
         }
         core::str::from_utf8(&self.name[..end]).ok()
     }
+}
+
+/// [`FeedValue::verdict`]: not listed in that generation.
+pub const FEED_NONE: u16 = 0;
+/// [`FeedValue::verdict`]: listed by a `deny` feed.
+pub const FEED_DENY: u16 = 1;
+/// [`FeedValue::verdict`]: listed by a class feed; the class slot is `verdict - FEED_CLASS_BASE`.
+pub const FEED_CLASS_BASE: u16 = 2;
+
+/// Value of [`map_names::FEED_V4`] and [`map_names::FEED_V6`]: the verdict of the prefix in
+/// each of two generations, so the daemon writes the next generation while the program
+/// reads the active one ([`GLOBAL_FEED_GEN1`]). Each slot holds the verdict *resolved* over
+/// every prefix of that generation covering this one (not just this prefix's own listing):
+/// the LPM lookup finds the longest prefix of either generation, and its slot must answer
+/// for the generation in force.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FeedValue {
+    /// `FEED_NONE`, `FEED_DENY`, or `FEED_CLASS_BASE + class`, per generation.
+    pub verdict: [u16; 2],
 }

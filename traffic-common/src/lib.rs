@@ -74,8 +74,14 @@ pub mod map_names {
     /// written by the daemon, read by the program only when it (re)classifies a source.
     pub const BANS: &str = "TRF_BANS";
 
+    /// LPM trie of IPv4 blocklist-feed prefixes (4-byte keys) → [`crate::FeedValue`],
+    /// written by the daemon, read only when a source is (re)classified.
+    pub const FEED_V4: &str = "TRF_FEED_V4";
+    /// LPM trie of IPv6 blocklist-feed prefixes (16-byte keys) → [`crate::FeedValue`].
+    pub const FEED_V6: &str = "TRF_FEED_V6";
+
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 21] = [
         CONFIG,
         RULES,
         CLASSES,
@@ -95,6 +101,8 @@ pub mod map_names {
         RST_BUDGET,
         LOCAL,
         BANS,
+        FEED_V4,
+        FEED_V6,
     ];
 }
 
@@ -118,7 +126,7 @@ pub const COUNTER_ROWS: u32 = MAX_CLASSES + 1;
 /// Reason slots per row. The upper half holds the monitor-mode (would-drop) twins.
 pub const REASON_SLOTS: u32 = 64;
 /// Offset of the monitor twin of a reason within its row (room for 32 reasons; ABI 7 went
-/// past the first 16 with [`Reason::Banned`]).
+/// past the first 16 with [`Reason::Banned`] and [`Reason::FeedDeny`]).
 pub const MONITOR_OFFSET: u32 = 32;
 
 /// Maximum number of stacked packet limits per class (e.g. per second, per minute, per hour).
@@ -178,6 +186,14 @@ pub const FLOWS_ENTRIES: u32 = 16_384;
 pub const BANS_ENTRIES: u32 = 65_536;
 /// [`BanEntry::flags`]: the ban wins over an `allow` rule.
 pub const BAN_FORCE: u32 = 1 << 0;
+/// `max_entries` of [`map_names::FEED_V4`]: room for two generations of
+/// [`MAX_FEED_PREFIXES`] while one is swapped for the other. LPM tries are never
+/// preallocated, so unused room costs nothing.
+pub const FEED_V4_ENTRIES: u32 = 2 * MAX_FEED_PREFIXES;
+/// `max_entries` of [`map_names::FEED_V6`].
+pub const FEED_V6_ENTRIES: u32 = 2 * MAX_FEED_PREFIXES;
+/// Most distinct prefixes of one family across all feeds in one generation.
+pub const MAX_FEED_PREFIXES: u32 = 2_000_000;
 /// `max_entries` of [`map_names::LOCAL`].
 pub const LOCAL_ENTRIES: u32 = 1024;
 /// Key in [`map_names::LOCAL`] that says the set is filled (`::`, never a destination):
@@ -251,6 +267,7 @@ assert_layout! {
     ClassCacheEntry => 40, 8;
     BanEntry => 16, 8;
     SeenWord => 16, 8;
+    FeedValue => 4, 2;
 }
 
 #[cfg(test)]
@@ -259,10 +276,10 @@ mod tests {
 
     #[test]
     fn reasons_round_trip_and_split_at_first_drop() {
-        for (i, r) in Reason::ALL.iter().enumerate() {
-            assert_eq!(*r as u32, i as u32);
-            assert_eq!(Reason::from_u32(i as u32), Some(*r));
-            assert_eq!(r.is_drop(), i as u32 >= Reason::FIRST_DROP);
+        for r in Reason::ALL {
+            let i = r as u32;
+            assert_eq!(Reason::from_u32(i), Some(r));
+            assert_eq!(r.is_drop(), i >= Reason::FIRST_DROP);
         }
         assert_eq!(Reason::from_u32(Reason::COUNT), None);
     }

@@ -14,6 +14,9 @@ pub enum Action {
     Allow = 1,
     /// Drop everything from the source.
     Deny = 2,
+    /// Listed by a `deny` blocklist feed. Never in the rules map: the program's
+    /// classification (cache) only.
+    FeedDeny = 3,
 }
 
 impl Action {
@@ -23,6 +26,7 @@ impl Action {
             0 => Some(Self::Limit),
             1 => Some(Self::Allow),
             2 => Some(Self::Deny),
+            3 => Some(Self::FeedDeny),
             _ => None,
         }
     }
@@ -74,15 +78,17 @@ pub enum Reason {
     RstBudget = 15,
     /// Source inside a ban that has not expired (see [`crate::BanEntry`]).
     Banned = 16,
+    /// Source listed by a `deny` blocklist feed (`[[feeds]]`).
+    FeedDeny = 17,
 }
 
 impl Reason {
     /// First reason that drops (or would drop, in monitor mode).
     pub const FIRST_DROP: u32 = 3;
     /// Number of defined reasons.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
     /// Every reason, in discriminant order.
-    pub const ALL: [Reason; Self::COUNT as usize] = [
+    pub const ALL: [Reason; 18] = [
         Self::Pass,
         Self::Allow,
         Self::NonIp,
@@ -100,6 +106,7 @@ impl Reason {
         Self::PortUnknown,
         Self::RstBudget,
         Self::Banned,
+        Self::FeedDeny,
     ];
 
     /// Whether this reason drops the packet when enforced.
@@ -137,6 +144,7 @@ impl Reason {
             Self::PortUnknown => "port_unknown",
             Self::RstBudget => "gate_rst_budget",
             Self::Banned => "banned",
+            Self::FeedDeny => "feed_deny",
         }
     }
 }

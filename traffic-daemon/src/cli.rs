@@ -148,6 +148,11 @@ pub enum Command {
     },
     /// The bans in force, with the time each has left.
     Bans,
+    /// Blocklist feeds: prefixes in force, last success and error, next refresh.
+    Feeds {
+        #[command(subcommand)]
+        op: Option<FeedsOp>,
+    },
     /// Print the shell completion script for SHELL (bash, zsh, fish, …) on stdout.
     Completions {
         #[arg(value_enum)]
@@ -214,6 +219,15 @@ pub enum ChaosOp {
     },
     /// Stop every fault injection now.
     Stop,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeedsOp {
+    /// Refresh one feed (or every feed) now instead of at its next refresh.
+    Refresh {
+        /// Feed name (default: all).
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -461,6 +475,22 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 exit::USAGE
             }
         },
+        Command::Feeds { op: None } => show(
+            client.get("/v1/feeds"),
+            json,
+            out,
+            err,
+            crate::feeds::render::render_feeds,
+        ),
+        Command::Feeds {
+            op: Some(FeedsOp::Refresh { name }),
+        } => {
+            let path = match name {
+                Some(n) => format!("/v1/feeds/refresh?name={n}"),
+                None => "/v1/feeds/refresh".to_owned(),
+            };
+            message(out, err, json, client.post(&path))
+        }
         Command::Completions { shell } => {
             match crate::manual::write_completions(*shell, Cli::command(), out) {
                 Ok(()) => exit::OK,

@@ -73,6 +73,8 @@ pub struct Core {
     pub(crate) baseline: crate::policy::baseline::Baseline,
     /// Bans: the book, the state file, the offender detector, the counts (`ops/bans.rs`).
     pub(crate) bans: crate::bans::BanState,
+    /// Blocklist feeds: the generation in force and each feed's status.
+    pub(crate) feeds: crate::feeds::FeedsState,
 }
 
 /// How often a generation of the tracked-source bitmap (`TRF_SEEN`) is cleared, the two in
@@ -107,6 +109,7 @@ impl Core {
         let slots = Slots::from_names(&current.names).assign(&config);
         // Likewise port-rule slots, so gate statistics continue.
         let port_slots = current.ports.iter().map(|(k, r)| (*k, r.slot)).collect();
+        let feeds = crate::feeds::FeedsState::adopt(&current.global);
         let throttle = Throttle::new(config.throttle.clone(), Duration::ZERO);
         let sampler = Sampler::from_settings(&config.pressure);
         let baseline = crate::policy::baseline::Baseline::new(config.baseline.clone());
@@ -132,6 +135,7 @@ impl Core {
             gate_lease_until_ns: 0,
             baseline,
             bans: crate::bans::BanState::default(),
+            feeds,
         };
         core.max_frame = core.largest_frame();
         // At start (a restart adopts the bitmap with the buckets it describes): the first
@@ -204,7 +208,7 @@ impl Core {
     /// What the maps should hold now: the config, the throttle factors, the upstreams'
     /// gates and the chaos in force (all planned in [`plan`]).
     fn desired(&self) -> Desired {
-        let want = plan::desired_live(
+        let mut want = plan::desired_live(
             &self.config,
             &self.slots,
             |i| self.factor(i),
@@ -217,6 +221,9 @@ impl Core {
                 gate_lease_until_ns: self.gate_lease_until_ns,
             },
         );
+        // Bans and feeds are resolved on a classification miss: a change of either is a new
+        // rule generation.
+        self.feeds.overlay(&mut want.global);
         plan::with_bans(want, self.bans.book.digest())
     }
 

@@ -45,6 +45,7 @@ pub fn rule_of(src: (u64, u64), default_class: u32, rules_gen: u32) -> (u32, u32
         None => (Action::Limit as u32, default_class),
     };
     let ban_until_ns = crate::bans::lookup(src, found.0);
+    let found = crate::feeds::apply(found, lo, hi);
     if let Some(e) = entry {
         // SAFETY: as above; only this CPU writes its value.
         let e = unsafe { &mut *e };

@@ -18,6 +18,7 @@ mod clock;
 mod count;
 mod debt;
 mod egress;
+mod feeds;
 mod gate;
 mod limit;
 mod maps;
@@ -99,13 +100,16 @@ fn decide(frame: &Frame, ip: &Ip, len: u64) -> Verdict {
     if action == Action::Allow as u32 {
         return Verdict::new(row, Reason::Allow, false);
     }
-    if action == Action::Deny as u32 || action == bans::BANNED {
+    if action == Action::Deny as u32 || action == bans::BANNED || action == Action::FeedDeny as u32
+    {
         let monitor = global_monitor
             || classify::class_config(class).is_some_and(|c| c.flags & CLASS_MONITOR != 0);
         let reason = if action == bans::BANNED {
             Reason::Banned
-        } else {
+        } else if action == Action::Deny as u32 {
             Reason::Deny
+        } else {
+            Reason::FeedDeny
         };
         return Verdict::new(row, reason, monitor);
     }

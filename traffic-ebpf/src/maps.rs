@@ -15,6 +15,7 @@ use traffic_common::{
     PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS, SEEN_WORDS,
     SLOT_NAMES_ENTRIES, SeenWord, SlotName,
 };
+use traffic_common::{FEED_V4_ENTRIES, FEED_V6_ENTRIES, FeedValue};
 
 #[btf_map(pin_by_name)]
 pub static TRF_CONFIG: Array<GlobalConfig, { CONFIG_ENTRIES as usize }> = Array::new();
@@ -93,3 +94,10 @@ pub static TRF_LOCAL: HashMap<Addr, u32, { LOCAL_ENTRIES as usize }> = HashMap::
 /// Written by the daemon only; read on a classification miss (see `bans`).
 #[btf_map(pin_by_name)]
 pub static TRF_BANS: LpmTrie<RuleAddr, BanEntry, { BANS_ENTRIES as usize }> = LpmTrie::new();
+/// Blocklist-feed prefixes, IPv4 (see `feeds`); written by the daemon only.
+#[btf_map(pin_by_name)]
+pub static TRF_FEED_V4: LpmTrie<[u8; 4], FeedValue, { FEED_V4_ENTRIES as usize }> = LpmTrie::new();
+
+/// Blocklist-feed prefixes, IPv6; written by the daemon only.
+#[btf_map(pin_by_name)]
+pub static TRF_FEED_V6: LpmTrie<[u8; 16], FeedValue, { FEED_V6_ENTRIES as usize }> = LpmTrie::new();

@@ -5,7 +5,7 @@
 //! - Files ending in `.toml` (not starting with `.`) are read in lexical (byte) order; other
 //!   names are ignored, so editors' backups and `foo.toml.disabled` do not count.
 //! - An included file may hold only [`INCLUDABLE`] tables. Arrays of tables (`[[rules]]`,
-//!   `[[ports]]`, `[[upstreams]]`) are appended after the main file's, file by file; a class
+//!   `[[ports]]`, `[[upstreams]]`, `[[feeds]]`) are appended after the main file's, file by file; a class
 //!   (`[classes.NAME]`) is defined whole in one file, and a name defined twice is an error.
 //! - Each file is parsed on its own (so a file cannot continue a table of the one before)
 //!   and then merged as a parsed tree whose positions are moved into one address space:
@@ -50,6 +50,7 @@ pub const INCLUDABLE: &[(&str, Merge)] = &[
     ("rules", Merge::Append),
     ("ports", Merge::Append),
     ("upstreams", Merge::Append),
+    ("feeds", Merge::Append),
 ];
 
 /// How an included table merges into the main file's.

@@ -5,9 +5,10 @@
 //! touches the system beyond reading the file: `trafficctl check-config` and `trafficd` share
 //! this code, and a reload validates the new file completely before anything is applied.
 
+pub mod bans;
+pub mod feeds;
 pub mod include;
 mod lists;
-pub mod bans;
 mod raw;
 pub mod syntax;
 mod validate;
@@ -65,6 +66,8 @@ pub struct Config {
     pub included: Vec<PathBuf>,
     /// `[bans]`: where bans are kept across reboots.
     pub bans: bans::BansConfig,
+    /// `[[feeds]]`: blocklists, in file order.
+    pub feeds: Vec<feeds::FeedSpec>,
 }
 
 /// `[[ports]]`: a rule for traffic to one local port.

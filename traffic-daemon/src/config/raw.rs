@@ -131,6 +131,8 @@ pub(super) struct RawConfig {
     pub(super) throttle: Option<Spanned<RawThrottle>>,
     pub(super) baseline: Option<Spanned<RawBaseline>>,
     pub(super) bans: Option<Spanned<super::bans::RawBans>>,
+    #[serde(default)]
+    pub(super) feeds: Vec<Spanned<super::feeds::RawFeed>>,
 }
 
 /// `[baseline]`: what `trafficctl suggest` observes.

@@ -44,6 +44,8 @@ pub struct Fake {
     pub rule_capacity: Arc<std::sync::atomic::AtomicUsize>,
     /// The ban map (shared with clones, so a test can look at what a running core wrote).
     pub bans: Arc<Mutex<BTreeMap<crate::plan::RuleKey, traffic_common::BanEntry>>>,
+    /// The blocklist-feed tries (shared with clones and with `feed_tries` handles).
+    pub feeds: super::feeds::MemoryTries,
 }
 
 impl Default for Fake {
@@ -68,6 +70,7 @@ impl Default for Fake {
             aged: Vec::new(),
             mtus: BTreeMap::new(),
             ifindexes: Arc::default(),
+            feeds: super::feeds::MemoryTries::default(),
             rule_capacity: Arc::default(),
             bans: Arc::default(),
         }
@@ -247,5 +250,9 @@ impl Dataplane for Fake {
             .iter()
             .map(|(k, v)| (*k, *v))
             .collect())
+    }
+
+    fn feed_tries(&self) -> Result<Box<dyn super::feeds::FeedTries>, DataplaneError> {
+        Ok(Box::new(self.feeds.clone()))
     }
 }

@@ -493,6 +493,10 @@ impl Dataplane for Kernel {
     fn mtu(&self, iface: &str) -> Option<u32> {
         super::interface_mtu(iface)
     }
+
+    fn feed_tries(&self) -> Result<Box<dyn super::feeds::FeedTries>, DataplaneError> {
+        Ok(Box::new(super::feeds::PinnedTries::open(&self.pin_dir)?))
+    }
 }
 
 pub(super) fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {

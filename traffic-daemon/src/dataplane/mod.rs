@@ -5,6 +5,7 @@
 
 mod attach;
 pub mod fake;
+pub mod feeds;
 pub mod kernel;
 pub mod local;
 mod migrate;
@@ -145,6 +146,11 @@ pub trait Dataplane: Send {
     /// Every entry of the ban map (adopting pinned bans at start).
     fn bans(&self)
     -> Result<Vec<(crate::plan::RuleKey, traffic_common::BanEntry)>, DataplaneError>;
+    /// A handle on the blocklist-feed tries, used off the engine's lock (see [`feeds`]);
+    /// in memory by default.
+    fn feed_tries(&self) -> Result<Box<dyn feeds::FeedTries>, DataplaneError> {
+        Ok(Box::new(feeds::MemoryTries::default()))
+    }
 }
 
 /// The MTU of `iface` in the calling thread's network namespace (`SIOCGIFMTU`; no

@@ -2,8 +2,8 @@
 //! [`Core`](crate::engine::Core). Each file is an `impl Core` block for one concern. Errors are [`OpError`]s,
 //! which say what went wrong, not which HTTP status it is (that mapping is `serve::admin`'s).
 
-mod baseline;
 mod bans;
+mod baseline;
 mod chaos;
 mod circuits;
 mod control;

@@ -211,6 +211,8 @@ pub fn router(shared: Arc<Shared>, access: Access) -> Router {
                 .post(super::bans::add)
                 .delete(super::bans::remove),
         )
+        .route("/v1/feeds", get(feeds))
+        .route("/v1/feeds/refresh", post(feeds_refresh))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(access),
@@ -331,6 +333,25 @@ async fn chaos_stop(State(s): State<Arc<Shared>>) -> Result<Json<Message>, Failu
     Ok(Json(Message {
         message: s.lock().chaos_stop()?,
     }))
+}
+
+async fn feeds(State(s): State<Arc<Shared>>) -> Json<crate::feeds::FeedsReport> {
+    Json(s.lock().feeds.report())
+}
+
+/// `POST /v1/feeds/refresh[?name=NAME]`: refresh one feed (or all) now; answers at once.
+async fn feeds_refresh(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::BTreeMap<String, String>>,
+) -> Result<Json<Message>, Failure> {
+    let name = q.get("name").map(String::as_str);
+    if s.lock().feeds.request(name) {
+        Ok(Json(Message {
+            message: format!("refresh of {} requested", name.unwrap_or("every feed")),
+        }))
+    } else {
+        Err(OpError::NotFound(format!("no feed named `{}`", name.unwrap_or_default())).into())
+    }
 }
 
 async fn throttle(State(s): State<Arc<Shared>>) -> Json<crate::policy::throttle::ThrottleStatus> {

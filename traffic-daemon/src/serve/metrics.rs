@@ -78,6 +78,7 @@ pub fn render(core: &mut Core) -> String {
     );
     reloads(&mut e, &status.reload);
     super::bans::render(&mut e, &core.bans_snapshot());
+    crate::feeds::state::metrics(&mut e, &core.feeds.report());
     e.finish()
 }
 

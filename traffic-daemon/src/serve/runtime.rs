@@ -115,6 +115,7 @@ where
     let links_task = tokio::spawn(super::links::watch(shared.clone()));
     let baseline_task = tokio::spawn(baseline(shared.clone()));
     let offenders_task = tokio::spawn(super::bans::offenders(shared.clone()));
+    let feeds_task = tokio::spawn(crate::feeds::task::run(shared.clone()));
     notify::ready();
     info!(socket = %admin_cfg.socket.display(), "trafficd ready");
 
@@ -177,6 +178,7 @@ where
     links_task.abort();
     baseline_task.abort();
     offenders_task.abort();
+    feeds_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -23,6 +23,7 @@ use traffic_common::{
     PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS, SEEN_WORDS,
     SLOT_NAMES_ENTRIES, SeenWord, SlotName, map_names,
 };
+use traffic_common::{FEED_V4_ENTRIES, FEED_V6_ENTRIES, FeedValue};
 
 /// What the contract says one map must look like.
 struct Expected {
@@ -148,6 +149,18 @@ fn expected(name: &str) -> Expected {
             LPM_KEY,
             size_of::<traffic_common::BanEntry>(),
             traffic_common::BANS_ENTRIES,
+        ),
+        map_names::FEED_V4 => (
+            BPF_MAP_TYPE_LPM_TRIE,
+            size_of::<u32>() + 4,
+            size_of::<FeedValue>(),
+            FEED_V4_ENTRIES,
+        ),
+        map_names::FEED_V6 => (
+            BPF_MAP_TYPE_LPM_TRIE,
+            size_of::<u32>() + 16,
+            size_of::<FeedValue>(),
+            FEED_V6_ENTRIES,
         ),
         other => panic!("map_names::ALL lists {other}, which this test does not know: add it"),
     };

@@ -163,6 +163,10 @@ fn cases() -> Vec<Trial> {
         operator::bans::a_client_without_control_access_cannot_ban,
         operator::bans::absurd_bans_are_refused_clearly,
         operator::bans::the_program_drops_a_banned_source_on_every_packet_until_its_end,
+        operator::feeds::a_listed_source_is_dropped_and_a_class_feed_moves_a_source,
+        operator::feeds::refreshes_swap_atomically_and_failures_keep_the_last_good_list,
+        operator::feeds::a_million_prefixes_load_within_bounds,
+        operator::feeds::program_feed_verdicts_both_families_and_precedence,
     ]
 }
 

@@ -328,7 +328,7 @@ fn an_included_file_holds_only_lists_and_classes_each_defined_once() {
     for (text, expected) in [
         (
             "[daemon]\nmode = \"monitor\"\n",
-            "conf.d/x.toml:1:2: daemon: may not appear in an included file (only classes, rules, ports, upstreams)",
+            "conf.d/x.toml:1:2: daemon: may not appear in an included file (only classes, rules, ports, upstreams, feeds)",
         ),
         (
             "\n[classes.default]\npackets = { rate = 5 }\n",

@@ -5,6 +5,7 @@
 mod baseline;
 mod classes;
 mod daemon;
+mod feeds;
 mod pressure;
 mod rules;
 mod upstreams;
@@ -42,6 +43,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
     let (pressure, throttle) =
         pressure::pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
     let baseline = baseline::baseline(&mut c, raw.baseline.as_ref());
+    let feeds = feeds::feeds(&mut c, &raw.feeds, &classes);
 
     if !c.problems.is_empty() {
         return Err(c.problems.into_vec());
@@ -71,6 +73,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         baseline,
         included: Vec::new(),
         bans,
+        feeds,
     })
 }
 
