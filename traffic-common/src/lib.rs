@@ -12,7 +12,7 @@
 
 /// Version of the layouts in this crate. Bumped on any change to a map or type below; a
 /// pinned map set written by another version is refused, never reinterpreted.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// Map names, as they appear in the object file and under the pin directory.
 ///
@@ -70,9 +70,14 @@ pub mod map_names {
     /// port rules apply only to traffic addressed to one of them, once
     /// [`crate::LOCAL_ADDRS_READY`] is in the map.
     pub const LOCAL: &str = "TRF_LOCAL";
+    /// Ring buffer of sampled verdict events ([`crate::WatchEvent`]) for `trafficctl
+    /// watch`; written only while [`crate::GLOBAL_WATCH`] is set.
+    pub const WATCH: &str = "TRF_WATCH";
+    /// Per-CPU budget of [`WATCH`] and its counters, [`crate::WatchState`].
+    pub const WATCH_STATE: &str = "TRF_WATCH_ST";
 
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 20] = [
         CONFIG,
         RULES,
         CLASSES,
@@ -91,6 +96,8 @@ pub mod map_names {
         FAIL_SOURCE,
         RST_BUDGET,
         LOCAL,
+        WATCH,
+        WATCH_STATE,
     ];
 }
 
@@ -193,10 +200,12 @@ pub const CLOCK_TICK_MAX_NS: u64 = 10_000_000;
 mod keys;
 mod layout;
 mod verdict;
+mod watch;
 
 pub use keys::*;
 pub use layout::*;
 pub use verdict::*;
+pub use watch::*;
 
 macro_rules! assert_layout {
     ($($t:ident => $size:expr, $align:expr;)*) => {
@@ -218,7 +227,7 @@ macro_rules! assert_layout {
 }
 
 assert_layout! {
-    GlobalConfig => 24, 8;
+    GlobalConfig => 32, 8;
     Rule => 8, 4;
     Limit => 16, 8;
     Chaos => 16, 8;
@@ -239,6 +248,8 @@ assert_layout! {
     SlotName => 32, 1;
     ClassCacheEntry => 32, 8;
     SeenWord => 16, 8;
+    WatchEvent => 40, 8;
+    WatchState => 32, 8;
 }
 
 #[cfg(test)]

@@ -182,6 +182,9 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
             rules_gen: rules_generation(&rules, default_class),
             // No lease without a clock; `desired_live` (the daemon) sets a finite one.
             gate_lease_until_ns: u64::MAX,
+            // Off until someone watches (`desired_live`); the budget is ready for then.
+            watch_budget: traffic_common::WATCH_BUDGET_DEFAULT,
+            _pad: 0,
         },
         classes,
         names: slots.to_names(),

@@ -22,6 +22,7 @@ mod limit;
 mod maps;
 mod passive;
 mod reply;
+mod watch;
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
@@ -47,6 +48,7 @@ pub fn traffic_xdp(ctx: XdpContext) -> u32 {
     let len = frame.len() as u64;
     let v = judge(&ctx, &frame, len);
     count::verdict(&v, len);
+    watch::verdict(&ctx, &frame, &v, len);
     action(&v)
 }
 

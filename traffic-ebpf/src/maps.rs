@@ -2,10 +2,11 @@
 //! test checks that the identifiers below equal `traffic_common::map_names`.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use traffic_common::{Addr, FLOWS_ENTRIES, FailSource, FlowKey, FlowSeen, LOCAL_ENTRIES};
+use traffic_common::{WATCH_RING_BYTES, WATCH_STATE_ENTRIES, WatchEvent, WatchState};
 use traffic_common::{
     BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
     CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
@@ -87,3 +88,13 @@ pub static TRF_RST_BUDGET: Array<u64, { PORT_STATS_ENTRIES as usize }> = Array::
 /// Written by the daemon only.
 #[btf_map(pin_by_name)]
 pub static TRF_LOCAL: HashMap<Addr, u32, { LOCAL_ENTRIES as usize }> = HashMap::new();
+
+/// Sampled verdict events for `trafficctl watch`; pinned, so a program run through the
+/// pins (tests, benchmarks) reaches the daemon's reader.
+#[btf_map(pin_by_name)]
+pub static TRF_WATCH: RingBuf<WatchEvent, { WATCH_RING_BYTES as usize }> = RingBuf::new();
+
+/// Per CPU: the watch budget's window and counters.
+#[btf_map(pin_by_name)]
+pub static TRF_WATCH_ST: PerCpuArray<WatchState, { WATCH_STATE_ENTRIES as usize }> =
+    PerCpuArray::new();

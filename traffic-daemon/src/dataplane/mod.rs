@@ -11,6 +11,7 @@ mod migrate;
 mod seen;
 pub mod tc;
 pub mod walk;
+pub mod watch;
 
 use std::path::PathBuf;
 
@@ -134,6 +135,14 @@ pub trait Dataplane: Send {
     /// The MTU of an interface in the daemon's network namespace; `None` when it cannot be
     /// read (no such interface). Floors the byte bursts: see [`crate::policy::limits`].
     fn mtu(&self, iface: &str) -> Option<u32>;
+    /// The ring of verdict events, once (the reader owns it); `None` without a kernel.
+    fn take_watch_ring(&mut self) -> Option<watch::WatchRing> {
+        None
+    }
+    /// The watch budget's counters, summed over CPUs (zero without a kernel).
+    fn watch_state(&self) -> Result<traffic_common::WatchState, DataplaneError> {
+        Ok(traffic_common::WatchState::default())
+    }
 }
 
 /// The MTU of `iface` in the calling thread's network namespace (`SIOCGIFMTU`; no
