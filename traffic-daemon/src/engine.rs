@@ -69,6 +69,8 @@ pub struct Core {
     pub(crate) max_frame: u64,
     /// End of the gate lease written last (kernel clock); renewed by [`Core::apply_desired`].
     pub(crate) gate_lease_until_ns: u64,
+    /// The watchers of `trafficctl watch`: their presence sets the program's watch flags.
+    pub watch: std::sync::Arc<crate::watch::Hub>,
 }
 
 /// How often a generation of the tracked-source bitmap (`TRF_SEEN`) is cleared, the two in
@@ -125,6 +127,7 @@ impl Core {
             seen_next: 0,
             max_frame: crate::policy::limits::MIN_BYTE_BURST,
             gate_lease_until_ns: 0,
+            watch: std::sync::Arc::new(crate::watch::Hub::new(crate::watch::MAX_WATCHERS)),
         };
         core.max_frame = core.largest_frame();
         // At start (a restart adopts the bitmap with the buckets it describes): the first
@@ -208,6 +211,7 @@ impl Core {
                 now_ns: self.dp.now_ns(),
                 max_frame: self.max_frame,
                 gate_lease_until_ns: self.gate_lease_until_ns,
+                watch_flags: self.watch.flags(),
             },
         )
     }

@@ -231,6 +231,8 @@ pub struct Live<'a> {
     pub max_frame: u64,
     /// End of the gate lease ([`GlobalConfig::gate_lease_until_ns`]).
     pub gate_lease_until_ns: u64,
+    /// `GLOBAL_WATCH*` flags: someone watches (`crate::watch::Hub::flags`).
+    pub watch_flags: u32,
 }
 
 /// [`desired`] with the live overlays: class chaos in force, and the port rules
@@ -250,6 +252,7 @@ pub fn desired_live(
         limits::floor_byte_tolerance(&mut c.bytes, live.max_frame);
     }
     want.global.gate_lease_until_ns = live.gate_lease_until_ns;
+    want.global.flags |= live.watch_flags;
     for (name, c) in live.class_chaos {
         if let Some(slot) = slots.slot_of(name)
             && c.active(live.now_ns)
@@ -611,6 +614,7 @@ action = "deny"
             now_ns,
             max_frame: limits::MIN_BYTE_BURST,
             gate_lease_until_ns: now_ns + 7,
+            watch_flags: 0,
         };
         let want = desired_live(&c, &slots, |_| 1.0, &live(500));
         assert_eq!(want.classes[premium].chaos, chaos.kernel());

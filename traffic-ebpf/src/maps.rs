@@ -6,7 +6,6 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use traffic_common::{Addr, FLOWS_ENTRIES, FailSource, FlowKey, FlowSeen, LOCAL_ENTRIES};
-use traffic_common::{WATCH_RING_BYTES, WATCH_STATE_ENTRIES, WatchEvent, WatchState};
 use traffic_common::{
     BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
     CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
@@ -14,6 +13,7 @@ use traffic_common::{
     PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS, SEEN_WORDS,
     SLOT_NAMES_ENTRIES, SeenWord, SlotName,
 };
+use traffic_common::{WATCH_RING_BYTES, WATCH_STATE_ENTRIES, WatchEvent, WatchState};
 
 #[btf_map(pin_by_name)]
 pub static TRF_CONFIG: Array<GlobalConfig, { CONFIG_ENTRIES as usize }> = Array::new();

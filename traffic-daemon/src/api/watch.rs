@@ -232,7 +232,14 @@ impl VerdictLine {
         let clock = self.time.get(11..23).unwrap_or(&self.time);
         format!(
             "{clock}  {:<10} {:<39} {:>5}/{:<4} {:<12} {:<15} {:<10} {}\n",
-            self.interface, source, self.dport, self.protocol, self.class, self.reason, self.action, self.len
+            self.interface,
+            source,
+            self.dport,
+            self.protocol,
+            self.class,
+            self.reason,
+            self.action,
+            self.len
         )
     }
 }
@@ -342,9 +349,18 @@ mod tests {
         let hit = event([198, 18, 1, 2], 9000, Reason::PacketRate, FATE_DROP);
         assert!(f.matches(&hit, Some("premium")));
         assert!(!f.matches(&hit, Some("default")));
-        assert!(!f.matches(&event([198, 18, 2, 2], 9000, Reason::PacketRate, FATE_DROP), Some("premium")));
-        assert!(!f.matches(&event([198, 18, 1, 2], 9001, Reason::PacketRate, FATE_DROP), Some("premium")));
-        assert!(!f.matches(&event([198, 18, 1, 2], 9000, Reason::ByteRate, FATE_DROP), Some("premium")));
+        assert!(!f.matches(
+            &event([198, 18, 2, 2], 9000, Reason::PacketRate, FATE_DROP),
+            Some("premium")
+        ));
+        assert!(!f.matches(
+            &event([198, 18, 1, 2], 9001, Reason::PacketRate, FATE_DROP),
+            Some("premium")
+        ));
+        assert!(!f.matches(
+            &event([198, 18, 1, 2], 9000, Reason::ByteRate, FATE_DROP),
+            Some("premium")
+        ));
         let drops = WatchFilter {
             drops: true,
             ..WatchFilter::default()
@@ -365,18 +381,37 @@ mod tests {
     #[test]
     fn events_decode_to_named_lines_that_round_trip_as_json() {
         let mut ev = event([198, 18, 1, 2], 9000, Reason::PacketRate, FATE_DROP);
-        let line = VerdictLine::decode(&ev, 1_764_892_800_123_000_000, "veth0".into(), Some("premium"));
+        let line = VerdictLine::decode(
+            &ev,
+            1_764_892_800_123_000_000,
+            "veth0".into(),
+            Some("premium"),
+        );
         assert_eq!(line.time, "2025-12-05T00:00:00.123Z");
         assert_eq!(line.source, Some("198.18.1.2".parse().unwrap()));
         assert_eq!(
-            (line.protocol.as_str(), line.class.as_str(), line.reason.as_str(), line.action.as_str()),
+            (
+                line.protocol.as_str(),
+                line.class.as_str(),
+                line.reason.as_str(),
+                line.action.as_str()
+            ),
             ("udp", "premium", "packet_rate", "drop")
         );
         let json = serde_json::to_string(&line).unwrap();
         assert!(!json.contains('\n'));
         assert_eq!(serde_json::from_str::<VerdictLine>(&json).unwrap(), line);
         let text = line.render();
-        for part in ["00:00:00.123", "veth0", "198.18.1.2", "9000/udp", "premium", "packet_rate", "drop", "74"] {
+        for part in [
+            "00:00:00.123",
+            "veth0",
+            "198.18.1.2",
+            "9000/udp",
+            "premium",
+            "packet_rate",
+            "drop",
+            "74",
+        ] {
             assert!(text.contains(part), "{part} in {text}");
         }
         ev.fate = 0;
@@ -384,16 +419,28 @@ mod tests {
         ev.row = UNCLASSIFIED as u8;
         ev.addr = [0; 16];
         let line = VerdictLine::decode(&ev, 0, "if3".into(), Some("x"));
-        assert_eq!((line.action.as_str(), line.class.as_str(), line.source), ("would_drop", "-", None));
+        assert_eq!(
+            (line.action.as_str(), line.class.as_str(), line.source),
+            ("would_drop", "-", None)
+        );
         assert_eq!(line.time, "1970-01-01T00:00:00.000Z");
         ev.fate = FATE_REPLY;
-        assert_eq!(VerdictLine::decode(&ev, 0, String::new(), None).action, "reset");
+        assert_eq!(
+            VerdictLine::decode(&ev, 0, String::new(), None).action,
+            "reset"
+        );
     }
 
     #[test]
     fn civil_dates_across_leap_years() {
-        assert_eq!(rfc3339_ms(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_798_761_599_999_000_000), "2026-12-31T23:59:59.999Z");
+        assert_eq!(
+            rfc3339_ms(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339_ms(1_798_761_599_999_000_000),
+            "2026-12-31T23:59:59.999Z"
+        );
     }
 
     #[test]
@@ -406,6 +453,9 @@ mod tests {
             drops: Some(true),
             ..WatchQuery::default()
         };
-        assert_eq!(q.to_query_string(), "?source=2001:db8::/32&class=a%20b&port=22&drops=true");
+        assert_eq!(
+            q.to_query_string(),
+            "?source=2001:db8::/32&class=a%20b&port=22&drops=true"
+        );
     }
 }

@@ -477,19 +477,21 @@ impl Dataplane for Kernel {
     }
 
     fn watch_state(&self) -> Result<traffic_common::WatchState, DataplaneError> {
-        let map = self
-            .ebpf
-            .map(map_names::WATCH_STATE)
-            .ok_or_else(|| DataplaneError::Load(format!("object has no map {}", map_names::WATCH_STATE)))?;
+        let map = self.ebpf.map(map_names::WATCH_STATE).ok_or_else(|| {
+            DataplaneError::Load(format!("object has no map {}", map_names::WATCH_STATE))
+        })?;
         let per_cpu: PerCpuArray<&MapData, traffic_common::WatchState> =
             PerCpuArray::try_from(map).map_err(map_err(map_names::WATCH_STATE, "open"))?;
         let values = per_cpu
             .get(&0, 0)
             .map_err(map_err(map_names::WATCH_STATE, "lookup"))?;
-        Ok(sum_percpu(&values, &|a: &mut traffic_common::WatchState, v| {
-            a.sent += v.sent;
-            a.suppressed += v.suppressed;
-        }))
+        Ok(sum_percpu(
+            &values,
+            &|a: &mut traffic_common::WatchState, v| {
+                a.sent += v.sent;
+                a.suppressed += v.suppressed;
+            },
+        ))
     }
 }
 

@@ -8,6 +8,7 @@ mod control;
 mod reload;
 mod sources;
 mod status;
+mod watch;
 
 pub use control::{ProbeJob, SocketDemand};
 

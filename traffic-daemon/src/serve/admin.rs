@@ -204,6 +204,7 @@ pub fn router(shared: Arc<Shared>, access: Access) -> Router {
         .route("/v1/circuits/{port}/reset", post(circuit_reset))
         .route("/v1/chaos", post(chaos_start).delete(chaos_stop))
         .route("/v1/throttle", get(throttle))
+        .route("/v1/watch", get(super::watch::watch))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(access),

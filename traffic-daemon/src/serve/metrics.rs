@@ -77,6 +77,7 @@ pub fn render(core: &mut Core) -> String {
         }),
     );
     reloads(&mut e, &status.reload);
+    crate::watch::render_metrics(&mut e, &core.watch_snapshot());
     e.finish()
 }
 
