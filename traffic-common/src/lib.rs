@@ -249,7 +249,7 @@ assert_layout! {
     ClassCacheEntry => 32, 8;
     SeenWord => 16, 8;
     WatchEvent => 40, 8;
-    WatchState => 32, 8;
+    WatchState => 40, 8;
 }
 
 #[cfg(test)]

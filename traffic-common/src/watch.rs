@@ -30,6 +30,31 @@ pub const WATCH_BUDGET_DEFAULT: u32 = 1000;
 /// The budget's window: one second.
 pub const WATCH_WINDOW_NS: u64 = 1_000_000_000;
 
+/// Pack a verdict for [`WatchState::scratch`]: the counter row, the reason, the XDP action
+/// (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_TX` 3), the monitored flag and the frame length.
+#[inline(always)]
+pub const fn pack_verdict(row: u32, reason: u32, action: u32, monitored: bool, len: u64) -> u64 {
+    (row as u64 & 0xff)
+        | (reason as u64 & 0xff) << 8
+        | (action as u64 & 0xff) << 16
+        | (monitored as u64) << 24
+        | (len & 0xffff_ffff) << 32
+}
+
+/// The fields of [`pack_verdict`] into an event (the action as a `FATE_*`).
+#[inline(always)]
+pub fn unpack_verdict(packed: u64, ev: &mut WatchEvent) {
+    ev.row = packed as u8;
+    ev.reason = (packed >> 8) as u8;
+    ev.fate = match (packed >> 16) as u8 {
+        1 => FATE_DROP,
+        3 => FATE_REPLY,
+        _ => FATE_PASS,
+    };
+    ev.monitored = (packed >> 24) as u8 & 1;
+    ev.len = (packed >> 32) as u32;
+}
+
 /// [`WatchEvent::fate`]: passed to the stack.
 pub const FATE_PASS: u8 = 0;
 /// [`WatchEvent::fate`]: dropped.
@@ -77,6 +102,8 @@ pub struct WatchState {
     pub sent: u64,
     /// Events not sent, ever: over the budget, or the ring was full.
     pub suppressed: u64,
+    /// Scratch: the verdict being sent, parked here by the program (see its `watch.rs`).
+    pub scratch: u64,
 }
 
 impl WatchState {
@@ -129,6 +156,29 @@ mod tests {
         assert!(s.take(WATCH_WINDOW_NS, 1));
         s.lost();
         assert_eq!(s.suppressed, 2);
+    }
+
+    #[test]
+    fn a_packed_verdict_unpacks_to_its_fields() {
+        let mut ev = WatchEvent::default();
+        unpack_verdict(
+            pack_verdict(UNCLASSIFIED, Reason::GateReset as u32, 3, false, 1514),
+            &mut ev,
+        );
+        assert_eq!(
+            (ev.row, ev.reason, ev.fate, ev.monitored, ev.len),
+            (16, 10, FATE_REPLY, 0, 1514)
+        );
+        unpack_verdict(
+            pack_verdict(3, Reason::PacketRate as u32, 2, true, 60),
+            &mut ev,
+        );
+        assert_eq!(
+            (ev.row, ev.fate, ev.monitored, ev.len),
+            (3, FATE_PASS, 1, 60)
+        );
+        unpack_verdict(pack_verdict(0, Reason::Deny as u32, 1, false, 0), &mut ev);
+        assert_eq!(ev.fate, FATE_DROP);
     }
 
     #[test]

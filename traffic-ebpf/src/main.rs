@@ -48,8 +48,9 @@ pub fn traffic_xdp(ctx: XdpContext) -> u32 {
     let len = frame.len() as u64;
     let v = judge(&ctx, &frame, len);
     count::verdict(&v, len);
-    watch::verdict(&ctx, &frame, &v, len);
-    action(&v)
+    let act = action(&v);
+    watch::verdict(&ctx, &v, act, len);
+    act
 }
 
 /// The XDP action of a verdict's fate.

@@ -3,65 +3,77 @@
 //! word of the (already hot) global entry. On, each CPU sends at most the budget per second
 //! ([`WatchState::take`]) and counts what it did not send; the frame is parsed again here
 //! rather than carried through every stage, so the verdict path is unchanged.
+//!
+//! The verifier walks this code once per path through the stages, each with its verdict
+//! as constants: inlined as is, that multiplied past its 1M-instruction limit. So the
+//! verdict is first parked in map memory ([`WatchState::scratch`]) and read back: from
+//! there on it is one unknown value on every path, and the walks merge.
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use traffic_common::{
-    FATE_DROP, FATE_PASS, FATE_REPLY, GLOBAL_WATCH, GLOBAL_WATCH_DROPS, WatchEvent, v4_mapped,
-    words_addr,
+    FATE_REPLY, GLOBAL_WATCH, GLOBAL_WATCH_DROPS, Reason, WatchEvent, WatchState, pack_verdict,
+    unpack_verdict, v4_mapped, words_addr,
 };
 use traffic_ebpf::{
     frame::Frame,
     parse::{self, Parsed},
-    verdict::{Fate, Verdict},
+    verdict::Verdict,
 };
 
 use crate::maps::{TRF_CONFIG, TRF_WATCH, TRF_WATCH_ST};
 
-/// Send the verdict on a frame of `len` bytes to the watchers, if any.
+/// Send the verdict on a frame of `len` bytes, and the XDP action it got, to the
+/// watchers, if any.
 #[inline(always)]
-pub fn verdict(ctx: &XdpContext, frame: &Frame, v: &Verdict, len: u64) {
+pub fn verdict(ctx: &XdpContext, v: &Verdict, action: u32, len: u64) {
     let Some(cfg) = TRF_CONFIG.get(0) else {
         return;
     };
     if cfg.flags & GLOBAL_WATCH == 0 {
         return;
     }
-    // The kernel-side pre-filter: every watcher asked for drops only.
-    if cfg.flags & GLOBAL_WATCH_DROPS != 0 && !v.reason.is_drop() {
-        return;
-    }
-    send(ctx, frame, v, len, cfg.watch_budget);
-}
-
-#[inline(always)]
-fn send(ctx: &XdpContext, frame: &Frame, v: &Verdict, len: u64, budget: u32) {
     let Some(st) = TRF_WATCH_ST.get_ptr_mut(0) else {
         return;
     };
+    let packed = pack_verdict(v.row, v.reason as u32, action, v.monitored, len);
     // SAFETY: this CPU's per-CPU value; XDP runs with migration disabled, so nothing else
-    // touches it meanwhile.
-    let st = unsafe { &mut *st };
+    // touches it meanwhile. Volatile, so the value really goes through memory.
+    let packed = unsafe {
+        let p = &raw mut (*st).scratch;
+        core::ptr::write_volatile(p, packed);
+        core::ptr::read_volatile(p)
+    };
+    // SAFETY: as above.
+    send(
+        ctx,
+        unsafe { &mut *st },
+        packed,
+        cfg.flags,
+        cfg.watch_budget,
+    );
+}
+
+#[inline(always)]
+fn send(ctx: &XdpContext, st: &mut WatchState, packed: u64, flags: u32, budget: u32) {
+    let mut ev = WatchEvent::default();
+    unpack_verdict(packed, &mut ev);
+    // The kernel-side pre-filter: every watcher asked for drops only.
+    if flags & GLOBAL_WATCH_DROPS != 0 && u32::from(ev.reason) < Reason::FIRST_DROP {
+        return;
+    }
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if !st.take(now, budget) {
         return;
     }
-    let fate = match v.fate() {
-        Fate::Pass => FATE_PASS,
-        Fate::Drop => FATE_DROP,
-        Fate::Reply => FATE_REPLY,
-    };
-    let mut ev = WatchEvent {
-        at_ns: now,
-        ifindex: ctx.ingress_ifindex() as u32,
-        len: len as u32,
-        reason: v.reason as u8,
-        row: v.row as u8,
-        fate,
-        monitored: u8::from(v.monitored),
-        ..WatchEvent::default()
-    };
-    who(frame, fate == FATE_REPLY, &mut ev);
+    ev.at_ns = now;
+    ev.ifindex = ctx.ingress_ifindex() as u32;
+    // A view of its own: building a RST may have resized the frame, which invalidates
+    // every pointer into it taken before (the verifier forgets them).
+    // SAFETY: `data..data_end` of the XDP context, as in `traffic_xdp`; nothing writes the
+    // frame any more.
+    let frame = unsafe { Frame::new(ctx.data(), ctx.data_end()) };
+    who(&frame, ev.fate == FATE_REPLY, &mut ev);
     if TRF_WATCH.output(&ev, 0).is_ok() {
         st.sent += 1;
     } else {
