@@ -153,6 +153,8 @@ fn cases() -> Vec<Trial> {
         restart::a_changed_max_sources_keeps_a_saturated_sources_bucket,
         restart::a_restart_over_pins_of_another_abi_starts_fresh_and_enforces,
         walks::scrapes_and_sources_over_a_full_churning_map_never_stall_the_control_loop,
+        operator::watch::watch_shows_named_drops_filters_them_and_the_flag_follows_the_watchers,
+        operator::watch::the_budget_bounds_a_flood_and_a_stalled_watcher_stalls_nothing,
     ]
 }
 
