@@ -451,7 +451,10 @@ fn watch(
             );
             exit::UNREACHABLE
         }
-        Err(ClientError::Api { status, message }) if status == 400 => {
+        Err(ClientError::Api {
+            status: 400,
+            message,
+        }) => {
             let _ = writeln!(err, "trafficctl: {message}");
             exit::USAGE
         }
