@@ -185,6 +185,14 @@ where
         t.abort();
     }
     let _ = std::fs::remove_file(&admin_cfg.socket);
+    {
+        let mut core = shared.lock();
+        // Watch flags off before the program may be left running (`on_exit = "keep"`).
+        core.watch.close();
+        if let Err(e) = core.sync_watch() {
+            warn!(error = %e, "clearing the watch flags failed");
+        }
+    }
     shared.lock().shutdown();
     Ok(())
 }

@@ -76,6 +76,8 @@ pub struct Hub {
     /// Wakes the reader when the set of watchers changes.
     changed: Notify,
     max: AtomicUsize,
+    /// Closed for good (the daemon is stopping): no watchers, flags 0.
+    closed: std::sync::atomic::AtomicBool,
     events: AtomicU64,
     lost: AtomicU64,
 }
@@ -120,6 +122,7 @@ impl Hub {
             inner: Mutex::default(),
             changed: Notify::new(),
             max: AtomicUsize::new(max),
+            closed: std::sync::atomic::AtomicBool::new(false),
             events: AtomicU64::new(0),
             lost: AtomicU64::new(0),
         }
@@ -138,7 +141,7 @@ impl Hub {
     pub fn subscribe(self: &Arc<Self>, filter: WatchFilter) -> Result<Subscription, Full> {
         let max = self.max.load(Ordering::Relaxed);
         let mut inner = self.lock();
-        if inner.watchers.len() >= max {
+        if inner.watchers.len() >= max || self.closed.load(Ordering::Relaxed) {
             return Err(Full(max));
         }
         let (tx, lines) = mpsc::channel(QUEUE_LINES);
@@ -152,6 +155,15 @@ impl Hub {
             id,
             lines,
         })
+    }
+
+    /// End every watch (their streams end: the clients see the daemon go) and admit no
+    /// more: the daemon is stopping, and must not leave the program sending events into a
+    /// pinned ring nobody reads (`on_exit = "keep"`).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.lock().watchers.clear();
+        self.changed.notify_one();
     }
 
     /// The `GLOBAL_WATCH*` flags the program should have now.

@@ -39,6 +39,19 @@ fn the_flags_follow_the_watchers_and_their_drops_only_wish() {
 }
 
 #[test]
+fn closing_ends_every_watch_and_admits_no_more() {
+    let hub = Arc::new(Hub::new(4));
+    let mut a = hub.subscribe(WatchFilter::default()).unwrap();
+    hub.close();
+    assert_eq!(hub.flags(), 0);
+    assert!(matches!(
+        a.lines.try_recv(),
+        Err(mpsc::error::TryRecvError::Disconnected)
+    ));
+    assert!(hub.subscribe(WatchFilter::default()).is_err());
+}
+
+#[test]
 fn at_most_max_watchers() {
     let hub = Arc::new(Hub::new(1));
     let _a = hub.subscribe(WatchFilter::default()).unwrap();
