@@ -291,7 +291,7 @@ pub fn rfc3339_ms(unix_ns: u64) -> String {
 }
 
 /// The header of `trafficctl watch`'s table.
-pub const HEADER: &str = "TIME          INTERFACE  SOURCE                                   PORT/PROTO CLASS        REASON          ACTION     LEN\n";
+pub const HEADER: &str = "TIME          INTERFACE  SOURCE                                   PORT/PROTOCLASS        REASON          ACTION     LEN\n";
 
 #[cfg(test)]
 mod tests {
@@ -402,6 +402,21 @@ mod tests {
         assert!(!json.contains('\n'));
         assert_eq!(serde_json::from_str::<VerdictLine>(&json).unwrap(), line);
         let text = line.render();
+        // The columns start under their headings.
+        for (head, value) in [
+            ("INTERFACE", "veth0"),
+            ("SOURCE", "198.18"),
+            ("CLASS", "premium"),
+            ("REASON", "packet_"),
+            ("ACTION", "drop"),
+            ("LEN", "74"),
+        ] {
+            assert_eq!(
+                HEADER.find(head),
+                text.find(value),
+                "{head}\n{HEADER}{text}"
+            );
+        }
         for part in [
             "00:00:00.123",
             "veth0",
