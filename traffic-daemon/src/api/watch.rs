@@ -231,7 +231,7 @@ impl VerdictLine {
         // "HH:MM:SS.mmm" of the RFC 3339 time.
         let clock = self.time.get(11..23).unwrap_or(&self.time);
         format!(
-            "{clock}  {:<10} {:<39} {:>5}/{:<4} {:<12} {:<15} {:<10} {}\n",
+            "{clock}  {:<10} {:<39} {:>5}/{:<5} {:<12} {:<15} {:<10} {}\n",
             self.interface,
             source,
             self.dport,
@@ -291,7 +291,7 @@ pub fn rfc3339_ms(unix_ns: u64) -> String {
 }
 
 /// The header of `trafficctl watch`'s table.
-pub const HEADER: &str = "TIME          INTERFACE  SOURCE                                   PORT/PROTOCLASS        REASON          ACTION     LEN\n";
+pub const HEADER: &str = "TIME          INTERFACE  SOURCE                                   PORT/PROTO CLASS        REASON          ACTION     LEN\n";
 
 #[cfg(test)]
 mod tests {
