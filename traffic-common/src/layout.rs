@@ -40,6 +40,11 @@ pub struct GlobalConfig {
     /// running daemon renews it, so a gate never outlives a stopped or crashed daemon
     /// (`on_exit = "keep"`) by more than [`GATE_LEASE_NS`]. Limits are not leased.
     pub gate_lease_until_ns: u64,
+    /// Verdict events each CPU may send per second while [`GLOBAL_WATCH`] is set
+    /// ([`WatchState::take`]).
+    pub watch_budget: u32,
+    /// Explicit padding.
+    pub _pad: u32,
 }
 
 /// How far ahead the daemon sets [`GlobalConfig::gate_lease_until_ns`]: the longest a gate

@@ -80,8 +80,14 @@ pub mod map_names {
     /// LPM trie of IPv6 blocklist-feed prefixes (16-byte keys) → [`crate::FeedValue`].
     pub const FEED_V6: &str = "TRF_FEED_V6";
 
+    /// Ring buffer of sampled verdict events ([`crate::WatchEvent`]) for `trafficctl
+    /// watch`; written only while [`crate::GLOBAL_WATCH`] is set.
+    pub const WATCH: &str = "TRF_WATCH";
+    /// Per-CPU budget of [`WATCH`] and its counters, [`crate::WatchState`].
+    pub const WATCH_STATE: &str = "TRF_WATCH_ST";
+
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 23] = [
         CONFIG,
         RULES,
         CLASSES,
@@ -103,6 +109,8 @@ pub mod map_names {
         BANS,
         FEED_V4,
         FEED_V6,
+        WATCH,
+        WATCH_STATE,
     ];
 }
 
@@ -220,10 +228,12 @@ pub const CLOCK_TICK_MAX_NS: u64 = 10_000_000;
 mod keys;
 mod layout;
 mod verdict;
+mod watch;
 
 pub use keys::*;
 pub use layout::*;
 pub use verdict::*;
+pub use watch::*;
 
 macro_rules! assert_layout {
     ($($t:ident => $size:expr, $align:expr;)*) => {
@@ -245,7 +255,7 @@ macro_rules! assert_layout {
 }
 
 assert_layout! {
-    GlobalConfig => 24, 8;
+    GlobalConfig => 32, 8;
     Rule => 8, 4;
     Limit => 16, 8;
     Chaos => 16, 8;
@@ -268,6 +278,8 @@ assert_layout! {
     BanEntry => 16, 8;
     SeenWord => 16, 8;
     FeedValue => 4, 2;
+    WatchEvent => 40, 8;
+    WatchState => 40, 8;
 }
 
 #[cfg(test)]

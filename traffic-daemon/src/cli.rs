@@ -153,6 +153,10 @@ pub enum Command {
         #[command(subcommand)]
         op: Option<FeedsOp>,
     },
+    /// Live verdicts from the kernel, one line each (sampled: at most the program's budget
+    /// per CPU per second); with --json one JSON object per line. Until Ctrl-C or until the
+    /// daemon stops (exit 3).
+    Watch(WatchArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, …) on stdout.
     Completions {
         #[arg(value_enum)]
@@ -161,6 +165,26 @@ pub enum Command {
     /// Write the man pages trafficd.8 and trafficctl.8 into DIR (used by the package build).
     #[command(hide = true)]
     Manpages { dir: PathBuf },
+}
+
+/// `trafficctl watch` filters (all must match).
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// Source address or CIDR (IPv4 or IPv6).
+    #[arg(long, value_name = "CIDR")]
+    pub source: Option<String>,
+    /// Class name.
+    #[arg(long, value_name = "NAME")]
+    pub class: Option<String>,
+    /// Verdict reason (pass, deny, packet_rate, byte_rate, gate, …).
+    #[arg(long, value_name = "R")]
+    pub reason: Option<String>,
+    /// Destination port.
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Drops only (and would-drops in monitor mode); the program then sends nothing else.
+    #[arg(long)]
+    pub drops: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -491,6 +515,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             };
             message(out, err, json, client.post(&path))
         }
+        Command::Watch(args) => watch(&client, args, json, out, err),
         Command::Completions { shell } => {
             match crate::manual::write_completions(*shell, Cli::command(), out) {
                 Ok(()) => exit::OK,
@@ -615,6 +640,69 @@ fn reload(client: &Client, json: bool, out: &mut dyn Write, err: &mut dyn Write)
                 err,
                 "trafficctl: reload refused, the running configuration stays:\n{message}"
             );
+            exit::USAGE
+        }
+        Err(e) => client_failure(err, &e),
+    }
+}
+
+/// `trafficctl watch`: print each verdict as it comes. The daemon ending the stream is
+/// "unreachable" (exit 3), like a daemon that is not there; a refused filter is a usage
+/// error (exit 2).
+fn watch(
+    client: &Client,
+    args: &WatchArgs,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let q = crate::api::watch::WatchQuery {
+        source: args.source.clone(),
+        class: args.class.clone(),
+        reason: args.reason.clone(),
+        port: args.port,
+        drops: Some(args.drops),
+    };
+    if let Err(m) = crate::api::watch::WatchFilter::parse(&q) {
+        let _ = writeln!(err, "trafficctl: {m}");
+        return exit::USAGE;
+    }
+    if !json {
+        let _ = write!(out, "{}", crate::api::watch::HEADER);
+        let _ = out.flush();
+    }
+    // Between two heartbeats at most a few seconds pass: 30 s of silence is a hung daemon.
+    let client = client
+        .clone()
+        .with_timeout(std::time::Duration::from_secs(30));
+    let r = client.stream_lines(&format!("/v1/watch{}", q.to_query_string()), |line| {
+        let text = if json {
+            format!("{line}\n")
+        } else {
+            match serde_json::from_str::<crate::api::watch::VerdictLine>(line) {
+                Ok(v) => v.render(),
+                Err(_) => format!("{line}\n"),
+            }
+        };
+        // A closed stdout (`| head`) ends the watch.
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .is_ok()
+    });
+    match r {
+        Ok(true) => exit::OK,
+        Ok(false) => {
+            let _ = writeln!(
+                err,
+                "trafficctl: trafficd ended the watch (stopped or restarting)"
+            );
+            exit::UNREACHABLE
+        }
+        Err(ClientError::Api {
+            status: 400,
+            message,
+        }) => {
+            let _ = writeln!(err, "trafficctl: {message}");
             exit::USAGE
         }
         Err(e) => client_failure(err, &e),

@@ -75,6 +75,8 @@ pub struct Core {
     pub(crate) bans: crate::bans::BanState,
     /// Blocklist feeds: the generation in force and each feed's status.
     pub(crate) feeds: crate::feeds::FeedsState,
+    /// The watchers of `trafficctl watch`: their presence sets the program's watch flags.
+    pub watch: std::sync::Arc<crate::watch::Hub>,
 }
 
 /// How often a generation of the tracked-source bitmap (`TRF_SEEN`) is cleared, the two in
@@ -136,6 +138,7 @@ impl Core {
             baseline,
             bans: crate::bans::BanState::default(),
             feeds,
+            watch: std::sync::Arc::new(crate::watch::Hub::new(crate::watch::MAX_WATCHERS)),
         };
         core.max_frame = core.largest_frame();
         // At start (a restart adopts the bitmap with the buckets it describes): the first
@@ -219,6 +222,7 @@ impl Core {
                 now_ns: self.dp.now_ns(),
                 max_frame: self.max_frame,
                 gate_lease_until_ns: self.gate_lease_until_ns,
+                watch_flags: self.watch.flags(),
             },
         );
         // Bans and feeds are resolved on a classification miss: a change of either is a new

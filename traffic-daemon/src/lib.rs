@@ -36,6 +36,7 @@ pub mod serve;
 pub mod setting;
 pub mod sockdiag;
 pub mod trafficd_cli;
+pub mod watch;
 
 /// The compiled XDP object, embedded at build time (empty when built with `AYA_BUILD_SKIP=1`).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/traffic"));

@@ -182,6 +182,9 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
             rules_gen: rules_generation(&rules, default_class),
             // No lease without a clock; `desired_live` (the daemon) sets a finite one.
             gate_lease_until_ns: u64::MAX,
+            // Off until someone watches (`desired_live`); the budget is ready for then.
+            watch_budget: traffic_common::WATCH_BUDGET_DEFAULT,
+            _pad: 0,
         },
         classes,
         names: slots.to_names(),
@@ -239,6 +242,8 @@ pub struct Live<'a> {
     pub max_frame: u64,
     /// End of the gate lease ([`GlobalConfig::gate_lease_until_ns`]).
     pub gate_lease_until_ns: u64,
+    /// `GLOBAL_WATCH*` flags: someone watches (`crate::watch::Hub::flags`).
+    pub watch_flags: u32,
 }
 
 /// [`desired`] with the live overlays: class chaos in force, and the port rules
@@ -258,6 +263,7 @@ pub fn desired_live(
         limits::floor_byte_tolerance(&mut c.bytes, live.max_frame);
     }
     want.global.gate_lease_until_ns = live.gate_lease_until_ns;
+    want.global.flags |= live.watch_flags;
     for (name, c) in live.class_chaos {
         if let Some(slot) = slots.slot_of(name)
             && c.active(live.now_ns)
@@ -619,6 +625,7 @@ action = "deny"
             now_ns,
             max_frame: limits::MIN_BYTE_BURST,
             gate_lease_until_ns: now_ns + 7,
+            watch_flags: 0,
         };
         let want = desired_live(&c, &slots, |_| 1.0, &live(500));
         assert_eq!(want.classes[premium].chaos, chaos.kernel());

@@ -24,6 +24,7 @@ mod limit;
 mod maps;
 mod passive;
 mod reply;
+mod watch;
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
 
@@ -49,7 +50,9 @@ pub fn traffic_xdp(ctx: XdpContext) -> u32 {
     let len = frame.len() as u64;
     let v = judge(&ctx, &frame, len);
     count::verdict(&v, len);
-    action(&v)
+    let act = action(&v);
+    watch::verdict(&ctx, &v, act, len);
+    act
 }
 
 /// The XDP action of a verdict's fate.

@@ -2,7 +2,7 @@
 //! test checks that the identifiers below equal `traffic_common::map_names`.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use traffic_common::{
@@ -16,6 +16,7 @@ use traffic_common::{
     SLOT_NAMES_ENTRIES, SeenWord, SlotName,
 };
 use traffic_common::{FEED_V4_ENTRIES, FEED_V6_ENTRIES, FeedValue};
+use traffic_common::{WATCH_RING_BYTES, WATCH_STATE_ENTRIES, WatchEvent, WatchState};
 
 #[btf_map(pin_by_name)]
 pub static TRF_CONFIG: Array<GlobalConfig, { CONFIG_ENTRIES as usize }> = Array::new();
@@ -101,3 +102,12 @@ pub static TRF_FEED_V4: LpmTrie<[u8; 4], FeedValue, { FEED_V4_ENTRIES as usize }
 /// Blocklist-feed prefixes, IPv6; written by the daemon only.
 #[btf_map(pin_by_name)]
 pub static TRF_FEED_V6: LpmTrie<[u8; 16], FeedValue, { FEED_V6_ENTRIES as usize }> = LpmTrie::new();
+/// Sampled verdict events for `trafficctl watch`; pinned, so a program run through the
+/// pins (tests, benchmarks) reaches the daemon's reader.
+#[btf_map(pin_by_name)]
+pub static TRF_WATCH: RingBuf<WatchEvent, { WATCH_RING_BYTES as usize }> = RingBuf::new();
+
+/// Per CPU: the watch budget's window and counters.
+#[btf_map(pin_by_name)]
+pub static TRF_WATCH_ST: PerCpuArray<WatchState, { WATCH_STATE_ENTRIES as usize }> =
+    PerCpuArray::new();

@@ -136,7 +136,82 @@ impl Client {
         path: &str,
         body: Option<&str>,
     ) -> Result<Response, ClientError> {
-        let mut stream = UnixStream::connect(&self.socket).map_err(|e| match e.kind() {
+        let mut stream = self.connect()?;
+        let body = body.unwrap_or("");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: trafficd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .map_err(|e| self.unreachable(e))?;
+        read_response(&mut stream).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => ClientError::Protocol(e.to_string()),
+            _ => self.unreachable(e),
+        })
+    }
+
+    /// GET a stream of lines (`GET /v1/watch`): call `on_line` with each non-empty line
+    /// as it arrives (empty lines are the server's heartbeats) until it returns false
+    /// (`Ok(true)`) or the daemon ends the stream (`Ok(false)`: stopped or restarted). The
+    /// read timeout applies between two lines or heartbeats.
+    pub fn stream_lines(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&str) -> bool,
+    ) -> Result<bool, ClientError> {
+        let mut stream = self.connect()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: trafficd\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| self.unreachable(e))?;
+        let mut r = std::io::BufReader::new(stream);
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::InvalidData => ClientError::Protocol(e.to_string()),
+            _ => self.unreachable(e),
+        };
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut r, &mut line).map_err(io)? == 0 {
+                return Err(ClientError::Protocol("no HTTP header".into()));
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        if !head
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|s| s.starts_with('2'))
+        {
+            // An error document: read it whole, as any answer.
+            let mut rest = Vec::new();
+            r.read_to_end(&mut rest).map_err(io)?;
+            let mut all = head.into_bytes();
+            all.extend_from_slice(&rest);
+            return read_response(&mut &all[..])
+                .map_err(io)?
+                .json::<serde_json::Value>()
+                .map(|_| false);
+        }
+        let mut pending = Vec::new();
+        while let Some(chunk) = read_chunk(&mut r).map_err(io)? {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&line[..end]);
+                if !text.trim().is_empty() && !on_line(text.trim_end()) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn connect(&self) -> Result<UnixStream, ClientError> {
+        let stream = UnixStream::connect(&self.socket).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 ClientError::NotRunning {
                     path: self.socket.clone(),
@@ -150,17 +225,7 @@ impl Client {
         stream
             .set_read_timeout(Some(self.timeout))
             .map_err(|e| self.unreachable(e))?;
-        let body = body.unwrap_or("");
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: trafficd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .map_err(|e| self.unreachable(e))?;
-        read_response(&mut stream).map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => ClientError::Protocol(e.to_string()),
-            _ => self.unreachable(e),
-        })
+        Ok(stream)
     }
 
     fn unreachable(&self, source: std::io::Error) -> ClientError {
@@ -197,6 +262,27 @@ pub fn read_response(r: &mut impl Read) -> std::io::Result<Response> {
         body.to_owned()
     };
     Ok(Response { status, body })
+}
+
+/// One chunk of a chunked body as it arrives; `None` at the last (empty) chunk or at the
+/// end of the stream.
+fn read_chunk(r: &mut impl std::io::BufRead) -> std::io::Result<Option<Vec<u8>>> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
+    let mut size = String::new();
+    if r.read_line(&mut size)? == 0 {
+        return Ok(None);
+    }
+    let n = usize::from_str_radix(size.trim(), 16).map_err(|_| bad("bad chunk size"))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut data = vec![0; n + 2];
+    r.read_exact(&mut data)?;
+    if !data.ends_with(b"\r\n") {
+        return Err(bad("chunk without its CRLF"));
+    }
+    data.truncate(n);
+    Ok(Some(data))
 }
 
 fn dechunk(mut s: &str) -> Result<String, &'static str> {
@@ -245,6 +331,16 @@ mod tests {
         assert_eq!(r.json::<serde_json::Value>().unwrap()["a"], 1);
         let e = read_response(&mut &b"garbage"[..]).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn chunks_are_read_one_at_a_time() {
+        let mut r = &b"4\r\nab\n\n\r\n3\r\ncd\n\r\n0\r\n\r\n"[..];
+        assert_eq!(read_chunk(&mut r).unwrap().unwrap(), b"ab\n\n");
+        assert_eq!(read_chunk(&mut r).unwrap().unwrap(), b"cd\n");
+        assert!(read_chunk(&mut r).unwrap().is_none());
+        assert!(read_chunk(&mut &b""[..]).unwrap().is_none());
+        assert!(read_chunk(&mut &b"2\r\nabcd"[..]).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod circuits;
 pub mod client;
 pub mod render;
 pub mod report;
+pub mod watch;
 
 pub use client::{Client, ClientError, Response};
 use std::path::PathBuf;

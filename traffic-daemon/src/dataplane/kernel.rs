@@ -497,6 +497,38 @@ impl Dataplane for Kernel {
     fn feed_tries(&self) -> Result<Box<dyn super::feeds::FeedTries>, DataplaneError> {
         Ok(Box::new(super::feeds::PinnedTries::open(&self.pin_dir)?))
     }
+
+    fn take_watch_ring(&mut self) -> Option<super::watch::WatchRing> {
+        let map = self.ebpf.take_map(map_names::WATCH)?;
+        let opened = aya::maps::RingBuf::try_from(map)
+            .map_err(|e| chain(&e))
+            .and_then(|r| super::watch::WatchRing::new(r).map_err(|e| e.to_string()));
+        match opened {
+            Ok(ring) => Some(ring),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the watch ring: `trafficctl watch` gets no events");
+                None
+            }
+        }
+    }
+
+    fn watch_state(&self) -> Result<traffic_common::WatchState, DataplaneError> {
+        let map = self.ebpf.map(map_names::WATCH_STATE).ok_or_else(|| {
+            DataplaneError::Load(format!("object has no map {}", map_names::WATCH_STATE))
+        })?;
+        let per_cpu: PerCpuArray<&MapData, traffic_common::WatchState> =
+            PerCpuArray::try_from(map).map_err(map_err(map_names::WATCH_STATE, "open"))?;
+        let values = per_cpu
+            .get(&0, 0)
+            .map_err(map_err(map_names::WATCH_STATE, "lookup"))?;
+        Ok(sum_percpu(
+            &values,
+            &|a: &mut traffic_common::WatchState, v| {
+                a.sent += v.sent;
+                a.suppressed += v.suppressed;
+            },
+        ))
+    }
 }
 
 pub(super) fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {

@@ -12,6 +12,7 @@ mod migrate;
 mod seen;
 pub mod tc;
 pub mod walk;
+pub mod watch;
 
 use std::path::PathBuf;
 
@@ -150,6 +151,14 @@ pub trait Dataplane: Send {
     /// in memory by default.
     fn feed_tries(&self) -> Result<Box<dyn feeds::FeedTries>, DataplaneError> {
         Ok(Box::new(feeds::MemoryTries::default()))
+    }
+    /// The ring of verdict events, once (the reader owns it); `None` without a kernel.
+    fn take_watch_ring(&mut self) -> Option<watch::WatchRing> {
+        None
+    }
+    /// The watch budget's counters, summed over CPUs (zero without a kernel).
+    fn watch_state(&self) -> Result<traffic_common::WatchState, DataplaneError> {
+        Ok(traffic_common::WatchState::default())
     }
 }
 

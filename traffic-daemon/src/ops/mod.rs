@@ -10,6 +10,7 @@ mod control;
 mod reload;
 pub mod sources;
 mod status;
+mod watch;
 
 pub use baseline::{BASELINE_WALK_BUDGET, BASELINE_WALK_MAX};
 pub use control::{ProbeJob, SocketDemand};

@@ -213,6 +213,7 @@ pub fn router(shared: Arc<Shared>, access: Access) -> Router {
         )
         .route("/v1/feeds", get(feeds))
         .route("/v1/feeds/refresh", post(feeds_refresh))
+        .route("/v1/watch", get(super::watch::watch))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(access),

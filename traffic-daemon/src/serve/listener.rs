@@ -15,6 +15,11 @@
 //!   [`Limits::request_timeout`] of the connection or of the headers (slow headers, slow
 //!   bodies), a keep-alive connection may sit idle for [`Limits::idle_timeout`], and a client
 //!   that does not read its response is closed by the same idle timeout.
+//! - **streams** (`GET /v1/watch`): a response marked [`Streaming`] keeps its connection
+//!   for as long as the client reads it. It still counts against the cap, is never evicted
+//!   (the hub bounds the streams to a quarter of the cap: see `serve::watch`), and its idle
+//!   deadline is counted from the last chunk written, so a client that stops reading is
+//!   closed by the idle timeout like any other.
 //! - **small buffers**: hyper's read buffer is capped at [`MAX_BUF`] (requests here are a
 //!   line and a few headers) and a body at [`Limits::max_body_bytes`]; a connection costs a
 //!   few KiB, and at most the cap of them exist.
@@ -170,6 +175,12 @@ const FRESH: u8 = 0;
 const READING: u8 = 1;
 const HANDLING: u8 = 2;
 const IDLE: u8 = 3;
+/// Writing a [`Streaming`] response; the phase restarts with every chunk.
+const STREAMING: u8 = 4;
+
+/// Marks a response (in its extensions) as a long-lived stream: see the module doc.
+#[derive(Clone, Copy, Debug)]
+pub struct Streaming;
 
 /// One open connection as the accept loop and its task see it.
 struct Conn {
@@ -218,7 +229,7 @@ impl Registry {
         if conns.len() >= self.limits.max_connections {
             let victim = conns
                 .iter()
-                .filter(|(_, c)| c.phase.load(Ordering::Relaxed) != HANDLING)
+                .filter(|(_, c)| !matches!(c.phase.load(Ordering::Relaxed), HANDLING | STREAMING))
                 .min_by_key(|(_, c)| c.since_ms.load(Ordering::Relaxed))
                 .map(|(i, c)| (*i, c.clone()));
             let (vid, v) = victim?;
@@ -368,10 +379,53 @@ fn service(
             }
             registry.set(&conn, HANDLING);
             let r = tower_service::Service::call(&mut router, req).await;
-            registry.set(&conn, IDLE);
-            r
+            Ok(match r {
+                Ok(resp) if resp.extensions().get::<Streaming>().is_some() => {
+                    registry.set(&conn, STREAMING);
+                    resp.map(|body| {
+                        Body::new(Progress {
+                            body,
+                            registry,
+                            conn,
+                        })
+                    })
+                }
+                Ok(resp) => {
+                    registry.set(&conn, IDLE);
+                    resp
+                }
+                Err(e) => match e {},
+            })
         }
     })
+}
+
+/// A streamed body that restarts its connection's idle deadline with every chunk it hands
+/// to hyper (hyper asks for the next one only when it could write the last: a client that
+/// stops reading stops the chunks), and marks the connection idle at its end.
+struct Progress {
+    body: Body,
+    registry: Arc<Registry>,
+    conn: Arc<Conn>,
+}
+
+impl http_body::Body for Progress {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let r = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        match &r {
+            std::task::Poll::Ready(Some(Ok(_))) => this.registry.set(&this.conn, STREAMING),
+            std::task::Poll::Ready(_) => this.registry.set(&this.conn, IDLE),
+            std::task::Poll::Pending => {}
+        }
+        r
+    }
 }
 
 /// The listeners' families for the metrics scrape (one series per listener and outcome).
@@ -420,6 +474,9 @@ pub fn render_stats(e: &mut super::exposition::Exposition, listeners: &[(&str, &
         );
     }
 }
+
+#[cfg(test)]
+mod stream_tests;
 
 #[cfg(test)]
 mod tests {
@@ -518,5 +575,6 @@ mod tests {
         assert_eq!(at(READING), Duration::from_secs(6));
         assert_eq!(at(IDLE), Duration::from_secs(11));
         assert_eq!(at(HANDLING), Duration::from_secs(61));
+        assert_eq!(at(STREAMING), Duration::from_secs(11));
     }
 }

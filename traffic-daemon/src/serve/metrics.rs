@@ -79,6 +79,7 @@ pub fn render(core: &mut Core) -> String {
     reloads(&mut e, &status.reload);
     super::bans::render(&mut e, &core.bans_snapshot());
     crate::feeds::state::metrics(&mut e, &core.feeds.report());
+    crate::watch::render_metrics(&mut e, &core.watch_snapshot());
     e.finish()
 }
 

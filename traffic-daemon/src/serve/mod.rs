@@ -15,5 +15,6 @@ pub mod runtime;
 mod shared;
 pub mod sockets;
 pub mod walks;
+pub mod watch;
 
 pub use shared::{Listeners, Shared};

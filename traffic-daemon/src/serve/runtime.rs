@@ -82,6 +82,13 @@ where
         listeners: super::Listeners::default(),
     });
     let budget = listener_budget();
+    let watch_task = {
+        let mut core = shared.lock();
+        core.watch.set_max(super::watch::max_watchers(budget.admin));
+        core.dp
+            .take_watch_ring()
+            .map(|ring| tokio::spawn(crate::watch::read(ring, core.watch.clone())))
+    };
     let sockets = super::sockets::SocketWatch::start()
         .map_err(|e| DaemonError::Other(format!("cannot start the sock_diag thread: {e}")))?;
 
@@ -149,6 +156,9 @@ where
                     if let Err(e) = core.control_tick(sockets.latest().as_deref()) {
                         warn!(error = %e, "control tick failed");
                     }
+                    if let Err(e) = core.sync_watch() {
+                        warn!(error = %e, "setting the watch flags failed");
+                    }
                     // A reload (SIGHUP or the admin API) may have changed the periods.
                     periodic.retune(&core.config);
                     core.due_probes()
@@ -179,10 +189,21 @@ where
     baseline_task.abort();
     offenders_task.abort();
     feeds_task.abort();
+    if let Some(t) = watch_task {
+        t.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }
     let _ = std::fs::remove_file(&admin_cfg.socket);
+    {
+        let mut core = shared.lock();
+        // Watch flags off before the program may be left running (`on_exit = "keep"`).
+        core.watch.close();
+        if let Err(e) = core.sync_watch() {
+            warn!(error = %e, "clearing the watch flags failed");
+        }
+    }
     shared.lock().shutdown();
     Ok(())
 }

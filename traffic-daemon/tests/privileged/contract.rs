@@ -11,7 +11,7 @@ use aya_obj::{
     Object, ProgramSection,
     generated::bpf_map_type::{
         self, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_LRU_HASH,
-        BPF_MAP_TYPE_PERCPU_ARRAY,
+        BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF,
     },
     maps::PinningType,
 };
@@ -21,7 +21,8 @@ use traffic_common::{
     ClassStats, Counter, DEBT_ENTRIES, EgressStats, FLOWS_ENTRIES, FailSource, FlowKey, FlowSeen,
     GlobalConfig, LOCAL_ENTRIES, PORT_STATS_ENTRIES, PORTS_ENTRIES, PROGRAM_NAME, PortKey,
     PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS, SEEN_WORDS,
-    SLOT_NAMES_ENTRIES, SeenWord, SlotName, map_names,
+    SLOT_NAMES_ENTRIES, SeenWord, SlotName, WATCH_RING_BYTES, WATCH_STATE_ENTRIES, WatchEvent,
+    WatchState, map_names,
 };
 use traffic_common::{FEED_V4_ENTRIES, FEED_V6_ENTRIES, FeedValue};
 
@@ -161,6 +162,21 @@ fn expected(name: &str) -> Expected {
             size_of::<u32>() + 16,
             size_of::<FeedValue>(),
             FEED_V6_ENTRIES,
+        ),
+        // A ring's max_entries is its size in bytes; it has no key, and its value is the
+        // event type in the object (aya creates the map with value size 0).
+        map_names::WATCH => (
+            BPF_MAP_TYPE_RINGBUF,
+            0,
+            size_of::<WatchEvent>(),
+            WATCH_RING_BYTES,
+        ),
+        // Per CPU: each CPU's own budget, no shared state on the hot path.
+        map_names::WATCH_STATE => (
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            INDEX,
+            size_of::<WatchState>(),
+            WATCH_STATE_ENTRIES,
         ),
         other => panic!("map_names::ALL lists {other}, which this test does not know: add it"),
     };

@@ -167,6 +167,8 @@ fn cases() -> Vec<Trial> {
         operator::feeds::refreshes_swap_atomically_and_failures_keep_the_last_good_list,
         operator::feeds::a_million_prefixes_load_within_bounds,
         operator::feeds::program_feed_verdicts_both_families_and_precedence,
+        operator::watch::watch_shows_named_drops_filters_them_and_the_flag_follows_the_watchers,
+        operator::watch::the_budget_bounds_a_flood_and_a_stalled_watcher_stalls_nothing,
     ]
 }
 

@@ -140,10 +140,14 @@ enum Tr {
     SpoofBase,
     SpoofAdmission,
     SpoofLru,
+    /// `KnownPass` with `trafficctl watch` on (issue 13): the flag set, no ring reader.
+    KnownPassWatch,
+    /// `KnownPass` with a drops-only watch on: the pass is filtered in the kernel.
+    KnownPassWatchDrops,
 }
 
 impl Tr {
-    pub(crate) const ALL: [Tr; 10] = [
+    pub(crate) const ALL: [Tr; 12] = [
         Tr::Floor,
         Tr::KnownPass,
         Tr::KnownDrop,
@@ -154,6 +158,8 @@ impl Tr {
         Tr::SpoofBase,
         Tr::SpoofAdmission,
         Tr::SpoofLru,
+        Tr::KnownPassWatch,
+        Tr::KnownPassWatchDrops,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -168,6 +174,8 @@ impl Tr {
             Tr::SpoofBase => "spoof_baseline",
             Tr::SpoofAdmission => "spoof_admission",
             Tr::SpoofLru => "spoof_no_admission",
+            Tr::KnownPassWatch => "known_pass_watch",
+            Tr::KnownPassWatchDrops => "known_pass_watch_drops",
         }
     }
 
@@ -187,6 +195,12 @@ impl Tr {
             Tr::SpoofLru => {
                 "spoof_tail into traffic, new IPv6 /64 every packet, admission off (LRU insert)"
             }
+            Tr::KnownPassWatch => {
+                "known_pass with the watch flag on (budget spent: all but 1000/s refused)"
+            }
+            Tr::KnownPassWatchDrops => {
+                "known_pass with a drops-only watch on (the pass filtered in the kernel)"
+            }
         }
     }
 
@@ -194,9 +208,13 @@ impl Tr {
     fn expected(self) -> Option<u32> {
         match self {
             Tr::Floor | Tr::KnownDrop | Tr::SpoofBase => Some(XDP_DROP),
-            Tr::KnownPass | Tr::Allowed | Tr::NonIp | Tr::KnownV6 | Tr::KnownBytes => {
-                Some(XDP_PASS)
-            }
+            Tr::KnownPass
+            | Tr::Allowed
+            | Tr::NonIp
+            | Tr::KnownV6
+            | Tr::KnownBytes
+            | Tr::KnownPassWatch
+            | Tr::KnownPassWatchDrops => Some(XDP_PASS),
             // Mostly dropped (overflow), an admitted source passes now and then.
             Tr::SpoofAdmission => None,
             // Inserted, then mostly dropped: the flood keeps every slot of the debt sketch in
@@ -224,7 +242,7 @@ struct TestRunLab {
 impl TestRunLab {
     pub(crate) fn frame(&self, v: Tr) -> &[u8] {
         let key = match v {
-            Tr::Floor | Tr::KnownPass => "v4_fast",
+            Tr::Floor | Tr::KnownPass | Tr::KnownPassWatch | Tr::KnownPassWatchDrops => "v4_fast",
             Tr::KnownDrop => "v4_slow",
             Tr::Allowed => "v4_allowed",
             Tr::NonIp => "arp",
@@ -233,6 +251,24 @@ impl TestRunLab {
             Tr::SpoofBase | Tr::SpoofAdmission | Tr::SpoofLru => "v6_spoof",
         };
         &self.frames[key]
+    }
+
+    /// Set the program's watch flags for variant `v` (off for every other variant).
+    fn watch(&mut self, v: Tr) -> Result<()> {
+        use traffic_common::{GLOBAL_WATCH, GLOBAL_WATCH_DROPS};
+        let want = match v {
+            Tr::KnownPassWatch => GLOBAL_WATCH,
+            Tr::KnownPassWatchDrops => GLOBAL_WATCH | GLOBAL_WATCH_DROPS,
+            _ => 0,
+        };
+        let kernel = &mut self.traffic.kernel;
+        let mut g = kernel.global()?;
+        let mask = GLOBAL_WATCH | GLOBAL_WATCH_DROPS;
+        if g.flags & mask != want {
+            g.flags = (g.flags & !mask) | want;
+            kernel.apply(&[traffic_daemon::plan::Write::Global(g)])?;
+        }
+        Ok(())
     }
 
     /// One run of a variant: mean ns per repeat, and for the spoof variants the share of
@@ -316,7 +352,7 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
     );
     flood::set_affinity(0, &all)?;
     report.meta("buckets_before_spoof_admission", filled?);
-    let lab = TestRunLab {
+    let mut lab = TestRunLab {
         traffic,
         unprotected,
         frames: frames(),
@@ -326,7 +362,7 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
     // One pinned CPU: the rewriter's sequence is per CPU, and a second CPU's sequence
     // could revisit sources the first one left in the map.
     flood::set_affinity(0, &[GEN_CPU])?;
-    let result = measure(&lab, bench, plan);
+    let result = measure(&mut lab, bench, plan);
     flood::set_affinity(0, &all)?;
     let s = result?;
     report.meta("repeat_per_run", plan.repeat);
@@ -362,15 +398,17 @@ fn frames() -> BTreeMap<&'static str, Vec<u8>> {
 }
 
 /// Every variant once per repetition, in rotating order, after an unrecorded warm-up.
-fn measure(lab: &TestRunLab, bench: &mut BenchObject, plan: &Plan) -> Result<Samples> {
+fn measure(lab: &mut TestRunLab, bench: &mut BenchObject, plan: &Plan) -> Result<Samples> {
     // Warm-up, not recorded: buckets of the known sources exist (the "dropped" one is
     // over its limit from the second packet), and the LRU is full, as in a long flood.
     for v in Tr::ALL {
+        lab.watch(v)?;
         lab.run(bench, v, plan.repeat)?;
     }
     let mut s = Samples::default();
     for rep in 0..plan.reps {
         for v in rotation(&Tr::ALL, rep) {
+            lab.watch(v)?;
             let (ns, share) = lab.run(bench, v, plan.repeat)?;
             s.push(&format!("{}.ns", v.name()), rep, ns);
             if let Some(share) = share {
@@ -378,6 +416,7 @@ fn measure(lab: &TestRunLab, bench: &mut BenchObject, plan: &Plan) -> Result<Sam
             }
         }
     }
+    lab.watch(Tr::KnownPass)?;
     Ok(s)
 }
 
@@ -438,6 +477,18 @@ fn ratios_and_targets(report: &mut Report) {
         "spoof_no_admission.work_ns",
         "known_v6.work_ns",
         "new-source work without admission (LRU insert + eviction) over known IPv6 work",
+    );
+    report.ratio(
+        "known_pass_watch/known_pass.work",
+        "known_pass_watch.work_ns",
+        "known_pass.work_ns",
+        "known-source work with the watch on over the same with it off (issue 13)",
+    );
+    report.ratio(
+        "known_pass_watch_drops/known_pass.work",
+        "known_pass_watch_drops.work_ns",
+        "known_pass.work_ns",
+        "known-source pass with a drops-only watch on over watch off",
     );
     report.ratio(
         "known_pass/floor.ns",

@@ -284,6 +284,7 @@ pub fn full_size_frames_fit_the_byte_burst() -> Result<()> {
                     now_ns: 0,
                     max_frame: largest_frame([mtu]),
                     gate_lease_until_ns: u64::MAX,
+                    watch_flags: 0,
                 },
             )
         };
