@@ -367,7 +367,13 @@ pub fn thousands_of_idle_and_slow_connections_leave_the_control_plane_working() 
         before.transitions.len(),
         "the breaker moved"
     );
-    assert!(rss_max <= 30_000_000, "RSS {rss_max} bytes");
+    // What the attack may add: the connections' state is bounded by the caps, so the growth
+    // is, whatever the binary's own size (this is a debug build, its code pages larger with
+    // every feature; the release figures are the benchmark's).
+    assert!(
+        rss_max.saturating_sub(rss_before) <= 16_000_000,
+        "RSS grew from {rss_before} to {rss_max} bytes"
+    );
     drop((idle_tcp, idle_unix, slow_tcp, slow_unix));
     let mut d = rig.daemon.take().unwrap();
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
