@@ -26,6 +26,9 @@ pub struct CircuitReport {
     pub passive_successes: u64,
     pub passive_failures: u64,
     pub latency: Histogram,
+    /// Durations of failed probes.
+    #[serde(default)]
+    pub failed_latency: Histogram,
     pub established: Option<u32>,
     pub accept_queue: Option<u32>,
     pub backlog: Option<u32>,

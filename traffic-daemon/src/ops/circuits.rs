@@ -54,6 +54,7 @@ impl Core {
                 passive_successes: u.passive_successes,
                 passive_failures: u.passive_failures,
                 latency: u.latency.clone(),
+                failed_latency: u.failed_latency.clone(),
                 established: u.sockets.as_ref().map(|s| s.established),
                 accept_queue: u.sockets.as_ref().map(|s| s.accept_queue),
                 backlog: u.sockets.as_ref().map(|s| s.backlog),

@@ -144,6 +144,8 @@ pub struct Upstream {
     pub(crate) probes_ok: u64,
     pub(crate) probes_failed: u64,
     pub(crate) latency: Histogram,
+    /// Time failed probes took (a timeout shows as the probe timeout).
+    pub(crate) failed_latency: Histogram,
     pub(crate) sockets: Option<PortSockets>,
     pub(crate) shedding: Option<Shedding>,
     pub(crate) chaos: Option<ChaosSetting>,
@@ -170,6 +172,7 @@ impl Upstream {
             probes_ok: 0,
             probes_failed: 0,
             latency: Histogram::default(),
+            failed_latency: Histogram::default(),
             sockets: None,
             shedding: None,
             chaos: None,
@@ -230,6 +233,7 @@ impl Upstream {
             self.latency.observe(r.latency_seconds);
         } else {
             self.probes_failed += 1;
+            self.failed_latency.observe(r.latency_seconds);
             tracing::debug!(upstream = %self.spec.name, error = ?r.error, "probe failed");
         }
         let outcome = if r.ok {

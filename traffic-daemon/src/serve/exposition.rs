@@ -1,18 +1,27 @@
-//! The Prometheus text format (0.0.4): families, samples and histograms written into one
-//! string. Knows nothing of the daemon; `metrics` and the listeners' statistics write with it.
+//! Typed metric families built at scrape time, on the `prometheus` crate's model: each render
+//! function of the daemon (`serve::metrics`, and one per feature: bans, feeds, watch,
+//! listeners) adds families to an [`Exposition`]; the crate's [`prometheus::TextEncoder`]
+//! writes them (text format 0.0.4), and its process collector adds `process_*`.
+//!
+//! Porting or adding a family is one call: [`Exposition::rows`] for a family from a list of
+//! (labels, value) rows, or [`Exposition::family`] then [`Exposition::sample`] /
+//! [`Exposition::histogram`] per series. Knows nothing of the daemon.
 
-use std::fmt::Write as _;
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
 
 /// Labels of one sample: names are fixed, values come from the state.
 pub type Labels = Vec<(&'static str, String)>;
 
-/// A metric family being written.
+/// Families being built for one scrape.
+#[derive(Default)]
 pub struct Exposition {
-    out: String,
+    families: Vec<MetricFamily>,
 }
 
 /// Metric types.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Counter,
     Gauge,
@@ -20,73 +29,75 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    fn metric_type(self) -> MetricType {
         match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
+            Kind::Counter => MetricType::COUNTER,
+            Kind::Gauge => MetricType::GAUGE,
+            Kind::Histogram => MetricType::HISTOGRAM,
         }
     }
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn number(v: f64) -> String {
-    if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else if v.is_nan() {
-        "NaN".into()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
-}
-
-impl Default for Exposition {
-    fn default() -> Self {
-        Self::new()
-    }
+fn metric(labels: &[(&str, &str)]) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(
+        labels
+            .iter()
+            .map(|(k, v)| {
+                let mut l = LabelPair::default();
+                l.set_name((*k).to_owned());
+                l.set_value((*v).to_owned());
+                l
+            })
+            .collect(),
+    );
+    m
 }
 
 impl Exposition {
     pub fn new() -> Self {
-        Self { out: String::new() }
+        Self::default()
     }
 
-    /// Start a family: `# HELP` and `# TYPE` lines.
+    /// Start a family. A family with no series is left out of the scrape (the crate's
+    /// rule): families with a known label set are given their series at 0 instead.
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
-        let _ = writeln!(self.out, "# HELP {name} {}", help.replace('\n', " "));
-        let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
+        let mut f = MetricFamily::default();
+        f.set_name(name.to_owned());
+        f.set_help(help.replace('\n', " "));
+        f.set_field_type(kind.metric_type());
+        self.families.push(f);
         self
     }
 
-    /// One sample with labels.
+    /// The family being built; `name` must be the one [`Exposition::family`] started.
+    fn current(&mut self, name: &str) -> Option<&mut MetricFamily> {
+        let f = self.families.last_mut()?;
+        debug_assert_eq!(f.name(), name, "a sample outside its family");
+        (f.name() == name).then_some(f)
+    }
+
+    /// One series of a counter or gauge family.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
-            }
-            self.out.push('}');
+        let Some(f) = self.current(name) else {
+            return self;
+        };
+        let mut m = metric(labels);
+        if f.get_field_type() == MetricType::COUNTER {
+            let mut c = Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        } else {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
         }
-        let _ = writeln!(self.out, " {}", number(value));
+        f.mut_metric().push(m);
         self
     }
 
-    /// A histogram's samples from cumulative bucket counts (upper bounds ascending).
+    /// One series of a histogram family, from cumulative bucket counts (upper bounds
+    /// ascending; `+Inf` is `count`).
     pub fn histogram(
         &mut self,
         name: &str,
@@ -95,22 +106,30 @@ impl Exposition {
         count: u64,
         sum: f64,
     ) -> &mut Self {
-        for (le, n) in buckets {
-            let le = number(*le);
-            let mut l: Vec<(&str, &str)> = labels.to_vec();
-            l.push(("le", &le));
-            self.sample(&format!("{name}_bucket"), &l, *n as f64);
-        }
-        let mut l: Vec<(&str, &str)> = labels.to_vec();
-        l.push(("le", "+Inf"));
-        self.sample(&format!("{name}_bucket"), &l, count as f64);
-        self.sample(&format!("{name}_sum"), labels, sum);
-        self.sample(&format!("{name}_count"), labels, count as f64);
+        let Some(f) = self.current(name) else {
+            return self;
+        };
+        let mut h = Histogram::default();
+        h.set_bucket(
+            buckets
+                .iter()
+                .map(|(le, n)| {
+                    let mut b = Bucket::default();
+                    b.set_upper_bound(*le);
+                    b.set_cumulative_count(*n);
+                    b
+                })
+                .collect(),
+        );
+        h.set_sample_count(count);
+        h.set_sample_sum(sum);
+        let mut m = metric(labels);
+        m.set_histogram(h);
+        f.mut_metric().push(m);
         self
     }
 
-    /// A whole family: `# HELP`, `# TYPE`, then one sample per row (none is fine: the
-    /// family is still announced, as Prometheus expects for a known metric).
+    /// A whole family from its rows (labels, value).
     pub fn rows(
         &mut self,
         name: &str,
@@ -126,9 +145,28 @@ impl Exposition {
         self
     }
 
-    pub fn finish(self) -> String {
-        self.out
+    /// The families built, for a collector.
+    pub fn into_families(self) -> Vec<MetricFamily> {
+        self.families
     }
+
+    /// The families as text (tests, and callers without a registry); empty families are
+    /// left out like the registry does.
+    pub fn finish(self) -> String {
+        encode(&self.into_families())
+    }
+}
+
+/// Families as the text format, empty ones left out.
+pub fn encode(families: &[MetricFamily]) -> String {
+    let kept: Vec<MetricFamily> = families
+        .iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .cloned()
+        .collect();
+    prometheus::TextEncoder::new()
+        .encode_to_string(&kept)
+        .unwrap_or_else(|e| format!("# metrics could not be encoded: {e}\n"))
 }
 
 #[cfg(test)]
@@ -156,6 +194,7 @@ mod tests {
             4,
             0.0315,
         );
+        e.rows("traffic_empty", Kind::Gauge, "No series.", []);
         let t = e.finish();
         assert!(t.contains("# TYPE traffic_packets_total counter\n"));
         assert!(t.contains("traffic_packets_total{class=\"pre\\\"mium\",outcome=\"pass\"} 12\n"));
@@ -167,12 +206,6 @@ mod tests {
         );
         assert!(t.contains("traffic_probe_duration_seconds_sum{upstream=\"web\"} 0.0315\n"));
         assert!(t.contains("traffic_probe_duration_seconds_count{upstream=\"web\"} 4\n"));
-    }
-
-    #[test]
-    fn numbers() {
-        assert_eq!(number(1.0), "1");
-        assert_eq!(number(0.25), "0.25");
-        assert_eq!(number(f64::INFINITY), "+Inf");
+        assert!(!t.contains("traffic_empty"), "{t}");
     }
 }

@@ -23,9 +23,16 @@ use crate::{
 
 use super::exposition::{Exposition, Kind, Labels};
 
-/// Render every family from the daemon's state, in a fixed order.
+/// Every family of the daemon's state as text (tests; a scrape goes through
+/// [`registry`]).
 pub fn render(core: &mut Core) -> String {
     let mut e = Exposition::new();
+    render_into(&mut e, core);
+    e.finish()
+}
+
+/// Every family from the daemon's state, in a fixed order.
+fn render_into(e: &mut Exposition, core: &mut Core) {
     let status = core.status();
     e.family(
         "traffic_build_info",
@@ -40,23 +47,23 @@ pub fn render(core: &mut Core) -> String {
         ],
         1.0,
     );
-    e.family(
-        "traffic_uptime_seconds",
+    e.rows(
+        "traffic_start_time_seconds",
         Kind::Gauge,
-        "Seconds since trafficd started.",
-    )
-    .sample("traffic_uptime_seconds", &[], status.uptime_seconds as f64);
+        "Unix time trafficd started (uptime: time() - this).",
+        [(vec![], start_time_unix(status.uptime_seconds as f64))],
+    );
     match core.counters() {
-        Ok(counters) => packets(&mut e, &counters),
+        Ok(counters) => packets(e, &counters),
         Err(err) => tracing::warn!(error = %err, "metrics: cannot read counters"),
     }
     if let Ok(limits) = core.limits() {
-        class_limits(&mut e, &limits);
+        class_limits(e, &limits);
     }
-    throttle(&mut e, &core.throttle_status(), core.rescaled_total);
+    throttle(e, &core.throttle_status(), core.rescaled_total);
     if let Ok(circuits) = core.circuits() {
-        breakers(&mut e, &circuits, &core.upstreams);
-        upstreams(&mut e, &circuits);
+        breakers(e, &circuits, &core.upstreams);
+        upstreams(e, &circuits);
     }
     e.rows(
         "traffic_chaos_active",
@@ -76,11 +83,22 @@ pub fn render(core: &mut Core) -> String {
             (vec![("interface", i.name.clone())], up)
         }),
     );
-    reloads(&mut e, &status.reload);
-    super::bans::render(&mut e, &core.bans_snapshot());
-    crate::feeds::state::metrics(&mut e, &core.feeds.report());
-    crate::watch::render_metrics(&mut e, &core.watch_snapshot());
-    e.finish()
+    reloads(e, &status.reload);
+    super::bans::render(e, &core.bans_snapshot());
+    crate::feeds::state::metrics(e, &core.feeds.report());
+    crate::watch::render_metrics(e, &core.watch_snapshot());
+}
+
+/// The Unix time of a start `uptime` seconds ago, computed at the first scrape and kept, so
+/// the gauge does not wobble with the uptime's rounding.
+fn start_time_unix(uptime: f64) -> f64 {
+    static START: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        (now - uptime).floor()
+    })
 }
 
 fn class(name: &str) -> Labels {
@@ -96,17 +114,32 @@ fn with(mut labels: Labels, key: &'static str, value: &str) -> Labels {
     labels
 }
 
-/// Packets and bytes by class, outcome and reason.
+/// Every (outcome, reason) a class's packets can be counted under: pass reasons pass, drop
+/// reasons drop or (in monitor mode) would drop.
+fn outcomes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    traffic_common::Reason::ALL.into_iter().flat_map(|r| {
+        let outcomes: &[&'static str] = if r.is_drop() {
+            &["drop", "would_drop"]
+        } else {
+            &["pass"]
+        };
+        outcomes.iter().map(move |o| (*o, r.name()))
+    })
+}
+
+/// Packets and bytes by class, outcome and reason: every series of every class reported,
+/// at 0 until counted, so `rate()` and alerts see a series from the first scrape.
 fn packets(e: &mut Exposition, counters: &CountersReport) {
     let by_reason = |bytes: bool| {
         counters.classes.iter().flat_map(move |c| {
-            c.reasons.iter().map(move |r| {
-                let labels = with(
-                    with(class(&c.class), "outcome", r.outcome.name()),
-                    "reason",
-                    &r.reason,
-                );
-                (labels, if bytes { r.bytes } else { r.packets } as f64)
+            outcomes().map(move |(outcome, reason)| {
+                let n = c
+                    .reasons
+                    .iter()
+                    .find(|r| r.outcome.name() == outcome && r.reason == reason)
+                    .map_or(0, |r| if bytes { r.bytes } else { r.packets });
+                let labels = with(with(class(&c.class), "outcome", outcome), "reason", reason);
+                (labels, n as f64)
             })
         })
     };
@@ -143,19 +176,19 @@ fn class_limits(e: &mut Exposition, limits: &LimitsReport) {
         per_class(|c| c.factor),
     );
     e.rows(
-        "traffic_class_packet_rate_limit",
+        "traffic_class_packet_rate_limit_packets_per_second",
         Kind::Gauge,
         "Effective packets per second allowed per source, per stacked limit.",
         per_packet_limit(|l| l.rate_per_sec),
     );
     e.rows(
-        "traffic_class_packet_burst_limit",
+        "traffic_class_packet_burst_limit_packets",
         Kind::Gauge,
         "Effective packet burst per source, per stacked limit.",
         per_packet_limit(|l| l.burst as f64),
     );
     e.rows(
-        "traffic_class_byte_rate_limit",
+        "traffic_class_byte_rate_limit_bytes_per_second",
         Kind::Gauge,
         "Effective bytes per second allowed per source.",
         limits
@@ -293,27 +326,23 @@ fn breakers(e: &mut Exposition, circuits: &CircuitsReport, live: &[Upstream]) {
     e.family(
         "traffic_probe_duration_seconds",
         Kind::Histogram,
-        "Latency of successful probes.",
+        "Duration of probes by result (ok, failed: a timeout counts its full timeout).",
     );
     for u in &circuits.upstreams {
-        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
-            .iter()
-            .copied()
-            .zip(
-                u.latency
-                    .buckets
-                    .iter()
-                    .copied()
-                    .chain(std::iter::repeat(0)),
-            )
-            .collect();
-        e.histogram(
-            "traffic_probe_duration_seconds",
-            &[("upstream", &u.name)],
-            &buckets,
-            u.latency.count,
-            u.latency.sum,
-        );
+        for (result, h) in [("ok", &u.latency), ("failed", &u.failed_latency)] {
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .zip(h.buckets.iter().copied().chain(std::iter::repeat(0)))
+                .collect();
+            e.histogram(
+                "traffic_probe_duration_seconds",
+                &[("upstream", &u.name), ("result", result)],
+                &buckets,
+                h.count,
+                h.sum,
+            );
+        }
     }
     e.rows(
         "traffic_passive_outcomes_total",
@@ -368,13 +397,21 @@ fn upstreams(e: &mut Exposition, circuits: &CircuitsReport) {
         }),
     );
     e.rows(
+        "traffic_gate_connections_seen_total",
+        Kind::Counter,
+        "New connections (SYNs) to the upstream's port seen by the XDP gate.",
+        circuits
+            .upstreams
+            .iter()
+            .map(|u| (upstream(&u.name), u.gate.syns as f64)),
+    );
+    e.rows(
         "traffic_gate_connections_total",
         Kind::Counter,
-        "What the XDP gate did with new connections to the upstream's port.",
+        "New connections the XDP gate acted on, by action (subsets of the seen ones; each connection counted once).",
         circuits.upstreams.iter().flat_map(|u| {
             let g = &u.gate;
             [
-                ("seen", g.syns),
                 ("gated", g.gated),
                 ("reset_sent", g.resets),
                 ("shed", g.shed),
@@ -411,25 +448,68 @@ fn reloads(e: &mut Exposition, r: &ReloadStatus) {
     );
 }
 
-/// The `/metrics` route.
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/metrics", get(scrape))
-        .with_state(shared)
+/// The daemon's families, read from its state when the registry gathers (a scrape): the
+/// engine's (`render`) and the listeners' statistics.
+struct DaemonCollector {
+    shared: Arc<Shared>,
 }
 
-async fn scrape(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    super::walks::refresh_tracked_sources(&s).await;
-    let mut text = render(&mut s.lock());
-    let mut e = Exposition::new();
-    super::listener::render_stats(
-        &mut e,
-        &[
-            ("metrics", &s.listeners.metrics),
-            ("admin", &s.listeners.admin),
-        ],
-    );
-    text.push_str(&e.finish());
+impl prometheus::core::Collector for DaemonCollector {
+    /// None declared: the families depend on the config (classes, upstreams, feeds), so the
+    /// collector is unchecked, as the crate allows.
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut e = Exposition::new();
+        render_into(&mut e, &mut self.shared.lock());
+        super::listener::render_stats(
+            &mut e,
+            &[
+                ("metrics", &self.shared.listeners.metrics),
+                ("admin", &self.shared.listeners.admin),
+            ],
+        );
+        e.into_families()
+    }
+}
+
+/// The registry of a metrics listener: the daemon's collector and the process collector
+/// (`process_*`: CPU seconds, resident memory, open descriptors, start time).
+pub fn registry(shared: Arc<Shared>) -> prometheus::Registry {
+    let r = prometheus::Registry::new();
+    let registered = r
+        .register(Box::new(DaemonCollector { shared }))
+        .and_then(|()| {
+            r.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+        });
+    if let Err(e) = registered {
+        tracing::warn!(error = %e, "metrics: a collector could not be registered");
+    }
+    r
+}
+
+/// State of the `/metrics` route.
+#[derive(Clone)]
+struct Scrape {
+    shared: Arc<Shared>,
+    registry: Arc<prometheus::Registry>,
+}
+
+/// The `/metrics` route.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let registry = Arc::new(registry(shared.clone()));
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Scrape { shared, registry })
+}
+
+async fn scrape(State(s): State<Scrape>) -> impl IntoResponse {
+    super::walks::refresh_tracked_sources(&s.shared).await;
+    let text = super::exposition::encode(&s.registry.gather());
     (
         [(
             header::CONTENT_TYPE,
@@ -489,7 +569,9 @@ mod tests {
         let out: String = render(&mut core)
             .lines()
             .map(|l| {
-                if l.starts_with("traffic_config_last_reload_success_timestamp_seconds ") {
+                if l.starts_with("traffic_start_time_seconds ") {
+                    "traffic_start_time_seconds START".to_owned()
+                } else if l.starts_with("traffic_config_last_reload_success_timestamp_seconds ") {
                     "traffic_config_last_reload_success_timestamp_seconds TIMESTAMP".to_owned()
                 } else if let Some(rest) = l.strip_prefix("traffic_build_info{version=\"") {
                     let after = rest.split_once('"').map_or("", |(_, a)| a);
@@ -500,6 +582,10 @@ mod tests {
             })
             .map(|l| l + "\n")
             .collect();
+        if std::env::var_os("TRAFFIC_UPDATE_GOLDEN").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/serve/metrics.golden.txt");
+            std::fs::write(path, &out).unwrap();
+        }
         assert_eq!(out, include_str!("metrics.golden.txt"));
     }
 }

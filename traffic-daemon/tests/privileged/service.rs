@@ -397,7 +397,7 @@ pub fn prometheus_scrapes_the_metrics() {
     );
     for series in [
         "traffic_build_info",
-        "traffic_class_packet_rate_limit",
+        "traffic_class_packet_rate_limit_packets_per_second",
         "traffic_tracked_sources",
         "traffic_config_last_reload_successful",
         "traffic_throttle_level",
