@@ -25,6 +25,7 @@ pub mod config;
 pub mod dataplane;
 pub mod engine;
 pub mod exit;
+pub mod fleet;
 pub mod logging;
 pub mod manual;
 pub mod ops;

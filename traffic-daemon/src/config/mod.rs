@@ -6,6 +6,7 @@
 //! this code, and a reload validates the new file completely before anything is applied.
 
 pub mod bans;
+pub mod fleet;
 mod raw;
 pub mod syntax;
 mod validate;
@@ -59,6 +60,8 @@ pub struct Config {
     pub throttle: crate::policy::throttle::ThrottleSettings,
     /// `[bans]`: where bans are kept across reboots.
     pub bans: bans::BansConfig,
+    /// `[fleet]`: the Redis/Valkey server shared with other nodes; `None`: on its own.
+    pub fleet: Option<fleet::FleetConfig>,
 }
 
 /// `[[ports]]`: a rule for traffic to one local port.

@@ -130,6 +130,7 @@ pub(super) struct RawConfig {
     pub(super) pressure: Option<Spanned<RawPressure>>,
     pub(super) throttle: Option<Spanned<RawThrottle>>,
     pub(super) bans: Option<Spanned<super::bans::RawBans>>,
+    pub(super) fleet: Option<Spanned<super::fleet::RawFleet>>,
 }
 
 /// A per-resource table where every resource is optional (the rest keep their default).

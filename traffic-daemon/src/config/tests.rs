@@ -232,6 +232,7 @@ fn shipped_config_parses_and_equals_documented_defaults() {
         pressure: PressureSettings::default(),
         throttle: ThrottleSettings::default(),
         bans: crate::config::bans::BansConfig::default(),
+        fleet: None,
     };
     assert_eq!(config, expected);
     // The shipped file acts on no port: the examples are comments. config/demo.toml is the

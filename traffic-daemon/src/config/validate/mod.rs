@@ -42,6 +42,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
     );
 
     let bans = super::bans::bans(&mut c.problems, raw.bans.as_ref());
+    let fleet = super::fleet::fleet(&mut c.problems, raw.fleet.as_ref());
     let (pressure, throttle) =
         pressure::pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
 
@@ -71,6 +72,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         pressure,
         throttle,
         bans,
+        fleet,
     })
 }
 

@@ -129,7 +129,10 @@ fn a_persistent_offender_is_banned_and_a_good_source_is_not() {
     let fake = Fake::default();
     let mut c = core(&fake, &dir.join("bans.json"), 1_000_000);
     let text = crate::serve::metrics::render(&mut c);
-    assert!(text.contains("traffic_auto_bans_total{class=\"public\"} 0"), "{text}");
+    assert!(
+        text.contains("traffic_auto_bans_total{class=\"public\"} 0"),
+        "{text}"
+    );
     let slot = c.slots.slot_of("public").unwrap();
     assert_eq!(c.offender_slots(), 1 << slot);
     let key = |last| BucketKey {
