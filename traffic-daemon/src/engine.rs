@@ -71,6 +71,8 @@ pub struct Core {
     pub(crate) gate_lease_until_ns: u64,
     /// Bans: the book, the state file, the offender detector, the counts (`ops/bans.rs`).
     pub(crate) bans: crate::bans::BanState,
+    /// What the fleet task reports (`None`: no `[fleet]`); read by status and metrics.
+    pub fleet: Option<crate::fleet::SharedSnapshot>,
 }
 
 /// How often a generation of the tracked-source bitmap (`TRF_SEEN`) is cleared, the two in
@@ -128,6 +130,7 @@ impl Core {
             max_frame: crate::policy::limits::MIN_BYTE_BURST,
             gate_lease_until_ns: 0,
             bans: crate::bans::BanState::default(),
+            fleet: None,
         };
         core.max_frame = core.largest_frame();
         // At start (a restart adopts the bitmap with the buckets it describes): the first

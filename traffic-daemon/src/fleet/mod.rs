@@ -276,5 +276,43 @@ impl FleetSnapshot {
     }
 }
 
+/// The snapshot as the fleet task writes it and the engine reads it.
+pub type SharedSnapshot = std::sync::Arc<std::sync::Mutex<FleetSnapshot>>;
+
+/// The fleet part of `trafficctl status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    pub node: String,
+    pub connected: bool,
+    pub error: Option<String>,
+    pub lag_seconds: Option<f64>,
+    pub nodes: usize,
+}
+
+/// Read the shared snapshot for the status report.
+pub fn status(s: &SharedSnapshot) -> FleetStatus {
+    let s = s.lock().unwrap_or_else(|e| e.into_inner());
+    FleetStatus {
+        node: s.node.clone(),
+        connected: s.connected,
+        error: s.error.clone(),
+        lag_seconds: s.lag_seconds(crate::api::bans::unix_now_ms()),
+        nodes: s.nodes.len(),
+    }
+}
+
+/// `connected as n1 (3 nodes)` or `DISCONNECTED as n1: why`.
+pub fn status_line(f: &FleetStatus) -> String {
+    if f.connected {
+        format!("connected as {} ({} nodes)", f.node, f.nodes)
+    } else {
+        format!(
+            "DISCONNECTED as {}: {} (enforcing locally; reconnecting)",
+            f.node,
+            f.error.as_deref().unwrap_or("not connected yet")
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests;

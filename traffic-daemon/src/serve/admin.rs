@@ -210,6 +210,7 @@ pub fn router(shared: Arc<Shared>, access: Access) -> Router {
                 .post(super::bans::add)
                 .delete(super::bans::remove),
         )
+        .route("/v1/fleet", get(super::fleet::view))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(access),
@@ -389,6 +390,7 @@ mod tests {
             core: std::sync::Mutex::new(core),
             config_path: "/nonexistent/traffic.toml".into(),
             listeners: Default::default(),
+            fleet: None,
         });
         let access = Access {
             control_group: Some("traffic-admin".into()),

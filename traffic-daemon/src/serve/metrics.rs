@@ -78,6 +78,7 @@ pub fn render(core: &mut Core) -> String {
     );
     reloads(&mut e, &status.reload);
     super::bans::render(&mut e, &core.bans_snapshot());
+    super::fleet::render(&mut e, core.fleet.as_ref());
     e.finish()
 }
 

@@ -161,6 +161,8 @@ fn cases() -> Vec<Trial> {
         operator::bans::a_client_without_control_access_cannot_ban,
         operator::bans::absurd_bans_are_refused_clearly,
         operator::bans::the_program_drops_a_banned_source_on_every_packet_until_its_end,
+        fleet::bans::a_fleet_ban_is_enforced_everywhere_within_a_second_with_the_same_end,
+        fleet::faults::redis_killed_restarted_empty_and_a_partition_heal_without_losses,
     ]
 }
 

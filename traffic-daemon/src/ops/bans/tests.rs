@@ -35,6 +35,7 @@ fn req(target: &str, duration: &str) -> BanRequest {
         duration: duration.into(),
         reason: Some("ssh brute force".into()),
         force: false,
+        fleet: false,
     }
 }
 
