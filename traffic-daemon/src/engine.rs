@@ -73,6 +73,8 @@ pub struct Core {
     pub(crate) bans: crate::bans::BanState,
     /// What the fleet task reports (`None`: no `[fleet]`); read by status and metrics.
     pub fleet: Option<crate::fleet::SharedSnapshot>,
+    /// Automatic bans of `scope = "fleet"` classes, for the fleet task to share (bounded).
+    pub(crate) fleet_outbox: Vec<crate::bans::Ban>,
 }
 
 /// How often a generation of the tracked-source bitmap (`TRF_SEEN`) is cleared, the two in
@@ -131,6 +133,7 @@ impl Core {
             gate_lease_until_ns: 0,
             bans: crate::bans::BanState::default(),
             fleet: None,
+            fleet_outbox: Vec::new(),
         };
         core.max_frame = core.largest_frame();
         // At start (a restart adopts the bitmap with the buckets it describes): the first

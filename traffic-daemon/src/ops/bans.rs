@@ -242,6 +242,7 @@ impl Core {
 
     fn auto_ban(&mut self, o: &Offence, class: &str, index: usize, ban_for: std::time::Duration) {
         let spec = &self.config.classes[index];
+        let share = self.fleet.is_some() && spec.offender.is_some_and(|o| o.fleet);
         let v6 = std::net::Ipv6Addr::from(o.addr);
         let prefix = match v6.to_ipv4_mapped() {
             Some(v4) => Prefix {
@@ -273,8 +274,13 @@ impl Core {
             ban_for = ?ban_for,
             "persistent offender: banned"
         );
-        match self.add_ban(ban) {
-            Ok(_) => *self.bans.auto.entry(class.to_owned()).or_default() += 1,
+        match self.add_ban(ban.clone()) {
+            Ok(_) => {
+                *self.bans.auto.entry(class.to_owned()).or_default() += 1;
+                if share {
+                    self.share_with_fleet(ban);
+                }
+            }
             Err(e) => warn!(source = %prefix, error = %e, "automatic ban refused"),
         }
     }

@@ -140,7 +140,10 @@ pub async fn run(
         let until = tokio::time::Instant::now() + delay;
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(until) => break,
+                () = tokio::time::sleep_until(until) => {
+                    cx.drain_outbox();
+                    break;
+                }
                 o = rx.recv() => match o {
                     Some(o) => cx.keep(o),
                     None => return,

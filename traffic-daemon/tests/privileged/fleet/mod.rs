@@ -28,7 +28,7 @@ const PASSWORD: &str = "fleet-test-secret";
 fn acl() -> String {
     format!(
         "user default off\nuser admin on >{PASSWORD}-admin ~* &* +@all\nuser traffic on >{PASSWORD} resetkeys ~{{{NS}}}:* resetchannels &{{{NS}}}:* \
-         -@all +ping +hello +client|setinfo +set +sadd +srem +srandmember +mget +hset +hdel +hscan \
+         -@all +ping +set +sadd +srem +srandmember +mget +hset +hdel +hscan \
          +publish +subscribe +unsubscribe\n"
     )
 }
@@ -268,6 +268,29 @@ impl Fleet {
                 n.connected().then_some(())
             });
         }
+    }
+}
+
+impl Drop for Fleet {
+    /// On a failure, the logs (the temp dirs go with the fleet).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for n in &self.nodes {
+            if let Some(d) = &n.daemon {
+                let log = d.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!(
+                    "--- {} log (last 40 lines, newest first):\n{}",
+                    n.name,
+                    tail.join("\n")
+                );
+            }
+        }
+        let log = std::fs::read_to_string(self.redis.tmp.path("redis.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        eprintln!("--- redis log (newest first):\n{}", tail.join("\n"));
     }
 }
 
