@@ -50,7 +50,7 @@ pub fn render_fleet(s: &FleetSnapshot, now_unix_ms: u64) -> String {
         .iter()
         .flat_map(|n| n.top_sources.iter().map(move |t| (n.node.as_str(), t)))
         .collect();
-    top.sort_by(|a, b| b.1.packets.cmp(&a.1.packets));
+    top.sort_by_key(|t| std::cmp::Reverse(t.1.packets));
     if !top.is_empty() {
         let _ = writeln!(
             o,

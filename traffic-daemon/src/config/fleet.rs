@@ -228,6 +228,24 @@ mod tests {
     }
 
     #[test]
+    fn an_offender_rule_may_share_its_bans_with_the_fleet() {
+        let off = |scope: &str| {
+            parse(&format!(
+                "[classes.default.offender]\ndrop_ratio = 0.9\n{scope}\n"
+            ))
+            .map(|c| c.classes[0].offender.unwrap().fleet)
+        };
+        assert_eq!(off(""), Ok(false));
+        assert_eq!(off("scope = \"node\""), Ok(false));
+        assert_eq!(off("scope = \"fleet\""), Ok(true));
+        assert!(
+            off("scope = \"world\"")
+                .unwrap_err()
+                .contains("offender.scope")
+        );
+    }
+
+    #[test]
     fn secrets_bad_schemes_and_bad_names_are_refused() {
         for (tail, needle) in [
             ("url = \"redis://u:secret@h:6379\"", "credentials_file"),

@@ -183,7 +183,8 @@ impl Heartbeat {
                 return Err("invalid top source".into());
             }
         }
-        self.top_sources.sort_by(|a, b| b.packets.cmp(&a.packets));
+        self.top_sources
+            .sort_by_key(|t| std::cmp::Reverse(t.packets));
         Ok(self)
     }
 }

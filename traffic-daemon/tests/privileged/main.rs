@@ -163,6 +163,7 @@ fn cases() -> Vec<Trial> {
         operator::bans::the_program_drops_a_banned_source_on_every_packet_until_its_end,
         fleet::bans::a_fleet_ban_is_enforced_everywhere_within_a_second_with_the_same_end,
         fleet::faults::redis_killed_restarted_empty_and_a_partition_heal_without_losses,
+        fleet::bans::an_automatic_ban_of_a_fleet_scoped_class_reaches_the_other_nodes,
     ]
 }
 

@@ -37,6 +37,8 @@ const OUTBOX_EVERY: Duration = Duration::from_millis(100);
 const TOP_EVERY: u32 = 5;
 
 type RResult<T> = Result<T, String>;
+/// A hash field and its value, as HSCAN gives them.
+type Field = (Vec<u8>, Vec<u8>);
 
 /// The task's state across sessions.
 pub(super) struct Cx {
@@ -397,7 +399,7 @@ impl Cx {
         let (mut ended, mut bad, mut seen) = (Vec::new(), 0usize, 0usize);
         let mut cursor: u64 = 0;
         loop {
-            let (next, items): (u64, Vec<(Vec<u8>, Vec<u8>)>) = self
+            let (next, items): (u64, Vec<Field>) = self
                 .t(
                     "read bans",
                     redis::cmd("HSCAN")
@@ -443,42 +445,40 @@ impl Cx {
         Ok((remote, ended))
     }
 
+    /// This node's heartbeat, read from the engine under its lock (no walk: the top
+    /// sources come from the last walk).
+    fn describe(&self, now: u64) -> Heartbeat {
+        let core = self.shared.lock();
+        Heartbeat {
+            node: self.s.node.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            seen_unix_ms: now,
+            level: core.throttle_status().level.as_str().to_owned(),
+            open_breakers: core
+                .circuits()
+                .map(|r| {
+                    r.upstreams
+                        .iter()
+                        .filter(|u| u.breaker.state != crate::policy::breaker::BreakerState::Closed)
+                        .take(MAX_LIST)
+                        .map(|u| u.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            bans: core.bans_snapshot().active,
+            fleet_bans: self.own.len() as u64,
+            top_sources: self.top.clone(),
+        }
+    }
+
     /// Write this node's heartbeat and read the others'.
     async fn heartbeat(&mut self, conn: &mut MultiplexedConnection) -> RResult<()> {
-        if self.beats % TOP_EVERY == 0 {
+        if self.beats.is_multiple_of(TOP_EVERY) {
             self.top = top_sources(&self.shared).await;
         }
         self.beats = self.beats.wrapping_add(1);
         let now = unix_now_ms();
-        let hb = {
-            let core = self.shared.lock();
-            Heartbeat {
-                node: self.s.node.clone(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                seen_unix_ms: now,
-                level: core.throttle_status().level.as_str().to_owned(),
-                open_breakers: core
-                    .circuits()
-                    .map(|r| {
-                        r.upstreams
-                            .iter()
-                            .filter(|u| {
-                                u.breaker.state != crate::policy::breaker::BreakerState::Closed
-                            })
-                            .take(MAX_LIST)
-                            .map(|u| u.name.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                bans: core.bans_snapshot().active as u64,
-                fleet_bans: 0,
-                top_sources: self.top.clone(),
-            }
-        };
-        let hb = Heartbeat {
-            fleet_bans: self.own.len() as u64,
-            ..hb
-        };
+        let hb = self.describe(now);
         let ttl = (self.s.config.heartbeat_interval * 3).as_millis() as u64;
         let value = serde_json::to_string(&hb).map_err(|e| e.to_string())?;
         let mut p = redis::pipe();

@@ -210,3 +210,62 @@ fn redis_ops_under_a_flood(f: &Fleet) {
     // Bound: per heartbeat 3 commands + MGET (+ SREM), per sync 1 HSCAN: 2/0.5 s·4 + 0.5.
     assert!(per_node <= 12.0, "{per_node:.1} ops/s per node");
 }
+
+/// An automatic ban of a class whose offender rule says `scope = "fleet"`: a source that
+/// floods node 1 is banned there by the detector and, within a second, on node 2 (where it
+/// sent nothing), with the same end and reason.
+pub fn an_automatic_ban_of_a_fleet_scoped_class_reaches_the_other_nodes() {
+    let mut f = Fleet::new("fl-auto", |k| {
+        if k == 1 {
+            "[classes.premium.offender]\ndrop_ratio = 0.9\nwindow = \"10s\"\nmin_packets = 100\n\
+             ban_for = \"5m\"\nscope = \"fleet\"\n"
+                .into()
+        } else {
+            String::new()
+        }
+    });
+    f.redis.start();
+    f.nodes[0].start();
+    f.nodes[1].start();
+    f.wait_connected(Duration::from_secs(10));
+    let host = &f.nodes[0].rig.topo.hosts[0];
+    let flooder = host.v4(1);
+    let flow = UdpFlow {
+        src: IpAddr::V4(flooder),
+        dst: SocketAddr::new(IpAddr::V4(SERVICE_V4), 9000),
+        rate_pps: 100.0,
+        duration: Duration::from_secs(25),
+        max_packets: 2_500,
+        payload_len: 32,
+        cpu: None,
+        progress: None,
+    };
+    let prefix = format!("{flooder}/32");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (on1, on2) = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| run_flows(&host.ns, std::slice::from_ref(&flow), &stop));
+        let on1 = poll(
+            "the automatic ban on node 1",
+            Duration::from_secs(30),
+            || has(&f.nodes[0], &prefix),
+        );
+        let t0 = Instant::now();
+        let on2 = poll(
+            "the automatic ban on node 2",
+            Duration::from_secs(1),
+            || has(&f.nodes[1], &prefix),
+        );
+        eprintln!(
+            "automatic fleet ban on node 2 {} ms after node 1 listed it",
+            t0.elapsed().as_millis()
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sender.join().unwrap().unwrap();
+        (on1, on2)
+    });
+    assert_eq!(on1.origin, Origin::Auto);
+    assert_eq!(on2.origin, Origin::Fleet);
+    assert_eq!(on2.reason, "offender in class premium");
+    assert_eq!(on2.until_unix_ms, on1.until_unix_ms, "the same end");
+    assert_eq!(f.nodes[1].rig.burst(1, 10), 0, "banned on node 2 too");
+}
