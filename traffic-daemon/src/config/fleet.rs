@@ -17,6 +17,7 @@ use super::syntax::Problems;
 pub(super) struct RawFleet {
     pub(super) url: Spanned<String>,
     pub(super) credentials_file: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
     pub(super) node: Option<Spanned<String>>,
     pub(super) namespace: Option<Spanned<String>>,
     pub(super) connect_timeout: Option<Spanned<String>>,
@@ -36,6 +37,9 @@ pub struct FleetConfig {
     /// line that is not a comment; owned by root or the daemon's user and not readable by
     /// group or others (checked at start, like ssh checks a private key).
     pub credentials_file: Option<PathBuf>,
+    /// For `rediss://`: a PEM file of the CA(s) that signed the server's certificate (a home
+    /// cloud's own CA), used instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// This node's name in the fleet; `None`: the host name, read at start.
     pub node: Option<String>,
     /// Prefix of every key and channel (`NAMESPACE:…`), so several fleets share a server.
@@ -84,19 +88,23 @@ pub(super) fn fleet(p: &mut Problems, raw: Option<&Spanned<RawFleet>>) -> Option
     };
     let node = name(p, &r.node, "fleet.node");
     let namespace = name(p, &r.namespace, "fleet.namespace").unwrap_or_else(|| "traffic".into());
-    let credentials_file = r.credentials_file.as_ref().and_then(|f| {
+    let path = |p: &mut Problems, v: &Option<Spanned<String>>, key: &str| {
+        let f = v.as_ref()?;
         let path = PathBuf::from(f.get_ref());
         if path.is_absolute() && !f.get_ref().split('/').any(|c| c == "..") {
             Some(path)
         } else {
-            p.err(
-                f.span(),
-                "fleet.credentials_file",
-                "must be an absolute path without `..`",
-            );
+            p.err(f.span(), key, "must be an absolute path without `..`");
             None
         }
-    });
+    };
+    let credentials_file = path(p, &r.credentials_file, "fleet.credentials_file");
+    let ca_file = path(p, &r.ca_file, "fleet.ca_file");
+    if let Some(f) = &r.ca_file
+        && !url.starts_with("rediss://")
+    {
+        p.err(f.span(), "fleet.ca_file", "only with a rediss:// (TLS) url");
+    }
     let ms = Duration::from_millis;
     let mut dur = |v: &Option<Spanned<String>>, key: &str, min, max, default| match v {
         Some(v) => p.duration_between(v, key, min, max).unwrap_or(default),
@@ -147,6 +155,7 @@ pub(super) fn fleet(p: &mut Problems, raw: Option<&Spanned<RawFleet>>) -> Option
     Some(FleetConfig {
         url,
         credentials_file,
+        ca_file,
         node,
         namespace,
         connect_timeout,
@@ -225,6 +234,12 @@ mod tests {
         assert_eq!(f.sync_interval, Duration::from_secs(5));
         assert_eq!(f.max_bans, 50);
         assert!(parse("[fleet]\nurl = \"unix:///run/redis/redis.sock\"\n").is_ok());
+        let c = parse("[fleet]\nurl = \"rediss://h:6380\"\nca_file = \"/etc/traffic/ca.pem\"\n")
+            .unwrap();
+        assert_eq!(
+            c.fleet.unwrap().ca_file,
+            Some(PathBuf::from("/etc/traffic/ca.pem"))
+        );
     }
 
     #[test]
@@ -259,6 +274,10 @@ mod tests {
                 "absolute path",
             ),
             ("url = \"redis://h\"\nmax_bans = 0", "fleet.max_bans"),
+            (
+                "url = \"redis://h\"\nca_file = \"/etc/ca.pem\"",
+                "only with a rediss://",
+            ),
             (
                 "url = \"redis://h\"\ncommand_timeout = \"1h\"",
                 "fleet.command_timeout",

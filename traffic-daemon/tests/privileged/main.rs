@@ -164,6 +164,7 @@ fn cases() -> Vec<Trial> {
         fleet::bans::a_fleet_ban_is_enforced_everywhere_within_a_second_with_the_same_end,
         fleet::faults::redis_killed_restarted_empty_and_a_partition_heal_without_losses,
         fleet::bans::an_automatic_ban_of_a_fleet_scoped_class_reaches_the_other_nodes,
+        fleet::tls::a_fleet_over_tls_with_its_own_ca_shares_a_ban,
     ]
 }
 

@@ -44,6 +44,8 @@ pub struct Settings {
     pub config: FleetConfig,
     pub node: String,
     pub credentials: Option<credentials::Credentials>,
+    /// `ca_file`'s PEM bytes.
+    pub root_cert: Option<Vec<u8>>,
 }
 
 impl Settings {
@@ -66,10 +68,25 @@ impl Settings {
             Some(path) => Some(credentials::read(path)?),
             None => None,
         };
+        let root_cert = match &config.ca_file {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| format!("fleet ca_file {}: {e}", path.display()))?;
+                if bytes.len() > 1 << 20 || !bytes.starts_with(b"-----BEGIN") {
+                    return Err(format!(
+                        "fleet ca_file {}: not a PEM file of at most 1 MiB",
+                        path.display()
+                    ));
+                }
+                Some(bytes)
+            }
+            None => None,
+        };
         Ok(Self {
             config: config.clone(),
             node,
             credentials,
+            root_cert,
         })
     }
 }

@@ -72,7 +72,17 @@ impl Cx {
             }
         }
         let info = info.set_redis_settings(r);
-        let client = Client::open(info).map_err(|e| e.to_string())?;
+        let client = match &s.root_cert {
+            Some(pem) => Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => Client::open(info),
+        }
+        .map_err(|e| e.to_string())?;
         Ok(Self {
             keys: Keys::new(&s.config.namespace),
             s,

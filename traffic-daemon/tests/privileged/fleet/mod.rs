@@ -9,6 +9,7 @@
 
 pub mod bans;
 pub mod faults;
+pub mod tls;
 
 use std::{
     process::{Child, Stdio},
@@ -38,6 +39,8 @@ pub struct Redis {
     pub ns: Netns,
     child: Option<Child>,
     tmp: TempDir,
+    /// Serve TLS only, with a certificate of the test's own CA (`ca.pem` in `tmp`).
+    tls: bool,
 }
 
 impl Redis {
@@ -61,6 +64,20 @@ impl Redis {
             ),
         )
         .unwrap();
+        if self.tls {
+            let t = self.tmp.0.display();
+            std::fs::write(
+                &conf,
+                std::fs::read_to_string(&conf)
+                    .unwrap()
+                    .replace("port 6379\n", "port 0\n")
+                    + &format!(
+                        "tls-port 6379\ntls-cert-file {t}/server.pem\ntls-key-file {t}/server.key\n\
+                         tls-ca-cert-file {t}/ca.pem\ntls-auth-clients no\n"
+                    ),
+            )
+            .unwrap();
+        }
         let log = std::fs::File::create(self.tmp.path("redis.log")).unwrap();
         let child = self
             .ns
@@ -96,6 +113,12 @@ impl Redis {
     }
 
     fn cli_as(&self, user: &str, pass: &str, args: &[&str]) -> String {
+        let ca = self.tmp.path("ca.pem").display().to_string();
+        let tls: &[&str] = if self.tls {
+            &["--tls", "--cacert", &ca]
+        } else {
+            &[]
+        };
         let out = self
             .ns
             .command("redis-cli")
@@ -109,6 +132,7 @@ impl Redis {
                 pass,
                 "--no-auth-warning",
             ])
+            .args(tls)
             .args(args)
             .output()
             .expect("redis-cli");
@@ -197,11 +221,32 @@ pub struct Fleet {
 impl Fleet {
     /// `extra(k)`: config lines for node k after its rules (e.g. an allow rule).
     pub fn new(name: &str, extra: impl Fn(usize) -> String) -> Self {
+        Self::build(name, extra, false)
+    }
+
+    /// As [`Fleet::new`], Redis serving TLS only with a certificate of a CA made here.
+    pub fn new_tls(name: &str) -> Self {
+        Self::build(name, |_| String::new(), true)
+    }
+
+    fn build(name: &str, extra: impl Fn(usize) -> String, tls: bool) -> Self {
         let tag = unique_tag();
         let redis = Redis {
             ns: Netns::create(&format!("trf{tag}-redis")).unwrap(),
             child: None,
             tmp: TempDir::new(&format!("{name}-redis")),
+            tls,
+        };
+        if tls {
+            make_certificates(&redis.tmp);
+        }
+        let (scheme, ca) = if tls {
+            (
+                "rediss",
+                format!("ca_file = \"{}\"\n", redis.tmp.path("ca.pem").display()),
+            )
+        } else {
+            ("redis", String::new())
         };
         redis.ns.ip(&["link", "set", "lo", "up"]).unwrap();
         let mut nodes = Vec::new();
@@ -241,7 +286,7 @@ impl Fleet {
             rig.write_config(
                 "",
                 &format!(
-                    "{extra}\n[bans]\nstate_file = \"{state}\"\n[fleet]\nurl = \"redis://{addr}:6379\"\n\
+                    "{extra}\n[bans]\nstate_file = \"{state}\"\n[fleet]\nurl = \"{scheme}://{addr}:6379\"\n{ca}\
                      credentials_file = \"{creds}\"\nnode = \"{node}\"\nnamespace = \"{NS}\"\n\
                      heartbeat_interval = \"500ms\"\nsync_interval = \"2s\"\ncommand_timeout = \"300ms\"\n\
                      connect_timeout = \"500ms\"\n",
@@ -291,6 +336,40 @@ impl Drop for Fleet {
         let log = std::fs::read_to_string(self.redis.tmp.path("redis.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         eprintln!("--- redis log (newest first):\n{}", tail.join("\n"));
+    }
+}
+
+/// A CA and a server certificate for Redis's addresses (openssl, as the operator would).
+fn make_certificates(dir: &TempDir) {
+    let d = dir.0.display().to_string();
+    let sans: Vec<String> = std::iter::once("IP:127.0.0.1".to_owned())
+        .chain((1..=3).map(|k| format!("IP:{}", Redis::addr(k))))
+        .collect();
+    std::fs::write(
+        dir.path("ext"),
+        format!("subjectAltName={}\n", sans.join(",")),
+    )
+    .unwrap();
+    for args in [
+        format!(
+            "req -x509 -newkey rsa:2048 -nodes -keyout {d}/ca.key -out {d}/ca.pem -days 2 -subj /CN=fleet-test-ca"
+        ),
+        format!(
+            "req -newkey rsa:2048 -nodes -keyout {d}/server.key -out {d}/server.csr -subj /CN=redis"
+        ),
+        format!(
+            "x509 -req -in {d}/server.csr -CA {d}/ca.pem -CAkey {d}/ca.key -CAcreateserial -out {d}/server.pem -days 2 -extfile {d}/ext"
+        ),
+    ] {
+        let out = std::process::Command::new("openssl")
+            .args(args.split(' '))
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
