@@ -31,6 +31,9 @@ const MAX_SCAN: usize = 2 * crate::bans::MAX_BANS;
 /// Most ban events handled per second; past it they are skipped and the next reconcile
 /// (brought forward) catches up, so a flood on the channel cannot hold the engine's lock.
 const EVENTS_PER_SECOND: u32 = 500;
+/// Bans written per hold of the engine's lock (one generation bump and state-file write
+/// each), so a node joining a fleet of thousands of bans never holds the lock for long.
+const APPLY_CHUNK: usize = 256;
 /// How often the automatic bans of `scope = "fleet"` classes are taken from the engine.
 const OUTBOX_EVERY: Duration = Duration::from_millis(100);
 /// Top sources are read (a walk of the bucket map) every this many heartbeats.
@@ -337,19 +340,19 @@ impl Cx {
     /// get their turn between them).
     fn apply(&mut self, plan: crate::fleet::Plan) {
         let mut received = 0;
-        for b in plan.apply {
-            let prefix = b.prefix;
-            match self.shared.lock().add_ban(b) {
-                Ok(_) => received += 1,
-                Err(e) => tracing::warn!(%prefix, error = %e, "fleet: ban not applied"),
+        let mut bans = plan.apply;
+        while !bans.is_empty() {
+            let rest = bans.split_off(bans.len().min(APPLY_CHUNK));
+            let (added, refused) = self.shared.lock().add_bans(bans);
+            received += added as u64;
+            for (prefix, e) in refused {
+                tracing::warn!(%prefix, error = %e, "fleet: ban not applied");
             }
+            bans = rest;
         }
-        for p in plan.drop {
-            if let Err(e) = self.shared.lock().remove_ban(&p) {
-                tracing::debug!(prefix = %p, error = %e, "fleet: lifting a ban");
-            } else {
-                tracing::info!(prefix = %p, "fleet: ban lifted by the fleet");
-            }
+        for chunk in plan.drop.chunks(APPLY_CHUNK) {
+            let n = self.shared.lock().remove_bans(chunk);
+            tracing::info!(lifted = n, "fleet: bans lifted by the fleet");
         }
         let over = plan.over_cap as u64;
         if over > 0 {
