@@ -174,6 +174,29 @@ pub fn a_fleet_ban_is_enforced_everywhere_within_a_second_with_the_same_end() {
     assert_eq!(hlen, 21, "20 + the forced one");
 
     redis_ops_under_a_flood(&f);
+
+    // The flood's sources show in the fleet view on another node, with node 1's name.
+    let view = poll(
+        "node 1's top sources seen from node 2",
+        Duration::from_secs(8),
+        || {
+            let v = f.nodes[1].fleet();
+            v.nodes
+                .iter()
+                .any(|n| {
+                    n.node == "node1"
+                        && n.top_sources
+                            .iter()
+                            .any(|t| t.class == "premium" && t.dropped > 0)
+                })
+                .then_some(v)
+        },
+    );
+    let table = f.nodes[1].ok(&["fleet"]);
+    assert!(
+        table.contains("TOP SOURCE") && table.contains("198.18.1."),
+        "{table}\n{view:?}"
+    );
 }
 
 /// Redis commands per node per second while node 1 takes a flood from 200 sources (every
