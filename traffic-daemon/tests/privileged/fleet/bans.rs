@@ -164,6 +164,7 @@ pub fn a_fleet_ban_is_enforced_everywhere_within_a_second_with_the_same_end() {
             .any(|l| l.starts_with("traffic_fleet_bans_received_total ") && !l.ends_with(" 0")),
         "{m}"
     );
+    promtool_accepts(&m);
     // Hash entries equal bans in force: no duplicates (one field per prefix).
     let hlen: u64 = f
         .redis
@@ -291,4 +292,29 @@ pub fn an_automatic_ban_of_a_fleet_scoped_class_reaches_the_other_nodes() {
     assert_eq!(on2.reason, "offender in class premium");
     assert_eq!(on2.until_unix_ms, on1.until_unix_ms, "the same end");
     assert_eq!(f.nodes[1].rig.burst(1, 10), 0, "banned on node 2 too");
+}
+
+/// promtool's linter on an exposition with the fleet families.
+fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use traffic_testkit::daemon::DaemonProcess;
+
 use super::Fleet;
-use crate::support::poll;
+use crate::support::{poll, trafficd};
 
 pub fn a_fleet_over_tls_with_its_own_ca_shares_a_ban() {
     let mut f = Fleet::new_tls("fl-tls");
@@ -26,4 +28,19 @@ pub fn a_fleet_over_tls_with_its_own_ca_shares_a_ban() {
         view.url.starts_with("rediss://") && view.connected,
         "{view:?}"
     );
+
+    // A credentials file others may read: the node refuses to start, saying why.
+    let creds = f.nodes[2].rig.tmp.path("fleet.credentials");
+    std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let err = DaemonProcess::start(
+        &f.nodes[2].rig.topo.node,
+        trafficd(),
+        &f.nodes[2].rig.config_path(),
+        std::path::Path::new(&f.nodes[2].rig.socket()),
+        &f.nodes[2].rig.tmp.path("trafficd.log"),
+        Duration::from_secs(10),
+    )
+    .err()
+    .expect("refused");
+    assert!(format!("{err:#}").contains("chmod 600"), "{err:#}");
 }
