@@ -172,8 +172,9 @@ pub const DEBT_ENTRIES: u32 = 1 << DEBT_BITS;
 
 /// `max_entries` of [`map_names::FLOWS`] (an LRU: a flood of attempts evicts the oldest).
 pub const FLOWS_ENTRIES: u32 = 16_384;
-/// `max_entries` of [`map_names::BANS`]: 65,536 banned prefixes (about 4 MiB of trie
-/// nodes); a ban beyond it is refused, never an existing one dropped.
+/// `max_entries` of [`map_names::BANS`]: 65,536 banned prefixes (trie nodes allocated as
+/// bans are added, at most about 12 MiB); a ban beyond it is refused, never an existing
+/// one dropped.
 pub const BANS_ENTRIES: u32 = 65_536;
 /// [`BanEntry::flags`]: the ban wins over an `allow` rule.
 pub const BAN_FORCE: u32 = 1 << 0;

@@ -403,7 +403,9 @@ fn bans(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    use crate::api::bans::{BanAnswer, BanRequest, BansReport, render_answer, render_bans};
+    use crate::api::bans::{
+        BanAnswer, BanRequest, BansReport, render_answer, render_bans, render_unban,
+    };
     let now = crate::api::bans::unix_now_ms();
     let r = match command {
         Command::Ban {
@@ -422,7 +424,7 @@ fn bans(
             };
             client
                 .post_json::<BanAnswer, _>("/v1/bans", &req)
-                .map(|a| (render_answer(&a, "banned", now), serde_json::to_value(a)))
+                .map(|a| (render_answer(&a, now), serde_json::to_value(a)))
         }
         Command::Unban { target, fleet } => client
             .delete::<BanAnswer>(&format!(
@@ -430,12 +432,7 @@ fn bans(
                 query_escape(target),
                 if *fleet { "&fleet=true" } else { "" }
             ))
-            .map(|a| {
-                (
-                    render_answer(&a, "unbanned", a.ban.until_unix_ms),
-                    serde_json::to_value(a),
-                )
-            }),
+            .map(|a| (render_unban(&a, now), serde_json::to_value(a))),
         _ => client
             .get::<BansReport>("/v1/bans")
             .map(|r| (render_bans(&r), serde_json::to_value(r))),

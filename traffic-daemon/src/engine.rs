@@ -510,6 +510,10 @@ impl Core {
 
     /// Stop: detach, or pin the links and leave the program enforcing.
     pub fn shutdown(&mut self) {
+        // The last ban change reaches the state file before the process exits.
+        if let Some(w) = &self.bans.writer {
+            w.flush();
+        }
         match self.config.daemon.on_exit {
             OnExit::Detach => {
                 self.dp.detach_all();

@@ -70,28 +70,43 @@ pub fn render_bans(r: &BansReport) -> String {
     out
 }
 
-/// One line for `trafficctl ban` / `unban`.
-pub fn render_answer(a: &BanAnswer, verb: &str, now_unix_ms: u64) -> String {
+/// One line for `trafficctl ban`.
+pub fn render_answer(a: &BanAnswer, now_unix_ms: u64) -> String {
+    let left = a
+        .ban
+        .until_unix_ms
+        .saturating_sub(now_unix_ms)
+        .div_ceil(1000);
+    let force = if a.ban.force {
+        ", over allow rules"
+    } else {
+        ""
+    };
+    let replaced = if a.replaced {
+        "; replaced the earlier ban"
+    } else {
+        ""
+    };
+    format!(
+        "banned {} for {}{force} ({}){replaced}\n",
+        a.ban.prefix,
+        human_duration(left),
+        a.ban.reason
+    )
+}
+
+/// One line for `trafficctl unban`.
+pub fn render_unban(a: &BanAnswer, now_unix_ms: u64) -> String {
     let left = a
         .ban
         .until_unix_ms
         .saturating_sub(now_unix_ms)
         .div_ceil(1000);
     format!(
-        "{verb} {} for {}{} ({}){}\n",
+        "unbanned {} ({}; {} were left)\n",
         a.ban.prefix,
-        human_duration(left),
-        if a.ban.force {
-            ", over allow rules"
-        } else {
-            ""
-        },
         a.ban.reason,
-        if a.replaced {
-            "; replaced the earlier ban"
-        } else {
-            ""
-        }
+        human_duration(left)
     )
 }
 

@@ -332,6 +332,10 @@ fn fnv(mut h: u32, bytes: &[u8]) -> u32 {
 pub struct BanBook {
     bans: BTreeMap<Prefix, Ban>,
     digest: u32,
+    /// The earliest end, kept so the control tick's check is one comparison; recomputed
+    /// (one pass) only after the ban holding it went.
+    earliest: Option<u64>,
+    earliest_stale: bool,
 }
 
 impl BanBook {
@@ -342,9 +346,14 @@ impl BanBook {
             return Err(BanError::Full { capacity: MAX_BANS });
         }
         self.digest ^= ban_hash(&ban);
+        self.earliest = Some(
+            self.earliest
+                .map_or(ban.until_unix_ms, |e| e.min(ban.until_unix_ms)),
+        );
         let old = self.bans.insert(ban.prefix, ban);
         if let Some(o) = &old {
             self.digest ^= ban_hash(o);
+            self.forget_end(o.until_unix_ms);
         }
         Ok(old)
     }
@@ -353,7 +362,14 @@ impl BanBook {
     pub fn remove(&mut self, prefix: &Prefix) -> Option<Ban> {
         let old = self.bans.remove(prefix)?;
         self.digest ^= ban_hash(&old);
+        self.forget_end(old.until_unix_ms);
         Some(old)
+    }
+
+    fn forget_end(&mut self, until: u64) {
+        if self.earliest == Some(until) {
+            self.earliest_stale = true;
+        }
     }
 
     pub fn get(&self, prefix: &Prefix) -> Option<&Ban> {
@@ -382,8 +398,12 @@ impl BanBook {
     }
 
     /// The earliest end of a ban, if any.
-    pub fn next_expiry(&self) -> Option<u64> {
-        self.bans.values().map(|b| b.until_unix_ms).min()
+    pub fn next_expiry(&mut self) -> Option<u64> {
+        if self.earliest_stale {
+            self.earliest = self.bans.values().map(|b| b.until_unix_ms).min();
+            self.earliest_stale = false;
+        }
+        self.earliest
     }
 
     /// Digest of the contents (0 when empty).
@@ -408,9 +428,9 @@ pub const MAX_REASON_LABELS: usize = 32;
 #[derive(Debug, Default)]
 pub struct BanState {
     pub book: BanBook,
-    /// The state file; `None` until [`crate::engine::Core::open_bans`] (unit tests of the
-    /// engine keep bans in memory only).
-    pub state_file: Option<std::path::PathBuf>,
+    /// The state file's writer; `None` until [`crate::engine::Core::open_bans`] (unit tests
+    /// of the engine keep bans in memory only).
+    pub writer: Option<store::Writer>,
     pub detector: offender::Detector,
     /// Bans made, by reason label (bounded by [`MAX_REASON_LABELS`]).
     pub made: BTreeMap<String, u64>,

@@ -146,3 +146,109 @@ pub fn save<'a>(path: &Path, bans: impl Iterator<Item = &'a Ban>) -> std::io::Re
     }
     result
 }
+
+/// Writes the state file on its own thread, so the engine's lock is never held across
+/// serialising up to 65,536 bans, a write and two fsyncs. Only the latest book matters:
+/// a newer snapshot replaces one not yet written (memory: one pending book at most). Dropping
+/// the writer writes what is pending, then joins the thread.
+pub struct Writer {
+    shared: std::sync::Arc<(std::sync::Mutex<Slot>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    pending: Option<Vec<Ban>>,
+    busy: bool,
+    closing: bool,
+}
+
+impl Writer {
+    /// A writer of `path`.
+    pub fn start(path: PathBuf) -> std::io::Result<Self> {
+        let shared = std::sync::Arc::new((
+            std::sync::Mutex::new(Slot::default()),
+            std::sync::Condvar::new(),
+        ));
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("ban-state".into())
+            .spawn(move || write_loop(&path, &s))?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ask for `bans` to be written (replacing a snapshot not written yet).
+    pub fn save(&self, bans: Vec<Ban>) {
+        let (lock, cv) = &*self.shared;
+        let mut slot = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.pending = Some(bans);
+        cv.notify_all();
+    }
+
+    /// Wait until everything asked for is written (tests; shutdown goes through `Drop`).
+    pub fn flush(&self) {
+        let (lock, cv) = &*self.shared;
+        let mut slot = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while slot.pending.is_some() || slot.busy {
+            slot = cv
+                .wait(slot)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Writer")
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.shared;
+        lock.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .closing = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write_loop(path: &Path, shared: &(std::sync::Mutex<Slot>, std::sync::Condvar)) {
+    let (lock, cv) = shared;
+    loop {
+        let bans = {
+            let mut slot = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            loop {
+                if let Some(b) = slot.pending.take() {
+                    slot.busy = true;
+                    break b;
+                }
+                if slot.closing {
+                    return;
+                }
+                slot = cv
+                    .wait(slot)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        };
+        if let Err(e) = save(path, bans.iter()) {
+            tracing::error!(file = %path.display(), error = %e, "cannot write the ban state file");
+        }
+        lock.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .busy = false;
+        cv.notify_all();
+    }
+}

@@ -130,6 +130,12 @@ fn the_book_replaces_refuses_when_full_and_tracks_its_digest() {
     assert_eq!(book.next_expiry(), Some(a.until_unix_ms + 1));
     assert!(book.expired(a.until_unix_ms).is_empty());
     assert_eq!(book.expired(a.until_unix_ms + 1), vec![a.prefix]);
+    book.insert(b.clone()).unwrap();
+    book.remove(&a.prefix).unwrap();
+    assert_eq!(book.next_expiry(), Some(b.until_unix_ms), "recomputed");
+    book.remove(&b.prefix).unwrap();
+    assert_eq!(book.next_expiry(), None);
+    assert_eq!(book.digest(), 0);
 
     let mut full = BanBook::default();
     for i in 0..MAX_BANS as u32 {

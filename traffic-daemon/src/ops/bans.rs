@@ -44,7 +44,10 @@ impl Core {
         for s in &loaded.skipped {
             warn!(entry = %s, "ban state file: entry skipped");
         }
-        self.bans.state_file = Some(path.to_owned());
+        match store::Writer::start(path.to_owned()) {
+            Ok(w) => self.bans.writer = Some(w),
+            Err(e) => error!(error = %e, "cannot start the ban state writer; bans are not saved"),
+        }
         let pinned = self.dp.bans()?;
         let bans = if loaded.found {
             loaded.bans
@@ -232,14 +235,12 @@ impl Core {
         Ok(ended.len())
     }
 
-    /// Write the book to the state file; a failure is logged (the bans stay in force, and
-    /// in the pinned map across a restart) and retried at the next change.
+    /// Have the book written to the state file (off the engine's lock, see
+    /// [`store::Writer`]); a failure is logged there (the bans stay in force, and in the
+    /// pinned map across a restart) and the next change writes the whole book again.
     fn save_bans(&self) {
-        let Some(path) = &self.bans.state_file else {
-            return;
-        };
-        if let Err(e) = store::save(path, self.bans.book.iter()) {
-            error!(file = %path.display(), error = %e, "cannot write the ban state file");
+        if let Some(w) = &self.bans.writer {
+            w.save(self.bans.book.iter().cloned().collect());
         }
     }
 

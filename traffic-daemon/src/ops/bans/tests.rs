@@ -76,6 +76,7 @@ fn a_ban_reaches_the_kernel_bumps_the_generation_and_is_removed() {
         c.ban(&req("198.18.0.7", "3650d")),
         Err(OpError::Invalid(_))
     ));
+    drop(c);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -120,6 +121,7 @@ fn bans_expire_lazily_and_survive_a_restart_and_a_reboot() {
     let c = core(&fresh, &file, 1_000_000 + 1_800_000);
     assert_eq!(c.list_bans().len(), 1);
     assert_eq!(c.list_bans()[0].origin, Origin::Recovered);
+    c.bans.writer.as_ref().unwrap().flush();
     assert!(file.exists(), "the recovered book is written back");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -164,6 +166,7 @@ fn a_persistent_offender_is_banned_and_a_good_source_is_not() {
         text.contains("traffic_bans_total{reason=\"offender in class public\"} 1"),
         "{text}"
     );
+    drop(c);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -187,6 +190,7 @@ fn a_batch_of_fleet_bans_is_written_once_and_lifted_once() {
     assert_eq!((added, refused.len()), (2, 1));
     assert_eq!(fake.bans.lock().unwrap().len(), 2);
     assert_ne!(c.applied.global.rules_gen, gen0);
+    c.bans.writer.as_ref().unwrap().flush();
     assert_eq!(crate::bans::store::load(&file, 1_000_000).bans.len(), 2);
     let gone = [ban(1, 0).prefix, ban(9, 0).prefix];
     assert_eq!(c.remove_bans(&gone), 1);

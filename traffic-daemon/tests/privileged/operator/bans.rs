@@ -236,6 +236,33 @@ pub fn bans_survive_a_reload_a_restart_and_lost_pins() {
     assert_eq!(burst(&rig, false, 1, 5), 0, "after the pins were lost");
     assert_eq!(burst(&rig, true, 1, 5), 0, "the IPv6 ban too");
     assert_eq!(burst(&rig, false, 2, 5), 5, "a neighbour passes");
+    drop(_d);
+
+    // A corrupt state file: logged and set aside, never a failed start; the pinned bans
+    // are kept (as `recovered`) and written back.
+    let state = rig.tmp.path("state/bans.json");
+    std::fs::write(&state, "{ not json").unwrap();
+    let _d = rig.start();
+    let r = bans(&rig);
+    assert_eq!(r.bans.len(), 2, "recovered from the pins: {r:?}");
+    assert!(
+        r.bans
+            .iter()
+            .all(|b| b.origin == traffic_daemon::bans::Origin::Recovered),
+        "{r:?}"
+    );
+    assert_eq!(burst(&rig, false, 1, 5), 0, "still banned");
+    let log = std::fs::read_to_string(rig.tmp.path("trafficd.log")).unwrap();
+    assert!(log.contains("ban state file not used"), "{log}");
+    assert!(rig.tmp.path("state/bans.json.corrupt").exists());
+    poll(
+        "the recovered bans written back",
+        Duration::from_secs(5),
+        || {
+            let text = std::fs::read_to_string(&state).ok()?;
+            text.contains("recovered").then_some(())
+        },
+    );
 }
 
 /// A source flooding its class (dropped for ≥ 90 % of its packets over the window) is
@@ -464,6 +491,21 @@ pub fn the_program_drops_a_banned_source_on_every_packet_until_its_end() -> anyh
             Slot::new(traffic_common::UNCLASSIFIED, Reason::Banned),
         )?;
     }
-    let _ = &mut lab;
+    drop(lab);
+
+    // Monitor mode: counted as a would-drop, passed.
+    let mut lab = Lab::configured(
+        "ban-monitor",
+        "[daemon]\ninterfaces = [\"lo\"]\nmode = \"monitor\"\n[classes.default]\n",
+    )?;
+    let now = lab.kernel.now_ns();
+    let (k, e) = ban("198.18.4.0/24", now + 60_000_000_000, 0);
+    lab.kernel.set_ban(&k, &e)?;
+    lab.expect(
+        "banned in monitor mode",
+        &frame([198, 18, 4, 9]),
+        XDP_PASS,
+        Slot::monitored(lab.class("default"), Reason::Banned),
+    )?;
     Ok(())
 }
