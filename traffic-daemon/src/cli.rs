@@ -140,11 +140,18 @@ pub enum Command {
         /// Ban even sources that an `allow` rule lets through.
         #[arg(long)]
         force: bool,
+        /// Ban on every node of the fleet (`[fleet]`), with the same expiry; the other
+        /// nodes' allow rules still win there.
+        #[arg(long)]
+        fleet: bool,
     },
     /// Lift the ban on exactly this address or CIDR.
     Unban {
         /// IPv4 or IPv6 address, or CIDR, as banned.
         target: String,
+        /// Lift it on every node of the fleet too.
+        #[arg(long)]
+        fleet: bool,
     },
     /// The bans in force, with the time each has left.
     Bans,
@@ -157,6 +164,9 @@ pub enum Command {
     /// per CPU per second); with --json one JSON object per line. Until Ctrl-C or until the
     /// daemon stops (exit 3).
     Watch(WatchArgs),
+    /// The fleet (`[fleet]`): the nodes with their last heartbeat, version, throttle level,
+    /// open breakers and bans, and the heaviest sources across the fleet.
+    Fleet,
     /// Print the shell completion script for SHELL (bash, zsh, fish, …) on stdout.
     Completions {
         #[arg(value_enum)]
@@ -475,6 +485,13 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             message(out, err, json, client.post_json("/v1/chaos", &req))
         }
         Command::Chaos { op: ChaosOp::Stop } => message(out, err, json, client.delete("/v1/chaos")),
+        Command::Fleet => show(
+            client.get::<crate::api::fleet::FleetSnapshot>("/v1/fleet"),
+            json,
+            out,
+            err,
+            |s| crate::api::fleet::render_fleet(s, crate::api::bans::unix_now_ms()),
+        ),
         Command::Throttle => show(
             client.get::<ThrottleStatus>("/v1/throttle"),
             json,
@@ -571,19 +588,25 @@ fn bans(
             duration,
             reason,
             force,
+            fleet,
         } => {
             let req = BanRequest {
                 target: target.clone(),
                 duration: duration.clone(),
                 reason: reason.clone(),
                 force: *force,
+                fleet: *fleet,
             };
             client
                 .post_json::<BanAnswer, _>("/v1/bans", &req)
                 .map(|a| (render_answer(&a, now), serde_json::to_value(a)))
         }
-        Command::Unban { target } => client
-            .delete::<BanAnswer>(&format!("/v1/bans?prefix={}", query_escape(target)))
+        Command::Unban { target, fleet } => client
+            .delete::<BanAnswer>(&format!(
+                "/v1/bans?prefix={}{}",
+                query_escape(target),
+                if *fleet { "&fleet=true" } else { "" }
+            ))
             .map(|a| (render_unban(&a, now), serde_json::to_value(a))),
         _ => client
             .get::<BansReport>("/v1/bans")

@@ -77,6 +77,10 @@ pub struct Core {
     pub(crate) feeds: crate::feeds::FeedsState,
     /// The watchers of `trafficctl watch`: their presence sets the program's watch flags.
     pub watch: std::sync::Arc<crate::watch::Hub>,
+    /// What the fleet task reports (`None`: no `[fleet]`); read by status and metrics.
+    pub fleet: Option<crate::fleet::SharedSnapshot>,
+    /// Automatic bans of `scope = "fleet"` classes, for the fleet task to share (bounded).
+    pub(crate) fleet_outbox: Vec<crate::bans::Ban>,
 }
 
 /// How often a generation of the tracked-source bitmap (`TRF_SEEN`) is cleared, the two in
@@ -139,6 +143,8 @@ impl Core {
             bans: crate::bans::BanState::default(),
             feeds,
             watch: std::sync::Arc::new(crate::watch::Hub::new(crate::watch::MAX_WATCHERS)),
+            fleet: None,
+            fleet_outbox: Vec::new(),
         };
         core.max_frame = core.largest_frame();
         // At start (a restart adopts the bitmap with the buckets it describes): the first

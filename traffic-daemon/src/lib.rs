@@ -26,6 +26,7 @@ pub mod dataplane;
 pub mod engine;
 pub mod exit;
 pub mod feeds;
+pub mod fleet;
 pub mod logging;
 pub mod manual;
 pub mod ops;

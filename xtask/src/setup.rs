@@ -218,6 +218,8 @@ fn debian_packages(tc: &Toolchains) -> Vec<String> {
             "prometheus",
             "systemd",
             "ethtool",
+            // The fleet tests start their own Redis (bookworm has no Valkey package).
+            "redis-server",
         ]
         .map(String::from),
     );

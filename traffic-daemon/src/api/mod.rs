@@ -6,6 +6,7 @@
 pub mod bans;
 pub mod circuits;
 pub mod client;
+pub mod fleet;
 pub mod render;
 pub mod report;
 pub mod watch;
@@ -93,6 +94,9 @@ pub struct StatusReport {
     pub throttle: Option<crate::policy::throttle::ThrottleStatus>,
     /// Buckets rewritten by the last limit change.
     pub last_rescale_buckets: usize,
+    /// The fleet connection, when `[fleet]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetStatus>,
 }
 
 /// The result of applying a config: how many map entries were written.

@@ -86,6 +86,9 @@ pub fn render_status(s: &StatusReport) -> String {
         .collect();
     let _ = writeln!(o, "interfaces: {}", ifaces.join(", "));
     let _ = writeln!(o, "rules:      {}", s.rules);
+    if let Some(f) = &s.fleet {
+        let _ = writeln!(o, "fleet:      {}", crate::fleet::status_line(f));
+    }
     let _ = writeln!(
         o,
         "reloads:    {} ok, {} failed{}",

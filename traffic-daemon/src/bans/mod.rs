@@ -251,6 +251,9 @@ pub struct BanRequest {
     pub reason: Option<String>,
     #[serde(default)]
     pub force: bool,
+    /// Share it with every node of the fleet (`[fleet]`; see [`crate::fleet`]).
+    #[serde(default)]
+    pub fleet: bool,
 }
 
 impl BanRequest {

@@ -107,6 +107,7 @@ mod tests {
 
     fn settings() -> OffenderSettings {
         OffenderSettings {
+            fleet: false,
             drop_ratio: 0.9,
             window: Duration::from_secs(30),
             min_packets: 100,

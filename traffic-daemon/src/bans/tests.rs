@@ -6,6 +6,7 @@ fn req(target: &str, duration: &str, reason: Option<&str>) -> BanRequest {
         duration: duration.into(),
         reason: reason.map(str::to_owned),
         force: false,
+        fleet: false,
     }
 }
 

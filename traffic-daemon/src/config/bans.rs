@@ -26,6 +26,8 @@ pub(super) struct RawOffender {
     pub(super) window: Option<Spanned<String>>,
     pub(super) min_packets: Option<Spanned<i64>>,
     pub(super) ban_for: Option<Spanned<String>>,
+    /// `"node"` (default) or `"fleet"`: share the automatic bans with the fleet.
+    pub(super) scope: Option<Spanned<String>>,
 }
 
 /// `[bans]`
@@ -52,6 +54,8 @@ pub struct OffenderSettings {
     pub window: Duration,
     pub min_packets: u64,
     pub ban_for: Duration,
+    /// `scope = "fleet"`: the automatic bans are shared with every node (`[fleet]`).
+    pub fleet: bool,
 }
 
 /// Shortest offender window: the detector reads the counters every few seconds
@@ -115,7 +119,21 @@ pub(super) fn offender(
         }
         None => 100,
     };
+    let fleet = match r.scope.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("node") => false,
+        Some("fleet") => true,
+        Some(_) => {
+            let s = r.scope.as_ref()?;
+            p.err(
+                s.span(),
+                format!("{key}.scope"),
+                "must be \"node\" or \"fleet\"",
+            );
+            return None;
+        }
+    };
     Some(OffenderSettings {
+        fleet,
         drop_ratio: ratio,
         window,
         min_packets,
@@ -141,6 +159,7 @@ mod tests {
         assert_eq!(
             c.classes[0].offender,
             Some(OffenderSettings {
+                fleet: false,
                 drop_ratio: 0.9,
                 window: Duration::from_secs(30),
                 min_packets: 100,

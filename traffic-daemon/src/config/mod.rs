@@ -7,6 +7,7 @@
 
 pub mod bans;
 pub mod feeds;
+pub mod fleet;
 pub mod include;
 mod lists;
 mod raw;
@@ -68,6 +69,8 @@ pub struct Config {
     pub bans: bans::BansConfig,
     /// `[[feeds]]`: blocklists, in file order.
     pub feeds: Vec<feeds::FeedSpec>,
+    /// `[fleet]`: the Redis/Valkey server shared with other nodes; `None`: on its own.
+    pub fleet: Option<fleet::FleetConfig>,
 }
 
 /// `[[ports]]`: a rule for traffic to one local port.

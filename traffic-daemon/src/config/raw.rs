@@ -133,6 +133,7 @@ pub(super) struct RawConfig {
     pub(super) bans: Option<Spanned<super::bans::RawBans>>,
     #[serde(default)]
     pub(super) feeds: Vec<Spanned<super::feeds::RawFeed>>,
+    pub(super) fleet: Option<Spanned<super::fleet::RawFleet>>,
 }
 
 /// `[baseline]`: what `trafficctl suggest` observes.

@@ -235,6 +235,7 @@ fn shipped_config_parses_and_equals_documented_defaults() {
         included: Vec::new(),
         bans: crate::config::bans::BansConfig::default(),
         feeds: vec![],
+        fleet: None,
     };
     assert_eq!(config, expected);
     // The shipped file acts on no port: the examples are comments. config/demo.toml is the

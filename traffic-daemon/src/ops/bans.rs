@@ -111,6 +111,60 @@ impl Core {
     /// Add (or replace) a ban made by anyone ([`Ban::origin`]): validated, written to the
     /// kernel, then the rule generation, then the state file. Returns the ban it replaced.
     pub fn add_ban(&mut self, ban: Ban) -> Result<Option<Ban>, OpError> {
+        let old = self.insert_ban(ban)?;
+        self.apply_desired()?;
+        self.save_bans();
+        Ok(old)
+    }
+
+    /// Add many bans (a fleet reconcile) with one generation bump and one state-file
+    /// write, instead of one each; returns how many were added and the refused ones.
+    pub fn add_bans(&mut self, bans: Vec<Ban>) -> (usize, Vec<(Prefix, OpError)>) {
+        let mut refused = Vec::new();
+        let mut added = 0;
+        for b in bans {
+            let p = b.prefix;
+            match self.insert_ban(b) {
+                Ok(_) => added += 1,
+                Err(e) => refused.push((p, e)),
+            }
+        }
+        if added > 0 {
+            if let Err(e) = self.apply_desired() {
+                error!(error = %e, "applying the rule generation after bans failed");
+            }
+            self.save_bans();
+        }
+        (added, refused)
+    }
+
+    /// Lift many bans (a fleet reconcile), with one generation bump and one write.
+    pub fn remove_bans(&mut self, prefixes: &[Prefix]) -> usize {
+        let mut removed = 0;
+        for p in prefixes {
+            let Some(old) = self.bans.book.remove(p) else {
+                continue;
+            };
+            if let Err(e) = self.dp.remove_ban(&p.key()) {
+                warn!(prefix = %p, error = %e, "cannot lift a ban");
+                let _ = self.bans.book.insert(old);
+                continue;
+            }
+            info!(prefix = %p, "ban removed");
+            removed += 1;
+        }
+        if removed > 0 {
+            if let Err(e) = self.apply_desired() {
+                error!(error = %e, "applying the rule generation after unbans failed");
+            }
+            self.save_bans();
+        }
+        removed
+    }
+
+    /// Validate and write one ban to the book and the kernel (no generation bump, no
+    /// state file: the callers do those once).
+    fn insert_ban(&mut self, ban: Ban) -> Result<Option<Ban>, OpError> {
         ban.validate()?;
         let now_ms = self.ban_now_ms();
         if ban.expired(now_ms) {
@@ -139,8 +193,6 @@ impl Core {
             origin = ?ban.origin,
             "ban added"
         );
-        self.apply_desired()?;
-        self.save_bans();
         Ok(old)
     }
 
@@ -243,6 +295,7 @@ impl Core {
 
     fn auto_ban(&mut self, o: &Offence, class: &str, index: usize, ban_for: std::time::Duration) {
         let spec = &self.config.classes[index];
+        let share = self.fleet.is_some() && spec.offender.is_some_and(|o| o.fleet);
         let v6 = std::net::Ipv6Addr::from(o.addr);
         let prefix = match v6.to_ipv4_mapped() {
             Some(v4) => Prefix {
@@ -274,8 +327,13 @@ impl Core {
             ban_for = ?ban_for,
             "persistent offender: banned"
         );
-        match self.add_ban(ban) {
-            Ok(_) => *self.bans.auto.entry(class.to_owned()).or_default() += 1,
+        match self.add_ban(ban.clone()) {
+            Ok(_) => {
+                *self.bans.auto.entry(class.to_owned()).or_default() += 1;
+                if share {
+                    self.share_with_fleet(ban);
+                }
+            }
             Err(e) => warn!(source = %prefix, error = %e, "automatic ban refused"),
         }
     }

@@ -39,6 +39,7 @@ impl Core {
             chaos: self.chaos_status(),
             throttle: Some(self.throttle_status()),
             last_rescale_buckets: self.last_rescale,
+            fleet: self.fleet.as_ref().map(crate::fleet::status),
         }
     }
 

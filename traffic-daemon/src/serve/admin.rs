@@ -214,6 +214,7 @@ pub fn router(shared: Arc<Shared>, access: Access) -> Router {
         .route("/v1/feeds", get(feeds))
         .route("/v1/feeds/refresh", post(feeds_refresh))
         .route("/v1/watch", get(super::watch::watch))
+        .route("/v1/fleet", get(super::fleet::view))
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(access),
@@ -431,6 +432,7 @@ mod tests {
             core: std::sync::Mutex::new(core),
             config_path: "/nonexistent/traffic.toml".into(),
             listeners: Default::default(),
+            fleet: None,
         });
         let access = Access {
             control_group: Some("traffic-admin".into()),

@@ -77,13 +77,21 @@ pub(super) async fn add(
     State(s): State<Arc<Shared>>,
     Json(req): Json<BanRequest>,
 ) -> Result<Json<BanAnswer>, Failure> {
+    if req.fleet {
+        super::fleet::usable(&s)?;
+    }
     let (ban, replaced) = s.lock().ban(&req)?;
+    if req.fleet {
+        super::fleet::share(&s, super::fleet::Outgoing::Ban(ban.clone()));
+    }
     Ok(Json(BanAnswer { ban, replaced }))
 }
 
 #[derive(serde::Deserialize)]
 pub(super) struct PrefixQuery {
     prefix: String,
+    #[serde(default)]
+    fleet: bool,
 }
 
 pub(super) async fn remove(
@@ -91,7 +99,13 @@ pub(super) async fn remove(
     Query(q): Query<PrefixQuery>,
 ) -> Result<Json<BanAnswer>, Failure> {
     let prefix = Prefix::parse(&q.prefix).map_err(crate::ops::OpError::from)?;
+    if q.fleet {
+        super::fleet::usable(&s)?;
+    }
     let ban = s.lock().remove_ban(&prefix)?;
+    if q.fleet {
+        super::fleet::share(&s, super::fleet::Outgoing::Unban(prefix));
+    }
     Ok(Json(BanAnswer {
         ban,
         replaced: false,

@@ -87,6 +87,7 @@ fn render_into(e: &mut Exposition, core: &mut Core) {
     super::bans::render(e, &core.bans_snapshot());
     crate::feeds::state::metrics(e, &core.feeds.report());
     crate::watch::render_metrics(e, &core.watch_snapshot());
+    super::fleet::render(e, core.fleet.as_ref());
 }
 
 /// The Unix time of a start `uptime` seconds ago, computed at the first scrape and kept, so

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod bans;
 pub mod exposition;
 pub mod fdbudget;
+pub mod fleet;
 pub mod instance;
 pub mod links;
 pub mod listener;

@@ -73,6 +73,17 @@ where
         tracing::error!(error = %e, "restoring the bans failed");
     }
     core.attach_all()?;
+    // `[fleet]`: settings resolved (credentials read) before anything is served.
+    let fleet = match &core.config.fleet {
+        Some(f) => Some(super::fleet::Settings::resolve(f).map_err(DaemonError::Other)?),
+        None => None,
+    };
+    let fleet = fleet.map(|s| {
+        let (tx, rx, snap) = super::fleet::channel(&s);
+        core.fleet = Some(snap.clone());
+        (tx, (s, rx, snap))
+    });
+    let (fleet_tx, fleet_start) = fleet.unzip();
     let admin_cfg = core.config.admin.clone();
     let metrics_addr = core.config.metrics.listen;
     let mut periodic = Periodic::new(&core.config);
@@ -80,6 +91,7 @@ where
         core: Mutex::new(core),
         config_path,
         listeners: super::Listeners::default(),
+        fleet: fleet_tx,
     });
     let budget = listener_budget();
     let watch_task = {
@@ -123,6 +135,8 @@ where
     let baseline_task = tokio::spawn(baseline(shared.clone()));
     let offenders_task = tokio::spawn(super::bans::offenders(shared.clone()));
     let feeds_task = tokio::spawn(crate::feeds::task::run(shared.clone()));
+    let fleet_task = fleet_start
+        .map(|(s, rx, snap)| tokio::spawn(super::fleet::run(s, shared.clone(), rx, snap)));
     notify::ready();
     info!(socket = %admin_cfg.socket.display(), "trafficd ready");
 
@@ -190,6 +204,9 @@ where
     offenders_task.abort();
     feeds_task.abort();
     if let Some(t) = watch_task {
+        t.abort();
+    }
+    if let Some(t) = fleet_task {
         t.abort();
     }
     if let Some(t) = metrics_task {

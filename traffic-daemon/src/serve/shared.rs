@@ -15,6 +15,8 @@ pub struct Shared {
     /// What the metrics and admin listeners did with their connections (outside the lock:
     /// the listeners count without waiting for the engine).
     pub listeners: Listeners,
+    /// Bans to share with the fleet (`None`: no `[fleet]`), to [`super::fleet`]'s task.
+    pub fleet: Option<tokio::sync::mpsc::Sender<super::fleet::Outgoing>>,
 }
 
 /// The listeners' connection statistics, by listener.

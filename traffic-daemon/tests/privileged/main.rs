@@ -169,6 +169,10 @@ fn cases() -> Vec<Trial> {
         operator::feeds::program_feed_verdicts_both_families_and_precedence,
         operator::watch::watch_shows_named_drops_filters_them_and_the_flag_follows_the_watchers,
         operator::watch::the_budget_bounds_a_flood_and_a_stalled_watcher_stalls_nothing,
+        fleet::bans::a_fleet_ban_is_enforced_everywhere_within_a_second_with_the_same_end,
+        fleet::faults::redis_killed_restarted_empty_and_a_partition_heal_without_losses,
+        fleet::bans::an_automatic_ban_of_a_fleet_scoped_class_reaches_the_other_nodes,
+        fleet::tls::a_fleet_over_tls_with_its_own_ca_shares_a_ban,
     ]
 }
 

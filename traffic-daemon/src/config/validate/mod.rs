@@ -40,6 +40,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
     let ports = ports.specs;
 
     let bans = super::bans::bans(&mut c.problems, raw.bans.as_ref());
+    let fleet = super::fleet::fleet(&mut c.problems, raw.fleet.as_ref());
     let (pressure, throttle) =
         pressure::pressure_and_throttle(&mut c, raw.pressure.as_ref(), raw.throttle.as_ref());
     let baseline = baseline::baseline(&mut c, raw.baseline.as_ref());
@@ -74,6 +75,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
         included: Vec::new(),
         bans,
         feeds,
+        fleet,
     })
 }
 

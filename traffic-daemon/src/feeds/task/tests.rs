@@ -31,6 +31,7 @@ fn setup(feeds: &str) -> (Arc<Shared>, MemoryTries, Task) {
         core: Mutex::new(core),
         config_path: PathBuf::from("t.toml"),
         listeners: Default::default(),
+        fleet: None,
     });
     let task = Task {
         tries: Some(shared.lock().dp.feed_tries().unwrap()),

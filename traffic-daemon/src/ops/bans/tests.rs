@@ -35,6 +35,7 @@ fn req(target: &str, duration: &str) -> BanRequest {
         duration: duration.into(),
         reason: Some("ssh brute force".into()),
         force: false,
+        fleet: false,
     }
 }
 
@@ -167,4 +168,33 @@ fn a_persistent_offender_is_banned_and_a_good_source_is_not() {
     );
     drop(c);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_batch_of_fleet_bans_is_written_once_and_lifted_once() {
+    let dir = scratch("batch");
+    let fake = Fake::default();
+    let file = dir.join("bans.json");
+    let mut c = core(&fake, &file, 1_000_000);
+    let gen0 = c.applied.global.rules_gen;
+    let ban = |i: u32, until| crate::bans::Ban {
+        prefix: Prefix::parse(&format!("198.51.100.{i}")).unwrap(),
+        until_unix_ms: until,
+        reason: "fleet".into(),
+        force: false,
+        origin: Origin::Fleet,
+        created_unix_ms: 1_000_000,
+    };
+    // One ended ban among them is refused; the others are added.
+    let (added, refused) = c.add_bans(vec![ban(1, 2_000_000), ban(2, 2_000_000), ban(3, 10)]);
+    assert_eq!((added, refused.len()), (2, 1));
+    assert_eq!(fake.bans.lock().unwrap().len(), 2);
+    assert_ne!(c.applied.global.rules_gen, gen0);
+    c.bans.writer.as_ref().unwrap().flush();
+    assert_eq!(crate::bans::store::load(&file, 1_000_000).bans.len(), 2);
+    let gone = [ban(1, 0).prefix, ban(9, 0).prefix];
+    assert_eq!(c.remove_bans(&gone), 1);
+    assert_eq!(c.list_bans().len(), 1);
+    assert_eq!(fake.bans.lock().unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
