@@ -327,10 +327,10 @@ fn breakers(e: &mut Exposition, circuits: &CircuitsReport, live: &[Upstream]) {
     e.family(
         "traffic_probe_duration_seconds",
         Kind::Histogram,
-        "Duration of probes by result (ok, failed: a timeout counts its full timeout).",
+        "Duration of probes by result (success, failure: a timeout counts its full timeout).",
     );
     for u in &circuits.upstreams {
-        for (result, h) in [("ok", &u.latency), ("failed", &u.failed_latency)] {
+        for (result, h) in [("success", &u.latency), ("failure", &u.failed_latency)] {
             let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
                 .iter()
                 .copied()

@@ -173,6 +173,7 @@ fn cases() -> Vec<Trial> {
         fleet::faults::redis_killed_restarted_empty_and_a_partition_heal_without_losses,
         fleet::bans::an_automatic_ban_of_a_fleet_scoped_class_reaches_the_other_nodes,
         fleet::tls::a_fleet_over_tls_with_its_own_ca_shares_a_ban,
+        operator::metrics::a_real_scrape_holds_every_metric_of_the_dashboard,
     ]
 }
 

@@ -363,6 +363,8 @@ pub fn prometheus_scrapes_the_metrics() {
                 .replace('}', "%7D")
                 .replace('"', "%22")
                 .replace('=', "%3D")
+                .replace('(', "%28")
+                .replace(')', "%29")
         );
         let (code, body) = http_get(
             &rig.topo.node,
@@ -377,17 +379,22 @@ pub fn prometheus_scrapes_the_metrics() {
                 .is_some_and(|r| !r.is_empty()))
         .then_some(v)
     };
+    // The series are there at 0 from the first scrape: wait for one after the traffic.
+    let value = |v: &serde_json::Value| -> f64 {
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(-1.0)
+    };
     let passed = poll(
-        "prometheus to scrape trafficd",
+        "prometheus to scrape trafficd after the traffic",
         Duration::from_secs(60),
-        || query("traffic_packets_total{class=\"premium\",outcome=\"pass\"}"),
+        || {
+            query("sum(traffic_packets_total{class=\"premium\",outcome=\"pass\"})")
+                .filter(|v| value(v) > 0.0)
+        },
     );
-    let value: f64 = passed["data"]["result"][0]["value"][1]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(value, 20.0);
+    assert_eq!(value(&passed), 20.0);
     let dropped = poll("drop series", Duration::from_secs(10), || {
         query("traffic_packets_total{class=\"premium\",outcome=\"drop\",reason=\"packet_rate\"}")
     });

@@ -11,6 +11,7 @@
 //! | `config/trafficd.service` | `/usr/lib/systemd/system/trafficd.service` | 0644 |
 //! | `config/sysusers.d/traffic.conf` | `/usr/lib/sysusers.d/traffic.conf` | 0644 |
 //! | `README.md` | `/usr/share/doc/traffic/README.md` | 0644 |
+//! | `config/grafana/traffic.json` | `/usr/share/traffic/grafana/traffic.json` | 0644 |
 //! | man pages (generated) | `/usr/share/man/man8/traffic{d,ctl}.8.gz`, `man5/traffic.toml.5.gz` | 0644 |
 //! | completions (generated) | bash, zsh and fish completion directories | 0644 |
 //!
@@ -112,6 +113,11 @@ pub const FILES: &[File] = &[
     File {
         source: Source::Repo("README.md"),
         dest: "usr/share/doc/traffic/README.md",
+        mode: 0o644,
+    },
+    File {
+        source: Source::Repo("config/grafana/traffic.json"),
+        dest: "usr/share/traffic/grafana/traffic.json",
         mode: 0o644,
     },
     File {

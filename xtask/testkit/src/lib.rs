@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod daemon;
+pub mod dashboard;
 pub mod netns;
 pub mod packet;
 pub mod raw;
