@@ -211,7 +211,10 @@ fn fill_live(bench: &mut BenchObject, many: &Traffic) -> Result<u64> {
         &frame,
         2 * LIVE_SOURCES as u32,
     )?;
-    ensure!(action == XDP_PASS, "filling the live sources: action {action}");
+    ensure!(
+        action == XDP_PASS,
+        "filling the live sources: action {action}"
+    );
     let n = many.kernel.buckets()?.len() as u64;
     ensure!(
         n >= LIVE_SOURCES,
@@ -293,7 +296,10 @@ fn hammer(lab: &ScaleLab, threads: usize, repeat: u32) -> Result<(f64, f64)> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("thread panicked")))
+            })
             .collect()
     });
     let t = start.elapsed().as_secs_f64();
