@@ -16,7 +16,9 @@
 //! - `idle`: the release trafficd with the shipped config, idle: CPU time and RSS, and RSS
 //!   with 3,000 metrics connections held;
 //! - `aging`: the spoofed-flood cost after 10⁶ and 10⁸ sources, tracked-source bitmap aged
-//!   and not (issue 17 item 9).
+//!   and not (issue 17 item 9);
+//! - `scale`: known-source cost with 16,384 rules and 65,536 live sources, and one source
+//!   hammered from every CPU (issue 16 item 2).
 //!
 //! Bounded: every flood is bounded in frames and seconds and runs inside namespaces the
 //! run creates and deletes; a full run takes a few minutes once built, `--quick` well under
@@ -30,7 +32,7 @@ use serde::Deserialize;
 use crate::{toolchains::Toolchains, util};
 
 /// The bench's suites, in the order it runs them (also the JSON file names).
-const SUITES: [&str; 5] = ["testrun", "veth", "accuracy", "idle", "aging"];
+const SUITES: [&str; 6] = ["testrun", "veth", "accuracy", "idle", "aging", "scale"];
 
 /// What to run.
 pub struct Options {

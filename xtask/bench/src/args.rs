@@ -16,15 +16,18 @@ pub(crate) enum Suite {
     Idle,
     /// Spoofed-flood cost against the tracked-source bitmap's age (`aging.rs`).
     Aging,
+    /// Many rules and live sources; one source from every CPU (`scale.rs`).
+    Scale,
 }
 
 impl Suite {
-    pub(crate) const ALL: [Suite; 5] = [
+    pub(crate) const ALL: [Suite; 6] = [
         Suite::TestRun,
         Suite::Veth,
         Suite::Accuracy,
         Suite::Idle,
         Suite::Aging,
+        Suite::Scale,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -34,6 +37,7 @@ impl Suite {
             Suite::Accuracy => "accuracy",
             Suite::Idle => "idle",
             Suite::Aging => "aging",
+            Suite::Scale => "scale",
         }
     }
 }
@@ -86,7 +90,7 @@ pub(crate) struct Args {
 }
 
 fn usage() -> &'static str {
-    "usage: traffic-bench [--quick] [--reps N] [--json-dir DIR] [--only testrun,veth,accuracy,idle,aging]"
+    "usage: traffic-bench [--quick] [--reps N] [--json-dir DIR] [--only testrun,veth,accuracy,idle,aging,scale]"
 }
 
 pub(crate) fn parse_args() -> Result<Args> {

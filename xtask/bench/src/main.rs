@@ -97,6 +97,7 @@ mod args;
 mod idle;
 mod load;
 mod runs;
+mod scale;
 mod testrun;
 mod veth;
 
@@ -170,6 +171,7 @@ fn run() -> Result<()> {
             Suite::Accuracy => accuracy::run(&mut bench, &args.plan)?,
             Suite::Idle => idle::run(&args.plan)?,
             Suite::Aging => aging::run(&mut bench, &args.plan)?,
+            Suite::Scale => scale::run(&mut bench, &args.plan)?,
         };
         common_meta(&mut report, &args.plan, cpus);
         report.meta("suite_seconds", t.elapsed().as_secs_f64());
