@@ -2,6 +2,7 @@
 //! needs, every metric name a query uses exported by the daemon, and the queries evaluated
 //! by promtool over synthetic series. The real-scrape check is the privileged case
 //! `operator::metrics`.
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::{collections::BTreeSet, path::Path, process::Command};
 

@@ -22,8 +22,34 @@ pub fn a_real_scrape_holds_every_metric_of_the_dashboard() {
     let rig = Rig::new("dash", "127.0.0.1:19301");
     let list = rig.tmp.path("list.txt");
     std::fs::write(&list, "# test list\n198.18.1.200/32\n2001:db8:7::/48\n").unwrap();
-    let tail = format!(
+    // The rig's config, with the pressure read (the throttle's panels) and an upstream (the
+    // breaker's, gate's and bulkhead's).
+    let text = format!(
         r#"
+[daemon]
+interfaces = ["{iface}"]
+pin_dir = "{pins}"
+[admin]
+socket = "{socket}"
+socket_group = ""
+[metrics]
+listen = "{metrics}"
+[pressure.signal]
+cpu = "auto"
+memory = "auto"
+io = "auto"
+[classes.default]
+packets = {{ rate = 1000 }}
+[classes.premium]
+packets = {{ rate = 1, per = "1m", burst = 20 }}
+[[rules]]
+cidr = "198.18.1.0/24"
+class = "premium"
+[[upstreams]]
+name = "web"
+port = 8080
+probe = "none"
+max_connections = 100
 [bans]
 state_file = "{state}"
 [classes.premium.offender]
@@ -33,10 +59,14 @@ name = "local"
 source = "{list}"
 action = "deny"
 "#,
+        iface = rig.iface(),
+        pins = rig.pins.0.display(),
+        socket = rig.socket(),
+        metrics = rig.metrics,
         state = rig.tmp.path("bans.json").display(),
         list = list.display(),
     );
-    rig.write_config("", &tail);
+    std::fs::write(rig.config_path(), text).unwrap();
     let _d = rig.start();
 
     // Before any traffic: the drop series are there, at 0.
@@ -62,13 +92,19 @@ action = "deny"
         "dashboard test",
     ]);
     assert_eq!(code, 0, "ban: {err}");
+    // A breaker transition (forced open, then reset) for the transitions panel.
+    for op in ["open", "reset"] {
+        let (code, _, err) = trafficctl(&["--socket", &socket, "circuit", op, "web"]);
+        assert_eq!(code, 0, "circuit {op}: {err}");
+    }
     let text = poll(
         "the feed's prefixes and the ban in the scrape",
         Duration::from_secs(10),
         || {
             let t = rig.metrics_text();
             (t.contains("traffic_feed_prefixes{feed=\"local\"} 2")
-                && t.contains("traffic_bans_total"))
+                && t.contains("traffic_bans_total")
+                && t.contains("traffic_upstream_connections{"))
             .then_some(t)
         },
     );
