@@ -16,19 +16,13 @@ pub mod store;
 use std::{collections::BTreeMap, fmt, net::IpAddr, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
-use traffic_common::{BAN_FORCE, BANS_ENTRIES, BanEntry};
+use traffic_common::{BAN_FORCE, BanEntry};
 
 use crate::plan::{RuleKey, rule_key};
 
-/// Shortest ban: anything shorter is a typo (a bare number is refused anyway).
-pub const MIN_DURATION: Duration = Duration::from_secs(1);
-/// Longest ban: a year. A permanent block is a `deny` rule in the config, where it is
-/// reviewed with the rest of the policy.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+pub use crate::config::bans::{MAX_BANS, MAX_DURATION, MIN_DURATION};
 /// Longest reason, in bytes.
 pub const MAX_REASON: usize = 128;
-/// Most bans in force at once: the kernel map's capacity.
-pub const MAX_BANS: usize = BANS_ENTRIES as usize;
 /// Shortest IPv4 prefix a ban may cover (a /8 is 16M addresses): a shorter one bans a
 /// good part of the Internet, the operator's own address likely included.
 pub const MIN_PREFIX_V4: u8 = 8;

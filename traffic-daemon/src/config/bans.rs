@@ -8,6 +8,14 @@ use toml::Spanned;
 
 use super::syntax::Problems;
 
+/// Shortest ban: anything shorter is a typo (a bare number is refused anyway).
+pub const MIN_DURATION: Duration = Duration::from_secs(1);
+/// Longest ban: a year. A permanent block is a `deny` rule in the config, where it is
+/// reviewed with the rest of the policy.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+/// Most bans in force at once: the kernel map's capacity.
+pub const MAX_BANS: usize = traffic_common::BANS_ENTRIES as usize;
+
 /// Default `[bans] state_file`: under the unit's `StateDirectory=traffic`.
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/traffic/bans.json";
 
@@ -99,12 +107,7 @@ pub(super) fn offender(
         None => Duration::from_secs(30),
     };
     let ban_for = match &r.ban_for {
-        Some(b) => p.duration_between(
-            b,
-            &format!("{key}.ban_for"),
-            crate::bans::MIN_DURATION,
-            crate::bans::MAX_DURATION,
-        )?,
+        Some(b) => p.duration_between(b, &format!("{key}.ban_for"), MIN_DURATION, MAX_DURATION)?,
         None => Duration::from_secs(600),
     };
     let min_packets = match &r.min_packets {

@@ -139,18 +139,18 @@ pub(super) fn fleet(p: &mut Problems, raw: Option<&Spanned<RawFleet>>) -> Option
         ms(10_000),
     );
     let max_bans = match &r.max_bans {
-        Some(m) if (1..=crate::bans::MAX_BANS as i64).contains(m.get_ref()) => {
+        Some(m) if (1..=super::bans::MAX_BANS as i64).contains(m.get_ref()) => {
             *m.get_ref() as usize
         }
         Some(m) => {
             p.err(
                 m.span(),
                 "fleet.max_bans",
-                format!("must be between 1 and {}", crate::bans::MAX_BANS),
+                format!("must be between 1 and {}", super::bans::MAX_BANS),
             );
             0
         }
-        None => DEFAULT_MAX_BANS.min(crate::bans::MAX_BANS),
+        None => DEFAULT_MAX_BANS.min(super::bans::MAX_BANS),
     };
     Some(FleetConfig {
         url,

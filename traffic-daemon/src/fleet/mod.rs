@@ -320,19 +320,3 @@ mod tests;
 
 /// Automatic bans waiting for the fleet task, at most (older ones are dropped, logged).
 pub const MAX_OUTBOX: usize = 1024;
-
-impl crate::engine::Core {
-    /// Queue an automatic ban of a `scope = "fleet"` class for the fleet task.
-    pub(crate) fn share_with_fleet(&mut self, ban: Ban) {
-        if self.fleet_outbox.len() >= MAX_OUTBOX {
-            tracing::warn!(prefix = %ban.prefix, "fleet: outbox full; the ban stays local");
-            return;
-        }
-        self.fleet_outbox.push(ban);
-    }
-
-    /// Take the queued automatic bans (the fleet task, every 100 ms).
-    pub fn take_fleet_outbox(&mut self) -> Vec<Ban> {
-        std::mem::take(&mut self.fleet_outbox)
-    }
-}

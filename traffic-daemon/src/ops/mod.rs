@@ -7,6 +7,7 @@ mod baseline;
 mod chaos;
 mod circuits;
 mod control;
+mod fleet;
 mod reload;
 pub mod sources;
 mod status;
