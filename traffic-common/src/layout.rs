@@ -104,6 +104,9 @@ pub const CLASS_MONITOR: u32 = 1 << 1;
 pub const CLASS_BYTES: u32 = 1 << 2;
 /// [`ClassConfig::flags`]: new sources are subject to the admission budget.
 pub const CLASS_ADMISSION: u32 = 1 << 3;
+/// [`ClassConfig::flags`]: the per-source limits are fleet-wide (`scope = "fleet"`): the
+/// program marks busy sources in [`crate::map_names::FLEET_HOT`] for the daemon to share.
+pub const CLASS_FLEET: u32 = 1 << 4;
 
 /// Effective limits of one class (base × priority × throttle multiplier), value of
 /// [`map_names::CLASSES`]. Written by the daemon only when it changes.

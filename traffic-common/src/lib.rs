@@ -12,7 +12,7 @@
 
 /// Version of the layouts in this crate. Bumped on any change to a map or type below; a
 /// pinned map set written by another version is refused, never reinterpreted.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 /// Map names, as they appear in the object file and under the pin directory.
 ///
@@ -55,6 +55,11 @@ pub mod map_names {
     /// starts no fuller than this allows, so an evicted heavy hitter does not come back
     /// with a full bucket.
     pub const DEBT: &str = "TRF_DEBT";
+    /// Sources of `scope = "fleet"` classes seen sending ([`crate::BucketKey`] → `u64`, the
+    /// kernel time of the last mark): every [`crate::FLEET_MARK_EVERY`]th packet of such a
+    /// bucket refreshes its entry. The daemon reads this small LRU instead of walking the
+    /// bucket map to find the sources whose use it shares with the fleet.
+    pub const FLEET_HOT: &str = "TRF_FLEET_HOT";
 
     /// Recent connection attempts (TCP SYNs, UDP datagrams) to port-rule ports,
     /// [`crate::FlowKey`] → [`crate::FlowSeen`], written by the XDP program: the TC egress
@@ -87,7 +92,7 @@ pub mod map_names {
     pub const WATCH_STATE: &str = "TRF_WATCH_ST";
 
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         CONFIG,
         RULES,
         CLASSES,
@@ -102,6 +107,7 @@ pub mod map_names {
         CLASS_CACHE,
         SEEN,
         DEBT,
+        FLEET_HOT,
         FLOWS,
         FAIL_SOURCE,
         RST_BUDGET,
@@ -185,6 +191,13 @@ pub const SEEN_MAP_FLAGS: u32 = 1 << 10;
 pub const DEBT_BITS: u32 = 14;
 /// `max_entries` of [`map_names::DEBT`]: 2¹⁴ slots, 128 KiB.
 pub const DEBT_ENTRIES: u32 = 1 << DEBT_BITS;
+
+/// `max_entries` of [`map_names::FLEET_HOT`] (an LRU: a flood of busy sources evicts the
+/// oldest marks; the daemon reads at most this many buckets per budget sync).
+pub const FLEET_HOT_ENTRIES: u32 = 4096;
+/// A bucket of a `scope = "fleet"` class is marked in [`map_names::FLEET_HOT`] once every
+/// this many packets (a power of two): a spoofed source sending a few packets never is.
+pub const FLEET_MARK_EVERY: u64 = 16;
 
 /// `max_entries` of [`map_names::FLOWS`] (an LRU: a flood of attempts evicts the oldest).
 pub const FLOWS_ENTRIES: u32 = 16_384;

@@ -6,8 +6,9 @@
 //! source starts from it, so an eviction never refills a source that was over its limit.
 
 use traffic_common::{
-    BYTE_LIMIT_SLOT, Bucket, CLASS_ADMISSION, CLASS_BYTES, CLOCK_TICK_MAX_NS, ClassConfig, Limit,
-    MAX_PACKET_LIMITS, PORT_BUCKET, PortRule, Reason,
+    BYTE_LIMIT_SLOT, Bucket, BucketKey, CLASS_ADMISSION, CLASS_BYTES, CLASS_FLEET,
+    CLOCK_TICK_MAX_NS, ClassConfig, FLEET_MARK_EVERY, Limit, MAX_PACKET_LIMITS, PORT_BUCKET,
+    PortRule, Reason,
 };
 use traffic_ebpf::{gcra, parse::Ip};
 
@@ -17,7 +18,7 @@ use crate::{
     clock::Clock,
     count::PortCounters,
     debt::{self, DebtSlot},
-    maps::TRF_BUCKETS,
+    maps::{TRF_BUCKETS, TRF_FLEET_HOT},
 };
 
 /// A port's per-source limit on new connections, for a new TCP connection to the port.
@@ -108,7 +109,7 @@ pub fn class_limits(
     }
     // SAFETY: `bucket` came from a map lookup in this invocation; LRU values stay valid for
     // the program's run, and their fields are accessed atomically.
-    unsafe {
+    let reason = unsafe {
         charge_bucket(
             bucket,
             cc,
@@ -121,6 +122,26 @@ pub fn class_limits(
                 inserted,
             },
         )
+    };
+    if cc.flags & CLASS_FLEET != 0 {
+        // SAFETY: as above.
+        unsafe { fleet_mark(key, bucket, now) };
+    }
+    reason
+}
+
+/// Mark a bucket of a `scope = "fleet"` class in the hot-source map every
+/// [`FLEET_MARK_EVERY`]th packet (passed or not), for the daemon's budget sync. Out of
+/// line: classes of local scope pay one flag test.
+///
+/// # Safety
+/// As for [`charge_bucket`].
+#[inline(never)]
+unsafe fn fleet_mark(key: &BucketKey, b: *mut Bucket, now: u64) {
+    // SAFETY: the caller's guarantee; a racy read is fine (a mark more or less).
+    let packets = unsafe { load(&raw const (*b).packets) };
+    if packets & (FLEET_MARK_EVERY - 1) == 0 {
+        let _ = TRF_FLEET_HOT.insert(key, &now, 0);
     }
 }
 

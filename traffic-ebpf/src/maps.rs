@@ -11,7 +11,7 @@ use traffic_common::{
 use traffic_common::{
     BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
     CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
-    Counter, DEBT_ENTRIES, EgressStats, GlobalConfig, PORT_STATS_ENTRIES, PORTS_ENTRIES, PortKey,
+    Counter, DEBT_ENTRIES, EgressStats, FLEET_HOT_ENTRIES, GlobalConfig, PORT_STATS_ENTRIES, PORTS_ENTRIES, PortKey,
     PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS, SEEN_WORDS,
     SLOT_NAMES_ENTRIES, SeenWord, SlotName,
 };
@@ -73,6 +73,12 @@ pub static TRF_SEEN: Array<SeenWord, { SEEN_WORDS as usize }, { SEEN_MAP_FLAGS a
 /// debt), so it needs no aging.
 #[btf_map(pin_by_name)]
 pub static TRF_DEBT: Array<u64, { DEBT_ENTRIES as usize }> = Array::new();
+
+/// Shared by all CPUs, written only for `scope = "fleet"` classes (see `fleet`); read by
+/// the daemon's budget sync.
+#[btf_map(pin_by_name)]
+pub static TRF_FLEET_HOT: LruHashMap<BucketKey, u64, { FLEET_HOT_ENTRIES as usize }> =
+    LruHashMap::new();
 
 /// Written by the XDP program for attempts to port-rule ports, read (and consumed) by the
 /// TC egress program; shared by all CPUs, since a SYN and its reply may run on different

@@ -122,19 +122,7 @@ pub(super) fn offender(
         }
         None => 100,
     };
-    let fleet = match r.scope.as_ref().map(|s| s.get_ref().as_str()) {
-        None | Some("node") => false,
-        Some("fleet") => true,
-        Some(_) => {
-            let s = r.scope.as_ref()?;
-            p.err(
-                s.span(),
-                format!("{key}.scope"),
-                "must be \"node\" or \"fleet\"",
-            );
-            return None;
-        }
-    };
+    let fleet = scope(p, r.scope.as_ref(), &format!("{key}.scope"))?;
     Some(OffenderSettings {
         fleet,
         drop_ratio: ratio,
@@ -206,6 +194,19 @@ mod tests {
         ] {
             let e = parse(tail).unwrap_err();
             assert!(e.contains(key), "{tail}: {e}");
+        }
+    }
+}
+
+/// A `scope` key: `"node"` (or absent) is `false`, `"fleet"` is `true`; anything else is a
+/// problem (`None`).
+pub(super) fn scope(p: &mut Problems, v: Option<&Spanned<String>>, key: &str) -> Option<bool> {
+    match v.map(|s| s.get_ref().as_str()) {
+        None | Some("node") => Some(false),
+        Some("fleet") => Some(true),
+        Some(_) => {
+            p.err(v?.span(), key, "must be \"node\" or \"fleet\"");
+            None
         }
     }
 }

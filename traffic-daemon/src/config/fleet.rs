@@ -25,6 +25,9 @@ pub(super) struct RawFleet {
     pub(super) heartbeat_interval: Option<Spanned<String>>,
     pub(super) sync_interval: Option<Spanned<String>>,
     pub(super) max_bans: Option<Spanned<i64>>,
+    pub(super) budget_interval: Option<Spanned<String>>,
+    pub(super) heavy_fraction: Option<Spanned<f64>>,
+    pub(super) max_budget_sources: Option<Spanned<i64>>,
 }
 
 /// `[fleet]`, validated.
@@ -53,6 +56,16 @@ pub struct FleetConfig {
     pub sync_interval: Duration,
     /// Most bans taken from the fleet at once; the rest are refused (and counted).
     pub max_bans: usize,
+    /// Fleet budgets (`scope = "fleet"` classes): how often this node shares its heavy
+    /// sources' use and debits its buckets by the other nodes' (the error bound scales
+    /// with it).
+    pub budget_interval: Duration,
+    /// A source is shared when it used at least this fraction of its limit's refill over
+    /// the last interval on this node (at most `1 / nodes` keeps a source spread thinly over
+    /// every node within its limit).
+    pub heavy_fraction: f64,
+    /// Most sources this node shares per interval (and reads from each other node).
+    pub max_budget_sources: usize,
 }
 
 /// Longest node name or namespace.
@@ -138,6 +151,13 @@ pub(super) fn fleet(p: &mut Problems, raw: Option<&Spanned<RawFleet>>) -> Option
         ms(3_600_000),
         ms(10_000),
     );
+    let budget_interval = dur(
+        &r.budget_interval,
+        "fleet.budget_interval",
+        ms(50),
+        ms(10_000),
+        ms(200),
+    );
     let max_bans = match &r.max_bans {
         Some(m) if (1..=super::bans::MAX_BANS as i64).contains(m.get_ref()) => {
             *m.get_ref() as usize
@@ -152,7 +172,31 @@ pub(super) fn fleet(p: &mut Problems, raw: Option<&Spanned<RawFleet>>) -> Option
         }
         None => DEFAULT_MAX_BANS.min(super::bans::MAX_BANS),
     };
+    let heavy_fraction = match &r.heavy_fraction {
+        Some(v) if *v.get_ref() > 0.0 && *v.get_ref() <= 1.0 => *v.get_ref(),
+        Some(v) => {
+            p.err(v.span(), "fleet.heavy_fraction", "must be above 0 and at most 1");
+            DEFAULT_HEAVY_FRACTION
+        }
+        None => DEFAULT_HEAVY_FRACTION,
+    };
+    let most = traffic_common::FLEET_HOT_ENTRIES as i64;
+    let max_budget_sources = match &r.max_budget_sources {
+        Some(m) if (1..=most).contains(m.get_ref()) => *m.get_ref() as usize,
+        Some(m) => {
+            p.err(
+                m.span(),
+                "fleet.max_budget_sources",
+                format!("must be between 1 and {most}"),
+            );
+            0
+        }
+        None => DEFAULT_MAX_BUDGET_SOURCES,
+    };
     Some(FleetConfig {
+        budget_interval,
+        heavy_fraction,
+        max_budget_sources,
         url,
         credentials_file,
         ca_file,
@@ -165,6 +209,12 @@ pub(super) fn fleet(p: &mut Problems, raw: Option<&Spanned<RawFleet>>) -> Option
         max_bans,
     })
 }
+
+/// Default `[fleet] heavy_fraction`: a source under a quarter of its limit on each of up
+/// to four nodes stays within its limit without being shared.
+pub const DEFAULT_HEAVY_FRACTION: f64 = 0.25;
+/// Default `[fleet] max_budget_sources`.
+pub const DEFAULT_MAX_BUDGET_SOURCES: usize = 1024;
 
 /// Default `[fleet] max_bans`.
 pub const DEFAULT_MAX_BANS: usize = 10_000;
@@ -261,6 +311,30 @@ mod tests {
     }
 
     #[test]
+    fn a_class_may_hold_its_sources_to_a_fleet_wide_budget() {
+        let fleet = "[fleet]\nurl = \"redis://h\"\n";
+        let class = |scope: &str, f: &str| {
+            let text = format!(
+                "[daemon]\ninterfaces = [\"eth0\"]\n[classes.default]\npackets = {{ rate = 10 }}\n{scope}\n{f}"
+            );
+            Config::parse(Path::new("t.toml"), &text)
+                .map(|c| c.classes[0].fleet)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(class("", fleet), Ok(false));
+        assert_eq!(class("scope = \"fleet\"", fleet), Ok(true));
+        let e = class("scope = \"fleet\"", "").unwrap_err();
+        assert!(e.contains("classes.default.scope") && e.contains("[fleet]"), "{e}");
+        assert!(class("scope = \"cluster\"", fleet).is_err());
+        let e = parse("scope = \"fleet\"\n[fleet]\nurl = \"redis://h\"\n").unwrap_err();
+        assert!(e.contains("limits to share"), "{e}");
+        let f = parse("[fleet]\nurl = \"redis://h\"\n").unwrap().fleet.unwrap();
+        assert_eq!(f.budget_interval, Duration::from_millis(200));
+        assert_eq!(f.heavy_fraction, DEFAULT_HEAVY_FRACTION);
+        assert_eq!(f.max_budget_sources, DEFAULT_MAX_BUDGET_SOURCES);
+    }
+
+    #[test]
     fn secrets_bad_schemes_and_bad_names_are_refused() {
         for (tail, needle) in [
             ("url = \"redis://u:secret@h:6379\"", "credentials_file"),
@@ -274,6 +348,15 @@ mod tests {
                 "absolute path",
             ),
             ("url = \"redis://h\"\nmax_bans = 0", "fleet.max_bans"),
+            (
+                "url = \"redis://h\"\nbudget_interval = \"1ms\"",
+                "fleet.budget_interval",
+            ),
+            ("url = \"redis://h\"\nheavy_fraction = 0.0", "fleet.heavy_fraction"),
+            (
+                "url = \"redis://h\"\nmax_budget_sources = 100000",
+                "fleet.max_budget_sources",
+            ),
             (
                 "url = \"redis://h\"\nca_file = \"/etc/ca.pem\"",
                 "only with a rediss://",

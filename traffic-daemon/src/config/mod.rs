@@ -178,6 +178,9 @@ pub struct ClassSpec {
     pub overflow: Option<RateLimit>,
     /// `[classes.NAME.offender]`: automatic bans of persistent offenders.
     pub offender: Option<bans::OffenderSettings>,
+    /// `scope = "fleet"`: the per-source limits hold for a source's traffic over every
+    /// node of the fleet together (`[fleet]`'s budget sync); `false`: per node.
+    pub fleet: bool,
 }
 
 impl ClassSpec {

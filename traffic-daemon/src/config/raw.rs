@@ -321,6 +321,7 @@ pub(super) struct RawClass {
     pub(super) admission: Option<RawLimit>,
     pub(super) overflow: Option<RawLimit>,
     pub(super) offender: Option<Spanned<super::bans::RawOffender>>,
+    pub(super) scope: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

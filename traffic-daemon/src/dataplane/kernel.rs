@@ -57,6 +57,8 @@ pub struct Kernel {
     debt: Array<MapData, u64>,
     /// The ban map (see `crate::bans`).
     bans: LpmTrie<MapData, Addr, BanEntry>,
+    /// Marked sources of fleet-scoped classes (see `crate::fleet::budget`).
+    fleet_hot: HashMap<MapData, BucketKey, u64>,
     pub(super) attachments: Vec<Attachment>,
     adopted: bool,
     /// How the TC egress program attaches on this kernel.
@@ -136,6 +138,7 @@ impl Kernel {
         };
         let debt = take_map!(ebpf, map_names::DEBT, Array);
         let bans = take_map!(ebpf, map_names::BANS, LpmTrie);
+        let fleet_hot = take_map!(ebpf, map_names::FLEET_HOT, HashMap);
         let mut kernel = Self {
             ebpf,
             pin_dir: opts.pin_dir.clone(),
@@ -152,6 +155,7 @@ impl Kernel {
             seen,
             debt,
             bans,
+            fleet_hot,
             attachments: Vec::new(),
             adopted,
             tc_backend: super::tc::detect().map_err(DataplaneError::Other)?,
@@ -411,6 +415,39 @@ impl Dataplane for Kernel {
         self.buckets
             .insert(key, bucket, 0)
             .map_err(map_err(map_names::BUCKETS, "update"))
+    }
+
+    fn fleet_hot(&mut self, max: usize) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError> {
+        let mut found = Vec::new();
+        let mut gone = Vec::new();
+        for key in self.fleet_hot.keys() {
+            if found.len() >= max {
+                break;
+            }
+            let key = match key {
+                Ok(k) => k,
+                // Evicted between two "next key" calls: the walk restarted; stop here.
+                Err(MapError::KeyNotFound) => break,
+                Err(e) => return Err(map_err(map_names::FLEET_HOT, "iterate")(e)),
+            };
+            match self.buckets.get(&key, 0) {
+                Ok(b) => found.push((key, b)),
+                Err(MapError::KeyNotFound) => gone.push(key),
+                Err(e) => return Err(map_err(map_names::BUCKETS, "lookup")(e)),
+            }
+        }
+        self.forget_fleet_hot(&gone)?;
+        Ok(found)
+    }
+
+    fn forget_fleet_hot(&mut self, keys: &[BucketKey]) -> Result<(), DataplaneError> {
+        for k in keys {
+            match self.fleet_hot.remove(k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(map_names::FLEET_HOT, "delete")(e)),
+            }
+        }
+        Ok(())
     }
 
     fn rescale_bucket(&mut self, req: &RescaleRequest) -> Result<Rescaled, DataplaneError> {

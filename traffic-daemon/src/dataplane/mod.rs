@@ -133,6 +133,19 @@ pub trait Dataplane: Send {
     /// Rescale one bucket's words from the old limits to the new ones where the program
     /// charges them (compare-and-swap; a missing key is not inserted, counters untouched).
     fn rescale_bucket(&mut self, req: &RescaleRequest) -> Result<Rescaled, DataplaneError>;
+    /// The marked sources of `scope = "fleet"` classes with their buckets, at most `max`
+    /// (see [`traffic_common::map_names::FLEET_HOT`]); a mark whose bucket is gone is
+    /// dropped. By default every bucket with [`traffic_common::FLEET_MARK_EVERY`] packets.
+    fn fleet_hot(&mut self, max: usize) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError> {
+        let mut all = self.buckets()?;
+        all.retain(|(_, b)| b.packets >= traffic_common::FLEET_MARK_EVERY);
+        all.truncate(max);
+        Ok(all)
+    }
+    /// Drop the marks of sources the budget sync stopped following.
+    fn forget_fleet_hot(&mut self, _keys: &[BucketKey]) -> Result<(), DataplaneError> {
+        Ok(())
+    }
     /// The MTU of an interface in the daemon's network namespace; `None` when it cannot be
     /// read (no such interface). Floors the byte bursts: see [`crate::policy::limits`].
     fn mtu(&self, iface: &str) -> Option<u32>;

@@ -14,6 +14,7 @@
 //! - `{NS}:node:NAME` — [`Heartbeat`] JSON with a TTL of three heartbeat intervals;
 //! - `{NS}:nodes` — set of node names (a member whose key expired is dropped by readers).
 
+pub mod budget;
 pub mod credentials;
 
 use std::{collections::BTreeMap, net::IpAddr};

@@ -108,6 +108,9 @@ pub fn class_config(spec: &ClassSpec, mode: Mode, factor: f64) -> ClassConfig {
     if mode == Mode::Monitor {
         c.flags |= CLASS_MONITOR;
     }
+    if spec.fleet {
+        c.flags |= traffic_common::CLASS_FLEET;
+    }
     for (slot, l) in c
         .packets
         .iter_mut()
@@ -279,6 +282,7 @@ mod tests {
             admission: Some(rl(100.0, 100)),
             overflow: Some(rl(10.0, 10)),
             offender: None,
+            fleet: false,
         };
         let c = class_config(&spec, Mode::Monitor, 1.0);
         assert_eq!(

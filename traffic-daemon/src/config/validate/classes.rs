@@ -13,7 +13,12 @@ use crate::config::{
 /// The classes in file order.
 /// About 90 lines: one pass over the classes checking each key in turn (name, stacked
 /// packet limits, bytes, admission, overflow, aggregation); the steps share the class key.
-pub(super) fn classes(c: &mut Check, raw: Ordered<Spanned<RawClass>>) -> Vec<ClassSpec> {
+/// `has_fleet`: the file has a `[fleet]` section (a class of `scope = "fleet"` needs one).
+pub(super) fn classes(
+    c: &mut Check,
+    raw: Ordered<Spanned<RawClass>>,
+    has_fleet: bool,
+) -> Vec<ClassSpec> {
     // Without toml's `preserve_order` feature tables come sorted by key: restore file order.
     let mut raw_classes = raw.0;
     raw_classes.sort_by_key(|(_, class)| class.span().start);
@@ -104,9 +109,27 @@ pub(super) fn classes(c: &mut Check, raw: Ordered<Spanned<RawClass>>) -> Vec<Cla
             offender: rc.offender.as_ref().and_then(|o| {
                 crate::config::bans::offender(&mut c.problems, o, &format!("{key}.offender"))
             }),
+            fleet: fleet_scope(c, rc, &key, has_fleet),
         });
     }
     classes
+}
+
+/// A class's `scope`: `"fleet"` needs a `[fleet]` section and a per-source limit to share.
+fn fleet_scope(c: &mut Check, rc: &RawClass, key: &str, has_fleet: bool) -> bool {
+    let key = format!("{key}.scope");
+    let fleet = crate::config::bans::scope(&mut c.problems, rc.scope.as_ref(), &key);
+    match (fleet, &rc.scope) {
+        (Some(true), Some(s)) if !has_fleet => {
+            c.err(s.span(), key, "\"fleet\" needs a [fleet] section");
+            false
+        }
+        (Some(true), Some(s)) if rc.packets.is_none() && rc.bytes.is_none() => {
+            c.err(s.span(), key, "\"fleet\" needs `packets` or `bytes` limits to share");
+            false
+        }
+        (f, _) => f.unwrap_or(false),
+    }
 }
 
 /// `[daemon] default_class`, or the class named `default`.

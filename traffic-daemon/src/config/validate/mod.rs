@@ -30,7 +30,7 @@ pub(super) fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<Unloca
     let daemon = daemon::daemon(&mut c, &d);
     let admin = daemon::admin(&mut c, &raw.admin);
     let metrics = daemon::metrics(&mut c, &raw.metrics);
-    let classes = classes::classes(&mut c, raw.classes);
+    let classes = classes::classes(&mut c, raw.classes, raw.fleet.is_some());
     let default_class = classes::default_class(&mut c, &d, daemon_span, &classes);
     let rules = rules::rules(&mut c, &raw.rules, &classes);
     let ports = rules::ports(&mut c, &raw.ports, &classes);

@@ -1,0 +1,393 @@
+//! Fleet-wide budgets: a `scope = "fleet"` class holds each source to its limits over the
+//! traffic of every node together. Pure: which sources are shared, their wire form, what a
+//! node reads back from the others (hostile: bounded and validated here), and the debit
+//! that charges a local bucket with the other nodes' use. The Redis side is
+//! `crate::serve::fleet::budget`.
+//!
+//! Every node keeps its own buckets and charges them at line rate as before. Every
+//! `budget_interval` it reads the sources the program marked busy (`TRF_FLEET_HOT`: a mark
+//! every 16th packet, so a spoofed source sending a few packets never is), follows them, and
+//! shares those that used at least `heavy_fraction` of a limit's refill in the interval: a
+//! hash per node, field `CLASS ADDR/LEN`, value `EPOCH PACKETS BYTES` — what passed here
+//! since the node began sharing the source (a new epoch each time it begins). The others
+//! read the hash, take the growth since their last read, and charge it to their bucket of
+//! the source (compare-and-swap in the kernel, like a rescale). So each node's bucket sees
+//! the whole fleet's use, late by at most two intervals: over a time `t` the fleet passes at
+//! most `rate·t + burst + (nodes − 1)·(burst + 2·rate·interval)`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use traffic_common::{
+    BYTE_INTERVAL_SHIFT, BYTE_LIMIT_SLOT, Bucket, BucketKey, ClassConfig, Limit,
+    MAX_PACKET_LIMITS, RescaleRequest,
+};
+
+/// A followed source is dropped after this many intervals without passing a packet.
+pub const IDLE_INTERVALS: u32 = 10;
+/// Deepest debt a debit leaves a bucket in beyond its burst: a lying node (or Redis) can
+/// hold a source off for at most this long per debit.
+pub const MAX_DEBT_NS: u64 = 10_000_000_000;
+/// Longest field accepted from another node.
+pub const MAX_FIELD: usize = 128;
+
+/// One `scope = "fleet"` class as the sync sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetClass {
+    pub slot: u32,
+    pub name: String,
+    /// The limits in force (scaled by the throttle level).
+    pub limits: ClassConfig,
+    pub aggregate_v4: u8,
+    pub aggregate_v6: u8,
+}
+
+/// The address of a bucket key as text (`198.18.1.7` for an IPv4-mapped key).
+fn addr_of(key: &BucketKey) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(key.addr);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// A source's field in a node's use hash: `CLASS ADDR/LEN`.
+pub fn field(class: &FleetClass, key: &BucketKey) -> String {
+    let addr = addr_of(key);
+    let len = if addr.is_ipv4() {
+        class.aggregate_v4
+    } else {
+        class.aggregate_v6
+    };
+    format!("{} {addr}/{len}", class.name)
+}
+
+/// The local bucket key of a field read from another node: a class of this node's with
+/// fleet scope, and the address masked to this node's aggregation of it.
+pub fn parse_field(field: &[u8], classes: &[FleetClass]) -> Option<BucketKey> {
+    if field.len() > MAX_FIELD {
+        return None;
+    }
+    let text = std::str::from_utf8(field).ok()?;
+    let (name, prefix) = text.split_once(' ')?;
+    let class = classes.iter().find(|c| c.name == name)?;
+    let (addr, len) = prefix.split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let (max, agg) = match addr {
+        IpAddr::V4(_) => (32, class.aggregate_v4),
+        IpAddr::V6(_) => (128, class.aggregate_v6),
+    };
+    if len > max {
+        return None;
+    }
+    let mapped = match addr {
+        IpAddr::V4(a) => traffic_common::v4_mapped(a.octets()),
+        IpAddr::V6(a) => a.octets(),
+    };
+    let mask = if addr.is_ipv4() {
+        class.limits.mask_v4
+    } else {
+        class.limits.mask_v6
+    };
+    // A coarser prefix than this node's aggregation names many of its buckets: not one.
+    if len < agg {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, w) in mask.iter().enumerate() {
+        let word = u64::from_ne_bytes(mapped[i * 8..i * 8 + 8].try_into().ok()?) & w;
+        out[i * 8..i * 8 + 8].copy_from_slice(&word.to_ne_bytes());
+    }
+    Some(BucketKey {
+        addr: out,
+        class: class.slot,
+    })
+}
+
+/// Whether `packets` and `bytes` passed over `elapsed_ns` use at least `fraction` of the
+/// refill of one of the class's limits.
+pub fn heavy(cc: &ClassConfig, packets: u64, bytes: u64, elapsed_ns: u64, fraction: f64) -> bool {
+    let floor = fraction * elapsed_ns as f64;
+    let by_packets = cc.packets[..(cc.packet_limits as usize).min(MAX_PACKET_LIMITS)]
+        .iter()
+        .any(|l| l.interval > 0 && packets as f64 * l.interval as f64 >= floor);
+    let by_bytes = cc.bytes.interval > 0
+        && (bytes as f64 * cc.bytes.interval as f64 / f64::from(1u32 << BYTE_INTERVAL_SHIFT))
+            >= floor;
+    (packets > 0 || bytes > 0) && (by_packets || by_bytes)
+}
+
+/// A source this node follows.
+#[derive(Clone, Copy, Debug, Default)]
+struct Followed {
+    /// The bucket's counters at the last look.
+    passed: u64,
+    packets: u64,
+    bytes: u64,
+    /// Shared since it was first heavy: epoch, packets and bytes passed here since.
+    shared: Option<(u64, u64, u64)>,
+    idle: u32,
+}
+
+/// What one interval changes in this node's use hash.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Update {
+    /// Every shared source, `(field, value)`.
+    pub write: Vec<(String, String)>,
+    /// Fields of sources no longer followed.
+    pub delete: Vec<String>,
+    /// Marks to drop in the program's map.
+    pub forget: Vec<BucketKey>,
+}
+
+/// This node's side: the sources it follows and shares.
+#[derive(Debug)]
+pub struct Tracker {
+    followed: HashMap<BucketKey, Followed>,
+    next_epoch: u64,
+    max: usize,
+}
+
+impl Tracker {
+    /// `seed`: a random start for the epochs (so a restarted node's epochs are new).
+    pub fn new(seed: u64, max: usize) -> Self {
+        Self {
+            followed: HashMap::new(),
+            next_epoch: seed,
+            max,
+        }
+    }
+
+    /// Sources shared now.
+    pub fn shared(&self) -> usize {
+        self.followed.values().filter(|f| f.shared.is_some()).count()
+    }
+
+    /// A new session with Redis: every shared source starts a new epoch from zero, so what
+    /// the others read after a restart of Redis (or of theirs) is never counted twice.
+    pub fn restart(&mut self) {
+        for f in self.followed.values_mut() {
+            if f.shared.is_some() {
+                f.shared = Some((self.next_epoch, 0, 0));
+                self.next_epoch = self.next_epoch.wrapping_add(1);
+            }
+        }
+    }
+
+    /// One interval: `hot` are the marked buckets now, `elapsed_ns` the time since the last
+    /// call.
+    pub fn observe(
+        &mut self,
+        hot: &[(BucketKey, Bucket)],
+        classes: &[FleetClass],
+        elapsed_ns: u64,
+        fraction: f64,
+    ) -> Update {
+        let mut seen = std::collections::HashSet::new();
+        for (key, b) in hot {
+            let Some(class) = classes.iter().find(|c| c.slot == key.class) else {
+                continue;
+            };
+            let passed = b.packets.saturating_sub(b.dropped);
+            let Some(f) = self.followed.get_mut(key) else {
+                if self.followed.len() < self.max {
+                    // First look: a baseline only (what passed before is not this interval's).
+                    self.followed.insert(
+                        *key,
+                        Followed {
+                            passed,
+                            packets: b.packets,
+                            bytes: b.bytes,
+                            ..Followed::default()
+                        },
+                    );
+                    seen.insert(*key);
+                }
+                continue;
+            };
+            seen.insert(*key);
+            // A bucket evicted and made again counts from zero.
+            let grew = |now: u64, before: u64| if now >= before { now - before } else { now };
+            let dp = grew(passed, f.passed);
+            let dpk = grew(b.packets, f.packets);
+            let dball = grew(b.bytes, f.bytes);
+            // Bytes are counted for every packet; the passed ones' share, pro rata.
+            let db = if dpk == 0 {
+                0
+            } else {
+                (u128::from(dball) * u128::from(dp.min(dpk)) / u128::from(dpk)) as u64
+            };
+            (f.passed, f.packets, f.bytes) = (passed, b.packets, b.bytes);
+            f.idle = if dp == 0 { f.idle + 1 } else { 0 };
+            if f.shared.is_none() && heavy(&class.limits, dp, db, elapsed_ns, fraction) {
+                f.shared = Some((self.next_epoch, 0, 0));
+                self.next_epoch = self.next_epoch.wrapping_add(1);
+            }
+            if let Some((_, p, by)) = &mut f.shared {
+                *p = p.saturating_add(dp);
+                *by = by.saturating_add(db);
+            }
+        }
+        let mut update = Update::default();
+        self.followed.retain(|key, f| {
+            if !seen.contains(key) {
+                f.idle += 1;
+            }
+            if f.idle < IDLE_INTERVALS {
+                return true;
+            }
+            update.forget.push(*key);
+            if f.shared.is_some()
+                && let Some(c) = classes.iter().find(|c| c.slot == key.class)
+            {
+                update.delete.push(field(c, key));
+            }
+            false
+        });
+        for (key, f) in &self.followed {
+            let (Some((epoch, p, b)), Some(c)) =
+                (f.shared, classes.iter().find(|c| c.slot == key.class))
+            else {
+                continue;
+            };
+            update.write.push((field(c, key), format!("{epoch} {p} {b}")));
+        }
+        update.write.sort();
+        update
+    }
+}
+
+/// Another node's use of one source since this node's last read: charged to the local
+/// bucket `key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Debit {
+    pub key: BucketKey,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// What a read of the other nodes gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    pub debits: Vec<Debit>,
+    /// Entries skipped: unparsable, of no fleet class here, or past the bound.
+    pub refused: usize,
+}
+
+/// The reading side: per other node, the last value read of each of its fields.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    nodes: HashMap<String, HashMap<Vec<u8>, (u64, u64, u64)>>,
+}
+
+/// `EPOCH PACKETS BYTES`.
+fn parse_value(v: &[u8]) -> Option<(u64, u64, u64)> {
+    if v.len() > 64 {
+        return None;
+    }
+    let mut it = std::str::from_utf8(v).ok()?.split(' ');
+    let mut n = || it.next()?.parse::<u64>().ok();
+    let r = (n()?, n()?, n()?);
+    Some(r)
+}
+
+impl Ledger {
+    /// Take node `node`'s hash as read (at most `max` entries are looked at). The first read
+    /// of a node only records where its counts stand; an empty read changes nothing (Redis
+    /// lost the hash, or the node shares nothing now: its epochs tell later).
+    pub fn read(
+        &mut self,
+        node: &str,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        classes: &[FleetClass],
+        max: usize,
+    ) -> Reading {
+        let mut r = Reading::default();
+        if entries.is_empty() {
+            return r;
+        }
+        let first = !self.nodes.contains_key(node);
+        let before = self.nodes.remove(node).unwrap_or_default();
+        let mut now = HashMap::new();
+        let mut debits: HashMap<BucketKey, Debit> = HashMap::new();
+        for (i, (f, v)) in entries.into_iter().enumerate() {
+            let parsed = (i < max)
+                .then(|| Some((parse_field(&f, classes)?, parse_value(&v)?)))
+                .flatten();
+            let Some((key, (epoch, p, b))) = parsed else {
+                r.refused += 1;
+                continue;
+            };
+            let (dp, db) = match before.get(&f) {
+                _ if first => (0, 0),
+                Some(&(e, p0, b0)) if e == epoch => (p.saturating_sub(p0), b.saturating_sub(b0)),
+                // Shared since the last read (or a new epoch): all of it is new.
+                _ => (p, b),
+            };
+            now.insert(f, (epoch, p, b));
+            if dp > 0 || db > 0 {
+                let d = debits.entry(key).or_insert(Debit {
+                    key,
+                    packets: 0,
+                    bytes: 0,
+                });
+                d.packets = d.packets.saturating_add(dp);
+                d.bytes = d.bytes.saturating_add(db);
+            }
+        }
+        self.nodes.insert(node.to_owned(), now);
+        r.debits = debits.into_values().collect();
+        r
+    }
+
+    /// Forget nodes that are no longer in the fleet.
+    pub fn retain(&mut self, alive: &[String]) {
+        self.nodes.retain(|n, _| alive.contains(n));
+    }
+}
+
+/// The request that charges `d` to its bucket under the class's limits `cc`: each limit in
+/// use moves to `max(tat, now) + cost` (capped at its burst plus [`MAX_DEBT_NS`]) through
+/// the rescale program's arithmetic — the same interval before and after, the tolerance
+/// lowered by the cost — so the kernel applies it with compare-and-swap where packets
+/// charge the bucket. `None` when there is nothing to charge.
+pub fn debit_request(d: &Debit, cc: &ClassConfig) -> Option<RescaleRequest> {
+    let mut req = RescaleRequest {
+        key: d.key,
+        ..RescaleRequest::default()
+    };
+    let mut any = false;
+    let mut word = |i: usize, lim: &Limit, cost: u64| {
+        if lim.interval == 0 || cost == 0 {
+            return;
+        }
+        let cap = lim.tolerance.saturating_add(MAX_DEBT_NS);
+        req.new[i] = Limit {
+            interval: lim.interval,
+            tolerance: cap,
+        };
+        req.old[i] = Limit {
+            interval: lim.interval,
+            tolerance: cap - cost.min(cap),
+        };
+        any = true;
+    };
+    for i in 0..(cc.packet_limits as usize).min(MAX_PACKET_LIMITS) {
+        let lim = cc.packets[i];
+        let cost = u128::from(d.packets) * u128::from(lim.interval);
+        word(i, &lim, u64::try_from(cost).unwrap_or(u64::MAX));
+    }
+    if cc.flags & traffic_common::CLASS_BYTES != 0 {
+        let cost = (u128::from(d.bytes) * u128::from(cc.bytes.interval)) >> BYTE_INTERVAL_SHIFT;
+        word(
+            BYTE_LIMIT_SLOT,
+            &cc.bytes,
+            u64::try_from(cost).unwrap_or(u64::MAX),
+        );
+    }
+    any.then_some(req)
+}
+
+#[cfg(test)]
+mod tests;
