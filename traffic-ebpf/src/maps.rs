@@ -11,9 +11,9 @@ use traffic_common::{
 use traffic_common::{
     BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
     CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
-    Counter, DEBT_ENTRIES, EgressStats, FLEET_HOT_ENTRIES, GlobalConfig, PORT_STATS_ENTRIES, PORTS_ENTRIES, PortKey,
-    PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS, SEEN_WORDS,
-    SLOT_NAMES_ENTRIES, SeenWord, SlotName,
+    Counter, DEBT_ENTRIES, EgressStats, FLEET_HOT_ENTRIES, GlobalConfig, PORT_STATS_ENTRIES,
+    PORTS_ENTRIES, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS,
+    SEEN_WORDS, SLOT_NAMES_ENTRIES, SeenWord, SlotName,
 };
 use traffic_common::{FEED_V4_ENTRIES, FEED_V6_ENTRIES, FeedValue};
 use traffic_common::{WATCH_RING_BYTES, WATCH_STATE_ENTRIES, WatchEvent, WatchState};

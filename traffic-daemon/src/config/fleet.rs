@@ -175,7 +175,11 @@ pub(super) fn fleet(p: &mut Problems, raw: Option<&Spanned<RawFleet>>) -> Option
     let heavy_fraction = match &r.heavy_fraction {
         Some(v) if *v.get_ref() > 0.0 && *v.get_ref() <= 1.0 => *v.get_ref(),
         Some(v) => {
-            p.err(v.span(), "fleet.heavy_fraction", "must be above 0 and at most 1");
+            p.err(
+                v.span(),
+                "fleet.heavy_fraction",
+                "must be above 0 and at most 1",
+            );
             DEFAULT_HEAVY_FRACTION
         }
         None => DEFAULT_HEAVY_FRACTION,
@@ -324,11 +328,17 @@ mod tests {
         assert_eq!(class("", fleet), Ok(false));
         assert_eq!(class("scope = \"fleet\"", fleet), Ok(true));
         let e = class("scope = \"fleet\"", "").unwrap_err();
-        assert!(e.contains("classes.default.scope") && e.contains("[fleet]"), "{e}");
+        assert!(
+            e.contains("classes.default.scope") && e.contains("[fleet]"),
+            "{e}"
+        );
         assert!(class("scope = \"cluster\"", fleet).is_err());
         let e = parse("scope = \"fleet\"\n[fleet]\nurl = \"redis://h\"\n").unwrap_err();
         assert!(e.contains("limits to share"), "{e}");
-        let f = parse("[fleet]\nurl = \"redis://h\"\n").unwrap().fleet.unwrap();
+        let f = parse("[fleet]\nurl = \"redis://h\"\n")
+            .unwrap()
+            .fleet
+            .unwrap();
         assert_eq!(f.budget_interval, Duration::from_millis(200));
         assert_eq!(f.heavy_fraction, DEFAULT_HEAVY_FRACTION);
         assert_eq!(f.max_budget_sources, DEFAULT_MAX_BUDGET_SOURCES);
@@ -352,7 +362,10 @@ mod tests {
                 "url = \"redis://h\"\nbudget_interval = \"1ms\"",
                 "fleet.budget_interval",
             ),
-            ("url = \"redis://h\"\nheavy_fraction = 0.0", "fleet.heavy_fraction"),
+            (
+                "url = \"redis://h\"\nheavy_fraction = 0.0",
+                "fleet.heavy_fraction",
+            ),
             (
                 "url = \"redis://h\"\nmax_budget_sources = 100000",
                 "fleet.max_budget_sources",

@@ -130,7 +130,7 @@ fn class(name: &str, priority: Priority) -> ClassSpec {
         admission: None,
         overflow: None,
         offender: None,
-            fleet: false,
+        fleet: false,
     }
 }
 

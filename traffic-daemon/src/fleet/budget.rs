@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use traffic_common::{
-    BYTE_INTERVAL_SHIFT, BYTE_LIMIT_SLOT, Bucket, BucketKey, ClassConfig, Limit,
-    MAX_PACKET_LIMITS, RescaleRequest,
+    BYTE_INTERVAL_SHIFT, BYTE_LIMIT_SLOT, Bucket, BucketKey, ClassConfig, Limit, MAX_PACKET_LIMITS,
+    RescaleRequest,
 };
 
 /// A followed source is dropped after this many intervals without passing a packet.
@@ -161,7 +161,10 @@ impl Tracker {
 
     /// Sources shared now.
     pub fn shared(&self) -> usize {
-        self.followed.values().filter(|f| f.shared.is_some()).count()
+        self.followed
+            .values()
+            .filter(|f| f.shared.is_some())
+            .count()
     }
 
     /// A new session with Redis: every shared source starts a new epoch from zero, so what
@@ -251,7 +254,9 @@ impl Tracker {
             else {
                 continue;
             };
-            update.write.push((field(c, key), format!("{epoch} {p} {b}")));
+            update
+                .write
+                .push((field(c, key), format!("{epoch} {p} {b}")));
         }
         update.write.sort();
         update
@@ -278,8 +283,19 @@ pub struct Reading {
 /// The reading side: per other node, the last value read of each of its fields.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    nodes: HashMap<String, HashMap<Vec<u8>, (u64, u64, u64)>>,
+    nodes: HashMap<String, NodeLedger>,
 }
+
+/// What was last read of one node: per field `(epoch, packets, bytes, read number)`.
+#[derive(Debug, Default)]
+struct NodeLedger {
+    reads: u64,
+    fields: HashMap<Vec<u8>, (u64, u64, u64, u64)>,
+}
+
+/// A field not read for this many reads of its node is forgotten (its epoch is over, or
+/// the node shares too many sources for one read to see them all).
+pub const LEDGER_KEEP_READS: u64 = 50;
 
 /// `EPOCH PACKETS BYTES`.
 fn parse_value(v: &[u8]) -> Option<(u64, u64, u64)> {
@@ -293,9 +309,11 @@ fn parse_value(v: &[u8]) -> Option<(u64, u64, u64)> {
 }
 
 impl Ledger {
-    /// Take node `node`'s hash as read (at most `max` entries are looked at). The first read
-    /// of a node only records where its counts stand; an empty read changes nothing (Redis
-    /// lost the hash, or the node shares nothing now: its epochs tell later).
+    /// Take what was read of node `node`'s hash (at most `max` entries are looked at; a
+    /// read may see part of the hash). The first read of a node only records where its
+    /// counts stand. A field missing from a read is kept for [`LEDGER_KEEP_READS`] reads,
+    /// so a partial read, or Redis losing the hash, never makes a later read count a
+    /// source's use twice.
     pub fn read(
         &mut self,
         node: &str,
@@ -304,12 +322,10 @@ impl Ledger {
         max: usize,
     ) -> Reading {
         let mut r = Reading::default();
-        if entries.is_empty() {
-            return r;
-        }
         let first = !self.nodes.contains_key(node);
-        let before = self.nodes.remove(node).unwrap_or_default();
-        let mut now = HashMap::new();
+        let led = self.nodes.entry(node.to_owned()).or_default();
+        led.reads += 1;
+        let read_no = led.reads;
         let mut debits: HashMap<BucketKey, Debit> = HashMap::new();
         for (i, (f, v)) in entries.into_iter().enumerate() {
             let parsed = (i < max)
@@ -319,13 +335,18 @@ impl Ledger {
                 r.refused += 1;
                 continue;
             };
-            let (dp, db) = match before.get(&f) {
+            let (dp, db) = match led.fields.get(&f) {
                 _ if first => (0, 0),
-                Some(&(e, p0, b0)) if e == epoch => (p.saturating_sub(p0), b.saturating_sub(b0)),
+                Some(&(e, p0, b0, _)) if e == epoch => (p.saturating_sub(p0), b.saturating_sub(b0)),
                 // Shared since the last read (or a new epoch): all of it is new.
                 _ => (p, b),
             };
-            now.insert(f, (epoch, p, b));
+            // A count that went back within an epoch is a lie: keep the higher mark.
+            let (p, b) = match led.fields.get(&f) {
+                Some(&(e, p0, b0, _)) if e == epoch => (p.max(p0), b.max(b0)),
+                _ => (p, b),
+            };
+            led.fields.insert(f, (epoch, p, b, read_no));
             if dp > 0 || db > 0 {
                 let d = debits.entry(key).or_insert(Debit {
                     key,
@@ -336,7 +357,16 @@ impl Ledger {
                 d.bytes = d.bytes.saturating_add(db);
             }
         }
-        self.nodes.insert(node.to_owned(), now);
+        led.fields
+            .retain(|_, &mut (.., seen)| read_no - seen < LEDGER_KEEP_READS);
+        if led.fields.len() > 2 * max {
+            // Bounded whatever a node writes: the least recently read go first.
+            let mut by_age: Vec<_> = led.fields.iter().map(|(f, v)| (v.3, f.clone())).collect();
+            by_age.sort();
+            for (_, f) in by_age.iter().take(led.fields.len() - 2 * max) {
+                led.fields.remove(f);
+            }
+        }
         r.debits = debits.into_values().collect();
         r
     }

@@ -12,7 +12,10 @@
 //!   entries past their end are skipped by readers and deleted by the next writer;
 //! - `{NS}:events` — pub/sub channel of [`Event`] JSON (a ban added or removed);
 //! - `{NS}:node:NAME` — [`Heartbeat`] JSON with a TTL of three heartbeat intervals;
-//! - `{NS}:nodes` — set of node names (a member whose key expired is dropped by readers).
+//! - `{NS}:nodes` — set of node names (a member whose key expired is dropped by readers);
+//! - `{NS}:use:NAME` — hash of the sources node NAME shares its use of (fleet budgets,
+//!   [`budget`]), field `CLASS ADDR/LEN`, value `EPOCH PACKETS BYTES`, expiring when the
+//!   node stops writing it.
 
 pub mod budget;
 pub mod credentials;
@@ -56,6 +59,10 @@ impl Keys {
     }
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.ns)
+    }
+    /// A node's use hash (fleet budgets, see [`budget`]).
+    pub fn usage(&self, name: &str) -> String {
+        format!("{}:use:{name}", self.ns)
     }
 }
 
@@ -263,6 +270,12 @@ pub struct FleetSnapshot {
     pub bans_sent: u64,
     pub bans_refused: u64,
     pub budget_corrections: u64,
+    /// Sources of fleet classes whose use this node shares now.
+    #[serde(default)]
+    pub budget_shared: u64,
+    /// Entries of other nodes' use refused.
+    #[serde(default)]
+    pub budget_refused: u64,
     pub reconnects: u64,
     /// Bans this node shares (made here with `--fleet`), still in force.
     pub own_bans: u64,

@@ -18,11 +18,11 @@ use aya_obj::{
 use traffic_common::{
     Addr, BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES,
     CLASSES_ENTRIES, CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState,
-    ClassStats, Counter, DEBT_ENTRIES, EgressStats, FLOWS_ENTRIES, FailSource, FlowKey, FlowSeen,
-    GlobalConfig, LOCAL_ENTRIES, PORT_STATS_ENTRIES, PORTS_ENTRIES, PROGRAM_NAME, PortKey,
-    PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS, SEEN_WORDS,
-    SLOT_NAMES_ENTRIES, SeenWord, SlotName, WATCH_RING_BYTES, WATCH_STATE_ENTRIES, WatchEvent,
-    WatchState, map_names,
+    ClassStats, Counter, DEBT_ENTRIES, EgressStats, FLEET_HOT_ENTRIES, FLOWS_ENTRIES, FailSource,
+    FlowKey, FlowSeen, GlobalConfig, LOCAL_ENTRIES, PORT_STATS_ENTRIES, PORTS_ENTRIES,
+    PROGRAM_NAME, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS,
+    SEEN_WORDS, SLOT_NAMES_ENTRIES, SeenWord, SlotName, WATCH_RING_BYTES, WATCH_STATE_ENTRIES,
+    WatchEvent, WatchState, map_names,
 };
 use traffic_common::{FEED_V4_ENTRIES, FEED_V6_ENTRIES, FeedValue};
 
@@ -119,6 +119,14 @@ fn expected(name: &str) -> Expected {
         map_names::SEEN => (BPF_MAP_TYPE_ARRAY, INDEX, size_of::<SeenWord>(), SEEN_WORDS),
         // Shared: a debt one CPU records must be seen by the CPU that re-creates the bucket.
         map_names::DEBT => (BPF_MAP_TYPE_ARRAY, INDEX, size_of::<u64>(), DEBT_ENTRIES),
+        // Shared: a mark one CPU makes is read by the daemon; an LRU, so a flood of busy
+        // sources evicts the oldest marks and never fills it.
+        map_names::FLEET_HOT => (
+            BPF_MAP_TYPE_LRU_HASH,
+            size_of::<BucketKey>(),
+            size_of::<u64>(),
+            FLEET_HOT_ENTRIES,
+        ),
         // Shared: a SYN and its reply may run on different CPUs.
         map_names::FLOWS => (
             BPF_MAP_TYPE_LRU_HASH,

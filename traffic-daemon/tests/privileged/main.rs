@@ -173,6 +173,8 @@ fn cases() -> Vec<Trial> {
         fleet::faults::redis_killed_restarted_empty_and_a_partition_heal_without_losses,
         fleet::bans::an_automatic_ban_of_a_fleet_scoped_class_reaches_the_other_nodes,
         fleet::tls::a_fleet_over_tls_with_its_own_ca_shares_a_ban,
+        fleet::budgets::a_client_spread_over_three_nodes_is_held_to_one_fleet_wide_limit,
+        fleet::budgets::a_flood_of_a_million_spoofed_sources_adds_no_redis_traffic,
         operator::metrics::a_real_scrape_holds_every_metric_of_the_dashboard,
     ]
 }

@@ -125,7 +125,11 @@ fn fleet_scope(c: &mut Check, rc: &RawClass, key: &str, has_fleet: bool) -> bool
             false
         }
         (Some(true), Some(s)) if rc.packets.is_none() && rc.bytes.is_none() => {
-            c.err(s.span(), key, "\"fleet\" needs `packets` or `bytes` limits to share");
+            c.err(
+                s.span(),
+                key,
+                "\"fleet\" needs `packets` or `bytes` limits to share",
+            );
             false
         }
         (f, _) => f.unwrap_or(false),

@@ -39,7 +39,11 @@ fn class(rate: f64, burst: u64) -> FleetClass {
 }
 
 fn key_of(c: &FleetClass, text: &str) -> BucketKey {
-    parse_field(format!("{} {text}", c.name).as_bytes(), std::slice::from_ref(c)).unwrap()
+    parse_field(
+        format!("{} {text}", c.name).as_bytes(),
+        std::slice::from_ref(c),
+    )
+    .unwrap()
 }
 
 fn bucket(packets: u64, dropped: u64) -> Bucket {
@@ -104,14 +108,32 @@ fn a_source_is_shared_once_heavy_counted_from_then_and_dropped_when_idle() {
     let light = key_of(&c, "198.18.2.7/32");
     let mut t = Tracker::new(40, 100);
     // First look: baselines only.
-    let u = t.observe(&[(k, bucket(500, 0)), (light, bucket(16, 0))], classes, SEC / 5, 0.25);
+    let u = t.observe(
+        &[(k, bucket(500, 0)), (light, bucket(16, 0))],
+        classes,
+        SEC / 5,
+        0.25,
+    );
     assert!(u.write.is_empty());
     // 30 passed, 10 dropped in 200 ms: heavy. The light one passed 1.
-    let u = t.observe(&[(k, bucket(540, 10)), (light, bucket(17, 0))], classes, SEC / 5, 0.25);
-    assert_eq!(u.write, vec![("web 198.18.1.0/24".into(), "40 30 3000".into())]);
+    let u = t.observe(
+        &[(k, bucket(540, 10)), (light, bucket(17, 0))],
+        classes,
+        SEC / 5,
+        0.25,
+    );
+    assert_eq!(
+        u.write,
+        vec![("web 198.18.1.0/24".into(), "40 30 3000".into())]
+    );
     assert_eq!(t.shared(), 1);
     // It goes on counting from there, light intervals included.
-    let u = t.observe(&[(k, bucket(542, 10)), (light, bucket(17, 0))], classes, SEC / 5, 0.25);
+    let u = t.observe(
+        &[(k, bucket(542, 10)), (light, bucket(17, 0))],
+        classes,
+        SEC / 5,
+        0.25,
+    );
     assert_eq!(u.write[0].1, "40 32 3200");
     // A new session: a new epoch from zero, so nothing is counted twice.
     t.restart();
@@ -161,9 +183,19 @@ fn a_ledger_debits_growth_only_and_never_counts_twice() {
     let k = key_of(&c, "198.18.1.0/24");
     let mut l = Ledger::default();
     // First read of a node: where it stands, no debit.
-    let r = l.read("n2", entries(&[("web 198.18.1.0/24", "7 100 1000")]), classes, 10);
+    let r = l.read(
+        "n2",
+        entries(&[("web 198.18.1.0/24", "7 100 1000")]),
+        classes,
+        10,
+    );
     assert_eq!(r, Reading::default());
-    let r = l.read("n2", entries(&[("web 198.18.1.0/24", "7 130 1300")]), classes, 10);
+    let r = l.read(
+        "n2",
+        entries(&[("web 198.18.1.0/24", "7 130 1300")]),
+        classes,
+        10,
+    );
     assert_eq!(
         r.debits,
         vec![Debit {
@@ -173,21 +205,68 @@ fn a_ledger_debits_growth_only_and_never_counts_twice() {
         }]
     );
     // Read again unchanged: nothing.
-    let r = l.read("n2", entries(&[("web 198.18.1.0/24", "7 130 1300")]), classes, 10);
+    let r = l.read(
+        "n2",
+        entries(&[("web 198.18.1.0/24", "7 130 1300")]),
+        classes,
+        10,
+    );
     assert!(r.debits.is_empty());
     // An empty read (Redis lost it) changes nothing; the same epoch later goes on.
     assert!(l.read("n2", Vec::new(), classes, 10).debits.is_empty());
-    let r = l.read("n2", entries(&[("web 198.18.1.0/24", "7 135 1350")]), classes, 10);
+    let r = l.read(
+        "n2",
+        entries(&[("web 198.18.1.0/24", "7 135 1350")]),
+        classes,
+        10,
+    );
     assert_eq!(r.debits[0].packets, 5);
     // A new epoch (the node began sharing it again): all of it is new.
-    let r = l.read("n2", entries(&[("web 198.18.1.0/24", "8 4 40")]), classes, 10);
+    let r = l.read(
+        "n2",
+        entries(&[("web 198.18.1.0/24", "8 4 40")]),
+        classes,
+        10,
+    );
     assert_eq!(r.debits[0].packets, 4);
-    // A count that went back in the same epoch is a lie: no debit.
-    let r = l.read("n2", entries(&[("web 198.18.1.0/24", "8 1 10")]), classes, 10);
+    // A count that went back in the same epoch is a lie: no debit, and the higher mark
+    // stays (the lie cannot be replayed upwards for a second debit).
+    let r = l.read(
+        "n2",
+        entries(&[("web 198.18.1.0/24", "8 1 10")]),
+        classes,
+        10,
+    );
     assert!(r.debits.is_empty());
+    let r = l.read(
+        "n2",
+        entries(&[("web 198.18.1.0/24", "8 4 40")]),
+        classes,
+        10,
+    );
+    assert!(r.debits.is_empty());
+    // A partial read (the field missing) does not make the next one count it again.
+    l.read(
+        "n2",
+        entries(&[("web 198.18.9.0/24", "9 1 1")]),
+        classes,
+        10,
+    );
+    let r = l.read(
+        "n2",
+        entries(&[("web 198.18.1.0/24", "8 6 60")]),
+        classes,
+        10,
+    );
+    assert_eq!(r.debits[0].packets, 2);
     // Forgotten nodes start over with a baseline.
     l.retain(&[]);
-    let r = l.read("n2", entries(&[("web 198.18.1.0/24", "8 50 500")]), classes, 10);
+    let r = l.read(
+        "n2",
+        entries(&[("web 198.18.1.0/24", "8 50 500")]),
+        classes,
+        10,
+    );
     assert!(r.debits.is_empty());
 }
 
@@ -196,7 +275,12 @@ fn hostile_entries_are_refused_and_bounded() {
     let c = class(100.0, 10);
     let classes = std::slice::from_ref(&c);
     let mut l = Ledger::default();
-    l.read("n2", entries(&[("web 198.18.1.0/24", "1 1 1")]), classes, 10);
+    l.read(
+        "n2",
+        entries(&[("web 198.18.1.0/24", "1 1 1")]),
+        classes,
+        10,
+    );
     let r = l.read(
         "n2",
         entries(&[
@@ -251,7 +335,12 @@ fn a_debit_moves_the_bucket_by_its_cost_and_no_further_than_the_cap() {
     // In debt: from its tat; beyond the burst too (the source is held off).
     apply(&mut tat, &debit_request(&d(20), cc).unwrap(), now);
     assert_eq!(tat[0], now + 240_000_000);
-    assert!(!gcra::conforms(tat[0], &cc.packets[0], cc.packets[0].interval, now));
+    assert!(!gcra::conforms(
+        tat[0],
+        &cc.packets[0],
+        cc.packets[0].interval,
+        now
+    ));
     // Words of unused limits stay as they were.
     assert_eq!(tat[1..], [0; MAX_PACKET_LIMITS]);
     // A lie of 10¹⁸ packets holds the source off for the cap, no longer.
@@ -272,7 +361,9 @@ fn three_nodes_hold_a_spread_source_to_one_limit_within_the_bound() {
     let nodes = 3usize;
     let mut tat = vec![0u64; nodes];
     let mut counts = vec![(0u64, 0u64); nodes];
-    let mut trackers: Vec<Tracker> = (0..nodes).map(|i| Tracker::new(i as u64 * 1000, 100)).collect();
+    let mut trackers: Vec<Tracker> = (0..nodes)
+        .map(|i| Tracker::new(i as u64 * 1000, 100))
+        .collect();
     let mut ledgers: Vec<Ledger> = (0..nodes).map(|_| Ledger::default()).collect();
     let mut hashes: Vec<Vec<(String, String)>> = vec![Vec::new(); nodes];
     let start = 1_000 * SEC;
@@ -300,7 +391,9 @@ fn three_nodes_hold_a_spread_source_to_one_limit_within_the_bound() {
                     dropped: counts[n].1,
                     ..Bucket::default()
                 };
-                hashes[n] = trackers[n].observe(&[(key, b)], classes, interval, 0.25).write;
+                hashes[n] = trackers[n]
+                    .observe(&[(key, b)], classes, interval, 0.25)
+                    .write;
             }
             for n in 0..nodes {
                 for m in (0..nodes).filter(|&m| m != n) {

@@ -7,6 +7,7 @@
 //! timeout. When Redis is away the node keeps enforcing what it has (bans already received
 //! stay until they end) and reconnects with exponential backoff and jitter.
 
+mod budget;
 mod session;
 
 use std::{
@@ -257,6 +258,18 @@ pub fn render(e: &mut Exposition, snap: Option<&SharedSnapshot>) {
         "traffic_fleet_budget_corrections_total",
         "Debits of local buckets by other nodes' consumption (fleet budgets).",
         s.budget_corrections,
+    );
+    gauge(
+        e,
+        "traffic_fleet_budget_sources",
+        "Sources of scope = \"fleet\" classes this node shares its use of now.",
+        s.budget_shared as f64,
+    );
+    counter(
+        e,
+        "traffic_fleet_budget_refused_total",
+        "Entries of other nodes' use refused (malformed, unknown class, over the bound).",
+        s.budget_refused,
     );
     gauge(
         e,

@@ -1,10 +1,13 @@
 //! One connection to Redis and what runs over it: the subscription to ban events, the
-//! bans this node shares, the heartbeat and the periodic reconcile.
+//! bans this node shares, the heartbeat, the periodic reconcile and the budget sync
+//! (`super::budget`).
 //!
 //! Redis operations per node: per heartbeat (1 s by default) one pipeline of 4 commands
 //! (SET with PX, SADD, SMEMBERS, MGET) and a SREM when a node left; per sync (10 s) an HSCAN
 //! pass over the ban hash (1 + bans/500 calls) and at most one HDEL of ended entries; per
-//! shared ban one HSET + PUBLISH. A flood of sources adds none: only bans travel.
+//! shared ban one HSET + PUBLISH; per budget interval (200 ms), with a `scope = "fleet"`
+//! class, one pipeline of at most `nodes + 2` commands. A flood of sources adds none: only
+//! bans and the use of sources over a fraction of their limit travel.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -39,23 +42,24 @@ const OUTBOX_EVERY: Duration = Duration::from_millis(100);
 /// Top sources are read (a walk of the bucket map) every this many heartbeats.
 const TOP_EVERY: u32 = 5;
 
-type RResult<T> = Result<T, String>;
+pub(super) type RResult<T> = Result<T, String>;
 /// A hash field and its value, as HSCAN gives them.
-type Field = (Vec<u8>, Vec<u8>);
+pub(super) type Field = (Vec<u8>, Vec<u8>);
 
 /// The task's state across sessions.
 pub(super) struct Cx {
-    s: Settings,
-    keys: Keys,
+    pub(super) s: Settings,
+    pub(super) keys: Keys,
     client: Client,
-    shared: Arc<Shared>,
-    snap: SharedSnapshot,
+    pub(super) shared: Arc<Shared>,
+    pub(super) snap: SharedSnapshot,
     /// Bans this node shared (`--fleet`), by prefix; re-published when Redis lost them.
     own: BTreeMap<Prefix, Ban>,
     /// Lifted everywhere while disconnected: sent at the next session.
     unbans: BTreeSet<Prefix>,
     top: Vec<TopSource>,
     beats: u32,
+    pub(super) budget: super::budget::Budget,
 }
 
 impl Cx {
@@ -86,6 +90,7 @@ impl Cx {
             None => Client::open(info),
         }
         .map_err(|e| e.to_string())?;
+        let s_max = s.config.max_budget_sources;
         Ok(Self {
             keys: Keys::new(&s.config.namespace),
             s,
@@ -96,10 +101,11 @@ impl Cx {
             unbans: BTreeSet::new(),
             top: Vec::new(),
             beats: 0,
+            budget: super::budget::Budget::new(s_max),
         })
     }
 
-    fn with_snap(&self, f: impl FnOnce(&mut crate::fleet::FleetSnapshot)) {
+    pub(super) fn with_snap(&self, f: impl FnOnce(&mut crate::fleet::FleetSnapshot)) {
         f(&mut self.snap.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
@@ -132,7 +138,11 @@ impl Cx {
         }
     }
 
-    async fn t<T>(&self, what: &str, f: impl Future<Output = redis::RedisResult<T>>) -> RResult<T> {
+    pub(super) async fn t<T>(
+        &self,
+        what: &str,
+        f: impl Future<Output = redis::RedisResult<T>>,
+    ) -> RResult<T> {
         match timeout(self.s.config.command_timeout, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(format!("{what}: {e}")),
@@ -180,6 +190,9 @@ impl Cx {
         tracing::info!(node = %self.s.node, "fleet: connected");
         let mut beat = tokio::time::interval(self.s.config.heartbeat_interval);
         let mut sync = tokio::time::interval(self.s.config.sync_interval);
+        let mut budget = tokio::time::interval(self.s.config.budget_interval);
+        budget.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.budget.restart();
         let mut outbox = tokio::time::interval(OUTBOX_EVERY);
         outbox.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.tick().await;
@@ -213,11 +226,12 @@ impl Cx {
                     }
                 }
                 _ = sync.tick() => self.reconcile(&mut conn).await?,
+                _ = budget.tick() => self.budget_sync(&mut conn).await?,
             }
         }
     }
 
-    fn synced(&self) {
+    pub(super) fn synced(&self) {
         let now = unix_now_ms();
         self.with_snap(|s| s.last_sync_unix_ms = now);
     }

@@ -8,6 +8,7 @@
 //! the daemon sends.
 
 pub mod bans;
+pub mod budgets;
 pub mod faults;
 pub mod tls;
 
@@ -29,7 +30,7 @@ const PASSWORD: &str = "fleet-test-secret";
 fn acl() -> String {
     format!(
         "user default off\nuser admin on >{PASSWORD}-admin ~* &* +@all\nuser traffic on >{PASSWORD} resetkeys ~{{{NS}}}:* resetchannels &{{{NS}}}:* \
-         -@all +ping +set +sadd +srem +srandmember +mget +hset +hdel +hscan \
+         -@all +ping +set +sadd +srem +srandmember +mget +hset +hdel +hscan +pexpire \
          +publish +subscribe +unsubscribe\n"
     )
 }
