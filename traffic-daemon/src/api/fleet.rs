@@ -24,6 +24,11 @@ pub fn render_fleet(s: &FleetSnapshot, now_unix_ms: u64) -> String {
     );
     let _ = writeln!(
         o,
+        "fleet budgets: sources shared {}, buckets charged with other nodes' use {}, entries refused {}",
+        s.budget_shared, s.budget_corrections, s.budget_refused
+    );
+    let _ = writeln!(
+        o,
         "\n{:<24} {:>9} {:<10} {:<8} {:>6} {:>6}  OPEN BREAKERS",
         "NODE", "SEEN", "VERSION", "LEVEL", "BANS", "SHARED"
     );

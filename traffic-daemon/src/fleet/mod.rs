@@ -10,6 +10,10 @@
 //! Cluster keeps them in one slot and the reconcile reads stay single-slot):
 //! - `{NS}:bans` — hash, field = prefix (`203.0.113.0/24`), value = [`WireBan`] JSON;
 //!   entries past their end are skipped by readers and deleted by the next writer;
+//! - `{NS}:lifted` — hash, field = prefix, value = [`Tombstone`] JSON: a ban lifted with
+//!   `unban --fleet`, so a node cut off meanwhile drops its own ban on reconnect instead of
+//!   re-publishing it; a new ban of the prefix deletes it, readers delete it after
+//!   [`MAX_DURATION`] (no ban it could stand for is still running);
 //! - `{NS}:events` — pub/sub channel of [`Event`] JSON (a ban added or removed);
 //! - `{NS}:node:NAME` — [`Heartbeat`] JSON with a TTL of three heartbeat intervals;
 //! - `{NS}:nodes` — set of node names (a member whose key expired is dropped by readers);
@@ -59,6 +63,10 @@ impl Keys {
     }
     pub fn nodes(&self) -> String {
         format!("{}:nodes", self.ns)
+    }
+    /// Tombstones of bans lifted fleet-wide.
+    pub fn lifted(&self) -> String {
+        format!("{}:lifted", self.ns)
     }
     /// A node's use hash (fleet budgets, see [`budget`]).
     pub fn usage(&self, name: &str) -> String {
@@ -115,6 +123,22 @@ impl WireBan {
             created_unix_ms: self.created_unix_ms.min(now_unix_ms + CLOCK_SKEW_MS),
         })
     }
+}
+
+/// A ban lifted fleet-wide, as the `lifted` hash keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub node: String,
+    pub lifted_unix_ms: u64,
+}
+
+/// The bans this node shared that were lifted elsewhere after they were made (while this
+/// node was cut off): dropped here, not re-published. A ban made after the lift stands.
+pub fn lifted_since(own: &BTreeMap<Prefix, Ban>, lifted: &BTreeMap<Prefix, u64>) -> Vec<Prefix> {
+    own.iter()
+        .filter(|(p, b)| lifted.get(p).is_some_and(|&t| t >= b.created_unix_ms))
+        .map(|(p, _)| *p)
+        .collect()
 }
 
 /// A message on the events channel.

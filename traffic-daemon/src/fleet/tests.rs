@@ -160,3 +160,22 @@ fn lag_is_time_since_the_last_exchange() {
     s.last_sync_unix_ms = NOW - 1500;
     assert_eq!(s.lag_seconds(NOW), Some(1.5));
 }
+
+#[test]
+fn an_own_ban_lifted_elsewhere_after_it_was_made_is_dropped_not_republished() {
+    let mut own = BTreeMap::new();
+    let old = ban("203.0.113.0/24", NOW + 60_000, Origin::Operator);
+    let newer = Ban {
+        created_unix_ms: NOW + 5_000,
+        ..ban("198.51.100.0/24", NOW + 60_000, Origin::Operator)
+    };
+    own.insert(old.prefix, old.clone());
+    own.insert(newer.prefix, newer.clone());
+    let mut lifted = BTreeMap::new();
+    lifted.insert(old.prefix, NOW + 1_000);
+    lifted.insert(newer.prefix, NOW + 1_000);
+    // The first was lifted after it was made; the second was made after its lift.
+    assert_eq!(lifted_since(&own, &lifted), vec![old.prefix]);
+    assert!(lifted_since(&own, &BTreeMap::new()).is_empty());
+    assert_eq!(Keys::new("home").lifted(), "{home}:lifted");
+}

@@ -22,10 +22,10 @@ use tokio::{sync::mpsc, time::timeout};
 use super::{Outgoing, Settings, Shared};
 use crate::{
     api::bans::unix_now_ms,
-    bans::{Ban, Origin, Prefix},
+    bans::{Ban, MAX_DURATION, Origin, Prefix},
     fleet::{
-        Event, Heartbeat, Keys, MAX_LIST, MAX_NODES, SharedSnapshot, TopSource, WireBan,
-        parse_value, reconcile,
+        Event, Heartbeat, Keys, MAX_LIST, MAX_NODES, SharedSnapshot, Tombstone, TopSource, WireBan,
+        lifted_since, parse_value, reconcile,
     },
 };
 
@@ -250,6 +250,8 @@ impl Cx {
         let mut p = redis::pipe();
         p.hset(self.keys.bans(), b.prefix.to_string(), value)
             .ignore()
+            .hdel(self.keys.lifted(), b.prefix.to_string())
+            .ignore()
             .publish(self.keys.events(), event)
             .ignore();
         self.t("share a ban", p.query_async::<()>(conn)).await?;
@@ -265,8 +267,15 @@ impl Cx {
             node: self.s.node.clone(),
         })
         .map_err(|e| e.to_string())?;
+        let tomb = serde_json::to_string(&Tombstone {
+            node: self.s.node.clone(),
+            lifted_unix_ms: unix_now_ms(),
+        })
+        .map_err(|e| e.to_string())?;
         let mut pipe = redis::pipe();
         pipe.hdel(self.keys.bans(), p.to_string())
+            .ignore()
+            .hset(self.keys.lifted(), p.to_string(), tomb)
             .ignore()
             .publish(self.keys.events(), event)
             .ignore();
@@ -386,6 +395,7 @@ impl Cx {
     /// fleet lifted, re-publish this node's own bans Redis lost, delete ended entries.
     async fn reconcile(&mut self, conn: &mut MultiplexedConnection) -> RResult<()> {
         let now = unix_now_ms();
+        self.drop_lifted(conn, now).await?;
         let (remote, ended) = self.read_bans(conn, now).await?;
         let local = self.local_bans();
         let plan = reconcile(
@@ -412,6 +422,64 @@ impl Cx {
         }
         self.with_snap(|s| s.own_bans = self.own.len() as u64);
         self.synced();
+        Ok(())
+    }
+
+    /// Drop this node's shared bans that were lifted fleet-wide after they were made (it
+    /// was cut off when that happened), and delete tombstones past [`MAX_DURATION`].
+    async fn drop_lifted(&mut self, conn: &mut MultiplexedConnection, now: u64) -> RResult<()> {
+        let (mut lifted, mut stale) = (BTreeMap::new(), Vec::new());
+        let mut cursor: u64 = 0;
+        let mut seen = 0usize;
+        loop {
+            let (next, items): (u64, Vec<Field>) = self
+                .t(
+                    "read lifted bans",
+                    redis::cmd("HSCAN")
+                        .arg(self.keys.lifted())
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(500)
+                        .query_async(conn),
+                )
+                .await?;
+            for (field, value) in items {
+                seen += 1;
+                let Ok(t) = parse_value::<Tombstone>(&value) else {
+                    continue;
+                };
+                let field = String::from_utf8_lossy(&field).into_owned();
+                if now.saturating_sub(t.lifted_unix_ms) > MAX_DURATION.as_millis() as u64 {
+                    if stale.len() < 1000 {
+                        stale.push(field);
+                    }
+                } else if let Ok(p) = Prefix::parse(&field) {
+                    lifted.insert(p, t.lifted_unix_ms);
+                }
+            }
+            cursor = next;
+            if cursor == 0 || seen >= MAX_SCAN {
+                break;
+            }
+        }
+        let drop = lifted_since(&self.own, &lifted);
+        if !drop.is_empty() {
+            for p in &drop {
+                self.own.remove(p);
+            }
+            let n = self.shared.lock().remove_bans(&drop);
+            tracing::info!(lifted = n, "fleet: own bans lifted elsewhere while cut off");
+        }
+        if !stale.is_empty() {
+            self.t(
+                "delete old tombstones",
+                redis::cmd("HDEL")
+                    .arg(self.keys.lifted())
+                    .arg(&stale)
+                    .query_async::<()>(conn),
+            )
+            .await?;
+        }
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! Redis away and back: `kill -9` of redis-server mid-run (nodes keep enforcing, status
 //! and metric say disconnected, a `--fleet` ban made meanwhile is kept), a restart empty
 //! (the nodes re-publish theirs, once each), and a partition of one node (a ban made and
-//! one lifted meanwhile reach it when the link heals, without duplicates).
+//! one lifted meanwhile reach it when the link heals, without duplicates), and of a ban's
+//! owner while another node lifts it (it stays lifted: a tombstone).
 
 use std::time::Duration;
 
@@ -109,4 +110,26 @@ pub fn redis_killed_restarted_empty_and_a_partition_heal_without_losses() {
     assert_eq!(hash_fields(&f), vec![a.to_owned(), c.to_owned()]);
     assert_eq!(f.nodes[2].rig.burst(21, 10), 0, "c enforced on node 3");
     assert_eq!(f.nodes[2].rig.burst(20, 10), 10, "b lifted on node 3");
+
+    // Partition the owner of c, node 1, and lift c on node 2: the tombstone makes node 1
+    // drop its own ban when it heals, instead of re-publishing it everywhere.
+    f.nodes[0].link(false);
+    poll("node1 disconnected", Duration::from_secs(5), || {
+        (!f.nodes[0].connected()).then_some(())
+    });
+    f.nodes[1].ok(&["unban", "198.18.1.22", "--fleet"]);
+    for n in &f.nodes[1..] {
+        wait_prefixes(n, &[a], Duration::from_secs(2));
+    }
+    f.nodes[0].link(true);
+    f.wait_connected(Duration::from_secs(20));
+    for n in &f.nodes {
+        wait_prefixes(n, &[a], Duration::from_secs(5));
+    }
+    // Two sync intervals later it has not come back anywhere.
+    std::thread::sleep(Duration::from_secs(4));
+    for n in &f.nodes {
+        assert_eq!(prefixes(n), vec![a.to_owned()], "{} after the heal", n.name);
+    }
+    assert_eq!(hash_fields(&f), vec![a.to_owned()]);
 }
