@@ -132,6 +132,19 @@ pub(super) fn offender(
     })
 }
 
+/// A `scope` key: `"node"` (or absent) is `false`, `"fleet"` is `true`; anything else is a
+/// problem (`None`).
+pub(super) fn scope(p: &mut Problems, v: Option<&Spanned<String>>, key: &str) -> Option<bool> {
+    match v.map(|s| s.get_ref().as_str()) {
+        None | Some("node") => Some(false),
+        Some("fleet") => Some(true),
+        Some(_) => {
+            p.err(v?.span(), key, "must be \"node\" or \"fleet\"");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -194,19 +207,6 @@ mod tests {
         ] {
             let e = parse(tail).unwrap_err();
             assert!(e.contains(key), "{tail}: {e}");
-        }
-    }
-}
-
-/// A `scope` key: `"node"` (or absent) is `false`, `"fleet"` is `true`; anything else is a
-/// problem (`None`).
-pub(super) fn scope(p: &mut Problems, v: Option<&Spanned<String>>, key: &str) -> Option<bool> {
-    match v.map(|s| s.get_ref().as_str()) {
-        None | Some("node") => Some(false),
-        Some("fleet") => Some(true),
-        Some(_) => {
-            p.err(v?.span(), key, "must be \"node\" or \"fleet\"");
-            None
         }
     }
 }
