@@ -49,9 +49,16 @@ enum Cmd {
         /// degraded, smoke).
         #[arg(long, value_name = "NAME")]
         profile: Option<String>,
+        /// Three nodes sharing bans and budgets through a redis-server: an attacker banned
+        /// everywhere after it trips one node, a client spread over all three held to one
+        /// fleet-wide limit.
+        #[arg(long, conflicts_with = "profile")]
+        fleet: bool,
         /// With --profile: switch the node's pressure signals off and fail unless the report
-        /// agrees with the limits (what `cargo xtask test` does with the smoke profile).
-        #[arg(long, requires = "profile")]
+        /// agrees with the limits (what `cargo xtask test` does with the smoke profile). With
+        /// --fleet: fail unless the ban reached every node within 1 s and the client's fleet
+        /// total kept within the README's bound.
+        #[arg(long)]
         check: bool,
         /// How the clients' veth ends are made to take the XDP gate's RSTs (XDP_TX frames):
         /// an XDP_PASS program (default), GRO on, or nothing — for checking.
@@ -104,12 +111,17 @@ fn main() -> Result<()> {
         }
         Cmd::Demo {
             profile,
+            fleet,
             check,
             client_links,
         } => {
+            anyhow::ensure!(
+                !check || profile.is_some() || fleet,
+                "--check goes with --profile or --fleet"
+            );
             setup::run(&tc)?;
             let bin = build(&tc, false)?;
-            demo::run(&tc, &bin, profile.as_deref(), check, &client_links)
+            demo::run(&tc, &bin, profile.as_deref(), fleet, check, &client_links)
         }
         Cmd::Install { prefix } => install::install(&tc, &prefix),
         Cmd::Uninstall { prefix } => install::uninstall(&prefix),

@@ -2,11 +2,13 @@
 //! class with offered, allowed, passed and dropped datagrams per second; a panel with the
 //! throttle level and the CPU reading; one panel per upstream with connection outcomes per
 //! second over the breaker's state; vertical markers for phases, level changes and breaker
-//! transitions across all panels.
+//! transitions across all panels. [`panels`] draws free panels on the same axes and markers.
 
 use std::fmt::Write as _;
 
 use crate::load::{Mark, Second};
+
+pub mod panels;
 
 const W: f64 = 1200.0;
 const LEFT: f64 = 78.0;

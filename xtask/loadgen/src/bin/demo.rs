@@ -19,8 +19,13 @@ struct Args {
     /// Run config/profiles/NAME.toml alone instead of the story.
     #[arg(long, value_name = "NAME")]
     profile: Option<String>,
+    /// Three nodes sharing bans and budgets through a redis-server (issue 14).
+    #[arg(long, conflicts_with = "profile")]
+    fleet: bool,
     /// With --profile: pressure signals off; fail unless the report agrees with the limits.
-    #[arg(long, requires = "profile")]
+    /// With --fleet: fail unless the ban reached every node within 1 s and the client's
+    /// fleet total kept within the bound.
+    #[arg(long)]
     check: bool,
     /// How the clients' veth ends take the XDP gate's RSTs: xdp-pass, gro or plain.
     #[arg(long, default_value = "xdp-pass", value_parser = ["xdp-pass", "gro", "plain"])]
@@ -29,6 +34,13 @@ struct Args {
 
 fn main() -> Result<()> {
     let a = Args::parse();
+    if a.fleet {
+        return demo::fleet::run(&a.bin_dir, a.check);
+    }
+    anyhow::ensure!(
+        !a.check || a.profile.is_some(),
+        "--check goes with --profile or --fleet"
+    );
     match a.profile {
         Some(name) if a.check => demo::check_profile(&a.bin_dir, &name),
         profile => demo::run(&a.bin_dir, profile.as_deref(), &a.client_links),

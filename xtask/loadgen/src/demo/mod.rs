@@ -19,6 +19,8 @@
 //! upstream, and `target/demo/NAME.svg` (passed and dropped per class over time with level
 //! changes and breaker transitions marked) with the per-second data in `NAME.json`.
 //! Namespaces, pins, the daemon and every thread are cleaned up, also on Ctrl-C.
+//!
+//! With `--fleet` it runs [`fleet`]: three nodes sharing bans and budgets through Redis.
 
 use std::{
     path::{Path, PathBuf},
@@ -39,6 +41,7 @@ use crate::{
 };
 
 mod busy;
+pub mod fleet;
 mod live;
 mod story;
 
