@@ -24,9 +24,13 @@ pub fn run(
     bin_dir: &Path,
     profile: Option<&str>,
     check: bool,
+    fleet: bool,
     client_links: &str,
 ) -> Result<()> {
     let mut demo = command(tc, bin_dir)?;
+    if fleet {
+        demo.arg("--fleet");
+    }
     if let Some(p) = profile {
         demo.args(["--profile", p]);
     }

@@ -51,8 +51,14 @@ enum Cmd {
         profile: Option<String>,
         /// With --profile: switch the node's pressure signals off and fail unless the report
         /// agrees with the limits (what `cargo xtask test` does with the smoke profile).
-        #[arg(long, requires = "profile")]
+        /// With --fleet: fail unless the ban reached every node within a second and the
+        /// client stayed within the fleet budget's bound.
+        #[arg(long)]
         check: bool,
+        /// Three nodes and a redis-server: an attacker banned on one node is banned on all,
+        /// a client spreading over the three is held to one fleet-wide limit.
+        #[arg(long, conflicts_with = "profile")]
+        fleet: bool,
         /// How the clients' veth ends are made to take the XDP gate's RSTs (XDP_TX frames):
         /// an XDP_PASS program (default), GRO on, or nothing — for checking.
         #[arg(long, hide = true, default_value = "xdp-pass", value_parser = ["xdp-pass", "gro", "plain"])]
@@ -105,11 +111,16 @@ fn main() -> Result<()> {
         Cmd::Demo {
             profile,
             check,
+            fleet,
             client_links,
         } => {
+            anyhow::ensure!(
+                !check || profile.is_some() || fleet,
+                "--check goes with --profile or --fleet"
+            );
             setup::run(&tc)?;
             let bin = build(&tc, false)?;
-            demo::run(&tc, &bin, profile.as_deref(), check, &client_links)
+            demo::run(&tc, &bin, profile.as_deref(), check, fleet, &client_links)
         }
         Cmd::Install { prefix } => install::install(&tc, &prefix),
         Cmd::Uninstall { prefix } => install::uninstall(&prefix),
