@@ -23,16 +23,16 @@ pub fn run(
     tc: &Toolchains,
     bin_dir: &Path,
     profile: Option<&str>,
-    fleet: bool,
     check: bool,
+    fleet: bool,
     client_links: &str,
 ) -> Result<()> {
     let mut demo = command(tc, bin_dir)?;
-    if let Some(p) = profile {
-        demo.args(["--profile", p]);
-    }
     if fleet {
         demo.arg("--fleet");
+    }
+    if let Some(p) = profile {
+        demo.args(["--profile", p]);
     }
     if check {
         demo.arg("--check");

@@ -49,17 +49,16 @@ enum Cmd {
         /// degraded, smoke).
         #[arg(long, value_name = "NAME")]
         profile: Option<String>,
-        /// Three nodes sharing bans and budgets through a redis-server: an attacker banned
-        /// everywhere after it trips one node, a client spread over all three held to one
-        /// fleet-wide limit.
-        #[arg(long, conflicts_with = "profile")]
-        fleet: bool,
         /// With --profile: switch the node's pressure signals off and fail unless the report
-        /// agrees with the limits (what `cargo xtask test` does with the smoke profile). With
-        /// --fleet: fail unless the ban reached every node within 1 s and the client's fleet
-        /// total kept within the README's bound.
+        /// agrees with the limits (what `cargo xtask test` does with the smoke profile).
+        /// With --fleet: fail unless the ban reached every node within a second and the
+        /// client stayed within the fleet budget's bound.
         #[arg(long)]
         check: bool,
+        /// Three nodes and a redis-server: an attacker banned on one node is banned on all,
+        /// a client spreading over the three is held to one fleet-wide limit.
+        #[arg(long, conflicts_with = "profile")]
+        fleet: bool,
         /// How the clients' veth ends are made to take the XDP gate's RSTs (XDP_TX frames):
         /// an XDP_PASS program (default), GRO on, or nothing — for checking.
         #[arg(long, hide = true, default_value = "xdp-pass", value_parser = ["xdp-pass", "gro", "plain"])]
@@ -111,8 +110,8 @@ fn main() -> Result<()> {
         }
         Cmd::Demo {
             profile,
-            fleet,
             check,
+            fleet,
             client_links,
         } => {
             anyhow::ensure!(
@@ -121,7 +120,7 @@ fn main() -> Result<()> {
             );
             setup::run(&tc)?;
             let bin = build(&tc, false)?;
-            demo::run(&tc, &bin, profile.as_deref(), fleet, check, &client_links)
+            demo::run(&tc, &bin, profile.as_deref(), check, fleet, &client_links)
         }
         Cmd::Install { prefix } => install::install(&tc, &prefix),
         Cmd::Uninstall { prefix } => install::uninstall(&prefix),

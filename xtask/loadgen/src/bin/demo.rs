@@ -19,14 +19,13 @@ struct Args {
     /// Run config/profiles/NAME.toml alone instead of the story.
     #[arg(long, value_name = "NAME")]
     profile: Option<String>,
-    /// Three nodes sharing bans and budgets through a redis-server (issue 14).
-    #[arg(long, conflicts_with = "profile")]
-    fleet: bool,
     /// With --profile: pressure signals off; fail unless the report agrees with the limits.
-    /// With --fleet: fail unless the ban reached every node within 1 s and the client's
-    /// fleet total kept within the bound.
+    /// With --fleet: fail unless the ban and the fleet budget held.
     #[arg(long)]
     check: bool,
+    /// Three nodes sharing bans and budgets through a redis-server.
+    #[arg(long, conflicts_with = "profile")]
+    fleet: bool,
     /// How the clients' veth ends take the XDP gate's RSTs: xdp-pass, gro or plain.
     #[arg(long, default_value = "xdp-pass", value_parser = ["xdp-pass", "gro", "plain"])]
     client_links: String,

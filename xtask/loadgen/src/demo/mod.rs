@@ -55,7 +55,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// Ctrl-C and SIGTERM stop the load; the guards then clean up.
-fn install_interrupt_handler() {
+pub(crate) fn install_interrupt_handler() {
     #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -64,7 +64,7 @@ fn install_interrupt_handler() {
     }
 }
 
-fn interrupted() -> bool {
+pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
