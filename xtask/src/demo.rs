@@ -49,3 +49,12 @@ pub fn check_profile(tc: &Toolchains, bin_dir: &Path, name: &str) -> Result<()> 
     demo.args(["--profile", name, "--check"]);
     util::run(&mut demo)
 }
+
+/// The fleet demo as a check (`cargo xtask test` runs it after the profile run): fails
+/// unless the attacker's ban reached every node within a second and the client's fleet
+/// total kept within the README's bound.
+pub fn check_fleet(tc: &Toolchains, bin_dir: &Path) -> Result<()> {
+    let mut demo = command(tc, bin_dir)?;
+    demo.args(["--fleet", "--check"]).env("TRAFFIC_DEMO_PLAIN", "1");
+    util::run(&mut demo)
+}

@@ -16,6 +16,8 @@
 //! `fleet.json`; with `--check` a non-zero exit unless both hold. Namespaces, links, pins,
 //! redis-server and the daemons are removed at the end, also on Ctrl-C.
 
+mod chart;
+mod live;
 mod redis;
 mod report;
 mod story;

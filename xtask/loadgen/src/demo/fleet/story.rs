@@ -152,7 +152,7 @@ pub(super) fn run(lab: &Lab) -> Result<report::Outcome> {
         3.0 * RATE,
         3
     );
-    let mut live = super::report::Live::new();
+    let mut live = super::live::Live::new();
     let (samples, client_flows) = std::thread::scope(|s| -> Result<_> {
         // The watcher: every node's ban list every 10 ms until all list the attacker.
         s.spawn(|| {
@@ -187,15 +187,15 @@ pub(super) fn run(lab: &Lab) -> Result<report::Outcome> {
         });
         // The attacker: node 1 until banned there (+2 s), then 6 s on each other node.
         let attacker = s.spawn(|| {
-            for k in 0..NODES {
+            for (k, (node, sent)) in lab.nodes.iter().zip(&a_sent).enumerate() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let host = lab.nodes[k].host();
+                let host = node.host();
                 let d = if k == 0 { FIRST_LEG_MAX } else { LEG };
                 let mut f = flow(host, ATTACKER, ATTACK_PPS, d);
-                f.progress = Some(a_sent[k].clone());
-                lock(&moves).push((Instant::now(), format!("attacker → {}", lab.nodes[k].name)));
+                f.progress = Some(sent.clone());
+                lock(&moves).push((Instant::now(), format!("attacker → {}", node.name)));
                 attacker_at.store(k + 1, Ordering::Relaxed);
                 let leg_stop = Arc::new(AtomicBool::new(false));
                 let h = {
@@ -230,7 +230,7 @@ pub(super) fn run(lab: &Lab) -> Result<report::Outcome> {
             .collect();
         // Each second: sample, show; until both have finished (bounded).
         let mut samples: Vec<Sample> = Vec::new();
-        let mut prev = vec![[0u64; 5]; NODES];
+        let mut prev = [[0u64; 5]; NODES];
         let mut last = t0;
         let mut next = t0 + Duration::from_secs(1);
         let end = t0 + FIRST_LEG_MAX + 2 * LEG + Duration::from_secs(20);
