@@ -55,6 +55,7 @@ pub fn check_profile(tc: &Toolchains, bin_dir: &Path, name: &str) -> Result<()> 
 /// total kept within the README's bound.
 pub fn check_fleet(tc: &Toolchains, bin_dir: &Path) -> Result<()> {
     let mut demo = command(tc, bin_dir)?;
-    demo.args(["--fleet", "--check"]).env("TRAFFIC_DEMO_PLAIN", "1");
+    demo.args(["--fleet", "--check"])
+        .env("TRAFFIC_DEMO_PLAIN", "1");
     util::run(&mut demo)
 }

@@ -28,7 +28,7 @@ pub struct Panel {
 pub fn svg(title: &str, subtitle: &str, t_max: f64, marks: &[Mark], panels: &[Panel]) -> String {
     let t_max = t_max.max(1.0);
     let gap = 52.0;
-    let label_band = 170.0;
+    let label_band = 190.0;
     let top0 = 60.0 + label_band;
     let h = top0 + panels.len() as f64 * (PANEL + gap) + 20.0;
     let mut o = String::new();

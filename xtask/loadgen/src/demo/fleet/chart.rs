@@ -28,17 +28,20 @@ pub(super) fn write_outputs(run: &Run, o: &Outcome) -> Result<(PathBuf, PathBuf)
             label: l.clone(),
         })
         .collect();
-    for (k, l) in run.listings.iter().enumerate() {
-        if let Some(a) = l.at {
-            marks.push(Mark {
-                t: t_of(a),
-                kind: if k == 0 { "breaker" } else { "note" },
-                label: match o.propagation_ms[k] {
-                    Some(ms) if k > 0 => format!("node{} +{ms:.0}ms", k + 1),
-                    _ => format!("banned on node{} ({})", k + 1, l.origin),
-                },
-            });
-        }
+    // The ban: one mark at node 1's listing, the others' delays in its label (they follow
+    // within milliseconds, so separate marks would only overlap).
+    if let Some(a) = run.listings[0].at {
+        let others: Vec<String> = (1..NODES)
+            .map(|k| match o.propagation_ms[k] {
+                Some(ms) => format!("node{} +{ms:.0}ms", k + 1),
+                None => format!("node{} never", k + 1),
+            })
+            .collect();
+        marks.push(Mark {
+            t: t_of(a),
+            kind: "breaker",
+            label: format!("banned ({})", others.join(", ")),
+        });
     }
     let s = &run.samples;
     let pts =
