@@ -210,3 +210,61 @@ pub(super) fn report(lab: &Lab, run: &Run) -> Result<Outcome> {
 pub(super) fn fmt_ms(v: Option<f64>) -> String {
     v.map_or("never".into(), |ms| format!("{ms:.0} ms"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held() -> Outcome {
+        Outcome {
+            first_ban_s: Some(13.0),
+            propagation_ms: vec![Some(0.0), Some(11.0), Some(12.0)],
+            origins: vec!["auto".into(), "fleet".into(), "fleet".into()],
+            attacker_sent: vec![44_000, 18_000, 18_000],
+            attacker_passed: vec![1_300, 0, 0],
+            banned_drops: vec![6_000, 18_000, 18_000],
+            client_sent: vec![4_000; 3],
+            client_passed: vec![900, 2_000, 1_194],
+            client_secs: 40.0,
+            client_fleet_passed: 4_094,
+            client_allowed: allowed(40.0),
+            client_bound: bound(40.0),
+            client_banned: false,
+            fleet_budgets: FLEET_BUDGETS,
+            redis_ops_per_node_s: 29.0,
+        }
+    }
+
+    #[test]
+    fn the_bound_is_the_readmes() {
+        // rate·t + burst + (nodes − 1)·(burst + 2·rate·interval) at 100/s, 20, 200 ms.
+        assert_eq!(allowed(40.0), 4_020.0);
+        assert_eq!(bound(40.0), 4_020.0 + 2.0 * (20.0 + 40.0));
+    }
+
+    #[test]
+    fn check_accepts_what_held_and_names_each_failure() {
+        assert!(held().failures().is_empty(), "{:?}", held().failures());
+        let mut late = held();
+        late.propagation_ms[2] = Some(1_500.0);
+        late.attacker_passed[1] = 3;
+        late.client_banned = true;
+        let f = late.failures();
+        assert_eq!(f.len(), 3, "{f:?}");
+        assert!(f[0].contains("node2 passed 3"), "{f:?}");
+        assert!(f[1].contains("node3 listed the ban 1500 ms"), "{f:?}");
+        assert!(f[2].contains("client was banned"), "{f:?}");
+        let mut never = held();
+        never.first_ban_s = None;
+        never.propagation_ms = vec![None; 3];
+        assert!(never.failures().len() >= 3);
+        if FLEET_BUDGETS {
+            let mut over = held();
+            over.client_fleet_passed = 12_000;
+            assert_eq!(over.failures().len(), 1);
+            let mut starved = held();
+            starved.client_fleet_passed = 3_000;
+            assert_eq!(starved.failures().len(), 1);
+        }
+    }
+}
