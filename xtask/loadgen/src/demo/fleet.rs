@@ -103,7 +103,7 @@ scope = "fleet"
 packets = {{ rate = 20, burst = 20 }}
 [classes.guest.offender]
 drop_ratio = 0.5
-window = "3s"
+window = "10s"
 min_packets = 100
 ban_for = "10m"
 scope = "fleet"

@@ -51,9 +51,9 @@ pub fn run(bin_dir: &Path, check: bool) -> Result<()> {
         "  client (fleet-wide {RATE}/s, burst {BURST}), {RATE}/s to each of 3 nodes for {t_client:.0} s:"
     );
     println!(
-        "    passed {client_total} in all; rate·t + burst = {allowed:.0}; bound with 3 nodes and a {:.0} ms sync = {bound:.0} (on its own, each node would pass ~{:.0})",
+        "    passed {client_total} in all; rate·t + burst = {allowed:.0}; bound with 3 nodes and a {:.0} ms sync = {bound:.0} (each node on its own would pass about {allowed:.0}: {:.0} in all)",
         INTERVAL * 1000.0,
-        allowed
+        3.0 * allowed
     );
     match spread {
         Some(ms) => println!(
