@@ -49,3 +49,11 @@ pub fn check_profile(tc: &Toolchains, bin_dir: &Path, name: &str) -> Result<()> 
     demo.args(["--profile", name, "--check"]);
     util::run(&mut demo)
 }
+
+/// The fleet demo as a check (the `cargo xtask test` run): fail unless the ban reached every
+/// node within a second and the client stayed within the fleet budget's bound.
+pub fn check_fleet(tc: &Toolchains, bin_dir: &Path) -> Result<()> {
+    let mut demo = command(tc, bin_dir)?;
+    demo.args(["--fleet", "--check"]);
+    util::run(&mut demo)
+}
