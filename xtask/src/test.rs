@@ -11,9 +11,8 @@
 //!    checks root, bpffs and the object once and runs its cases one at a time (they share
 //!    kernel state). A filter is a substring of `module::case` names.
 //!    Then a short profile run (`config/profiles/smoke.toml`, the load generator against
-//!    trafficd with the pressure signals off) whose report must agree with the limits,
-//!    and the fleet demo (`cargo xtask demo --fleet --check`: redis-server and three nodes,
-//!    about 50 s) whose ban and fleet budget must hold.
+//!    trafficd with the pressure signals off) whose report must agree with the limits, and
+//!    the fleet demo with `--check` (three nodes and a redis-server, about 45 s).
 //! 3. package — as root: `cargo xtask install --prefix <tmp>` and `uninstall` end to end
 //!    (release build), then the `.deb` of the same binaries inspected with dpkg-deb and run
 //!    from its extracted tree (never installed on the host), and lintian on it. Skipped when
@@ -147,15 +146,15 @@ fn privileged(tc: &Toolchains, filter: Option<&str>) -> Result<Vec<String>> {
             t.elapsed().as_secs_f64()
         ));
     }
-    // The fleet demo (redis-server and three nodes, about 50 s) as a check: the ban on
-    // every node within a second, the client within the fleet budget's bound.
+    // The fleet demo as a check: the ban on every node within a second, the client within
+    // the fleet budget's bound.
     if filter.is_none_or(|f| "fleet_demo".contains(f)) {
         let t = Instant::now();
-        println!("==> fleet demo (cargo xtask demo --fleet --check; root)");
+        println!("==> fleet demo (cargo xtask demo --fleet --check; root, redis-server)");
         let bin = crate::build(tc, false)?;
         crate::demo::check_fleet(tc, &bin)?;
         summary.push(format!(
-            "fleet demo  ok  {:>6.1}s",
+            "fleet demo ok   {:>6.1}s",
             t.elapsed().as_secs_f64()
         ));
     }

@@ -28,6 +28,8 @@ pub const IDLE_INTERVALS: u32 = 10;
 /// Deepest debt a debit leaves a bucket in beyond its burst: a lying node (or Redis) can
 /// hold a source off for at most this long per debit.
 pub const MAX_DEBT_NS: u64 = 10_000_000_000;
+/// A bucket with at most this many packets when first seen is new: all it passed is shared.
+pub const YOUNG_PACKETS: u64 = 4 * traffic_common::FLEET_MARK_EVERY;
 /// Longest field accepted from another node.
 pub const MAX_FIELD: usize = 128;
 
@@ -118,6 +120,15 @@ pub fn heavy(cc: &ClassConfig, packets: u64, bytes: u64, elapsed_ns: u64, fracti
     (packets > 0 || bytes > 0) && (by_packets || by_bytes)
 }
 
+/// The packets a bucket shows as used and not yet refilled under its first packet limit.
+fn recent_use(cc: &ClassConfig, b: &Bucket, now_ns: u64) -> u64 {
+    let lim = &cc.packets[0];
+    if cc.packet_limits == 0 || lim.interval == 0 {
+        return 0;
+    }
+    b.tat[0].saturating_sub(now_ns) / lim.interval
+}
+
 /// A source this node follows.
 #[derive(Clone, Copy, Debug, Default)]
 struct Followed {
@@ -178,13 +189,19 @@ impl Tracker {
         }
     }
 
-    /// One interval: `hot` are the marked buckets now, `elapsed_ns` the time since the last
-    /// call.
+    /// One interval: `hot` are the marked buckets at `now_ns` (the program's clock),
+    /// `elapsed_ns` the time since the last call.
+    ///
+    /// A source seen for the first time is shared at once with its recent use: all it passed
+    /// if its bucket is young ([`YOUNG_PACKETS`]), else the tokens missing from its first
+    /// packet limit — a new source's first packets are charged to the others too, an old
+    /// one's history is not.
     pub fn observe(
         &mut self,
         hot: &[(BucketKey, Bucket)],
         classes: &[FleetClass],
         elapsed_ns: u64,
+        now_ns: u64,
         fraction: f64,
     ) -> Update {
         let mut seen = std::collections::HashSet::new();
@@ -195,14 +212,28 @@ impl Tracker {
             let passed = b.packets.saturating_sub(b.dropped);
             let Some(f) = self.followed.get_mut(key) else {
                 if self.followed.len() < self.max {
-                    // First look: a baseline only (what passed before is not this interval's).
+                    // First look: the counters are a baseline; the recent use its bucket
+                    // shows is shared at once.
+                    // A young bucket's whole history is recent; an old one's is not.
+                    let recent = if b.packets <= YOUNG_PACKETS {
+                        passed
+                    } else {
+                        recent_use(&class.limits, b, now_ns).min(passed)
+                    };
+                    let shared = (recent > 0).then(|| {
+                        let bytes = b.bytes.checked_div(b.packets).unwrap_or(0) * recent;
+                        let epoch = self.next_epoch;
+                        self.next_epoch = self.next_epoch.wrapping_add(1);
+                        (epoch, recent, bytes)
+                    });
                     self.followed.insert(
                         *key,
                         Followed {
                             passed,
                             packets: b.packets,
                             bytes: b.bytes,
-                            ..Followed::default()
+                            shared,
+                            idle: 0,
                         },
                     );
                     seen.insert(*key);

@@ -53,12 +53,10 @@ impl Core {
     }
 
     /// The sources the program marked busy in fleet classes, with their buckets (at most
-    /// `max`).
-    pub fn fleet_hot(&mut self, max: usize) -> Result<Vec<(BucketKey, Bucket)>, OpError> {
-        Ok(self
-            .dp
-            .fleet_hot(max)
-            .map_err(crate::engine::EngineError::from)?)
+    /// `max`), and the program's clock when they were read.
+    pub fn fleet_hot(&mut self, max: usize) -> Result<(Vec<(BucketKey, Bucket)>, u64), OpError> {
+        let hot = self.dp.fleet_hot(max)?;
+        Ok((hot, self.dp.now_ns()))
     }
 
     /// Drop the marks of sources the budget sync no longer follows.

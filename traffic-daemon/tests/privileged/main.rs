@@ -175,6 +175,7 @@ fn cases() -> Vec<Trial> {
         fleet::tls::a_fleet_over_tls_with_its_own_ca_shares_a_ban,
         fleet::budgets::a_client_spread_over_three_nodes_is_held_to_one_fleet_wide_limit,
         fleet::budgets::a_flood_of_a_million_spoofed_sources_adds_no_redis_traffic,
+        fleet::hostile::garbage_in_redis_is_refused_bounded_and_a_lie_costs_a_source_at_most_the_cap,
         operator::metrics::a_real_scrape_holds_every_metric_of_the_dashboard,
     ]
 }

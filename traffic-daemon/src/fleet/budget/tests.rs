@@ -16,6 +16,7 @@ mod gcra {
 }
 
 const SEC: u64 = 1_000_000_000;
+const NOW: u64 = 1_000 * SEC;
 
 fn class(rate: f64, burst: u64) -> FleetClass {
     let mut limits = ClassConfig {
@@ -107,19 +108,21 @@ fn a_source_is_shared_once_heavy_counted_from_then_and_dropped_when_idle() {
     let k = key_of(&c, "198.18.1.7/32");
     let light = key_of(&c, "198.18.2.7/32");
     let mut t = Tracker::new(40, 100);
-    // First look: baselines only.
+    // First look: baselines only (old buckets, full).
     let u = t.observe(
-        &[(k, bucket(500, 0)), (light, bucket(16, 0))],
+        &[(k, bucket(500, 0)), (light, bucket(100, 0))],
         classes,
         SEC / 5,
+        NOW,
         0.25,
     );
     assert!(u.write.is_empty());
     // 30 passed, 10 dropped in 200 ms: heavy. The light one passed 1.
     let u = t.observe(
-        &[(k, bucket(540, 10)), (light, bucket(17, 0))],
+        &[(k, bucket(540, 10)), (light, bucket(101, 0))],
         classes,
         SEC / 5,
+        NOW,
         0.25,
     );
     assert_eq!(
@@ -129,20 +132,21 @@ fn a_source_is_shared_once_heavy_counted_from_then_and_dropped_when_idle() {
     assert_eq!(t.shared(), 1);
     // It goes on counting from there, light intervals included.
     let u = t.observe(
-        &[(k, bucket(542, 10)), (light, bucket(17, 0))],
+        &[(k, bucket(542, 10)), (light, bucket(101, 0))],
         classes,
         SEC / 5,
+        NOW,
         0.25,
     );
     assert_eq!(u.write[0].1, "40 32 3200");
     // A new session: a new epoch from zero, so nothing is counted twice.
     t.restart();
-    let u = t.observe(&[(k, bucket(545, 10))], classes, SEC / 5, 0.25);
+    let u = t.observe(&[(k, bucket(545, 10))], classes, SEC / 5, NOW, 0.25);
     assert_eq!(u.write[0].1, "41 3 300");
     // Idle (or gone from the marks) long enough: deleted and forgotten.
     let (mut deleted, mut forgotten) = (Vec::new(), Vec::new());
     for i in 0..IDLE_INTERVALS {
-        let u = t.observe(&[(k, bucket(545, 10))], classes, SEC / 5, 0.25);
+        let u = t.observe(&[(k, bucket(545, 10))], classes, SEC / 5, NOW, 0.25);
         if i + 1 < IDLE_INTERVALS {
             assert_eq!(u.write.len(), 1, "still shared while idle");
         }
@@ -155,18 +159,55 @@ fn a_source_is_shared_once_heavy_counted_from_then_and_dropped_when_idle() {
 }
 
 #[test]
+fn a_new_source_shares_the_burst_it_spent_before_the_first_look_and_not_its_history() {
+    let c = class(100.0, 10); // 10 ms per packet
+    let classes = std::slice::from_ref(&c);
+    let k = key_of(&c, "198.18.1.7/32");
+    let mut t = Tracker::new(5, 10);
+    // 8 of 10 tokens spent: the bucket is full again 80 ms from now.
+    let mut b = bucket(1000, 0);
+    b.tat[0] = NOW + 80_000_000;
+    let u = t.observe(&[(k, b)], classes, SEC / 5, NOW, 0.25);
+    assert_eq!(
+        u.write,
+        vec![("web 198.18.1.0/24".into(), "5 8 800".into())]
+    );
+    // A young bucket shares all it passed.
+    let young = key_of(&c, "198.18.3.7/32");
+    let u = t.observe(&[(young, bucket(20, 4))], classes, SEC / 5, NOW, 0.25);
+    assert!(
+        u.write
+            .contains(&("web 198.18.3.0/24".into(), "6 16 1600".into())),
+        "{u:?}"
+    );
+    // A full bucket with a long history shares nothing at first.
+    let other = key_of(&c, "198.18.2.7/32");
+    let u = t.observe(
+        &[(other, bucket(1_000_000, 0))],
+        classes,
+        SEC / 5,
+        NOW,
+        0.25,
+    );
+    assert!(
+        u.write.iter().all(|(f, _)| !f.contains("198.18.2.")),
+        "{u:?}"
+    );
+}
+
+#[test]
 fn a_recreated_bucket_counts_from_zero_and_the_table_is_bounded() {
     let c = class(100.0, 10);
     let classes = std::slice::from_ref(&c);
     let k = key_of(&c, "198.18.1.7/32");
     let mut t = Tracker::new(0, 1);
-    t.observe(&[(k, bucket(1000, 0))], classes, SEC / 5, 0.25);
-    let u = t.observe(&[(k, bucket(20, 0))], classes, SEC / 5, 0.25);
+    t.observe(&[(k, bucket(1000, 0))], classes, SEC / 5, NOW, 0.25);
+    let u = t.observe(&[(k, bucket(20, 0))], classes, SEC / 5, NOW, 0.25);
     assert_eq!(u.write[0].1, "0 20 2000");
     // Full: a second source is not followed.
     let other = key_of(&c, "198.18.9.1/32");
-    t.observe(&[(other, bucket(100, 0))], classes, SEC / 5, 0.25);
-    let u = t.observe(&[(other, bucket(200, 0))], classes, SEC / 5, 0.25);
+    t.observe(&[(other, bucket(100, 0))], classes, SEC / 5, NOW, 0.25);
+    let u = t.observe(&[(other, bucket(200, 0))], classes, SEC / 5, NOW, 0.25);
     assert!(u.write.iter().all(|(f, _)| !f.contains("198.18.9.")));
 }
 
@@ -392,7 +433,7 @@ fn three_nodes_hold_a_spread_source_to_one_limit_within_the_bound() {
                     ..Bucket::default()
                 };
                 hashes[n] = trackers[n]
-                    .observe(&[(key, b)], classes, interval, 0.25)
+                    .observe(&[(key, b)], classes, interval, now, 0.25)
                     .write;
             }
             for n in 0..nodes {

@@ -53,12 +53,12 @@ impl Cx {
             cfg.heavy_fraction,
             cfg.budget_interval,
         );
-        let hot = if classes.is_empty() {
-            Vec::new()
+        let (hot, now_ns) = if classes.is_empty() {
+            (Vec::new(), 0)
         } else {
             self.shared.lock().fleet_hot(max).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "fleet: cannot read the marked sources");
-                Vec::new()
+                (Vec::new(), 0)
             })
         };
         let now = Instant::now();
@@ -68,10 +68,13 @@ impl Cx {
             .map_or(every, |t| now.duration_since(t))
             .max(Duration::from_millis(1));
         self.budget.last = Some(now);
-        let update =
-            self.budget
-                .tracker
-                .observe(&hot, &classes, elapsed.as_nanos() as u64, fraction);
+        let update = self.budget.tracker.observe(
+            &hot,
+            &classes,
+            elapsed.as_nanos() as u64,
+            now_ns,
+            fraction,
+        );
         if !update.forget.is_empty() {
             self.shared.lock().forget_fleet_hot(&update.forget);
         }

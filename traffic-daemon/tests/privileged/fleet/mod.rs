@@ -10,6 +10,7 @@
 pub mod bans;
 pub mod budgets;
 pub mod faults;
+pub mod hostile;
 pub mod tls;
 
 use std::{
