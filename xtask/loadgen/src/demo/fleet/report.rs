@@ -22,6 +22,9 @@ pub(super) struct Outcome {
     pub first_ban_s: Option<f64>,
     /// Per node: ms after node 1 that it listed the ban (node 1: 0).
     pub propagation_ms: Vec<Option<f64>>,
+    /// Per node: ms from the ban's creation on node 1 until the node was seen listing it
+    /// (wall clock; every node's list polled every 10 ms).
+    pub since_created_ms: Vec<Option<u64>>,
     pub origins: Vec<String>,
     pub attacker_sent: Vec<u64>,
     pub attacker_passed: Vec<u64>,
@@ -116,6 +119,14 @@ pub(super) fn report(lab: &Lab, run: &Run) -> Result<Outcome> {
             .iter()
             .map(|l| Some(ms_after(l.at?, first?)))
             .collect(),
+        since_created_ms: run
+            .listings
+            .iter()
+            .map(|l| {
+                let c = run.listings[0].created_unix_ms;
+                (l.at.is_some() && c > 0).then(|| l.seen_unix_ms.saturating_sub(c))
+            })
+            .collect(),
         origins: run.listings.iter().map(|l| l.origin.clone()).collect(),
         attacker_sent: run.attacker_sent.clone(),
         attacker_passed: run.attacker_passed.clone(),
@@ -154,7 +165,7 @@ pub(super) fn report(lab: &Lab, run: &Run) -> Result<Outcome> {
     println!("\n==> the fleet in numbers");
     match (o.first_ban_s, &run.listings[0]) {
         (Some(t), l) => println!(
-            "  - the attacker's offender rule banned it on node1 {t:.1} s into the flood ({}, reason \"{}\", {} s left); node2 listed it {} later, node3 {}",
+            "  - the attacker's offender rule banned it on node1 {t:.1} s into the flood ({}, reason \"{}\", {} s left); node2 listed it {} after node1 did, node3 {} (since the ban was made on node1: node1 {}, node2 {}, node3 {}; lists polled every 10 ms)",
             l.origin,
             l.reason,
             l.until_unix_ms
@@ -162,6 +173,9 @@ pub(super) fn report(lab: &Lab, run: &Run) -> Result<Outcome> {
                 / 1000,
             fmt_ms(o.propagation_ms[1]),
             fmt_ms(o.propagation_ms[2]),
+            fmt_ms(o.since_created_ms[0].map(|v| v as f64)),
+            fmt_ms(o.since_created_ms[1].map(|v| v as f64)),
+            fmt_ms(o.since_created_ms[2].map(|v| v as f64)),
         ),
         (None, _) => println!("  - the attacker was not banned"),
     }
@@ -219,6 +233,7 @@ mod tests {
         Outcome {
             first_ban_s: Some(13.0),
             propagation_ms: vec![Some(0.0), Some(11.0), Some(12.0)],
+            since_created_ms: vec![Some(40), Some(45), Some(46)],
             origins: vec!["auto".into(), "fleet".into(), "fleet".into()],
             attacker_sent: vec![44_000, 18_000, 18_000],
             attacker_passed: vec![1_300, 0, 0],

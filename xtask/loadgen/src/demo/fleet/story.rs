@@ -69,6 +69,10 @@ pub(super) struct Listing {
     pub origin: String,
     pub reason: String,
     pub until_unix_ms: u64,
+    /// When the ban was made (on node 1: by its detector) and when this node was first
+    /// seen listing it, wall clock (ms).
+    pub created_unix_ms: u64,
+    pub seen_unix_ms: u64,
 }
 
 /// What the story measured, for the report.
@@ -176,6 +180,8 @@ pub(super) fn run(lab: &Lab) -> Result<report::Outcome> {
                             origin,
                             reason: b.reason,
                             until_unix_ms: b.until_unix_ms,
+                            created_unix_ms: b.created_unix_ms,
+                            seen_unix_ms: traffic_daemon::api::bans::unix_now_ms(),
                         };
                     }
                 }
