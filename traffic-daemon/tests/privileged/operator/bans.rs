@@ -459,7 +459,13 @@ pub fn the_program_drops_a_banned_source_on_every_packet_until_its_end() -> anyh
     };
     let (k, e) = ban("198.18.4.0/24", now + 60_000_000_000, 0);
     lab.kernel.set_ban(&k, &e)?;
-    let (k, e) = ban("198.18.6.1/32", now.saturating_sub(1), 0);
+    // Ended by the program's clock too: the coarse clock it reads lags the fine one the
+    // daemon reads by up to a tick, so "1 ns ago" could still be ahead of it.
+    let (k, e) = ban(
+        "198.18.6.1/32",
+        now.saturating_sub(2 * traffic_common::CLOCK_TICK_MAX_NS),
+        0,
+    );
     lab.kernel.set_ban(&k, &e)?;
     let (k, e) = ban("198.18.5.1/32", now + 60_000_000_000, 0);
     lab.kernel.set_ban(&k, &e)?;
