@@ -12,7 +12,7 @@
 
 /// Version of the layouts in this crate. Bumped on any change to a map or type below; a
 /// pinned map set written by another version is refused, never reinterpreted.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 
 /// Map names, as they appear in the object file and under the pin directory.
 ///
@@ -160,7 +160,8 @@ pub const CONFIG_ENTRIES: u32 = 1;
 pub const RULES_ENTRIES: u32 = 16_384;
 /// `max_entries` of [`map_names::CLASSES`].
 pub const CLASSES_ENTRIES: u32 = MAX_CLASSES;
-/// Default `max_entries` of [`map_names::BUCKETS`]; the daemon may resize it at load time.
+/// Default `max_entries` of [`map_names::BUCKETS`] (slots, see [`table_slots`]); the daemon
+/// sizes it from `max_sources` at load time.
 pub const BUCKETS_ENTRIES: u32 = 131_072;
 /// `max_entries` of [`map_names::CLASS_STATE`] and [`map_names::CLASS_STATS`].
 pub const CLASS_STATE_ENTRIES: u32 = MAX_CLASSES;
@@ -240,11 +241,13 @@ pub const CLOCK_TICK_MAX_NS: u64 = 10_000_000;
 
 mod keys;
 mod layout;
+mod table;
 mod verdict;
 mod watch;
 
 pub use keys::*;
 pub use layout::*;
+pub use table::*;
 pub use verdict::*;
 pub use watch::*;
 

@@ -10,16 +10,15 @@
 use core::intrinsics::{AtomicOrdering, atomic_or};
 
 use traffic_common::{
-    Bucket, BucketKey, CLASS_ADMISSION, ClassConfig, Reason, SeenWord, seen_bit_words,
+    Bucket, CLASS_ADMISSION, ClassConfig, Reason, SeenWord, seen_bit_words,
 };
 
 use crate::{
     bucket,
     debt::DebtSlot,
-    maps::{TRF_BUCKETS, TRF_CLASS_STATE, TRF_CLASS_STATS, TRF_SEEN},
+    maps::{TRF_CLASS_STATE, TRF_CLASS_STATS, TRF_SEEN},
+    table::{self, Placed},
 };
-
-const EEXIST: i32 = 17;
 
 /// A bucket key's bit in the seen-bitmap, read once (both generations share one entry).
 pub struct Seen {
@@ -99,24 +98,24 @@ fn mark_tracked(addr: (u64, u64), class: u32) {
     .mark();
 }
 
-/// Insert a bucket for a key (its masked address as words `addr`), starting from the debt
-/// the sketch remembers for it (`start` builds it from that debt), and return it. `None`:
-/// the map refused the insert. An existing bucket (another CPU won the race) is kept.
+/// Insert a bucket for a key (its masked address as words `addr`, and its class), starting
+/// from the debt the sketch remembers for it (`start` builds it from that debt), and return
+/// it. `None`: the table refused the insert (every way of its set held by other writers).
+/// An existing bucket (another CPU won the race) is kept.
 #[inline(always)]
 pub fn insert(
-    key: &BucketKey,
     addr: (u64, u64),
+    class: u32,
     now: u64,
     start: impl FnOnce(u64) -> Bucket,
     stats: Option<*mut traffic_common::ClassStats>,
 ) -> Option<*mut Bucket> {
-    let (fresh, indebted) = match DebtSlot::of(addr, key.class).recall(now) {
+    let (fresh, indebted) = match DebtSlot::of(addr, class).recall(now) {
         Some(full_at) => (start(full_at), true),
         None => (bucket::fresh_bucket(), false),
     };
-    match TRF_BUCKETS.insert(key, &fresh, bucket::BPF_NOEXIST) {
-        Ok(()) => {
-            mark_tracked(addr, key.class);
+    let b = match table::insert(addr, class, &fresh, now)? {
+        Placed::New(b) => {
             if let Some(s) = stats {
                 // SAFETY: per-CPU value of this CPU; XDP runs without migration.
                 unsafe {
@@ -126,11 +125,12 @@ pub fn insert(
                     }
                 }
             }
+            b
         }
-        Err(e) if e == -EEXIST => mark_tracked(addr, key.class),
-        Err(_) => return None,
-    }
-    TRF_BUCKETS.get_ptr_mut(key)
+        Placed::Existing(b) => b,
+    };
+    mark_tracked(addr, class);
+    Some(b)
 }
 
 /// A source without a bucket: give it one if the class's admission budget allows, else
@@ -138,7 +138,6 @@ pub fn insert(
 /// of a source the debt sketch remembers (see [`insert`]).
 #[inline(always)]
 pub fn admit(
-    key: &BucketKey,
     addr: (u64, u64),
     class: u32,
     cc: &ClassConfig,
@@ -162,7 +161,7 @@ pub fn admit(
         };
     let mut reason = Reason::Overflow;
     if admitted {
-        match insert(key, addr, now, start, stats) {
+        match insert(addr, class, now, start, stats) {
             Some(b) => return Ok(b),
             None => reason = Reason::MapFull,
         }

@@ -12,9 +12,6 @@ use core::{
 use traffic_common::{Bucket, BucketKey, Limit, MAX_PACKET_LIMITS};
 use traffic_ebpf::gcra;
 
-/// `BPF_NOEXIST`: insert only if the key is absent.
-pub const BPF_NOEXIST: u64 = 1;
-
 /// CAS attempts before charging unconditionally (contention between CPUs on one bucket).
 const CAS_RETRIES: usize = 3;
 

@@ -6,7 +6,7 @@
 //! source starts from it, so an eviction never refills a source that was over its limit.
 
 use traffic_common::{
-    BYTE_LIMIT_SLOT, Bucket, BucketKey, CLASS_ADMISSION, CLASS_BYTES, CLASS_FLEET,
+    BYTE_LIMIT_SLOT, Bucket, CLASS_ADMISSION, CLASS_BYTES, CLASS_FLEET,
     CLOCK_TICK_MAX_NS, ClassConfig, FLEET_MARK_EVERY, Limit, MAX_PACKET_LIMITS, PORT_BUCKET,
     PortRule, Reason,
 };
@@ -18,7 +18,8 @@ use crate::{
     clock::Clock,
     count::PortCounters,
     debt::{self, DebtSlot},
-    maps::{TRF_BUCKETS, TRF_FLEET_HOT},
+    maps::TRF_FLEET_HOT,
+    table,
 };
 
 /// A port's per-source limit on new connections, for a new TCP connection to the port.
@@ -72,8 +73,6 @@ pub fn class_limits(
         };
     }
     let addr = masked(ip.src, mask);
-    let key = bucket_key(addr, class);
-    let key = &key.0;
     let now = clock.now();
 
     // Under a flood of new sources (what admission is for), looking an unknown key up
@@ -83,7 +82,7 @@ pub fn class_limits(
     let seen = (cc.flags & CLASS_ADMISSION != 0).then(|| admission::Seen::of(addr, class));
     let found = match &seen {
         Some(s) if !s.maybe_tracked() => None,
-        _ => TRF_BUCKETS.get_ptr_mut(key),
+        _ => table::find(addr, class),
     };
     let inserted = found.is_none();
     let bucket = match found {
@@ -93,7 +92,7 @@ pub fn class_limits(
             }
             b
         }
-        None => match admission::admit(key, addr, class, cc, now, |full_at| {
+        None => match admission::admit(addr, class, cc, now, |full_at| {
             debt::class_bucket(cc, full_at, now)
         }) {
             Ok(b) => b,
@@ -125,7 +124,7 @@ pub fn class_limits(
     };
     if cc.flags & CLASS_FLEET != 0 {
         // SAFETY: as above.
-        unsafe { fleet_mark(key, bucket, now) };
+        unsafe { fleet_mark(addr, class, bucket, now) };
     }
     reason
 }
@@ -137,11 +136,11 @@ pub fn class_limits(
 /// # Safety
 /// As for [`charge_bucket`].
 #[inline(never)]
-unsafe fn fleet_mark(key: &BucketKey, b: *mut Bucket, now: u64) {
+unsafe fn fleet_mark(addr: (u64, u64), class: u32, b: *mut Bucket, now: u64) {
     // SAFETY: the caller's guarantee; a racy read is fine (a mark more or less).
     let packets = unsafe { load(&raw const (*b).packets) };
     if packets & (FLEET_MARK_EVERY - 1) == 0 {
-        let _ = TRF_FLEET_HOT.insert(key, &now, 0);
+        let _ = TRF_FLEET_HOT.insert(&bucket_key(addr, class).0, &now, 0);
     }
 }
 
@@ -181,17 +180,16 @@ enum Create<'a> {
 /// fails open (a source admission turns away is judged by the overflow bucket instead).
 #[inline(always)]
 fn new_connection(addr: (u64, u64), pl: PortLimit, now: u64, create: Create) -> Reason {
-    let key = bucket_key(addr, PORT_BUCKET | pl.slot);
-    let key = &key.0;
+    let port_class = PORT_BUCKET | pl.slot;
     let start = |full_at| debt::port_bucket(pl.limit, full_at, now);
-    let existing = TRF_BUCKETS.get_ptr_mut(key);
+    let existing = table::find(addr, port_class);
     let inserted = existing.is_none();
     let found = match existing {
         Some(b) => Ok(b),
         None => match create {
-            Create::Admit { class, cc } => admission::admit(key, addr, class, cc, now, start),
+            Create::Admit { class, cc } => admission::admit(addr, class, cc, now, start),
             Create::Tracked => {
-                admission::insert(key, addr, now, start, None).ok_or(Reason::PortRate)
+                admission::insert(addr, port_class, now, start, None).ok_or(Reason::PortRate)
             }
         },
     };
@@ -205,13 +203,13 @@ fn new_connection(addr: (u64, u64), pl: PortLimit, now: u64, create: Create) -> 
     match unsafe { charge_to(tat, pl.limit, pl.limit.interval, now) } {
         Some(t) => {
             if inserted || worth_keeping(t, pl.limit, pl.limit.interval, now) {
-                DebtSlot::of(addr, key.class).remember(t);
+                DebtSlot::of(addr, port_class).remember(t);
             }
             Reason::Pass
         }
         None => {
             // SAFETY: as above.
-            DebtSlot::of(addr, key.class).remember(unsafe { load(tat) });
+            DebtSlot::of(addr, port_class).remember(unsafe { load(tat) });
             PortCounters::of(pl.slot).bump(|s| s.syn_limited += 1);
             Reason::PortRate
         }

@@ -24,6 +24,7 @@ mod limit;
 mod maps;
 mod passive;
 mod reply;
+mod table;
 mod watch;
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
@@ -40,7 +41,7 @@ use traffic_ebpf::{
     verdict::{Fate, Verdict},
 };
 
-use crate::{clock::Clock, count::PortCounters, maps::TRF_BUCKETS};
+use crate::{clock::Clock, count::PortCounters};
 
 #[xdp]
 pub fn traffic_xdp(ctx: XdpContext) -> u32 {
@@ -183,7 +184,8 @@ pub fn traffic_rescale(ctx: XdpContext) -> u32 {
     // SAFETY: `raw` is `size_of::<RescaleRequest>()` readable bytes, read unaligned; the
     // type is plain data (every byte pattern is a value).
     let req: RescaleRequest = unsafe { core::ptr::read_unaligned(raw.as_ptr().cast()) };
-    let Some(b) = TRF_BUCKETS.get_ptr_mut(&req.key) else {
+    let addr = traffic_common::addr_words(&req.key.addr);
+    let Some(b) = table::find(addr, req.key.class) else {
         return xdp_action::XDP_DROP;
     };
     let now = Clock::unread().now();

@@ -9,12 +9,13 @@ use traffic_common::{
     Addr, BANS_ENTRIES, BanEntry, FLOWS_ENTRIES, FailSource, FlowKey, FlowSeen, LOCAL_ENTRIES,
 };
 use traffic_common::{
-    BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
+    BUCKETS_ENTRIES, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
     CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
     Counter, DEBT_ENTRIES, EgressStats, FLEET_HOT_ENTRIES, GlobalConfig, PORT_STATS_ENTRIES,
     PORTS_ENTRIES, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS,
     SEEN_WORDS, SLOT_NAMES_ENTRIES, SeenWord, SlotName,
 };
+use traffic_common::{TABLE_MAP_FLAGS, TableSlot};
 use traffic_common::{FEED_V4_ENTRIES, FEED_V6_ENTRIES, FeedValue};
 use traffic_common::{WATCH_RING_BYTES, WATCH_STATE_ENTRIES, WatchEvent, WatchState};
 
@@ -27,9 +28,11 @@ pub static TRF_RULES: LpmTrie<RuleAddr, Rule, { RULES_ENTRIES as usize }> = LpmT
 #[btf_map(pin_by_name)]
 pub static TRF_CLASSES: Array<ClassConfig, { CLASSES_ENTRIES as usize }> = Array::new();
 
+/// Shared by all CPUs: the source table (see `table`), slots read and written atomically
+/// word by word; the daemon maps it.
 #[btf_map(pin_by_name)]
-pub static TRF_BUCKETS: LruHashMap<BucketKey, Bucket, { BUCKETS_ENTRIES as usize }> =
-    LruHashMap::new();
+pub static TRF_BUCKETS: Array<TableSlot, { BUCKETS_ENTRIES as usize }, { TABLE_MAP_FLAGS as usize }> =
+    Array::new();
 
 #[btf_map(pin_by_name)]
 pub static TRF_CLASS_STATE: Array<ClassState, { CLASS_STATE_ENTRIES as usize }> = Array::new();

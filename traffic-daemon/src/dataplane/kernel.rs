@@ -44,7 +44,7 @@ pub struct Kernel {
     config: Array<MapData, GlobalConfig>,
     rules: LpmTrie<MapData, Addr, Rule>,
     classes: Array<MapData, ClassConfig>,
-    buckets: HashMap<MapData, BucketKey, Bucket>,
+    buckets: std::sync::Arc<super::table::BucketTable>,
     class_stats: PerCpuArray<MapData, ClassStats>,
     counters: PerCpuArray<MapData, Counter>,
     slot_names: Array<MapData, SlotName>,
@@ -99,10 +99,13 @@ impl Kernel {
         // contents carried over (see `migrate`): a restart never refuses for that reason.
         let adopted = super::migrate::check_abi(&opts.pin_dir)?;
         let mut moved = Vec::new();
+        let slots = traffic_common::table_slots(opts.max_sources);
+        let set_mask = traffic_common::table_set_mask(slots);
         let mut ebpf = loop {
             let loaded = EbpfLoader::new()
                 .default_map_pin_directory(&opts.pin_dir)
-                .map_max_entries(map_names::BUCKETS, opts.max_sources)
+                .map_max_entries(map_names::BUCKETS, slots)
+                .override_global(traffic_common::TABLE_SET_MASK_GLOBAL, &set_mask, true)
                 .load(object);
             match loaded {
                 Ok(ebpf) => break ebpf,
@@ -120,7 +123,17 @@ impl Kernel {
         let config = take_map!(ebpf, map_names::CONFIG, Array);
         let rules = take_map!(ebpf, map_names::RULES, LpmTrie);
         let classes = take_map!(ebpf, map_names::CLASSES, Array);
-        let buckets = take_map!(ebpf, map_names::BUCKETS, HashMap);
+        let buckets = match ebpf.take_map(map_names::BUCKETS) {
+            Some(aya::maps::Map::Array(data)) => {
+                std::sync::Arc::new(super::table::BucketTable::new(data)?)
+            }
+            _ => {
+                return Err(DataplaneError::Load(format!(
+                    "object has no array map {}",
+                    map_names::BUCKETS
+                )));
+            }
+        };
         let class_stats = take_map!(ebpf, map_names::CLASS_STATS, PerCpuArray);
         let counters = take_map!(ebpf, map_names::COUNTERS, PerCpuArray);
         let ports = take_map!(ebpf, map_names::PORTS, HashMap);
@@ -389,32 +402,24 @@ impl Dataplane for Kernel {
     }
 
     fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError> {
-        let mut out = Vec::new();
-        for item in self.buckets.iter() {
-            match item {
-                Ok(kv) => out.push(kv),
-                // An entry evicted between "next key" and "lookup" is not an error.
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(map_names::BUCKETS, "iterate")(e)),
-            }
-        }
-        Ok(out)
+        Ok(self.buckets.entries())
     }
 
     fn bucket_walker(&self) -> Result<super::walk::BucketWalker, DataplaneError> {
-        use aya::maps::IterableMap as _;
-        let map = self.buckets.map();
-        let capacity = map
-            .info()
-            .map_err(map_err(map_names::BUCKETS, "info"))?
-            .max_entries();
-        super::walk::BucketWalker::kernel(map, capacity)
+        Ok(super::walk::BucketWalker::Kernel(std::sync::Arc::clone(
+            &self.buckets,
+        )))
     }
 
     fn set_bucket(&mut self, key: &BucketKey, bucket: &Bucket) -> Result<(), DataplaneError> {
-        self.buckets
-            .insert(key, bucket, 0)
-            .map_err(map_err(map_names::BUCKETS, "update"))
+        if self.buckets.put(key, bucket) {
+            Ok(())
+        } else {
+            Err(DataplaneError::Other(format!(
+                "map {}: the slots of {key:?} stayed contended",
+                map_names::BUCKETS
+            )))
+        }
     }
 
     fn fleet_hot(&mut self, max: usize) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError> {
@@ -430,10 +435,9 @@ impl Dataplane for Kernel {
                 Err(MapError::KeyNotFound) => break,
                 Err(e) => return Err(map_err(map_names::FLEET_HOT, "iterate")(e)),
             };
-            match self.buckets.get(&key, 0) {
-                Ok(b) => found.push((key, b)),
-                Err(MapError::KeyNotFound) => gone.push(key),
-                Err(e) => return Err(map_err(map_names::BUCKETS, "lookup")(e)),
+            match self.buckets.get(&key) {
+                Some(b) => found.push((key, b)),
+                None => gone.push(key),
             }
         }
         self.forget_fleet_hot(&gone)?;
@@ -483,11 +487,7 @@ impl Dataplane for Kernel {
         self.debt
             .set(traffic_common::debt_slot(lo, hi, key.class), &0, 0)
             .map_err(map_err(map_names::DEBT, "update"))?;
-        match self.buckets.remove(key) {
-            Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(map_err(map_names::BUCKETS, "delete")(e)),
-        }
+        Ok(self.buckets.remove(key))
     }
 
     fn now_ns(&self) -> u64 {

@@ -16,13 +16,11 @@ use std::path::Path;
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, Map, MapData, MapError},
+    maps::{Array, Map, MapData, MapError},
 };
-use traffic_common::{
-    ABI_VERSION, Bucket, BucketKey, GlobalConfig, SEEN_WORDS, SeenWord, map_names,
-};
+use traffic_common::{ABI_VERSION, GlobalConfig, SEEN_WORDS, SeenWord, map_names};
 
-use super::DataplaneError;
+use super::{DataplaneError, table::BucketTable};
 
 /// A pinned map that did not fit this build, taken off its pin but still open.
 pub(super) struct MovedAside {
@@ -144,35 +142,38 @@ pub(super) fn carry_over(ebpf: &mut Ebpf, moved: Vec<MovedAside>) {
     }
 }
 
-/// Copy every bucket of `old` into the program's bucket map. Returns (copied, failed);
-/// when the new map is smaller, its LRU keeps the entries copied last.
+/// Copy every bucket of `old` into the program's source table. Returns (copied, failed);
+/// when the new table is smaller, a full set keeps the sources copied last.
 fn copy_buckets(ebpf: &mut Ebpf, old: MapData) -> Result<(u64, u64), String> {
-    let old: HashMap<_, BucketKey, Bucket> =
-        HashMap::try_from(Map::LruHashMap(old)).map_err(|e| format!("old map: {e}"))?;
+    use std::os::fd::AsFd as _;
+    let old = BucketTable::new(old).map_err(|e| format!("old table: {e}"))?;
+    let new = {
+        let map = ebpf
+            .map(map_names::BUCKETS)
+            .ok_or("the object has no bucket map")?;
+        let Map::Array(data) = map else {
+            return Err("the bucket map is not an array".to_owned());
+        };
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("duplicate the table's fd: {e}"))?;
+        let data = MapData::from_fd(fd).map_err(|e| format!("new table: {e}"))?;
+        BucketTable::new(data).map_err(|e| format!("new table: {e}"))?
+    };
     let mut words = vec![0u64; SEEN_WORDS as usize];
     let (mut copied, mut failed) = (0u64, 0u64);
-    {
-        let map = ebpf
-            .map_mut(map_names::BUCKETS)
-            .ok_or("the object has no bucket map")?;
-        let mut new: HashMap<_, BucketKey, Bucket> =
-            HashMap::try_from(map).map_err(|e| format!("new map: {e}"))?;
-        for item in old.iter() {
-            match item {
-                Ok((k, v)) => {
-                    if new.insert(&k, &v, 0).is_ok() {
-                        let (word, bit) = traffic_common::seen_bit(&k);
-                        words[word as usize] |= bit;
-                        copied += 1;
-                    } else {
-                        failed += 1;
-                    }
-                }
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(format!("walk the old map: {e}")),
-            }
+    old.for_each(|k, v| {
+        if new.put(k, v) {
+            let (word, bit) = traffic_common::seen_bit(k);
+            words[word as usize] |= bit;
+            copied += 1;
+        } else {
+            failed += 1;
         }
-    }
+        true
+    });
     let map = ebpf
         .map_mut(map_names::SEEN)
         .ok_or("the object has no seen map")?;

@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod local;
 mod migrate;
 mod seen;
+pub mod table;
 pub mod tc;
 pub mod walk;
 pub mod watch;

@@ -1,28 +1,24 @@
-//! Walking the bucket map off the engine's lock, within a deadline and a bounded number of
+//! Walking the source table off the engine's lock, within a deadline and a bounded number of
 //! entries.
 //!
-//! A full map holds `max_sources` entries (up to 16M), two syscalls each: the engine hands
-//! out a [`BucketWalker`] (a duplicate of the map's descriptor) under its lock and the walk
-//! runs on a blocking thread. The kernel's "next key" restarts from the first key when the
-//! current one was evicted meanwhile, so under LRU churn a walk can revisit entries and
-//! never end: it stops after as many entries as the map holds, or at its deadline, and then
-//! says it is partial. aya (0.16) has no batched lookup (`BPF_MAP_LOOKUP_BATCH`), so the
-//! walk is next-key + lookup.
+//! A full table holds `max_sources` sources (up to 16M): the engine hands out a
+//! [`BucketWalker`] (a shared handle on the table's mapping) under its lock and the walk
+//! runs on a blocking thread, reading the mapping slot by slot. It stops after `max`
+//! entries or at its deadline, and then says it is partial.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
-use aya::maps::{HashMap, Map, MapData, MapError};
 use traffic_common::{Bucket, BucketKey};
 
-use super::DataplaneError;
+use super::{DataplaneError, table::BucketTable};
 
-/// A handle on the bucket map, independent of the engine (it may move to another thread).
+/// Slots read between two looks at the clock.
+const CLOCK_EVERY: u64 = 4096;
+
+/// A handle on the source table, independent of the engine (it may move to another thread).
 pub enum BucketWalker {
-    /// The kernel map, through its own descriptor.
-    Kernel {
-        map: HashMap<MapData, BucketKey, Bucket>,
-        capacity: u64,
-    },
+    /// The kernel table, through its mapping.
+    Kernel(Arc<BucketTable>),
     /// A copy of the entries (the in-memory dataplane of tests).
     Snapshot(Vec<(BucketKey, Bucket)>),
 }
@@ -30,37 +26,14 @@ pub enum BucketWalker {
 /// How a walk ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WalkEnd {
-    /// Entries visited (a revisited entry counts again; never more than the capacity).
+    /// Entries visited.
     pub visited: u64,
-    /// The walk stopped at its deadline or its entry bound, not at the end of the map.
+    /// The walk stopped at its deadline or its entry bound, not at the end of the table.
     pub partial: bool,
 }
 
 impl BucketWalker {
-    /// A walker on the kernel map `map` of `capacity` entries, through a duplicate of its
-    /// descriptor.
-    pub(super) fn kernel(map: &MapData, capacity: u32) -> Result<Self, DataplaneError> {
-        use std::os::fd::AsFd as _;
-        let fd = map
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| DataplaneError::Other(format!("duplicate the bucket map fd: {e}")))?;
-        let open = |source| DataplaneError::Map {
-            map: traffic_common::map_names::BUCKETS,
-            op: "open",
-            source,
-        };
-        let data = MapData::from_fd(fd).map_err(open)?;
-        let map = HashMap::try_from(Map::LruHashMap(data)).map_err(open)?;
-        Ok(Self::Kernel {
-            map,
-            capacity: u64::from(capacity),
-        })
-    }
-
-    /// Visit entries until the end of the map, `deadline`, or as many entries as the map
-    /// holds, whichever comes first.
+    /// Visit entries until the end of the table, or `deadline`, whichever comes first.
     pub fn walk(
         &self,
         deadline: Instant,
@@ -78,29 +51,20 @@ impl BucketWalker {
     ) -> Result<WalkEnd, DataplaneError> {
         let mut end = WalkEnd::default();
         match self {
-            Self::Kernel { map, capacity } => {
-                let bound = max.min(*capacity);
-                for item in map.iter() {
-                    if end.visited >= bound || Instant::now() >= deadline {
+            Self::Kernel(table) => {
+                let mut looked = 0u64;
+                table.for_each(|k, b| {
+                    looked += 1;
+                    if end.visited >= max
+                        || ((looked == 1 || looked % CLOCK_EVERY == 0) && Instant::now() >= deadline)
+                    {
                         end.partial = true;
-                        break;
+                        return false;
                     }
-                    match item {
-                        Ok((k, v)) => {
-                            visit(&k, &v);
-                            end.visited += 1;
-                        }
-                        // Evicted between "next key" and "lookup": not an error.
-                        Err(MapError::KeyNotFound) => {}
-                        Err(source) => {
-                            return Err(DataplaneError::Map {
-                                map: traffic_common::map_names::BUCKETS,
-                                op: "iterate",
-                                source,
-                            });
-                        }
-                    }
-                }
+                    visit(k, b);
+                    end.visited += 1;
+                    true
+                });
             }
             Self::Snapshot(entries) => {
                 for (k, v) in entries {

@@ -16,13 +16,13 @@ use aya_obj::{
     maps::PinningType,
 };
 use traffic_common::{
-    Addr, BUCKETS_ENTRIES, Bucket, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES,
+    Addr, BUCKETS_ENTRIES, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES,
     CLASSES_ENTRIES, CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState,
     ClassStats, Counter, DEBT_ENTRIES, EgressStats, FLEET_HOT_ENTRIES, FLOWS_ENTRIES, FailSource,
     FlowKey, FlowSeen, GlobalConfig, LOCAL_ENTRIES, PORT_STATS_ENTRIES, PORTS_ENTRIES,
     PROGRAM_NAME, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS,
     SEEN_WORDS, SLOT_NAMES_ENTRIES, SeenWord, SlotName, WATCH_RING_BYTES, WATCH_STATE_ENTRIES,
-    WatchEvent, WatchState, map_names,
+    TABLE_MAP_FLAGS, TableSlot, WatchEvent, WatchState, map_names,
 };
 use traffic_common::{FEED_V4_ENTRIES, FEED_V6_ENTRIES, FeedValue};
 
@@ -61,9 +61,9 @@ fn expected(name: &str) -> Expected {
         ),
         // Shared, never per-CPU: every CPU must charge the same bucket.
         map_names::BUCKETS => (
-            BPF_MAP_TYPE_LRU_HASH,
-            size_of::<BucketKey>(),
-            size_of::<Bucket>(),
+            BPF_MAP_TYPE_ARRAY,
+            INDEX,
+            size_of::<TableSlot>(),
             BUCKETS_ENTRIES,
         ),
         map_names::CLASS_STATE => (
@@ -227,12 +227,20 @@ pub fn maps_match_the_contract() {
             u64::from(map.max_entries()),
             u64::from(want.max_entries),
         );
-        // The daemon ages the bitmap through a memory mapping.
+        // The daemon ages the bitmap, and walks and edits the table, through a memory
+        // mapping.
         if name == map_names::SEEN {
             check(
                 "map flags",
                 u64::from(map.map_flags()),
                 u64::from(SEEN_MAP_FLAGS),
+            );
+        }
+        if name == map_names::BUCKETS {
+            check(
+                "map flags",
+                u64::from(map.map_flags()),
+                u64::from(TABLE_MAP_FLAGS),
             );
         }
         // The daemon adopts state across restarts through these pins.

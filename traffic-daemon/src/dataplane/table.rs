@@ -1,0 +1,277 @@
+//! The source table ([`map_names::BUCKETS`]) from user space, memory-mapped: read, walked
+//! and edited word by word with the program's tag protocol (see [`traffic_common::table`]),
+//! so a walk of the whole table costs memory reads, not two syscalls per source, and an
+//! edit never tears a slot the program is charging.
+//!
+//! [`map_names::BUCKETS`]: traffic_common::map_names::BUCKETS
+
+use std::{
+    os::fd::AsFd as _,
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use aya::maps::MapData;
+use traffic_common::{
+    Bucket, BucketKey, TABLE_BUCKET_WORD, TABLE_EMPTY_CLASS, TABLE_SLOT_WORDS, TABLE_TAG_WORD,
+    TABLE_WAYS, TableSlot, addr_words, bucket_full_at, map_names, table_set, table_set_mask,
+    tag_claimed, tag_class, tag_live, tag_published, victim, words_addr,
+};
+
+use super::DataplaneError;
+
+/// Words of a bucket.
+const BUCKET_WORDS: usize = size_of::<Bucket>() / 8;
+/// Ways per set, as an index bound.
+const WAYS: usize = TABLE_WAYS as usize;
+/// Attempts at a consistent read of a slot a writer keeps changing.
+const READ_ATTEMPTS: usize = 4;
+
+/// The table, mapped shared with the program.
+pub struct BucketTable {
+    base: NonNull<AtomicU64>,
+    slots: usize,
+    bytes: usize,
+    /// Keeps the map (and so the mapping's object) alive as long as the mapping.
+    _map: MapData,
+}
+
+// SAFETY: the mapping is plain shared memory accessed only through atomics; nothing in it
+// is tied to the thread that created it.
+#[allow(unsafe_code, reason = "Send and Sync for a pointer to atomics in shared memory")]
+unsafe impl Send for BucketTable {}
+// SAFETY: as above: every access is atomic.
+#[allow(unsafe_code, reason = "Send and Sync for a pointer to atomics in shared memory")]
+unsafe impl Sync for BucketTable {}
+
+fn map_error(detail: String) -> DataplaneError {
+    DataplaneError::Other(format!("map {}: {detail}", map_names::BUCKETS))
+}
+
+impl BucketTable {
+    /// Map the program's table (created `BPF_F_MMAPABLE`, a power of two of slots).
+    pub fn new(map: MapData) -> Result<Self, DataplaneError> {
+        let info = map.info().map_err(|e| map_error(format!("info: {e}")))?;
+        let slots = info.max_entries() as usize;
+        if info.value_size() as usize != size_of::<TableSlot>()
+            || !slots.is_power_of_two()
+            || slots < WAYS
+        {
+            return Err(map_error(format!(
+                "not a source table: {slots} slots of {} bytes",
+                info.value_size()
+            )));
+        }
+        let bytes = slots * size_of::<TableSlot>();
+        let fd = map.fd().as_fd();
+        #[allow(unsafe_code, reason = "mmap of a BPF array map; SAFETY below")]
+        // SAFETY: a fresh shared mapping of the map's `bytes` bytes (its whole value area,
+        // as the kernel lays out an mmapable array); the result is checked before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(map_error(format!(
+                "mmap failed: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let base = NonNull::new(p.cast::<AtomicU64>())
+            .ok_or_else(|| map_error("mmap gave null".to_owned()))?;
+        Ok(Self {
+            base,
+            slots,
+            bytes,
+            _map: map,
+        })
+    }
+
+    /// Slots in the table.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Word `i` of slot `slot`.
+    fn word(&self, slot: usize, i: usize) -> &AtomicU64 {
+        assert!(slot < self.slots && i < TABLE_SLOT_WORDS);
+        #[allow(unsafe_code, reason = "a word of the mapping; SAFETY below")]
+        // SAFETY: slot `slot` (< slots) is a `TableSlot` of `TABLE_SLOT_WORDS` u64s within
+        // the `bytes` mapped, 8-aligned (page-aligned base, 80-byte slots); the program and
+        // this process only access it atomically, and the mapping lives as long as `self`.
+        unsafe {
+            self.base.add(slot * TABLE_SLOT_WORDS + i).as_ref()
+        }
+    }
+
+    fn tag(&self, slot: usize) -> &AtomicU64 {
+        self.word(slot, TABLE_TAG_WORD)
+    }
+
+    /// The first slot of a key's set.
+    fn first_slot(&self, key: &BucketKey) -> usize {
+        let (lo, hi) = addr_words(&key.addr);
+        let mask = table_set_mask(self.slots as u32);
+        (table_set(lo, hi, key.class) & mask) as usize * WAYS
+    }
+
+    /// The key and bucket of a slot, read consistently (the same live tag before and
+    /// after); `None` when it holds none, or a writer kept changing it.
+    pub fn read(&self, slot: usize) -> Option<(BucketKey, Bucket)> {
+        for _ in 0..READ_ATTEMPTS {
+            let t = self.tag(slot).load(Ordering::Acquire);
+            if !tag_live(t) {
+                return None;
+            }
+            let (lo, hi) = (
+                self.word(slot, 0).load(Ordering::Relaxed),
+                self.word(slot, 1).load(Ordering::Relaxed),
+            );
+            let mut words = [0u64; BUCKET_WORDS];
+            for (i, w) in words.iter_mut().enumerate() {
+                *w = self.word(slot, TABLE_BUCKET_WORD + i).load(Ordering::Relaxed);
+            }
+            if self.tag(slot).load(Ordering::Acquire) == t {
+                let key = BucketKey {
+                    addr: words_addr(lo, hi),
+                    class: tag_class(t),
+                };
+                return Some((key, bytemuck::cast(words)));
+            }
+        }
+        None
+    }
+
+    /// The slot holding `key`.
+    pub fn find(&self, key: &BucketKey) -> Option<usize> {
+        let first = self.first_slot(key);
+        (first..first + WAYS).find(|&s| self.read(s).is_some_and(|(k, _)| k == *key))
+    }
+
+    /// The bucket of `key`, if the table holds it.
+    pub fn get(&self, key: &BucketKey) -> Option<Bucket> {
+        let first = self.first_slot(key);
+        (first..first + WAYS)
+            .filter_map(|s| self.read(s))
+            .find_map(|(k, b)| (k == *key).then_some(b))
+    }
+
+    /// Visit every source in slot order until `visit` returns false. A key that two CPUs
+    /// inserted at once (two ways of one set) is visited once.
+    pub fn for_each(&self, mut visit: impl FnMut(&BucketKey, &Bucket) -> bool) {
+        for first in (0..self.slots).step_by(WAYS) {
+            let mut set: [Option<BucketKey>; WAYS] = [None; WAYS];
+            for way in 0..WAYS {
+                let Some((k, b)) = self.read(first + way) else {
+                    continue;
+                };
+                if set[..way].contains(&Some(k)) {
+                    continue;
+                }
+                set[way] = Some(k);
+                if !visit(&k, &b) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Every source.
+    pub fn entries(&self) -> Vec<(BucketKey, Bucket)> {
+        let mut out = Vec::new();
+        self.for_each(|k, b| {
+            out.push((*k, *b));
+            true
+        });
+        out
+    }
+
+    /// Claim slot `slot` if its tag is still `seen`: the claimed tag, or `None`.
+    fn claim(&self, slot: usize, seen: u64) -> Option<u64> {
+        let claimed = tag_claimed(seen);
+        self.tag(slot)
+            .compare_exchange(seen, claimed, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| claimed)
+    }
+
+    /// Write `bucket` as the bucket of `key`: in place when the table holds the key, else
+    /// in the set's victim (as the program inserts). `false`: the slot was contended.
+    pub fn put(&self, key: &BucketKey, bucket: &Bucket) -> bool {
+        let first = self.first_slot(key);
+        let slot = match self.find(key) {
+            Some(s) => s,
+            None => {
+                let mut tags = [0u64; WAYS];
+                let mut full = [0u64; WAYS];
+                for way in 0..WAYS {
+                    tags[way] = self.tag(first + way).load(Ordering::Acquire);
+                    full[way] = self.read(first + way).map_or(0, |(_, b)| bucket_full_at(&b));
+                }
+                match victim(&tags, &full) {
+                    Some(way) => first + way,
+                    None => return false,
+                }
+            }
+        };
+        let seen = self.tag(slot).load(Ordering::Acquire);
+        if seen & (1 << 32) != 0 {
+            return false;
+        }
+        let Some(claimed) = self.claim(slot, seen) else {
+            return false;
+        };
+        let (lo, hi) = addr_words(&key.addr);
+        self.word(slot, 0).store(lo, Ordering::Relaxed);
+        self.word(slot, 1).store(hi, Ordering::Relaxed);
+        let words: [u64; BUCKET_WORDS] = bytemuck::cast(*bucket);
+        for (i, w) in words.iter().enumerate() {
+            self.word(slot, TABLE_BUCKET_WORD + i)
+                .store(*w, Ordering::Relaxed);
+        }
+        self.tag(slot)
+            .store(tag_published(claimed, key.class), Ordering::Release);
+        true
+    }
+
+    /// Empty the slot of `key` (both, in the rare case two CPUs inserted it at once);
+    /// `false` when the table does not hold it.
+    pub fn remove(&self, key: &BucketKey) -> bool {
+        let mut removed = false;
+        for _ in 0..WAYS + READ_ATTEMPTS {
+            let Some(slot) = self.find(key) else {
+                break;
+            };
+            let seen = self.tag(slot).load(Ordering::Acquire);
+            if !tag_live(seen) || tag_class(seen) != key.class {
+                continue;
+            }
+            if let Some(claimed) = self.claim(slot, seen) {
+                for i in TABLE_BUCKET_WORD..TABLE_SLOT_WORDS {
+                    self.word(slot, i).store(0, Ordering::Relaxed);
+                }
+                self.tag(slot)
+                    .store(tag_published(claimed, TABLE_EMPTY_CLASS), Ordering::Release);
+                removed = true;
+            }
+        }
+        removed
+    }
+}
+
+impl Drop for BucketTable {
+    fn drop(&mut self) {
+        #[allow(unsafe_code, reason = "munmap of our own mapping; SAFETY below")]
+        // SAFETY: the mapping made in `new`, of `bytes` bytes; no reference into it outlives
+        // `self`.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.bytes);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The source table from the program's side: find a key's bucket, insert one (evicting the
+//! set's quietest source, its debt remembered). The layout, the tag protocol and the choice
+//! of victim are `traffic_common::table`; every slot access here is a direct array read.
+
+use core::{
+    intrinsics::{AtomicOrdering, atomic_cxchg},
+    ptr::write_volatile,
+};
+
+use aya_ebpf::Global;
+use traffic_common::{
+    BUCKETS_ENTRIES, Bucket, MAX_PACKET_LIMITS, TABLE_WAYS, TableSlot, table_set, table_set_mask,
+    tag_claimed, tag_class, tag_free, tag_live, tag_published, victim,
+};
+
+use crate::{bucket::load, debt::DebtSlot, maps::TRF_BUCKETS};
+
+/// The table's set mask (sets − 1). The loader writes it from the map's size; this default
+/// is that of the default size.
+#[unsafe(no_mangle)]
+static TRF_TABLE_SET_MASK: Global<u32> = Global::new(table_set_mask(BUCKETS_ENTRIES));
+
+/// Ways per set, as a loop bound.
+const WAYS: usize = TABLE_WAYS as usize;
+
+/// The first slot of a key's set.
+#[inline(always)]
+fn first_slot(addr: (u64, u64), class: u32) -> u32 {
+    let mask = TRF_TABLE_SET_MASK.load();
+    (table_set(addr.0, addr.1, class) & mask) * TABLE_WAYS
+}
+
+/// The tag word of a slot: class and sequence, one aligned u64.
+///
+/// # Safety
+/// `s` must be a slot looked up in this invocation.
+#[inline(always)]
+unsafe fn tag(s: *mut TableSlot) -> *mut u64 {
+    // SAFETY: the caller's guarantee; `class` is at offset 16 of an 8-aligned slot, and
+    // `seq` follows it: one aligned word (see `TABLE_TAG_WORD`).
+    unsafe { (&raw mut (*s).class).cast::<u64>() }
+}
+
+/// Whether slot `s` holds the key, read consistently: the same live tag before and after
+/// its address.
+///
+/// # Safety
+/// As for [`tag`].
+#[inline(always)]
+unsafe fn holds(s: *mut TableSlot, addr: (u64, u64), class: u32) -> bool {
+    // SAFETY: the caller's guarantee; whole aligned words of a live array value.
+    unsafe {
+        let t = load(tag(s));
+        if !tag_live(t) || tag_class(t) != class {
+            return false;
+        }
+        let a = (&raw const (*s).addr).cast::<u64>();
+        load(a) == addr.0 && load(a.add(1)) == addr.1 && load(tag(s)) == t
+    }
+}
+
+/// When every limit of the bucket in slot `s` is full again (its latest word).
+///
+/// # Safety
+/// As for [`tag`].
+#[inline(always)]
+unsafe fn slot_full_at(s: *mut TableSlot) -> u64 {
+    // SAFETY: the caller's guarantee; a place expression, then aligned words.
+    let tat = unsafe { &raw const (*s).bucket.tat }.cast::<u64>();
+    let mut latest = 0;
+    for i in 0..MAX_PACKET_LIMITS + 1 {
+        // SAFETY: i is within `tat`.
+        let t = unsafe { load(tat.add(i)) };
+        if t > latest {
+            latest = t;
+        }
+    }
+    latest
+}
+
+/// The bucket of a key (its masked address as words, and its class), if the table holds it.
+#[inline(always)]
+pub fn find(addr: (u64, u64), class: u32) -> Option<*mut Bucket> {
+    let first = first_slot(addr, class);
+    for w in 0..TABLE_WAYS {
+        let Some(s) = TRF_BUCKETS.get_ptr_mut(first + w) else {
+            continue;
+        };
+        // SAFETY: a slot of this lookup.
+        if unsafe { holds(s, addr, class) } {
+            // SAFETY: as above; a place expression.
+            return Some(unsafe { &raw mut (*s).bucket });
+        }
+    }
+    None
+}
+
+/// Where [`insert`] left a key.
+pub enum Placed {
+    /// Written now, from the bucket given.
+    New(*mut Bucket),
+    /// Already there (another CPU inserted it meanwhile).
+    Existing(*mut Bucket),
+}
+
+/// Insert `fresh` as the bucket of a key unless the table holds one, giving up the set's
+/// [`victim`] when it is full: a victim not yet full again is remembered in the debt sketch
+/// first. `None`: every way was held by another writer, or one claimed it first.
+#[inline(always)]
+pub fn insert(addr: (u64, u64), class: u32, fresh: &Bucket, now: u64) -> Option<Placed> {
+    let first = first_slot(addr, class);
+    let mut tags = [0u64; WAYS];
+    let mut full = [0u64; WAYS];
+    for w in 0..WAYS {
+        let s = TRF_BUCKETS.get_ptr_mut(first + w as u32)?;
+        // SAFETY: a slot of this lookup.
+        unsafe {
+            if holds(s, addr, class) {
+                return Some(Placed::Existing(&raw mut (*s).bucket));
+            }
+            tags[w] = load(tag(s));
+            full[w] = slot_full_at(s);
+        }
+    }
+    let way = victim(&tags, &full)? as u32;
+    let s = TRF_BUCKETS.get_ptr_mut(first + (way & (TABLE_WAYS - 1)))?;
+    // SAFETY: a slot of this lookup; the claim below makes this CPU its only writer, and
+    // every word is written whole (readers check the tag around the key).
+    unsafe {
+        // Read again: the claim succeeds only if nothing changed since this read, so the
+        // victim's key and debt below are the ones the claim displaces.
+        let old = load(tag(s));
+        if !(tag_free(old) || tag_live(old)) {
+            return None;
+        }
+        let a = (&raw mut (*s).addr).cast::<u64>();
+        let (vlo, vhi) = (load(a), load(a.add(1)));
+        let owed = slot_full_at(s);
+        let claimed = tag_claimed(old);
+        // The returned old value is compared (see `bucket::charge_to`).
+        let seen =
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                tag(s),
+                old,
+                claimed,
+            )
+            .0;
+        if seen != old {
+            return None;
+        }
+        if tag_live(old) && owed > now {
+            DebtSlot::of((vlo, vhi), tag_class(old)).remember(owed);
+        }
+        write_volatile(a, addr.0);
+        write_volatile(a.add(1), addr.1);
+        let b = &raw mut (*s).bucket;
+        let (dst, src) = (b.cast::<u64>(), core::ptr::from_ref(fresh).cast::<u64>());
+        for i in 0..size_of::<Bucket>() / 8 {
+            write_volatile(dst.add(i), src.add(i).read());
+        }
+        write_volatile(tag(s), tag_published(claimed, class));
+        Some(Placed::New(b))
+    }
+}
