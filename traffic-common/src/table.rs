@@ -131,7 +131,10 @@ pub const fn tag_published(claimed: u64, class: u32) -> u64 {
 /// again (the latest of its words): the first free way, else the live way full first (the
 /// quietest source, or the one least in debt). `None`: every way is held by a writer.
 #[inline(always)]
-pub fn victim(tags: &[u64; TABLE_WAYS as usize], full_at: &[u64; TABLE_WAYS as usize]) -> Option<usize> {
+pub fn victim(
+    tags: &[u64; TABLE_WAYS as usize],
+    full_at: &[u64; TABLE_WAYS as usize],
+) -> Option<usize> {
     let mut best: Option<usize> = None;
     let mut i = 0;
     while i < TABLE_WAYS as usize {

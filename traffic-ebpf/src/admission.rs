@@ -9,9 +9,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_or};
 
-use traffic_common::{
-    Bucket, CLASS_ADMISSION, ClassConfig, Reason, SeenWord, seen_bit_words,
-};
+use traffic_common::{Bucket, CLASS_ADMISSION, ClassConfig, Reason, SeenWord, seen_bit_words};
 
 use crate::{
     bucket,

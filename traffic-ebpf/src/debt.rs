@@ -1,5 +1,6 @@
 //! The debt sketch: when the bucket of each recently refused source is full again, so that a
-//! bucket the LRU evicted (the kernel evicts without a callback) does not come back full.
+//! bucket the table evicted does not come back full (the insert that evicts a source in debt
+//! writes its debt here too).
 //!
 //! Written when a bucket's state is worth keeping — a refusal, a pass that found the bucket
 //! in debt by more than a clock tick or left it empty, the first pass of a new bucket — and

@@ -6,9 +6,8 @@
 //! source starts from it, so an eviction never refills a source that was over its limit.
 
 use traffic_common::{
-    BYTE_LIMIT_SLOT, Bucket, CLASS_ADMISSION, CLASS_BYTES, CLASS_FLEET,
-    CLOCK_TICK_MAX_NS, ClassConfig, FLEET_MARK_EVERY, Limit, MAX_PACKET_LIMITS, PORT_BUCKET,
-    PortRule, Reason,
+    BYTE_LIMIT_SLOT, Bucket, CLASS_ADMISSION, CLASS_BYTES, CLASS_FLEET, CLOCK_TICK_MAX_NS,
+    ClassConfig, FLEET_MARK_EVERY, Limit, MAX_PACKET_LIMITS, PORT_BUCKET, PortRule, Reason,
 };
 use traffic_ebpf::{gcra, parse::Ip};
 
@@ -106,7 +105,7 @@ pub fn class_limits(
             return r;
         }
     }
-    // SAFETY: `bucket` came from a map lookup in this invocation; LRU values stay valid for
+    // SAFETY: `bucket` came from a map lookup in this invocation; array values stay valid for
     // the program's run, and their fields are accessed atomically.
     let reason = unsafe {
         charge_bucket(
@@ -232,11 +231,7 @@ unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
         debt,
         inserted,
     } = c;
-    // SAFETY: the caller guarantees `b` is a live bucket; its words are aligned u64s.
-    unsafe { add(&raw mut (*b).packets, 1) };
-    // SAFETY: as above.
-    unsafe { add(&raw mut (*b).bytes, len) };
-    // SAFETY: as above; a place expression, nothing is read.
+    // SAFETY: the caller guarantees `b` is a live bucket; a place expression.
     let tat = unsafe { &raw mut (*b).tat }.cast::<u64>();
     let byte_cost = if bytes {
         gcra::byte_cost(len, &cc.bytes)
@@ -257,7 +252,7 @@ unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
             let state = unsafe { load(tat.add(i)) };
             if !gcra::conforms(state, lim, lim.interval, now) {
                 // SAFETY: the caller's guarantee.
-                return unsafe { refuse(b, Reason::PacketRate, debt) };
+                return unsafe { refuse(b, Reason::PacketRate, debt, len) };
             }
         }
         if bytes {
@@ -265,7 +260,7 @@ unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
             let state = unsafe { load(tat.add(BYTE_LIMIT_SLOT)) };
             if !gcra::conforms(state, &cc.bytes, byte_cost, now) {
                 // SAFETY: the caller's guarantee.
-                return unsafe { refuse(b, Reason::ByteRate, debt) };
+                return unsafe { refuse(b, Reason::ByteRate, debt, len) };
             }
         }
     }
@@ -279,7 +274,7 @@ unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
         match unsafe { charge_to(tat.add(i), lim, lim.interval, now) } {
             Some(t) => keep |= worth_keeping(t, lim, lim.interval, now),
             // SAFETY: the caller's guarantee.
-            None => return unsafe { refuse(b, Reason::PacketRate, debt) },
+            None => return unsafe { refuse(b, Reason::PacketRate, debt, len) },
         }
     }
     if bytes {
@@ -287,8 +282,13 @@ unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
         match unsafe { charge_to(tat.add(BYTE_LIMIT_SLOT), &cc.bytes, byte_cost, now) } {
             Some(t) => keep |= worth_keeping(t, &cc.bytes, byte_cost, now),
             // SAFETY: the caller's guarantee.
-            None => return unsafe { refuse(b, Reason::ByteRate, debt) },
+            None => return unsafe { refuse(b, Reason::ByteRate, debt, len) },
         }
+    }
+    // SAFETY: the caller's guarantee; aligned words of a live bucket.
+    unsafe {
+        add(&raw mut (*b).packets, 1);
+        add(&raw mut (*b).bytes, len);
     }
     if keep {
         // SAFETY: the caller's guarantee.
@@ -297,14 +297,18 @@ unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
     Reason::Pass
 }
 
-/// Count a refused packet in its bucket and remember the bucket's debt.
+/// Count a refused packet of `len` bytes in its bucket and remember the bucket's debt.
 ///
 /// # Safety
 /// As for [`charge_bucket`].
 #[inline(always)]
-unsafe fn refuse(b: *mut Bucket, reason: Reason, debt: DebtSlot) -> Reason {
-    // SAFETY: the caller guarantees `b` is a live bucket.
-    unsafe { add(&raw mut (*b).dropped, 1) };
+unsafe fn refuse(b: *mut Bucket, reason: Reason, debt: DebtSlot, len: u64) -> Reason {
+    // SAFETY: the caller guarantees `b` is a live bucket; aligned words.
+    unsafe {
+        add(&raw mut (*b).packets, 1);
+        add(&raw mut (*b).bytes, len);
+        add(&raw mut (*b).dropped, 1);
+    }
     // SAFETY: as above.
     debt.remember(unsafe { full_at(b) });
     reason

@@ -15,8 +15,8 @@ use traffic_common::{
     PORTS_ENTRIES, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS,
     SEEN_WORDS, SLOT_NAMES_ENTRIES, SeenWord, SlotName,
 };
-use traffic_common::{TABLE_MAP_FLAGS, TableSlot};
 use traffic_common::{FEED_V4_ENTRIES, FEED_V6_ENTRIES, FeedValue};
+use traffic_common::{TABLE_MAP_FLAGS, TableSlot};
 use traffic_common::{WATCH_RING_BYTES, WATCH_STATE_ENTRIES, WatchEvent, WatchState};
 
 #[btf_map(pin_by_name)]
@@ -31,8 +31,11 @@ pub static TRF_CLASSES: Array<ClassConfig, { CLASSES_ENTRIES as usize }> = Array
 /// Shared by all CPUs: the source table (see `table`), slots read and written atomically
 /// word by word; the daemon maps it.
 #[btf_map(pin_by_name)]
-pub static TRF_BUCKETS: Array<TableSlot, { BUCKETS_ENTRIES as usize }, { TABLE_MAP_FLAGS as usize }> =
-    Array::new();
+pub static TRF_BUCKETS: Array<
+    TableSlot,
+    { BUCKETS_ENTRIES as usize },
+    { TABLE_MAP_FLAGS as usize },
+> = Array::new();
 
 #[btf_map(pin_by_name)]
 pub static TRF_CLASS_STATE: Array<ClassState, { CLASS_STATE_ENTRIES as usize }> = Array::new();

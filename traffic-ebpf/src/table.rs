@@ -138,13 +138,12 @@ pub fn insert(addr: (u64, u64), class: u32, fresh: &Bucket, now: u64) -> Option<
         let owed = slot_full_at(s);
         let claimed = tag_claimed(old);
         // The returned old value is compared (see `bucket::charge_to`).
-        let seen =
-            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-                tag(s),
-                old,
-                claimed,
-            )
-            .0;
+        let seen = atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+            tag(s),
+            old,
+            claimed,
+        )
+        .0;
         if seen != old {
             return None;
         }

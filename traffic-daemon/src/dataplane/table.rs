@@ -38,10 +38,16 @@ pub struct BucketTable {
 
 // SAFETY: the mapping is plain shared memory accessed only through atomics; nothing in it
 // is tied to the thread that created it.
-#[allow(unsafe_code, reason = "Send and Sync for a pointer to atomics in shared memory")]
+#[allow(
+    unsafe_code,
+    reason = "Send and Sync for a pointer to atomics in shared memory"
+)]
 unsafe impl Send for BucketTable {}
 // SAFETY: as above: every access is atomic.
-#[allow(unsafe_code, reason = "Send and Sync for a pointer to atomics in shared memory")]
+#[allow(
+    unsafe_code,
+    reason = "Send and Sync for a pointer to atomics in shared memory"
+)]
 unsafe impl Sync for BucketTable {}
 
 fn map_error(detail: String) -> DataplaneError {
@@ -135,7 +141,9 @@ impl BucketTable {
             );
             let mut words = [0u64; BUCKET_WORDS];
             for (i, w) in words.iter_mut().enumerate() {
-                *w = self.word(slot, TABLE_BUCKET_WORD + i).load(Ordering::Relaxed);
+                *w = self
+                    .word(slot, TABLE_BUCKET_WORD + i)
+                    .load(Ordering::Relaxed);
             }
             if self.tag(slot).load(Ordering::Acquire) == t {
                 let key = BucketKey {
@@ -212,7 +220,9 @@ impl BucketTable {
                 let mut full = [0u64; WAYS];
                 for way in 0..WAYS {
                     tags[way] = self.tag(first + way).load(Ordering::Acquire);
-                    full[way] = self.read(first + way).map_or(0, |(_, b)| bucket_full_at(&b));
+                    full[way] = self
+                        .read(first + way)
+                        .map_or(0, |(_, b)| bucket_full_at(&b));
                 }
                 match victim(&tags, &full) {
                     Some(way) => first + way,

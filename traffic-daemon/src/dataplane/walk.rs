@@ -56,7 +56,8 @@ impl BucketWalker {
                 table.for_each(|k, b| {
                     looked += 1;
                     if end.visited >= max
-                        || ((looked == 1 || looked % CLOCK_EVERY == 0) && Instant::now() >= deadline)
+                        || ((looked == 1 || looked % CLOCK_EVERY == 0)
+                            && Instant::now() >= deadline)
                     {
                         end.partial = true;
                         return false;

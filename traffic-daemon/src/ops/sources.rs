@@ -90,7 +90,7 @@ impl SourcesWalk {
     }
 
     /// The `top` (at most [`MAX_TOP`]) sources by packets, within [`WALK_BUDGET`]. Memory is
-    /// bounded by `top`; a key the walk meets twice (LRU churn) is counted once in the rows.
+    /// bounded by `top`; a key the walk meets twice (moved meanwhile) is counted once in the rows.
     pub fn top(&self, top: usize) -> Result<report::SourcesReport, OpError> {
         let top = top.min(MAX_TOP);
         let mut ranked: BTreeSet<Ranked> = BTreeSet::new();

@@ -478,15 +478,43 @@ class = "limited"
     }
     lab.drops("first source spent", &f, limited, Reason::PacketRate)?;
 
-    // Eight times the capacity in new sources: every insert succeeds by evicting.
+    // Eight times the capacity in new sources, each spending its burst after the first
+    // did: every insert succeeds by evicting, and a full set gives up the source full again
+    // first — the first one, spent earliest. Sources whose debt slot another already uses
+    // are skipped, so no new source starts from another's debt.
     let flood = 8 * CAPACITY as u8;
-    for d in 0..flood {
-        lab.passes(
-            &format!("new source 198.18.9.{}", 10 + d),
-            &udp_from(v4(198, 18, 9, 10 + d).into(), 0),
+    let slot_of = |a: Ipv4Addr| {
+        let k = key4(limited, a);
+        let (lo, hi) = traffic_common::addr_words(&k.addr);
+        traffic_common::debt_slot(lo, hi, k.class)
+    };
+    let mut slots = vec![slot_of(first)];
+    let mut sent = 0u8;
+    for d in 0..=240u8 {
+        if sent == flood {
+            break;
+        }
+        let a = v4(198, 18, 9, 10 + d);
+        if slots.contains(&slot_of(a)) {
+            continue;
+        }
+        slots.push(slot_of(a));
+        sent += 1;
+        let f = udp_from(a.into(), 0);
+        for i in 1..=5 {
+            lab.passes(&format!("new source {a} #{i}"), &f, limited)?;
+        }
+        lab.drops(
+            &format!("new source {a} spent"),
+            &f,
             limited,
+            Reason::PacketRate,
         )?;
     }
+    assert_eq!(
+        sent, flood,
+        "not enough sources with a debt slot of their own"
+    );
     let buckets = lab.buckets_of(limited)?;
     assert!(
         buckets.len() <= CAPACITY as usize,
@@ -497,7 +525,7 @@ class = "limited"
     assert_eq!(
         (s.admitted, s.overflowed, s.map_full),
         (1 + u64::from(flood), 0, 0),
-        "an LRU map never refuses an insert: no map_full"
+        "the table never refuses an insert: no map_full"
     );
     assert!(
         !buckets.iter().any(|(k, _)| *k == key4(limited, first)),

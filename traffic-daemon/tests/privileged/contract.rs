@@ -16,13 +16,13 @@ use aya_obj::{
     maps::PinningType,
 };
 use traffic_common::{
-    Addr, BUCKETS_ENTRIES, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES,
-    CLASSES_ENTRIES, CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState,
-    ClassStats, Counter, DEBT_ENTRIES, EgressStats, FLEET_HOT_ENTRIES, FLOWS_ENTRIES, FailSource,
-    FlowKey, FlowSeen, GlobalConfig, LOCAL_ENTRIES, PORT_STATS_ENTRIES, PORTS_ENTRIES,
-    PROGRAM_NAME, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS,
-    SEEN_WORDS, SLOT_NAMES_ENTRIES, SeenWord, SlotName, WATCH_RING_BYTES, WATCH_STATE_ENTRIES,
-    TABLE_MAP_FLAGS, TableSlot, WatchEvent, WatchState, map_names,
+    Addr, BUCKETS_ENTRIES, BucketKey, CLASS_CACHE_ENTRIES, CLASS_STATE_ENTRIES, CLASSES_ENTRIES,
+    CONFIG_ENTRIES, COUNTERS_ENTRIES, ClassCacheEntry, ClassConfig, ClassState, ClassStats,
+    Counter, DEBT_ENTRIES, EgressStats, FLEET_HOT_ENTRIES, FLOWS_ENTRIES, FailSource, FlowKey,
+    FlowSeen, GlobalConfig, LOCAL_ENTRIES, PORT_STATS_ENTRIES, PORTS_ENTRIES, PROGRAM_NAME,
+    PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS, SEEN_WORDS,
+    SLOT_NAMES_ENTRIES, SeenWord, SlotName, TABLE_MAP_FLAGS, TableSlot, WATCH_RING_BYTES,
+    WATCH_STATE_ENTRIES, WatchEvent, WatchState, map_names,
 };
 use traffic_common::{FEED_V4_ENTRIES, FEED_V6_ENTRIES, FeedValue};
 

@@ -402,7 +402,7 @@ fn legit_seen(
         seen_all.kept.push(passed as f64 / allowance);
         let bound = allowance + f64::from(RATE) * lag;
         seen_all.excess_max = seen_all.excess_max.max(passed as f64 - bound);
-        // What reached the program (its bucket's count; gone if the LRU evicted it).
+        // What reached the program (its bucket's count; gone if the table evicted it).
         let key = legit_key(i as u32, slot).addr;
         let seen = match (before.get(&key), after.get(&key)) {
             (Some(b), Some(a)) if a >= b => Some(a - b),

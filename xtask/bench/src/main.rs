@@ -40,7 +40,7 @@
 //! it) it is baseline + the program's work on a new source. Work = the difference, like the
 //! known-source work, and it is compared with the known IPv6 source (same family, same
 //! parse). Measured with admission on (new sources charged to the admission budget, then
-//! the overflow bucket) and off (every packet inserted into the LRU), each on its own maps.
+//! the overflow bucket) and off (every packet inserted into the source table), each on its own maps.
 //! With admission on, the bucket map is first filled the way a long flood fills it — twice
 //! its capacity of spoofed sources admitted by the program itself under a lifted budget —
 //! because an unknown source's lookup costs what the table's size and coldness make it

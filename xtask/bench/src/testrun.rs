@@ -193,7 +193,7 @@ impl Tr {
                 "spoof_tail into traffic, new IPv6 /64 every packet, admission on"
             }
             Tr::SpoofLru => {
-                "spoof_tail into traffic, new IPv6 /64 every packet, admission off (LRU insert)"
+                "spoof_tail into traffic, new IPv6 /64 every packet, admission off (table insert)"
             }
             Tr::KnownPassWatch => {
                 "known_pass with the watch flag on (budget spent: all but 1000/s refused)"
@@ -400,7 +400,7 @@ fn frames() -> BTreeMap<&'static str, Vec<u8>> {
 /// Every variant once per repetition, in rotating order, after an unrecorded warm-up.
 fn measure(lab: &mut TestRunLab, bench: &mut BenchObject, plan: &Plan) -> Result<Samples> {
     // Warm-up, not recorded: buckets of the known sources exist (the "dropped" one is
-    // over its limit from the second packet), and the LRU is full, as in a long flood.
+    // over its limit from the second packet), and the source table is full, as in a long flood.
     for v in Tr::ALL {
         lab.watch(v)?;
         lab.run(bench, v, plan.repeat)?;
@@ -476,7 +476,7 @@ fn ratios_and_targets(report: &mut Report) {
         "spoof_no_admission/known_v6.work",
         "spoof_no_admission.work_ns",
         "known_v6.work_ns",
-        "new-source work without admission (LRU insert + eviction) over known IPv6 work",
+        "new-source work without admission (table insert + eviction) over known IPv6 work",
     );
     report.ratio(
         "known_pass_watch/known_pass.work",
@@ -497,16 +497,16 @@ fn ratios_and_targets(report: &mut Report) {
         "whole test-run cost of a known source over the bare XDP_DROP",
     );
     report.target(
-        "known-source verdict (pass): program work ≤ 60 ns",
+        "known-source verdict (pass): program work ≤ 40 ns",
         "known_pass.work_ns",
-        Bound::AtMost(60.0),
-        Some(Bound::AtMost(35.0)),
+        Bound::AtMost(40.0),
+        Some(Bound::AtMost(30.0)),
     );
     report.target(
-        "known-source verdict (drop): program work ≤ 60 ns",
+        "known-source verdict (drop): program work ≤ 40 ns",
         "known_drop.work_ns",
-        Bound::AtMost(60.0),
-        Some(Bound::AtMost(35.0)),
+        Bound::AtMost(40.0),
+        Some(Bound::AtMost(30.0)),
     );
     report.target(
         "spoofed flood: ≤ 1.5× the known-source work",
