@@ -38,16 +38,10 @@ pub struct BucketTable {
 
 // SAFETY: the mapping is plain shared memory accessed only through atomics; nothing in it
 // is tied to the thread that created it.
-#[allow(
-    unsafe_code,
-    reason = "Send and Sync for a pointer to atomics in shared memory"
-)]
+#[allow(unsafe_code, reason = "a pointer to atomics in shared memory")]
 unsafe impl Send for BucketTable {}
 // SAFETY: as above: every access is atomic.
-#[allow(
-    unsafe_code,
-    reason = "Send and Sync for a pointer to atomics in shared memory"
-)]
+#[allow(unsafe_code, reason = "a pointer to atomics in shared memory")]
 unsafe impl Sync for BucketTable {}
 
 fn map_error(detail: String) -> DataplaneError {

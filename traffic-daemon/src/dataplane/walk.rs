@@ -56,7 +56,7 @@ impl BucketWalker {
                 table.for_each(|k, b| {
                     looked += 1;
                     if end.visited >= max
-                        || ((looked == 1 || looked % CLOCK_EVERY == 0)
+                        || ((looked == 1 || looked.is_multiple_of(CLOCK_EVERY))
                             && Instant::now() >= deadline)
                     {
                         end.partial = true;
