@@ -20,6 +20,10 @@ pub const GLOBAL_HAS_FEEDS: u32 = 1 << 4;
 /// [`GlobalConfig::flags`]: the active feed generation is 1 (else 0): the program reads
 /// `FeedValue::verdict[1]`. Flipped by the daemon after the other generation is written.
 pub const GLOBAL_FEED_GEN1: u32 = 1 << 5;
+/// [`GlobalConfig::flags`]: the daemon has bans in force (skip the ban lookup of a
+/// classification miss otherwise). Written with the rule generation the bans change, after
+/// the ban map, so no source is cached unbanned under a generation that has a ban for it.
+pub const GLOBAL_HAS_BANS: u32 = 1 << 6;
 
 /// Program-wide settings, the single entry of [`map_names::CONFIG`].
 #[repr(C)]

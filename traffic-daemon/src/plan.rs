@@ -218,11 +218,14 @@ pub fn rules_generation(rules: &BTreeMap<RuleKey, Rule>, default_class: u32) -> 
 
 /// Mix the digest of the bans in force ([`crate::bans::BanBook::digest`]; 0: none) into
 /// the rule generation: the program caches a source's ban with its rule, so a change of
-/// the bans must refill the classification cache like a change of the rules.
+/// the bans must refill the classification cache like a change of the rules. With bans in
+/// force it also sets [`traffic_common::GLOBAL_HAS_BANS`] (the program looks bans up only
+/// then); the callers write the ban map before this config.
 pub fn with_bans(mut want: Desired, bans_digest: u32) -> Desired {
     if bans_digest != 0 {
         let g = want.global.rules_gen;
         want.global.rules_gen = rules_generation(&BTreeMap::new(), g ^ bans_digest);
+        want.global.flags |= traffic_common::GLOBAL_HAS_BANS;
     }
     want
 }

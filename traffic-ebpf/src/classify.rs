@@ -3,7 +3,7 @@
 
 use aya_ebpf::btf_maps::lpm_trie::Key;
 use traffic_common::{
-    Action, CLASS_ACTIVE, ClassConfig, GLOBAL_MONITOR, GlobalConfig, MAX_CLASSES,
+    Action, CLASS_ACTIVE, ClassConfig, GLOBAL_HAS_BANS, GLOBAL_MONITOR, GlobalConfig, MAX_CLASSES,
     class_cache_index_words, words_addr,
 };
 
@@ -28,9 +28,11 @@ pub fn global_monitor() -> Option<bool> {
 
 /// The rule of a source: from this CPU's classification cache when it holds the source
 /// under the current rule generation, else from the LPM trie (and then cached), with the
-/// ban that covers it (the action is then [`crate::bans::BANNED`] until the ban ends).
+/// ban that covers it (the action is then [`crate::bans::BANNED`] until the ban ends),
+/// looked up only while the daemon has bans in force ([`GLOBAL_HAS_BANS`]).
 #[inline(always)]
-pub fn rule_of(src: (u64, u64), default_class: u32, rules_gen: u32) -> (u32, u32) {
+pub fn rule_of(src: (u64, u64), cfg: &GlobalConfig) -> (u32, u32) {
+    let (default_class, rules_gen) = (cfg.default_class, cfg.rules_gen);
     let (lo, hi) = src;
     let entry = TRF_CLS_CACHE.get_ptr_mut(class_cache_index_words(lo, hi));
     if let Some(e) = entry {
@@ -44,7 +46,11 @@ pub fn rule_of(src: (u64, u64), default_class: u32, rules_gen: u32) -> (u32, u32
         Some(rule) => (rule.action, rule.class),
         None => (Action::Limit as u32, default_class),
     };
-    let ban_until_ns = crate::bans::lookup(src, found.0);
+    let ban_until_ns = if cfg.flags & GLOBAL_HAS_BANS != 0 {
+        crate::bans::lookup(src, found.0)
+    } else {
+        0
+    };
     let found = crate::feeds::apply(found, lo, hi);
     if let Some(e) = entry {
         // SAFETY: as above; only this CPU writes its value.

@@ -95,7 +95,7 @@ fn decide(frame: &Frame, ip: &Ip, len: u64) -> Verdict {
     };
     let global_monitor = cfg.flags & GLOBAL_MONITOR != 0;
 
-    let (action, class) = classify::rule_of(ip.src, cfg.default_class, cfg.rules_gen);
+    let (action, class) = classify::rule_of(ip.src, cfg);
     let row = if class < MAX_CLASSES {
         class
     } else {

@@ -471,6 +471,8 @@ pub fn the_program_drops_a_banned_source_on_every_packet_until_its_end() -> anyh
     lab.kernel.set_ban(&k, &e)?;
     let (k, e) = ban("198.18.5.2/32", now + 60_000_000_000, BAN_FORCE);
     lab.kernel.set_ban(&k, &e)?;
+    // What the daemon writes after the ban map: bans in force, and a new rule generation.
+    has_bans(&mut lab.kernel)?;
     for i in 0..3 {
         lab.expect(
             &format!("banned, packet {i}"),
@@ -507,11 +509,22 @@ pub fn the_program_drops_a_banned_source_on_every_packet_until_its_end() -> anyh
     let now = lab.kernel.now_ns();
     let (k, e) = ban("198.18.4.0/24", now + 60_000_000_000, 0);
     lab.kernel.set_ban(&k, &e)?;
+    has_bans(&mut lab.kernel)?;
     lab.expect(
         "banned in monitor mode",
         &frame([198, 18, 4, 9]),
         XDP_PASS,
         Slot::monitored(lab.class("default"), Reason::Banned),
     )?;
+    Ok(())
+}
+
+/// Mark the program's config as having bans (a new rule generation with it), as the daemon
+/// does after writing the ban map.
+fn has_bans(kernel: &mut impl traffic_daemon::dataplane::Dataplane) -> anyhow::Result<()> {
+    let mut g = kernel.global()?;
+    g.flags |= traffic_common::GLOBAL_HAS_BANS;
+    g.rules_gen = g.rules_gen.wrapping_add(1).max(1);
+    kernel.apply(&[traffic_daemon::plan::Write::Global(g)])?;
     Ok(())
 }
