@@ -24,8 +24,11 @@ pub mod map_names {
     pub const RULES: &str = "TRF_RULES";
     /// Effective per-class limits, [`crate::ClassConfig`] indexed by class id.
     pub const CLASSES: &str = "TRF_CLASSES";
-    /// Shared (not per-CPU) token buckets, [`crate::BucketKey`] → [`crate::Bucket`].
+    /// The source table: shared (not per-CPU) token buckets in [`crate::TableSlot`]s.
     pub const BUCKETS: &str = "TRF_BUCKETS";
+    /// Per CPU: refusals of busy sources not yet added to their buckets, [`crate::DropTally`]
+    /// indexed by table slot (see [`crate::DROP_EXACT`]).
+    pub const DROP_TALLY: &str = "TRF_DROP_TALLY";
     /// Per-class shared state: admission budget and overflow bucket, [`crate::ClassState`].
     pub const CLASS_STATE: &str = "TRF_CLASS_STATE";
     /// Per-CPU admission statistics per class, [`crate::ClassStats`].
@@ -92,11 +95,12 @@ pub mod map_names {
     pub const WATCH_STATE: &str = "TRF_WATCH_ST";
 
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 25] = [
         CONFIG,
         RULES,
         CLASSES,
         BUCKETS,
+        DROP_TALLY,
         CLASS_STATE,
         CLASS_STATS,
         PORTS,

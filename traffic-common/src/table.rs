@@ -59,6 +59,39 @@ pub const TABLE_SLOT_WORDS: usize = size_of::<TableSlot>() / 8;
 const _: () = assert!(size_of::<TableSlot>() == 80 && align_of::<TableSlot>() == 8);
 const _: () = assert!(TABLE_BUCKET_WORD * 8 + size_of::<Bucket>() == size_of::<TableSlot>());
 
+/// Refusals a source's bucket counts one by one, as they happen. Past them, each CPU tallies
+/// the source's refusals in its [`DropTally`] and adds them to the bucket in batches (at
+/// [`DROP_BATCH`] refusals, or at the first refusal [`DROP_FLUSH_NS`] after the batch began):
+/// a source over its limit, hammered from several CPUs, then only reads its bucket's line.
+/// Its counts lag by less than a batch per CPU.
+pub const DROP_EXACT: u64 = 64;
+/// Refusals per batch of a [`DropTally`].
+pub const DROP_BATCH: u64 = 64;
+/// Age at which a [`DropTally`]'s batch is added at its next refusal (100 ms).
+pub const DROP_FLUSH_NS: u64 = 100_000_000;
+/// `max_entries` of [`map_names::DROP_TALLY`] (per CPU; a power of two): a tally is indexed
+/// by its slot's index modulo this.
+pub const DROP_TALLY_ENTRIES: u32 = 1024;
+
+/// One entry of [`map_names::DROP_TALLY`]: one CPU's refusals of the source in one table
+/// slot, not yet added to its bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct DropTally {
+    /// The slot's tag when the batch began: a slot given to another source since is not
+    /// charged with this one's refusals.
+    pub tag: u64,
+    /// The table slot.
+    pub slot: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// Refused packets and their bytes in the batch.
+    pub packets: u64,
+    pub bytes: u64,
+    /// When the batch began (kernel clock, ns).
+    pub since: u64,
+}
+
 /// The slots of a table for `max_sources`: the next power of two, never below one set.
 #[inline(always)]
 pub const fn table_slots(max_sources: u32) -> u32 {

@@ -15,7 +15,7 @@ use crate::{
     bucket,
     debt::DebtSlot,
     maps::{TRF_CLASS_STATE, TRF_CLASS_STATS, TRF_SEEN},
-    table::{self, Placed},
+    table::{self, Found, Placed},
 };
 
 /// A bucket key's bit in the seen-bitmap, read once (both generations share one entry).
@@ -107,7 +107,7 @@ pub fn insert(
     now: u64,
     start: impl FnOnce(u64) -> Bucket,
     stats: Option<*mut traffic_common::ClassStats>,
-) -> Option<*mut Bucket> {
+) -> Option<Found> {
     let (fresh, indebted) = match DebtSlot::of(addr, class).recall(now) {
         Some(full_at) => (start(full_at), true),
         None => (bucket::fresh_bucket(), false),
@@ -131,17 +131,19 @@ pub fn insert(
     Some(b)
 }
 
-/// A source without a bucket: give it one if the class's admission budget allows, else
-/// charge the class's shared overflow bucket. Never fails open. `start` builds the bucket
-/// of a source the debt sketch remembers (see [`insert`]).
+/// A source without a bucket of key class `key_class` (the class itself, or a port's
+/// new-connection slot): give it one if the admission budget of `class` allows, else charge
+/// the class's shared overflow bucket. Never fails open. `start` builds the bucket of a
+/// source the debt sketch remembers (see [`insert`]).
 #[inline(always)]
 pub fn admit(
     addr: (u64, u64),
+    key_class: u32,
     class: u32,
     cc: &ClassConfig,
     now: u64,
     start: impl FnOnce(u64) -> Bucket,
-) -> Result<*mut Bucket, Reason> {
+) -> Result<Found, Reason> {
     let Some(state) = TRF_CLASS_STATE.get_ptr_mut(class) else {
         return Err(Reason::MapFull);
     };
@@ -159,7 +161,7 @@ pub fn admit(
         };
     let mut reason = Reason::Overflow;
     if admitted {
-        match insert(addr, class, now, start, stats) {
+        match insert(addr, key_class, now, start, stats) {
             Some(b) => return Ok(b),
             None => reason = Reason::MapFull,
         }

@@ -18,7 +18,8 @@ use crate::{
     count::PortCounters,
     debt::{self, DebtSlot},
     maps::TRF_FLEET_HOT,
-    table,
+    table::{self, Found},
+    tally,
 };
 
 /// A port's per-source limit on new connections, for a new TCP connection to the port.
@@ -91,7 +92,7 @@ pub fn class_limits(
             }
             b
         }
-        None => match admission::admit(addr, class, cc, now, |full_at| {
+        None => match admission::admit(addr, class, class, cc, now, |full_at| {
             debt::class_bucket(cc, full_at, now)
         }) {
             Ok(b) => b,
@@ -109,7 +110,7 @@ pub fn class_limits(
     // the program's run, and their fields are accessed atomically.
     let reason = unsafe {
         charge_bucket(
-            bucket,
+            &bucket,
             cc,
             Charge {
                 npkt,
@@ -123,7 +124,7 @@ pub fn class_limits(
     };
     if cc.flags & CLASS_FLEET != 0 {
         // SAFETY: as above.
-        unsafe { fleet_mark(addr, class, bucket, now) };
+        unsafe { fleet_mark(addr, class, bucket.bucket, now) };
     }
     reason
 }
@@ -186,14 +187,16 @@ fn new_connection(addr: (u64, u64), pl: PortLimit, now: u64, create: Create) -> 
     let found = match existing {
         Some(b) => Ok(b),
         None => match create {
-            Create::Admit { class, cc } => admission::admit(addr, class, cc, now, start),
+            Create::Admit { class, cc } => {
+                admission::admit(addr, port_class, class, cc, now, start)
+            }
             Create::Tracked => {
                 admission::insert(addr, port_class, now, start, None).ok_or(Reason::PortRate)
             }
         },
     };
     let b = match found {
-        Ok(b) => b,
+        Ok(f) => f.bucket,
         Err(reason) => return reason,
     };
     // SAFETY: a bucket looked up in this invocation; its words are only changed atomically.
@@ -222,7 +225,8 @@ fn new_connection(addr: (u64, u64), pl: PortLimit, now: u64, create: Create) -> 
 /// `b` must point to a bucket looked up in this invocation (its words are only changed
 /// atomically).
 #[inline(always)]
-unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
+unsafe fn charge_bucket(at: &Found, cc: &ClassConfig, c: Charge) -> Reason {
+    let b = at.bucket;
     let Charge {
         npkt,
         bytes,
@@ -252,7 +256,7 @@ unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
             let state = unsafe { load(tat.add(i)) };
             if !gcra::conforms(state, lim, lim.interval, now) {
                 // SAFETY: the caller's guarantee.
-                return unsafe { refuse(b, Reason::PacketRate, debt, len) };
+                return unsafe { refuse(at, Reason::PacketRate, debt, len, now) };
             }
         }
         if bytes {
@@ -260,7 +264,7 @@ unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
             let state = unsafe { load(tat.add(BYTE_LIMIT_SLOT)) };
             if !gcra::conforms(state, &cc.bytes, byte_cost, now) {
                 // SAFETY: the caller's guarantee.
-                return unsafe { refuse(b, Reason::ByteRate, debt, len) };
+                return unsafe { refuse(at, Reason::ByteRate, debt, len, now) };
             }
         }
     }
@@ -274,7 +278,7 @@ unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
         match unsafe { charge_to(tat.add(i), lim, lim.interval, now) } {
             Some(t) => keep |= worth_keeping(t, lim, lim.interval, now),
             // SAFETY: the caller's guarantee.
-            None => return unsafe { refuse(b, Reason::PacketRate, debt, len) },
+            None => return unsafe { refuse(at, Reason::PacketRate, debt, len, now) },
         }
     }
     if bytes {
@@ -282,7 +286,7 @@ unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
         match unsafe { charge_to(tat.add(BYTE_LIMIT_SLOT), &cc.bytes, byte_cost, now) } {
             Some(t) => keep |= worth_keeping(t, &cc.bytes, byte_cost, now),
             // SAFETY: the caller's guarantee.
-            None => return unsafe { refuse(b, Reason::ByteRate, debt, len) },
+            None => return unsafe { refuse(at, Reason::ByteRate, debt, len, now) },
         }
     }
     // SAFETY: the caller's guarantee; aligned words of a live bucket.
@@ -297,20 +301,16 @@ unsafe fn charge_bucket(b: *mut Bucket, cc: &ClassConfig, c: Charge) -> Reason {
     Reason::Pass
 }
 
-/// Count a refused packet of `len` bytes in its bucket and remember the bucket's debt.
+/// Count a refused packet of `len` bytes (see [`crate::tally`]) and remember the bucket's
+/// debt (unchanged by a refusal: the sketch is written again only if another raised it).
 ///
 /// # Safety
 /// As for [`charge_bucket`].
 #[inline(always)]
-unsafe fn refuse(b: *mut Bucket, reason: Reason, debt: DebtSlot, len: u64) -> Reason {
-    // SAFETY: the caller guarantees `b` is a live bucket; aligned words.
-    unsafe {
-        add(&raw mut (*b).packets, 1);
-        add(&raw mut (*b).bytes, len);
-        add(&raw mut (*b).dropped, 1);
-    }
-    // SAFETY: as above.
-    debt.remember(unsafe { full_at(b) });
+unsafe fn refuse(at: &Found, reason: Reason, debt: DebtSlot, len: u64, now: u64) -> Reason {
+    tally::refused(at, len, now);
+    // SAFETY: the caller guarantees `at.bucket` is a live bucket.
+    debt.remember(unsafe { full_at(at.bucket) });
     reason
 }
 

@@ -25,6 +25,7 @@ mod maps;
 mod passive;
 mod reply;
 mod table;
+mod tally;
 mod watch;
 
 use core::intrinsics::{AtomicOrdering, atomic_cxchg};
@@ -185,7 +186,7 @@ pub fn traffic_rescale(ctx: XdpContext) -> u32 {
     // type is plain data (every byte pattern is a value).
     let req: RescaleRequest = unsafe { core::ptr::read_unaligned(raw.as_ptr().cast()) };
     let addr = traffic_common::addr_words(&req.key.addr);
-    let Some(b) = table::find(addr, req.key.class) else {
+    let Some(table::Found { bucket: b, .. }) = table::find(addr, req.key.class) else {
         return xdp_action::XDP_DROP;
     };
     let now = Clock::unread().now();

@@ -15,8 +15,8 @@ use traffic_common::{
     PORTS_ENTRIES, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS,
     SEEN_WORDS, SLOT_NAMES_ENTRIES, SeenWord, SlotName,
 };
+use traffic_common::{DROP_TALLY_ENTRIES, DropTally, TABLE_MAP_FLAGS, TableSlot};
 use traffic_common::{FEED_V4_ENTRIES, FEED_V6_ENTRIES, FeedValue};
-use traffic_common::{TABLE_MAP_FLAGS, TableSlot};
 use traffic_common::{WATCH_RING_BYTES, WATCH_STATE_ENTRIES, WatchEvent, WatchState};
 
 #[btf_map(pin_by_name)]
@@ -74,6 +74,11 @@ pub static TRF_CLS_CACHE: PerCpuArray<ClassCacheEntry, { CLASS_CACHE_ENTRIES as 
 #[btf_map(pin_by_name)]
 pub static TRF_SEEN: Array<SeenWord, { SEEN_WORDS as usize }, { SEEN_MAP_FLAGS as usize }> =
     Array::new();
+
+/// Per CPU: refusals of busy sources, added to their buckets in batches (see `tally`).
+#[btf_map(pin_by_name)]
+pub static TRF_DROP_TALLY: PerCpuArray<DropTally, { DROP_TALLY_ENTRIES as usize }> =
+    PerCpuArray::new();
 
 /// Shared by all CPUs: raised with compare-and-swap, never lowered (a time in the past is no
 /// debt), so it needs no aging.

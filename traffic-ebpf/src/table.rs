@@ -41,21 +41,21 @@ unsafe fn tag(s: *mut TableSlot) -> *mut u64 {
     unsafe { (&raw mut (*s).class).cast::<u64>() }
 }
 
-/// Whether slot `s` holds the key, read consistently: the same live tag before and after
-/// its address.
+/// The tag of slot `s` if it holds the key, read consistently: the same live tag before and
+/// after its address.
 ///
 /// # Safety
 /// As for [`tag`].
 #[inline(always)]
-unsafe fn holds(s: *mut TableSlot, addr: (u64, u64), class: u32) -> bool {
+unsafe fn holds(s: *mut TableSlot, addr: (u64, u64), class: u32) -> Option<u64> {
     // SAFETY: the caller's guarantee; whole aligned words of a live array value.
     unsafe {
         let t = load(tag(s));
         if !tag_live(t) || tag_class(t) != class {
-            return false;
+            return None;
         }
         let a = (&raw const (*s).addr).cast::<u64>();
-        load(a) == addr.0 && load(a.add(1)) == addr.1 && load(tag(s)) == t
+        (load(a) == addr.0 && load(a.add(1)) == addr.1 && load(tag(s)) == t).then_some(t)
     }
 }
 
@@ -78,29 +78,59 @@ unsafe fn slot_full_at(s: *mut TableSlot) -> u64 {
     latest
 }
 
-/// The bucket of a key (its masked address as words, and its class), if the table holds it.
+/// A key's place in the table: its bucket, the slot's index and the tag it was found with.
+#[derive(Clone, Copy)]
+pub struct Found {
+    pub bucket: *mut Bucket,
+    pub index: u32,
+    pub tag: u64,
+}
+
+/// The slot `s` (index `index`) that holds a key with tag `tag`.
+///
+/// # Safety
+/// As for [`tag`].
 #[inline(always)]
-pub fn find(addr: (u64, u64), class: u32) -> Option<*mut Bucket> {
+unsafe fn found(s: *mut TableSlot, index: u32, tag: u64) -> Found {
+    Found {
+        // SAFETY: the caller's guarantee; a place expression.
+        bucket: unsafe { &raw mut (*s).bucket },
+        index,
+        tag,
+    }
+}
+
+/// Where a key (its masked address as words, and its class) is, if the table holds it.
+#[inline(always)]
+pub fn find(addr: (u64, u64), class: u32) -> Option<Found> {
     let first = first_slot(addr, class);
     for w in 0..TABLE_WAYS {
         let Some(s) = TRF_BUCKETS.get_ptr_mut(first + w) else {
             continue;
         };
         // SAFETY: a slot of this lookup.
-        if unsafe { holds(s, addr, class) } {
-            // SAFETY: as above; a place expression.
-            return Some(unsafe { &raw mut (*s).bucket });
+        if let Some(t) = unsafe { holds(s, addr, class) } {
+            // SAFETY: as above.
+            return Some(unsafe { found(s, first + w, t) });
         }
     }
     None
 }
 
+/// The slot of `index`, if it still has tag `tag` (a tally's bucket, see `tally`).
+#[inline(always)]
+pub fn slot_if(index: u32, tag: u64) -> Option<*mut Bucket> {
+    let s = TRF_BUCKETS.get_ptr_mut(index)?;
+    // SAFETY: a slot of this lookup; whole aligned words.
+    unsafe { (load(self::tag(s)) == tag).then(|| &raw mut (*s).bucket) }
+}
+
 /// Where [`insert`] left a key.
 pub enum Placed {
     /// Written now, from the bucket given.
-    New(*mut Bucket),
+    New(Found),
     /// Already there (another CPU inserted it meanwhile).
-    Existing(*mut Bucket),
+    Existing(Found),
 }
 
 /// Insert `fresh` as the bucket of a key unless the table holds one, giving up the set's
@@ -112,18 +142,19 @@ pub fn insert(addr: (u64, u64), class: u32, fresh: &Bucket, now: u64) -> Option<
     let mut tags = [0u64; WAYS];
     let mut full = [0u64; WAYS];
     for w in 0..WAYS {
-        let s = TRF_BUCKETS.get_ptr_mut(first + w as u32)?;
+        let index = first + w as u32;
+        let s = TRF_BUCKETS.get_ptr_mut(index)?;
         // SAFETY: a slot of this lookup.
         unsafe {
-            if holds(s, addr, class) {
-                return Some(Placed::Existing(&raw mut (*s).bucket));
+            if let Some(t) = holds(s, addr, class) {
+                return Some(Placed::Existing(found(s, index, t)));
             }
             tags[w] = load(tag(s));
             full[w] = slot_full_at(s);
         }
     }
-    let way = victim(&tags, &full)? as u32;
-    let s = TRF_BUCKETS.get_ptr_mut(first + (way & (TABLE_WAYS - 1)))?;
+    let index = first + (victim(&tags, &full)? as u32 & (TABLE_WAYS - 1));
+    let s = TRF_BUCKETS.get_ptr_mut(index)?;
     // SAFETY: a slot of this lookup; the claim below makes this CPU its only writer, and
     // every word is written whole (readers check the tag around the key).
     unsafe {
@@ -157,7 +188,8 @@ pub fn insert(addr: (u64, u64), class: u32, fresh: &Bucket, now: u64) -> Option<
         for i in 0..size_of::<Bucket>() / 8 {
             write_volatile(dst.add(i), src.add(i).read());
         }
-        write_volatile(tag(s), tag_published(claimed, class));
-        Some(Placed::New(b))
+        let published = tag_published(claimed, class);
+        write_volatile(tag(s), published);
+        Some(Placed::New(found(s, index, published)))
     }
 }

@@ -66,6 +66,13 @@ fn expected(name: &str) -> Expected {
             size_of::<TableSlot>(),
             BUCKETS_ENTRIES,
         ),
+        // Per CPU: each CPU's own batches, no shared line on a refusal.
+        map_names::DROP_TALLY => (
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            INDEX,
+            size_of::<traffic_common::DropTally>(),
+            traffic_common::DROP_TALLY_ENTRIES,
+        ),
         map_names::CLASS_STATE => (
             BPF_MAP_TYPE_ARRAY,
             INDEX,

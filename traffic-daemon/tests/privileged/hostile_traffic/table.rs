@@ -342,3 +342,60 @@ class = "guarded"
     );
     Ok(())
 }
+
+/// A source hammered past its limit: its first refusals are counted in its bucket at once,
+/// later ones tallied per CPU and added in batches (so a refusal only reads the shared
+/// bucket). The count never runs ahead of the refusals, lags by less than a batch, and
+/// catches up at the first refusal a batch's age after the batch began. On one pinned CPU,
+/// so one tally holds the lag.
+pub fn a_hammered_sources_refusals_are_counted_in_batches() -> Result<()> {
+    use traffic_common::{DROP_BATCH, DROP_EXACT, DROP_FLUSH_NS};
+    const SENT: u64 = 200;
+    std::thread::spawn(|| -> Result<()> {
+        traffic_testkit::netns::pin_to_cpu(0);
+        let lab = Lab::configured(
+            "table-tally",
+            "[daemon]\ninterfaces = [\"lo\"]\n[classes.default]\n\
+             packets = { rate = 1, per = \"1h\", burst = 1 }\n",
+        )?;
+        let default = lab.class("default");
+        let f = udp(IpAddr::V4(Ipv4Addr::new(198, 18, 41, 1)));
+        let counted = |lab: &Lab| -> Result<(u64, u64)> {
+            let b = lab.buckets_of(default)?;
+            ensure!(b.len() == 1, "one bucket, not {}", b.len());
+            Ok((b[0].1.packets, b[0].1.dropped))
+        };
+        for _ in 0..SENT {
+            lab.once(&f)?;
+        }
+        let refused = SENT - 1;
+        let (packets, dropped) = counted(&lab)?;
+        println!("{SENT} packets, {refused} refused: the bucket counts {packets} and {dropped}");
+        ensure!(packets - dropped == 1, "the one pass is counted exactly");
+        ensure!(
+            dropped <= refused && dropped + DROP_BATCH > refused && dropped >= DROP_EXACT,
+            "{dropped} of {refused} refusals counted: not within a batch"
+        );
+        // Polled with a deadline: a refusal every 20 ms until the batch's age adds it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut refused = refused;
+        loop {
+            lab.once(&f)?;
+            refused += 1;
+            let (_, dropped) = counted(&lab)?;
+            if dropped == refused {
+                break;
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "{dropped} of {refused} refusals counted after 5 s (a batch is added {} ms \
+                 after it began)",
+                DROP_FLUSH_NS / 1_000_000
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(())
+    })
+    .join()
+    .expect("the pinned test thread")
+}
