@@ -26,12 +26,25 @@ const BUCKET_WORDS: usize = size_of::<Bucket>() / 8;
 const WAYS: usize = TABLE_WAYS as usize;
 /// Attempts at a consistent read of a slot a writer keeps changing.
 const READ_ATTEMPTS: usize = 4;
+/// Slots per block of [`BucketTable::for_each_hinted`] (whole sets; 5 KiB).
+const HINT_BLOCK: usize = 64;
+/// Walks of [`BucketTable::for_each_hinted`] that visit every block at least once.
+const HINT_ROTATION: usize = 8;
+
+/// Which blocks held a source at their last hinted visit, and where the rotation is.
+#[derive(Default)]
+struct Hints {
+    live: Vec<bool>,
+    cursor: usize,
+}
 
 /// The table, mapped shared with the program.
 pub struct BucketTable {
     base: NonNull<AtomicU64>,
     slots: usize,
     bytes: usize,
+    /// Occupied blocks, for [`BucketTable::for_each_hinted`].
+    hints: std::sync::Mutex<Hints>,
     /// Keeps the map (and so the mapping's object) alive as long as the mapping.
     _map: MapData,
 }
@@ -89,6 +102,7 @@ impl BucketTable {
             base,
             slots,
             bytes,
+            hints: std::sync::Mutex::default(),
             _map: map,
         })
     }
@@ -167,19 +181,63 @@ impl BucketTable {
     /// Visit every source in slot order until `visit` returns false. A key that two CPUs
     /// inserted at once (two ways of one set) is visited once.
     pub fn for_each(&self, mut visit: impl FnMut(&BucketKey, &Bucket) -> bool) {
-        for first in (0..self.slots).step_by(WAYS) {
+        self.for_each_in(0..self.slots, &mut visit);
+    }
+
+    /// [`BucketTable::for_each`] over the sets of the slots `range` (whole sets). Returns
+    /// whether the range held a source, or `None` when `visit` stopped the walk.
+    fn for_each_in(
+        &self,
+        range: std::ops::Range<usize>,
+        visit: &mut impl FnMut(&BucketKey, &Bucket) -> bool,
+    ) -> Option<bool> {
+        let mut any = false;
+        for first in range.step_by(WAYS) {
             let mut set: [Option<BucketKey>; WAYS] = [None; WAYS];
             for way in 0..WAYS {
                 let Some((k, b)) = self.read(first + way) else {
                     continue;
                 };
+                any = true;
                 if set[..way].contains(&Some(k)) {
                     continue;
                 }
                 set[way] = Some(k);
                 if !visit(&k, &b) {
-                    return;
+                    return None;
                 }
+            }
+        }
+        Some(any)
+    }
+
+    /// Visit the sources of the blocks (of [`HINT_BLOCK`] slots) that held one at their last
+    /// visit, and of a rotating [`HINT_ROTATION`]th of all blocks: a frequent walk (the
+    /// baseline's, every second) then reads the occupied part of a large, mostly empty
+    /// table, and finds a source in a block that was empty within [`HINT_ROTATION`] walks.
+    /// Stops when `visit` returns false.
+    pub fn for_each_hinted(&self, mut visit: impl FnMut(&BucketKey, &Bucket) -> bool) {
+        let blocks = self.slots.div_ceil(HINT_BLOCK);
+        let mut hints = self
+            .hints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if hints.live.len() != blocks {
+            // First walk: every block is visited (and hinted by what it holds).
+            hints.live = vec![true; blocks];
+        }
+        let slice = blocks.div_ceil(HINT_ROTATION);
+        let start = hints.cursor % blocks;
+        hints.cursor = (start + slice) % blocks;
+        for block in 0..blocks {
+            let rotating = (block + blocks - start) % blocks < slice;
+            if !rotating && !hints.live[block] {
+                continue;
+            }
+            let range = block * HINT_BLOCK..((block + 1) * HINT_BLOCK).min(self.slots);
+            match self.for_each_in(range, &mut visit) {
+                Some(any) => hints.live[block] = any,
+                None => return,
             }
         }
     }

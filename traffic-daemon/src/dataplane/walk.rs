@@ -47,13 +47,35 @@ impl BucketWalker {
         &self,
         deadline: Instant,
         max: u64,
+        visit: impl FnMut(&BucketKey, &Bucket),
+    ) -> Result<WalkEnd, DataplaneError> {
+        self.walk_with(false, deadline, max, visit)
+    }
+
+    /// [`BucketWalker::walk_at_most`] over the table's occupied blocks and a rotating part
+    /// of the others (see [`BucketTable::for_each_hinted`]): for a walk every second that
+    /// may see a new source a few seconds late.
+    pub fn walk_hinted(
+        &self,
+        deadline: Instant,
+        max: u64,
+        visit: impl FnMut(&BucketKey, &Bucket),
+    ) -> Result<WalkEnd, DataplaneError> {
+        self.walk_with(true, deadline, max, visit)
+    }
+
+    fn walk_with(
+        &self,
+        hinted: bool,
+        deadline: Instant,
+        max: u64,
         mut visit: impl FnMut(&BucketKey, &Bucket),
     ) -> Result<WalkEnd, DataplaneError> {
         let mut end = WalkEnd::default();
         match self {
             Self::Kernel(table) => {
                 let mut looked = 0u64;
-                table.for_each(|k, b| {
+                let each = |k: &BucketKey, b: &Bucket| {
                     looked += 1;
                     if end.visited >= max
                         || ((looked == 1 || looked.is_multiple_of(CLOCK_EVERY))
@@ -65,7 +87,12 @@ impl BucketWalker {
                     visit(k, b);
                     end.visited += 1;
                     true
-                });
+                };
+                if hinted {
+                    table.for_each_hinted(each);
+                } else {
+                    table.for_each(each);
+                }
             }
             Self::Snapshot(entries) => {
                 for (k, v) in entries {

@@ -42,8 +42,9 @@ type Ranked = (u64, [u8; 16], u32);
 
 impl SourcesWalk {
     /// The counters of at most `max` class buckets (port buckets left out), within
-    /// `budget`: the baseline's readings (`policy::baseline`). The map's order is its hash
-    /// order, so a walk cut short reads about the same sources each time.
+    /// `budget`: the baseline's readings (`policy::baseline`). The table's order is its hash
+    /// order, so a walk cut short reads about the same sources each time. A hinted walk:
+    /// the table's occupied part, a new source seen within a few readings.
     pub fn baseline_sample(
         &self,
         max: u64,
@@ -52,7 +53,7 @@ impl SourcesWalk {
         let mut out = Vec::new();
         let walked = self
             .walker
-            .walk_at_most(Instant::now() + budget, max, |k, b| {
+            .walk_hinted(Instant::now() + budget, max, |k, b| {
                 if k.class < traffic_common::MAX_CLASSES {
                     out.push(crate::policy::baseline::Sample {
                         key: *k,

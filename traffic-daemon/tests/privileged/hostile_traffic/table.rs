@@ -399,3 +399,32 @@ pub fn a_hammered_sources_refusals_are_counted_in_batches() -> Result<()> {
     .join()
     .expect("the pinned test thread")
 }
+
+/// The baseline's hinted walk (every second) reads the occupied blocks of the table and a
+/// rotating eighth of the rest: a source in a block that was empty is seen within 8 walks,
+/// and at every walk after that.
+pub fn the_hinted_walk_finds_a_new_source_within_a_rotation() -> Result<()> {
+    use std::time::{Duration, Instant};
+    let lab = Lab::configured(
+        "table-hinted",
+        "[daemon]\ninterfaces = [\"lo\"]\n[classes.default]\npackets = { rate = 10 }\n",
+    )?;
+    let walker = lab.kernel.bucket_walker()?;
+    let seen = |walker: &traffic_daemon::dataplane::walk::BucketWalker| -> Result<u64> {
+        Ok(walker
+            .walk_hinted(Instant::now() + Duration::from_secs(5), u64::MAX, |_, _| {})?
+            .visited)
+    };
+    ensure!(seen(&walker)? == 0, "an empty table");
+    lab.once(&udp(IpAddr::V4(Ipv4Addr::new(198, 18, 42, 1))))?;
+    let mut walks = 1;
+    while seen(&walker)? == 0 {
+        walks += 1;
+        ensure!(walks <= 8, "the new source was not seen in 8 hinted walks");
+    }
+    for _ in 0..10 {
+        ensure!(seen(&walker)? == 1, "a seen source is seen at every walk");
+    }
+    println!("a new source seen at hinted walk {walks} (at most 8)");
+    Ok(())
+}
