@@ -80,6 +80,26 @@ pub unsafe fn charge_to(p: *mut u64, lim: &Limit, cost: u64, now: u64) -> Option
     gcra::conforms(old, lim, cost, now).then(|| gcra::charged(old, cost, now))
 }
 
+/// When every limit of a bucket is full again: its latest state (unused limits stay 0).
+///
+/// # Safety
+/// `b` must point to a live bucket looked up in this invocation (its words are changed
+/// only atomically).
+#[inline(always)]
+pub unsafe fn full_at(b: *const Bucket) -> u64 {
+    // SAFETY: the caller guarantees `b` is a live bucket; a place expression.
+    let tat = unsafe { &raw const (*b).tat }.cast::<u64>();
+    let mut latest = 0;
+    for i in 0..MAX_PACKET_LIMITS + 1 {
+        // SAFETY: i is within the bucket's `tat` array; a live bucket word.
+        let t = unsafe { load(tat.add(i)) };
+        if t > latest {
+            latest = t;
+        }
+    }
+    latest
+}
+
 /// A source address masked to its class's prefix, as words.
 #[inline(always)]
 pub fn masked(src: (u64, u64), mask: &[u64; 2]) -> (u64, u64) {

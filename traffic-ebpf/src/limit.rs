@@ -13,7 +13,7 @@ use traffic_ebpf::{gcra, parse::Ip};
 
 use crate::{
     admission,
-    bucket::{add, bucket_key, charge_to, load, masked},
+    bucket::{add, bucket_key, charge_to, full_at, load, masked},
     clock::Clock,
     count::PortCounters,
     debt::{self, DebtSlot},
@@ -312,23 +312,4 @@ unsafe fn refuse(at: &Found, reason: Reason, debt: DebtSlot, len: u64, now: u64)
     // SAFETY: the caller guarantees `at.bucket` is a live bucket.
     debt.remember(unsafe { full_at(at.bucket) });
     reason
-}
-
-/// When every limit of a bucket is full again: its latest state (unused limits stay 0).
-///
-/// # Safety
-/// As for [`charge_bucket`].
-#[inline(always)]
-unsafe fn full_at(b: *mut Bucket) -> u64 {
-    // SAFETY: the caller guarantees `b` is a live bucket; a place expression.
-    let tat = unsafe { &raw const (*b).tat }.cast::<u64>();
-    let mut latest = 0;
-    for i in 0..MAX_PACKET_LIMITS + 1 {
-        // SAFETY: i is within the bucket's `tat` array; a live bucket word.
-        let t = unsafe { load(tat.add(i)) };
-        if t > latest {
-            latest = t;
-        }
-    }
-    latest
 }

@@ -9,11 +9,15 @@ use core::{
 
 use aya_ebpf::Global;
 use traffic_common::{
-    BUCKETS_ENTRIES, Bucket, MAX_PACKET_LIMITS, TABLE_WAYS, TableSlot, table_set, table_set_mask,
-    tag_claimed, tag_class, tag_free, tag_live, tag_published, victim,
+    BUCKETS_ENTRIES, Bucket, TABLE_WAYS, TableSlot, table_set, table_set_mask, tag_claimed,
+    tag_class, tag_free, tag_live, tag_published, victim,
 };
 
-use crate::{bucket::load, debt::DebtSlot, maps::TRF_BUCKETS};
+use crate::{
+    bucket::{full_at, load},
+    debt::DebtSlot,
+    maps::TRF_BUCKETS,
+};
 
 /// The table's set mask (sets − 1). The loader writes it from the map's size; this default
 /// is that of the default size.
@@ -57,25 +61,6 @@ unsafe fn holds(s: *mut TableSlot, addr: (u64, u64), class: u32) -> Option<u64> 
         let a = (&raw const (*s).addr).cast::<u64>();
         (load(a) == addr.0 && load(a.add(1)) == addr.1 && load(tag(s)) == t).then_some(t)
     }
-}
-
-/// When every limit of the bucket in slot `s` is full again (its latest word).
-///
-/// # Safety
-/// As for [`tag`].
-#[inline(always)]
-unsafe fn slot_full_at(s: *mut TableSlot) -> u64 {
-    // SAFETY: the caller's guarantee; a place expression, then aligned words.
-    let tat = unsafe { &raw const (*s).bucket.tat }.cast::<u64>();
-    let mut latest = 0;
-    for i in 0..MAX_PACKET_LIMITS + 1 {
-        // SAFETY: i is within `tat`.
-        let t = unsafe { load(tat.add(i)) };
-        if t > latest {
-            latest = t;
-        }
-    }
-    latest
 }
 
 /// A key's place in the table: its bucket, the slot's index and the tag it was found with.
@@ -150,7 +135,7 @@ pub fn insert(addr: (u64, u64), class: u32, fresh: &Bucket, now: u64) -> Option<
                 return Some(Placed::Existing(found(s, index, t)));
             }
             tags[w] = load(tag(s));
-            full[w] = slot_full_at(s);
+            full[w] = full_at(&raw const (*s).bucket);
         }
     }
     let index = first + (victim(&tags, &full)? as u32 & (TABLE_WAYS - 1));
@@ -166,7 +151,7 @@ pub fn insert(addr: (u64, u64), class: u32, fresh: &Bucket, now: u64) -> Option<
         }
         let a = (&raw mut (*s).addr).cast::<u64>();
         let (vlo, vhi) = (load(a), load(a.add(1)));
-        let owed = slot_full_at(s);
+        let owed = full_at(&raw const (*s).bucket);
         let claimed = tag_claimed(old);
         // The returned old value is compared (see `bucket::charge_to`).
         let seen = atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(

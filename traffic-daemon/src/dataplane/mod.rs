@@ -8,6 +8,7 @@ pub mod fake;
 pub mod feeds;
 pub mod kernel;
 pub mod local;
+mod mapping;
 mod migrate;
 mod seen;
 pub mod table;

@@ -5,74 +5,31 @@
 //!
 //! [`map_names::SEEN`]: traffic_common::map_names::SEEN
 
-use std::{
-    os::fd::AsFd as _,
-    ptr::NonNull,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::MapData;
 use traffic_common::{SEEN_WORDS, SeenWord, map_names};
 
-use super::DataplaneError;
+use super::{DataplaneError, mapping::Words};
 
 /// Words per generation.
 const WORDS: usize = SEEN_WORDS as usize;
-/// Bytes mapped: the whole array (both generations).
-const BYTES: usize = WORDS * size_of::<SeenWord>();
 
 /// The bitmap, mapped shared with the program.
-pub struct SeenMap {
-    base: NonNull<AtomicU64>,
-    /// Keeps the map (and so the mapping's object) alive as long as the mapping.
-    _map: MapData,
-}
-
-// SAFETY: the mapping is plain shared memory accessed only through atomics; nothing in it
-// is tied to the thread that created it.
-#[allow(unsafe_code, reason = "Send for a pointer to atomics in shared memory")]
-unsafe impl Send for SeenMap {}
+pub struct SeenMap(Words);
 
 impl SeenMap {
     /// Map the program's bitmap (created `BPF_F_MMAPABLE`).
     pub fn new(map: MapData) -> Result<Self, DataplaneError> {
-        let fd = map.fd().as_fd();
-        #[allow(unsafe_code, reason = "mmap of a BPF array map; SAFETY below")]
-        // SAFETY: a fresh shared mapping of the map's `BYTES` bytes (its whole value area, as
-        // the kernel lays out an mmapable array); the result is checked before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(DataplaneError::Other(format!(
-                "map {}: mmap failed: {}",
-                map_names::SEEN,
-                std::io::Error::last_os_error()
-            )));
-        }
-        let base = NonNull::new(p.cast::<AtomicU64>()).ok_or_else(|| {
-            DataplaneError::Other(format!("map {}: mmap gave null", map_names::SEEN))
-        })?;
-        Ok(Self { base, _map: map })
+        let words = WORDS * size_of::<SeenWord>() / 8;
+        Words::map(map, words, map_names::SEEN).map(Self)
     }
 
     /// Word `generation` of entry `i`.
     fn word(&self, i: usize, generation: usize) -> &AtomicU64 {
         debug_assert!(i < WORDS && generation < 2);
-        #[allow(unsafe_code, reason = "a word of the mapping; SAFETY below")]
-        // SAFETY: entry `i` (< WORDS) is a `SeenWord` of two u64s at `i * 16` within the
-        // `BYTES` mapped, 8-aligned (page-aligned base); the program and this process only
-        // access it atomically, and the mapping lives as long as `self`.
-        unsafe {
-            self.base.add(i * 2 + generation).as_ref()
-        }
+        // Entry `i` is a `SeenWord` of two u64s.
+        self.0.word(i * 2 + generation)
     }
 
     /// Clear one generation (0 or 1): a key whose bit is set only there is forgotten.
@@ -92,16 +49,5 @@ impl SeenMap {
             set += u64::from(w.count_ones());
         }
         (set, WORDS as u64 * 64)
-    }
-}
-
-impl Drop for SeenMap {
-    fn drop(&mut self) {
-        #[allow(unsafe_code, reason = "munmap of our own mapping; SAFETY below")]
-        // SAFETY: the mapping made in `new`, of `BYTES` bytes; no reference into it outlives
-        // `self`.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), BYTES);
-        }
     }
 }

@@ -5,11 +5,7 @@
 //!
 //! [`map_names::BUCKETS`]: traffic_common::map_names::BUCKETS
 
-use std::{
-    os::fd::AsFd as _,
-    ptr::NonNull,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::MapData;
 use traffic_common::{
@@ -18,7 +14,7 @@ use traffic_common::{
     tag_claimed, tag_class, tag_live, tag_published, victim, words_addr,
 };
 
-use super::DataplaneError;
+use super::{DataplaneError, mapping::Words};
 
 /// Words of a bucket.
 const BUCKET_WORDS: usize = size_of::<Bucket>() / 8;
@@ -40,22 +36,12 @@ struct Hints {
 
 /// The table, mapped shared with the program.
 pub struct BucketTable {
-    base: NonNull<AtomicU64>,
+    /// [`TABLE_SLOT_WORDS`] words per slot.
+    words: Words,
     slots: usize,
-    bytes: usize,
     /// Occupied blocks, for [`BucketTable::for_each_hinted`].
     hints: std::sync::Mutex<Hints>,
-    /// Keeps the map (and so the mapping's object) alive as long as the mapping.
-    _map: MapData,
 }
-
-// SAFETY: the mapping is plain shared memory accessed only through atomics; nothing in it
-// is tied to the thread that created it.
-#[allow(unsafe_code, reason = "a pointer to atomics in shared memory")]
-unsafe impl Send for BucketTable {}
-// SAFETY: as above: every access is atomic.
-#[allow(unsafe_code, reason = "a pointer to atomics in shared memory")]
-unsafe impl Sync for BucketTable {}
 
 fn map_error(detail: String) -> DataplaneError {
     DataplaneError::Other(format!("map {}: {detail}", map_names::BUCKETS))
@@ -75,35 +61,10 @@ impl BucketTable {
                 info.value_size()
             )));
         }
-        let bytes = slots * size_of::<TableSlot>();
-        let fd = map.fd().as_fd();
-        #[allow(unsafe_code, reason = "mmap of a BPF array map; SAFETY below")]
-        // SAFETY: a fresh shared mapping of the map's `bytes` bytes (its whole value area,
-        // as the kernel lays out an mmapable array); the result is checked before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(map_error(format!(
-                "mmap failed: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        let base = NonNull::new(p.cast::<AtomicU64>())
-            .ok_or_else(|| map_error("mmap gave null".to_owned()))?;
         Ok(Self {
-            base,
+            words: Words::map(map, slots * TABLE_SLOT_WORDS, map_names::BUCKETS)?,
             slots,
-            bytes,
             hints: std::sync::Mutex::default(),
-            _map: map,
         })
     }
 
@@ -114,14 +75,8 @@ impl BucketTable {
 
     /// Word `i` of slot `slot`.
     fn word(&self, slot: usize, i: usize) -> &AtomicU64 {
-        assert!(slot < self.slots && i < TABLE_SLOT_WORDS);
-        #[allow(unsafe_code, reason = "a word of the mapping; SAFETY below")]
-        // SAFETY: slot `slot` (< slots) is a `TableSlot` of `TABLE_SLOT_WORDS` u64s within
-        // the `bytes` mapped, 8-aligned (page-aligned base, 80-byte slots); the program and
-        // this process only access it atomically, and the mapping lives as long as `self`.
-        unsafe {
-            self.base.add(slot * TABLE_SLOT_WORDS + i).as_ref()
-        }
+        debug_assert!(i < TABLE_SLOT_WORDS);
+        self.words.word(slot * TABLE_SLOT_WORDS + i)
     }
 
     fn tag(&self, slot: usize) -> &AtomicU64 {
@@ -324,16 +279,5 @@ impl BucketTable {
             }
         }
         removed
-    }
-}
-
-impl Drop for BucketTable {
-    fn drop(&mut self) {
-        #[allow(unsafe_code, reason = "munmap of our own mapping; SAFETY below")]
-        // SAFETY: the mapping made in `new`, of `bytes` bytes; no reference into it outlives
-        // `self`.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.bytes);
-        }
     }
 }
