@@ -189,9 +189,11 @@ pub const CLASS_CACHE_ENTRIES: u32 = 4096;
 /// `max_entries` of [`map_names::SEEN`]: 2²⁰ bits per generation, 256 KiB for both, small
 /// enough to stay in cache.
 pub const SEEN_WORDS: u32 = 1 << 14;
+/// The kernel's `BPF_F_MMAPABLE` map flag: an array user space can map.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// Map flags of [`map_names::SEEN`]: `BPF_F_MMAPABLE`, so the daemon clears one generation
 /// with plain atomic stores while the program keeps setting bits in the other.
-pub const SEEN_MAP_FLAGS: u32 = 1 << 10;
+pub const SEEN_MAP_FLAGS: u32 = BPF_F_MMAPABLE;
 /// Bits of a [`map_names::DEBT`] slot index.
 pub const DEBT_BITS: u32 = 14;
 /// `max_entries` of [`map_names::DEBT`]: 2¹⁴ slots, 128 KiB.

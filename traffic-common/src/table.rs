@@ -3,8 +3,8 @@
 //! helper, no LRU lists.
 //!
 //! Slot `set * TABLE_WAYS + way` of a table of `2^k` slots; a key lives in one of the
-//! [`TABLE_WAYS`] ways of its set ([`table_set`]). A slot's [`TableSlot::tag`] word (class in
-//! the low half, a sequence number in the high half) is its lock and validity: a writer
+//! [`TABLE_WAYS`] ways of its set ([`table_set`]). A slot's tag word ([`TableSlot::class`]
+//! and [`TableSlot::seq`] read as one word, [`TABLE_TAG_WORD`]) is its lock and validity: a writer
 //! claims a slot by moving the sequence to an odd value with compare-and-swap, writes the
 //! key and the bucket, then publishes an even sequence. A reader matches a slot only when the
 //! tag, read before and after the key, is the same even, non-zero value.
@@ -26,7 +26,7 @@ use crate::*;
 pub const TABLE_WAYS: u32 = 4;
 /// Map flags of [`map_names::BUCKETS`]: `BPF_F_MMAPABLE`, so the daemon walks and edits the
 /// table through a mapping instead of two syscalls per entry.
-pub const TABLE_MAP_FLAGS: u32 = 1 << 10;
+pub const TABLE_MAP_FLAGS: u32 = BPF_F_MMAPABLE;
 /// [`TableSlot::class`] of a slot the daemon emptied (no real key has it: a port bucket's
 /// class is [`PORT_BUCKET`] plus a slot below [`MAX_PORTS`]).
 pub const TABLE_EMPTY_CLASS: u32 = u32::MAX;

@@ -80,6 +80,16 @@ macro_rules! take_map {
     }};
 }
 
+/// Take an array map out of the object as its data (for a memory mapping).
+fn take_array(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, DataplaneError> {
+    match ebpf.take_map(name) {
+        Some(aya::maps::Map::Array(data)) => Ok(data),
+        _ => Err(DataplaneError::Load(format!(
+            "object has no array map {name}"
+        ))),
+    }
+}
+
 impl Kernel {
     /// Load the embedded program, creating or adopting the pinned maps.
     pub fn open(opts: &LoadOptions) -> Result<Self, DataplaneError> {
@@ -123,32 +133,17 @@ impl Kernel {
         let config = take_map!(ebpf, map_names::CONFIG, Array);
         let rules = take_map!(ebpf, map_names::RULES, LpmTrie);
         let classes = take_map!(ebpf, map_names::CLASSES, Array);
-        let buckets = match ebpf.take_map(map_names::BUCKETS) {
-            Some(aya::maps::Map::Array(data)) => {
-                std::sync::Arc::new(super::table::BucketTable::new(data)?)
-            }
-            _ => {
-                return Err(DataplaneError::Load(format!(
-                    "object has no array map {}",
-                    map_names::BUCKETS
-                )));
-            }
-        };
+        let buckets = std::sync::Arc::new(super::table::BucketTable::new(take_array(
+            &mut ebpf,
+            map_names::BUCKETS,
+        )?)?);
         let class_stats = take_map!(ebpf, map_names::CLASS_STATS, PerCpuArray);
         let counters = take_map!(ebpf, map_names::COUNTERS, PerCpuArray);
         let ports = take_map!(ebpf, map_names::PORTS, HashMap);
         let slot_names = take_map!(ebpf, map_names::SLOT_NAMES, Array);
         let port_stats = take_map!(ebpf, map_names::PORT_STATS, PerCpuArray);
         let egress = take_map!(ebpf, map_names::EGRESS, PerCpuArray);
-        let seen = match ebpf.take_map(map_names::SEEN) {
-            Some(aya::maps::Map::Array(data)) => SeenMap::new(data)?,
-            _ => {
-                return Err(DataplaneError::Load(format!(
-                    "object has no array map {}",
-                    map_names::SEEN
-                )));
-            }
-        };
+        let seen = SeenMap::new(take_array(&mut ebpf, map_names::SEEN)?)?;
         let debt = take_map!(ebpf, map_names::DEBT, Array);
         let bans = take_map!(ebpf, map_names::BANS, LpmTrie);
         let fleet_hot = take_map!(ebpf, map_names::FLEET_HOT, HashMap);

@@ -11,7 +11,7 @@ use aya::maps::MapData;
 use traffic_common::{
     Bucket, BucketKey, TABLE_BUCKET_WORD, TABLE_EMPTY_CLASS, TABLE_SLOT_WORDS, TABLE_TAG_WORD,
     TABLE_WAYS, TableSlot, addr_words, bucket_full_at, map_names, table_set, table_set_mask,
-    tag_claimed, tag_class, tag_live, tag_published, victim, words_addr,
+    tag_claimed, tag_class, tag_live, tag_published, tag_seq, victim, words_addr,
 };
 
 use super::{DataplaneError, mapping::Words};
@@ -68,11 +68,6 @@ impl BucketTable {
         })
     }
 
-    /// Slots in the table.
-    pub fn slots(&self) -> usize {
-        self.slots
-    }
-
     /// Word `i` of slot `slot`.
     fn word(&self, slot: usize, i: usize) -> &AtomicU64 {
         debug_assert!(i < TABLE_SLOT_WORDS);
@@ -127,10 +122,8 @@ impl BucketTable {
 
     /// The bucket of `key`, if the table holds it.
     pub fn get(&self, key: &BucketKey) -> Option<Bucket> {
-        let first = self.first_slot(key);
-        (first..first + WAYS)
-            .filter_map(|s| self.read(s))
-            .find_map(|(k, b)| (k == *key).then_some(b))
+        let (k, b) = self.read(self.find(key)?)?;
+        (k == *key).then_some(b)
     }
 
     /// Visit every source in slot order until `visit` returns false. A key that two CPUs
@@ -238,7 +231,7 @@ impl BucketTable {
             }
         };
         let seen = self.tag(slot).load(Ordering::Acquire);
-        if seen & (1 << 32) != 0 {
+        if tag_seq(seen) & 1 != 0 {
             return false;
         }
         let Some(claimed) = self.claim(slot, seen) else {
