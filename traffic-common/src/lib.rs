@@ -53,7 +53,7 @@ pub mod map_names {
     /// without a lookup in the (large, cold) bucket map. Aged by the daemon, which clears
     /// one generation at a time (memory-mapped, `BPF_F_MMAPABLE`).
     pub const SEEN: &str = "TRF_SEEN";
-    /// Debt sketch: when each recently refused source's bucket is full again (ns, kernel
+    /// Debt sketch: when each evicted source's bucket is full again (ns, kernel
     /// clock), `u64` indexed by [`crate::debt_slot`]. A bucket created for a source
     /// starts no fuller than this allows, so an evicted heavy hitter does not come back
     /// with a full bucket.

@@ -1,13 +1,13 @@
-//! The debt sketch: when the bucket of each recently refused source is full again, so that a
-//! bucket the table evicted does not come back full (the insert that evicts a source in debt
-//! writes its debt here too).
+//! The debt sketch: when the bucket of each evicted source is full again, so that a source
+//! the table evicted does not come back full.
 //!
-//! Written when a bucket's state is worth keeping — a refusal, a pass that found the bucket
-//! in debt by more than a clock tick or left it empty, the first pass of a new bucket — and
-//! read only when a bucket is created. A source within its rate (its bucket full, to a
-//! tick, at each packet) writes nothing. One `u64` per slot, a time on the kernel clock, raised and never lowered: a
-//! time in the past is no debt, so the sketch needs no aging. Keys sharing a slot share the
-//! larger debt — a collision can only make a fresh bucket emptier, never fuller.
+//! Written when a bucket leaves the table in debt — by the insert that evicts it
+//! (`table::insert`), and by the daemon for the sources a smaller table cannot take when it
+//! migrates — and read only when a bucket is created. A tracked source's debt is in its
+//! bucket, so a packet, passed or refused, never writes here. One `u64` per slot, a time on
+//! the kernel clock, raised and never lowered: a time in the past is no debt, so the sketch
+//! needs no aging. Keys sharing a slot share the larger debt — a collision can only make a
+//! fresh bucket emptier, never fuller.
 
 use traffic_common::{Bucket, ClassConfig, Limit, MAX_PACKET_LIMITS, debt_slot};
 
@@ -26,9 +26,9 @@ impl DebtSlot {
 
     /// Remember that the key's bucket is not full before `full_at` (raise the slot to it).
     ///
-    /// A plain load and store, no compare-and-swap: on the paths of sources over their
-    /// rate, one atomic less. Two CPUs raising one slot at once can lose the larger value;
-    /// for one source the two are a packet or two apart, and the next write repairs it.
+    /// A plain load and store, no compare-and-swap: two CPUs raising one slot at once (two
+    /// evictions of colliding keys) can lose the larger value, which only makes that
+    /// source's next bucket fuller by the difference.
     #[inline(always)]
     pub fn remember(self, full_at: u64) {
         let Some(p) = TRF_DEBT.get_ptr_mut(self.0) else {

@@ -2,21 +2,22 @@
 //! new-connection limit, check every stacked limit (packet and byte rates) before charging
 //! any, count what passed and what did not. The word primitives are [`crate::bucket`].
 //!
-//! A refused source's debt goes to the sketch ([`crate::debt`]), and a bucket created for a
-//! source starts from it, so an eviction never refills a source that was over its limit.
+//! Nothing here writes the debt sketch ([`crate::debt`]): the table writes a source's debt
+//! there when it evicts the source, and a bucket created for a source starts from it, so an
+//! eviction never refills a source that was over its limit.
 
 use traffic_common::{
-    BYTE_LIMIT_SLOT, Bucket, CLASS_ADMISSION, CLASS_BYTES, CLASS_FLEET, CLOCK_TICK_MAX_NS,
-    ClassConfig, FLEET_MARK_EVERY, Limit, MAX_PACKET_LIMITS, PORT_BUCKET, PortRule, Reason,
+    BYTE_LIMIT_SLOT, Bucket, CLASS_ADMISSION, CLASS_BYTES, CLASS_FLEET, ClassConfig,
+    FLEET_MARK_EVERY, Limit, MAX_PACKET_LIMITS, PORT_BUCKET, PortRule, Reason,
 };
 use traffic_ebpf::{gcra, parse::Ip};
 
 use crate::{
     admission,
-    bucket::{add, bucket_key, charge_to, full_at, load, masked},
+    bucket::{add, bucket_key, charge_to, load, masked},
     clock::Clock,
     count::PortCounters,
-    debt::{self, DebtSlot},
+    debt,
     maps::TRF_FLEET_HOT,
     table::{self, Found},
     tally,
@@ -84,7 +85,6 @@ pub fn class_limits(
         Some(s) if !s.maybe_tracked() => None,
         _ => table::find(addr, class),
     };
-    let inserted = found.is_none();
     let bucket = match found {
         Some(b) => {
             if let Some(s) = &seen {
@@ -117,8 +117,6 @@ pub fn class_limits(
                 bytes,
                 len,
                 now,
-                debt: DebtSlot::of(addr, class),
-                inserted,
             },
         )
     };
@@ -144,27 +142,12 @@ unsafe fn fleet_mark(addr: (u64, u64), class: u32, b: *mut Bucket, now: u64) {
     }
 }
 
-/// Whether a pass leaves state worth remembering: the bucket was in debt before it by more
-/// than a clock tick (the source sends faster than it refills) or has no token left after
-/// it. A pass that found the bucket (nearly) full and leaves tokens writes nothing: the
-/// source is within its rate, give or take a tick of refill — the resolution of the
-/// program's clock anyway, and the sketch's slack per eviction.
-#[inline(always)]
-fn worth_keeping(tat: u64, lim: &Limit, cost: u64, now: u64) -> bool {
-    tat > now + cost + CLOCK_TICK_MAX_NS || !gcra::conforms(tat, lim, cost, now)
-}
-
 /// What one packet charges a class bucket with.
 struct Charge {
     npkt: usize,
     bytes: bool,
     len: u64,
     now: u64,
-    /// The bucket's slot in the debt sketch.
-    debt: DebtSlot,
-    /// The bucket was created for this packet (its first charge is always remembered, so
-    /// a source evicted after every packet still accumulates its debt).
-    inserted: bool,
 }
 
 /// How a missing (source, port) bucket is created.
@@ -182,9 +165,7 @@ enum Create<'a> {
 fn new_connection(addr: (u64, u64), pl: PortLimit, now: u64, create: Create) -> Reason {
     let port_class = PORT_BUCKET | pl.slot;
     let start = |full_at| debt::port_bucket(pl.limit, full_at, now);
-    let existing = table::find(addr, port_class);
-    let inserted = existing.is_none();
-    let found = match existing {
+    let found = match table::find(addr, port_class) {
         Some(b) => Ok(b),
         None => match create {
             Create::Admit { class, cc } => {
@@ -203,23 +184,15 @@ fn new_connection(addr: (u64, u64), pl: PortLimit, now: u64, create: Create) -> 
     let tat = unsafe { &raw mut (*b).tat }.cast::<u64>();
     // SAFETY: as above.
     match unsafe { charge_to(tat, pl.limit, pl.limit.interval, now) } {
-        Some(t) => {
-            if inserted || worth_keeping(t, pl.limit, pl.limit.interval, now) {
-                DebtSlot::of(addr, port_class).remember(t);
-            }
-            Reason::Pass
-        }
+        Some(_) => Reason::Pass,
         None => {
-            // SAFETY: as above.
-            DebtSlot::of(addr, port_class).remember(unsafe { load(tat) });
             PortCounters::of(pl.slot).bump(|s| s.syn_limited += 1);
             Reason::PortRate
         }
     }
 }
 
-/// Charge a source's bucket with every limit of its class. A refused packet, and a pass
-/// [`worth_keeping`] (or the first of a new bucket), records the bucket's debt in the sketch.
+/// Charge a source's bucket with every limit of its class.
 ///
 /// # Safety
 /// `b` must point to a bucket looked up in this invocation (its words are only changed
@@ -232,8 +205,6 @@ unsafe fn charge_bucket(at: &Found, cc: &ClassConfig, c: Charge) -> Reason {
         bytes,
         len,
         now,
-        debt,
-        inserted,
     } = c;
     // SAFETY: the caller guarantees `b` is a live bucket; a place expression.
     let tat = unsafe { &raw mut (*b).tat }.cast::<u64>();
@@ -256,7 +227,7 @@ unsafe fn charge_bucket(at: &Found, cc: &ClassConfig, c: Charge) -> Reason {
             let state = unsafe { load(tat.add(i)) };
             if !gcra::conforms(state, lim, lim.interval, now) {
                 // SAFETY: the caller's guarantee.
-                return unsafe { refuse(at, Reason::PacketRate, debt, len, now) };
+                return unsafe { refuse(at, Reason::PacketRate, len, now) };
             }
         }
         if bytes {
@@ -264,29 +235,26 @@ unsafe fn charge_bucket(at: &Found, cc: &ClassConfig, c: Charge) -> Reason {
             let state = unsafe { load(tat.add(BYTE_LIMIT_SLOT)) };
             if !gcra::conforms(state, &cc.bytes, byte_cost, now) {
                 // SAFETY: the caller's guarantee.
-                return unsafe { refuse(at, Reason::ByteRate, debt, len, now) };
+                return unsafe { refuse(at, Reason::ByteRate, len, now) };
             }
         }
     }
-    let mut keep = inserted;
     for i in 0..MAX_PACKET_LIMITS {
         if i >= npkt {
             break;
         }
         let lim = &cc.packets[i];
         // SAFETY: as in the check above.
-        match unsafe { charge_to(tat.add(i), lim, lim.interval, now) } {
-            Some(t) => keep |= worth_keeping(t, lim, lim.interval, now),
+        if unsafe { charge_to(tat.add(i), lim, lim.interval, now) }.is_none() {
             // SAFETY: the caller's guarantee.
-            None => return unsafe { refuse(at, Reason::PacketRate, debt, len, now) },
+            return unsafe { refuse(at, Reason::PacketRate, len, now) };
         }
     }
     if bytes {
         // SAFETY: as in the check above.
-        match unsafe { charge_to(tat.add(BYTE_LIMIT_SLOT), &cc.bytes, byte_cost, now) } {
-            Some(t) => keep |= worth_keeping(t, &cc.bytes, byte_cost, now),
+        if unsafe { charge_to(tat.add(BYTE_LIMIT_SLOT), &cc.bytes, byte_cost, now) }.is_none() {
             // SAFETY: the caller's guarantee.
-            None => return unsafe { refuse(at, Reason::ByteRate, debt, len, now) },
+            return unsafe { refuse(at, Reason::ByteRate, len, now) };
         }
     }
     // SAFETY: the caller's guarantee; aligned words of a live bucket.
@@ -294,22 +262,17 @@ unsafe fn charge_bucket(at: &Found, cc: &ClassConfig, c: Charge) -> Reason {
         add(&raw mut (*b).packets, 1);
         add(&raw mut (*b).bytes, len);
     }
-    if keep {
-        // SAFETY: the caller's guarantee.
-        debt.remember(unsafe { full_at(b) });
-    }
     Reason::Pass
 }
 
-/// Count a refused packet of `len` bytes (see [`crate::tally`]) and remember the bucket's
-/// debt (unchanged by a refusal: the sketch is written again only if another raised it).
+/// Count a refused packet of `len` bytes (see [`crate::tally`]). A refusal reads the bucket
+/// and writes nothing else: its debt is in the bucket, and the table hands it to the sketch
+/// if it evicts the source.
 ///
 /// # Safety
 /// As for [`charge_bucket`].
 #[inline(always)]
-unsafe fn refuse(at: &Found, reason: Reason, debt: DebtSlot, len: u64, now: u64) -> Reason {
+unsafe fn refuse(at: &Found, reason: Reason, len: u64, now: u64) -> Reason {
     tally::refused(at, len, now);
-    // SAFETY: the caller guarantees `at.bucket` is a live bucket.
-    debt.remember(unsafe { full_at(at.bucket) });
     reason
 }

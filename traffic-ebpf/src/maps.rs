@@ -80,8 +80,8 @@ pub static TRF_SEEN: Array<SeenWord, { SEEN_WORDS as usize }, { SEEN_MAP_FLAGS a
 pub static TRF_DROP_TALLY: PerCpuArray<DropTally, { DROP_TALLY_ENTRIES as usize }> =
     PerCpuArray::new();
 
-/// Shared by all CPUs: raised with compare-and-swap, never lowered (a time in the past is no
-/// debt), so it needs no aging.
+/// Shared by all CPUs: written when a source in debt is evicted, raised and never lowered
+/// (a time in the past is no debt), so it needs no aging (see `debt`).
 #[btf_map(pin_by_name)]
 pub static TRF_DEBT: Array<u64, { DEBT_ENTRIES as usize }> = Array::new();
 

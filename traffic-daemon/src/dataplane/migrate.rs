@@ -7,7 +7,9 @@
 //!   nothing is reinterpreted and the daemon starts fresh.
 //! - Same ABI, but a map whose shape differs (in practice the bucket map after a
 //!   `max_sources` change): that map alone is replaced; buckets are copied into the new
-//!   map, so sources keep their tokens. Every other pin is adopted as usual.
+//!   map, so sources keep their tokens; a source in debt that a smaller map cannot take
+//!   leaves its debt in the debt sketch, as an eviction by the program does. Every other
+//!   pin is adopted as usual.
 //!
 //! Link pins (`link_<iface>`, `on_exit = "keep"`) are left alone: the next attach takes
 //! them over atomically with the new program, so enforcement never lapses.
@@ -18,7 +20,10 @@ use aya::{
     Ebpf,
     maps::{Array, Map, MapData, MapError},
 };
-use traffic_common::{ABI_VERSION, GlobalConfig, SEEN_WORDS, SeenWord, map_names};
+use traffic_common::{
+    ABI_VERSION, GlobalConfig, SEEN_WORDS, SeenWord, addr_words, bucket_full_at, debt_slot,
+    map_names,
+};
 
 use super::{DataplaneError, table::BucketTable};
 
@@ -143,10 +148,12 @@ pub(super) fn carry_over(ebpf: &mut Ebpf, moved: Vec<MovedAside>) {
 }
 
 /// Copy every bucket of `old` into the program's source table. Returns (copied, failed);
-/// when the new table is smaller, a full set keeps the sources copied last.
+/// when the new table is smaller, a full set keeps the sources copied last, and the debt
+/// of every source in debt is in the sketch first, so one left out comes back in debt.
 fn copy_buckets(ebpf: &mut Ebpf, old: MapData) -> Result<(u64, u64), String> {
     use std::os::fd::AsFd as _;
     let old = BucketTable::new(old).map_err(|e| format!("old table: {e}"))?;
+    remember_debts(ebpf, &old)?;
     let new = {
         let map = ebpf
             .map(map_names::BUCKETS)
@@ -193,4 +200,32 @@ fn copy_buckets(ebpf: &mut Ebpf, old: MapData) -> Result<(u64, u64), String> {
         }
     }
     Ok((copied, failed))
+}
+
+/// Raise the debt sketch's slot of every source of `table` whose bucket is not full again
+/// yet to when it is (the program's eviction does the same for the source it evicts).
+fn remember_debts(ebpf: &mut Ebpf, table: &BucketTable) -> Result<(), String> {
+    let now = super::monotonic_ns();
+    let mut owed = std::collections::BTreeMap::<u32, u64>::new();
+    table.for_each(|k, b| {
+        let full_at = bucket_full_at(b);
+        if full_at > now {
+            let (lo, hi) = addr_words(&k.addr);
+            let slot = owed.entry(debt_slot(lo, hi, k.class)).or_default();
+            *slot = (*slot).max(full_at);
+        }
+        true
+    });
+    let map = ebpf
+        .map_mut(map_names::DEBT)
+        .ok_or("the object has no debt map")?;
+    let mut debt: Array<_, u64> = Array::try_from(map).map_err(|e| format!("debt map: {e}"))?;
+    for (slot, full_at) in owed {
+        let cur = debt.get(&slot, 0).map_err(|e| format!("debt map: {e}"))?;
+        if cur < full_at {
+            debt.set(slot, &full_at, 0)
+                .map_err(|e| format!("debt map: {e}"))?;
+        }
+    }
+    Ok(())
 }

@@ -352,15 +352,15 @@ fn ratios_and_targets(report: &mut Report) {
         "nftables meter over no filter",
     );
     report.target(
-        "veth flood: CPU per packet ≤ 0.3× the nftables meter's",
+        "veth flood: CPU per packet ≤ 0.2× the nftables meter's (issue 16)",
         "traffic/nft",
-        Bound::AtMost(0.3),
+        Bound::AtMost(0.2),
         None,
     );
     report.target(
-        "veth flood: CPU per packet ≤ 2.5× bare XDP_DROP's",
+        "veth flood: CPU per packet ≤ 1.8× bare XDP_DROP's (issue 16)",
         "traffic/xdp_drop",
-        Bound::AtMost(2.5),
+        Bound::AtMost(1.8),
         None,
     );
     report.target(

@@ -28,6 +28,10 @@ pub fn a_changed_max_sources_keeps_a_saturated_sources_bucket() {
         let mut d = rig.start();
         let buckets = MapData::from_pin(rig.pins.0.join(map_names::BUCKETS)).unwrap();
         assert_eq!(buckets.info().unwrap().max_entries(), 8192, "{on_exit}");
+        assert!(
+            in_debt_and_remembered(&rig.pins.0, buckets) > 0,
+            "{on_exit}: no migrated source in debt"
+        );
         assert_eq!(
             rig.burst(1, 10),
             0,
@@ -45,6 +49,36 @@ pub fn a_changed_max_sources_keeps_a_saturated_sources_bucket() {
         let status = d.terminate(Duration::from_secs(10)).unwrap();
         assert!(status.success(), "{status}:\n{}", d.log_text());
     }
+}
+
+/// Sources of the table `buckets` whose bucket is not full again yet; panics unless the
+/// debt sketch (pinned in `pins`) remembers each of them: the migration writes the debt of
+/// every source in debt there first, so one a smaller table leaves out comes back in debt
+/// (a packet never writes the sketch; only an eviction does).
+fn in_debt_and_remembered(pins: &std::path::Path, buckets: MapData) -> usize {
+    let table = traffic_daemon::dataplane::table::BucketTable::new(buckets).unwrap();
+    let debt: Array<_, u64> = Array::try_from(Map::Array(
+        MapData::from_pin(pins.join(map_names::DEBT)).unwrap(),
+    ))
+    .unwrap();
+    let now = traffic_daemon::dataplane::monotonic_ns();
+    let mut n = 0;
+    for (k, b) in table.entries() {
+        let full_at = traffic_common::bucket_full_at(&b);
+        if full_at <= now {
+            continue;
+        }
+        let (lo, hi) = traffic_common::addr_words(&k.addr);
+        let remembered = debt
+            .get(&traffic_common::debt_slot(lo, hi, k.class), 0)
+            .unwrap();
+        assert!(
+            remembered >= full_at,
+            "{k:?}: in debt until {full_at}, the sketch remembers {remembered}"
+        );
+        n += 1;
+    }
+    n
 }
 
 /// Pins written by another ABI (an upgrade or a downgrade of trafficd) are replaced by

@@ -401,10 +401,11 @@ pub fn a_hammered_sources_refusals_are_counted_in_batches() -> Result<()> {
 }
 
 /// The baseline's hinted walk (every second) reads the occupied blocks of the table and a
-/// rotating eighth of the rest: a source in a block that was empty is seen within 8 walks,
-/// and at every walk after that.
+/// rotating 32nd of the rest: a source in a block that was empty is seen within
+/// `HINT_ROTATION` (32) walks, and at every walk after that.
 pub fn the_hinted_walk_finds_a_new_source_within_a_rotation() -> Result<()> {
     use std::time::{Duration, Instant};
+    use traffic_daemon::dataplane::table::HINT_ROTATION;
     let lab = Lab::configured(
         "table-hinted",
         "[daemon]\ninterfaces = [\"lo\"]\n[classes.default]\npackets = { rate = 10 }\n",
@@ -420,11 +421,14 @@ pub fn the_hinted_walk_finds_a_new_source_within_a_rotation() -> Result<()> {
     let mut walks = 1;
     while seen(&walker)? == 0 {
         walks += 1;
-        ensure!(walks <= 8, "the new source was not seen in 8 hinted walks");
+        ensure!(
+            walks <= HINT_ROTATION,
+            "the new source was not seen in {HINT_ROTATION} hinted walks"
+        );
     }
     for _ in 0..10 {
         ensure!(seen(&walker)? == 1, "a seen source is seen at every walk");
     }
-    println!("a new source seen at hinted walk {walks} (at most 8)");
+    println!("a new source seen at hinted walk {walks} (at most {HINT_ROTATION})");
     Ok(())
 }
