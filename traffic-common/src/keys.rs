@@ -6,6 +6,40 @@ use bytemuck::{Pod, Zeroable};
 // The contract's constants and types are one vocabulary, split only by file.
 use crate::*;
 
+/// The entry of [`map_names::CLASS_PREFIX`]: the leaf rule a CPU matched last, as its
+/// masked address and mask words, under one generation of the rule set. A source whose
+/// classification-cache entry misses but that lies inside it gets its action and class
+/// without the LPM lookup (a spoofed flood from one rule's range).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ClassPrefix {
+    /// The rule's prefix, masked, as [`addr_words`].
+    pub addr: [u64; 2],
+    /// [`Rule::mask`].
+    pub mask: [u64; 2],
+    /// [`GlobalConfig::rules_gen`] the entry was filled under; 0 = empty.
+    pub rules_gen: u32,
+    /// The rule's [`Action`] discriminant.
+    pub action: u32,
+    /// The rule's class.
+    pub class: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// The mask words of a prefix of `bits` bits (0–128) over an address as [`addr_words`].
+pub const fn prefix_mask_words(bits: u32) -> [u64; 2] {
+    let m: u128 = if bits == 0 {
+        0
+    } else if bits >= 128 {
+        u128::MAX
+    } else {
+        u128::MAX << (128 - bits)
+    };
+    let (lo, hi) = addr_words(&m.to_be_bytes());
+    [lo, hi]
+}
+
 /// One entry of [`map_names::CLASS_CACHE`]: the rule found for a source address under one
 /// generation of the rule set.
 #[repr(C)]

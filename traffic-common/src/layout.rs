@@ -66,6 +66,10 @@ pub struct Rule {
     pub action: u32,
     /// Class id for `limit`; counter row for `allow`/`deny` ([`UNCLASSIFIED`] if none).
     pub class: u32,
+    /// The rule's prefix as a mask over the address words ([`addr_words`] of the prefix's
+    /// netmask) when no other rule lies inside it — every address it covers gets this
+    /// rule — else zero. See [`crate::ClassPrefix`].
+    pub mask: [u64; 2],
 }
 
 /// Key data of [`map_names::RULES`] (the LPM key adds a leading `u32` prefix length).

@@ -12,7 +12,7 @@
 
 /// Version of the layouts in this crate. Bumped on any change to a map or type below; a
 /// pinned map set written by another version is refused, never reinterpreted.
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 
 /// Map names, as they appear in the object file and under the pin directory.
 ///
@@ -48,6 +48,9 @@ pub mod map_names {
     /// Per-CPU cache of source classifications, [`crate::ClassCacheEntry`] indexed by
     /// [`crate::class_cache_index`]: a hit saves the LPM lookup in [`RULES`].
     pub const CLASS_CACHE: &str = "TRF_CLS_CACHE";
+    /// Per-CPU, one entry: the leaf rule ([`crate::Rule::mask`]) this CPU matched last,
+    /// [`crate::ClassPrefix`]: a new source inside it is classified without the LPM lookup.
+    pub const CLASS_PREFIX: &str = "TRF_CLS_PREFIX";
     /// Bitmap of the bucket keys inserted recently, [`crate::SeenWord`] indexed by
     /// [`crate::seen_bit`]: a bit clear in both generations proves a source untracked
     /// without a lookup in the (large, cold) bucket map. Aged by the daemon, which clears
@@ -95,7 +98,7 @@ pub mod map_names {
     pub const WATCH_STATE: &str = "TRF_WATCH_ST";
 
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         CONFIG,
         RULES,
         CLASSES,
@@ -109,6 +112,7 @@ pub mod map_names {
         PORT_STATS,
         EGRESS,
         CLASS_CACHE,
+        CLASS_PREFIX,
         SEEN,
         DEBT,
         FLEET_HOT,
@@ -278,7 +282,7 @@ macro_rules! assert_layout {
 
 assert_layout! {
     GlobalConfig => 32, 8;
-    Rule => 8, 4;
+    Rule => 24, 8;
     Limit => 16, 8;
     Chaos => 16, 8;
     ClassConfig => 152, 8;
@@ -297,6 +301,7 @@ assert_layout! {
     Counter => 16, 8;
     SlotName => 32, 1;
     ClassCacheEntry => 40, 8;
+    ClassPrefix => 48, 8;
     BanEntry => 16, 8;
     SeenWord => 16, 8;
     FeedValue => 4, 2;

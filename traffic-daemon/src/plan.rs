@@ -144,6 +144,7 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
                 Rule {
                     action: action as u32,
                     class,
+                    mask: [0, 0],
                 },
             )
         })
@@ -166,9 +167,11 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
             Rule {
                 action: Action::Limit as u32,
                 class,
+                mask: [0, 0],
             },
         );
     }
+    mark_leaves(&mut rules);
     let default_class = slots.slot_of_index(config, config.daemon.default_class);
     Desired {
         global: GlobalConfig {
@@ -190,6 +193,32 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
         names: slots.to_names(),
         rules,
         ports: BTreeMap::new(),
+    }
+}
+
+/// Set [`Rule::mask`] of every rule no other rule lies inside (a leaf: every address it
+/// covers gets it), for the program's last-leaf shortcut. In key order (address, then
+/// length) a rule's nested rules come right after it, so a rule is a leaf when the next
+/// key's address is outside its prefix.
+fn mark_leaves(rules: &mut BTreeMap<RuleKey, Rule>) {
+    let keys: Vec<RuleKey> = rules.keys().copied().collect();
+    for (i, (addr, bits)) in keys.iter().enumerate() {
+        let host = if *bits == 0 {
+            u128::MAX
+        } else {
+            u128::MAX.checked_shr(*bits).unwrap_or(0)
+        };
+        let end = u128::from_be_bytes(*addr) | host;
+        let nested = keys
+            .get(i + 1)
+            .is_some_and(|(next, _)| u128::from_be_bytes(*next) <= end);
+        if let Some(r) = rules.get_mut(&(*addr, *bits)) {
+            r.mask = if nested {
+                [0, 0]
+            } else {
+                traffic_common::prefix_mask_words(*bits)
+            };
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Classification: a source's rule (action and class) from the per-CPU cache or the LPM
-//! trie, and the configuration of an active class.
+//! Classification: a source's rule (action and class) from the per-CPU cache, the leaf rule
+//! this CPU matched last, or the LPM trie; and the configuration of an active class.
 
 use aya_ebpf::btf_maps::lpm_trie::Key;
 use traffic_common::{
@@ -7,7 +7,7 @@ use traffic_common::{
     class_cache_index_words, words_addr,
 };
 
-use crate::maps::{TRF_CLASSES, TRF_CLS_CACHE, TRF_CONFIG, TRF_RULES};
+use crate::maps::{TRF_CLASSES, TRF_CLS_CACHE, TRF_CLS_PREFIX, TRF_CONFIG, TRF_RULES};
 
 /// The program's configuration; `None` until the daemon has configured it (ABI version 0).
 #[inline(always)]
@@ -27,7 +27,8 @@ pub fn global_monitor() -> Option<bool> {
 }
 
 /// The rule of a source: from this CPU's classification cache when it holds the source
-/// under the current rule generation, else from the LPM trie (and then cached), with the
+/// under the current rule generation, else from the rule table ([`rule_lookup`]; then
+/// cached), with the
 /// ban that covers it (the action is then [`crate::bans::BANNED`] until the ban ends),
 /// looked up only while the daemon has bans in force ([`GLOBAL_HAS_BANS`]).
 #[inline(always)]
@@ -42,10 +43,8 @@ pub fn rule_of(src: (u64, u64), cfg: &GlobalConfig) -> (u32, u32) {
             return (crate::bans::apply(e.action, e.ban_until_ns), e.class);
         }
     }
-    let found = match TRF_RULES.get(&Key::new(128, words_addr(lo, hi))) {
-        Some(rule) => (rule.action, rule.class),
-        None => (Action::Limit as u32, default_class),
-    };
+    let packed = rule_lookup(lo, hi, rules_gen, default_class);
+    let found = ((packed >> 32) as u32, packed as u32);
     let ban_until_ns = if cfg.flags & GLOBAL_HAS_BANS != 0 {
         crate::bans::lookup(src, found.0)
     } else {
@@ -62,6 +61,52 @@ pub fn rule_of(src: (u64, u64), cfg: &GlobalConfig) -> (u32, u32) {
         e.ban_until_ns = ban_until_ns;
     }
     (crate::bans::apply(found.0, ban_until_ns), found.1)
+}
+
+/// The rule of an address (action and class; the default class when none matches): from
+/// the leaf rule this CPU matched last when the address lies inside it, else from the LPM
+/// trie. A leaf rule ([`traffic_common::Rule::mask`] non-zero) has no other rule inside,
+/// so every address it covers gets it; a spoofed flood from one rule's range then costs a
+/// masked compare per new source instead of a trie walk. Returns action << 32 | class.
+///
+/// Out of line (a BPF-to-BPF call): its four ways out are one state for the verifier after
+/// the call, not four copies of everything that follows.
+#[inline(never)]
+fn rule_lookup(lo: u64, hi: u64, rules_gen: u32, default_class: u32) -> u64 {
+    let last = TRF_CLS_PREFIX.get_ptr_mut(0);
+    if let Some(p) = last {
+        // SAFETY: per-CPU value of this CPU; XDP runs with migration disabled.
+        let p = unsafe { &*p };
+        if p.rules_gen == rules_gen
+            && rules_gen != 0
+            && lo & p.mask[0] == p.addr[0]
+            && hi & p.mask[1] == p.addr[1]
+        {
+            return pack(p.action, p.class);
+        }
+    }
+    let Some(rule) = TRF_RULES.get(&Key::new(128, words_addr(lo, hi))) else {
+        return pack(Action::Limit as u32, default_class);
+    };
+    let (action, class, mask) = (rule.action, rule.class, rule.mask);
+    if let Some(p) = last
+        && mask != [0, 0]
+    {
+        // SAFETY: as above; only this CPU writes its value.
+        let p = unsafe { &mut *p };
+        p.addr = [lo & mask[0], hi & mask[1]];
+        p.mask = mask;
+        p.rules_gen = rules_gen;
+        p.action = action;
+        p.class = class;
+    }
+    pack(action, class)
+}
+
+/// An action and a class in one register.
+#[inline(always)]
+fn pack(action: u32, class: u32) -> u64 {
+    (u64::from(action) << 32) | u64::from(class)
 }
 
 /// The configuration of `class` if it is an active class.

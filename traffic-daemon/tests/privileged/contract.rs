@@ -122,6 +122,13 @@ fn expected(name: &str) -> Expected {
             size_of::<ClassCacheEntry>(),
             CLASS_CACHE_ENTRIES,
         ),
+        // Per CPU, one entry: the leaf rule this CPU matched last.
+        map_names::CLASS_PREFIX => (
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            INDEX,
+            size_of::<traffic_common::ClassPrefix>(),
+            1,
+        ),
         // Shared: a bit one CPU's insert sets must be seen by every CPU.
         map_names::SEEN => (BPF_MAP_TYPE_ARRAY, INDEX, size_of::<SeenWord>(), SEEN_WORDS),
         // Shared: a debt one CPU records must be seen by the CPU that re-creates the bucket.

@@ -85,6 +85,7 @@ fn cases() -> Vec<Trial> {
         contract::egress_program_is_present_and_a_classifier,
         program::parse_cases,
         program::verdicts_by_source,
+        program::the_last_leaf_rule_never_hides_a_nested_rule,
         program::burst_then_packet_rate_drops,
         program::second_source_gets_its_own_bucket,
         program::non_first_fragments_and_cut_l4_are_limited_by_source,
