@@ -161,10 +161,11 @@ pub struct Bucket {
     /// Theoretical arrival time (ns, `bpf_ktime_get_ns` clock) per limit: packet limits at
     /// `0..MAX_PACKET_LIMITS`, the byte limit at [`BYTE_LIMIT_SLOT`]. 0 = full bucket.
     pub tat: [u64; MAX_PACKET_LIMITS + 1],
+    /// Packets dropped (or that would have been, in monitor mode). Right after `tat`: in a
+    /// set's first slot a refusal then reads one cache line (tag, key, `tat`, `dropped`).
+    pub dropped: u64,
     /// Packets seen from this source (passed or dropped).
     pub packets: u64,
-    /// Packets dropped (or that would have been, in monitor mode).
-    pub dropped: u64,
     /// Bytes of every packet counted in `packets` (whole frames): the byte rates of the
     /// daemon's baseline (`trafficctl suggest`).
     pub bytes: u64,

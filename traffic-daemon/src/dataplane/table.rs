@@ -25,9 +25,10 @@ const READ_ATTEMPTS: usize = 4;
 /// Slots per block of [`BucketTable::for_each_hinted`] (whole sets; 5 KiB).
 const HINT_BLOCK: usize = 64;
 /// Walks of [`BucketTable::for_each_hinted`] that visit every block at least once: the
-/// baseline (a walk a second) sees a source in a block that was empty within 32 s, and an
-/// idle walk reads 1/32 of the empty table (about 330 KB at the default 131,072 slots).
-pub const HINT_ROTATION: usize = 32;
+/// baseline (a walk a second) sees a source in a block that was empty within 8 s (32 made
+/// `trafficctl suggest` miss sources of a 15 s load), and an idle walk reads the tag words
+/// of 1/8 of the empty table.
+pub const HINT_ROTATION: usize = 8;
 
 /// Which blocks held a source at their last hinted visit, and where the rotation is.
 #[derive(Default)]

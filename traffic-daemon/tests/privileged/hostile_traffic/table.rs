@@ -401,8 +401,8 @@ pub fn a_hammered_sources_refusals_are_counted_in_batches() -> Result<()> {
 }
 
 /// The baseline's hinted walk (every second) reads the occupied blocks of the table and a
-/// rotating 32nd of the rest: a source in a block that was empty is seen within
-/// `HINT_ROTATION` (32) walks, and at every walk after that.
+/// rotating eighth of the rest: a source in a block that was empty is seen within
+/// `HINT_ROTATION` (8) walks, and at every walk after that.
 pub fn the_hinted_walk_finds_a_new_source_within_a_rotation() -> Result<()> {
     use std::time::{Duration, Instant};
     use traffic_daemon::dataplane::table::HINT_ROTATION;
