@@ -23,11 +23,11 @@ const WAYS: usize = TABLE_WAYS as usize;
 /// Attempts at a consistent read of a slot a writer keeps changing.
 const READ_ATTEMPTS: usize = 4;
 /// Slots per block of [`BucketTable::for_each_hinted`] (whole sets; 5 KiB).
-const HINT_BLOCK: usize = 64;
+pub const HINT_BLOCK: usize = 64;
 /// Walks of [`BucketTable::for_each_hinted`] that visit every block at least once: the
-/// baseline (a walk a second) sees a source in a block that was empty within 8 s (32 made
-/// `trafficctl suggest` miss sources of a 15 s load), and an idle walk reads the tag words
-/// of 1/8 of the empty table.
+/// baseline (a walk a second) sees a source in a block that was empty within 8 s of its
+/// creation (32 made `trafficctl suggest` miss sources of a 13 s load). Only while the
+/// program creates buckets: an idle walk reads no empty block.
 pub const HINT_ROTATION: usize = 8;
 
 /// Which blocks held a source at their last hinted visit, and where the rotation is.
@@ -35,6 +35,10 @@ pub const HINT_ROTATION: usize = 8;
 struct Hints {
     live: Vec<bool>,
     cursor: usize,
+    /// The program's count of created buckets at the last walk.
+    created: u64,
+    /// Walks left that visit a rotating part of the empty blocks (a count changed).
+    rotations: usize,
 }
 
 /// The table, mapped shared with the program.
@@ -166,8 +170,15 @@ impl BucketTable {
     /// visit, and of a rotating [`HINT_ROTATION`]th of all blocks: a frequent walk (the
     /// baseline's, every second) then reads the occupied part of a large, mostly empty
     /// table, and finds a source in a block that was empty within [`HINT_ROTATION`] walks.
-    /// Stops when `visit` returns false.
-    pub fn for_each_hinted(&self, mut visit: impl FnMut(&BucketKey, &Bucket) -> bool) {
+    /// `created` is the program's count of buckets created so far (the classes'
+    /// `admitted`): only a change of it starts the rotation, for the next
+    /// [`HINT_ROTATION`] walks, so a walk of an idle node reads nothing but occupied
+    /// blocks. Stops when `visit` returns false.
+    pub fn for_each_hinted(
+        &self,
+        created: u64,
+        mut visit: impl FnMut(&BucketKey, &Bucket) -> bool,
+    ) {
         let blocks = self.slots.div_ceil(HINT_BLOCK);
         let mut hints = self
             .hints
@@ -177,7 +188,16 @@ impl BucketTable {
             // First walk: every block is visited (and hinted by what it holds).
             hints.live = vec![true; blocks];
         }
-        let slice = blocks.div_ceil(HINT_ROTATION);
+        if created != hints.created {
+            hints.created = created;
+            hints.rotations = HINT_ROTATION;
+        }
+        let slice = if hints.rotations > 0 {
+            hints.rotations -= 1;
+            blocks.div_ceil(HINT_ROTATION)
+        } else {
+            0
+        };
         let start = hints.cursor % blocks;
         hints.cursor = (start + slice) % blocks;
         for block in 0..blocks {

@@ -49,24 +49,26 @@ impl BucketWalker {
         max: u64,
         visit: impl FnMut(&BucketKey, &Bucket),
     ) -> Result<WalkEnd, DataplaneError> {
-        self.walk_with(false, deadline, max, visit)
+        self.walk_with(None, deadline, max, visit)
     }
 
     /// [`BucketWalker::walk_at_most`] over the table's occupied blocks and a rotating part
-    /// of the others (see [`BucketTable::for_each_hinted`]): for a walk every second that
-    /// may see a new source a few seconds late.
+    /// of the others while buckets are being created (`created`, the program's count; see
+    /// [`BucketTable::for_each_hinted`]): for a walk every second that may see a new source
+    /// a few seconds late.
     pub fn walk_hinted(
         &self,
+        created: u64,
         deadline: Instant,
         max: u64,
         visit: impl FnMut(&BucketKey, &Bucket),
     ) -> Result<WalkEnd, DataplaneError> {
-        self.walk_with(true, deadline, max, visit)
+        self.walk_with(Some(created), deadline, max, visit)
     }
 
     fn walk_with(
         &self,
-        hinted: bool,
+        hinted: Option<u64>,
         deadline: Instant,
         max: u64,
         mut visit: impl FnMut(&BucketKey, &Bucket),
@@ -88,10 +90,9 @@ impl BucketWalker {
                     end.visited += 1;
                     true
                 };
-                if hinted {
-                    table.for_each_hinted(each);
-                } else {
-                    table.for_each(each);
+                match hinted {
+                    Some(created) => table.for_each_hinted(created, each),
+                    None => table.for_each(each),
                 }
             }
             Self::Snapshot(entries) => {

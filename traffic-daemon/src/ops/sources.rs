@@ -35,6 +35,9 @@ pub struct SourcesWalk {
     walker: BucketWalker,
     slots: Vec<SlotView>,
     now_ns: u64,
+    /// The program's count of class buckets created (the classes' `admitted`, summed),
+    /// for the baseline's hinted walk; 0 when not read.
+    pub(crate) created: u64,
 }
 
 /// A key in the top-N set: by packets, then by key (a fixed order for ties).
@@ -53,7 +56,7 @@ impl SourcesWalk {
         let mut out = Vec::new();
         let walked = self
             .walker
-            .walk_hinted(Instant::now() + budget, max, |k, b| {
+            .walk_hinted(self.created, Instant::now() + budget, max, |k, b| {
                 if k.class < traffic_common::MAX_CLASSES {
                     out.push(crate::policy::baseline::Sample {
                         key: *k,
@@ -233,6 +236,7 @@ impl Core {
             walker: self.dp.bucket_walker()?,
             slots,
             now_ns: self.dp.now_ns(),
+            created: 0,
         })
     }
 

@@ -400,35 +400,74 @@ pub fn a_hammered_sources_refusals_are_counted_in_batches() -> Result<()> {
     .expect("the pinned test thread")
 }
 
-/// The baseline's hinted walk (every second) reads the occupied blocks of the table and a
-/// rotating eighth of the rest: a source in a block that was empty is seen within
-/// `HINT_ROTATION` (8) walks, and at every walk after that.
+/// The baseline's hinted walk (every second) reads the occupied blocks of the table, and a
+/// rotating eighth of the rest for the `HINT_ROTATION` (8) walks after the program created a
+/// bucket: a new source in a block that was empty is seen within 8 walks, and at every walk
+/// after that; an idle node's walk reads no empty block (a bucket the program did not
+/// create, put there by hand, stays unseen).
 pub fn the_hinted_walk_finds_a_new_source_within_a_rotation() -> Result<()> {
     use std::time::{Duration, Instant};
     use traffic_daemon::dataplane::table::HINT_ROTATION;
-    let lab = Lab::configured(
+    let mut lab = Lab::configured(
         "table-hinted",
         "[daemon]\ninterfaces = [\"lo\"]\n[classes.default]\npackets = { rate = 10 }\n",
     )?;
     let walker = lab.kernel.bucket_walker()?;
-    let seen = |walker: &traffic_daemon::dataplane::walk::BucketWalker| -> Result<u64> {
+    let seen = |lab: &Lab, walker: &traffic_daemon::dataplane::walk::BucketWalker| -> Result<u64> {
+        let created = lab.kernel.class_stats()?.iter().map(|s| s.admitted).sum();
         Ok(walker
-            .walk_hinted(Instant::now() + Duration::from_secs(5), u64::MAX, |_, _| {})?
+            .walk_hinted(
+                created,
+                Instant::now() + Duration::from_secs(5),
+                u64::MAX,
+                |_, _| {},
+            )?
             .visited)
     };
-    ensure!(seen(&walker)? == 0, "an empty table");
+    ensure!(seen(&lab, &walker)? == 0, "an empty table");
     lab.once(&udp(IpAddr::V4(Ipv4Addr::new(198, 18, 42, 1))))?;
     let mut walks = 1;
-    while seen(&walker)? == 0 {
+    while seen(&lab, &walker)? == 0 {
         walks += 1;
         ensure!(
             walks <= HINT_ROTATION,
             "the new source was not seen in {HINT_ROTATION} hinted walks"
         );
     }
-    for _ in 0..10 {
-        ensure!(seen(&walker)? == 1, "a seen source is seen at every walk");
+    for _ in 0..2 * HINT_ROTATION {
+        ensure!(
+            seen(&lab, &walker)? == 1,
+            "a seen source is seen at every walk"
+        );
     }
+    // Idle now: a bucket put in by hand (not counted as created), in another block than the
+    // source's, is in no walked block.
+    let class = lab.class("default");
+    let mask =
+        traffic_common::table_set_mask(traffic_common::table_slots(crate::support::bpf::SOURCES));
+    let block = |a: [u8; 4]| {
+        let (lo, hi) = traffic_common::addr_words(&traffic_common::v4_mapped(a));
+        let slot = (traffic_common::table_set(lo, hi, class) & mask) * traffic_common::TABLE_WAYS;
+        slot as usize / traffic_daemon::dataplane::table::HINT_BLOCK
+    };
+    let other = (1..=255u8)
+        .map(|i| [198, 18, 99, i])
+        .find(|a| block(*a) != block([198, 18, 42, 1]))
+        .context("no address in another block")?;
+    let key = traffic_common::BucketKey {
+        addr: traffic_common::v4_mapped(other),
+        class,
+    };
+    lab.kernel
+        .set_bucket(&key, &traffic_common::Bucket::default())?;
+    let mut idle = 0;
+    for _ in 0..2 * HINT_ROTATION {
+        idle = idle.max(seen(&lab, &walker)?);
+    }
+    ensure!(
+        idle == 1,
+        "an idle walk read empty blocks: it saw {idle} sources, the hand-put one too"
+    );
     println!("a new source seen at hinted walk {walks} (at most {HINT_ROTATION})");
     Ok(())
 }
