@@ -27,16 +27,20 @@ pub struct ClassPrefix {
     pub _pad: u32,
 }
 
-/// The mask words of a prefix of `bits` bits (0–128) over an address as [`addr_words`].
-pub const fn prefix_mask_words(bits: u32) -> [u64; 2] {
-    let m: u128 = if bits == 0 {
+/// The netmask of a prefix of `bits` bits (0–128) over a 128-bit address read big-endian.
+pub const fn prefix_mask(bits: u32) -> u128 {
+    if bits == 0 {
         0
     } else if bits >= 128 {
         u128::MAX
     } else {
         u128::MAX << (128 - bits)
-    };
-    let (lo, hi) = addr_words(&m.to_be_bytes());
+    }
+}
+
+/// [`prefix_mask`] as mask words over an address as [`addr_words`].
+pub const fn prefix_mask_words(bits: u32) -> [u64; 2] {
+    let (lo, hi) = addr_words(&prefix_mask(bits).to_be_bytes());
     [lo, hi]
 }
 

@@ -203,12 +203,7 @@ pub fn desired(config: &Config, slots: &Slots, factor: impl Fn(usize) -> f64) ->
 fn mark_leaves(rules: &mut BTreeMap<RuleKey, Rule>) {
     let keys: Vec<RuleKey> = rules.keys().copied().collect();
     for (i, (addr, bits)) in keys.iter().enumerate() {
-        let host = if *bits == 0 {
-            u128::MAX
-        } else {
-            u128::MAX.checked_shr(*bits).unwrap_or(0)
-        };
-        let end = u128::from_be_bytes(*addr) | host;
+        let end = u128::from_be_bytes(*addr) | !traffic_common::prefix_mask(*bits);
         let nested = keys
             .get(i + 1)
             .is_some_and(|(next, _)| u128::from_be_bytes(*next) <= end);
@@ -453,6 +448,40 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn a_rule_is_a_leaf_unless_another_lies_inside_it() {
+        let key = |a: &str, bits: u32| -> RuleKey {
+            let ip: std::net::Ipv6Addr = a.parse().unwrap();
+            (ip.octets(), bits)
+        };
+        let rule = Rule {
+            action: Action::Limit as u32,
+            class: 0,
+            mask: [0, 0],
+        };
+        let mut rules: BTreeMap<RuleKey, Rule> = [
+            key("2001:db8:4000::", 34),
+            key("2001:db8:4000:1::", 64),
+            key("2001:db8:8000::", 33),
+            key("2001:db8:8000::", 48),
+            key("2001:db8:9000::1", 128),
+        ]
+        .into_iter()
+        .map(|k| (k, rule))
+        .collect();
+        mark_leaves(&mut rules);
+        let leaf = |a: &str, bits: u32| rules[&key(a, bits)].mask != [0, 0];
+        assert!(!leaf("2001:db8:4000::", 34), "has a /64 inside");
+        assert!(leaf("2001:db8:4000:1::", 64));
+        assert!(!leaf("2001:db8:8000::", 33), "has a /48 at its own address");
+        assert!(leaf("2001:db8:8000::", 48));
+        assert!(leaf("2001:db8:9000::1", 128), "a host rule");
+        assert_eq!(
+            rules[&key("2001:db8:9000::1", 128)].mask,
+            [u64::MAX, u64::MAX]
+        );
+    }
 
     const BASE: &str = r#"
 [daemon]
