@@ -3,6 +3,11 @@
 //! and adds them to the bucket in batches, so a source over its limit hammered from several
 //! CPUs only reads its bucket's cache line instead of bouncing it between them. A tally's
 //! batch goes to the slot only while the slot still holds the source it began with.
+//!
+//! An entry belongs to the first source that begins a batch in it until the batch is added
+//! (full, or [`DROP_FLUSH_NS`] old): other sources of that entry count their refusals at
+//! once meanwhile. A flood spread over many sources then costs no more than counting at
+//! once, while a hammered source keeps its batch.
 
 use traffic_common::{DROP_BATCH, DROP_EXACT, DROP_FLUSH_NS, DROP_TALLY_ENTRIES, DropTally};
 
@@ -31,6 +36,14 @@ pub fn refused(f: &Found, len: u64, now: u64) {
     // SAFETY: this CPU's value; XDP runs with migration disabled, nothing else writes it.
     let t = unsafe { &mut *t };
     if t.packets != 0 && (t.slot != f.index || t.tag != f.tag) {
+        if now.wrapping_sub(t.since) < DROP_FLUSH_NS {
+            // The entry is another source's young batch: this refusal is counted at once,
+            // on the line the verdict just read. Flushing instead would write a third line
+            // per packet when many refused sources share the entries (a spread flood).
+            // SAFETY: as above.
+            unsafe { count(b, 1, len) };
+            return;
+        }
         flush(t);
     }
     if t.packets == 0 {

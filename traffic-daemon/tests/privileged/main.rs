@@ -105,6 +105,7 @@ fn cases() -> Vec<Trial> {
         hostile_traffic::table::an_evicted_heavy_hitter_never_passes_more_than_its_allowance,
         hostile_traffic::table::the_tracked_source_bitmap_forgets_what_it_has_not_seen,
         hostile_traffic::table::a_hammered_sources_refusals_are_counted_in_batches,
+        hostile_traffic::table::a_busy_tally_leaves_a_second_source_counted_at_once,
         hostile_traffic::table::the_hinted_walk_finds_a_new_source_within_a_rotation,
         gate::closed_gate_passes_everything,
         gate::open_gate_refuses_new_connections_only,

@@ -400,6 +400,86 @@ pub fn a_hammered_sources_refusals_are_counted_in_batches() -> Result<()> {
     .expect("the pinned test thread")
 }
 
+/// Two refused sources whose slots share a tally entry: the entry stays with the first
+/// source's batch while it is young, and the second's refusals are counted in its bucket at
+/// once, instead of each refusal flushing the other's batch (a flood spread over many
+/// sources would then write a third cache line per packet). On one pinned CPU.
+pub fn a_busy_tally_leaves_a_second_source_counted_at_once() -> Result<()> {
+    use traffic_common::{DROP_BATCH, DROP_EXACT, DROP_FLUSH_NS, DROP_TALLY_ENTRIES};
+    const SENT: u64 = 100;
+    const _: () = assert!(SENT > DROP_EXACT + 1 && SENT - 1 - DROP_EXACT < DROP_BATCH);
+    std::thread::spawn(|| -> Result<()> {
+        traffic_testkit::netns::pin_to_cpu(0);
+        let lab = Lab::configured(
+            "table-tally-shared",
+            "[daemon]\ninterfaces = [\"lo\"]\n[classes.default]\n\
+             packets = { rate = 1, per = \"1h\", burst = 1 }\n",
+        )?;
+        let class = lab.class("default");
+        let mask = traffic_common::table_set_mask(traffic_common::table_slots(
+            crate::support::bpf::SOURCES,
+        ));
+        let set = |a: [u8; 4]| {
+            let (lo, hi) = traffic_common::addr_words(&traffic_common::v4_mapped(a));
+            traffic_common::table_set(lo, hi, class) & mask
+        };
+        // Each source is alone in its set, so in its first way.
+        let tally = |a: [u8; 4]| (set(a) * traffic_common::TABLE_WAYS) & (DROP_TALLY_ENTRIES - 1);
+        let counted = |a: [u8; 4]| -> Result<u64> {
+            let key = traffic_common::v4_mapped(a);
+            let b = lab.buckets_of(class)?;
+            let (_, b) = b
+                .iter()
+                .find(|(k, _)| k.addr == key)
+                .context("the source has a bucket")?;
+            Ok(b.dropped)
+        };
+        // A few tries: the first source's batch must still be young (< DROP_FLUSH_NS) when
+        // the second is refused, which a stalled machine may not give.
+        for attempt in 0..3u8 {
+            let a = [198, 18, 50 + attempt, 1];
+            let b = (60..=255u8)
+                .flat_map(|c| (1..=254u8).map(move |d| [198, 18, c, d]))
+                .find(|b| set(*b) != set(a) && tally(*b) == tally(a))
+                .context("no address shares the first one's tally entry")?;
+            let started = std::time::Instant::now();
+            for f in [udp(IpAddr::V4(a.into())), udp(IpAddr::V4(b.into()))] {
+                for _ in 0..SENT {
+                    lab.once(&f)?;
+                }
+            }
+            let young = started.elapsed().as_nanos() < u128::from(DROP_FLUSH_NS) / 2;
+            let (da, db) = (counted(a)?, counted(b)?);
+            println!(
+                "attempt {attempt}: {a:?} and {b:?} share tally entry {}; \
+                 refusals counted {da} and {db} of {} each",
+                tally(a),
+                SENT - 1
+            );
+            if !young {
+                continue;
+            }
+            ensure!(
+                da >= DROP_EXACT && da < SENT - 1,
+                "the first source's later refusals are held in its batch: {da} counted"
+            );
+            ensure!(
+                db == SENT - 1,
+                "the second source's refusals are all counted at once: {db} of {}",
+                SENT - 1
+            );
+            return Ok(());
+        }
+        anyhow::bail!(
+            "the machine never ran {} packets within {} ms",
+            2 * SENT,
+            DROP_FLUSH_NS / 2_000_000
+        )
+    })
+    .join()
+    .expect("the pinned test thread")
+}
+
 /// The baseline's hinted walk (every second) reads the occupied blocks of the table, and a
 /// rotating eighth of the rest for the `HINT_ROTATION` (8) walks after the program created a
 /// bucket: a new source in a block that was empty is seen within 8 walks, and at every walk
