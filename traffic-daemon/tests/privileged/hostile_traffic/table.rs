@@ -460,7 +460,7 @@ pub fn a_busy_tally_leaves_a_second_source_counted_at_once() -> Result<()> {
                 continue;
             }
             ensure!(
-                da >= DROP_EXACT && da < SENT - 1,
+                (DROP_EXACT..SENT - 1).contains(&da),
                 "the first source's later refusals are held in its batch: {da} counted"
             );
             ensure!(
