@@ -69,10 +69,13 @@ pub fn rule_of(src: (u64, u64), cfg: &GlobalConfig) -> (u32, u32) {
 /// so every address it covers gets it; a spoofed flood from one rule's range then costs a
 /// masked compare per new source instead of a trie walk. Returns action << 32 | class.
 ///
-/// Out of line (a BPF-to-BPF call): its four ways out are one state for the verifier after
-/// the call, not four copies of everything that follows.
+/// A global function (a BPF-to-BPF call to a symbol with global linkage): the verifier
+/// checks it once, on its own, with unknown arguments, rather than along every path that
+/// reaches the call, and its four ways out are one unknown result after it (−43,000 of the
+/// verifier's 907,000 instructions, measured).
 #[inline(never)]
-fn rule_lookup(lo: u64, hi: u64, rules_gen: u32, default_class: u32) -> u64 {
+#[unsafe(no_mangle)]
+pub extern "C" fn rule_lookup(lo: u64, hi: u64, rules_gen: u32, default_class: u32) -> u64 {
     let last = TRF_CLS_PREFIX.get_ptr_mut(0);
     if let Some(p) = last {
         // SAFETY: per-CPU value of this CPU; XDP runs with migration disabled.

@@ -180,6 +180,13 @@ impl Kernel {
         Ok(kernel)
     }
 
+    /// The instructions the verifier processed to accept the XDP program, when the kernel
+    /// says: its limit is 10⁶, so this is the hot path's headroom for more code.
+    pub fn verified_insns(&self) -> Option<u32> {
+        let prog: &Xdp = self.ebpf.program(PROGRAM_NAME)?.try_into().ok()?;
+        prog.info().ok()?.verified_instruction_count()
+    }
+
     /// The pin directory.
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir

@@ -338,6 +338,14 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         "a. program cost through BPF_PROG_TEST_RUN (ns per packet)",
     );
     let mut traffic = Traffic::load("testrun", TESTRUN_CONFIG, true)?;
+    // The verifier's budget is 10⁶ instructions: what the program leaves of it.
+    report.meta(
+        "verified_insns",
+        traffic
+            .kernel
+            .verified_insns()
+            .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+    );
     let unprotected = Traffic::load("testrun-lru", TESTRUN_CONFIG, true)?;
     let guarded = traffic.slot("guarded")?;
     let open = traffic.slot("open")?;
