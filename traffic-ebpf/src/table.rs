@@ -55,9 +55,11 @@ unsafe fn holds(s: *mut TableSlot, addr: (u64, u64), class: u32) -> Option<u64> 
     // SAFETY: the caller's guarantee; whole aligned words of a live array value.
     unsafe {
         let a = (&raw const (*s).addr).cast::<u64>();
-        // A quick look first: a way that holds another source (an IPv4 source differs in
-        // the high word, a masked IPv6 one in the low) costs two loads and a compare, not
-        // the whole protocol.
+        // A quick look first: a way that holds another source costs two loads and a
+        // compare, not the whole protocol. The XOR of the address words tells sources
+        // apart whichever word they differ in (an IPv4 source in the second, bytes 8–15;
+        // an IPv6 source masked to its /64 in the first). Only a match is then read under
+        // the tag protocol, so a torn read here can only send the probe on.
         if load(a) ^ load(a.add(1)) != addr.0 ^ addr.1 {
             return None;
         }
