@@ -158,17 +158,21 @@ pub struct BucketKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Bucket {
-    /// Theoretical arrival time (ns, `bpf_ktime_get_ns` clock) per limit: packet limits at
-    /// `0..MAX_PACKET_LIMITS`, the byte limit at [`BYTE_LIMIT_SLOT`]. 0 = full bucket.
-    pub tat: [u64; MAX_PACKET_LIMITS + 1],
-    /// Packets dropped (or that would have been, in monitor mode). Right after `tat`: in a
-    /// set's first slot a refusal then reads one cache line (tag, key, `tat`, `dropped`).
+    /// Packets dropped (or that would have been, in monitor mode).
     pub dropped: u64,
     /// Packets seen from this source (passed or dropped).
     pub packets: u64,
     /// Bytes of every packet counted in `packets` (whole frames): the byte rates of the
     /// daemon's baseline (`trafficctl suggest`).
     pub bytes: u64,
+    /// Theoretical arrival time (ns, `bpf_ktime_get_ns` clock) per limit: packet limits at
+    /// `0..MAX_PACKET_LIMITS`, the byte limit at [`BYTE_LIMIT_SLOT`]. 0 = full bucket.
+    ///
+    /// After the counters: in a slot that starts a cache line (a set's first), the tag, the
+    /// key, the three counts and the first two packet limits are one line, so a verdict of
+    /// a class with one or two packet limits, passed or refused, reads and writes that line
+    /// alone (a byte limit's word is in the next).
+    pub tat: [u64; MAX_PACKET_LIMITS + 1],
 }
 
 /// The input of [`RESCALE_PROGRAM_NAME`]: one bucket and its class's limits before and after
