@@ -28,9 +28,8 @@ pub fn global_monitor() -> Option<bool> {
 
 /// The rule of a source: from this CPU's classification cache when it holds the source
 /// under the current rule generation, else from the rule table ([`rule_lookup`]; then
-/// cached), with the
-/// ban that covers it (the action is then [`crate::bans::BANNED`] until the ban ends),
-/// looked up only while the daemon has bans in force ([`GLOBAL_HAS_BANS`]).
+/// cached), with the ban that covers it (the action is then [`crate::bans::BANNED`] until
+/// the ban ends), looked up only while the daemon has bans in force ([`GLOBAL_HAS_BANS`]).
 #[inline(always)]
 pub fn rule_of(src: (u64, u64), cfg: &GlobalConfig) -> (u32, u32) {
     let (default_class, rules_gen) = (cfg.default_class, cfg.rules_gen);

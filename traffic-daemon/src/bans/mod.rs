@@ -114,9 +114,7 @@ impl Prefix {
                 IpAddr::V4((u32::from(a) & m).into())
             }
             IpAddr::V6(a) => {
-                let m = u128::MAX
-                    .checked_shl(128 - u32::from(self.len))
-                    .unwrap_or(0);
+                let m = traffic_common::prefix_mask(u32::from(self.len));
                 IpAddr::V6((u128::from(a) & m).into())
             }
         }

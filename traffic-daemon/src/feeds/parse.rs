@@ -174,10 +174,7 @@ fn v6_key(a: Ipv6Addr, len: u8) -> Option<Key> {
 
 /// `addr` with the bits below the first `len` cleared.
 pub fn mask(addr: u128, len: u8) -> u128 {
-    match len {
-        0 => 0,
-        l => addr & (u128::MAX << (128 - u32::from(l.min(128)))),
-    }
+    addr & traffic_common::prefix_mask(u32::from(len))
 }
 
 /// A key's text, for messages and tests.

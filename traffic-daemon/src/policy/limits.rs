@@ -81,19 +81,7 @@ pub fn prefix_mask(v4: bool, bits: u8) -> [u64; 2] {
     } else {
         u32::from(bits.min(128))
     };
-    let mask: u128 = if total == 0 {
-        0
-    } else {
-        u128::MAX << (128 - total)
-    };
-    let bytes = mask.to_be_bytes();
-    let mut out = [0u64; 2];
-    for (i, word) in out.iter_mut().enumerate() {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-        *word = u64::from_ne_bytes(b);
-    }
-    out
+    traffic_common::prefix_mask_words(total)
 }
 
 /// The kernel's view of a class with its limits multiplied by `factor` (1.0 = base).

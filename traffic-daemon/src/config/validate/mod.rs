@@ -293,13 +293,7 @@ pub fn mask_addr(addr: IpAddr, len: u8) -> IpAddr {
             IpAddr::V4((bits & mask).into())
         }
         IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(len))
-            };
-            IpAddr::V6((bits & mask).into())
+            IpAddr::V6((u128::from(a) & traffic_common::prefix_mask(u32::from(len))).into())
         }
     }
 }
