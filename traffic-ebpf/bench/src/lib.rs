@@ -76,10 +76,17 @@ pub struct GenConfig {
     pub legit_count: u64,
     /// Time between two legitimate frames (all sources together), in ns.
     pub legit_interval_ns: u64,
+    /// Time between two flood frames, in ns; 0: as fast as the generator runs. A frame ahead
+    /// of the schedule is not sent (the generator drops it: recycled on its own CPU).
+    pub flood_interval_ns: u64,
 }
 
 /// Words in a [`GenConfig`].
-pub const GEN_CONFIG_WORDS: usize = 6;
+pub const GEN_CONFIG_WORDS: usize = 7;
+
+/// The longest the paced flood's schedule may fall behind before it skips ahead (a
+/// preempted generator resumes at its rate, not in a burst).
+pub const MAX_FLOOD_LAG_NS: u64 = 10_000;
 
 /// The generator's per-CPU state and counts.
 #[repr(C)]
@@ -97,10 +104,14 @@ pub struct GenState {
     pub first_ns: u64,
     /// Kernel clock at the latest frame of `gen_flood`.
     pub last_ns: u64,
+    /// When the next paced flood frame is due (kernel clock, ns).
+    pub next_flood_ns: u64,
+    /// Frames the pacing held back (dropped by the generator, never sent).
+    pub held: u64,
 }
 
 /// Words in a [`GenState`].
-pub const GEN_STATE_WORDS: usize = 6;
+pub const GEN_STATE_WORDS: usize = 8;
 
 /// What the generator sent from one legitimate source.
 #[repr(C)]
@@ -133,6 +144,7 @@ impl GenConfig {
             self.legit_base,
             self.legit_count,
             self.legit_interval_ns,
+            self.flood_interval_ns,
         ]
     }
 }
@@ -147,6 +159,8 @@ impl GenState {
             legit_next: w[3],
             first_ns: w[4],
             last_ns: w[5],
+            next_flood_ns: w[6],
+            held: w[7],
         }
     }
 }
@@ -176,9 +190,11 @@ mod tests {
             legit_base: 3,
             legit_count: 4,
             legit_interval_ns: 5,
+            flood_interval_ns: 7,
         };
-        assert_eq!(c.to_words(), [6, 1, 2, 3, 4, 5]);
-        assert_eq!(GenState::from_words(&[1, 2, 3, 4, 5, 6]).last_ns, 6);
+        assert_eq!(c.to_words(), [6, 1, 2, 3, 4, 5, 7]);
+        let st = GenState::from_words(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!((st.last_ns, st.held), (6, 8));
         assert_eq!(LegitStat::from_words(&[7, 8, 9, 0]).sent, 7);
     }
 }

@@ -29,8 +29,8 @@ use aya_ebpf::{
 };
 use traffic_ebpf::{csum, frame::Frame};
 use traffic_ebpf_bench::{
-    FAMILY_V4, FAMILY_V6, GenConfig, GenState, LegitStat, MAX_LEGIT, MAX_LEGIT_LAG_NS,
-    SOURCE_WORD_OFFSET, V4_CSUM_OFFSET, V4_UDP_CSUM_OFFSET, V6_UDP_CSUM_OFFSET,
+    FAMILY_V4, FAMILY_V6, GenConfig, GenState, LegitStat, MAX_FLOOD_LAG_NS, MAX_LEGIT,
+    MAX_LEGIT_LAG_NS, SOURCE_WORD_OFFSET, V4_CSUM_OFFSET, V4_UDP_CSUM_OFFSET, V6_UDP_CSUM_OFFSET,
 };
 
 #[btf_map]
@@ -54,6 +54,9 @@ pub fn floor_drop(_ctx: XdpContext) -> u32 {
 pub fn gen_flood(ctx: XdpContext) -> u32 {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
+    if ahead_of_schedule(now) {
+        return xdp_action::XDP_DROP;
+    }
     match rewrite(&ctx, Some(now)) {
         Some(()) => xdp_action::XDP_TX,
         // Not configured, or the template does not fit the configured layout: send nothing.
@@ -70,6 +73,31 @@ pub fn spoof_tail(ctx: XdpContext) -> u32 {
     unsafe { BENCH_JUMP.tail_call(&ctx, 0) };
     // Empty slot: visible to the benchmark as XDP_ABORTED, never as a plausible verdict.
     xdp_action::XDP_ABORTED
+}
+
+/// Whether a paced flood's next frame is not due yet at `now` (then held back and counted);
+/// else the frame goes and the next one is scheduled.
+#[inline(always)]
+fn ahead_of_schedule(now: u64) -> bool {
+    let (Some(cfg), Some(st)) = (BENCH_CONFIG.get(0), BENCH_STATE.get_ptr_mut(0)) else {
+        return false;
+    };
+    if cfg.flood_interval_ns == 0 {
+        return false;
+    }
+    // SAFETY: per-CPU value of this CPU; XDP runs with migration disabled.
+    let st = unsafe { &mut *st };
+    if now < st.next_flood_ns {
+        st.held += 1;
+        return true;
+    }
+    let due = if st.next_flood_ns + MAX_FLOOD_LAG_NS < now {
+        now
+    } else {
+        st.next_flood_ns
+    };
+    st.next_flood_ns = due + cfg.flood_interval_ns;
+    false
 }
 
 /// Pick the next source (a flood source, or a legitimate one when its turn is due — only

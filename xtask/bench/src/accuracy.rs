@@ -96,6 +96,7 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
         legit_base: LEGIT_BASE,
         legit_count: u64::from(LEGIT),
         legit_interval_ns: (1e9 / (legit_pps * f64::from(LEGIT))) as u64,
+        flood_interval_ns: 0,
     };
     meta(&mut report, plan, legit_pps);
     let mut s = Samples::default();

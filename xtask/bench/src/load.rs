@@ -262,6 +262,7 @@ impl BenchObject {
             let s = GenState::from_words(w);
             acc.seq += s.seq;
             acc.legit_sent += s.legit_sent;
+            acc.held += s.held;
             if s.first_ns != 0 && (acc.first_ns == 0 || s.first_ns < acc.first_ns) {
                 acc.first_ns = s.first_ns;
             }

@@ -22,6 +22,16 @@ use crate::{
 /// Sources of the veth flood (198.18.0.0/20).
 const VETH_SOURCES: u64 = 4096;
 
+/// Offered load of the paced floods, frames per second: below what either paced variant's
+/// receiver can take, so neither saturates. In the unpaced flood the traffic receiver does
+/// (a bare XDP_DROP does not): its ring overflows, the generator's CPU returns the frames it
+/// could not send into the page pool the receiver returns its own to, and the receiver pays
+/// for contention on that lock.
+const PACED_RATE: f64 = 2.5e6;
+
+/// The variants also measured at [`PACED_RATE`].
+const PACED: [Peer; 2] = [Peer::XdpDrop, Peer::Traffic];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Peer {
     None,
@@ -147,24 +157,40 @@ impl VethLab {
             ..plan.clone()
         };
         for v in Peer::ALL {
-            self.run(bench, v, &warm)?;
+            self.run(bench, v, &warm, None)?;
         }
         for rep in 0..plan.reps {
             for v in rotation(&Peer::ALL, rep) {
                 let m = self
-                    .run(bench, v, plan)
+                    .run(bench, v, plan, None)
                     .with_context(|| format!("veth flood, {}", v.name()))?;
-                push_samples(&mut s, rep, v, &m);
+                push_samples(&mut s, rep, "", v, &m);
+            }
+            for v in rotation(&PACED, rep) {
+                let m = self
+                    .run(bench, v, plan, Some(PACED_RATE))
+                    .with_context(|| format!("paced veth flood, {}", v.name()))?;
+                push_samples(&mut s, rep, "paced.", v, &m);
             }
         }
         Ok(s)
     }
 
-    /// One flood through variant `v`, attached for the run and detached after it.
-    fn run(&mut self, bench: &mut BenchObject, v: Peer, plan: &Plan) -> Result<VethRun> {
+    /// One flood through variant `v` (paced at `rate` frames per second when given),
+    /// attached for the run and detached after it.
+    fn run(
+        &mut self,
+        bench: &mut BenchObject,
+        v: Peer,
+        plan: &Plan,
+        rate: Option<f64>,
+    ) -> Result<VethRun> {
         let (net, limit) = (&self.net, self.limit);
         let traffic = &mut self.traffic;
-        bench.configure(&self.gen_cfg)?;
+        bench.configure(&GenConfig {
+            flood_interval_ns: rate.map_or(0, |r| (1e9 / r) as u64),
+            ..self.gen_cfg
+        })?;
         bench.reset()?;
         let default_slot = traffic.slot("default")?;
         // Attach the variant; its guard (or explicit detach below) removes it.
@@ -220,6 +246,7 @@ impl VethLab {
         let passed_after = traffic.counter(default_slot, Reason::Pass)?.packets;
         let st = bench.state()?;
         Ok(VethRun {
+            held: st.held,
             sent,
             rx: RxDelta::between(&a, &b),
             span: span_secs(&st),
@@ -228,9 +255,10 @@ impl VethLab {
     }
 }
 
-/// One run's figures, under the variant's names.
-fn push_samples(s: &mut Samples, rep: usize, v: Peer, m: &VethRun) {
-    let n = v.name();
+/// One run's figures, under the variant's names (after `prefix`).
+fn push_samples(s: &mut Samples, rep: usize, prefix: &str, v: Peer, m: &VethRun) {
+    let n = format!("{prefix}{}", v.name());
+    let sent = m.sent.frames - m.held;
     s.push(&format!("{n}.ns_per_packet"), rep, m.rx.ns_per_packet());
     s.push(
         &format!("{n}.mpps"),
@@ -240,12 +268,12 @@ fn push_samples(s: &mut Samples, rep: usize, v: Peer, m: &VethRun) {
     s.push(
         &format!("{n}.processed_share"),
         rep,
-        m.rx.processed as f64 / m.sent.frames as f64,
+        m.rx.processed as f64 / sent as f64,
     );
     s.push(
         &format!("{n}.generator_mpps"),
         rep,
-        m.sent.frames as f64 / m.sent.wall.as_secs_f64() / 1e6,
+        sent as f64 / m.sent.wall.as_secs_f64() / 1e6,
     );
     if v.limits() {
         let allowance = VETH_SOURCES as f64 * (f64::from(RATE) * m.span + f64::from(BURST));
@@ -257,7 +285,7 @@ fn push_samples(s: &mut Samples, rep: usize, v: Peer, m: &VethRun) {
     }
     if let Some(p) = m.program_passed {
         s.push(
-            "traffic.program_passed/udp",
+            &format!("{prefix}traffic.program_passed/udp"),
             rep,
             p as f64 / m.rx.reached_udp.max(1) as f64,
         );
@@ -317,6 +345,29 @@ fn figures(report: &mut Report, mut s: Samples, reps: usize) {
         "traffic's own pass counter over what reached UDP (cross-check, ≈ 1)",
         s.take("traffic.program_passed/udp", reps),
     );
+    for v in PACED {
+        let n = format!("paced.{}", v.name());
+        for (what, unit, about) in [
+            (
+                "ns_per_packet",
+                "ns/packet",
+                "receive CPU per packet, flood paced at 2.5 Mpps (no receiver saturated)",
+            ),
+            (
+                "processed_share",
+                "share",
+                "frames processed / frames sent, paced (≈ 1: the ring never overflowed)",
+            ),
+            ("mpps", "Mpps", "frames processed per second, paced"),
+        ] {
+            report.figure(
+                &format!("{n}.{what}"),
+                unit,
+                about,
+                s.take(&format!("{n}.{what}"), reps),
+            );
+        }
+    }
 }
 
 /// The paired ratios and the targets they are judged by.
@@ -351,6 +402,12 @@ fn ratios_and_targets(report: &mut Report) {
         "none.ns_per_packet",
         "nftables meter over no filter",
     );
+    report.ratio(
+        "paced.traffic/xdp_drop",
+        "paced.traffic.ns_per_packet",
+        "paced.xdp_drop.ns_per_packet",
+        "traffic's receive CPU over bare XDP_DROP's, both at 2.5 Mpps offered (neither saturated)",
+    );
     report.target(
         "veth flood: CPU per packet ≤ 0.2× the nftables meter's (issue 16)",
         "traffic/nft",
@@ -373,6 +430,8 @@ fn ratios_and_targets(report: &mut Report) {
 
 struct VethRun {
     sent: Sent,
+    /// Frames a paced generator held back (never sent).
+    held: u64,
     rx: RxDelta,
     /// Generator span (kernel clock), s.
     span: f64,
