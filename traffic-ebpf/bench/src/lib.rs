@@ -88,6 +88,23 @@ pub const GEN_CONFIG_WORDS: usize = 7;
 /// preempted generator resumes at its rate, not in a burst).
 pub const MAX_FLOOD_LAG_NS: u64 = 10_000;
 
+/// The paced flood's schedule at `now`, with the next frame due at `next_ns`: `None` when
+/// the frame is ahead of it (held back), else when the frame after it is due. A schedule
+/// more than [`MAX_FLOOD_LAG_NS`] behind restarts from `now`, so a stalled generator resumes
+/// at its rate rather than in a burst.
+#[inline(always)]
+pub const fn flood_pace(next_ns: u64, now: u64, interval_ns: u64) -> Option<u64> {
+    if now < next_ns {
+        return None;
+    }
+    let due = if next_ns + MAX_FLOOD_LAG_NS < now {
+        now
+    } else {
+        next_ns
+    };
+    Some(due + interval_ns)
+}
+
 /// The generator's per-CPU state and counts.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -196,5 +213,27 @@ mod tests {
         let st = GenState::from_words(&[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!((st.last_ns, st.held), (6, 8));
         assert_eq!(LegitStat::from_words(&[7, 8, 9, 0]).sent, 7);
+    }
+
+    #[test]
+    fn the_paced_flood_holds_early_frames_and_never_bursts_after_a_stall() {
+        let interval = 400;
+        // Early: held.
+        assert_eq!(flood_pace(1_000, 999, interval), None);
+        // On time or a little late: the schedule advances from where it was, not from now.
+        assert_eq!(flood_pace(1_000, 1_000, interval), Some(1_400));
+        assert_eq!(flood_pace(1_000, 1_300, interval), Some(1_400));
+        // Stalled beyond the lag: it restarts from now, so no backlog goes out at once.
+        let late = 1_000 + MAX_FLOOD_LAG_NS + 1;
+        assert_eq!(flood_pace(1_000, late, interval), Some(late + interval));
+        // Frames sent at full speed (every 100 ns) over 1 ms of a 400 ns schedule: a quarter.
+        let (mut next, mut sent) = (0, 0);
+        for now in (0..1_000_000).step_by(100) {
+            if let Some(n) = flood_pace(next, now, interval) {
+                next = n;
+                sent += 1;
+            }
+        }
+        assert_eq!(sent, 2_500);
     }
 }

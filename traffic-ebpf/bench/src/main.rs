@@ -29,8 +29,8 @@ use aya_ebpf::{
 };
 use traffic_ebpf::{csum, frame::Frame};
 use traffic_ebpf_bench::{
-    FAMILY_V4, FAMILY_V6, GenConfig, GenState, LegitStat, MAX_FLOOD_LAG_NS, MAX_LEGIT,
-    MAX_LEGIT_LAG_NS, SOURCE_WORD_OFFSET, V4_CSUM_OFFSET, V4_UDP_CSUM_OFFSET, V6_UDP_CSUM_OFFSET,
+    FAMILY_V4, FAMILY_V6, GenConfig, GenState, LegitStat, MAX_LEGIT, MAX_LEGIT_LAG_NS,
+    SOURCE_WORD_OFFSET, V4_CSUM_OFFSET, V4_UDP_CSUM_OFFSET, V6_UDP_CSUM_OFFSET, flood_pace,
 };
 
 #[btf_map]
@@ -87,17 +87,16 @@ fn ahead_of_schedule(now: u64) -> bool {
     }
     // SAFETY: per-CPU value of this CPU; XDP runs with migration disabled.
     let st = unsafe { &mut *st };
-    if now < st.next_flood_ns {
-        st.held += 1;
-        return true;
+    match flood_pace(st.next_flood_ns, now, cfg.flood_interval_ns) {
+        Some(next) => {
+            st.next_flood_ns = next;
+            false
+        }
+        None => {
+            st.held += 1;
+            true
+        }
     }
-    let due = if st.next_flood_ns + MAX_FLOOD_LAG_NS < now {
-        now
-    } else {
-        st.next_flood_ns
-    };
-    st.next_flood_ns = due + cfg.flood_interval_ns;
-    false
 }
 
 /// Pick the next source (a flood source, or a legitimate one when its turn is due — only

@@ -360,6 +360,11 @@ fn figures(report: &mut Report, mut s: Samples, reps: usize) {
                 "frames processed / frames sent, paced (the rest: ring full in a burst)",
             ),
             ("mpps", "Mpps", "frames processed per second, paced"),
+            (
+                "generator_mpps",
+                "Mpps",
+                "frames the paced generator sent per second (2.5 asked)",
+            ),
         ] {
             report.figure(
                 &format!("{n}.{what}"),
@@ -368,7 +373,21 @@ fn figures(report: &mut Report, mut s: Samples, reps: usize) {
                 s.take(&format!("{n}.{what}"), reps),
             );
         }
+        if v.limits() {
+            report.figure(
+                &format!("{n}.passed/allowance"),
+                "share",
+                "datagrams that reached UDP / (4096 × (rate·t + burst)), paced",
+                s.take(&format!("{n}.passed/allowance"), reps),
+            );
+        }
     }
+    report.figure(
+        "paced.traffic.program_passed/udp",
+        "share",
+        "traffic's own pass counter over what reached UDP, paced (≈ 1)",
+        s.take("paced.traffic.program_passed/udp", reps),
+    );
 }
 
 /// The paired ratios and the targets they are judged by.
