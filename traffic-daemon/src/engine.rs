@@ -487,10 +487,17 @@ impl Core {
         if new.pressure != self.config.pressure {
             self.sampler = Sampler::from_settings(&new.pressure);
         }
+        let feeds_changed = new.feeds != self.config.feeds;
         self.config = new;
         self.sync_upstreams();
         match self.apply_desired() {
-            Ok(a) => Ok(a),
+            Ok(a) => {
+                if feeds_changed {
+                    // The feed task sleeps until a feed is due: have it read the new list.
+                    self.feeds.wake.notify_one();
+                }
+                Ok(a)
+            }
             Err(e) => {
                 // Keep the running config, and put it back in the kernel: the failed apply
                 // may have written part of the new one (the diff starts from what the

@@ -10,7 +10,7 @@
 //! - [`api`]: the `/v1` wire types, the one client, the text renderers;
 //! - [`config`] (syntax, raw file, validation by section), [`policy`] (limits, throttle,
 //!   breakers, upstreams; pure), [`pressure`] (sampling /proc), [`sockdiag`] (socket
-//!   statistics), [`setting`] (the one settings error);
+//!   statistics), [`rtnl`] (link and address events), [`setting`] (the one settings error);
 //! - [`dataplane`]: the only module that touches aya (and its fake for tests).
 #![deny(unsafe_code)]
 #![cfg_attr(
@@ -33,6 +33,7 @@ pub mod ops;
 pub mod plan;
 pub mod policy;
 pub mod pressure;
+pub mod rtnl;
 pub mod serve;
 pub mod setting;
 pub mod sockdiag;

@@ -197,7 +197,7 @@ impl Kernel {
     /// frames to arbitrary addresses leave it off, and then every destination is gated.
     pub fn track_local_addresses(&mut self) -> Result<(), DataplaneError> {
         let map = take_map!(self.ebpf, map_names::LOCAL, HashMap);
-        self.local = Some(super::local::Tracker::start(map, super::local::REFRESH)?);
+        self.local = Some(super::local::Tracker::start(map, super::local::SAFETY_NET)?);
         Ok(())
     }
 

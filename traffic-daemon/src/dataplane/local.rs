@@ -2,41 +2,79 @@
 //! bulkheads, new-connection limits, the passive signal) apply only to traffic addressed to
 //! the node, never to traffic it routes to other hosts.
 //!
-//! Read with `getifaddrs(3)` at start and then every [`REFRESH`] on a thread of its own (the
-//! control loop never waits on it): an address added later is gated within that period,
-//! and until then its traffic passes its port rules, as transit traffic does.
+//! Read with `getifaddrs(3)` at start, then again on a thread of its own (the control loop
+//! never waits on it) whenever rtnetlink says an address appeared or went away
+//! (`RTMGRP_IPV4_IFADDR`, `RTMGRP_IPV6_IFADDR`), and every [`SAFETY_NET`] in case an event
+//! was lost unreported. An address added later is gated within milliseconds; until then its
+//! traffic passes its port rules, as transit traffic does. Without the subscription (it
+//! needs no privilege, so only a kernel without netlink refuses it) the thread polls every
+//! [`REFRESH`]. An idle node wakes this thread once a minute.
 
-use std::{collections::BTreeSet, net::IpAddr, sync::mpsc, thread::JoinHandle, time::Duration};
+use std::{
+    collections::BTreeSet,
+    io,
+    net::IpAddr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    thread::JoinHandle,
+    time::Duration,
+};
 
 use aya::maps::{HashMap, MapData};
 use tracing::warn;
 use traffic_common::{Addr, LOCAL_ADDRS_READY, LOCAL_ENTRIES, map_names, v4_mapped};
 
 use super::DataplaneError;
+use crate::rtnl;
 
-/// How often the set is read again.
+/// How often the set is read again when address events cannot be had.
 pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// How often the set is read again next to the address events.
+pub const SAFETY_NET: Duration = Duration::from_secs(60);
+
+/// The messages that mean an address appeared or went away.
+const ADDRESS_MESSAGES: [u16; 2] = [libc::RTM_NEWADDR, libc::RTM_DELADDR];
 
 /// The map of the node's addresses.
 pub type LocalMap = HashMap<MapData, Addr, u32>;
 
 /// Keeps the set current until dropped.
 pub struct Tracker {
-    stop: Option<mpsc::Sender<()>>,
+    /// The write end of the thread's stop pipe: dropping it wakes the thread to return.
+    stop: Option<OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Tracker {
-    /// Fill the set now (an error if that fails), then refresh it every `every`.
-    pub fn start(mut map: LocalMap, every: Duration) -> Result<Self, DataplaneError> {
+    /// Fill the set now (an error if that fails), then keep it current: on every address
+    /// event and every `safety_net`, or every [`REFRESH`] without events.
+    pub fn start(mut map: LocalMap, safety_net: Duration) -> Result<Self, DataplaneError> {
+        let thread_err = |e: io::Error| DataplaneError::Other(format!("local address thread: {e}"));
+        // Subscribed before the first read, so no change falls between the two.
+        let events =
+            match rtnl::subscribe((libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    warn!(error = %e, every = ?REFRESH,
+                    "cannot subscribe to address events; polling the node's addresses instead");
+                    None
+                }
+            };
         let addrs = node_addresses()
             .map_err(|e| DataplaneError::Other(format!("reading the node's addresses: {e}")))?;
         sync(&mut map, &addrs)?;
-        let (tx, rx) = mpsc::channel::<()>();
+        let (stop_rx, stop_tx) = pipe().map_err(thread_err)?;
         let thread = std::thread::Builder::new()
             .name("local-addrs".into())
             .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                let mut events = events;
+                let mut buf = vec![0; 32 * 1024];
+                loop {
+                    let every = if events.is_some() { safety_net } else { REFRESH };
+                    match wait(&mut events, &stop_rx, every, &mut buf) {
+                        Wake::Stop => return,
+                        Wake::Look => {}
+                    }
                     let r = node_addresses()
                         .map_err(|e| DataplaneError::Other(e.to_string()))
                         .and_then(|a| sync(&mut map, &a));
@@ -45,9 +83,9 @@ impl Tracker {
                     }
                 }
             })
-            .map_err(|e| DataplaneError::Other(format!("local address thread: {e}")))?;
+            .map_err(thread_err)?;
         Ok(Self {
-            stop: Some(tx),
+            stop: Some(stop_tx),
             thread: Some(thread),
         })
     }
@@ -60,6 +98,83 @@ impl Drop for Tracker {
             let _ = t.join();
         }
     }
+}
+
+/// Why the tracker's thread woke.
+enum Wake {
+    /// The tracker was dropped.
+    Stop,
+    /// An address event, lost events, or `every` passed: read the addresses again.
+    Look,
+}
+
+/// Sleep until an address event, `every`, or the stop pipe's writer is gone. A failing
+/// event socket is closed (the thread polls every [`REFRESH`] from then on, with a
+/// warning once).
+fn wait(events: &mut Option<OwnedFd>, stop: &OwnedFd, every: Duration, buf: &mut [u8]) -> Wake {
+    let mut fds = [
+        libc::pollfd {
+            fd: stop.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: events.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let timeout = i32::try_from(every.as_millis()).unwrap_or(i32::MAX);
+    loop {
+        #[allow(
+            unsafe_code,
+            reason = "a libc call; the SAFETY comment below says why it is sound"
+        )]
+        // SAFETY: `fds` is an array of two initialised pollfd that outlives the call; a
+        // negative fd is ignored by poll(2).
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n <= 0 {
+            // The period passed (or poll failed: look, rather than spin on the error).
+            return Wake::Look;
+        }
+        if fds[0].revents != 0 {
+            return Wake::Stop;
+        }
+        let Some(fd) = events.as_ref() else {
+            return Wake::Look;
+        };
+        match rtnl::drain(fd, buf, &ADDRESS_MESSAGES) {
+            Ok(true) => return Wake::Look,
+            // Other messages only: sleep on.
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, every = ?REFRESH,
+                    "address events failed; polling the node's addresses instead");
+                *events = None;
+                return Wake::Look;
+            }
+        }
+    }
+}
+
+/// A pipe (read end, write end), close-on-exec.
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    #[allow(
+        unsafe_code,
+        reason = "a libc call and taking ownership of its descriptors; the SAFETY comments say why"
+    )]
+    // SAFETY: pipe2 writes two descriptors into `fds`, which we own.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(unsafe_code, reason = "see above")]
+    // SAFETY: both descriptors were just returned by pipe2 and nobody else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Make the map hold exactly `want` plus the ready marker (written last, so the program
@@ -162,5 +277,39 @@ mod tests {
             "{addrs:?}"
         );
         assert!(!addrs.contains(&LOCAL_ADDRS_READY));
+    }
+
+    #[test]
+    fn the_thread_wakes_on_its_period_and_stops_when_the_pipe_closes() {
+        let (stop_rx, stop_tx) = pipe().unwrap();
+        let mut events = Some(rtnl::subscribe(libc::RTMGRP_IPV4_IFADDR as u32).unwrap());
+        let mut buf = vec![0; 4096];
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            wait(&mut events, &stop_rx, Duration::from_millis(30), &mut buf),
+            Wake::Look
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(30), "woke early");
+        assert!(events.is_some(), "a quiet socket is kept");
+        drop(stop_tx);
+        assert!(matches!(
+            wait(&mut events, &stop_rx, Duration::from_secs(3600), &mut buf),
+            Wake::Stop
+        ));
+    }
+
+    #[test]
+    fn a_failing_event_socket_is_dropped_for_polling() {
+        let (stop_rx, _stop_tx) = pipe().unwrap();
+        // Not a netlink socket: readable, and recv(2) on it fails (ENOTSOCK).
+        let (readable, writer) = pipe().unwrap();
+        std::io::Write::write_all(&mut std::fs::File::from(writer), b"x").unwrap();
+        let mut events = Some(readable);
+        let mut buf = vec![0; 4096];
+        assert!(matches!(
+            wait(&mut events, &stop_rx, Duration::from_secs(3600), &mut buf),
+            Wake::Look
+        ));
+        assert!(events.is_none(), "the failing socket is closed");
     }
 }

@@ -24,8 +24,10 @@ use crate::{
     serve::Shared,
 };
 
-/// Longest the task sleeps: how soon it notices a reload that changed `[[feeds]]`.
-const IDLE: Duration = Duration::from_secs(1);
+/// Longest the task sleeps. A reload that changes `[[feeds]]` and a refresh request wake
+/// it at once (`FeedState::wake`), so this is only a safety net: with no feed configured,
+/// the task wakes once a minute.
+const IDLE: Duration = Duration::from_secs(60);
 /// Retry period of a feed that has no list at all yet (its `refresh` when shorter).
 const FIRST_RETRY: Duration = Duration::from_secs(60);
 

@@ -136,4 +136,24 @@ mod tests {
         }
         assert!(core.chaos_start(&request("1h")).is_ok());
     }
+
+    /// An idle daemon ticks once a second; class chaos needs the fast tick (its expiry),
+    /// and gives it back once stopped.
+    #[test]
+    fn the_control_tick_is_fast_only_while_there_is_something_to_control() {
+        use crate::ops::{CONTROL_TICK, IDLE_CONTROL_TICK};
+        let text =
+            "[daemon]\ninterfaces = [\"eth0\"]\n[classes.default]\npackets = { rate = 100 }\n";
+        let config = Config::parse(Path::new("t.toml"), text).unwrap();
+        let mut core = Core::new(config, Box::new(Fake::default())).unwrap();
+        assert_eq!(core.control_period(), IDLE_CONTROL_TICK);
+        core.chaos_start(&request("10s")).unwrap();
+        assert_eq!(core.control_period(), CONTROL_TICK);
+        core.chaos_stop().unwrap();
+        assert_eq!(core.control_period(), IDLE_CONTROL_TICK);
+        let with_upstream = format!("{text}[[upstreams]]\nname = \"web\"\nport = 8080\n");
+        let config = Config::parse(Path::new("t.toml"), &with_upstream).unwrap();
+        let core = Core::new(config, Box::new(Fake::default())).unwrap();
+        assert_eq!(core.control_period(), CONTROL_TICK);
+    }
 }

@@ -7,6 +7,16 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::OpError;
+
+/// Period of the control loop (breakers, passive signal, bulkheads, chaos expiry) while it
+/// has any of them to run.
+pub const CONTROL_TICK: Duration = Duration::from_millis(100);
+
+/// Period of the control loop with nothing to control (no upstream, no class chaos: the
+/// shipped config). What it still does is coarse: the tracked-source bitmap ages once a
+/// minute, and an ended ban's entry is freed (the kernel stopped enforcing it on time). An
+/// idle daemon wakes for it once a second instead of ten times.
+pub const IDLE_CONTROL_TICK: Duration = Duration::from_secs(1);
 use crate::config::ProbeKind;
 use crate::{api::Applied, engine::Core};
 
@@ -52,7 +62,8 @@ impl Core {
     /// sample: the bulkheads then see no connections).
     ///
     /// Nothing to do without upstreams or class chaos (the shipped config): no map read, no
-    /// plan, no diff, so an idle daemon costs a timer wake-up here.
+    /// plan, no diff, so an idle daemon costs a timer wake-up here, once a second
+    /// ([`Core::control_period`]).
     pub fn control_tick(
         &mut self,
         sockets: Option<&[crate::sockdiag::PortSockets]>,
@@ -98,6 +109,16 @@ impl Core {
             live
         });
         Ok(self.apply_desired()?)
+    }
+
+    /// The control loop's period now: [`CONTROL_TICK`] with upstreams or class chaos,
+    /// [`IDLE_CONTROL_TICK`] without.
+    pub fn control_period(&self) -> Duration {
+        if self.upstreams.is_empty() && self.class_chaos.is_empty() {
+            IDLE_CONTROL_TICK
+        } else {
+            CONTROL_TICK
+        }
     }
 
     /// The ports whose sockets the bulkheads need (TCP upstreams with a connection cap or an

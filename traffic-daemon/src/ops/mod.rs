@@ -14,7 +14,7 @@ mod status;
 mod watch;
 
 pub use baseline::{BASELINE_WALK_BUDGET, BASELINE_WALK_MAX};
-pub use control::{ProbeJob, SocketDemand};
+pub use control::{CONTROL_TICK, IDLE_CONTROL_TICK, ProbeJob, SocketDemand};
 
 use crate::{config::ConfigError, dataplane::DataplaneError, engine::EngineError};
 

@@ -7,22 +7,15 @@
 //! ms). The events only say "look again": the engine compares every configured name's
 //! index with the one it attached to, so a lost event (the socket's buffer overran,
 //! `ENOBUFS`) costs nothing but a re-check. If the socket cannot be opened, the task falls
-//! back to polling every [`POLL_FALLBACK`].
-//!
-//! Hand-rolled (one socket, one message header field read) rather than a netlink crate: the
-//! workspace has none, and this needs no request, only a subscription.
+//! back to polling every [`POLL_FALLBACK`]. The socket is [`crate::rtnl`]'s.
 
-use std::{
-    io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    sync::Arc,
-    time::Duration,
-};
+use std::{io, os::fd::OwnedFd, sync::Arc, time::Duration};
 
 use tokio::io::unix::AsyncFd;
 use tracing::warn;
 
 use super::Shared;
+use crate::rtnl;
 
 /// Re-check period when no netlink socket could be opened.
 pub const POLL_FALLBACK: Duration = Duration::from_secs(1);
@@ -74,53 +67,13 @@ pub struct LinkEvents {
     buf: Vec<u8>,
 }
 
+/// The messages that mean an interface appeared, changed or went away.
+const LINK_MESSAGES: [u16; 2] = [libc::RTM_NEWLINK, libc::RTM_DELLINK];
+
 impl LinkEvents {
     /// Open and subscribe (needs no privilege).
     pub fn open() -> io::Result<Self> {
-        #[allow(
-            unsafe_code,
-            reason = "a libc call; the SAFETY comment below says why it is sound"
-        )]
-        // SAFETY: socket(2) takes no pointers.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        #[allow(
-            unsafe_code,
-            reason = "taking ownership of a descriptor; the SAFETY comment says why"
-        )]
-        // SAFETY: `raw` is a descriptor socket(2) just returned to us and nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        #[allow(
-            unsafe_code,
-            reason = "a zeroed C struct; the SAFETY comment says why it is sound"
-        )]
-        // SAFETY: sockaddr_nl is plain integers, for which all-zero is valid.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = libc::RTMGRP_LINK as u32;
-        #[allow(
-            unsafe_code,
-            reason = "a libc call; the SAFETY comment below says why it is sound"
-        )]
-        // SAFETY: `addr` is a valid sockaddr_nl and the length given is its size.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const addr).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = rtnl::subscribe(libc::RTMGRP_LINK as u32)?;
         #[allow(
             unsafe_code,
             reason = "tokio's registration is unsafe; the SAFETY comment says why it is sound"
@@ -143,20 +96,8 @@ impl LinkEvents {
     pub async fn changed(&mut self) -> io::Result<()> {
         loop {
             let mut guard = self.fd.readable().await?;
-            let mut any = false;
-            loop {
-                match recv(guard.get_inner(), &mut self.buf) {
-                    Ok(n) => any |= has_link_message(&self.buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        guard.clear_ready();
-                        break;
-                    }
-                    // The kernel dropped events for us: re-check everything.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => any = true,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let any = rtnl::drain(guard.get_inner(), &mut self.buf, &LINK_MESSAGES)?;
+            guard.clear_ready();
             if any {
                 return Ok(());
             }
@@ -164,66 +105,9 @@ impl LinkEvents {
     }
 }
 
-fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    #[allow(
-        unsafe_code,
-        reason = "a libc call; the SAFETY comment below says why it is sound"
-    )]
-    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which we own.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
-/// Whether a datagram of netlink messages holds an `RTM_NEWLINK` or `RTM_DELLINK`.
-fn has_link_message(mut buf: &[u8]) -> bool {
-    // struct nlmsghdr: u32 len, u16 type, u16 flags, u32 seq, u32 pid (host order).
-    const HDR: usize = 16;
-    while buf.len() >= HDR {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        if kind == libc::RTM_NEWLINK || kind == libc::RTM_DELLINK {
-            return true;
-        }
-        let step = (len + 3) & !3;
-        if len < HDR || step > buf.len() {
-            break;
-        }
-        buf = &buf[step..];
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(kind: u16, body: usize) -> Vec<u8> {
-        let len = 16 + body;
-        let mut m = Vec::new();
-        m.extend_from_slice(&(len as u32).to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&[0; 10]);
-        m.resize(len, 0);
-        m.resize((len + 3) & !3, 0);
-        m
-    }
-
-    #[test]
-    fn finds_link_messages_past_other_messages() {
-        assert!(has_link_message(&msg(libc::RTM_DELLINK, 16)));
-        let mut two = msg(libc::RTM_NEWADDR, 5);
-        assert!(!has_link_message(&two));
-        two.extend(msg(libc::RTM_NEWLINK, 16));
-        assert!(has_link_message(&two));
-        assert!(!has_link_message(&[0; 8]), "short datagram");
-        let mut bad = msg(libc::RTM_NEWADDR, 0);
-        bad[0] = 4; // a length below the header: stop, do not loop
-        bad.extend(msg(libc::RTM_NEWLINK, 0));
-        assert!(!has_link_message(&bad));
-    }
 
     #[tokio::test]
     async fn subscribes_without_privilege() {

@@ -48,8 +48,7 @@ impl From<EngineError> for DaemonError {
     }
 }
 
-/// Period of the control loop (breakers, passive signal, bulkheads).
-pub const CONTROL_TICK: Duration = Duration::from_millis(100);
+pub use crate::ops::{CONTROL_TICK, IDLE_CONTROL_TICK};
 
 /// Run the daemon until `shutdown` resolves. `make_dataplane` opens the real (or fake)
 /// dataplane once the config is known.
@@ -145,8 +144,7 @@ where
     let mut watchdog_tick =
         tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
     // The control loop: breakers, passive signals, bulkheads and chaos, written to the maps.
-    let mut control = tokio::time::interval(CONTROL_TICK);
-    control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut control = control_interval(shared.lock().control_period());
     let (probe_tx, mut probe_rx) =
         tokio::sync::mpsc::channel::<(String, crate::policy::upstream::ProbeResult)>(64);
     tokio::pin!(shutdown);
@@ -164,7 +162,7 @@ where
                 }
             }
             _ = control.tick() => {
-                let due = {
+                let (due, period) = {
                     let mut core = shared.lock();
                     sockets.want(core.socket_demand());
                     if let Err(e) = core.control_tick(sockets.latest().as_deref()) {
@@ -175,8 +173,12 @@ where
                     }
                     // A reload (SIGHUP or the admin API) may have changed the periods.
                     periodic.retune(&core.config);
-                    core.due_probes()
+                    (core.due_probes(), core.control_period())
                 };
+                // Upstreams or chaos came or went (a reload, the admin API).
+                if control.period() != period {
+                    control = control_interval(period);
+                }
                 for job in due {
                     let tx = probe_tx.clone();
                     tokio::spawn(async move {
@@ -225,6 +227,13 @@ where
     Ok(())
 }
 
+/// The control loop's interval: its first tick one period from now.
+fn control_interval(period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}
+
 /// The baseline's readings, one a second, each walk off the control loop.
 async fn baseline(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -261,7 +270,7 @@ fn listener_budget() -> Budget {
 
 /// The loop's periods that the config sets (`daemon.summary_interval`,
 /// `pressure.interval`). Checked on every control tick, so a reload changes them within
-/// [`CONTROL_TICK`] wherever it came from.
+/// a control tick ([`IDLE_CONTROL_TICK`] at most) wherever it came from.
 struct Periodic {
     summary: tokio::time::Interval,
     pressure: tokio::time::Interval,

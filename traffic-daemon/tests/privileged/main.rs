@@ -140,6 +140,7 @@ fn cases() -> Vec<Trial> {
         passive::a_stopped_server_opens_within_a_second_but_not_from_one_source,
         passive::a_spoofed_syn_flood_gets_at_most_the_rst_budget,
         passive::a_syn_routed_through_the_node_is_forwarded_not_reset,
+        passive::an_address_added_after_start_is_gated_at_once,
         service::reload_applies_atomically_keeps_tokens_and_refuses_bad_files,
         service::kill9_with_detach_fails_open_and_a_restart_adopts_the_state,
         service::kill9_with_keep_keeps_enforcing_and_a_restart_takes_over,
