@@ -1,31 +1,26 @@
-//! rtnetlink subscriptions: a socket bound to multicast groups, whose messages only say
-//! "look again" (an interface or an address appeared, changed or went away). Used by the
-//! interface hot-plug task (`serve::links`) and the node-address tracker
-//! (`dataplane::local`), so neither polls.
+//! Netlink sockets ([`socket`], sock_diag's too) and rtnetlink subscriptions: a socket bound
+//! to multicast groups, whose messages only say "look again" (an interface or an address
+//! appeared, changed or went away). The subscriptions serve the interface hot-plug task
+//! (`serve::links`) and the node-address tracker (`dataplane::local`), so neither polls.
 //!
 //! Hand-rolled (one socket, one message header field read) rather than a netlink crate: the
-//! workspace has none, and this needs no request, only a subscription.
+//! workspace has none, and a subscription needs no request.
 
 use std::{
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
-/// A non-blocking `NETLINK_ROUTE` socket subscribed to `groups` (`RTMGRP_*` bits). Needs
-/// no privilege.
-pub fn subscribe(groups: u32) -> io::Result<OwnedFd> {
+/// A netlink socket of `kind` (`SOCK_RAW`, `SOCK_DGRAM`, with `SOCK_*` flags) for
+/// `protocol` (`NETLINK_ROUTE`, `NETLINK_SOCK_DIAG`), in the calling thread's network
+/// namespace. Close-on-exec is always set.
+pub fn socket(kind: i32, protocol: i32) -> io::Result<OwnedFd> {
     #[allow(
         unsafe_code,
         reason = "a libc call; the SAFETY comment below says why it is sound"
     )]
     // SAFETY: socket(2) takes no pointers.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            libc::NETLINK_ROUTE,
-        )
-    };
+    let raw = unsafe { libc::socket(libc::AF_NETLINK, kind | libc::SOCK_CLOEXEC, protocol) };
     if raw < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -34,7 +29,13 @@ pub fn subscribe(groups: u32) -> io::Result<OwnedFd> {
         reason = "taking ownership of a descriptor; the SAFETY comment says why"
     )]
     // SAFETY: `raw` is a descriptor socket(2) just returned to us and nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A non-blocking `NETLINK_ROUTE` socket subscribed to `groups` (`RTMGRP_*` bits). Needs
+/// no privilege.
+pub fn subscribe(groups: u32) -> io::Result<OwnedFd> {
+    let fd = socket(libc::SOCK_RAW | libc::SOCK_NONBLOCK, libc::NETLINK_ROUTE)?;
     #[allow(
         unsafe_code,
         reason = "a zeroed C struct; the SAFETY comment says why it is sound"

@@ -19,7 +19,7 @@ use std::{
     collections::HashMap,
     io,
     mem::{offset_of, size_of},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
 };
 
 /// Socket statistics of one local TCP port, over IPv4 and IPv6.
@@ -325,27 +325,7 @@ fn parse_dump(buf: &[u8], seq: u32, counts: &mut HashMap<u16, PortSockets>) -> i
 
 /// A sock_diag netlink socket in the calling thread's network namespace.
 fn open() -> io::Result<OwnedFd> {
-    #[allow(
-        unsafe_code,
-        reason = "a libc call; the SAFETY comment below says why it is sound"
-    )]
-    // SAFETY: socket(2) takes no pointers.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    #[allow(
-        unsafe_code,
-        reason = "a libc call; the SAFETY comment below says why it is sound"
-    )]
-    // SAFETY: fd is a new descriptor that nothing else owns; OwnedFd closes it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    crate::rtnl::socket(libc::SOCK_DGRAM, libc::NETLINK_SOCK_DIAG)
 }
 
 /// Sends one request to the kernel (an unconnected netlink socket sends to port id 0).

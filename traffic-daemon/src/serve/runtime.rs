@@ -144,7 +144,10 @@ where
     let mut watchdog_tick =
         tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
     // The control loop: breakers, passive signals, bulkheads and chaos, written to the maps.
-    let mut control = control_interval(shared.lock().control_period());
+    // The first tick at once: it takes the egress counters' first reading, the baseline of
+    // the passive signal, before any client's refusal can be folded into it.
+    let mut control = tokio::time::interval(shared.lock().control_period());
+    control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (probe_tx, mut probe_rx) =
         tokio::sync::mpsc::channel::<(String, crate::policy::upstream::ProbeResult)>(64);
     tokio::pin!(shutdown);
@@ -227,7 +230,8 @@ where
     Ok(())
 }
 
-/// The control loop's interval: its first tick one period from now.
+/// The control loop's interval after a change of period: its first tick one period from
+/// now (a tick just ran).
 fn control_interval(period: Duration) -> tokio::time::Interval {
     let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
