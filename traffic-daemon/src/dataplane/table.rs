@@ -213,6 +213,19 @@ impl BucketTable {
         }
     }
 
+    /// Whether [`BucketTable::for_each_hinted`] with `created` would read no slot: a walk
+    /// found every block empty, no bucket was created since, and no rotation is left.
+    pub fn is_quiet(&self, created: u64) -> bool {
+        let hints = self
+            .hints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hints.live.len() == self.slots.div_ceil(HINT_BLOCK)
+            && created == hints.created
+            && hints.rotations == 0
+            && !hints.live.contains(&true)
+    }
+
     /// Every source.
     pub fn entries(&self) -> Vec<(BucketKey, Bucket)> {
         let mut out = Vec::new();

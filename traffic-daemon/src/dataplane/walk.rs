@@ -66,6 +66,15 @@ impl BucketWalker {
         self.walk_with(Some(created), deadline, max, visit)
     }
 
+    /// Whether [`BucketWalker::walk_hinted`] with `created` would visit nothing (an idle
+    /// node's table); a snapshot is always walked.
+    pub fn quiet(&self, created: u64) -> bool {
+        match self {
+            Self::Kernel(table) => table.is_quiet(created),
+            Self::Snapshot(_) => false,
+        }
+    }
+
     fn walk_with(
         &self,
         hinted: Option<u64>,

@@ -14,25 +14,38 @@ use crate::{
 
 /// Sources read per baseline walk: about 2 µs each, so at most ~30 ms of a second.
 pub const BASELINE_WALK_MAX: u64 = 16_384;
+/// What the baseline's walk of this second has to do.
+pub enum BaselineWalk {
+    /// Nothing: the table's blocks were all empty at the last walks and no bucket was
+    /// created since (see `BucketTable::is_quiet`). The reading is an empty walk.
+    Quiet,
+    /// Walk (off the engine's lock).
+    Walk(SourcesWalk),
+}
+
 /// The baseline walk's time bound.
 pub const BASELINE_WALK_BUDGET: Duration = Duration::from_millis(100);
 
 impl Core {
     /// A walk for the baseline, or `None` when it is switched off.
-    pub fn baseline_walk(&self) -> Result<Option<SourcesWalk>, OpError> {
+    pub fn baseline_walk(&self) -> Result<Option<BaselineWalk>, OpError> {
         if !self.config.baseline.enabled {
             return Ok(None);
         }
-        let mut walk = self.sources_walk()?;
         // 16 per-CPU reads a second: while it does not change, the walk reads only the
-        // table's occupied blocks (an idle node's walk reads nothing).
-        walk.created = self
+        // table's occupied blocks (an idle node's walk reads nothing, and is not set up).
+        let created = self
             .dp
             .class_stats()?
             .iter()
             .map(|s| s.admitted)
             .fold(0u64, u64::wrapping_add);
-        Ok(Some(walk))
+        if self.dp.bucket_walker()?.quiet(created) {
+            return Ok(Some(BaselineWalk::Quiet));
+        }
+        let mut walk = self.sources_walk()?;
+        walk.created = created;
+        Ok(Some(BaselineWalk::Walk(walk)))
     }
 
     /// Take a baseline walk's readings.

@@ -13,7 +13,7 @@ pub mod sources;
 mod status;
 mod watch;
 
-pub use baseline::{BASELINE_WALK_BUDGET, BASELINE_WALK_MAX};
+pub use baseline::{BASELINE_WALK_BUDGET, BASELINE_WALK_MAX, BaselineWalk};
 pub use control::{CONTROL_TICK, IDLE_CONTROL_TICK, ProbeJob, SocketDemand};
 
 use crate::{config::ConfigError, dataplane::DataplaneError, engine::EngineError};

@@ -2,7 +2,9 @@
 
 use std::{
     collections::BTreeMap,
-    fmt, io,
+    fmt,
+    fs::File,
+    io::{self, Read as _, Seek as _, SeekFrom},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -107,6 +109,113 @@ pub struct Sampler {
     prev: Option<Baseline>,
     /// CPU and memory utilisation when `root` is the real `/proc`.
     system: Option<sysinfo::System>,
+    /// The files read.
+    files: Files,
+}
+
+/// The files a sample reads, their paths joined once.
+struct Files {
+    psi: PerResource<Source>,
+    stat: Source,
+    meminfo: Source,
+    diskstats: Source,
+}
+
+impl Files {
+    /// Under the real `/proc` the files are kept open (see [`Source`]).
+    fn new(root: &Path) -> Self {
+        let keep = root == Path::new(DEFAULT_ROOT);
+        Self {
+            psi: PerResource::from_fn(|r| Source::new(root.join(r.psi_path()), keep)),
+            stat: Source::new(root.join("stat"), keep),
+            meminfo: Source::new(root.join("meminfo"), keep),
+            diskstats: Source::new(root.join("diskstats"), keep),
+        }
+    }
+}
+
+/// One file a sample reads. A `/proc` file is kept open and read again from its start,
+/// which procfs answers with a fresh reading: an idle daemon's sample then costs no
+/// `openat` (a path walk, the slowest call of an idle second on a VM). Any other root's
+/// files are opened for every read: tests and tools replace them, and a kept file would
+/// read the replaced one.
+struct Source {
+    path: PathBuf,
+    keep: bool,
+    open: Option<File>,
+}
+
+impl Source {
+    fn new(path: PathBuf, keep: bool) -> Self {
+        Self {
+            path,
+            keep,
+            open: None,
+        }
+    }
+
+    /// The file's text; `None` when it does not exist or the kernel does not support it.
+    fn read(&mut self) -> Result<Option<String>, SampleError> {
+        if let Some(f) = &mut self.open {
+            if let Ok(text) = from_start(f) {
+                return Ok(Some(text));
+            }
+            // Opened again below: an error that persists is reported from there.
+            self.open = None;
+        }
+        let absent = |e: &io::Error| {
+            e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::EOPNOTSUPP)
+        };
+        let failed = |source| SampleError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        let mut f = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if absent(&e) => return Ok(None),
+            Err(e) => return Err(failed(e)),
+        };
+        match from_start(&mut f) {
+            Ok(text) => {
+                if self.keep {
+                    self.open = Some(f);
+                }
+                Ok(Some(text))
+            }
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    /// Like [`Source::read`], but a missing file is an error when `needed`.
+    fn read_needed(&mut self, needed: bool) -> Result<Option<String>, SampleError> {
+        match self.read()? {
+            None if needed => Err(SampleError::Read {
+                path: self.path.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "not found, and utilisation needs it",
+                ),
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// A parse error of this file.
+    fn parse_error(&self, source: ParseError) -> SampleError {
+        SampleError::Parse {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// The whole text of `f`, read from its start.
+fn from_start(f: &mut File) -> io::Result<String> {
+    f.seek(SeekFrom::Start(0))?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 impl fmt::Debug for Sampler {
@@ -135,6 +244,7 @@ impl Sampler {
             .then(|| sysinfo::System::new_with_specifics(sysinfo_kinds()).ok())
             .flatten();
         Self {
+            files: Files::new(&root),
             root,
             signal,
             prev: None,
@@ -177,14 +287,11 @@ impl Sampler {
             if *self.signal.get(r) == Signal::Off {
                 continue;
             }
-            let path = self.root.join(r.psi_path());
-            let Some(text) = read_optional(&path)? else {
+            let file = self.files.psi.get_mut(r);
+            let Some(text) = file.read()? else {
                 continue;
             };
-            let p = parse_psi(&text).map_err(|source| SampleError::Parse {
-                path: path.clone(),
-                source,
-            })?;
+            let p = parse_psi(&text).map_err(|e| file.parse_error(e))?;
             let totals = (p.some.total_us, p.full.map(|f| f.total_us));
             if let (Some(e), Some(Some((some0, full0)))) = (elapsed, prev.map(|b| b.psi.get(r))) {
                 let ratio = |now_us: u64, then_us: u64| {
@@ -223,10 +330,9 @@ impl Sampler {
             }
         } else {
             if *self.signal.get(Resource::Cpu) != Signal::Off {
-                let path = self.root.join("stat");
-                if let Some(text) = read_needed(&path, needs_util(Resource::Cpu))? {
-                    let cpu = parse_proc_stat_cpu(&text)
-                        .map_err(|source| SampleError::Parse { path, source })?;
+                let file = &mut self.files.stat;
+                if let Some(text) = file.read_needed(needs_util(Resource::Cpu))? {
+                    let cpu = parse_proc_stat_cpu(&text).map_err(|e| file.parse_error(e))?;
                     util.cpu = elapsed
                         .and(prev.and_then(|p| p.cpu))
                         .and_then(|before| cpu.utilisation_since(&before));
@@ -234,19 +340,17 @@ impl Sampler {
                 }
             }
             if *self.signal.get(Resource::Memory) != Signal::Off {
-                let path = self.root.join("meminfo");
-                if let Some(text) = read_needed(&path, needs_util(Resource::Memory))? {
-                    let mem = parse_meminfo(&text)
-                        .map_err(|source| SampleError::Parse { path, source })?;
+                let file = &mut self.files.meminfo;
+                if let Some(text) = file.read_needed(needs_util(Resource::Memory))? {
+                    let mem = parse_meminfo(&text).map_err(|e| file.parse_error(e))?;
                     util.memory = Some(mem.utilisation());
                 }
             }
         }
         if *self.signal.get(Resource::Io) != Signal::Off {
-            let path = self.root.join("diskstats");
-            if let Some(text) = read_needed(&path, needs_util(Resource::Io))? {
-                let stats =
-                    parse_diskstats(&text).map_err(|source| SampleError::Parse { path, source })?;
+            let file = &mut self.files.diskstats;
+            if let Some(text) = file.read_needed(needs_util(Resource::Io))? {
+                let stats = parse_diskstats(&text).map_err(|e| file.parse_error(e))?;
                 let disks: BTreeMap<String, u64> = io_devices(&stats)
                     .map(|d| (d.name.clone(), d.io_ticks_ms))
                     .collect();
@@ -335,33 +439,40 @@ pub(super) fn resolve(
     (used, ratio.clamp(0.0, 1.0))
 }
 
-/// The file's text; `None` when it does not exist or the kernel does not support it.
-fn read_optional(path: &Path) -> Result<Option<String>, SampleError> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound
-                || e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
-        {
-            Ok(None)
-        }
-        Err(source) => Err(SampleError::Read {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Like [`read_optional`], but a missing file is an error when `needed`.
-fn read_needed(path: &Path, needed: bool) -> Result<Option<String>, SampleError> {
-    match read_optional(path)? {
-        None if needed => Err(SampleError::Read {
-            path: path.to_owned(),
-            source: io::Error::new(
-                io::ErrorKind::NotFound,
-                "not found, and utilisation needs it",
-            ),
-        }),
-        other => Ok(other),
+    #[test]
+    fn a_kept_proc_file_gives_a_fresh_reading_each_time() {
+        let mut stat = Source::new(PathBuf::from("/proc/stat"), true);
+        let first = parse_proc_stat_cpu(&stat.read().unwrap().unwrap()).unwrap();
+        assert!(stat.open.is_some(), "kept open");
+        // Some CPU time passes on this thread's CPU.
+        let end = std::time::Instant::now() + Duration::from_millis(50);
+        while std::time::Instant::now() < end {
+            std::hint::black_box(0u64);
+        }
+        let second = parse_proc_stat_cpu(&stat.read().unwrap().unwrap()).unwrap();
+        assert!(second.total() > first.total(), "{first:?} then {second:?}");
+    }
+
+    #[test]
+    fn another_roots_file_is_read_anew_after_being_replaced() {
+        let dir = std::env::temp_dir().join(format!("trf-source-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("meminfo");
+        std::fs::write(&path, "one").unwrap();
+        let mut f = Source::new(path.clone(), false);
+        assert_eq!(f.read().unwrap().as_deref(), Some("one"));
+        assert!(f.open.is_none(), "not kept");
+        let next = dir.join("meminfo.new");
+        std::fs::write(&next, "two").unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        assert_eq!(f.read().unwrap().as_deref(), Some("two"));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(f.read().unwrap(), None, "gone: no file");
+        assert!(f.read_needed(true).is_err(), "gone and needed: an error");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

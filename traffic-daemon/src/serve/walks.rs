@@ -49,12 +49,17 @@ pub async fn top_sources(s: &Arc<Shared>, top: usize) -> Result<SourcesReport, O
 /// One baseline reading (about once a second, from the daemon's loop): a bounded walk off
 /// the lock, skipped while another walk runs (the next reading then spans longer).
 pub async fn observe_baseline(s: &Arc<Shared>) {
-    use crate::ops::{BASELINE_WALK_BUDGET, BASELINE_WALK_MAX};
+    use crate::ops::{BASELINE_WALK_BUDGET, BASELINE_WALK_MAX, BaselineWalk};
     let Ok(_turn) = WALKS.try_acquire() else {
         return;
     };
     let walk = match s.lock().baseline_walk() {
-        Ok(Some(w)) => w,
+        Ok(Some(BaselineWalk::Walk(w))) => w,
+        Ok(Some(BaselineWalk::Quiet)) => {
+            // No thread hand-off for a walk that would read nothing.
+            s.lock().observe_baseline(&[], false);
+            return;
+        }
         Ok(None) => return,
         Err(e) => {
             tracing::warn!(error = %e, "baseline: cannot walk the bucket map");

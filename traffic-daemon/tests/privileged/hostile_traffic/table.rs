@@ -505,8 +505,19 @@ pub fn the_hinted_walk_finds_a_new_source_within_a_rotation() -> Result<()> {
             )?
             .visited)
     };
+    let created = |lab: &Lab| -> Result<u64> {
+        Ok(lab.kernel.class_stats()?.iter().map(|s| s.admitted).sum())
+    };
     ensure!(seen(&lab, &walker)? == 0, "an empty table");
+    ensure!(
+        walker.quiet(created(&lab)?),
+        "an empty table's walker is quiet (the baseline skips its walk)"
+    );
     lab.once(&udp(IpAddr::V4(Ipv4Addr::new(198, 18, 42, 1))))?;
+    ensure!(
+        !walker.quiet(created(&lab)?),
+        "a created bucket ends the quiet"
+    );
     let mut walks = 1;
     while seen(&lab, &walker)? == 0 {
         walks += 1;
@@ -548,6 +559,10 @@ pub fn the_hinted_walk_finds_a_new_source_within_a_rotation() -> Result<()> {
     ensure!(
         idle == 1,
         "an idle walk read empty blocks: it saw {idle} sources, the hand-put one too"
+    );
+    ensure!(
+        !walker.quiet(created(&lab)?),
+        "a table holding a source is never quiet"
     );
     println!("a new source seen at hinted walk {walks} (at most {HINT_ROTATION})");
     Ok(())
