@@ -53,7 +53,10 @@ pub async fn observe_baseline(s: &Arc<Shared>) {
     let Ok(_turn) = WALKS.try_acquire() else {
         return;
     };
-    let walk = match s.lock().baseline_walk() {
+    // Bound first: a guard in the match's scrutinee would live through the arms, and the
+    // quiet arm locks again.
+    let asked = s.lock().baseline_walk();
+    let walk = match asked {
         Ok(Some(BaselineWalk::Walk(w))) => w,
         Ok(Some(BaselineWalk::Quiet)) => {
             // No thread hand-off for a walk that would read nothing.

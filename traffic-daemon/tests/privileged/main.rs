@@ -141,6 +141,7 @@ fn cases() -> Vec<Trial> {
         passive::a_spoofed_syn_flood_gets_at_most_the_rst_budget,
         passive::a_syn_routed_through_the_node_is_forwarded_not_reset,
         passive::an_address_added_after_start_is_gated_at_once,
+        passive::an_idle_daemon_keeps_answering_through_its_quiet_walks,
         service::reload_applies_atomically_keeps_tokens_and_refuses_bad_files,
         service::kill9_with_detach_fails_open_and_a_restart_adopts_the_state,
         service::kill9_with_keep_keeps_enforcing_and_a_restart_takes_over,

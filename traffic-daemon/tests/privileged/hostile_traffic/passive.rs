@@ -15,6 +15,9 @@
 //!   SYN got its RST.
 //! - A SYN routed through the node to another host's gated port number is forwarded, not
 //!   reset. On main, the gate reset it.
+//! - An idle daemon (no traffic, an empty source table) answers throughout its quiet
+//!   baseline walks, which keep counting. The first cut of the quiet walk locked the engine
+//!   twice and hung the daemon at its second walk.
 //! - An address the node gains after start is gated within seconds (the address events;
 //!   the poll behind them runs once a minute). On the main of 2026-12-05 this passed by
 //!   a 2 s poll, which woke the daemon every 2 s.
@@ -602,4 +605,38 @@ pub fn an_address_added_after_start_is_gated_at_once() {
         }
         println!("{addr}: gated after {tries} connects");
     }
+}
+
+/// No traffic at all: from its second walk on the baseline's walk is quiet (an empty table,
+/// no bucket created) and skipped. For 4 s (four walks), the admin API answers every
+/// request within 2 s, and the baseline's observed time keeps growing.
+pub fn an_idle_daemon_keeps_answering_through_its_quiet_walks() {
+    let rig = Rig::start(
+        "h17-idle",
+        &[client_spec()],
+        &upstream("web", WEB, "probe = \"none\""),
+    );
+    let client = rig.daemon.client().with_timeout(Duration::from_secs(2));
+    let observed = || -> f64 {
+        let v: serde_json::Value = client
+            .get("/v1/suggest")
+            .unwrap_or_else(|e| panic!("suggest: {e}\n{}", rig.log_tail()));
+        v["observed_seconds"].as_f64().expect("observed_seconds")
+    };
+    let first = observed();
+    let end = Instant::now() + Duration::from_secs(4);
+    let mut answers = 0;
+    while Instant::now() < end {
+        let _: serde_json::Value = client
+            .get("/v1/status")
+            .unwrap_or_else(|e| panic!("status after {answers} answers: {e}\n{}", rig.log_tail()));
+        answers += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let last = observed();
+    println!("{answers} status answers in 4 s; baseline observed {first:.1} s → {last:.1} s");
+    assert!(
+        last >= first + 2.0,
+        "the quiet walks still count as observed time: {first} → {last}"
+    );
 }
