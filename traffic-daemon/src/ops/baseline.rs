@@ -14,6 +14,9 @@ use crate::{
 
 /// Sources read per baseline walk: about 2 µs each, so at most ~30 ms of a second.
 pub const BASELINE_WALK_MAX: u64 = 16_384;
+/// The baseline walk's time bound.
+pub const BASELINE_WALK_BUDGET: Duration = Duration::from_millis(100);
+
 /// What the baseline's walk of this second has to do.
 pub enum BaselineWalk {
     /// Nothing: the table's blocks were all empty at the last walks and no bucket was
@@ -22,9 +25,6 @@ pub enum BaselineWalk {
     /// Walk (off the engine's lock).
     Walk(SourcesWalk),
 }
-
-/// The baseline walk's time bound.
-pub const BASELINE_WALK_BUDGET: Duration = Duration::from_millis(100);
 
 impl Core {
     /// A walk for the baseline, or `None` when it is switched off.

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::OpError;
+use crate::config::ProbeKind;
+use crate::{api::Applied, engine::Core};
 
 /// Period of the control loop (breakers, passive signal, bulkheads, chaos expiry) while it
 /// has any of them to run.
@@ -17,8 +19,6 @@ pub const CONTROL_TICK: Duration = Duration::from_millis(100);
 /// minute, and an ended ban's entry is freed (the kernel stopped enforcing it on time). An
 /// idle daemon wakes for it once a second instead of ten times.
 pub const IDLE_CONTROL_TICK: Duration = Duration::from_secs(1);
-use crate::config::ProbeKind;
-use crate::{api::Applied, engine::Core};
 
 impl Core {
     /// Sample the node's pressure and move the throttle level; a level change rewrites the

@@ -48,8 +48,6 @@ impl From<EngineError> for DaemonError {
     }
 }
 
-pub use crate::ops::{CONTROL_TICK, IDLE_CONTROL_TICK};
-
 /// Run the daemon until `shutdown` resolves. `make_dataplane` opens the real (or fake)
 /// dataplane once the config is known.
 ///
@@ -274,7 +272,7 @@ fn listener_budget() -> Budget {
 
 /// The loop's periods that the config sets (`daemon.summary_interval`,
 /// `pressure.interval`). Checked on every control tick, so a reload changes them within
-/// a control tick ([`IDLE_CONTROL_TICK`] at most) wherever it came from.
+/// a control tick ([`crate::ops::IDLE_CONTROL_TICK`] at most) wherever it came from.
 struct Periodic {
     summary: tokio::time::Interval,
     pressure: tokio::time::Interval,

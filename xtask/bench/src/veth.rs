@@ -295,56 +295,50 @@ fn push_samples(s: &mut Samples, rep: usize, prefix: &str, v: Peer, m: &VethRun)
 
 /// Receive CPU per packet and the context figures of every variant.
 fn figures(report: &mut Report, mut s: Samples, reps: usize) {
+    // A figure under the name its samples were pushed under.
+    let mut put = |name: String, unit: &str, about: &str| {
+        let samples = s.take(&name, reps);
+        report.figure(&name, unit, about, samples);
+    };
     for v in Peer::ALL {
-        let n = v.name();
-        report.figure(
-            &format!("{n}.ns_per_packet"),
+        put(
+            format!("{}.ns_per_packet", v.name()),
             "ns/packet",
             v.about(),
-            s.take(&format!("{n}.ns_per_packet"), reps),
         );
     }
     for v in Peer::ALL {
-        let n = v.name();
-        report.figure(
-            &format!("{n}.mpps"),
+        put(
+            format!("{}.mpps", v.name()),
             "Mpps",
             "frames processed per second of generator time (context only: swings ±40%)",
-            s.take(&format!("{n}.mpps"), reps),
         );
     }
     for v in Peer::ALL {
-        let n = v.name();
-        report.figure(
-            &format!("{n}.processed_share"),
+        put(
+            format!("{}.processed_share", v.name()),
             "share",
             "frames the receiver processed / frames generated (the rest: receiver ring full)",
-            s.take(&format!("{n}.processed_share"), reps),
         );
     }
     for v in Peer::ALL {
-        let n = v.name();
-        report.figure(
-            &format!("{n}.generator_mpps"),
+        put(
+            format!("{}.generator_mpps", v.name()),
             "Mpps",
             "frames the generator sent per second (context)",
-            s.take(&format!("{n}.generator_mpps"), reps),
         );
     }
     for v in Peer::ALL.into_iter().filter(|v| v.limits()) {
-        let n = v.name();
-        report.figure(
-            &format!("{n}.passed/allowance"),
+        put(
+            format!("{}.passed/allowance", v.name()),
             "share",
             "datagrams that reached UDP / (4096 × (rate·t + burst)); ≤ 1 holds the limit",
-            s.take(&format!("{n}.passed/allowance"), reps),
         );
     }
-    report.figure(
-        "traffic.program_passed/udp",
+    put(
+        "traffic.program_passed/udp".to_owned(),
         "share",
         "traffic's own pass counter over what reached UDP (cross-check, ≈ 1)",
-        s.take("traffic.program_passed/udp", reps),
     );
     for v in PACED {
         let n = format!("paced.{}", v.name());
@@ -366,27 +360,20 @@ fn figures(report: &mut Report, mut s: Samples, reps: usize) {
                 "frames the paced generator sent per second (2.5 asked)",
             ),
         ] {
-            report.figure(
-                &format!("{n}.{what}"),
-                unit,
-                about,
-                s.take(&format!("{n}.{what}"), reps),
-            );
+            put(format!("{n}.{what}"), unit, about);
         }
         if v.limits() {
-            report.figure(
-                &format!("{n}.passed/allowance"),
+            put(
+                format!("{n}.passed/allowance"),
                 "share",
                 "datagrams that reached UDP / (4096 × (rate·t + burst)), paced",
-                s.take(&format!("{n}.passed/allowance"), reps),
             );
         }
     }
-    report.figure(
-        "paced.traffic.program_passed/udp",
+    put(
+        "paced.traffic.program_passed/udp".to_owned(),
         "share",
         "traffic's own pass counter over what reached UDP, paced (≈ 1)",
-        s.take("paced.traffic.program_passed/udp", reps),
     );
 }
 
