@@ -159,7 +159,6 @@ impl Core {
         );
         info!(
             root = %core.sampler.root().display(),
-            utilisation = if core.sampler.uses_sysinfo() { "sysinfo" } else { "files" },
             "pressure sampling"
         );
         core.reload.last_success_unix = Some(unix_now());

@@ -171,6 +171,13 @@ impl Dataplane for Fake {
         Ok(self.class_stats.clone())
     }
 
+    fn class_admitted(&self, slots: &[u32]) -> Result<u64, DataplaneError> {
+        Ok(slots
+            .iter()
+            .filter_map(|&s| self.class_stats.get(s as usize))
+            .fold(0, |a, s| a.wrapping_add(s.admitted)))
+    }
+
     fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError> {
         Ok(self.buckets.iter().map(|(k, v)| (*k, *v)).collect())
     }

@@ -403,6 +403,16 @@ impl Dataplane for Kernel {
         })
     }
 
+    fn class_admitted(&self, slots: &[u32]) -> Result<u64, DataplaneError> {
+        slots.iter().try_fold(0u64, |sum, slot| {
+            let per_cpu = self
+                .class_stats
+                .get(slot, 0)
+                .map_err(map_err(map_names::CLASS_STATS, "lookup"))?;
+            Ok(per_cpu.iter().fold(sum, |a, v| a.wrapping_add(v.admitted)))
+        })
+    }
+
     fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError> {
         Ok(self.buckets.entries())
     }

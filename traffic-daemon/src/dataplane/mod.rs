@@ -116,6 +116,9 @@ pub trait Dataplane: Send {
     fn egress_stats(&self) -> Result<Vec<EgressStats>, DataplaneError>;
     /// Admission statistics per class slot, summed over CPUs.
     fn class_stats(&self) -> Result<Vec<ClassStats>, DataplaneError>;
+    /// The `admitted` counts of the class slots `slots`, summed over CPUs and slots
+    /// (wrapping): one per-CPU read a slot, where [`Dataplane::class_stats`] reads all.
+    fn class_admitted(&self, slots: &[u32]) -> Result<u64, DataplaneError>;
     /// Every tracked source.
     fn buckets(&self) -> Result<Vec<(BucketKey, Bucket)>, DataplaneError>;
     /// A handle that walks the tracked sources away from the engine (see [`walk`]);

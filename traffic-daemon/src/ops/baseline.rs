@@ -32,14 +32,19 @@ impl Core {
         if !self.config.baseline.enabled {
             return Ok(None);
         }
-        // 16 per-CPU reads a second: while it does not change, the walk reads only the
-        // table's occupied blocks (an idle node's walk reads nothing, and is not set up).
+        // One per-CPU read a second per configured class (only a configured class creates
+        // buckets): while the sum does not change, the walk reads only the table's occupied
+        // blocks (an idle node's walk reads nothing, and is not set up). The set of slots
+        // read is folded in, so a reload that changes it cannot leave the sum unchanged by
+        // chance while a bucket was created.
+        let slots: Vec<u32> = (0..self.config.classes.len())
+            .map(|i| self.slots.slot_of_index(&self.config, i))
+            .collect();
+        let slot_set = slots.iter().fold(0u64, |m, s| m | 1u64 << (s % 64));
         let created = self
             .dp
-            .class_stats()?
-            .iter()
-            .map(|s| s.admitted)
-            .fold(0u64, u64::wrapping_add);
+            .class_admitted(&slots)?
+            .wrapping_add(slot_set.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         if self.dp.bucket_walker()?.quiet(created) {
             return Ok(Some(BaselineWalk::Quiet));
         }

@@ -11,13 +11,12 @@
 //!   busiest whole disk's share of wall time with I/O in flight (Δ `io_ticks`, as iostat's
 //!   `%util`) from `<root>/diskstats`.
 //!
-//! PSI and disk statistics are read from files under one root directory (default
-//! [`DEFAULT_ROOT`]). CPU and memory utilisation come from the `sysinfo` crate when that root
-//! is the real `/proc` (sysinfo reads only the real one); with any other root — an end-to-end
-//! test pointing the daemon at a directory it writes itself — they are parsed from that
-//! root's `stat` and `meminfo` with the same definitions (busy = all ticks but idle and
-//! iowait; memory = 1 − available / total), so the throttle can be driven deterministically.
-//! `tests/privileged/throttle.rs` covers both: files it writes, and real CPU load read through sysinfo.
+//! Every file is read under one root directory (default [`DEFAULT_ROOT`]): PSI, `stat`,
+//! `meminfo` and `diskstats` (busy = all ticks but idle and iowait; memory = 1 − available /
+//! total). Under the real `/proc` the files stay open between samples; any other root — an
+//! end-to-end test pointing the daemon at a directory it writes itself, so the throttle can
+//! be driven deterministically — is opened afresh for every read.
+//! `tests/privileged/throttle.rs` covers both: files it writes, and real CPU load.
 //!
 //! The files are small procfs reads that do not block on anything; the daemon may call
 //! [`Sampler::sample`] from its loop directly or from `spawn_blocking`.

@@ -1,10 +1,11 @@
-//! [`Sampler`]: reads the files (or sysinfo) and turns them into one reading per resource.
+//! [`Sampler`]: reads the files and turns them into one reading per resource.
 
 use std::{
     collections::BTreeMap,
     fmt,
     fs::File,
-    io::{self, Read as _, Seek as _, SeekFrom},
+    io,
+    os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -107,8 +108,6 @@ pub struct Sampler {
     root: PathBuf,
     signal: PerResource<Signal>,
     prev: Option<Baseline>,
-    /// CPU and memory utilisation when `root` is the real `/proc`.
-    system: Option<sysinfo::System>,
     /// The files read.
     files: Files,
 }
@@ -139,25 +138,28 @@ impl Files {
 /// `openat` (a path walk, the slowest call of an idle second on a VM). Any other root's
 /// files are opened for every read: tests and tools replace them, and a kept file would
 /// read the replaced one.
-struct Source {
+pub(super) struct Source {
     path: PathBuf,
     keep: bool,
     open: Option<File>,
+    /// Length of the last reading: the next one's buffer is made this large up front.
+    last_len: usize,
 }
 
 impl Source {
-    fn new(path: PathBuf, keep: bool) -> Self {
+    pub(super) fn new(path: PathBuf, keep: bool) -> Self {
         Self {
             path,
             keep,
             open: None,
+            last_len: 0,
         }
     }
 
     /// The file's text; `None` when it does not exist or the kernel does not support it.
-    fn read(&mut self) -> Result<Option<String>, SampleError> {
-        if let Some(f) = &mut self.open {
-            if let Ok(text) = from_start(f) {
+    pub(super) fn read(&mut self) -> Result<Option<String>, SampleError> {
+        if let Some(f) = &self.open {
+            if let Ok(text) = from_start(f, &mut self.last_len) {
                 return Ok(Some(text));
             }
             // Opened again below: an error that persists is reported from there.
@@ -170,12 +172,12 @@ impl Source {
             path: self.path.clone(),
             source,
         };
-        let mut f = match File::open(&self.path) {
+        let f = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if absent(&e) => return Ok(None),
             Err(e) => return Err(failed(e)),
         };
-        match from_start(&mut f) {
+        match from_start(&f, &mut self.last_len) {
             Ok(text) => {
                 if self.keep {
                     self.open = Some(f);
@@ -210,12 +212,27 @@ impl Source {
     }
 }
 
-/// The whole text of `f`, read from its start.
-fn from_start(f: &mut File) -> io::Result<String> {
-    f.seek(SeekFrom::Start(0))?;
-    let mut text = String::new();
-    f.read_to_string(&mut text)?;
-    Ok(text)
+/// The whole text of `f`, read from its start with positioned reads into a buffer sized by
+/// the last reading (`last_len`, updated): two `pread`s for a file that did not grow, where
+/// a seek and `read_to_string` cost a seek, an `fstat` and a seek more. A procfs file read
+/// at offset 0 starts a fresh reading.
+fn from_start(f: &File, last_len: &mut usize) -> io::Result<String> {
+    let mut buf = vec![0u8; (*last_len + 1024).next_power_of_two()];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match f.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    *last_len = len;
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 impl fmt::Debug for Sampler {
@@ -224,37 +241,19 @@ impl fmt::Debug for Sampler {
             .field("root", &self.root)
             .field("signal", &self.signal)
             .field("prev", &self.prev)
-            .field("sysinfo", &self.system.is_some())
             .finish()
     }
-}
-
-/// CPU usage and RAM only: what the utilisation signals need.
-fn sysinfo_kinds() -> sysinfo::RefreshKind {
-    sysinfo::RefreshKind::nothing()
-        .with_cpu(sysinfo::CpuRefreshKind::nothing().with_usage())
-        .with_memory(sysinfo::MemoryRefreshKind::nothing().with_ram())
 }
 
 impl Sampler {
     pub fn new(root: impl Into<PathBuf>, signal: PerResource<Signal>) -> Self {
         let root = root.into();
-        // sysinfo cannot be pointed elsewhere; if it cannot start, the files serve.
-        let system = (root == Path::new(DEFAULT_ROOT))
-            .then(|| sysinfo::System::new_with_specifics(sysinfo_kinds()).ok())
-            .flatten();
         Self {
             files: Files::new(&root),
             root,
             signal,
             prev: None,
-            system,
         }
-    }
-
-    /// Whether CPU and memory utilisation come from sysinfo (else from `stat`/`meminfo`).
-    pub fn uses_sysinfo(&self) -> bool {
-        self.system.is_some()
     }
 
     /// From the `[pressure]` settings.
@@ -269,8 +268,8 @@ impl Sampler {
     /// Read every file and compute the readings. `now` is monotonic (e.g. time since the
     /// daemon started); `now` not after the previous sample gives no deltas.
     ///
-    /// About 120 lines: it reads each source once (PSI files, stat, meminfo, diskstats or
-    /// sysinfo) and only then resolves the three readings, so one sample sees one moment.
+    /// About 100 lines: it reads each source once (PSI files, stat, meminfo, diskstats)
+    /// and only then resolves the three readings, so one sample sees one moment.
     pub fn sample(&mut self, now: Duration) -> Result<Sample, SampleError> {
         let prev = self.prev.as_ref();
         let elapsed = prev
@@ -311,40 +310,21 @@ impl Sampler {
         };
         let mut util: PerResource<Option<f64>> = PerResource::default();
 
-        if let Some(system) = &mut self.system {
-            // The same definitions as the file parsers below, from sysinfo's own refreshes
-            // (its first one happened when the sampler was made, so deltas start there).
-            if *self.signal.get(Resource::Cpu) != Signal::Off {
-                system.refresh_cpu_usage();
+        if *self.signal.get(Resource::Cpu) != Signal::Off {
+            let file = &mut self.files.stat;
+            if let Some(text) = file.read_needed(needs_util(Resource::Cpu))? {
+                let cpu = parse_proc_stat_cpu(&text).map_err(|e| file.parse_error(e))?;
                 util.cpu = elapsed
-                    .and(prev)
-                    .map(|_| (f64::from(system.global_cpu_usage()) / 100.0).clamp(0.0, 1.0));
+                    .and(prev.and_then(|p| p.cpu))
+                    .and_then(|before| cpu.utilisation_since(&before));
+                next.cpu = Some(cpu);
             }
-            if *self.signal.get(Resource::Memory) != Signal::Off {
-                system.refresh_memory_specifics(sysinfo::MemoryRefreshKind::nothing().with_ram());
-                let total = system.total_memory();
-                if total > 0 {
-                    util.memory =
-                        Some((system.used_memory() as f64 / total as f64).clamp(0.0, 1.0));
-                }
-            }
-        } else {
-            if *self.signal.get(Resource::Cpu) != Signal::Off {
-                let file = &mut self.files.stat;
-                if let Some(text) = file.read_needed(needs_util(Resource::Cpu))? {
-                    let cpu = parse_proc_stat_cpu(&text).map_err(|e| file.parse_error(e))?;
-                    util.cpu = elapsed
-                        .and(prev.and_then(|p| p.cpu))
-                        .and_then(|before| cpu.utilisation_since(&before));
-                    next.cpu = Some(cpu);
-                }
-            }
-            if *self.signal.get(Resource::Memory) != Signal::Off {
-                let file = &mut self.files.meminfo;
-                if let Some(text) = file.read_needed(needs_util(Resource::Memory))? {
-                    let mem = parse_meminfo(&text).map_err(|e| file.parse_error(e))?;
-                    util.memory = Some(mem.utilisation());
-                }
+        }
+        if *self.signal.get(Resource::Memory) != Signal::Off {
+            let file = &mut self.files.meminfo;
+            if let Some(text) = file.read_needed(needs_util(Resource::Memory))? {
+                let mem = parse_meminfo(&text).map_err(|e| file.parse_error(e))?;
+                util.memory = Some(mem.utilisation());
             }
         }
         if *self.signal.get(Resource::Io) != Signal::Off {

@@ -117,18 +117,7 @@ fn secs(s: f64) -> Duration {
 // --- sources -------------------------------------------------------------------------
 
 #[test]
-fn real_proc_uses_sysinfo_and_other_roots_use_files() {
-    let real = Sampler::new(DEFAULT_ROOT, all(Signal::Utilisation));
-    assert!(
-        real.uses_sysinfo(),
-        "the real /proc is read through sysinfo"
-    );
-    let root = Root::new();
-    assert!(!root.sampler(all(Signal::Utilisation)).uses_sysinfo());
-}
-
-#[test]
-fn sysinfo_readings_are_ratios_after_one_interval() {
+fn real_proc_readings_are_fresh_ratios_after_one_interval() {
     let mut s = Sampler::new(DEFAULT_ROOT, all(Signal::Utilisation));
     let first = s.sample(secs(1.0)).unwrap();
     assert_eq!(
@@ -138,12 +127,38 @@ fn sysinfo_readings_are_ratios_after_one_interval() {
     );
     let mem = first.get(Resource::Memory).utilisation_ratio.unwrap();
     assert!(mem > 0.0 && mem < 1.0, "memory {mem}");
-    // sysinfo refreshes CPU usage at most every MINIMUM_CPU_UPDATE_INTERVAL.
-    std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL + Duration::from_millis(50));
+    // The kept /proc/stat must give a fresh reading on every sample: wait (bounded) until
+    // the kernel's CPU clock ticks, then the second sample has a delta.
+    let ticks = |s: &str| parse_proc_stat_cpu(s).unwrap().total();
+    let at_first = ticks(&std::fs::read_to_string("/proc/stat").unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ticks(&std::fs::read_to_string("/proc/stat").unwrap()) == at_first {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/proc/stat never moved"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let second = s.sample(secs(2.0)).unwrap();
     let cpu = second.get(Resource::Cpu).utilisation_ratio.unwrap();
     assert!((0.0..=1.0).contains(&cpu), "cpu {cpu}");
     assert_eq!(second.get(Resource::Cpu).used, Signal::Utilisation);
+}
+
+#[test]
+fn a_kept_file_reads_whole_from_its_start_every_time() {
+    // A file longer than the first buffer, read twice through one kept source: both
+    // readings are the whole text (the second buffer is sized by the first reading).
+    let root = Root::new();
+    let long: String = (0..3000).map(|i| format!("line {i}\n")).collect();
+    let path = root.0.join("long");
+    std::fs::write(&path, &long).unwrap();
+    let mut src = super::sampler::Source::new(path.clone(), true);
+    assert_eq!(src.read().unwrap().as_deref(), Some(long.as_str()));
+    assert_eq!(src.read().unwrap().as_deref(), Some(long.as_str()));
+    // Shorter now: the kept descriptor reads the new, shorter text, nothing stale after it.
+    std::fs::write(&path, "short\n").unwrap();
+    assert_eq!(src.read().unwrap().as_deref(), Some("short\n"));
 }
 
 // --- parsers -------------------------------------------------------------------------
