@@ -78,8 +78,7 @@ fn main() -> ExitCode {
         Ok(soft) => tracing::debug!(soft, "RLIMIT_NOFILE"),
         Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
