@@ -5,7 +5,7 @@ use std::{
     fmt,
     fs::File,
     io,
-    os::unix::fs::FileExt as _,
+    os::unix::fs::{FileExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -172,7 +172,12 @@ impl Source {
             path: self.path.clone(),
             source,
         };
-        let f = match File::open(&self.path) {
+        // Non-blocking: opening a FIFO with no writer would wait for one.
+        let f = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path)
+        {
             Ok(f) => f,
             Err(e) if absent(&e) => return Ok(None),
             Err(e) => return Err(failed(e)),
@@ -212,16 +217,28 @@ impl Source {
     }
 }
 
+/// The most a sampled file may hold. `/proc/stat` of a machine with thousands of CPUs
+/// stays far below it; `pressure.root` pointing at something endless (`/dev/zero`, a
+/// growing log) gets an error instead of the daemon's memory.
+pub(super) const MAX_FILE_BYTES: usize = 4 << 20;
+
 /// The whole text of `f`, read from its start with positioned reads into a buffer sized by
 /// the last reading (`last_len`, updated): two `pread`s for a file that did not grow, where
 /// a seek and `read_to_string` cost a seek, an `fstat` and a seek more. A procfs file read
-/// at offset 0 starts a fresh reading.
+/// at offset 0 starts a fresh reading. A pipe cannot be read at an offset: an error, never
+/// a wait.
 fn from_start(f: &File, last_len: &mut usize) -> io::Result<String> {
-    let mut buf = vec![0u8; (*last_len + 1024).next_power_of_two()];
+    let mut buf = vec![0u8; (*last_len + 1024).next_power_of_two().min(MAX_FILE_BYTES)];
     let mut len = 0;
     loop {
         if len == buf.len() {
-            buf.resize(buf.len() * 2, 0);
+            if len >= MAX_FILE_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("larger than {} MiB", MAX_FILE_BYTES >> 20),
+                ));
+            }
+            buf.resize((buf.len() * 2).min(MAX_FILE_BYTES), 0);
         }
         match f.read_at(&mut buf[len..], len as u64) {
             Ok(0) => break,

@@ -161,6 +161,32 @@ fn a_kept_file_reads_whole_from_its_start_every_time() {
     assert_eq!(src.read().unwrap().as_deref(), Some("short\n"));
 }
 
+#[test]
+fn an_endless_or_unseekable_file_is_an_error_not_a_hang() {
+    // /dev/zero never ends: refused at the cap, naming the file.
+    let mut zero = super::sampler::Source::new("/dev/zero".into(), true);
+    let e = zero.read().unwrap_err();
+    assert_eq!(e.path(), std::path::Path::new("/dev/zero"));
+    assert!(e.to_string().contains("larger than 4 MiB"), "{e}");
+    // One byte over the cap, in a regular file.
+    let root = Root::new();
+    let big = root.0.join("big");
+    std::fs::write(&big, vec![b'x'; super::sampler::MAX_FILE_BYTES + 1]).unwrap();
+    assert!(super::sampler::Source::new(big, false).read().is_err());
+    // A FIFO with no writer: a read at an offset fails at once (ESPIPE) instead of waiting.
+    let fifo = root.0.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(super::sampler::Source::new(fifo, false).read().is_err());
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+}
+
 // --- parsers -------------------------------------------------------------------------
 
 #[test]
