@@ -83,7 +83,8 @@ where
     let (fleet_tx, fleet_start) = fleet.unzip();
     let admin_cfg = core.config.admin.clone();
     let metrics_addr = core.config.metrics.listen;
-    let mut periodic = Periodic::new(&core.config);
+    let phase = Phase::now();
+    let mut periodic = Periodic::new(&core.config, phase);
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         config_path,
@@ -129,7 +130,7 @@ where
     };
     // Interface hot-plug: re-attach when an interface of the config returns.
     let links_task = tokio::spawn(super::links::watch(shared.clone()));
-    let baseline_task = tokio::spawn(baseline(shared.clone()));
+    let baseline_task = tokio::spawn(baseline(shared.clone(), phase));
     let offenders_task = tokio::spawn(super::bans::offenders(shared.clone()));
     let feeds_task = tokio::spawn(crate::feeds::task::run(shared.clone()));
     let fleet_task = fleet_start
@@ -144,8 +145,7 @@ where
     // The control loop: breakers, passive signals, bulkheads and chaos, written to the maps.
     // The first tick at once: it takes the egress counters' first reading, the baseline of
     // the passive signal, before any client's refusal can be folded into it.
-    let mut control = tokio::time::interval(shared.lock().control_period());
-    control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut control = phase.interval(shared.lock().control_period());
     let (probe_tx, mut probe_rx) =
         tokio::sync::mpsc::channel::<(String, crate::policy::upstream::ProbeResult)>(64);
     tokio::pin!(shutdown);
@@ -173,12 +173,12 @@ where
                         warn!(error = %e, "setting the watch flags failed");
                     }
                     // A reload (SIGHUP or the admin API) may have changed the periods.
-                    periodic.retune(&core.config);
+                    periodic.retune(&core.config, phase);
                     (core.due_probes(), core.control_period())
                 };
                 // Upstreams or chaos came or went (a reload, the admin API).
                 if control.period() != period {
-                    control = control_interval(period);
+                    control = phase.next_interval(period);
                 }
                 for job in due {
                     let tx = probe_tx.clone();
@@ -228,18 +228,51 @@ where
     Ok(())
 }
 
-/// The control loop's interval after a change of period: its first tick one period from
-/// now (a tick just ran).
-fn control_interval(period: Duration) -> tokio::time::Interval {
-    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// The phase the daemon's periodic timers share: every tick falls a whole number of periods
+/// after the start. On an idle node the jobs of one second — the control tick, the pressure
+/// sample, the baseline — then wake the daemon once, together, instead of each at its own
+/// instant. A tick that comes late (a busy runtime) is skipped to the next boundary, which
+/// keeps the phase; none is made up in a burst.
+#[derive(Clone, Copy, Debug)]
+struct Phase(tokio::time::Instant);
+
+impl Phase {
+    fn now() -> Self {
+        Self(tokio::time::Instant::now())
+    }
+
+    /// Ticks on the phase's boundaries of `period`; the first at once.
+    fn interval(self, period: Duration) -> tokio::time::Interval {
+        skipping(tokio::time::interval_at(self.0, period))
+    }
+
+    /// Ticks on the phase's boundaries of `period`; the first at the next boundary after
+    /// now (for a timer restarted with a new period: its tick just ran).
+    fn next_interval(self, period: Duration) -> tokio::time::Interval {
+        skipping(tokio::time::interval_at(
+            self.next_boundary(tokio::time::Instant::now(), period),
+            period,
+        ))
+    }
+
+    /// The first boundary of `period` strictly after `now`.
+    fn next_boundary(self, now: tokio::time::Instant, period: Duration) -> tokio::time::Instant {
+        let period_ns = period.as_nanos().max(1);
+        let since = now.saturating_duration_since(self.0).as_nanos();
+        let n = since / period_ns + 1;
+        self.0 + Duration::from_nanos(u64::try_from(n * period_ns).unwrap_or(u64::MAX))
+    }
+}
+
+fn skipping(mut i: tokio::time::Interval) -> tokio::time::Interval {
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     i
 }
 
-/// The baseline's readings, one a second, each walk off the control loop.
-async fn baseline(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// The baseline's readings, one a second on the daemon's [`Phase`], each walk off the
+/// control loop.
+async fn baseline(shared: Arc<Shared>, phase: Phase) {
+    let mut tick = phase.interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
         super::walks::observe_baseline(&shared).await;
@@ -279,32 +312,27 @@ struct Periodic {
 }
 
 impl Periodic {
-    fn new(config: &Config) -> Self {
-        let mut pressure = tokio::time::interval(config.pressure.interval);
-        pressure.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    fn new(config: &Config, phase: Phase) -> Self {
         Self {
-            summary: tokio::time::interval(config.daemon.summary_interval),
-            pressure,
+            summary: phase.interval(config.daemon.summary_interval),
+            pressure: phase.interval(config.pressure.interval),
         }
     }
 
     /// Restart an interval whose period the config changed (its next tick is one new
     /// period away). Returns whether anything changed.
-    fn retune(&mut self, config: &Config) -> bool {
+    fn retune(&mut self, config: &Config, phase: Phase) -> bool {
         let mut changed = false;
         let summary = config.daemon.summary_interval;
         if self.summary.period() != summary {
             info!(every = ?summary, "summary interval changed");
-            self.summary = tokio::time::interval_at(tokio::time::Instant::now() + summary, summary);
+            self.summary = phase.next_interval(summary);
             changed = true;
         }
         let pressure = config.pressure.interval;
         if self.pressure.period() != pressure {
             info!(every = ?pressure, "pressure sampling interval changed");
-            self.pressure =
-                tokio::time::interval_at(tokio::time::Instant::now() + pressure, pressure);
-            self.pressure
-                .set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            self.pressure = phase.next_interval(pressure);
             changed = true;
         }
         changed
@@ -322,16 +350,67 @@ mod tests {
     #[tokio::test]
     async fn reload_retunes_summary_and_pressure_intervals() {
         let before = Config::parse(Path::new("t.toml"), CONFIG).unwrap();
-        let mut p = Periodic::new(&before);
-        assert!(!p.retune(&before), "same config, same periods");
+        let phase = Phase::now();
+        let mut p = Periodic::new(&before, phase);
+        assert!(!p.retune(&before, phase), "same config, same periods");
         let text = format!(
             "{}summary_interval = \"7s\"\n[pressure]\ninterval = \"3s\"\n",
             CONFIG.replace("[classes.default]\n", "")
         ) + "[classes.default]\n";
         let after = Config::parse(Path::new("t.toml"), &text).unwrap();
-        assert!(p.retune(&after));
+        assert!(p.retune(&after, phase));
         assert_eq!(p.summary.period(), Duration::from_secs(7));
         assert_eq!(p.pressure.period(), Duration::from_secs(3));
-        assert!(!p.retune(&after));
+        assert!(!p.retune(&after, phase));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timers_of_one_phase_tick_together_wherever_they_started() {
+        let phase = Phase::now();
+        let t0 = tokio::time::Instant::now();
+        let s = Duration::from_secs(1);
+        let mut control = phase.interval(s);
+        tokio::time::advance(Duration::from_millis(370)).await;
+        let mut pressure = phase.interval(s);
+        tokio::time::advance(Duration::from_millis(250)).await;
+        let mut baseline = phase.interval(s);
+        // Each one's first tick at once (the control loop's first reading must not wait)...
+        for t in [&mut control, &mut pressure, &mut baseline] {
+            t.tick().await;
+        }
+        // ...then all of them on the same boundaries.
+        for k in 1..=3 {
+            for t in [&mut control, &mut pressure, &mut baseline] {
+                assert_eq!(t.tick().await, t0 + s * k);
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_timer_keeps_the_phase() {
+        let phase = Phase::now();
+        let t0 = tokio::time::Instant::now();
+        tokio::time::advance(Duration::from_millis(1250)).await;
+        let mut fast = phase.next_interval(Duration::from_millis(100));
+        assert_eq!(fast.tick().await, t0 + Duration::from_millis(1300));
+        let mut slow = phase.next_interval(Duration::from_secs(1));
+        assert_eq!(slow.tick().await, t0 + Duration::from_secs(2));
+        // Exactly on a boundary: the next one, not this one (a tick just ran).
+        assert_eq!(
+            phase.next_boundary(t0 + Duration::from_secs(3), Duration::from_secs(1)),
+            t0 + Duration::from_secs(4)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_tick_is_skipped_to_the_next_boundary() {
+        let phase = Phase::now();
+        let t0 = tokio::time::Instant::now();
+        let mut t = phase.interval(Duration::from_secs(1));
+        t.tick().await;
+        // A runtime busy for 2.4 s: one late tick at once, then back on the boundaries.
+        tokio::time::advance(Duration::from_millis(2400)).await;
+        t.tick().await;
+        assert_eq!(t.tick().await, t0 + Duration::from_secs(3));
     }
 }
