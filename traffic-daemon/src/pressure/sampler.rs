@@ -228,17 +228,19 @@ pub(super) const MAX_FILE_BYTES: usize = 4 << 20;
 /// at offset 0 starts a fresh reading. A pipe cannot be read at an offset: an error, never
 /// a wait.
 fn from_start(f: &File, last_len: &mut usize) -> io::Result<String> {
-    let mut buf = vec![0u8; (*last_len + 1024).next_power_of_two().min(MAX_FILE_BYTES)];
+    // One byte past the cap: a file of exactly the cap reads whole, a longer one fills it.
+    let most = MAX_FILE_BYTES + 1;
+    let mut buf = vec![0u8; (*last_len + 1024).next_power_of_two().min(most)];
     let mut len = 0;
     loop {
         if len == buf.len() {
-            if len >= MAX_FILE_BYTES {
+            if len == most {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("larger than {} MiB", MAX_FILE_BYTES >> 20),
                 ));
             }
-            buf.resize((buf.len() * 2).min(MAX_FILE_BYTES), 0);
+            buf.resize((buf.len() * 2).min(most), 0);
         }
         match f.read_at(&mut buf[len..], len as u64) {
             Ok(0) => break,

@@ -168,11 +168,18 @@ fn an_endless_or_unseekable_file_is_an_error_not_a_hang() {
     let e = zero.read().unwrap_err();
     assert_eq!(e.path(), std::path::Path::new("/dev/zero"));
     assert!(e.to_string().contains("larger than 4 MiB"), "{e}");
-    // One byte over the cap, in a regular file.
+    // One byte over the cap, in a regular file; exactly the cap still reads.
     let root = Root::new();
     let big = root.0.join("big");
     std::fs::write(&big, vec![b'x'; super::sampler::MAX_FILE_BYTES + 1]).unwrap();
-    assert!(super::sampler::Source::new(big, false).read().is_err());
+    assert!(
+        super::sampler::Source::new(big.clone(), false)
+            .read()
+            .is_err()
+    );
+    std::fs::write(&big, vec![b'x'; super::sampler::MAX_FILE_BYTES]).unwrap();
+    let whole = super::sampler::Source::new(big, false).read().unwrap();
+    assert_eq!(whole.map(|t| t.len()), Some(super::sampler::MAX_FILE_BYTES));
     // A FIFO with no writer: a read at an offset fails at once (ESPIPE) instead of waiting.
     let fifo = root.0.join("fifo");
     let made = std::process::Command::new("mkfifo")
