@@ -18,6 +18,9 @@ pub(crate) enum Suite {
     Aging,
     /// Many rules and live sources; one source from every CPU (`scale.rs`).
     Scale,
+    /// This tree's program against another build of it (`variant.rs`; only with
+    /// `--variant OBJECT`, never in the default set).
+    Variant,
 }
 
 impl Suite {
@@ -38,6 +41,7 @@ impl Suite {
             Suite::Idle => "idle",
             Suite::Aging => "aging",
             Suite::Scale => "scale",
+            Suite::Variant => "variant",
         }
     }
 }
@@ -87,17 +91,20 @@ pub(crate) struct Args {
     pub(crate) plan: Plan,
     pub(crate) json_dir: PathBuf,
     pub(crate) suites: Vec<Suite>,
+    /// The eBPF object of suite `variant`.
+    pub(crate) variant: Option<PathBuf>,
 }
 
 fn usage() -> &'static str {
-    "usage: traffic-bench [--quick] [--reps N] [--json-dir DIR] [--only testrun,veth,accuracy,idle,aging,scale]"
+    "usage: traffic-bench [--quick] [--reps N] [--json-dir DIR] [--only testrun,veth,accuracy,idle,aging,scale,variant] [--variant OBJECT]"
 }
 
 pub(crate) fn parse_args() -> Result<Args> {
     let mut quick = false;
     let mut reps = None;
     let mut json_dir = None;
-    let mut suites = Suite::ALL.to_vec();
+    let mut suites = None;
+    let mut variant = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -107,18 +114,21 @@ pub(crate) fn parse_args() -> Result<Args> {
                 ensure!(n >= 1, "--reps must be at least 1");
                 reps = Some(n);
             }
+            "--variant" => variant = Some(PathBuf::from(it.next().context(usage())?)),
             "--json-dir" => json_dir = Some(PathBuf::from(it.next().context(usage())?)),
             "--only" => {
                 let list = it.next().context(usage())?;
-                suites = list
-                    .split(',')
-                    .map(|s| {
-                        Suite::ALL
-                            .into_iter()
-                            .find(|x| x.name() == s.trim())
-                            .with_context(|| format!("unknown suite `{s}`; {}", usage()))
-                    })
-                    .collect::<Result<_>>()?;
+                suites = Some(
+                    list.split(',')
+                        .map(|s| {
+                            Suite::ALL
+                                .into_iter()
+                                .chain([Suite::Variant])
+                                .find(|x| x.name() == s.trim())
+                                .with_context(|| format!("unknown suite `{s}`; {}", usage()))
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                );
             }
             "-h" | "--help" => {
                 println!("{}", usage());
@@ -127,6 +137,15 @@ pub(crate) fn parse_args() -> Result<Args> {
             other => bail!("unknown argument `{other}`; {}", usage()),
         }
     }
+    // `--variant` alone runs that suite only; the suite without an object is an error.
+    let suites = match (suites, &variant) {
+        (Some(s), None) if s.contains(&Suite::Variant) => {
+            bail!("suite `variant` needs --variant OBJECT; {}", usage())
+        }
+        (Some(s), _) => s,
+        (None, Some(_)) => vec![Suite::Variant],
+        (None, None) => Suite::ALL.to_vec(),
+    };
     let json_dir = match json_dir {
         Some(d) => d,
         None => target_dir()?.join("bench"),
@@ -135,6 +154,7 @@ pub(crate) fn parse_args() -> Result<Args> {
         plan: Plan::new(quick, reps),
         json_dir,
         suites,
+        variant,
     })
 }
 

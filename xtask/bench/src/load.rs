@@ -75,7 +75,7 @@ pub(crate) struct Traffic {
     /// tail-call target); `None` unless asked for.
     second: Option<Ebpf>,
     slots: Slots,
-    _pins: PinDir,
+    pins: PinDir,
 }
 
 impl Traffic {
@@ -94,25 +94,34 @@ impl Traffic {
         kernel
             .apply(&diff(None, &desired(&config, &slots, |_| 1.0)))
             .context("apply the bench config")?;
-        let second = if second {
-            let mut ebpf = EbpfLoader::new()
-                .default_map_pin_directory(&pins.0)
-                .map_max_entries(map_names::BUCKETS, MAX_SOURCES)
-                .load(traffic_daemon::EBPF_OBJECT)
-                .context("load the traffic object a second time (on the pinned maps)")?;
-            xdp_mut(&mut ebpf, PROGRAM_NAME)?
-                .load()
-                .context("load the second traffic program")?;
-            Some(ebpf)
-        } else {
-            None
-        };
-        Ok(Traffic {
+        let mut traffic = Traffic {
             kernel,
-            second,
+            second: None,
             slots,
-            _pins: pins,
-        })
+            pins,
+        };
+        if second {
+            traffic.second = Some(
+                traffic
+                    .load_alongside(traffic_daemon::EBPF_OBJECT)
+                    .context("load the traffic object a second time")?,
+            );
+        }
+        Ok(traffic)
+    }
+
+    /// Another build of the traffic object (same ABI) loaded onto this one's pinned maps,
+    /// its program loaded and not attached: the variant of suite `variant`.
+    pub(crate) fn load_alongside(&self, object: &[u8]) -> Result<Ebpf> {
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&self.pins.0)
+            .map_max_entries(map_names::BUCKETS, MAX_SOURCES)
+            .load(object)
+            .context("load the object on the pinned maps")?;
+        xdp_mut(&mut ebpf, PROGRAM_NAME)?
+            .load()
+            .context("load its traffic program")?;
+        Ok(ebpf)
     }
 
     /// Apply another config (same classes and rules, other limits): every entry rewritten,
@@ -165,7 +174,7 @@ impl Traffic {
     }
 }
 
-fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
+pub(crate) fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
     ebpf.program(name)
         .with_context(|| format!("object has no program {name}"))?
         .try_into()

@@ -99,11 +99,12 @@ mod load;
 mod runs;
 mod scale;
 mod testrun;
+mod variant;
 mod veth;
 
 use std::{process::ExitCode, time::Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use traffic_loadgen::stats::BenchReport as Report;
 
 use crate::{
@@ -172,6 +173,10 @@ fn run() -> Result<()> {
             Suite::Idle => idle::run(&args.plan)?,
             Suite::Aging => aging::run(&mut bench, &args.plan)?,
             Suite::Scale => scale::run(&mut bench, &args.plan)?,
+            Suite::Variant => {
+                let object = args.variant.as_deref().context("--variant OBJECT")?;
+                variant::run(&mut bench, &args.plan, object)?
+            }
         };
         common_meta(&mut report, &args.plan, cpus);
         report.meta("suite_seconds", t.elapsed().as_secs_f64());

@@ -21,7 +21,7 @@ use crate::{
     runs::{Samples, test_run, udp4, udp6},
 };
 
-const TESTRUN_CONFIG: &str = r#"
+pub(crate) const TESTRUN_CONFIG: &str = r#"
 [daemon]
 interfaces = ["lo"]
 max_sources = 131072
@@ -382,7 +382,7 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
 }
 
 /// The frames of the known-source variants.
-fn frames() -> BTreeMap<&'static str, Vec<u8>> {
+pub(crate) fn frames() -> BTreeMap<&'static str, Vec<u8>> {
     let mut frames = BTreeMap::new();
     frames.insert("v4_fast", udp4(Ipv4Addr::new(198, 18, 1, 1)));
     frames.insert("v4_fastbytes", udp4(Ipv4Addr::new(198, 18, 4, 1)));

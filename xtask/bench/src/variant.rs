@@ -1,0 +1,136 @@
+//! Suite `variant` (only with `--variant OBJECT`): the known-source cases of suite a, run
+//! through this tree's traffic program (*base*) and through another build of it (*variant*,
+//! an eBPF object file of the same ABI, e.g. a worktree's
+//! `target/…/bpfel-unknown-none/release/traffic`), interleaved in one run on the same
+//! pinned maps.
+//!
+//! Back-to-back runs of two builds on a noisy VM move with the machine more than with a
+//! small change; here every repetition measures the floor, the base and the variant within
+//! a second of each other, in rotating order, and the variant/base ratio is paired within
+//! the repetition. Both programs charge the same buckets, so the known sources are in the
+//! same state for both. No targets: a tool for deciding which of two programs is faster.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, ensure};
+use traffic_ebpf_bench as gen_abi;
+use traffic_loadgen::{
+    flood,
+    stats::{BenchReport as Report, rotation},
+};
+
+use crate::{
+    GEN_CPU, XDP_DROP, XDP_PASS,
+    args::Plan,
+    load::{BenchObject, Traffic, xdp},
+    runs::{Samples, test_run},
+    testrun::{TESTRUN_CONFIG, frames},
+};
+
+/// The cases: name, frame of [`frames`], the action every run must end with.
+const CASES: [(&str, &str, u32); 6] = [
+    ("known_pass", "v4_fast", XDP_PASS),
+    ("known_drop", "v4_slow", XDP_DROP),
+    ("known_v6", "v6_fast", XDP_PASS),
+    ("known_pass_bytes", "v4_fastbytes", XDP_PASS),
+    ("allowed", "v4_allowed", XDP_PASS),
+    ("non_ip", "arp", XDP_PASS),
+];
+
+#[derive(Clone, Copy)]
+enum Run {
+    Floor,
+    Base(usize),
+    Variant(usize),
+}
+
+pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result<Report> {
+    let mut report = Report::new(
+        "variant",
+        "v. base vs variant program through BPF_PROG_TEST_RUN (ns per packet, interleaved)",
+    );
+    let bytes = std::fs::read(object)
+        .with_context(|| format!("read the variant object {}", object.display()))?;
+    let traffic = Traffic::load("variant", TESTRUN_CONFIG, true)?;
+    let variant = traffic
+        .load_alongside(&bytes)
+        .with_context(|| format!("load the variant object {}", object.display()))?;
+    let programs = [traffic.program()?, xdp(&variant, traffic_common::PROGRAM_NAME)?];
+    report.meta("variant_object", object.display().to_string());
+    let frames = frames();
+
+    let mut runs = vec![Run::Floor];
+    for i in 0..CASES.len() {
+        runs.extend([Run::Base(i), Run::Variant(i)]);
+    }
+    let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
+    flood::set_affinity(0, &[GEN_CPU])?;
+    let one = |r: Run| -> Result<(String, f64)> {
+        let (name, prog, case) = match r {
+            Run::Floor => (
+                "floor_drop.ns".to_owned(),
+                bench.program(gen_abi::FLOOR_PROGRAM)?,
+                None,
+            ),
+            Run::Base(i) => (format!("base.{}.ns", CASES[i].0), programs[0], Some(i)),
+            Run::Variant(i) => (format!("variant.{}.ns", CASES[i].0), programs[1], Some(i)),
+        };
+        let frame = &frames[case.map_or("v4_fast", |i| CASES[i].1)];
+        let (action, ns) = test_run(prog, frame, plan.repeat).with_context(|| name.clone())?;
+        let want = case.map_or(XDP_DROP, |i| CASES[i].2);
+        ensure!(action == want, "{name}: action {action}, want {want}");
+        Ok((name, ns))
+    };
+    let measured = (|| -> Result<Samples> {
+        // Warm-up, not recorded: the known sources' buckets exist (the slow one is over its
+        // limit from the second packet).
+        for &r in &runs {
+            one(r)?;
+        }
+        let mut s = Samples::default();
+        for rep in 0..plan.reps {
+            for r in rotation(&runs, rep) {
+                let (name, ns) = one(r)?;
+                s.push(&name, rep, ns);
+            }
+        }
+        Ok(s)
+    })();
+    flood::set_affinity(0, &all)?;
+    let mut s = measured?;
+
+    let floor = s.take("floor_drop.ns", plan.reps);
+    report.figure(
+        "floor_drop.ns",
+        "ns",
+        "bare XDP_DROP: test-run loop + dispatch",
+        floor.clone(),
+    );
+    for (case, _, _) in CASES {
+        for side in ["base", "variant"] {
+            let raw = s.take(&format!("{side}.{case}.ns"), plan.reps);
+            let work = raw.iter().zip(&floor).map(|(r, f)| r - f).collect();
+            report.figure(
+                &format!("{side}.{case}.ns"),
+                "ns",
+                "test-run mean per packet",
+                raw,
+            );
+            report.figure(
+                &format!("{side}.{case}.work_ns"),
+                "ns",
+                "program work: run − floor_drop (same repetition)",
+                work,
+            );
+        }
+    }
+    for (case, _, _) in CASES {
+        report.ratio(
+            &format!("variant/base.{case}.work"),
+            &format!("variant.{case}.work_ns"),
+            &format!("base.{case}.work_ns"),
+            "paired within each repetition",
+        );
+    }
+    Ok(report)
+}
