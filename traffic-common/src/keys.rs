@@ -6,6 +6,18 @@ use bytemuck::{Pod, Zeroable};
 // The contract's constants and types are one vocabulary, split only by file.
 use crate::*;
 
+/// The entry of [`map_names::CLOCK`]: the coarse kernel clock (`bpf_ktime_get_coarse_ns`)
+/// as one CPU read it, and `jiffies` when it did. Scratch state of the program: the daemon
+/// never reads it, and an entry of another boot or run is simply replaced.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ClockCopy {
+    /// `bpf_jiffies64()` at the reading.
+    pub jiffies: u64,
+    /// The coarse clock read then, ns; 0 = never read.
+    pub ns: u64,
+}
+
 /// The entry of [`map_names::CLASS_PREFIX`]: the leaf rule a CPU matched last, as its
 /// masked address and mask words, under one generation of the rule set. A source whose
 /// classification-cache entry misses but that lies inside it gets its action and class

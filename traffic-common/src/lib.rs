@@ -51,6 +51,10 @@ pub mod map_names {
     /// Per-CPU, one entry: the leaf rule ([`crate::Rule::mask`]) this CPU matched last,
     /// [`crate::ClassPrefix`]: a new source inside it is classified without the LPM lookup.
     pub const CLASS_PREFIX: &str = "TRF_CLS_PREFIX";
+    /// Per-CPU, one entry: the coarse kernel clock as this CPU last read it, and the jiffy
+    /// it read it at, [`crate::ClockCopy`]: within one jiffy a packet takes the clock from
+    /// here (an inlined load of `jiffies`) instead of calling the clock helper.
+    pub const CLOCK: &str = "TRF_CLOCK";
     /// Bitmap of the bucket keys inserted recently, [`crate::SeenWord`] indexed by
     /// [`crate::seen_bit`]: a bit clear in both generations proves a source untracked
     /// without a lookup in the (large, cold) bucket map. Aged by the daemon, which clears
@@ -98,7 +102,7 @@ pub mod map_names {
     pub const WATCH_STATE: &str = "TRF_WATCH_ST";
 
     /// Every map, for contract checks and pin management.
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 27] = [
         CONFIG,
         RULES,
         CLASSES,
@@ -113,6 +117,7 @@ pub mod map_names {
         EGRESS,
         CLASS_CACHE,
         CLASS_PREFIX,
+        CLOCK,
         SEEN,
         DEBT,
         FLEET_HOT,
@@ -302,6 +307,7 @@ assert_layout! {
     SlotName => 32, 1;
     ClassCacheEntry => 40, 8;
     ClassPrefix => 48, 8;
+    ClockCopy => 16, 8;
     BanEntry => 16, 8;
     SeenWord => 16, 8;
     FeedValue => 4, 2;

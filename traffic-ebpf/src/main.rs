@@ -44,7 +44,10 @@ use traffic_ebpf::{
 
 use crate::{clock::Clock, count::PortCounters};
 
+// Inlined into the entry the macro generates: as a BPF-to-BPF call it cost ~8 ns a packet
+// on a CPU whose kernel returns through a return thunk (AMD, SRSO "Safe RET").
 #[xdp]
+#[inline(always)]
 pub fn traffic_xdp(ctx: XdpContext) -> u32 {
     // SAFETY: `data..data_end` of an XDP context is the frame, writable for the program's
     // run; the only other view of it (`reply`) is formed after this one's last use.
@@ -140,7 +143,7 @@ fn decide(frame: &Frame, ip: &Ip, len: u64) -> Verdict {
     if ip.l4.hides_a_ruled_port(cfg.flags) && gate::local_destination(frame, ip) {
         return Verdict::new(class, Reason::PortUnknown, monitor);
     }
-    let mut clock = Clock::unread();
+    let mut clock = Clock::read();
     if let Some(pr) = port {
         if let Some(r) = gate::check(ip, pr, &mut clock) {
             let v = Verdict::new(class, r.reason, monitor).with_reset(r.reset);

@@ -15,7 +15,9 @@ use traffic_common::{
     PORTS_ENTRIES, PortKey, PortRule, PortStats, RULES_ENTRIES, Rule, RuleAddr, SEEN_MAP_FLAGS,
     SEEN_WORDS, SLOT_NAMES_ENTRIES, SeenWord, SlotName,
 };
-use traffic_common::{ClassPrefix, DROP_TALLY_ENTRIES, DropTally, TABLE_MAP_FLAGS, TableSlot};
+use traffic_common::{
+    ClassPrefix, ClockCopy, DROP_TALLY_ENTRIES, DropTally, TABLE_MAP_FLAGS, TableSlot,
+};
 use traffic_common::{FEED_V4_ENTRIES, FEED_V6_ENTRIES, FeedValue};
 use traffic_common::{WATCH_RING_BYTES, WATCH_STATE_ENTRIES, WatchEvent, WatchState};
 
@@ -72,6 +74,10 @@ pub static TRF_CLS_CACHE: PerCpuArray<ClassCacheEntry, { CLASS_CACHE_ENTRIES as 
 /// it is ignored.
 #[btf_map(pin_by_name)]
 pub static TRF_CLS_PREFIX: PerCpuArray<ClassPrefix, 1> = PerCpuArray::new();
+
+/// Per CPU: the coarse clock as this CPU last read it, and the jiffy it did (see `clock`).
+#[btf_map(pin_by_name)]
+pub static TRF_CLOCK: PerCpuArray<ClockCopy, 1> = PerCpuArray::new();
 
 /// Shared by all CPUs: bits set with an atomic OR, never cleared by the program (the daemon
 /// ages it through a memory mapping); pinned with the buckets, so an adopted bucket map

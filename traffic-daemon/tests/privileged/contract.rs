@@ -129,6 +129,13 @@ fn expected(name: &str) -> Expected {
             size_of::<traffic_common::ClassPrefix>(),
             1,
         ),
+        // Per CPU, one entry: the clock as this CPU read it at its last jiffy.
+        map_names::CLOCK => (
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            INDEX,
+            size_of::<traffic_common::ClockCopy>(),
+            1,
+        ),
         // Shared: a bit one CPU's insert sets must be seen by every CPU.
         map_names::SEEN => (BPF_MAP_TYPE_ARRAY, INDEX, size_of::<SeenWord>(), SEEN_WORDS),
         // Shared: a debt one CPU records must be seen by the CPU that re-creates the bucket.

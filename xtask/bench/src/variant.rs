@@ -55,7 +55,10 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
     let variant = traffic
         .load_alongside(&bytes)
         .with_context(|| format!("load the variant object {}", object.display()))?;
-    let programs = [traffic.program()?, xdp(&variant, traffic_common::PROGRAM_NAME)?];
+    let programs = [
+        traffic.program()?,
+        xdp(&variant, traffic_common::PROGRAM_NAME)?,
+    ];
     report.meta("variant_object", object.display().to_string());
     let frames = frames();
 
