@@ -80,7 +80,7 @@ class = "open"
 "#;
 
 /// [`TESTRUN_CONFIG`] with the guarded class's admission lifted, to fill the bucket map.
-fn testrun_fill_config() -> String {
+pub(crate) fn testrun_fill_config() -> String {
     TESTRUN_CONFIG.replace(
         "admission = { rate = 1000, burst = 1000 }",
         "admission = { rate = 1000000000, burst = 1000000000 }",

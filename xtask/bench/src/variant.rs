@@ -8,23 +8,27 @@
 //! small change; here every repetition measures the floor, the base and the variant within
 //! a second of each other, in rotating order, and the variant/base ratio is paired within
 //! the repetition. Both programs charge the same buckets, so the known sources are in the
-//! same state for both. No targets: a tool for deciding which of two programs is faster.
+//! same state for both. The spoofed flood of suite a (a new IPv6 /64 every packet, admission
+//! on, the bucket map filled first) runs through each by the rewriter's tail call, against
+//! the rewriter tail-calling the floor; the rewriter's sequence runs on across both, so
+//! every packet of either is a new source. No targets: a tool for deciding which of two
+//! programs is faster.
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result, ensure};
-use traffic_ebpf_bench as gen_abi;
+use traffic_ebpf_bench::{self as gen_abi, GenConfig};
 use traffic_loadgen::{
     flood,
     stats::{BenchReport as Report, rotation},
 };
 
 use crate::{
-    GEN_CPU, XDP_DROP, XDP_PASS,
+    GEN_CPU, XDP_ABORTED, XDP_DROP, XDP_PASS,
     args::Plan,
     load::{BenchObject, Traffic, xdp},
     runs::{Samples, test_run},
-    testrun::{TESTRUN_CONFIG, frames},
+    testrun::{SPOOF_MASK, TESTRUN_CONFIG, fill_buckets, frames, testrun_fill_config},
 };
 
 /// The cases: name, frame of [`frames`], the action every run must end with.
@@ -42,7 +46,15 @@ enum Run {
     Floor,
     Base(usize),
     Variant(usize),
+    /// The rewriter into the floor, into the base, into the variant.
+    Spoof(usize),
 }
+
+const SPOOF_SIDES: [&str; 3] = [
+    "spoof_baseline",
+    "base.spoof_admission",
+    "variant.spoof_admission",
+];
 
 pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result<Report> {
     let mut report = Report::new(
@@ -51,7 +63,19 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
     );
     let bytes = std::fs::read(object)
         .with_context(|| format!("read the variant object {}", object.display()))?;
-    let traffic = Traffic::load("variant", TESTRUN_CONFIG, true)?;
+    let mut traffic = Traffic::load("variant", TESTRUN_CONFIG, true)?;
+    let guarded = traffic.slot("guarded")?;
+    let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
+    flood::set_affinity(0, &[GEN_CPU])?;
+    let filled = fill_buckets(
+        bench,
+        &mut traffic,
+        guarded,
+        &testrun_fill_config(),
+        TESTRUN_CONFIG,
+    );
+    flood::set_affinity(0, &all)?;
+    report.meta("buckets_before_spoof_admission", filled?);
     let variant = traffic
         .load_alongside(&bytes)
         .with_context(|| format!("load the variant object {}", object.display()))?;
@@ -61,14 +85,38 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
     ];
     report.meta("variant_object", object.display().to_string());
     let frames = frames();
+    let targets = [
+        bench.floor_fd()?.try_clone()?,
+        programs[0].fd()?.try_clone()?,
+        programs[1].fd()?.try_clone()?,
+    ];
+    bench.configure(&GenConfig {
+        family: gen_abi::FAMILY_V6,
+        flood_base: 0x8000_0000,
+        flood_mask: SPOOF_MASK,
+        ..GenConfig::default()
+    })?;
 
     let mut runs = vec![Run::Floor];
     for i in 0..CASES.len() {
         runs.extend([Run::Base(i), Run::Variant(i)]);
     }
-    let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
+    runs.extend((0..SPOOF_SIDES.len()).map(Run::Spoof));
+    // One pinned CPU: the rewriter's sequence is per CPU.
     flood::set_affinity(0, &[GEN_CPU])?;
-    let one = |r: Run| -> Result<(String, f64)> {
+    let mut one = |r: Run| -> Result<(String, f64)> {
+        if let Run::Spoof(side) = r {
+            bench.set_jump(&targets[side])?;
+            let name = format!("{}.ns", SPOOF_SIDES[side]);
+            let (action, ns) = test_run(
+                bench.program(gen_abi::SPOOF_PROGRAM)?,
+                &frames["v6_spoof"],
+                plan.repeat,
+            )
+            .with_context(|| name.clone())?;
+            ensure!(action != XDP_ABORTED, "{name}: XDP_ABORTED");
+            return Ok((name, ns));
+        }
         let (name, prog, case) = match r {
             Run::Floor => (
                 "floor_drop.ns".to_owned(),
@@ -77,6 +125,7 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
             ),
             Run::Base(i) => (format!("base.{}.ns", CASES[i].0), programs[0], Some(i)),
             Run::Variant(i) => (format!("variant.{}.ns", CASES[i].0), programs[1], Some(i)),
+            Run::Spoof(_) => unreachable!("handled above"),
         };
         let frame = &frames[case.map_or("v4_fast", |i| CASES[i].1)];
         let (action, ns) = test_run(prog, frame, plan.repeat).with_context(|| name.clone())?;
@@ -127,6 +176,41 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
             );
         }
     }
+    let spoof_floor = s.take("spoof_baseline.ns", plan.reps);
+    report.figure(
+        "spoof_baseline.ns",
+        "ns",
+        "rewriter + tail call into floor_drop",
+        spoof_floor.clone(),
+    );
+    for side in ["base", "variant"] {
+        let raw = s.take(&format!("{side}.spoof_admission.ns"), plan.reps);
+        let work = raw.iter().zip(&spoof_floor).map(|(r, f)| r - f).collect();
+        report.figure(
+            &format!("{side}.spoof_admission.ns"),
+            "ns",
+            "rewriter + tail call: a new IPv6 /64 every packet, admission on",
+            raw,
+        );
+        report.figure(
+            &format!("{side}.spoof_admission.work_ns"),
+            "ns",
+            "program work on a new source: run − spoof_baseline (same repetition)",
+            work,
+        );
+        report.ratio(
+            &format!("{side}.spoof_admission/known_v6.work"),
+            &format!("{side}.spoof_admission.work_ns"),
+            &format!("{side}.known_v6.work_ns"),
+            "paired within each repetition (suite a's target: ≤ 1.5)",
+        );
+    }
+    report.ratio(
+        "variant/base.spoof_admission.work",
+        "variant.spoof_admission.work_ns",
+        "base.spoof_admission.work_ns",
+        "paired within each repetition",
+    );
     for (case, _, _) in CASES {
         report.ratio(
             &format!("variant/base.{case}.work"),
