@@ -455,6 +455,8 @@ pub fn admission_without_overflow_drops_new_sources() -> Result<()> {
 
 pub fn a_tiny_bucket_map_evicts_instead_of_refusing() -> Result<()> {
     const CAPACITY: u32 = 8;
+    // One packet an hour: the 400 test runs below take seconds on a slow VM, and at 1/s
+    // the first source would have earned its next packet back by the time it returns.
     let lab = Lab::build(
         "tiny-map",
         CAPACITY,
@@ -462,7 +464,7 @@ pub fn a_tiny_bucket_map_evicts_instead_of_refusing() -> Result<()> {
 [daemon]
 interfaces = ["lo"]
 [classes.limited]
-packets = { rate = 1, burst = 5 }
+packets = { rate = 1, per = "1h", burst = 5 }
 [classes.default]
 [[rules]]
 cidr = "198.18.9.0/24"

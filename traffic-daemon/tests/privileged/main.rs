@@ -87,6 +87,7 @@ fn cases() -> Vec<Trial> {
         program::verdicts_by_source,
         program::the_last_leaf_rule_never_hides_a_nested_rule,
         program::burst_then_packet_rate_drops,
+        program::the_clock_copy_follows_the_kernel_clock_and_a_lie_lasts_a_jiffy,
         program::second_source_gets_its_own_bucket,
         program::non_first_fragments_and_cut_l4_are_limited_by_source,
         program::aggregate_v6_prefix_shares_a_bucket,

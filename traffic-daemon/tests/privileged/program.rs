@@ -23,7 +23,9 @@ use traffic_common::{GLOBAL_MONITOR, Reason, UNCLASSIFIED, v4_mapped};
 use traffic_daemon::dataplane::Dataplane as _;
 use traffic_testkit::packet::{Ext, Frame, ethertype, ip_proto, tcp_flags};
 
+mod clock;
 mod leaf;
+pub use clock::the_clock_copy_follows_the_kernel_clock_and_a_lie_lasts_a_jiffy;
 pub use leaf::the_last_leaf_rule_never_hides_a_nested_rule;
 
 // ---------------------------------------------------------------------------------------
