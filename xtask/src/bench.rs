@@ -42,6 +42,9 @@ pub struct Options {
     pub only: Option<String>,
     /// Repetitions per figure (default 5, `--quick` 2).
     pub reps: Option<usize>,
+    /// Run only suite `variant`: this tree's program against this eBPF object (another
+    /// build of it), interleaved.
+    pub variant: Option<PathBuf>,
 }
 
 /// Build and run the benchmark; print the targets' verdicts from the JSON it wrote.
@@ -52,15 +55,17 @@ pub fn run(tc: &Toolchains, opts: &Options) -> Result<()> {
              threads' CPU time: run `sudo cargo xtask bench`"
         );
     }
-    let suites: Vec<&str> = match &opts.only {
-        Some(list) => {
+    let suites: Vec<&str> = match (&opts.only, &opts.variant) {
+        (Some(_), Some(_)) => bail!("--variant runs its own suite only: drop --only"),
+        (None, Some(_)) => vec!["variant"],
+        (Some(list), None) => {
             let v: Vec<&str> = list.split(',').map(str::trim).collect();
             if let Some(bad) = v.iter().find(|s| !SUITES.contains(s)) {
                 bail!("unknown suite `{bad}` (suites: {})", SUITES.join(", "));
             }
             v
         }
-        None => SUITES.to_vec(),
+        (None, None) => SUITES.to_vec(),
     };
     if opts.reps == Some(0) {
         bail!("--reps must be at least 1");
@@ -92,6 +97,11 @@ pub fn run(tc: &Toolchains, opts: &Options) -> Result<()> {
         c.args(["--reps", &n.to_string()]);
     }
     c.arg("--only").arg(suites.join(","));
+    if let Some(object) = &opts.variant {
+        let object = std::fs::canonicalize(object)
+            .with_context(|| format!("the variant object {}", object.display()))?;
+        c.arg("--variant").arg(object);
+    }
     c.arg("--json-dir").arg(&dir);
     util::run(&mut c).context("the data-plane benchmark failed")?;
 
@@ -110,7 +120,7 @@ pub fn run(tc: &Toolchains, opts: &Options) -> Result<()> {
                     "MISSED"
                 }
             };
-            let median = t.median.map_or("-".to_owned(), |m| format!("{m:.1}"));
+            let median = t.median.map_or("-".to_owned(), figure);
             println!("{s:>9}: {verdict}: {} (median {median})", t.name);
         }
         println!("{s:>9}: {}", path.display());
@@ -122,6 +132,16 @@ pub fn run(tc: &Toolchains, opts: &Options) -> Result<()> {
         println!("{missed} target(s) missed; the figures are in the JSON files above");
     }
     Ok(())
+}
+
+/// A median as the verdict line shows it: three decimals below 10 (0.037 % of a core must
+/// not print as 0.0), one above.
+fn figure(m: f64) -> String {
+    if m.abs() < 10.0 {
+        format!("{m:.3}")
+    } else {
+        format!("{m:.1}")
+    }
 }
 
 /// The part of a suite's JSON report (`traffic_loadgen::stats::BenchReport`) this command reads:

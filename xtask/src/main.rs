@@ -86,12 +86,17 @@ enum Cmd {
         /// A short smoke run (fewer repetitions and repeats, shorter floods).
         #[arg(long)]
         quick: bool,
-        /// Only these suites, comma-separated: testrun, veth, accuracy, idle.
+        /// Only these suites, comma-separated: testrun, veth, accuracy, idle, aging, scale.
         #[arg(long, value_name = "SUITES")]
         only: Option<String>,
         /// Repetitions of every figure (default 5, with --quick 2).
         #[arg(long)]
         reps: Option<usize>,
+        /// Run only suite `variant`: the known-source cases and the spoofed flood through
+        /// this tree's program and through OBJECT (another build of it, e.g. a worktree's
+        /// target/…/bpfel-unknown-none/release/traffic), interleaved in one run.
+        #[arg(long, value_name = "OBJECT")]
+        variant: Option<std::path::PathBuf>,
     },
 }
 
@@ -125,9 +130,22 @@ fn main() -> Result<()> {
         Cmd::Install { prefix } => install::install(&tc, &prefix),
         Cmd::Uninstall { prefix } => install::uninstall(&prefix),
         Cmd::Deb => install::deb(&tc).map(|_| ()),
-        Cmd::Bench { quick, only, reps } => {
+        Cmd::Bench {
+            quick,
+            only,
+            reps,
+            variant,
+        } => {
             setup::run(&tc)?;
-            bench::run(&tc, &bench::Options { quick, only, reps })
+            bench::run(
+                &tc,
+                &bench::Options {
+                    quick,
+                    only,
+                    reps,
+                    variant,
+                },
+            )
         }
     }
 }
