@@ -80,7 +80,7 @@ class = "open"
 "#;
 
 /// [`TESTRUN_CONFIG`] with the guarded class's admission lifted, to fill the bucket map.
-pub(crate) fn testrun_fill_config() -> String {
+fn testrun_fill_config() -> String {
     TESTRUN_CONFIG.replace(
         "admission = { rate = 1000, burst = 1000 }",
         "admission = { rate = 1000000000, burst = 1000000000 }",
@@ -123,6 +123,29 @@ pub(crate) fn fill_buckets(
         "filling the bucket map admitted only {admitted} sources"
     );
     Ok(traffic.kernel.buckets()?.len() as u64)
+}
+
+/// Fill the bucket map of `traffic` (loaded with [`TESTRUN_CONFIG`]) through its guarded
+/// class, on [`GEN_CPU`] (see [`fill_buckets`]); the buckets it then holds go into the
+/// report. Returns the guarded class's slot.
+pub(crate) fn fill_guarded(
+    bench: &mut BenchObject,
+    traffic: &mut Traffic,
+    report: &mut Report,
+) -> Result<u32> {
+    let guarded = traffic.slot("guarded")?;
+    let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
+    flood::set_affinity(0, &[GEN_CPU])?;
+    let filled = fill_buckets(
+        bench,
+        traffic,
+        guarded,
+        &testrun_fill_config(),
+        TESTRUN_CONFIG,
+    );
+    flood::set_affinity(0, &all)?;
+    report.meta("buckets_before_spoof_admission", filled?);
+    Ok(guarded)
 }
 
 /// Spoofed sources per flood: 2²⁰ /64s (8× the bucket map).
@@ -347,19 +370,9 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan) -> Result<Report> {
             .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
     );
     let unprotected = Traffic::load("testrun-lru", TESTRUN_CONFIG, true)?;
-    let guarded = traffic.slot("guarded")?;
     let open = traffic.slot("open")?;
+    let guarded = fill_guarded(bench, &mut traffic, &mut report)?;
     let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
-    flood::set_affinity(0, &[GEN_CPU])?;
-    let filled = fill_buckets(
-        bench,
-        &mut traffic,
-        guarded,
-        &testrun_fill_config(),
-        TESTRUN_CONFIG,
-    );
-    flood::set_affinity(0, &all)?;
-    report.meta("buckets_before_spoof_admission", filled?);
     let mut lab = TestRunLab {
         traffic,
         unprotected,

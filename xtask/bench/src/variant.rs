@@ -30,7 +30,7 @@ use crate::{
     args::Plan,
     load::{BenchObject, Traffic, xdp},
     runs::{Samples, test_run},
-    testrun::{SPOOF_MASK, TESTRUN_CONFIG, fill_buckets, frames, testrun_fill_config},
+    testrun::{SPOOF_MASK, TESTRUN_CONFIG, fill_guarded, frames},
 };
 
 /// The cases: name, frame of [`frames`], the action every run must end with.
@@ -66,18 +66,8 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
     let bytes = std::fs::read(object)
         .with_context(|| format!("read the variant object {}", object.display()))?;
     let mut traffic = Traffic::load("variant", TESTRUN_CONFIG, true)?;
-    let guarded = traffic.slot("guarded")?;
+    fill_guarded(bench, &mut traffic, &mut report)?;
     let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
-    flood::set_affinity(0, &[GEN_CPU])?;
-    let filled = fill_buckets(
-        bench,
-        &mut traffic,
-        guarded,
-        &testrun_fill_config(),
-        TESTRUN_CONFIG,
-    );
-    flood::set_affinity(0, &all)?;
-    report.meta("buckets_before_spoof_admission", filled?);
     let variant = traffic
         .load_alongside(&bytes)
         .with_context(|| format!("load the variant object {}", object.display()))?;
@@ -172,18 +162,11 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
     for (case, _, _) in CASES {
         for side in ["base", "variant"] {
             let raw = s.take(&format!("{side}.{case}.ns"), plan.reps);
-            let work = raw.iter().zip(&floor).map(|(r, f)| r - f).collect();
-            report.figure(
-                &format!("{side}.{case}.ns"),
-                "ns",
-                "test-run mean per packet",
-                raw,
-            );
-            report.figure(
-                &format!("{side}.{case}.work_ns"),
-                "ns",
-                "program work: run − floor_drop (same repetition)",
-                work,
+            raw_and_work(
+                &mut report,
+                &format!("{side}.{case}"),
+                ("test-run mean per packet", raw),
+                ("program work: run − floor_drop (same repetition)", &floor),
             );
         }
     }
@@ -196,18 +179,17 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
     );
     for side in ["base", "variant"] {
         let raw = s.take(&format!("{side}.spoof_admission.ns"), plan.reps);
-        let work = raw.iter().zip(&spoof_floor).map(|(r, f)| r - f).collect();
-        report.figure(
-            &format!("{side}.spoof_admission.ns"),
-            "ns",
-            "rewriter + tail call: a new IPv6 /64 every packet, admission on",
-            raw,
-        );
-        report.figure(
-            &format!("{side}.spoof_admission.work_ns"),
-            "ns",
-            "program work on a new source: run − spoof_baseline (same repetition)",
-            work,
+        raw_and_work(
+            &mut report,
+            &format!("{side}.spoof_admission"),
+            (
+                "rewriter + tail call: a new IPv6 /64 every packet, admission on",
+                raw,
+            ),
+            (
+                "program work on a new source: run − spoof_baseline (same repetition)",
+                &spoof_floor,
+            ),
         );
         report.ratio(
             &format!("{side}.spoof_admission/known_v6.work"),
@@ -231,4 +213,17 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
         );
     }
     Ok(report)
+}
+
+/// Figures `{name}.ns` (the raw samples) and `{name}.work_ns` (raw − floor, repetition by
+/// repetition), each with what it is.
+fn raw_and_work(
+    report: &mut Report,
+    name: &str,
+    (raw_about, raw): (&str, Vec<f64>),
+    (work_about, floor): (&str, &[f64]),
+) {
+    let work = raw.iter().zip(floor).map(|(r, f)| r - f).collect();
+    report.figure(&format!("{name}.ns"), "ns", raw_about, raw);
+    report.figure(&format!("{name}.work_ns"), "ns", work_about, work);
 }
