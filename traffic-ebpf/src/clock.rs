@@ -14,7 +14,8 @@ use crate::maps::TRF_CLOCK;
 ///
 /// Even the coarse clock's helper is a call, and on a CPU whose kernel returns through a
 /// return thunk (AMD with the SRSO "Safe RET" mitigation) a call into the kernel and back
-/// cost ~30 ns of a known source's ~75 (measured, suite `variant`). The coarse clock only
+/// cost 10–30 ns of a known source's 60–75, depending on the hour (measured, suite
+/// `variant`). The coarse clock only
 /// moves at a tick, when `jiffies` moves too, and the verifier inlines `bpf_jiffies64` to
 /// one load; so [`Clock::read`] keeps this CPU's last reading with its jiffy
 /// ([`traffic_common::ClockCopy`]) and calls the helper once per jiffy.
