@@ -13,12 +13,13 @@
 //! the rewriter tail-calling the floor; the rewriter's sequence runs on across both, so
 //! every packet of either is a new source. No targets: a tool for deciding which of two
 //! programs is faster. Judge a ratio against an A/A run (this tree's own object as the
-//! variant): on the 2-vCPU VM the known cases' A/A medians spread 0.79–1.18 and the flood's
-//! 0.82–0.94, in favour of the second loaded copy (most likely where its JIT image lands).
+//! variant): on the 2-vCPU VM, five A/A runs put the known cases' medians at 0.79–1.18 and
+//! the flood's at 0.82–1.02 (four of five favouring the second loaded copy).
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context as _, Result, ensure};
+use aya::programs::{ProgramFd, Xdp};
 use traffic_ebpf_bench::{self as gen_abi, GenConfig};
 use traffic_loadgen::{
     flood,
@@ -67,52 +68,57 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
         .with_context(|| format!("read the variant object {}", object.display()))?;
     let mut traffic = Traffic::load("variant", TESTRUN_CONFIG, true)?;
     fill_guarded(bench, &mut traffic, &mut report)?;
-    let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
     let variant = traffic
         .load_alongside(&bytes)
         .with_context(|| format!("load the variant object {}", object.display()))?;
+    report.meta("variant_object", object.display().to_string());
     let programs = [
         traffic.program()?,
         xdp(&variant, traffic_common::PROGRAM_NAME)?,
     ];
-    report.meta("variant_object", object.display().to_string());
-    let frames = frames();
-    let targets = [
-        bench.floor_fd()?.try_clone()?,
-        programs[0].fd()?.try_clone()?,
-        programs[1].fd()?.try_clone()?,
-    ];
+    let lab = Lab {
+        programs,
+        targets: [
+            bench.floor_fd()?.try_clone()?,
+            programs[0].fd()?.try_clone()?,
+            programs[1].fd()?.try_clone()?,
+        ],
+        frames: frames(),
+        repeat: plan.repeat,
+    };
     bench.configure(&GenConfig {
         family: gen_abi::FAMILY_V6,
         flood_base: 0x8000_0000,
         flood_mask: SPOOF_MASK,
         ..GenConfig::default()
     })?;
-
-    // Each case's base and variant run next to each other, the variant second in even
-    // repetitions and first in odd ones: a run warms what the next one of its kind finds
-    // (a same-object A/A run showed the second of the pair ~10 % faster in the flood).
-    let runs_of = |rep: usize| -> Vec<Run> {
-        let swap = rep % 2 == 1;
-        let pair = |a: Run, b: Run| if swap { [b, a] } else { [a, b] };
-        let mut runs = vec![Run::Floor];
-        for i in 0..CASES.len() {
-            runs.extend(pair(Run::Base(i), Run::Variant(i)));
-        }
-        runs.push(Run::Spoof(0));
-        runs.extend(pair(Run::Spoof(1), Run::Spoof(2)));
-        rotation(&runs, rep)
-    };
+    let all: Vec<usize> = (0..traffic_testkit::netns::online_cpus()).collect();
     // One pinned CPU: the rewriter's sequence is per CPU.
     flood::set_affinity(0, &[GEN_CPU])?;
-    let mut one = |r: Run| -> Result<(String, f64)> {
+    let measured = measure(&lab, bench, plan.reps);
+    flood::set_affinity(0, &all)?;
+    figures(&mut report, measured?, plan.reps);
+    Ok(report)
+}
+
+/// The two programs, the rewriter's tail-call targets (floor, base, variant), the frames.
+struct Lab<'a> {
+    programs: [&'a Xdp; 2],
+    targets: [ProgramFd; 3],
+    frames: BTreeMap<&'static str, Vec<u8>>,
+    repeat: u32,
+}
+
+impl Lab<'_> {
+    /// One test run: the figure's name and the mean ns per packet.
+    fn one(&self, bench: &mut BenchObject, r: Run) -> Result<(String, f64)> {
         if let Run::Spoof(side) = r {
-            bench.set_jump(&targets[side])?;
+            bench.set_jump(&self.targets[side])?;
             let name = format!("{}.ns", SPOOF_SIDES[side]);
             let (action, ns) = test_run(
                 bench.program(gen_abi::SPOOF_PROGRAM)?,
-                &frames["v6_spoof"],
-                plan.repeat,
+                &self.frames["v6_spoof"],
+                self.repeat,
             )
             .with_context(|| name.clone())?;
             ensure!(action != XDP_ABORTED, "{name}: XDP_ABORTED");
@@ -124,35 +130,56 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
                 bench.program(gen_abi::FLOOR_PROGRAM)?,
                 None,
             ),
-            Run::Base(i) => (format!("base.{}.ns", CASES[i].0), programs[0], Some(i)),
-            Run::Variant(i) => (format!("variant.{}.ns", CASES[i].0), programs[1], Some(i)),
+            Run::Base(i) => (format!("base.{}.ns", CASES[i].0), self.programs[0], Some(i)),
+            Run::Variant(i) => (
+                format!("variant.{}.ns", CASES[i].0),
+                self.programs[1],
+                Some(i),
+            ),
             Run::Spoof(_) => unreachable!("handled above"),
         };
-        let frame = &frames[case.map_or("v4_fast", |i| CASES[i].1)];
-        let (action, ns) = test_run(prog, frame, plan.repeat).with_context(|| name.clone())?;
+        let frame = &self.frames[case.map_or("v4_fast", |i| CASES[i].1)];
+        let (action, ns) = test_run(prog, frame, self.repeat).with_context(|| name.clone())?;
         let want = case.map_or(XDP_DROP, |i| CASES[i].2);
         ensure!(action == want, "{name}: action {action}, want {want}");
         Ok((name, ns))
-    };
-    let measured = (|| -> Result<Samples> {
-        // Warm-up, not recorded: the known sources' buckets exist (the slow one is over its
-        // limit from the second packet).
-        for r in runs_of(0) {
-            one(r)?;
-        }
-        let mut s = Samples::default();
-        for rep in 0..plan.reps {
-            for r in runs_of(rep) {
-                let (name, ns) = one(r)?;
-                s.push(&name, rep, ns);
-            }
-        }
-        Ok(s)
-    })();
-    flood::set_affinity(0, &all)?;
-    let mut s = measured?;
+    }
+}
 
-    let floor = s.take("floor_drop.ns", plan.reps);
+/// The runs of one repetition, rotated. Each case's base and variant run next to each
+/// other, the variant second in even repetitions and first in odd ones, so neither side
+/// always finds what the other warmed (the flood's A/A spread is in the module docs).
+fn runs_of(rep: usize) -> Vec<Run> {
+    let swap = rep % 2 == 1;
+    let pair = |a: Run, b: Run| if swap { [b, a] } else { [a, b] };
+    let mut runs = vec![Run::Floor];
+    for i in 0..CASES.len() {
+        runs.extend(pair(Run::Base(i), Run::Variant(i)));
+    }
+    runs.push(Run::Spoof(0));
+    runs.extend(pair(Run::Spoof(1), Run::Spoof(2)));
+    rotation(&runs, rep)
+}
+
+/// Every run once per repetition, after an unrecorded warm-up (the known sources' buckets
+/// exist; the slow one is over its limit from the second packet).
+fn measure(lab: &Lab, bench: &mut BenchObject, reps: usize) -> Result<Samples> {
+    for r in runs_of(0) {
+        lab.one(bench, r)?;
+    }
+    let mut s = Samples::default();
+    for rep in 0..reps {
+        for r in runs_of(rep) {
+            let (name, ns) = lab.one(bench, r)?;
+            s.push(&name, rep, ns);
+        }
+    }
+    Ok(s)
+}
+
+/// Raw means, work over the same repetition's floor, and the paired ratios.
+fn figures(report: &mut Report, mut s: Samples, reps: usize) {
+    let floor = s.take("floor_drop.ns", reps);
     report.figure(
         "floor_drop.ns",
         "ns",
@@ -161,16 +188,16 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
     );
     for (case, _, _) in CASES {
         for side in ["base", "variant"] {
-            let raw = s.take(&format!("{side}.{case}.ns"), plan.reps);
+            let raw = s.take(&format!("{side}.{case}.ns"), reps);
             raw_and_work(
-                &mut report,
+                report,
                 &format!("{side}.{case}"),
                 ("test-run mean per packet", raw),
                 ("program work: run − floor_drop (same repetition)", &floor),
             );
         }
     }
-    let spoof_floor = s.take("spoof_baseline.ns", plan.reps);
+    let spoof_floor = s.take("spoof_baseline.ns", reps);
     report.figure(
         "spoof_baseline.ns",
         "ns",
@@ -178,9 +205,9 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
         spoof_floor.clone(),
     );
     for side in ["base", "variant"] {
-        let raw = s.take(&format!("{side}.spoof_admission.ns"), plan.reps);
+        let raw = s.take(&format!("{side}.spoof_admission.ns"), reps);
         raw_and_work(
-            &mut report,
+            report,
             &format!("{side}.spoof_admission"),
             (
                 "rewriter + tail call: a new IPv6 /64 every packet, admission on",
@@ -212,7 +239,6 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
             "paired within each repetition",
         );
     }
-    Ok(report)
 }
 
 /// Figures `{name}.ns` (the raw samples) and `{name}.work_ns` (raw − floor, repetition by
