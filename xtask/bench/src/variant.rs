@@ -67,10 +67,11 @@ pub(crate) fn run(bench: &mut BenchObject, plan: &Plan, object: &Path) -> Result
     let bytes = std::fs::read(object)
         .with_context(|| format!("read the variant object {}", object.display()))?;
     let mut traffic = Traffic::load("variant", TESTRUN_CONFIG, true)?;
-    fill_guarded(bench, &mut traffic, &mut report)?;
+    // Before the fill: an object that is not a traffic program of this ABI fails at once.
     let variant = traffic
         .load_alongside(&bytes)
         .with_context(|| format!("load the variant object {}", object.display()))?;
+    fill_guarded(bench, &mut traffic, &mut report)?;
     report.meta("variant_object", object.display().to_string());
     let programs = [
         traffic.program()?,
