@@ -57,7 +57,9 @@ pub const fn prefix_mask_words(bits: u32) -> [u64; 2] {
 }
 
 /// One entry of [`map_names::CLASS_CACHE`]: the rule found for a source address under one
-/// generation of the rule set.
+/// generation of the rule set, and this CPU's credit for the source: tokens drawn from its
+/// shared bucket in one charge, spent on its next packets within the same tick of the
+/// coarse clock (the program's `credit` module).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct ClassCacheEntry {
@@ -69,12 +71,34 @@ pub struct ClassCacheEntry {
     pub action: u32,
     /// The rule's class (the default class when no rule matched).
     pub class: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// Tokens of credit left: valid only while the coarse clock reads [`Self::credit_ns`].
+    pub credit: u16,
+    /// Packets passed on credit since the last draw, not counted in the bucket yet.
+    pub pending: u16,
     /// End of the ban that applies to the source (kernel clock, ns; [`BanEntry::until_ns`]),
     /// 0 when none does: compared with the clock on every hit, so a cached ban ends on time.
     /// A ban that an `allow` rule overrides (no [`BAN_FORCE`]) is cached as 0.
     pub ban_until_ns: u64,
+    /// The coarse-clock reading of the last draw (and of [`Self::tick_used`]).
+    pub credit_ns: u64,
+    /// The bucket state the last draw left: unspent credit is refunded only while the
+    /// bucket still holds it (nothing else charged it since).
+    pub drawn_tat: u64,
+    /// The tag of the table slot the credit was drawn from ([`TableSlot`] class and seq).
+    pub credit_tag: u64,
+    /// Bytes of the [`Self::pending`] packets.
+    pub pending_bytes: u64,
+    /// Index of the table slot the credit was drawn from.
+    pub credit_slot: u32,
+    /// The class the credit was drawn for.
+    pub credit_class: u32,
+    /// Packets of the source passed through this entry's bucket in the tick
+    /// [`Self::credit_ns`] (saturating).
+    pub tick_used: u16,
+    /// [`Self::tick_used`] of the tick before: sizes the next draws.
+    pub prev_used: u16,
+    /// Explicit padding.
+    pub _pad: u32,
 }
 
 /// Value of [`map_names::BANS`]: one banned prefix.

@@ -10,8 +10,11 @@
 #![no_std]
 #![deny(unsafe_code)]
 
-/// Version of the layouts in this crate. Bumped on any change to a map or type below; a
-/// pinned map set written by another version is refused, never reinterpreted.
+/// Version of the layouts in this crate. Bumped on any change to a map or type below that
+/// a pinned map of the same shape would carry with another meaning; a pinned map set
+/// written by another version is refused, never reinterpreted. A map whose shape alone
+/// changed (its value size, as the classification cache's in ABI 11's second layout, or
+/// its entries) is replaced on its own by the next start, the rest adopted.
 pub const ABI_VERSION: u32 = 11;
 
 /// Map names, as they appear in the object file and under the pin directory.
@@ -305,7 +308,7 @@ assert_layout! {
     FailSource => 16, 8;
     Counter => 16, 8;
     SlotName => 32, 1;
-    ClassCacheEntry => 40, 8;
+    ClassCacheEntry => 88, 8;
     ClassPrefix => 48, 8;
     ClockCopy => 16, 8;
     BanEntry => 16, 8;

@@ -7,6 +7,7 @@ use traffic_common::{
     class_cache_index_words, words_addr,
 };
 
+use crate::credit::Credit;
 use crate::maps::{TRF_CLASSES, TRF_CLS_CACHE, TRF_CLS_PREFIX, TRF_CONFIG, TRF_RULES};
 
 /// The program's configuration; `None` until the daemon has configured it (ABI version 0).
@@ -29,18 +30,26 @@ pub fn global_monitor() -> Option<bool> {
 /// The rule of a source: from this CPU's classification cache when it holds the source
 /// under the current rule generation, else from the rule table ([`rule_lookup`]; then
 /// cached), with the ban that covers it (the action is then [`crate::bans::BANNED`] until
-/// the ban ends), looked up only while the daemon has bans in force ([`GLOBAL_HAS_BANS`]).
+/// the ban ends), looked up only while the daemon has bans in force ([`GLOBAL_HAS_BANS`]);
+/// and the source's entry, which holds this CPU's credit for it ([`crate::credit`]).
+/// `None` only if the cache's lookup failed, which its index (masked to the map's size)
+/// rules out.
 #[inline(always)]
-pub fn rule_of(src: (u64, u64), cfg: &GlobalConfig) -> (u32, u32) {
+pub fn rule_of(src: (u64, u64), cfg: &GlobalConfig) -> Option<(u32, u32, Credit)> {
     let (default_class, rules_gen) = (cfg.default_class, cfg.rules_gen);
     let (lo, hi) = src;
-    let entry = TRF_CLS_CACHE.get_ptr_mut(class_cache_index_words(lo, hi));
-    if let Some(e) = entry {
-        // SAFETY: per-CPU value of this CPU; XDP runs with migration disabled.
-        let e = unsafe { &*e };
-        if e.rules_gen == rules_gen && rules_gen != 0 && e.addr[0] == lo && e.addr[1] == hi {
-            return (crate::bans::apply(e.action, e.ban_until_ns), e.class);
-        }
+    let index = class_cache_index_words(lo, hi);
+    let entry = TRF_CLS_CACHE.get_ptr_mut(index)?;
+    let credit = Credit::of(entry, index);
+    // SAFETY: per-CPU value of this CPU; XDP runs with migration disabled, and only this
+    // CPU writes it.
+    let e = unsafe { &mut *entry };
+    if e.rules_gen == rules_gen && rules_gen != 0 && e.addr[0] == lo && e.addr[1] == hi {
+        return Some((
+            crate::bans::apply(e.action, e.ban_until_ns),
+            e.class,
+            credit,
+        ));
     }
     let packed = rule_lookup(lo, hi, rules_gen, default_class);
     let found = ((packed >> 32) as u32, packed as u32);
@@ -50,16 +59,13 @@ pub fn rule_of(src: (u64, u64), cfg: &GlobalConfig) -> (u32, u32) {
         0
     };
     let found = crate::feeds::apply(found, lo, hi);
-    if let Some(e) = entry {
-        // SAFETY: as above; only this CPU writes its value.
-        let e = unsafe { &mut *e };
-        e.addr = [lo, hi];
-        e.rules_gen = rules_gen;
-        e.action = found.0;
-        e.class = found.1;
-        e.ban_until_ns = ban_until_ns;
-    }
-    (crate::bans::apply(found.0, ban_until_ns), found.1)
+    credit.forget();
+    e.addr = [lo, hi];
+    e.rules_gen = rules_gen;
+    e.action = found.0;
+    e.class = found.1;
+    e.ban_until_ns = ban_until_ns;
+    Some((crate::bans::apply(found.0, ban_until_ns), found.1, credit))
 }
 
 /// The rule of an address (action and class; the default class when none matches): from

@@ -17,6 +17,7 @@ use crate::{
     bucket::{add, bucket_key, charge_to, load, masked},
     clock::Clock,
     count::PortCounters,
+    credit::{self, Credit},
     debt,
     maps::TRF_FLEET_HOT,
     table::{self, Found},
@@ -57,10 +58,14 @@ pub fn class_limits(
     cc: &ClassConfig,
     len: u64,
     syn: Option<PortLimit>,
+    (credit, may_credit): (Credit, bool),
     clock: &mut Clock,
 ) -> Reason {
     let npkt = cc.packet_limits as usize;
     let bytes = cc.flags & CLASS_BYTES != 0;
+    // Credit: one packet limit, no byte limit, no fleet marks, no port limit.
+    let may_credit =
+        may_credit && npkt == 1 && !bytes && cc.flags & CLASS_FLEET == 0 && syn.is_none();
     let mask = if ip.v6 { &cc.mask_v6 } else { &cc.mask_v4 };
     if npkt == 0 && !bytes {
         // No class bucket: the port's limit alone, its bucket admitted as a class bucket is.
@@ -75,6 +80,9 @@ pub fn class_limits(
     }
     let addr = masked(ip.src, mask);
     let now = clock.now();
+    if may_credit && credit.spend(class, now, len) {
+        return Reason::Pass;
+    }
 
     // Under a flood of new sources (what admission is for), looking an unknown key up
     // touches random lines of a large, cold table; the seen-bitmap answers "certainly not
@@ -105,6 +113,15 @@ pub fn class_limits(
         if r != Reason::Pass {
             return r;
         }
+    }
+    if may_credit {
+        // SAFETY: a slot found in this invocation.
+        return if unsafe { credit::charge(&credit, &bucket, class, &cc.packets[0], len, now) } {
+            Reason::Pass
+        } else {
+            // SAFETY: as above.
+            unsafe { refuse(&bucket, Reason::PacketRate, len, now) }
+        };
     }
     // SAFETY: `bucket` came from a map lookup in this invocation; array values stay valid for
     // the program's run, and their fields are accessed atomically.

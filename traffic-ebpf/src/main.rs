@@ -16,6 +16,7 @@ mod chaos;
 mod classify;
 mod clock;
 mod count;
+mod credit;
 mod debt;
 mod egress;
 mod feeds;
@@ -99,7 +100,10 @@ fn decide(frame: &Frame, ip: &Ip, len: u64) -> Verdict {
     };
     let global_monitor = cfg.flags & GLOBAL_MONITOR != 0;
 
-    let (action, class) = classify::rule_of(ip.src, cfg);
+    let Some((action, class, credit)) = classify::rule_of(ip.src, cfg) else {
+        // The classification cache's lookup failed, which its masked index rules out.
+        return Verdict::new(UNCLASSIFIED, Reason::Pass, false);
+    };
     let row = if class < MAX_CLASSES {
         class
     } else {
@@ -165,7 +169,10 @@ fn decide(frame: &Frame, ip: &Ip, len: u64) -> Verdict {
     let syn = port
         .as_ref()
         .and_then(|pr| limit::PortLimit::of(ip, pr.rule()));
-    let reason = limit::class_limits(ip, class, cc, len, syn, &mut clock);
+    // Credit only for a packet no port rule applies to: a port's own limits are charged
+    // one packet at a time.
+    let credit = (credit, port.is_none());
+    let reason = limit::class_limits(ip, class, cc, len, syn, credit, &mut clock);
     Verdict::new(class, reason, monitor)
 }
 

@@ -65,13 +65,46 @@ impl Outcome for anyhow::Result<()> {
     }
 }
 
+/// How long each case that ran took, for the slowest-cases list at the end of a run.
+static TIMES: std::sync::Mutex<Vec<(&str, std::time::Duration)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Runs a case and records how long it took (pass or fail).
+fn timed(name: &'static str, case: impl FnOnce() -> Result<(), Failed>) -> Result<(), Failed> {
+    let start = std::time::Instant::now();
+    let outcome = case();
+    TIMES.lock().unwrap().push((name, start.elapsed()));
+    outcome
+}
+
+/// Prints the slowest cases of the run, so the layer's time can be spent where it goes.
+fn print_slowest(count: usize) {
+    let mut times = TIMES.lock().unwrap().clone();
+    if times.is_empty() {
+        return;
+    }
+    times.sort_by(|a, b| b.1.cmp(&a.1));
+    let total: std::time::Duration = times.iter().map(|t| t.1).sum();
+    println!(
+        "\nslowest of {} cases ({:.1} s in all):",
+        times.len(),
+        total.as_secs_f64()
+    );
+    for (name, took) in times.iter().take(count) {
+        println!("  {:>6.1} s  {name}", took.as_secs_f64());
+    }
+}
+
 /// The table: case paths (`module::case`, `module::file::case`), each a trial named as its
 /// path.
 macro_rules! cases {
     ($($first:ident $(:: $rest:ident)+),* $(,)?) => {
         vec![$(
             Trial::test(concat!(stringify!($first) $(, "::", stringify!($rest))+), || {
-                $first $(:: $rest)+ ().into_outcome()
+                timed(
+                    concat!(stringify!($first) $(, "::", stringify!($rest))+),
+                    || $first $(:: $rest)+ ().into_outcome(),
+                )
             }),
         )*]
     };
@@ -88,6 +121,7 @@ fn cases() -> Vec<Trial> {
         program::the_last_leaf_rule_never_hides_a_nested_rule,
         program::burst_then_packet_rate_drops,
         program::the_clock_copy_follows_the_kernel_clock_and_a_lie_lasts_a_jiffy,
+        program::a_heavy_source_on_credit_passes_its_burst_exactly_and_unspent_credit_is_refunded,
         program::second_source_gets_its_own_bucket,
         program::non_first_fragments_and_cut_l4_are_limited_by_source,
         program::aggregate_v6_prefix_shares_a_bucket,
@@ -195,5 +229,7 @@ fn main() {
         // The gate, once: panics with what is missing (root, bpffs, the real object).
         support::require_privileged();
     }
-    libtest_mimic::run(&args, cases()).exit();
+    let conclusion = libtest_mimic::run(&args, cases());
+    print_slowest(15);
+    conclusion.exit();
 }

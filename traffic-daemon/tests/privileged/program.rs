@@ -24,8 +24,10 @@ use traffic_daemon::dataplane::Dataplane as _;
 use traffic_testkit::packet::{Ext, Frame, ethertype, ip_proto, tcp_flags};
 
 mod clock;
+mod credit;
 mod leaf;
 pub use clock::the_clock_copy_follows_the_kernel_clock_and_a_lie_lasts_a_jiffy;
+pub use credit::a_heavy_source_on_credit_passes_its_burst_exactly_and_unspent_credit_is_refunded;
 pub use leaf::the_last_leaf_rule_never_hides_a_nested_rule;
 
 // ---------------------------------------------------------------------------------------
