@@ -193,6 +193,7 @@ fn cases() -> Vec<Trial> {
         gates::a_forced_open_gate_expires_after_kill9_with_keep,
         restart::a_changed_max_sources_keeps_a_saturated_sources_bucket,
         restart::a_restart_over_pins_of_another_abi_starts_fresh_and_enforces,
+        restart::a_restart_over_the_earlier_classification_cache_keeps_the_buckets,
         walks::scrapes_and_sources_over_a_full_churning_map_never_stall_the_control_loop,
         operator::suggest::suggestions_land_within_twenty_percent_of_the_designed_rates,
         operator::conventions::lists_ranges_conf_d_json_and_circuit_names_through_the_real_daemon,

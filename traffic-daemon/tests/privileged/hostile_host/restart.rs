@@ -122,3 +122,48 @@ pub fn a_restart_over_pins_of_another_abi_starts_fresh_and_enforces() {
     let status = d.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status}:\n{}", d.log_text());
 }
+
+/// An upgrade over pins of the build before the credit (issue 16): its classification cache
+/// had 40-byte entries, this build's have 88. The start replaces that map alone and adopts
+/// the rest, so a source that spent its burst stays limited across the upgrade.
+pub fn a_restart_over_the_earlier_classification_cache_keeps_the_buckets() {
+    let rig = Rig::new("cache-layout", "127.0.0.1:19199");
+    rig.write_config("", "");
+    let mut d = rig.start();
+    assert_eq!(rig.burst(1, 40), 20, "premium burst before");
+    let status = d.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}:\n{}", d.log_text());
+    // The earlier build's cache, as it would have pinned it.
+    let pin = rig.pins.0.join(map_names::CLASS_CACHE);
+    std::fs::remove_file(&pin).unwrap();
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&pin)
+        .args(["type", "percpu_array", "key", "4", "value", "40", "entries"])
+        .arg(traffic_common::CLASS_CACHE_ENTRIES.to_string())
+        .args(["name", map_names::CLASS_CACHE])
+        .output()
+        .expect("run bpftool");
+    assert!(out.status.success(), "bpftool map create: {out:?}");
+
+    let mut d = rig.start();
+    let log = d.log_text();
+    assert!(
+        log.contains("another shape") && log.contains(map_names::CLASS_CACHE),
+        "no warning about the replaced cache: {log}"
+    );
+    assert!(rig.status().adopted_pinned_state, "the other pins adopted");
+    let cache = MapData::from_pin(&pin).unwrap();
+    assert_eq!(
+        cache.info().unwrap().value_size() as usize,
+        size_of::<traffic_common::ClassCacheEntry>()
+    );
+    assert_eq!(
+        rig.burst(1, 10),
+        0,
+        "the saturated source got a fresh burst across the upgrade:\n{log}"
+    );
+    assert_eq!(rig.burst(2, 40), 20, "a new source after the upgrade");
+    let status = d.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status}:\n{}", d.log_text());
+}
