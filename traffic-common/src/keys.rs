@@ -59,7 +59,8 @@ pub const fn prefix_mask_words(bits: u32) -> [u64; 2] {
 /// One entry of [`map_names::CLASS_CACHE`]: the rule found for a source address under one
 /// generation of the rule set, and this CPU's credit for the source: tokens drawn from its
 /// shared bucket in one charge, spent on its next packets within the same tick of the
-/// coarse clock (the program's `credit` module).
+/// coarse clock, or the bucket's refusal, repeated for the rest of the tick (the program's
+/// `credit` module).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct ClassCacheEntry {
@@ -97,8 +98,12 @@ pub struct ClassCacheEntry {
     pub tick_used: u16,
     /// [`Self::tick_used`] of the tick before: sizes the next draws.
     pub prev_used: u16,
+    /// Non-zero: the bucket refused the source in the tick [`Self::credit_ns`] (past its
+    /// first exactly counted refusals), so the entry refuses the source's packets for the
+    /// rest of that tick without a look at the bucket, counting them in this CPU's tally.
+    pub refusing: u16,
     /// Explicit padding.
-    pub _pad: u32,
+    pub _pad: u16,
 }
 
 /// Value of [`map_names::BANS`]: one banned prefix.

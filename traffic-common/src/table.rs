@@ -67,6 +67,9 @@ const _: () = assert!(TABLE_BUCKET_WORD * 8 + size_of::<Bucket>() == size_of::<T
 pub const DROP_EXACT: u64 = 64;
 /// Refusals per batch of a [`DropTally`].
 pub const DROP_BATCH: u64 = 64;
+/// The most tokens of credit a CPU draws for a source at once (the program's `credit`):
+/// a source's passes counted in its bucket lag by less than this per CPU.
+pub const CREDIT_MAX_DRAW: u16 = 16;
 /// Age at which a [`DropTally`]'s batch is added at its next refusal (100 ms).
 pub const DROP_FLUSH_NS: u64 = 100_000_000;
 /// `max_entries` of [`map_names::DROP_TALLY`] (per CPU; a power of two): a tally is indexed

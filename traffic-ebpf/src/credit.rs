@@ -19,6 +19,12 @@
 //! draws one token at a time, as before. An entry taken over by another source starts
 //! again at one token; so does a source whose entry an attacker keeps evicting.
 //!
+//! The other way round, a refusal: once the bucket has refused the source in a tick, the
+//! entry refuses the source's further packets of that tick without a look at the bucket
+//! (exact, see [`Credit::cached`]), counting them in this CPU's tally of refusals as the
+//! bucket's refusal would (`tally`). The packets passed on credit are added to the bucket's
+//! counts at the entry's next draw, or when another source takes the entry over.
+//!
 //! Only for a class with one packet limit and no byte limit, not fleet-scoped, and a packet
 //! with no port rule (no per-port new-connection limit to check): everything else is
 //! charged one packet at a time.
@@ -29,7 +35,7 @@
 //! its own instead of along every path that reaches it (the program was at its limit of a
 //! million instructions with it inline).
 
-use traffic_common::{ClassCacheEntry, Limit};
+use traffic_common::{CREDIT_MAX_DRAW, ClassCacheEntry, DROP_EXACT, Limit};
 use traffic_ebpf::gcra;
 
 use crate::{
@@ -37,10 +43,11 @@ use crate::{
     classify,
     maps::{TRF_BUCKETS, TRF_CLS_CACHE},
     table::{self, Found},
+    tally,
 };
 
 /// The largest draw, in tokens (packets).
-pub const MAX_DRAW: u16 = 16;
+const MAX_DRAW: u16 = CREDIT_MAX_DRAW;
 
 /// A draw is this fraction (a shift) of the entry's packets in a tick.
 const DRAW_SHIFT: u32 = 4;
@@ -76,20 +83,34 @@ impl Credit {
         unsafe { &mut *self.entry }
     }
 
-    /// Spend a token on a packet of `len` bytes of `class` at `now`: whether the entry held
-    /// one (the packet then passes).
+    /// The verdict on a packet of `len` bytes of `class` at `now` that this entry holds
+    /// without a look at the bucket: `Some(true)`, passed on a token of credit;
+    /// `Some(false)`, refused, the bucket having refused the source earlier in this tick;
+    /// `None`, ask the bucket.
+    ///
+    /// A refusal repeated is exact: in a tick, a bucket's state only moves later as others
+    /// charge it, so a packet it refused stays refused (only a refund, a rescale or a reset
+    /// by the daemon could move it back, and then this is stricter, for the tick).
     #[inline(always)]
-    pub fn spend(&self, class: u32, now: u64, len: u64) -> bool {
+    pub fn cached(&self, class: u32, now: u64, len: u64) -> Option<bool> {
         let e = self.entry();
-        if e.credit == 0 || e.credit_ns != now || e.credit_class != class {
-            return false;
+        if e.credit_ns != now || e.credit_class != class {
+            return None;
         }
-        e.credit -= 1;
-        // At most MAX_DRAW − 1 between two draws, which clear it.
-        e.pending += 1;
-        e.pending_bytes += len;
-        e.tick_used = e.tick_used.saturating_add(1);
-        true
+        if e.credit != 0 {
+            e.credit -= 1;
+            // At most MAX_DRAW − 1 between two draws, which clear it.
+            e.pending += 1;
+            e.pending_bytes += len;
+            e.tick_used = e.tick_used.saturating_add(1);
+            return Some(true);
+        }
+        // Counted in this CPU's tally, as the bucket's refusal would be; when the tally's
+        // entry holds another source's batch, the bucket counts it (the table path).
+        if e.refusing != 0 && tally::tallied(e.credit_slot, e.credit_tag, len, now) {
+            return Some(false);
+        }
+        None
     }
 
     /// The entry is about to be taken over (another source, or a new rule generation):
@@ -103,16 +124,28 @@ impl Credit {
         {
             // SAFETY: a bucket of this invocation's lookup; aligned words changed by others
             // only atomically.
-            unsafe {
-                add(&raw mut (*b).packets, u64::from(e.pending));
-                add(&raw mut (*b).bytes, e.pending_bytes);
-            }
+            unsafe { count_pending(e, b) };
         }
         e.credit = 0;
         e.pending = 0;
         e.pending_bytes = 0;
+        e.refusing = 0;
         e.tick_used = 0;
         e.prev_used = 0;
+    }
+}
+
+/// Add the packets an entry passed on credit to the bucket's counts.
+///
+/// # Safety
+/// `b` must be a live bucket looked up in this invocation (its words change only
+/// atomically).
+#[inline(always)]
+unsafe fn count_pending(e: &ClassCacheEntry, b: *mut traffic_common::Bucket) {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        add(&raw mut (*b).packets, u64::from(e.pending));
+        add(&raw mut (*b).bytes, e.pending_bytes);
     }
 }
 
@@ -137,6 +170,7 @@ pub unsafe fn charge(
         e.prev_used = e.tick_used;
         e.tick_used = 0;
         e.credit_ns = now;
+        e.refusing = 0;
     }
     let b = at.bucket;
     // SAFETY: the caller's guarantee; a place expression.
@@ -151,7 +185,10 @@ pub unsafe fn charge(
         let class_len = (u64::from(class) << 32) | (len & 0xffff_ffff);
         match credit_draw(entry_slot, at.tag, class_len, now) {
             PASSED => return true,
-            REFUSED => return false,
+            REFUSED => {
+                refusing(e, at, class);
+                return false;
+            }
             _ => {}
         }
     }
@@ -159,6 +196,7 @@ pub unsafe fn charge(
     // changed by others only atomically.
     unsafe {
         if charge_to(tat, lim, lim.interval, now).is_none() {
+            refusing(e, at, class);
             return false;
         }
         add(&raw mut (*b).packets, 1);
@@ -166,6 +204,21 @@ pub unsafe fn charge(
     }
     e.tick_used = e.tick_used.saturating_add(1);
     true
+}
+
+/// The bucket at `at` refused a packet of the entry's source in this tick: so will it the
+/// source's next packets of the tick ([`Credit::cached`]), once the bucket has counted the
+/// source's first refusals exactly ([`DROP_EXACT`], as `tally` does).
+#[inline(always)]
+fn refusing(e: &mut ClassCacheEntry, at: &Found, class: u32) {
+    // SAFETY: a bucket found in this invocation; an aligned word changed only atomically.
+    if unsafe { load(&raw const (*at.bucket).dropped) } < DROP_EXACT {
+        return;
+    }
+    e.refusing = 1;
+    e.credit_class = class;
+    e.credit_slot = at.index;
+    e.credit_tag = at.tag;
 }
 
 /// The draw: settle the entry's last draw (count the packets passed on credit in the
@@ -199,8 +252,7 @@ pub extern "C" fn credit_draw(entry_slot: u64, tag: u64, class_len: u64, now: u6
         // SAFETY: aligned words of a live bucket, changed by others only atomically.
         unsafe {
             if e.pending != 0 {
-                add(&raw mut (*b).packets, u64::from(e.pending));
-                add(&raw mut (*b).bytes, e.pending_bytes);
+                count_pending(e, b);
             }
             // Only from the state the draw left: if anything charged the bucket since, the
             // credit stays charged.
@@ -240,6 +292,7 @@ pub extern "C" fn credit_draw(entry_slot: u64, tag: u64, class_len: u64, now: u6
     let Some(state) = state else {
         return REFUSED;
     };
+    e.refusing = 0;
     e.tick_used = e.tick_used.saturating_add(1);
     if draw > 1 {
         e.credit = (draw - 1) as u16;

@@ -80,8 +80,12 @@ pub fn class_limits(
     }
     let addr = masked(ip.src, mask);
     let now = clock.now();
-    if may_credit && credit.spend(class, now, len) {
-        return Reason::Pass;
+    if may_credit {
+        match credit.cached(class, now, len) {
+            Some(true) => return Reason::Pass,
+            Some(false) => return Reason::PacketRate,
+            None => {}
+        }
     }
 
     // Under a flood of new sources (what admission is for), looking an unknown key up

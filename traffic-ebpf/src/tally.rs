@@ -58,6 +58,33 @@ pub fn refused(f: &Found, len: u64, now: u64) {
     }
 }
 
+/// Count one refused packet of `len` bytes of the source at slot `index` (found with tag
+/// `tag`) in this CPU's tally, without the bucket: for a source past its first
+/// [`DROP_EXACT`] refusals whose refusal a cache entry repeats (`credit`). Whether it was
+/// counted: not when the tally's entry holds another source's batch.
+#[inline(always)]
+pub fn tallied(index: u32, tag: u64, len: u64, now: u64) -> bool {
+    let Some(t) = TRF_DROP_TALLY.get_ptr_mut(index & (DROP_TALLY_ENTRIES - 1)) else {
+        return false;
+    };
+    // SAFETY: this CPU's value; XDP runs with migration disabled, nothing else writes it.
+    let t = unsafe { &mut *t };
+    if t.packets != 0 && (t.slot != index || t.tag != tag) {
+        return false;
+    }
+    if t.packets == 0 {
+        t.slot = index;
+        t.tag = tag;
+        t.since = now;
+    }
+    t.packets += 1;
+    t.bytes += len;
+    if t.packets >= DROP_BATCH || now.wrapping_sub(t.since) >= DROP_FLUSH_NS {
+        flush(t);
+    }
+    true
+}
+
 /// Add a tally's batch to its slot's bucket, if the slot still holds its source, and empty it.
 #[inline(always)]
 fn flush(t: &mut DropTally) {

@@ -83,7 +83,7 @@ fn print_slowest(count: usize) {
     if times.is_empty() {
         return;
     }
-    times.sort_by(|a, b| b.1.cmp(&a.1));
+    times.sort_by_key(|t| std::cmp::Reverse(t.1));
     let total: std::time::Duration = times.iter().map(|t| t.1).sum();
     println!(
         "\nslowest of {} cases ({:.1} s in all):",

@@ -209,6 +209,8 @@ fn rss(pid: u32) -> u64 {
 /// left (its soft limit 1024): trafficctl got no answer and sock_diag failed.
 pub fn thousands_of_idle_and_slow_connections_leave_the_control_plane_working() {
     use std::io::Write as _;
+    let t0 = Instant::now();
+    let phase = |what: &str| eprintln!("{:>6.1} s  {what}", t0.elapsed().as_secs_f64());
     assert!(raise_nofile(16_384) >= 2 * (IDLE + SLOW) as u64 + 256);
     let mut rig = Rig::new("listeners");
     // The upstream: a listener that holds what it accepts.
@@ -273,6 +275,7 @@ pub fn thousands_of_idle_and_slow_connections_leave_the_control_plane_working() 
         },
     );
     let rss_before = rss(pid);
+    phase("trafficd started, the upstream's connections counted");
 
     // The attack: idle, then slow-body, on each listener.
     let metrics: SocketAddr = METRICS.parse().unwrap();
@@ -303,6 +306,7 @@ pub fn thousands_of_idle_and_slow_connections_leave_the_control_plane_working() 
         s.write_all(slow_head("/v1/reload").as_bytes())?;
         Ok(s)
     });
+    phase("the attack's connections open");
     eprintln!(
         "attack: {} idle TCP ({failed_tcp} failed), {} idle unix ({failed_unix} failed), {} + {} slow",
         idle_tcp.len(),
@@ -334,6 +338,7 @@ pub fn thousands_of_idle_and_slow_connections_leave_the_control_plane_working() 
         rss_max = rss_max.max(rss(pid));
         std::thread::sleep(Duration::from_millis(300));
     }
+    phase("through the timeouts");
     let (code, body) = http_get(&rig.topo.node, metrics, "/metrics").unwrap();
     assert_eq!(code, 200);
     let after = circuit(&rig);
@@ -375,8 +380,10 @@ pub fn thousands_of_idle_and_slow_connections_leave_the_control_plane_working() 
         "RSS grew from {rss_before} to {rss_max} bytes"
     );
     drop((idle_tcp, idle_unix, slow_tcp, slow_unix));
+    phase("the attack's connections closed");
     let mut d = rig.daemon.take().unwrap();
     assert!(d.terminate(Duration::from_secs(10)).unwrap().success());
+    phase("trafficd stopped");
 }
 
 /// `trafficctl --json ARGS` against the rig's socket, parsed.

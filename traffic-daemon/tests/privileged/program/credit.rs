@@ -1,13 +1,14 @@
 //! Credit (`credit.rs` in the program): a heavy source's packets passed on tokens drawn in
 //! batches pass exactly as many as charging them one at a time would, credit left unspent
-//! at the end of a tick is refunded, and the bucket counts every packet.
+//! at the end of a tick is refunded, a refusal is repeated from the cache entry, and the
+//! bucket counts every packet (the refusals within a tally's batch).
 
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use aya::maps::{Map, MapData, PerCpuArray};
 use traffic_common::{
-    ClassCacheEntry, Reason, addr_words, class_cache_index, map_names, v4_mapped,
+    ClassCacheEntry, DROP_BATCH, Reason, addr_words, class_cache_index, map_names, v4_mapped,
 };
 
 use super::{udp_from, v4};
@@ -110,6 +111,13 @@ pub fn a_heavy_source_on_credit_passes_its_burst_exactly_and_unspent_credit_is_r
         passed + pass
     );
     ensure!(over == 5_000, "refused {over}, not the 5000 past the burst");
+    // Past its first refusals, the bucket's refusal was repeated from the cache entry for
+    // the rest of the tick (and counted in the tally, as the bucket's would be).
+    ensure!(
+        entries_of(&lab, addr)?.iter().any(|e| e.refusing != 0),
+        "no CPU's entry repeats the bucket's refusal: {:?}",
+        entries_of(&lab, addr)?
+    );
 
     // Every packet passed is in the bucket's count: those passed on credit are counted at
     // the next draw (the first refusal went through one). Refusals may still be in a
@@ -119,6 +127,12 @@ pub fn a_heavy_source_on_credit_passes_its_burst_exactly_and_unspent_credit_is_r
         .iter()
         .find(|(k, _)| k.addr == addr)
         .context("no bucket for the source")?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    ensure!(
+        b.dropped <= 5_000 && 5_000 - b.dropped < DROP_BATCH * cpus,
+        "the bucket counts {} of the 5000 refusals: not within a tally's batch per CPU",
+        b.dropped
+    );
     ensure!(
         b.packets - b.dropped == BURST,
         "the bucket counts {} packets passed ({} packets, {} dropped), not the {BURST} that \
