@@ -14,9 +14,10 @@
 //! looser, and bounded by the draw sizes below.
 //!
 //! Draw sizes follow the source's packets through this entry in the tick before (or this
-//! one, if more): a sixteenth of them, 1 to [`MAX_DRAW`]. So unspent credit is under a
-//! sixteenth of a tick's packets (about 6 %), and a source that sends a few packets a tick
-//! draws one token at a time, as before. An entry taken over by another source starts
+//! one, if more): a sixteenth of them, 1 to [`MAX_DRAW`]. So unspent credit is at most
+//! 15 tokens per CPU and tick, under a sixteenth (about 6 %) of a source's packets in a
+//! tick as heavy as the one before, and a source that sends a few packets a tick draws one
+//! token at a time, as before. An entry taken over by another source starts
 //! again at one token; so does a source whose entry an attacker keeps evicting.
 //!
 //! The other way round, a refusal: once the bucket has refused the source in a tick, the

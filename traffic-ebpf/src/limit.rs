@@ -51,6 +51,10 @@ impl<'a> PortLimit<'a> {
 /// source that holds a class bucket: admission decides once per source, so a flood of
 /// spoofed SYNs inserts no more keys than the budget allows, and a source the budget turned
 /// away is limited by the class's overflow bucket alone.
+///
+/// `credit` is the source's classification cache entry, used (see [`crate::credit`]) when
+/// `may_credit` (no port rule applies) and the class has one packet limit, no byte limit
+/// and local scope: the entry may then pass or refuse the packet without the bucket.
 #[inline(always)]
 pub fn class_limits(
     ip: &Ip,
