@@ -250,24 +250,8 @@ pub extern "C" fn credit_draw(entry_slot: u64, tag: u64, class_len: u64, now: u6
     // SAFETY: as above.
     let tat = unsafe { &raw mut (*b).tat }.cast::<u64>();
     if e.credit_class == class && e.credit_slot == slot && e.credit_tag == tag {
-        // SAFETY: aligned words of a live bucket, changed by others only atomically.
-        unsafe {
-            if e.pending != 0 {
-                count_pending(e, b);
-            }
-            // Only from the state the draw left: if anything charged the bucket since, the
-            // credit stays charged.
-            if e.credit != 0 && load(tat) == e.drawn_tat {
-                let refunded = e
-                    .drawn_tat
-                    .saturating_sub(u64::from(e.credit) * lim.interval);
-                let _ = core::intrinsics::atomic_cxchg::<
-                    u64,
-                    { core::intrinsics::AtomicOrdering::SeqCst },
-                    { core::intrinsics::AtomicOrdering::SeqCst },
-                >(tat, e.drawn_tat, refunded);
-            }
-        }
+        // SAFETY: the bucket of a slot of this lookup.
+        unsafe { settle(e, b, lim) };
     }
     e.credit = 0;
     e.pending = 0;
@@ -308,4 +292,32 @@ pub extern "C" fn credit_draw(entry_slot: u64, tag: u64, class_len: u64, now: u6
         add(&raw mut (*b).bytes, len);
     }
     PASSED
+}
+
+/// Settle the entry's last draw from bucket `b` (limit `lim`): count the packets passed on
+/// credit in the bucket, and refund the unspent credit while the bucket still holds the
+/// state that draw left (if anything charged it since, the credit stays charged).
+///
+/// # Safety
+/// `b` must be the live bucket the draw was made from, looked up in this invocation (its
+/// words change only atomically).
+#[inline(always)]
+unsafe fn settle(e: &ClassCacheEntry, b: *mut traffic_common::Bucket, lim: &Limit) {
+    // SAFETY: the caller's guarantee; aligned words of a live bucket.
+    unsafe {
+        if e.pending != 0 {
+            count_pending(e, b);
+        }
+        let tat = (&raw mut (*b).tat).cast::<u64>();
+        if e.credit != 0 && load(tat) == e.drawn_tat {
+            let refunded = e
+                .drawn_tat
+                .saturating_sub(u64::from(e.credit) * lim.interval);
+            let _ = core::intrinsics::atomic_cxchg::<
+                u64,
+                { core::intrinsics::AtomicOrdering::SeqCst },
+                { core::intrinsics::AtomicOrdering::SeqCst },
+            >(tat, e.drawn_tat, refunded);
+        }
+    }
 }

@@ -46,16 +46,7 @@ pub fn refused(f: &Found, len: u64, now: u64) {
         }
         flush(t);
     }
-    if t.packets == 0 {
-        t.slot = f.index;
-        t.tag = f.tag;
-        t.since = now;
-    }
-    t.packets += 1;
-    t.bytes += len;
-    if t.packets >= DROP_BATCH || now.wrapping_sub(t.since) >= DROP_FLUSH_NS {
-        flush(t);
-    }
+    batch(t, f.index, f.tag, len, now);
 }
 
 /// Count one refused packet of `len` bytes of the source at slot `index` (found with tag
@@ -72,6 +63,15 @@ pub fn tallied(index: u32, tag: u64, len: u64, now: u64) -> bool {
     if t.packets != 0 && (t.slot != index || t.tag != tag) {
         return false;
     }
+    batch(t, index, tag, len, now);
+    true
+}
+
+/// Add a refusal of the source at slot `index` (tag `tag`) to tally `t`, empty or holding
+/// that source's batch (beginning one if empty), and add the batch to the bucket once it is
+/// full or old.
+#[inline(always)]
+fn batch(t: &mut DropTally, index: u32, tag: u64, len: u64, now: u64) {
     if t.packets == 0 {
         t.slot = index;
         t.tag = tag;
@@ -82,7 +82,6 @@ pub fn tallied(index: u32, tag: u64, len: u64, now: u64) -> bool {
     if t.packets >= DROP_BATCH || now.wrapping_sub(t.since) >= DROP_FLUSH_NS {
         flush(t);
     }
-    true
 }
 
 /// Add a tally's batch to its slot's bucket, if the slot still holds its source, and empty it.

@@ -3,7 +3,7 @@
 //! at the end of a tick is refunded, a refusal is repeated from the cache entry, and the
 //! bucket counts every packet (the refusals within a tally's batch).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 use aya::maps::{Map, MapData, PerCpuArray};
@@ -56,6 +56,19 @@ fn run_many(lab: &Lab, frame: &[u8], repeat: u32, class: u32) -> Result<(u64, u6
     Ok((pass, over))
 }
 
+/// CLOCK_MONOTONIC_COARSE, the clock the program's limits run on, in ns.
+fn coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    #[allow(unsafe_code, reason = "a libc call; its SAFETY comment follows")]
+    // SAFETY: clock_gettime writes the timespec it is given, which lives for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// The source's cache entry on every CPU that holds it.
 fn entries_of(lab: &Lab, addr: [u8; 16]) -> Result<Vec<ClassCacheEntry>> {
     let md = MapData::from_pin(lab.kernel.pin_dir().join(map_names::CLASS_CACHE))
@@ -99,9 +112,21 @@ pub fn a_heavy_source_on_credit_passes_its_burst_exactly_and_unspent_credit_is_r
         entries_of(&lab, addr)?
     );
 
-    // The credit's tick ends: the next draw refunds it. (A wait for the clock to move, not
-    // for another party: a tick is at most 10 ms.)
-    std::thread::sleep(Duration::from_millis(30));
+    // The credit's tick ends (polled: the coarse clock, the program's, moves past the
+    // tick of the last draw); the next draw refunds it.
+    let drawn = entries_of(&lab, addr)?
+        .iter()
+        .map(|e| e.credit_ns)
+        .max()
+        .unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while coarse_ns() <= drawn {
+        ensure!(
+            Instant::now() < deadline,
+            "the coarse clock stayed at {drawn} ns for 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let rest = u32::try_from(BURST - passed + 5_000)?;
     let (pass, over) = run_many(&lab, &frame, rest, heavy)?;
     ensure!(
